@@ -1,0 +1,281 @@
+//! The catalog: every flow and mapping of a node, validated together, with
+//! each flow step resolved once to the role it plays.
+//!
+//! [`Catalog::build`] never stops at the first problem. It returns the
+//! catalog it could build and every diagnostic; callers refuse to run when
+//! [`Diagnostics::has_errors`] is true.
+
+use std::collections::BTreeMap;
+
+use crate::action_key::{ActionKey, Decorator};
+use crate::diagnostic::{Diagnostics, Location};
+use crate::flow::{self, Flow};
+use crate::mapping::{self, MappingTable, Route, Target};
+use crate::source::{Format, SourceFile};
+
+/// What happens at a step of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepRole {
+    /// Step 0: the request a service pushes to start the flow.
+    Entry,
+    /// `done`: the flow ends and its result is published.
+    Done,
+    /// `@PUBLISH`: published on the step's topic by the Integration Manager.
+    Publish,
+    /// `@ASYNC`: the flow suspends until an external response arrives.
+    Async,
+    /// A step performed by the named service.
+    Service(String),
+    /// A component action run by a worker.
+    Action(Target),
+    /// Nothing matches (reported as an error; such a catalog never runs).
+    Unresolved,
+}
+
+/// How a step got its role: the mapping that matched, where it is written,
+/// and the wildcard form of the step's key that found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    pub key: ActionKey,
+    pub location: Location,
+    pub pattern: &'static str,
+}
+
+/// A flow with the role of each of its steps (same indices as `flow.steps`).
+#[derive(Debug, Clone)]
+pub struct RoutedFlow {
+    pub flow: Flow,
+    pub roles: Vec<(StepRole, Option<Via>)>,
+}
+
+/// All flows (by name) and all mappings of a node.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub flows: BTreeMap<String, RoutedFlow>,
+    pub mappings: MappingTable,
+}
+
+impl Catalog {
+    /// Loads and validates flow files and mapping files together.
+    pub fn build(flow_files: &[SourceFile], mapping_files: &[SourceFile]) -> (Self, Diagnostics) {
+        let mut diagnostics = Diagnostics::default();
+        let mut mappings = MappingTable::default();
+        for file in mapping_files {
+            let loaded = match file.format {
+                Format::Ini => mapping::load_ini(&file.name, &file.text, &mut diagnostics),
+                Format::Toml => mapping::load_toml(&file.name, &file.text, &mut diagnostics),
+            };
+            for m in loaded {
+                warn_decorator(m.key.decorator(), &m.location, &mut diagnostics);
+                mappings.insert(m, &mut diagnostics);
+            }
+        }
+
+        let mut flows: BTreeMap<String, RoutedFlow> = BTreeMap::new();
+        for file in flow_files {
+            let loaded = match file.format {
+                Format::Ini => flow::load_ini(&file.name, &file.text, &mut diagnostics),
+                Format::Toml => flow::load_toml(&file.name, &file.text, &mut diagnostics),
+            };
+            for flow in loaded {
+                if let Some(first) = flows.get(&flow.name) {
+                    diagnostics.error(
+                        flow.location.clone(),
+                        format!(
+                            "flow {} is already defined at {} (flow names are unique)",
+                            flow.name, first.flow.location
+                        ),
+                    );
+                    continue;
+                }
+                let routed = route_flow(flow, &mappings, &mut diagnostics);
+                flows.insert(routed.flow.name.clone(), routed);
+            }
+        }
+        (Self { flows, mappings }, diagnostics.sorted())
+    }
+
+    pub fn flow(&self, name: &str) -> Option<&RoutedFlow> {
+        self.flows.get(name)
+    }
+}
+
+fn warn_decorator(decorator: Option<&Decorator>, at: &Location, diagnostics: &mut Diagnostics) {
+    let Some(d @ Decorator::Qualifier(name)) = decorator else {
+        return;
+    };
+    let message = match d.probably_meant() {
+        Some(meant) => format!(
+            "decorator @{name} has no behaviour (did you mean @{}? decorators are case-sensitive); it only qualifies the topic",
+            meant.name()
+        ),
+        None => format!("decorator @{name} has no behaviour; it only qualifies the topic"),
+    };
+    diagnostics.warning(at.clone(), message);
+}
+
+fn route_flow(flow: Flow, mappings: &MappingTable, diagnostics: &mut Diagnostics) -> RoutedFlow {
+    match flow.steps.len() {
+        0 => diagnostics.error(
+            flow.location.clone(),
+            format!("flow {} has no steps", flow.name),
+        ),
+        1 => diagnostics.warning(
+            flow.location.clone(),
+            format!(
+                "flow {} has only its entry step; it does nothing",
+                flow.name
+            ),
+        ),
+        _ => {}
+    }
+    let mut done_at: Option<u32> = None;
+    let mut roles = Vec::with_capacity(flow.steps.len());
+    for (index, step) in flow.steps.iter().enumerate() {
+        let key = &step.key;
+        warn_decorator(key.decorator(), &step.location, diagnostics);
+        if let Some(line) = done_at {
+            diagnostics.error(
+                step.location.clone(),
+                format!(
+                    "step `{key}` of flow {} comes after `done` (line {line}) and is never reached",
+                    flow.name
+                ),
+            );
+        }
+        let role = if index == 0 {
+            (StepRole::Entry, None)
+        } else if key.is_done() {
+            done_at.get_or_insert(step.location.line);
+            (StepRole::Done, None)
+        } else {
+            match key.decorator() {
+                Some(Decorator::Publish) => (StepRole::Publish, None),
+                Some(Decorator::Async) => (StepRole::Async, None),
+                _ => match mappings.resolve(key) {
+                    Some(found) => {
+                        let role = match &found.mapping.route {
+                            Route::Action(target) => StepRole::Action(target.clone()),
+                            Route::Service(name) => StepRole::Service(name.clone()),
+                        };
+                        let via = Via {
+                            key: found.mapping.key.clone(),
+                            location: found.mapping.location.clone(),
+                            pattern: found.pattern,
+                        };
+                        (role, Some(via))
+                    }
+                    None => {
+                        diagnostics.error(
+                            step.location.clone(),
+                            format!(
+                                "step `{key}` of flow {} maps to nothing: no [actionmapping] or [services] entry matches it (tried s?c?a, s??a, ?c?a, s?c?, s??, ??a, ?c?)",
+                                flow.name
+                            ),
+                        );
+                        (StepRole::Unresolved, None)
+                    }
+                },
+            }
+        };
+        roles.push(role);
+    }
+    RoutedFlow { flow, roles }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ini(name: &str, text: &str) -> SourceFile {
+        SourceFile::new(name, text, Format::Ini)
+    }
+
+    #[test]
+    fn resolves_each_step_role() {
+        let flows = [ini(
+            "f.ini",
+            "\
+[SM]
+?SM?Push
+Subject?SM@PUBLISH?get_topics
+?SM@ASYNC?get_topics_response
+?SM?ship
+Subject?SM?check
+??done
+",
+        )];
+        let maps = [ini(
+            "m.ini",
+            "[actionmapping]\n??check = x.Checker.check\n[services]\n?SM?ship = shipping\n",
+        )];
+        let (catalog, d) = Catalog::build(&flows, &maps);
+        assert!(d.is_empty(), "{d}");
+        let roles: Vec<StepRole> = catalog.flows["SM"]
+            .roles
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                StepRole::Entry,
+                StepRole::Publish,
+                StepRole::Async,
+                StepRole::Service("shipping".into()),
+                StepRole::Action(Target::parse("Checker.check").unwrap()),
+                StepRole::Done,
+            ]
+        );
+        let via = catalog.flows["SM"].roles[4].1.clone().unwrap();
+        assert_eq!(
+            (via.location.to_string(), via.pattern),
+            ("m.ini:2".into(), "??a")
+        );
+    }
+
+    #[test]
+    fn a_flow_without_done_is_legal() {
+        let flows = [ini("f.ini", "[F]\n?F?Push\n?F?work\n")];
+        let maps = [ini("m.ini", "[actionmapping]\n?F?work = C.work\n")];
+        let (_, d) = Catalog::build(&flows, &maps);
+        assert!(d.is_empty(), "{d}");
+    }
+
+    #[test]
+    fn every_error_of_every_file_is_collected() {
+        let flows = [
+            ini(
+                "a.ini",
+                "[Dup]\n?Dup?Push\n??done\n[Empty]\n[Lost]\n?Lost?Push\n?Lost?nowhere\n??done\n?Lost?after\n",
+            ),
+            ini(
+                "b.ini",
+                "[Dup]\n?Dup?Push\n??done\n[Odd]\n?Odd?Push\n?Odd@publish?x\n?Odd@ROUTING_WORKER?x\n",
+            ),
+        ];
+        let maps = [
+            ini("m1.ini", "[actionmapping]\n??x = C.x\n?Lost?after = C.a\n"),
+            ini("m2.ini", "[actionmapping]\n??x = D.x\n"),
+        ];
+        let (_, d) = Catalog::build(&flows, &maps);
+        let errors: Vec<String> = d.errors().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "a.ini:4: error: flow Empty has no steps",
+                "a.ini:7: error: step `?Lost?nowhere` of flow Lost maps to nothing: no [actionmapping] or [services] entry matches it (tried s?c?a, s??a, ?c?a, s?c?, s??, ??a, ?c?)",
+                "a.ini:9: error: step `?Lost?after` of flow Lost comes after `done` (line 8) and is never reached",
+                "b.ini:1: error: flow Dup is already defined at a.ini:1 (flow names are unique)",
+                "m2.ini:2: error: `??x` is already mapped at m1.ini:2 (a key is mapped once)",
+            ]
+        );
+        let warnings: Vec<String> = d.warnings().map(|w| w.message.clone()).collect();
+        assert_eq!(warnings.len(), 2, "{d}");
+        assert!(warnings[0].contains("did you mean @PUBLISH?"), "{d}");
+        assert!(
+            warnings[1].contains("@ROUTING_WORKER has no behaviour"),
+            "{d}"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! Flows: named, ordered steps of action keys, loaded from INI or TOML.
+//!
+//! INI, exactly as DigitalPy writes it — a section per flow, a line per step:
+//!
+//! ```ini
+//! [IAMConnection]
+//! ?IAMConnection?Push
+//! Subject?IAMConnection?Connection
+//! ??done
+//! ```
+//!
+//! TOML says the same thing, a table per flow:
+//!
+//! ```toml
+//! [flow.IAMConnection]
+//! steps = ["?IAMConnection?Push", "Subject?IAMConnection?Connection", "??done"]
+//! ```
+//!
+//! Step 0 is the flow's entry: the request a service pushes. A flow usually
+//! ends with `??done` but need not; without it, the flow ends after its last
+//! step. Both formats load into [`Flow`], with the file and line of each step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::action_key::{ActionKey, is_field_char};
+use crate::diagnostic::{Diagnostics, Location};
+use crate::ini;
+
+/// A flow: its name, where it is defined, and its steps in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    pub name: String,
+    pub location: Location,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a flow and the line that defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub key: ActionKey,
+    pub location: Location,
+}
+
+impl Flow {
+    /// The index of the first step that, used as a pattern, matches `key`
+    /// (see [`ActionKey::matches`]).
+    pub fn position(&self, key: &ActionKey) -> Option<usize> {
+        self.steps.iter().position(|step| step.key.matches(key))
+    }
+
+    /// The step after the one matching `key`; `None` after the last step or
+    /// when no step matches.
+    pub fn next_step(&self, key: &ActionKey) -> Option<&Step> {
+        self.position(key).and_then(|i| self.steps.get(i + 1))
+    }
+
+    fn push_step(&mut self, text: &str, location: Location, diagnostics: &mut Diagnostics) {
+        match ActionKey::parse(text) {
+            Ok(key) => {
+                if let Some(first) = self.steps.iter().find(|s| s.key == key) {
+                    diagnostics.error(
+                        location,
+                        format!(
+                            "step `{key}` appears twice in flow {} (first at line {})",
+                            self.name, first.location.line
+                        ),
+                    );
+                } else {
+                    self.steps.push(Step { key, location });
+                }
+            }
+            Err(e) => diagnostics.error(location, format!("malformed action key {text:?}: {e}")),
+        }
+    }
+}
+
+/// Checks a flow name: it is the first part of every topic of the flow.
+fn check_name(name: &str, location: &Location, diagnostics: &mut Diagnostics) {
+    if let Some(ch) = name.chars().find(|&ch| !is_field_char(ch)) {
+        diagnostics.error(
+            location.clone(),
+            format!("flow name {name:?} contains {ch:?}; use letters, digits, `_`, `-` and `.`"),
+        );
+    }
+}
+
+/// Loads the flows of a DigitalPy-style INI file.
+pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Flow> {
+    ini::parse(file, text, diagnostics)
+        .into_iter()
+        .map(|section| {
+            let location = Location::new(file, section.line);
+            check_name(&section.name, &location, diagnostics);
+            let mut flow = Flow {
+                name: section.name,
+                location,
+                steps: Vec::new(),
+            };
+            for entry in section.entries {
+                let at = Location::new(file, entry.line);
+                if entry.value.is_some() {
+                    diagnostics.error(
+                        at,
+                        format!(
+                            "flow step {:?} has a value; a flow step is an action key alone",
+                            entry.key
+                        ),
+                    );
+                    continue;
+                }
+                flow.push_step(&entry.key, at, diagnostics);
+            }
+            flow
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowFile {
+    #[serde(default)]
+    flow: BTreeMap<toml::Spanned<String>, FlowTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowTable {
+    steps: Vec<toml::Spanned<String>>,
+}
+
+/// Loads the flows of a TOML file (`[flow.Name] steps = [...]`).
+pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Flow> {
+    let parsed: FlowFile = match toml::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            diagnostics.toml_error(file, text, &e);
+            return Vec::new();
+        }
+    };
+    let mut flows: Vec<Flow> = parsed
+        .flow
+        .into_iter()
+        .map(|(name, table)| {
+            let location = Location::at_offset(file, text, name.span().start);
+            let name = name.into_inner();
+            check_name(&name, &location, diagnostics);
+            let mut flow = Flow {
+                name,
+                location,
+                steps: Vec::new(),
+            };
+            for step in table.steps {
+                let at = Location::at_offset(file, text, step.span().start);
+                flow.push_step(step.get_ref(), at, diagnostics);
+            }
+            flow
+        })
+        .collect();
+    flows.sort_by_key(|f| f.location.line);
+    flows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ini(text: &str) -> (Vec<Flow>, Diagnostics) {
+        let mut d = Diagnostics::default();
+        (load_ini(&Arc::from("f.ini"), text, &mut d), d)
+    }
+
+    fn toml(text: &str) -> (Vec<Flow>, Diagnostics) {
+        let mut d = Diagnostics::default();
+        (load_toml(&Arc::from("f.toml"), text, &mut d), d)
+    }
+
+    fn key(text: &str) -> ActionKey {
+        ActionKey::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    const IAM_INI: &str = "\
+[IAMConnection]
+?IAMConnection?Push
+Subject?IAMConnection?Connection
+??done
+";
+
+    const IAM_TOML: &str = "\
+[flow.IAMConnection]
+steps = [
+  \"?IAMConnection?Push\",
+  \"Subject?IAMConnection?Connection\",
+  \"??done\",
+]
+";
+
+    #[test]
+    fn three_step_section_has_three_steps() {
+        let (flows, d) = ini(IAM_INI);
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].name, "IAMConnection");
+        assert_eq!(flows[0].steps.len(), 3);
+        let lines: Vec<u32> = flows[0].steps.iter().map(|s| s.location.line).collect();
+        assert_eq!(lines, [2, 3, 4]);
+    }
+
+    #[test]
+    fn empty_section_has_no_steps() {
+        let (flows, d) = ini("[Empty]\n; nothing here\n\n[Other]\n??done\n");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(flows[0].steps.len(), 0);
+        assert_eq!(flows[1].steps.len(), 1);
+    }
+
+    #[test]
+    fn toml_says_the_same_as_ini() {
+        let (from_ini, _) = ini(IAM_INI);
+        let (from_toml, d) = toml(IAM_TOML);
+        assert!(d.is_empty(), "{d}");
+        let keys = |flows: &[Flow]| -> Vec<String> {
+            flows[0].steps.iter().map(|s| s.key.to_string()).collect()
+        };
+        assert_eq!(keys(&from_ini), keys(&from_toml));
+        assert_eq!(from_toml[0].name, from_ini[0].name);
+        let lines: Vec<u32> = from_toml[0].steps.iter().map(|s| s.location.line).collect();
+        assert_eq!(lines, [3, 4, 5]);
+        assert_eq!(from_toml[0].location.line, 1);
+    }
+
+    #[test]
+    fn digitalpy_core_flows_excerpt_loads() {
+        let (flows, d) = ini("\
+[UPDATE_ROUTING_WORKERS]
+?updateRoutingWorkers@ROUTING_WORKER?Publish
+IntegrationManager?updateRoutingWorkers@ROUTING_WORKER?update
+
+; service management flows
+[ServiceManagement_GetServiceTopics]
+?ServiceManagement_GetServiceTopics?Push
+Subject?ServiceManagement__GetServiceTopics@PUBLISH?get_service_topics
+?ServiceManagement__GetServiceTopics@ASYNC?get_service_topics_response
+??done
+");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(flows.len(), 2);
+        assert_eq!(flows[0].steps.len(), 2);
+        assert_eq!(flows[1].steps.len(), 4);
+    }
+
+    #[test]
+    fn next_step_uses_wildcards_and_ends_after_last() {
+        let (flows, _) = ini(IAM_INI);
+        let flow = &flows[0];
+        let next = flow
+            .next_step(&key("svc?IAMConnection?Push"))
+            .map(|s| &s.key);
+        assert_eq!(next, Some(&key("Subject?IAMConnection?Connection")));
+        let next = flow
+            .next_step(&key("Subject?IAMConnection?Connection"))
+            .map(|s| &s.key);
+        assert_eq!(next, Some(&key("??done")));
+        assert_eq!(flow.next_step(&key("??done")), None);
+        assert_eq!(flow.next_step(&key("?Other?Push")), None);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let (flows, d) = ini("[F]\n?F?Push\nbad key\n?F?Push\n?F?x = y\n[Bad~Name]\n??done\n");
+        let lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
+        assert_eq!(lines, [3, 4, 5, 6], "{d}");
+        assert_eq!(flows[0].steps.len(), 1);
+        let text = d.to_string();
+        assert!(
+            text.contains("f.ini:3: error: malformed action key \"bad key\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("appears twice in flow F (first at line 2)"),
+            "{text}"
+        );
+        assert!(text.contains("has a value"), "{text}");
+        assert!(
+            text.contains("flow name \"Bad~Name\" contains '~'"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn toml_errors_have_lines() {
+        let (_, d) = toml("[flow.F]\nsteps = [\"?F?Push\", \"a?b\"]\n");
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].location.line, 2);
+        let (_, d) = toml("[flow.F]\nstep = []\n");
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!(e.len(), 1, "{d}");
+        assert_eq!(e[0].location.line, 2, "{d}");
+        assert!(e[0].message.contains("step"), "{d}");
+    }
+}

@@ -1,0 +1,36 @@
+//! zmanager: message-driven applications out of components, wired by ZeroMQ.
+//!
+//! A port of DigitalPy's ZManager. Services push requests; the Subject works
+//! out each request's next flow step and spreads the work over worker
+//! processes; workers route each message by its action key through the
+//! action mappings to component actions; the Integration Manager publishes
+//! results on topics.
+//!
+//! # Layout
+//!
+//! Configuration (what a node runs):
+//! - [`action_key`]: `Sender?Context@Decorator?Action` keys, decorators,
+//!   wildcard matching.
+//! - [`topic`]: `flow~decorator~sender~context~action` topics.
+//! - [`flow`]: flows (ordered steps) from INI or TOML files.
+//! - [`mapping`]: action mappings (key → component action or service) and
+//!   DigitalPy's resolution order.
+//! - [`catalog`]: all flows and mappings validated together, each step
+//!   resolved to its [`catalog::StepRole`].
+//! - [`diagnostic`]: errors and warnings with file and line, all collected.
+//! - [`source`]: configuration files read from disk.
+//! - `ini` (private): the INI dialect of DigitalPy's files, with line numbers.
+
+pub mod action_key;
+pub mod catalog;
+pub mod diagnostic;
+pub mod flow;
+mod ini;
+pub mod mapping;
+pub mod source;
+pub mod topic;
+
+pub use action_key::{ActionKey, Decorator};
+pub use catalog::{Catalog, StepRole};
+pub use diagnostic::{Diagnostic, Diagnostics, Location};
+pub use topic::Topic;

@@ -1,0 +1,500 @@
+//! Action mappings: which component action runs an action key.
+//!
+//! INI, as DigitalPy writes it (its Python dotted targets load unchanged; the
+//! last two segments name the component and the action):
+//!
+//! ```ini
+//! [actionmapping]
+//! ??get_service_topics = digitalpy.core.service_management.service_management_facade.ServiceManagement.get_service_topics
+//! ?IAMConnection?Connection = Iam.connection
+//!
+//! [services]
+//! ; steps performed by a service, not by a component
+//! ?Orders?ship = shipping
+//! ```
+//!
+//! TOML says the same; a target is a dotted string or a table:
+//!
+//! ```toml
+//! [actionmapping]
+//! "?IAMConnection?Connection" = "Iam.connection"
+//! "??authorize" = { component = "Iam", action = "authorize" }
+//!
+//! [services]
+//! "?Orders?ship" = "shipping"
+//! ```
+//!
+//! A key is resolved against the table by trying, in order, the forms
+//! `s?c?a`, `s??a`, `?c?a`, `s?c?`, `s??`, `??a`, `?c?` — DigitalPy's order.
+//! The context and its decorator count as one field (`c` is `Context@DECO`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::action_key::ActionKey;
+use crate::diagnostic::{Diagnostics, Location};
+use crate::ini;
+
+/// The component action a key maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub component: String,
+    pub action: String,
+}
+
+/// What performs a step: a component action, or a named external service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Action(Target),
+    Service(String),
+}
+
+/// One mapping line: a key, what it routes to, and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub key: ActionKey,
+    pub route: Route,
+    pub location: Location,
+}
+
+/// A mapping found for a key, and the wildcard form that found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolution<'a> {
+    pub mapping: &'a Mapping,
+    pub pattern: &'static str,
+}
+
+/// All mappings of all files, by key.
+#[derive(Debug, Clone, Default)]
+pub struct MappingTable {
+    by_key: HashMap<ActionKey, Mapping>,
+}
+
+/// The wildcard forms tried by [`MappingTable::resolve`], in order:
+/// (label, empty sender, empty context, empty action).
+const PATTERNS: [(&str, bool, bool, bool); 7] = [
+    ("s?c?a", false, false, false),
+    ("s??a", false, true, false),
+    ("?c?a", true, false, false),
+    ("s?c?", false, false, true),
+    ("s??", false, true, true),
+    ("??a", true, true, false),
+    ("?c?", true, false, true),
+];
+
+impl MappingTable {
+    /// Adds `mapping`; a key already present (from any file, or from the
+    /// other section) is an error naming both places, never an override.
+    pub fn insert(&mut self, mapping: Mapping, diagnostics: &mut Diagnostics) {
+        if let Some(first) = self.by_key.get(&mapping.key) {
+            diagnostics.error(
+                mapping.location.clone(),
+                format!(
+                    "`{}` is already mapped at {} (a key is mapped once)",
+                    mapping.key, first.location
+                ),
+            );
+            return;
+        }
+        self.by_key.insert(mapping.key.clone(), mapping);
+    }
+
+    /// The mapping for `key`, trying the wildcard forms in DigitalPy's order.
+    pub fn resolve(&self, key: &ActionKey) -> Option<Resolution<'_>> {
+        PATTERNS.iter().find_map(|&(pattern, s, c, a)| {
+            let form = key.with_wildcards(s, c, a);
+            if form.sender().is_empty() && form.context_is_empty() && form.action().is_empty() {
+                return None;
+            }
+            self.by_key
+                .get(&form)
+                .map(|mapping| Resolution { mapping, pattern })
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every mapping, sorted by file and line.
+    pub fn iter(&self) -> impl Iterator<Item = &Mapping> {
+        let mut all: Vec<&Mapping> = self.by_key.values().collect();
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        all.into_iter()
+    }
+}
+
+impl Target {
+    /// Parses `Component.action` or a longer dotted path whose last two
+    /// segments are the component and the action (DigitalPy's
+    /// `package.module.Class.method`).
+    pub fn parse(path: &str) -> Result<Self, String> {
+        let segments: Vec<&str> = path.split('.').collect();
+        if segments.len() < 2 {
+            return Err(format!(
+                "target {path:?} must be `Component.action` (or a dotted path ending in them)"
+            ));
+        }
+        if let Some(bad) = segments.iter().find(|s| !is_identifier(s)) {
+            return Err(format!(
+                "target {path:?} has an invalid segment {bad:?} (letters, digits and `_` only)"
+            ));
+        }
+        let n = segments.len();
+        Self::new(segments[n - 2], segments[n - 1])
+    }
+
+    fn new(component: &str, action: &str) -> Result<Self, String> {
+        for (what, name) in [("component", component), ("action", action)] {
+            if !is_identifier(name) {
+                return Err(format!(
+                    "{what} name {name:?} is not an identifier (letters, digits and `_` only)"
+                ));
+            }
+        }
+        Ok(Self {
+            component: component.to_owned(),
+            action: action.to_owned(),
+        })
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.component, self.action)
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Route::Action(target) => write!(f, "{target}"),
+            Route::Service(name) => write!(f, "service {name}"),
+        }
+    }
+}
+
+/// Turns one `key = value` line of a section into a [`Mapping`].
+fn mapping(
+    section: Section,
+    key: &str,
+    value: Result<Route, String>,
+    location: Location,
+    diagnostics: &mut Diagnostics,
+) -> Option<Mapping> {
+    let key = match ActionKey::parse(key) {
+        Ok(key) => key,
+        Err(e) => {
+            diagnostics.error(location, format!("malformed action key {key:?}: {e}"));
+            return None;
+        }
+    };
+    match value {
+        Ok(route) => Some(Mapping {
+            key,
+            route,
+            location,
+        }),
+        Err(e) => {
+            diagnostics.error(location, format!("[{}] `{key}`: {e}", section.name()));
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Section {
+    ActionMapping,
+    Services,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::ActionMapping => "actionmapping",
+            Section::Services => "services",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "actionmapping" => Some(Section::ActionMapping),
+            "services" => Some(Section::Services),
+            _ => None,
+        }
+    }
+}
+
+fn service_name(name: &str) -> Result<Route, String> {
+    if name.is_empty() || !name.chars().all(crate::action_key::is_field_char) {
+        return Err(format!(
+            "service name {name:?} must be letters, digits, `_`, `-` and `.`"
+        ));
+    }
+    Ok(Route::Service(name.to_owned()))
+}
+
+/// Loads the mappings of a DigitalPy-style INI file.
+pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for section in ini::parse(file, text, diagnostics) {
+        let Some(kind) = Section::from_name(&section.name) else {
+            diagnostics.error(
+                Location::new(file, section.line),
+                format!(
+                    "unknown section [{}]; a mapping file has [actionmapping] and [services]",
+                    section.name
+                ),
+            );
+            continue;
+        };
+        for entry in section.entries {
+            let location = Location::new(file, entry.line);
+            let value = match (kind, entry.value.as_deref()) {
+                (_, None | Some("")) => Err("has no target (expected `key = target`)".to_owned()),
+                (Section::ActionMapping, Some(path)) => Target::parse(path).map(Route::Action),
+                (Section::Services, Some(name)) => service_name(name),
+            };
+            out.extend(mapping(kind, &entry.key, value, location, diagnostics));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingFile {
+    #[serde(default)]
+    actionmapping: BTreeMap<toml::Spanned<String>, TargetToml>,
+    #[serde(default)]
+    services: BTreeMap<toml::Spanned<String>, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TargetToml {
+    Path(String),
+    Table(TargetTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetTable {
+    component: String,
+    action: String,
+}
+
+/// Loads the mappings of a TOML file.
+pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Mapping> {
+    let parsed: MappingFile = match toml::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            diagnostics.toml_error(file, text, &e);
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (key, target) in parsed.actionmapping {
+        let location = Location::at_offset(file, text, key.span().start);
+        let value = match target {
+            TargetToml::Path(path) => Target::parse(&path),
+            TargetToml::Table(t) => Target::new(&t.component, &t.action),
+        };
+        let route = value.map(Route::Action);
+        out.extend(mapping(
+            Section::ActionMapping,
+            key.get_ref(),
+            route,
+            location,
+            diagnostics,
+        ));
+    }
+    for (key, name) in parsed.services {
+        let location = Location::at_offset(file, text, key.span().start);
+        let route = service_name(&name);
+        out.extend(mapping(
+            Section::Services,
+            key.get_ref(),
+            route,
+            location,
+            diagnostics,
+        ));
+    }
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str) -> ActionKey {
+        ActionKey::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn table(entries: &[(&str, &str)]) -> MappingTable {
+        let file: Arc<str> = Arc::from("m.ini");
+        let mut t = MappingTable::default();
+        let mut d = Diagnostics::default();
+        for (i, (k, target)) in entries.iter().enumerate() {
+            let mapping = Mapping {
+                key: key(k),
+                route: Route::Action(Target::parse(target).unwrap()),
+                location: Location::new(&file, u32::try_from(i).unwrap() + 1),
+            };
+            t.insert(mapping, &mut d);
+        }
+        assert!(d.is_empty(), "{d}");
+        t
+    }
+
+    fn resolved(t: &MappingTable, k: &str) -> Option<(String, &'static str)> {
+        t.resolve(&key(k))
+            .map(|r| (r.mapping.route.to_string(), r.pattern))
+    }
+
+    #[test]
+    fn resolution_follows_digitalpy_order() {
+        let all = [
+            ("s?c?a", "C.sca"),
+            ("s??a", "C.sa"),
+            ("?c?a", "C.ca"),
+            ("s?c?", "C.sc"),
+            ("s??", "C.s"),
+            ("??a", "C.a"),
+            ("?c?", "C.c"),
+        ];
+        // Remove the best match one at a time: the next form in order wins.
+        for skip in 0..all.len() {
+            let t = table(&all[skip..]);
+            let (target, pattern) = resolved(&t, "s?c?a").unwrap();
+            assert_eq!(pattern, all[skip].0);
+            assert_eq!(target, all[skip].1);
+        }
+        assert_eq!(resolved(&table(&[("x??", "C.x")]), "s?c?a"), None);
+    }
+
+    #[test]
+    fn decorator_belongs_to_the_context() {
+        let t = table(&[("?c?a", "C.plain"), ("??get", "C.get")]);
+        assert_eq!(resolved(&t, "s?c@PUBLISH?a"), None);
+        assert_eq!(
+            resolved(&t, "Subject?S@PUBLISH?get"),
+            Some(("C.get".into(), "??a"))
+        );
+        let t = table(&[("?c@worker?a", "C.w")]);
+        assert_eq!(resolved(&t, "x?c@worker?a"), Some(("C.w".into(), "?c?a")));
+    }
+
+    #[test]
+    fn digitalpy_dotted_targets_load_unchanged() {
+        let mut d = Diagnostics::default();
+        let file: Arc<str> = Arc::from("external_action_mapping.ini");
+        let text = "\
+[actionmapping]
+; Request
+;  action: Connection
+??get_service_topics = digitalpy.core.service_management.service_management_facade.ServiceManagement.get_service_topics
+
+??stop_service = digitalpy.core.service_management.service_management_facade.ServiceManagement.stop_service
+";
+        let m = load_ini(&file, text, &mut d);
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0].route,
+            Route::Action(Target {
+                component: "ServiceManagement".into(),
+                action: "get_service_topics".into()
+            })
+        );
+        assert_eq!(m[0].location.line, 4);
+        assert_eq!(m[1].location.line, 6);
+    }
+
+    #[test]
+    fn toml_says_the_same_as_ini() {
+        let mut d = Diagnostics::default();
+        let ini = load_ini(
+            &Arc::from("m.ini"),
+            "[actionmapping]\n?c?a = x.C.a\n??b = C.b\n[services]\n?o?ship = shipping\n",
+            &mut d,
+        );
+        let toml = load_toml(
+            &Arc::from("m.toml"),
+            "[actionmapping]\n\"?c?a\" = \"x.C.a\"\n\"??b\" = { component = \"C\", action = \"b\" }\n\n[services]\n\"?o?ship\" = \"shipping\"\n",
+            &mut d,
+        );
+        assert!(d.is_empty(), "{d}");
+        let routes = |m: &[Mapping]| -> Vec<(String, Route, u32)> {
+            m.iter()
+                .map(|m| (m.key.to_string(), m.route.clone(), m.location.line))
+                .collect()
+        };
+        let mut from_toml = routes(&toml);
+        from_toml.iter_mut().for_each(|r| {
+            if r.2 == 6 {
+                r.2 = 5;
+            }
+        });
+        assert_eq!(routes(&ini), from_toml);
+    }
+
+    #[test]
+    fn a_key_is_mapped_once() {
+        let mut d = Diagnostics::default();
+        let mut t = MappingTable::default();
+        for m in load_ini(&Arc::from("a.ini"), "[actionmapping]\n??x = C.x\n", &mut d) {
+            t.insert(m, &mut d);
+        }
+        for m in load_ini(&Arc::from("b.ini"), "[services]\n??x = svc\n", &mut d) {
+            t.insert(m, &mut d);
+        }
+        let errors: Vec<String> = d.errors().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            ["b.ini:2: error: `??x` is already mapped at a.ini:2 (a key is mapped once)"]
+        );
+        assert_eq!(resolved(&t, "??x"), Some(("C.x".into(), "s?c?a")));
+    }
+
+    #[test]
+    fn every_bad_line_is_reported() {
+        let mut d = Diagnostics::default();
+        let text = "[actionmapping]\nbad = C.x\n??a\n??b = C\n??c = C.bad-name\n[other]\n??d = C.d\n[services]\n??e = bad~name\n??f = ok\n";
+        let m = load_ini(&Arc::from("m.ini"), text, &mut d);
+        let lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
+        assert_eq!(lines, [2, 3, 4, 5, 6, 9], "{d}");
+        assert_eq!(m.len(), 1);
+        let text = d.to_string();
+        assert!(text.contains("has no target"), "{text}");
+        assert!(text.contains("unknown section [other]"), "{text}");
+    }
+
+    #[test]
+    fn toml_errors_have_lines() {
+        let mut d = Diagnostics::default();
+        load_toml(
+            &Arc::from("m.toml"),
+            "[actionmapping]\n\"??a\" = \"C.a\"\n\"?x\" = \"C.b\"\n",
+            &mut d,
+        );
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!(e.len(), 1, "{d}");
+        assert_eq!(e[0].location.line, 3);
+        let mut d = Diagnostics::default();
+        load_toml(&Arc::from("m.toml"), "[actionmaping]\n", &mut d);
+        assert_eq!(d.errors().next().map(|e| e.location.line), Some(1), "{d}");
+    }
+}

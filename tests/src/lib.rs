@@ -1,0 +1,53 @@
+//! Shared helpers for the integration tests in `tests/tests/`.
+//!
+//! The tests run the real `zmanager` binary. It belongs to another package,
+//! so `CARGO_BIN_EXE_*` is not available here; [`zmanager_bin`] builds it
+//! once with the same profile as the test and returns its path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root (where `flows/` and `action_mappings/` are).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives one level below the workspace root")
+}
+
+/// The path of the `zmanager` binary, built on first use.
+pub fn zmanager_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "zmanager", "--bin", "zmanager"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the zmanager binary failed"
+        );
+        let bin = profile_dir.join(format!("zmanager{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// A `zmanager` command run from the workspace root.
+pub fn zmanager() -> Command {
+    let mut cmd = Command::new(zmanager_bin());
+    cmd.current_dir(workspace_root());
+    cmd
+}

@@ -1,0 +1,99 @@
+//! `zmanager check` on the shipped files and on broken ones.
+
+use std::fs;
+use std::path::Path;
+
+use zmanager_tests::zmanager;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    fs::write(dir.join(name), text).expect("write test file");
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("zmanager-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("flows")).expect("mkdir");
+    fs::create_dir_all(dir.join("mappings")).expect("mkdir");
+    dir
+}
+
+#[test]
+fn shipped_files_pass_and_print_each_step() {
+    let out = zmanager()
+        .arg("check")
+        .output()
+        .expect("run zmanager check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("flow Greeting"), "{stdout}");
+    assert!(
+        stdout.contains("?Greeting?greet  -> Greeter.greet"),
+        "{stdout}"
+    );
+    assert!(stderr.contains(": 0 errors"), "{stderr}");
+}
+
+#[test]
+fn a_broken_configuration_reports_every_error_at_once() {
+    let dir = temp_dir("broken");
+    write(
+        &dir.join("flows"),
+        "a.ini",
+        "[Orders]\n?Orders?Push\n?Orders?validate\nOrders?bad key\n??done\n[Empty]\n",
+    );
+    write(
+        &dir.join("flows"),
+        "b.toml",
+        "[flow.Orders]\nsteps = [\"?Orders?Push\", \"??done\"]\n",
+    );
+    write(
+        &dir.join("mappings"),
+        "m1.ini",
+        "[actionmapping]\n??x = C.x\n",
+    );
+    write(
+        &dir.join("mappings"),
+        "m2.toml",
+        "[actionmapping]\n\"??x\" = \"D.x\"\n",
+    );
+    let out = zmanager()
+        .arg("check")
+        .arg("--flows")
+        .arg(dir.join("flows"))
+        .arg("--mappings")
+        .arg(dir.join("mappings"))
+        .output()
+        .expect("run zmanager check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    for expected in [
+        "a.ini:3: error: step `?Orders?validate` of flow Orders maps to nothing",
+        "a.ini:4: error: malformed action key \"Orders?bad key\"",
+        "a.ini:6: error: flow Empty has no steps",
+        "b.toml:1: error: flow Orders is already defined at",
+        "m2.toml:2: error: `??x` is already mapped at",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("5 errors"), "{stderr}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_directory_is_a_clear_error() {
+    let out = zmanager()
+        .args(["check", "--flows", "no-such-dir"])
+        .output()
+        .expect("run zmanager check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("no-such-dir: error: cannot read directory"),
+        "{stderr}"
+    );
+}

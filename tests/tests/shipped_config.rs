@@ -1,0 +1,24 @@
+//! Every file under `flows/` and `action_mappings/` loads without error.
+
+use zmanager::catalog::{Catalog, StepRole};
+use zmanager::diagnostic::Diagnostics;
+use zmanager::source::SourceFile;
+use zmanager_tests::workspace_root;
+
+#[test]
+fn every_shipped_flow_and_mapping_loads() {
+    let mut diagnostics = Diagnostics::default();
+    let flows = SourceFile::read_dir(&workspace_root().join("flows"), &mut diagnostics);
+    let mappings =
+        SourceFile::read_dir(&workspace_root().join("action_mappings"), &mut diagnostics);
+    assert!(!flows.is_empty() && !mappings.is_empty());
+    let (catalog, found) = Catalog::build(&flows, &mappings);
+    diagnostics.extend(found);
+    assert!(diagnostics.is_empty(), "{diagnostics}");
+    for routed in catalog.flows.values() {
+        assert!(!routed.flow.steps.is_empty());
+        assert!(routed.roles.iter().all(|(r, _)| *r != StepRole::Unresolved));
+    }
+    let greeting = catalog.flow("Greeting").expect("the quickstart flow ships");
+    assert_eq!(greeting.flow.steps.len(), 5);
+}
