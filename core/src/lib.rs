@@ -23,12 +23,20 @@
 
 pub mod action_key;
 pub mod catalog;
+pub mod config;
+pub mod defaults;
 pub mod diagnostic;
+pub mod envelope;
+pub mod error_code;
+pub mod executor;
 pub mod flow;
+pub mod inflight;
 mod ini;
 pub mod mapping;
+pub mod registry;
 pub mod source;
 pub mod topic;
+pub mod wire;
 
 pub use action_key::{ActionKey, Decorator};
 pub use catalog::{Catalog, StepRole};

@@ -1,0 +1,133 @@
+//! The Greeter component: one action, `greet`, that turns a person into a
+//! greeting.
+//!
+//! `greet` takes a map `{"name": string}` and answers
+//! `{"greeting": "Hello, <name>!"}`. It is the middle step of the quickstart
+//! flow (`flows/greeting.ini`), where `Text.trim` runs before it; Greeter
+//! itself does not trim. Action mappings name it as `Greeter.greet`.
+
+use serde::{Deserialize, Serialize};
+use zmanager_sdk::{ActionError, Component, Request, respond};
+
+/// The Greeter component (`Greeter.greet`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Greeter;
+
+/// The `greet` payload.
+#[derive(Deserialize)]
+struct Person {
+    name: String,
+}
+
+/// The `greet` response.
+#[derive(Serialize)]
+struct Greeting {
+    greeting: String,
+}
+
+impl Component for Greeter {
+    fn name(&self) -> &'static str {
+        "Greeter"
+    }
+
+    fn actions(&self) -> &'static [&'static str] {
+        &["greet"]
+    }
+
+    fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
+        match action {
+            "greet" => greet(request),
+            other => Err(ActionError::unknown_action(self.name(), other)),
+        }
+    }
+}
+
+fn greet(request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
+    let person: Person = request.decode()?;
+    if person.name.is_empty() {
+        return Err(ActionError::bad_request("name is empty"));
+    }
+    respond(&Greeting {
+        greeting: format!("Hello, {}!", person.name),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use zmanager_sdk::{Context, ErrorKind};
+
+    use super::*;
+
+    fn request(payload: &[u8]) -> Request<'_> {
+        Request {
+            payload,
+            context: Context {
+                message_id: "m1",
+                flow: "Greeting",
+                key: "?Greeting?greet",
+                service: "s",
+                attempt: 1,
+            },
+        }
+    }
+
+    fn greet_map(payload: &[u8]) -> Result<BTreeMap<String, String>, ActionError> {
+        Greeter
+            .call("greet", &request(payload))
+            .map(|response| rmp_serde::from_slice(&response).unwrap())
+    }
+
+    #[test]
+    fn greet_answers_with_a_greeting() {
+        let payload = respond(&BTreeMap::from([("name", "ada")])).unwrap();
+        let response = greet_map(&payload).unwrap();
+        assert_eq!(
+            response,
+            BTreeMap::from([("greeting".to_owned(), "Hello, ada!".to_owned())])
+        );
+    }
+
+    #[test]
+    fn greet_ignores_other_fields_and_does_not_trim() {
+        let payload =
+            rmp_serde::to_vec_named(&BTreeMap::from([("name", " ada "), ("x", "y")])).unwrap();
+        let response = greet_map(&payload).unwrap();
+        assert_eq!(response["greeting"], "Hello,  ada !");
+    }
+
+    #[test]
+    fn an_empty_name_is_a_bad_request() {
+        let payload = respond(&BTreeMap::from([("name", "")])).unwrap();
+        let error = greet_map(&payload).unwrap_err();
+        assert_eq!(error, ActionError::bad_request("name is empty"));
+    }
+
+    #[test]
+    fn a_missing_or_invalid_name_is_a_bad_request() {
+        let payloads = [
+            respond(&BTreeMap::<String, String>::new()).unwrap(),
+            respond(&BTreeMap::from([("nom", "ada")])).unwrap(),
+            respond(&BTreeMap::from([("name", 42)])).unwrap(),
+            respond(&BTreeMap::from([("name", ())])).unwrap(),
+            respond("ada").unwrap(),
+            vec![0xc1],
+            vec![],
+        ];
+        for payload in payloads {
+            let error = greet_map(&payload).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::BadRequest, "{payload:x?}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_action_is_reported() {
+        let payload = respond(&BTreeMap::from([("name", "ada")])).unwrap();
+        let error = Greeter.call("wave", &request(&payload)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::UnknownAction);
+        assert!(error.message.contains("wave"), "{error}");
+        assert_eq!(Greeter.name(), "Greeter");
+        assert_eq!(Greeter.actions(), &["greet"]);
+    }
+}

@@ -1,0 +1,280 @@
+//! The Probe component: actions that misbehave on request, shipped so users
+//! (and this project's reliability tests) can exercise a node.
+//!
+//! | action  | payload            | what it does                                        |
+//! |---------|--------------------|-----------------------------------------------------|
+//! | `echo`  | anything           | returns the payload unchanged                       |
+//! | `fail`  | anything           | returns an [`ErrorKind::Failed`] error              |
+//! | `panic` | anything           | panics (the worker catches it)                      |
+//! | `sleep` | `{"ms": u64}`      | sleeps `ms` (default 0, at most [`MAX_SLEEP_MS`]), then echoes |
+//! | `exit`  | anything           | **ends the whole worker process** with exit code 3  |
+//! | `count` | any one value      | answers `{"pid": u32, "payload": <the value>}`      |
+//!
+//! **Do not map `Probe.exit` in a production configuration**: it calls
+//! [`std::process::exit`], which kills every message in flight in that
+//! worker process, not just its own. It exists to test what a node does when
+//! a worker dies.
+//!
+//! Action mappings name the actions as `Probe.echo`, `Probe.fail`, and so on.
+//!
+//! [`ErrorKind::Failed`]: zmanager_sdk::ErrorKind::Failed
+
+use std::time::Duration;
+
+use rmpv::Value;
+use serde::Deserialize;
+use zmanager_sdk::{ActionError, Component, Request};
+
+/// The longest `sleep` sleeps, in milliseconds; a longer `ms` is capped.
+pub const MAX_SLEEP_MS: u64 = 60_000;
+
+pub use zmanager_sdk::MAX_DEPTH;
+
+/// The process exit code of the `exit` action.
+pub const EXIT_CODE: i32 = 3;
+
+/// The Probe component (`Probe.echo`, `Probe.fail`, `Probe.panic`,
+/// `Probe.sleep`, `Probe.exit`, `Probe.count`).
+///
+/// **Warning:** `Probe.exit` ends the worker process that runs it (exit code
+/// [`EXIT_CODE`]), with every other message in flight there. Map it only in
+/// tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probe;
+
+/// The `sleep` payload.
+#[derive(Deserialize)]
+struct Sleep {
+    #[serde(default)]
+    ms: u64,
+}
+
+impl Component for Probe {
+    fn name(&self) -> &'static str {
+        "Probe"
+    }
+
+    fn actions(&self) -> &'static [&'static str] {
+        &["echo", "fail", "panic", "sleep", "exit", "count"]
+    }
+
+    fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
+        match action {
+            "echo" => Ok(request.payload.to_vec()),
+            "fail" => Err(ActionError::failed("probe: failing on purpose")),
+            // Panicking is this action's purpose: it tests the worker's
+            // catch_unwind.
+            "panic" => panic!("probe: panicking on purpose"),
+            "sleep" => {
+                let sleep: Sleep = request.decode()?;
+                std::thread::sleep(sleep_duration(sleep.ms));
+                Ok(request.payload.to_vec())
+            }
+            // Ending the process is this action's purpose: it tests what the
+            // node does when a worker dies.
+            "exit" => std::process::exit(EXIT_CODE),
+            "count" => count(request.payload),
+            other => Err(ActionError::unknown_action(self.name(), other)),
+        }
+    }
+}
+
+/// How long `sleep` sleeps for `ms`.
+fn sleep_duration(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(MAX_SLEEP_MS))
+}
+
+/// `{"pid": <this process>, "payload": <the payload's value>}`.
+fn count(payload: &[u8]) -> Result<Vec<u8>, ActionError> {
+    let value = decode_value(payload)?;
+    let response = Value::Map(vec![
+        (Value::from("pid"), Value::from(std::process::id())),
+        (Value::from("payload"), value),
+    ]);
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    rmpv::encode::write_value(&mut out, &response)
+        .map_err(|e| ActionError::failed(format!("response does not encode: {e}")))?;
+    Ok(out)
+}
+
+/// Decodes exactly one MessagePack value (see [`zmanager_sdk::decode_value`]).
+fn decode_value(payload: &[u8]) -> Result<Value, ActionError> {
+    zmanager_sdk::decode_value(payload)
+        .map_err(|e| ActionError::bad_request(format!("payload does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use serde::Deserialize;
+    use zmanager_sdk::{Context, ErrorKind, respond};
+
+    use super::*;
+
+    fn request(payload: &[u8]) -> Request<'_> {
+        Request {
+            payload,
+            context: Context {
+                message_id: "m1",
+                flow: "Probe",
+                key: "?Probe?echo",
+                service: "s",
+                attempt: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn echo_returns_the_payload_unchanged() {
+        let payload = respond(&BTreeMap::from([("name", "ada")])).unwrap();
+        let response = Probe.call("echo", &request(&payload)).unwrap();
+        let decoded: BTreeMap<String, String> = rmp_serde::from_slice(&response).unwrap();
+        assert_eq!(
+            decoded,
+            BTreeMap::from([("name".to_owned(), "ada".to_owned())])
+        );
+        assert_eq!(Probe.call("echo", &request(&[0xc1])).unwrap(), [0xc1]);
+    }
+
+    #[test]
+    fn fail_always_fails() {
+        for payload in [respond(&()).unwrap(), vec![], vec![0xc1]] {
+            let error = Probe.call("fail", &request(&payload)).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Failed);
+            assert_eq!(error, ActionError::failed("probe: failing on purpose"));
+        }
+    }
+
+    #[test]
+    fn panic_panics_with_its_message() {
+        let payload = respond(&()).unwrap();
+        let request = request(&payload);
+        let panic = std::panic::catch_unwind(|| Probe.call("panic", &request)).unwrap_err();
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+        assert_eq!(message, Some("probe: panicking on purpose"));
+    }
+
+    #[test]
+    fn sleep_sleeps_then_echoes() {
+        let payload = respond(&BTreeMap::from([("ms", 30u64)])).unwrap();
+        let start = Instant::now();
+        let response = Probe.call("sleep", &request(&payload)).unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(30),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(response, payload);
+        let decoded: BTreeMap<String, u64> = rmp_serde::from_slice(&response).unwrap();
+        assert_eq!(decoded["ms"], 30);
+    }
+
+    #[test]
+    fn sleep_defaults_to_zero_and_keeps_other_fields() {
+        #[derive(serde::Serialize)]
+        struct Other<'a> {
+            note: &'a str,
+        }
+        let payload = rmp_serde::to_vec_named(&Other { note: "x" }).unwrap();
+        let start = Instant::now();
+        let response = Probe.call("sleep", &request(&payload)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(response, payload);
+    }
+
+    #[test]
+    fn sleep_is_capped() {
+        assert_eq!(sleep_duration(0), Duration::ZERO);
+        assert_eq!(sleep_duration(1_500), Duration::from_millis(1_500));
+        assert_eq!(sleep_duration(MAX_SLEEP_MS), Duration::from_secs(60));
+        assert_eq!(sleep_duration(u64::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn sleep_with_a_bad_payload_is_a_bad_request() {
+        let payloads = [
+            respond(&BTreeMap::from([("ms", -1i64)])).unwrap(),
+            respond(&BTreeMap::from([("ms", "10")])).unwrap(),
+            respond(&42u32).unwrap(),
+            vec![0xc1],
+            vec![],
+        ];
+        for payload in payloads {
+            let error = Probe.call("sleep", &request(&payload)).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::BadRequest, "{payload:x?}: {error}");
+        }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Count<T> {
+        pid: u32,
+        payload: T,
+    }
+
+    #[test]
+    fn count_reports_the_process_and_the_payload() {
+        let payload = respond(&BTreeMap::from([("n", 7u8)])).unwrap();
+        let response = Probe.call("count", &request(&payload)).unwrap();
+        let decoded: Count<BTreeMap<String, u8>> = rmp_serde::from_slice(&response).unwrap();
+        assert_eq!(
+            decoded,
+            Count {
+                pid: std::process::id(),
+                payload: BTreeMap::from([("n".to_owned(), 7)]),
+            }
+        );
+
+        let payload = respond("anything").unwrap();
+        let response = Probe.call("count", &request(&payload)).unwrap();
+        let decoded: Count<String> = rmp_serde::from_slice(&response).unwrap();
+        assert_eq!(decoded.payload, "anything");
+        assert_eq!(decoded.pid, std::process::id());
+    }
+
+    #[test]
+    fn count_with_a_payload_that_does_not_decode_is_a_bad_request() {
+        let mut trailing = respond(&1u8).unwrap();
+        trailing.push(0xc0);
+        for payload in [
+            vec![],
+            vec![0xc1],
+            vec![0x92, 0x01, 0xc1],
+            vec![0x92, 0x01],
+            trailing,
+        ] {
+            let error = Probe.call("count", &request(&payload)).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::BadRequest, "{payload:x?}: {error}");
+        }
+    }
+
+    #[test]
+    fn count_takes_a_payload_nested_up_to_the_limit() {
+        let depth = MAX_DEPTH - 1;
+        let payload = [vec![0x91; depth], vec![0x07]].concat();
+        let response = Probe.call("count", &request(&payload)).unwrap();
+        let decoded = rmpv::decode::read_value(&mut &response[..]).unwrap();
+        let mut value = &decoded["payload"];
+        for _ in 0..depth {
+            value = &value[0];
+        }
+        assert_eq!(value, &Value::from(7));
+        let too_deep = [vec![0x91; MAX_DEPTH], vec![0x07]].concat();
+        let error = Probe.call("count", &request(&too_deep)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequest, "{error}");
+    }
+
+    #[test]
+    fn an_unknown_action_is_reported() {
+        let payload = respond(&()).unwrap();
+        let error = Probe.call("explode", &request(&payload)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::UnknownAction);
+        assert!(error.message.contains("explode"), "{error}");
+        assert_eq!(Probe.name(), "Probe");
+        assert_eq!(Probe.actions().len(), 6);
+    }
+}

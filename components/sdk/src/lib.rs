@@ -1,0 +1,235 @@
+//! The component SDK: what a zmanager component implements.
+//!
+//! A component has a name, a list of actions, and one entry point that turns
+//! a request into a response. Requests and responses are MessagePack bytes;
+//! [`Request::decode`] and [`respond`] turn them into and from your own
+//! serde types. Action mappings name a component's action as
+//! `Component.action`.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use zmanager_sdk::{respond, ActionError, Component, Request};
+//!
+//! struct Greeter;
+//!
+//! #[derive(Deserialize)]
+//! struct Person { name: String }
+//!
+//! #[derive(Serialize)]
+//! struct Greeting { greeting: String }
+//!
+//! impl Component for Greeter {
+//!     fn name(&self) -> &'static str { "Greeter" }
+//!     fn actions(&self) -> &'static [&'static str] { &["greet"] }
+//!     fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
+//!         match action {
+//!             "greet" => {
+//!                 let person: Person = request.decode()?;
+//!                 respond(&Greeting { greeting: format!("Hello, {}", person.name) })
+//!             }
+//!             other => Err(ActionError::unknown_action(self.name(), other)),
+//!         }
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+
+/// A component: a named set of actions.
+///
+/// `call` runs on a worker process's thread; a panic inside it is caught by
+/// the worker and becomes an error result for that message.
+pub trait Component: Send + Sync + 'static {
+    /// The name action mappings use (`Name.action`).
+    fn name(&self) -> &'static str;
+    /// Every action `call` accepts.
+    fn actions(&self) -> &'static [&'static str];
+    /// Runs `action` on `request`; returns the response payload (MessagePack).
+    fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError>;
+}
+
+/// What an action receives: the payload and where it comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The payload, MessagePack bytes.
+    pub payload: &'a [u8],
+    pub context: Context<'a>,
+}
+
+/// The envelope fields an action may want to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The message id (stable across redeliveries: use it for idempotence).
+    pub message_id: &'a str,
+    pub flow: &'a str,
+    /// The action key of the step being run.
+    pub key: &'a str,
+    /// The id of the service that pushed the request.
+    pub service: &'a str,
+    /// 1 on first delivery, more after a redelivery.
+    pub attempt: u32,
+}
+
+/// The deepest nesting of arrays and maps any decoder here accepts.
+///
+/// `rmp_serde`'s own limit (1024) can overflow a 2 MiB thread stack in a
+/// debug build, which aborts the process: no `catch_unwind` stops that.
+pub const MAX_DEPTH: usize = 256;
+
+/// Decodes MessagePack bytes into `T`, nested at most [`MAX_DEPTH`] deep.
+/// Use it for every value read from the network or a file.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut deserializer)
+}
+
+/// Decodes exactly one dynamically typed MessagePack value: nested at most
+/// [`MAX_DEPTH`] deep, no reserved `0xc1` marker (which `rmpv` alone would
+/// read as nil), no bytes after it.
+pub fn decode_value(bytes: &[u8]) -> Result<rmpv::Value, String> {
+    let mut checker = rmp_serde::Deserializer::from_read_ref(bytes);
+    checker.set_max_depth(MAX_DEPTH);
+    IgnoredAny::deserialize(&mut checker).map_err(|e| e.to_string())?;
+    let mut rest = bytes;
+    let value = rmpv::decode::read_value(&mut rest).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the value", rest.len()));
+    }
+    Ok(value)
+}
+
+impl Request<'_> {
+    /// Decodes the payload into `T`; a payload that does not decode is a
+    /// [`ErrorKind::BadRequest`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ActionError> {
+        decode(self.payload)
+            .map_err(|e| ActionError::bad_request(format!("payload does not decode: {e}")))
+    }
+
+    /// The payload as a dynamically typed value (see [`decode_value`]); a
+    /// payload that does not decode is a [`ErrorKind::BadRequest`].
+    pub fn value(&self) -> Result<rmpv::Value, ActionError> {
+        decode_value(self.payload)
+            .map_err(|e| ActionError::bad_request(format!("payload does not decode: {e}")))
+    }
+}
+
+/// Encodes a response value as MessagePack (maps keep their field names, so
+/// any language reads them).
+pub fn respond<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ActionError> {
+    rmp_serde::to_vec_named(value)
+        .map_err(|e| ActionError::failed(format!("response does not encode: {e}")))
+}
+
+/// Why an action did not produce a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ActionError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The kinds of action errors. Each has a stable wire code (see
+/// `docs/protocol.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request is wrong (a payload that does not decode, a bad value).
+    BadRequest,
+    /// The action ran and failed.
+    Failed,
+    /// The component has no such action.
+    UnknownAction,
+}
+
+impl ActionError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Failed, message)
+    }
+
+    pub fn unknown_action(component: &str, action: &str) -> Self {
+        Self::new(
+            ErrorKind::UnknownAction,
+            format!("component {component} has no action {action:?}"),
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::BadRequest => "bad request",
+            ErrorKind::Failed => "action failed",
+            ErrorKind::UnknownAction => "unknown action",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Person {
+        name: String,
+    }
+
+    fn context() -> Context<'static> {
+        Context {
+            message_id: "m1",
+            flow: "F",
+            key: "?F?a",
+            service: "s",
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn decode_and_respond_round_trip() {
+        let bytes = respond(&Person { name: "ada".into() }).unwrap();
+        let request = Request {
+            payload: &bytes,
+            context: context(),
+        };
+        assert_eq!(request.decode::<Person>().unwrap(), Person { name: "ada".into() });
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_a_bad_request() {
+        let bytes = respond(&42u32).unwrap();
+        let request = Request {
+            payload: &bytes,
+            context: context(),
+        };
+        let error = request.decode::<Person>().unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        assert!(error.message.starts_with("payload does not decode"), "{error}");
+    }
+
+    #[test]
+    fn nesting_is_limited_and_reserved_bytes_refused() {
+        let deep = |n: usize| [vec![0x91; n], vec![0x07]].concat();
+        assert!(decode::<rmpv::Value>(&deep(MAX_DEPTH - 1)).is_ok());
+        assert!(decode::<IgnoredAny>(&deep(MAX_DEPTH + 1)).is_err());
+        assert!(decode_value(&deep(MAX_DEPTH + 1)).is_err());
+        assert!(decode_value(b"\xc1").is_err());
+        assert_eq!(decode_value(b"\x07\x08"), Err("1 bytes after the value".into()));
+        assert_eq!(decode_value(b"\x07"), Ok(rmpv::Value::from(7)));
+    }
+}

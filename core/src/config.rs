@@ -1,0 +1,247 @@
+//! The node's configuration: TOML with defaults that run a whole node on one
+//! machine, so no file is needed.
+//!
+//! ```toml
+//! workers = 2                 # worker processes (default: number of cores)
+//! window = 256                # messages in flight per worker (its credits)
+//! batch = 64                  # messages per frame to a worker, at most
+//! max_pending = 10000         # requests waiting for a worker, at most
+//!
+//! [endpoints]                 # tcp on loopback by default; ipc:///path works too
+//! intake = "tcp://127.0.0.1:19030"    # services PUSH requests here
+//! workers = "tcp://127.0.0.1:19031"   # workers connect here
+//! publish = "tcp://127.0.0.1:19034"   # services SUBscribe here
+//!
+//! [catalog]                   # default: the flows and mappings built in
+//! flows = "flows"
+//! mappings = "action_mappings"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::Catalog;
+use crate::defaults;
+use crate::diagnostic::Diagnostics;
+use crate::source::SourceFile;
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Worker processes; 0 means one per core.
+    pub workers: usize,
+    /// Credits per worker: how many messages it may hold at once.
+    pub window: u32,
+    /// Most messages sent to a worker in one frame.
+    pub batch: usize,
+    /// Most requests queued in the Subject waiting for a free worker; past
+    /// it the Subject stops reading its intake socket (backpressure).
+    pub max_pending: usize,
+    pub endpoints: Endpoints,
+    pub catalog: CatalogPaths,
+}
+
+/// Where the node's three sockets listen.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    pub intake: String,
+    pub workers: String,
+    pub publish: String,
+}
+
+/// Directories of flows and mappings; the built-in ones when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogPaths {
+    pub flows: Option<PathBuf>,
+    pub mappings: Option<PathBuf>,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            window: 256,
+            batch: 64,
+            max_pending: 10_000,
+            endpoints: Endpoints::default(),
+            catalog: CatalogPaths::default(),
+        }
+    }
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            intake: "tcp://127.0.0.1:19030".into(),
+            workers: "tcp://127.0.0.1:19031".into(),
+            publish: "tcp://127.0.0.1:19034".into(),
+        }
+    }
+}
+
+impl Endpoints {
+    /// All three sockets as ipc files in `dir`.
+    pub fn ipc(dir: &Path) -> Self {
+        let at = |name: &str| format!("ipc://{}", dir.join(name).display());
+        Self {
+            intake: at("intake.sock"),
+            workers: at("workers.sock"),
+            publish: at("publish.sock"),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&name, &text)?;
+        // Relative catalog paths are relative to the configuration file.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for dir in [&mut config.catalog.flows, &mut config.catalog.mappings]
+            .into_iter()
+            .flatten()
+        {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `name` is used in errors.
+    pub fn from_toml(name: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Invalid {
+                path: line.map_or(name.to_owned(), |l| format!("{name}:{l}")),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: name.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Every problem with the values, in one message.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.window == 0 {
+            problems.push("window must be at least 1".to_owned());
+        }
+        if self.batch == 0 {
+            problems.push("batch must be at least 1".to_owned());
+        }
+        if self.max_pending == 0 {
+            problems.push("max_pending must be at least 1".to_owned());
+        }
+        for (name, endpoint) in [
+            ("intake", &self.endpoints.intake),
+            ("workers", &self.endpoints.workers),
+            ("publish", &self.endpoints.publish),
+        ] {
+            if !(endpoint.starts_with("tcp://") || endpoint.starts_with("ipc://")) {
+                problems.push(format!(
+                    "endpoints.{name} = {endpoint:?}: use tcp://host:port or ipc:///path"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The number of worker processes to run.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        }
+    }
+
+    /// Loads and validates the catalog this configuration names.
+    pub fn load_catalog(&self) -> (Catalog, Diagnostics) {
+        let mut diagnostics = Diagnostics::default();
+        let flows = match &self.catalog.flows {
+            Some(dir) => SourceFile::read_dir(dir, &mut diagnostics),
+            None => defaults::flows(),
+        };
+        let mappings = match &self.catalog.mappings {
+            Some(dir) => SourceFile::read_dir(dir, &mut diagnostics),
+            None => defaults::mappings(),
+        };
+        let (catalog, found) = Catalog::build(&flows, &mappings);
+        diagnostics.extend(found);
+        (catalog, diagnostics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(NodeConfig::from_toml("n.toml", "").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn values_are_read_and_checked() {
+        let c = NodeConfig::from_toml(
+            "n.toml",
+            "workers = 3\n[endpoints]\nintake = \"ipc:///tmp/i.sock\"\n[catalog]\nflows = \"f\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.endpoints.intake, "ipc:///tmp/i.sock");
+        assert_eq!(c.endpoints.publish, Endpoints::default().publish);
+        assert_eq!(c.catalog.flows, Some(PathBuf::from("f")));
+
+        let e = NodeConfig::from_toml("n.toml", "window = 0\nbatch = 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n.toml: window must be at least 1; batch must be at least 1"
+        );
+        let e = NodeConfig::from_toml("n.toml", "\nworkerz = 2\n").unwrap_err();
+        assert!(e.to_string().starts_with("n.toml:2: unknown field `workerz`"), "{e}");
+        let e = NodeConfig::from_toml("n.toml", "[endpoints]\nintake = \"http://x\"\n").unwrap_err();
+        assert!(e.to_string().contains("use tcp://host:port or ipc:///path"), "{e}");
+    }
+
+    #[test]
+    fn the_built_in_catalog_is_valid() {
+        let (catalog, diagnostics) = NodeConfig::default().load_catalog();
+        assert!(!diagnostics.has_errors(), "{diagnostics}");
+        assert!(catalog.flow("Greeting").is_some());
+        assert!(catalog.flow("Echo").is_some());
+    }
+}

@@ -1,0 +1,182 @@
+//! Running a message through its flow: what a worker does with each message.
+//!
+//! Starting at the message's step, the executor calls each step's component
+//! action, feeding each response into the next step as its request, until a
+//! step that is not a component action (`done`, `@PUBLISH`, `@ASYNC`, a
+//! service's step) or the end of the flow. The message comes back as a
+//! result at the step where it stopped — or as an error result at the step
+//! that failed. Panics are caught; nothing here panics on input.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use zmanager_sdk::{Context, Request};
+
+use crate::catalog::{Catalog, StepRole};
+use crate::envelope::Kind;
+use crate::error_code::ErrorCode;
+use crate::registry::Registry;
+use crate::wire::Message;
+
+/// Runs messages through flows with the linked components.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    catalog: Arc<Catalog>,
+    registry: Registry,
+}
+
+impl Executor {
+    pub fn new(catalog: Arc<Catalog>, registry: Registry) -> Self {
+        Self { catalog, registry }
+    }
+
+    /// Runs `message` from its step until the flow leaves the worker.
+    pub fn run(&self, message: Message) -> Message {
+        let Message {
+            mut envelope,
+            mut payload,
+        } = message;
+        envelope.kind = Kind::Result;
+        let Some(routed) = self.catalog.flow(&envelope.flow) else {
+            let text = format!("this worker has no flow {:?}", envelope.flow);
+            return Message::new(envelope.into_error(ErrorCode::UnknownFlow, text), payload);
+        };
+        let mut step = usize::try_from(envelope.step).unwrap_or(usize::MAX);
+        while let (Some(flow_step), Some((StepRole::Action(target), _))) =
+            (routed.flow.steps.get(step), routed.roles.get(step))
+        {
+            let key = flow_step.key.to_string();
+            envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
+            envelope.key.clone_from(&key);
+            let Some(component) = self.registry.get(&target.component) else {
+                let text = format!("`{key}` maps to {target}, but no component {} is linked", target.component);
+                return Message::new(envelope.into_error(ErrorCode::NoMapping, text), payload);
+            };
+            let request = Request {
+                payload: &payload,
+                context: Context {
+                    message_id: &envelope.id,
+                    flow: &envelope.flow,
+                    key: &key,
+                    service: &envelope.service,
+                    attempt: envelope.attempt,
+                },
+            };
+            let outcome = catch_unwind(AssertUnwindSafe(|| component.call(&target.action, &request)));
+            match outcome {
+                Ok(Ok(response)) => payload = Bytes::from(response),
+                Ok(Err(error)) => {
+                    let text = format!("{target} at `{key}`: {}", error.message);
+                    return Message::new(envelope.into_error(error.kind.into(), text), payload);
+                }
+                Err(panic) => {
+                    let text = format!("{target} at `{key}` panicked: {}", panic_message(&*panic));
+                    return Message::new(envelope.into_error(ErrorCode::ActionPanicked, text), payload);
+                }
+            }
+            step += 1;
+        }
+        envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
+        envelope.key = routed
+            .flow
+            .steps
+            .get(step)
+            .map(|s| s.key.to_string())
+            .unwrap_or_default();
+        Message::new(envelope, payload)
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Envelope, Status};
+    use crate::source::{Format, SourceFile};
+
+    fn executor() -> Executor {
+        let flows = [SourceFile::new(
+            "f.ini",
+            "[Greeting]\n?Greeting?Push\n?Greeting?trim\n?Greeting?greet\n?Greeting?upper\n??done\n\
+             [Boom]\n?Boom?Push\n?Boom?echo\n?Boom?panic\n??done\n\
+             [Fail]\n?Fail?Push\n?Fail?fail\n\
+             [Open]\n?Open?Push\n?Open?echo\n",
+            Format::Ini,
+        )];
+        let maps = [SourceFile::new(
+            "m.ini",
+            "[actionmapping]\n?Greeting?trim = Text.trim\n?Greeting?upper = Text.upper\n\
+             ?Greeting?greet = Greeter.greet\n??echo = Probe.echo\n??panic = Probe.panic\n??fail = Probe.fail\n",
+            Format::Ini,
+        )];
+        let (catalog, d) = Catalog::build(&flows, &maps);
+        assert!(!d.has_errors(), "{d}");
+        Executor::new(Arc::new(catalog), Registry::linked())
+    }
+
+    fn at_step_one(flow: &str, payload: &impl serde::Serialize) -> Message {
+        let mut e = Envelope::request("m1", flow);
+        e.step = 1;
+        e.attempt = 1;
+        Message::new(e, Bytes::from(rmp_serde::to_vec_named(payload).unwrap()))
+    }
+
+    #[derive(serde::Serialize)]
+    struct Person {
+        name: &'static str,
+    }
+
+    #[test]
+    fn runs_every_action_step_and_stops_at_done() {
+        let out = executor().run(at_step_one("Greeting", &Person { name: "  ada " }));
+        assert_eq!(out.envelope.status, Status::Ok, "{:?}", out.envelope.error);
+        assert_eq!((out.envelope.step, out.envelope.key.as_str()), (4, "??done"));
+        let value: rmpv::Value = rmp_serde::from_slice(&out.payload).unwrap();
+        assert_eq!(value.to_string(), r#"{"greeting": "HELLO, ADA!"}"#);
+    }
+
+    #[test]
+    fn a_flow_without_done_ends_after_its_last_step() {
+        let out = executor().run(at_step_one("Open", &1u8));
+        assert_eq!(out.envelope.status, Status::Ok);
+        assert_eq!((out.envelope.step, out.envelope.key.as_str()), (2, ""));
+    }
+
+    #[test]
+    fn errors_and_panics_become_error_results_at_their_step() {
+        let out = executor().run(at_step_one("Fail", &1u8));
+        let error = out.envelope.error.unwrap();
+        assert_eq!(error.code, ErrorCode::ActionFailed);
+        assert_eq!(out.envelope.key, "?Fail?fail");
+
+        let out = executor().run(at_step_one("Boom", &1u8));
+        let error = out.envelope.error.unwrap();
+        assert_eq!(error.code, ErrorCode::ActionPanicked);
+        assert!(error.message.contains("panicking on purpose"), "{}", error.message);
+        assert_eq!(out.envelope.step, 2);
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_is_a_bad_request() {
+        let out = executor().run(at_step_one("Greeting", &42u32));
+        let error = out.envelope.error.unwrap();
+        assert_eq!(error.code, ErrorCode::BadRequest);
+        assert_eq!(out.envelope.key, "?Greeting?greet");
+    }
+
+    #[test]
+    fn an_unknown_flow_is_an_error_result() {
+        let out = executor().run(at_step_one("Nope", &1u8));
+        assert_eq!(out.envelope.error.unwrap().code, ErrorCode::UnknownFlow);
+    }
+}

@@ -1,0 +1,332 @@
+//! The Subject's bookkeeping: which worker is ready for how much, which
+//! message waits, and which message is in flight on which worker.
+//!
+//! Dispatch is credit-based. A worker announces a window of credits; each
+//! message sent to it takes one, each result returns one. Pending messages
+//! go to the worker with the most free credits, so a slow worker (whose
+//! credits stay taken) gets less work than a fast one, and a dead worker's
+//! messages are known and can be sent elsewhere.
+//!
+//! This module has no I/O: the Subject's task drives it, and the property
+//! test below checks its invariants on random operation sequences.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::wire::Message;
+
+/// A worker's identity on the Subject's ROUTER socket.
+pub type WorkerId = Bytes;
+
+#[derive(Debug)]
+struct Worker {
+    credits: u32,
+    in_flight: u32,
+}
+
+/// A message on a worker.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub worker: WorkerId,
+    pub message: Message,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The pending queue is at its bound.
+    Full,
+    /// A message with this id is already waiting or in flight.
+    DuplicateId,
+}
+
+/// Workers, pending messages and in-flight messages.
+#[derive(Debug)]
+pub struct InFlightTable {
+    workers: HashMap<WorkerId, Worker>,
+    pending: VecDeque<Message>,
+    in_flight: HashMap<String, InFlight>,
+    max_pending: usize,
+}
+
+impl InFlightTable {
+    pub fn new(max_pending: usize) -> Self {
+        Self {
+            workers: HashMap::new(),
+            pending: VecDeque::new(),
+            in_flight: HashMap::new(),
+            max_pending,
+        }
+    }
+
+    /// A worker announced itself with `credits`. A worker already known under
+    /// this id restarted: what it had in flight is queued again (first).
+    pub fn worker_ready(&mut self, worker: WorkerId, credits: u32) -> usize {
+        let requeued = self.worker_lost(&worker);
+        self.workers.insert(
+            worker,
+            Worker {
+                credits: credits.max(1),
+                in_flight: 0,
+            },
+        );
+        requeued
+    }
+
+    /// A worker is gone: its in-flight messages go back to the front of the
+    /// queue, in their original order of acceptance. Returns how many. They
+    /// are never refused, so the queue may exceed its bound by at most what
+    /// was in flight (itself bounded by the workers' credits).
+    pub fn worker_lost(&mut self, worker: &WorkerId) -> usize {
+        if self.workers.remove(worker).is_none() {
+            return 0;
+        }
+        let ids: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| &f.worker == worker)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut back: Vec<Message> = ids
+            .iter()
+            .filter_map(|id| self.in_flight.remove(id))
+            .map(|f| f.message)
+            .collect();
+        back.sort_by_key(|m| m.envelope.accepted_us);
+        let n = back.len();
+        for m in back.into_iter().rev() {
+            self.pending.push_front(m);
+        }
+        n
+    }
+
+    /// Queues a message for dispatch.
+    pub fn enqueue(&mut self, message: Message) -> Result<(), Refused> {
+        if self.pending.len() >= self.max_pending {
+            return Err(Refused::Full);
+        }
+        if self.in_flight.contains_key(&message.envelope.id)
+            || self.pending.iter().any(|m| m.envelope.id == message.envelope.id)
+        {
+            return Err(Refused::DuplicateId);
+        }
+        self.pending.push_back(message);
+        Ok(())
+    }
+
+    /// True when the queue can take another message.
+    pub fn has_room(&self) -> bool {
+        self.pending.len() < self.max_pending
+    }
+
+    /// Takes up to `max_batch` pending messages for the worker with the most
+    /// free credits, marks them in flight there (attempt + 1), and returns
+    /// them; `None` when nothing is pending or no worker has a free credit.
+    pub fn next_batch(&mut self, max_batch: usize) -> Option<(WorkerId, Vec<Message>)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let (id, worker) = self
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.in_flight < w.credits)
+            .max_by_key(|(_, w)| w.credits - w.in_flight)?;
+        let free = usize::try_from(worker.credits - worker.in_flight).unwrap_or(usize::MAX);
+        let take = free.min(max_batch.max(1)).min(self.pending.len());
+        let mut batch = Vec::with_capacity(take);
+        for mut message in self.pending.drain(..take) {
+            message.envelope.attempt += 1;
+            self.in_flight.insert(
+                message.envelope.id.clone(),
+                InFlight {
+                    worker: id.clone(),
+                    message: message.clone(),
+                },
+            );
+            batch.push(message);
+        }
+        worker.in_flight += u32::try_from(take).unwrap_or(u32::MAX);
+        Some((id.clone(), batch))
+    }
+
+    /// A worker finished message `id`. Returns what was in flight, or `None`
+    /// when the id is not in flight on that worker (a late duplicate after a
+    /// redelivery, or a message the worker never had).
+    pub fn complete(&mut self, worker: &WorkerId, id: &str) -> Option<InFlight> {
+        if self.in_flight.get(id).is_none_or(|f| &f.worker != worker) {
+            return None;
+        }
+        let done = self.in_flight.remove(id)?;
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.in_flight = w.in_flight.saturating_sub(1);
+        }
+        Some(done)
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn in_flight_len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Messages in flight on `worker`.
+    pub fn in_flight_on(&self, worker: &WorkerId) -> usize {
+        self.in_flight.values().filter(|f| &f.worker == worker).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use proptest::prelude::*;
+
+    fn message(id: u32) -> Message {
+        let mut e = Envelope::request(format!("m{id}"), "F");
+        e.accepted_us = u64::from(id);
+        Message::new(e, Bytes::new())
+    }
+
+    fn w(n: u8) -> WorkerId {
+        Bytes::from(vec![n])
+    }
+
+    #[test]
+    fn a_busy_worker_gets_less_work() {
+        let mut t = InFlightTable::new(100);
+        t.worker_ready(w(1), 4);
+        t.worker_ready(w(2), 4);
+        for i in 0..6 {
+            t.enqueue(message(i)).unwrap();
+        }
+        // Both start with 4 free credits: the first batch fills one worker.
+        let (first, batch) = t.next_batch(4).unwrap();
+        assert_eq!(batch.len(), 4);
+        let (second, batch) = t.next_batch(4).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(batch.len(), 2);
+        // The first worker finishes one; it now has 1 free, the second 2.
+        assert!(t.complete(&first, "m0").is_some());
+        for i in 6..9 {
+            t.enqueue(message(i)).unwrap();
+        }
+        let (next, batch) = t.next_batch(1).unwrap();
+        assert_eq!((next, batch.len()), (second.clone(), 1));
+    }
+
+    #[test]
+    fn no_credit_no_dispatch_and_a_full_queue_refuses() {
+        let mut t = InFlightTable::new(2);
+        t.enqueue(message(1)).unwrap();
+        assert!(t.next_batch(8).is_none(), "no worker yet");
+        t.worker_ready(w(1), 1);
+        assert_eq!(t.next_batch(8).unwrap().1.len(), 1);
+        t.enqueue(message(2)).unwrap();
+        assert!(t.next_batch(8).is_none(), "the only credit is taken");
+        t.enqueue(message(3)).unwrap();
+        assert_eq!(t.enqueue(message(4)), Err(Refused::Full));
+        assert_eq!(t.enqueue(message(1)).err(), Some(Refused::Full));
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let mut t = InFlightTable::new(10);
+        t.enqueue(message(1)).unwrap();
+        assert_eq!(t.enqueue(message(1)), Err(Refused::DuplicateId));
+        t.worker_ready(w(1), 8);
+        t.next_batch(8).unwrap();
+        assert_eq!(t.enqueue(message(1)), Err(Refused::DuplicateId));
+    }
+
+    #[test]
+    fn a_lost_workers_messages_are_redelivered_in_order_with_a_new_attempt() {
+        let mut t = InFlightTable::new(10);
+        t.worker_ready(w(1), 8);
+        for i in 0..3 {
+            t.enqueue(message(i)).unwrap();
+        }
+        t.next_batch(8).unwrap();
+        t.enqueue(message(3)).unwrap();
+        assert_eq!(t.worker_lost(&w(1)), 3);
+        t.worker_ready(w(2), 8);
+        let (_, batch) = t.next_batch(8).unwrap();
+        let got: Vec<(&str, u32)> = batch
+            .iter()
+            .map(|m| (m.envelope.id.as_str(), m.envelope.attempt))
+            .collect();
+        assert_eq!(got, [("m0", 2), ("m1", 2), ("m2", 2), ("m3", 1)]);
+        // A late result from the lost worker is not taken as completion.
+        assert!(t.complete(&w(1), "m0").is_none());
+        assert!(t.complete(&w(2), "m0").is_some());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Ready(u8, u32),
+        Lost(u8),
+        Enqueue,
+        Dispatch(usize),
+        Complete(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3, 1u32..5).prop_map(|(w, c)| Op::Ready(w, c)),
+            (0u8..3).prop_map(Op::Lost),
+            Just(Op::Enqueue),
+            Just(Op::Enqueue),
+            (1usize..4).prop_map(Op::Dispatch),
+            (0usize..16).prop_map(Op::Complete),
+        ]
+    }
+
+    proptest! {
+        /// Every accepted message is, at every moment, exactly one of:
+        /// pending, in flight, or completed; credits are never exceeded.
+        #[test]
+        fn nothing_is_lost_or_doubled(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut t = InFlightTable::new(8);
+            let mut next = 0u32;
+            let mut accepted = 0usize;
+            let mut completed: Vec<String> = Vec::new();
+            let mut credits: HashMap<WorkerId, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Ready(n, c) => { t.worker_ready(w(n), c); credits.insert(w(n), c); }
+                    Op::Lost(n) => { t.worker_lost(&w(n)); credits.remove(&w(n)); }
+                    Op::Enqueue => {
+                        if t.enqueue(message(next)).is_ok() { accepted += 1; }
+                        next += 1;
+                    }
+                    Op::Dispatch(max) => { let _ = t.next_batch(max); }
+                    Op::Complete(i) => {
+                        let target = t.in_flight.iter().nth(i % t.in_flight.len().max(1))
+                            .map(|(id, f)| (id.clone(), f.worker.clone()));
+                        if let Some((id, worker)) = target {
+                            prop_assert!(t.complete(&worker, &id).is_some());
+                            prop_assert!(!completed.contains(&id));
+                            completed.push(id);
+                        }
+                    }
+                }
+                prop_assert_eq!(t.pending_len() + t.in_flight_len() + completed.len(), accepted);
+                for (id, c) in &credits {
+                    let on = u32::try_from(t.in_flight_on(id)).unwrap();
+                    prop_assert!(on <= *c);
+                    prop_assert_eq!(on, t.workers[id].in_flight);
+                }
+                // Intake stops at the bound; messages coming back from a lost
+                // worker may exceed it by at most what was in flight (3 workers
+                // of at most 4 credits here), never without limit.
+                prop_assert!(t.pending_len() + t.in_flight_len() <= 8 + 3 * 4);
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Frame layouts on the node's sockets.
+//!
+//! - Services → Subject (PUSH → PULL) and Integration Manager → services
+//!   (PUB → SUB): `[topic, envelope, payload]`.
+//! - Subject ⇄ workers (ROUTER ⇄ DEALER): `[command, ...]`, where the command
+//!   is `READY`, `WORK` or `RESULT`; `WORK` and `RESULT` carry one or more
+//!   `envelope, payload` pairs (a batch).
+//!
+//! Decoding separates a message that is *incomplete* (wrong frame count)
+//! from one that is *invalid* (a frame that does not decode).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use zeromq::ZmqMessage;
+
+use crate::envelope::{Envelope, ReplyAddress};
+
+/// A message: its envelope and its payload bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub envelope: Envelope,
+    pub payload: Bytes,
+}
+
+/// Why frames are not a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("expected {expected} frames, got {got}")]
+    Incomplete { expected: &'static str, got: usize },
+    #[error("the envelope frame does not decode: {source}")]
+    Invalid {
+        /// What could be read of the sender's address, to answer it.
+        address: ReplyAddress,
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    #[error("the READY frame does not decode: {0}")]
+    InvalidReady(#[source] rmp_serde::decode::Error),
+}
+
+/// `READY`: a worker announces itself and how many messages it takes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    pub credits: u32,
+    pub pid: u32,
+}
+
+/// What a worker sends to the Subject.
+#[derive(Debug)]
+pub enum FromWorker {
+    Ready(Ready),
+    Results(Vec<Message>),
+}
+
+const READY: &[u8] = b"READY";
+const WORK: &[u8] = b"WORK";
+const RESULT: &[u8] = b"RESULT";
+
+impl Message {
+    pub fn new(envelope: Envelope, payload: Bytes) -> Self {
+        Self { envelope, payload }
+    }
+
+    /// Decodes `envelope, payload` frames.
+    fn decode_pair(envelope: &[u8], payload: &Bytes) -> Result<Self, WireError> {
+        match Envelope::decode(envelope) {
+            Ok(envelope) => Ok(Self {
+                envelope,
+                payload: payload.clone(),
+            }),
+            Err(source) => Err(WireError::Invalid {
+                address: ReplyAddress::salvage(envelope),
+                source,
+            }),
+        }
+    }
+}
+
+fn frames_to_message(frames: Vec<Bytes>) -> ZmqMessage {
+    // A ZmqMessage cannot be empty; every caller passes at least one frame.
+    let mut frames = frames.into_iter();
+    let mut message = ZmqMessage::from(frames.next().unwrap_or_default());
+    for frame in frames {
+        message.push_back(frame);
+    }
+    message
+}
+
+/// `[topic, envelope, payload]`, as services send and the IM publishes.
+pub fn topic_message(topic: &str, message: &Message) -> ZmqMessage {
+    frames_to_message(vec![
+        Bytes::copy_from_slice(topic.as_bytes()),
+        Bytes::from(message.envelope.encode()),
+        message.payload.clone(),
+    ])
+}
+
+/// Decodes `[topic, envelope, payload]`; returns the topic and the message.
+pub fn decode_topic_message(frames: &ZmqMessage) -> Result<(Bytes, Message), WireError> {
+    let got = frames.len();
+    let (Some(topic), Some(envelope), Some(payload), None) =
+        (frames.get(0), frames.get(1), frames.get(2), frames.get(3))
+    else {
+        return Err(WireError::Incomplete {
+            expected: "3 (topic, envelope, payload)",
+            got,
+        });
+    };
+    Ok((topic.clone(), Message::decode_pair(envelope, payload)?))
+}
+
+/// `[READY, {credits, pid}]`.
+pub fn ready(ready: Ready) -> ZmqMessage {
+    let body = rmp_serde::to_vec_named(&ready).unwrap_or_default();
+    frames_to_message(vec![Bytes::from_static(READY), Bytes::from(body)])
+}
+
+/// `[WORK, envelope, payload, ...]`.
+pub fn work<'a>(batch: impl IntoIterator<Item = &'a Message>) -> ZmqMessage {
+    batch_message(WORK, batch)
+}
+
+/// `[RESULT, envelope, payload, ...]`.
+pub fn results<'a>(batch: impl IntoIterator<Item = &'a Message>) -> ZmqMessage {
+    batch_message(RESULT, batch)
+}
+
+fn batch_message<'a>(command: &'static [u8], batch: impl IntoIterator<Item = &'a Message>) -> ZmqMessage {
+    let mut frames = vec![Bytes::from_static(command)];
+    for m in batch {
+        frames.push(Bytes::from(m.envelope.encode()));
+        frames.push(m.payload.clone());
+    }
+    frames_to_message(frames)
+}
+
+/// Decodes the pairs of a `WORK` or `RESULT` batch from `frames[1..]`.
+/// Pairs that do not decode are returned as errors in place, so the others
+/// are still served.
+fn decode_batch(frames: &[Bytes]) -> Result<Vec<Result<Message, WireError>>, WireError> {
+    let pairs = frames.get(1..).unwrap_or_default();
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Err(WireError::Incomplete {
+            expected: "a command and one or more envelope, payload pairs",
+            got: frames.len(),
+        });
+    }
+    Ok(pairs
+        .chunks_exact(2)
+        .map(|pair| Message::decode_pair(&pair[0], &pair[1]))
+        .collect())
+}
+
+/// Decodes a `WORK` message (what a worker receives).
+pub fn decode_work(frames: &ZmqMessage) -> Result<Vec<Result<Message, WireError>>, WireError> {
+    let frames: Vec<Bytes> = frames.iter().cloned().collect();
+    match frames.first().map(|f| f.as_ref()) {
+        Some(WORK) => decode_batch(&frames),
+        other => Err(unknown(other)),
+    }
+}
+
+/// Decodes what a worker sent, without the ROUTER's identity frame.
+/// A `RESULT` pair that does not decode is dropped with its error returned
+/// beside the good ones.
+pub fn decode_from_worker(frames: &[Bytes]) -> Result<(FromWorker, Vec<WireError>), WireError> {
+    match frames.first().map(|f| f.as_ref()) {
+        Some(READY) => {
+            let body = frames.get(1).ok_or(WireError::Incomplete {
+                expected: "2 (READY, body)",
+                got: frames.len(),
+            })?;
+            let ready = zmanager_sdk::decode(body).map_err(WireError::InvalidReady)?;
+            Ok((FromWorker::Ready(ready), Vec::new()))
+        }
+        Some(RESULT) => {
+            let mut good = Vec::new();
+            let mut bad = Vec::new();
+            for item in decode_batch(frames)? {
+                match item {
+                    Ok(m) => good.push(m),
+                    Err(e) => bad.push(e),
+                }
+            }
+            Ok((FromWorker::Results(good), bad))
+        }
+        other => Err(unknown(other)),
+    }
+}
+
+fn unknown(command: Option<&[u8]>) -> WireError {
+    WireError::UnknownCommand(String::from_utf8_lossy(command.unwrap_or_default()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> Message {
+        Message::new(Envelope::request(id, "F"), Bytes::from_static(b"\x91\x01"))
+    }
+
+    #[test]
+    fn topic_messages_round_trip() {
+        let m = message("a");
+        let frames = topic_message("F~~~~done", &m);
+        let (topic, decoded) = decode_topic_message(&frames).unwrap();
+        assert_eq!(topic.as_ref(), b"F~~~~done");
+        assert_eq!(decoded, m);
+    }
+
+    #[test]
+    fn incomplete_and_invalid_are_distinct() {
+        let two = frames_to_message(vec![Bytes::from_static(b"t"), Bytes::from_static(b"e")]);
+        assert!(matches!(decode_topic_message(&two), Err(WireError::Incomplete { got: 2, .. })));
+        let bad = frames_to_message(vec![
+            Bytes::from_static(b"t"),
+            Bytes::from_static(b"\xc1"),
+            Bytes::new(),
+        ]);
+        assert!(matches!(decode_topic_message(&bad), Err(WireError::Invalid { .. })));
+    }
+
+    #[test]
+    fn batches_round_trip_and_keep_good_pairs() {
+        let batch = [message("a"), message("b")];
+        let work_frames = work(&batch);
+        let decoded: Vec<Message> = decode_work(&work_frames)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(decoded, batch);
+
+        let mut frames: Vec<Bytes> = results(&batch).iter().cloned().collect();
+        frames[1] = Bytes::from_static(b"\xc1");
+        let (from, bad) = decode_from_worker(&frames).unwrap();
+        let FromWorker::Results(good) = from else { panic!("not results") };
+        assert_eq!((good.len(), bad.len()), (1, 1));
+        assert_eq!(good[0].envelope.id, "b");
+    }
+
+    #[test]
+    fn ready_round_trips_and_garbage_is_refused() {
+        let frames: Vec<Bytes> = ready(Ready { credits: 64, pid: 7 }).iter().cloned().collect();
+        let (FromWorker::Ready(r), _) = decode_from_worker(&frames).unwrap() else {
+            panic!("not ready")
+        };
+        assert_eq!(r, Ready { credits: 64, pid: 7 });
+        assert!(matches!(
+            decode_from_worker(&[Bytes::from_static(b"HELLO")]),
+            Err(WireError::UnknownCommand(c)) if c == "HELLO"
+        ));
+        assert!(matches!(
+            decode_from_worker(&[Bytes::from_static(b"RESULT"), Bytes::new()]),
+            Err(WireError::Incomplete { .. })
+        ));
+        assert!(decode_from_worker(&[]).is_err());
+    }
+}
