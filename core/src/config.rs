@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_the_defaults() {
-        assert_eq!(NodeConfig::from_toml("n.toml", "").unwrap(), NodeConfig::default());
+        assert_eq!(
+            NodeConfig::from_toml("n.toml", "").unwrap(),
+            NodeConfig::default()
+        );
     }
 
     #[test]
@@ -232,9 +235,17 @@ mod tests {
             "n.toml: window must be at least 1; batch must be at least 1"
         );
         let e = NodeConfig::from_toml("n.toml", "\nworkerz = 2\n").unwrap_err();
-        assert!(e.to_string().starts_with("n.toml:2: unknown field `workerz`"), "{e}");
-        let e = NodeConfig::from_toml("n.toml", "[endpoints]\nintake = \"http://x\"\n").unwrap_err();
-        assert!(e.to_string().contains("use tcp://host:port or ipc:///path"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("n.toml:2: unknown field `workerz`"),
+            "{e}"
+        );
+        let e =
+            NodeConfig::from_toml("n.toml", "[endpoints]\nintake = \"http://x\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("use tcp://host:port or ipc:///path"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Kind {
     /// A service checking that its subscription is live: the node publishes
     /// it back on its `reply_to` topic, untouched.
     Ping,
+    /// A kind this build does not know (from a newer peer); refused.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Whether a result is a success.
@@ -34,6 +37,9 @@ pub enum Status {
     #[default]
     Ok,
     Error,
+    /// A status this build does not know (from a newer peer).
+    #[serde(other)]
+    Unknown,
 }
 
 /// The error of an error result.
@@ -55,7 +61,8 @@ pub struct Envelope {
     pub v: u8,
     #[serde(default)]
     pub kind: Kind,
-    /// Message id, chosen by the service; unique among its requests.
+    /// Message id, chosen by the service; unique among that service's
+    /// requests (ids of different services never collide).
     pub id: String,
     /// The flow the message belongs to.
     #[serde(default)]
@@ -70,8 +77,9 @@ pub struct Envelope {
     /// The id of the service that pushed the request.
     #[serde(default)]
     pub service: String,
-    /// The topic the result is published on; empty means the topic of the
-    /// step where the flow stopped (`Flow~~~~done` for a finished flow).
+    /// The topic the result is published on; empty means the flow's
+    /// results topic, `Flow~~~~done`, which every subscriber of the flow
+    /// receives.
     #[serde(default)]
     pub reply_to: String,
     /// Delivery attempt, 1 on first dispatch (set by the Subject).
@@ -180,9 +188,10 @@ impl ReplyAddress {
         address
     }
 
-    /// True when an error result can reach the sender.
+    /// True when an error result can reach the sender, and only the sender:
+    /// its `reply_to` could be read (never a flow-wide topic).
     pub fn is_reachable(&self) -> bool {
-        !self.reply_to.is_empty() || !self.flow.is_empty()
+        !self.reply_to.is_empty()
     }
 }
 
@@ -207,8 +216,14 @@ mod tests {
         // A map with string keys, so any language reads it as a dict.
         let value: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
         let map = value.as_map().unwrap();
-        assert!(map.iter().any(|(k, v)| k.as_str() == Some("flow") && v.as_str() == Some("Greeting")));
-        assert!(map.iter().any(|(k, v)| k.as_str() == Some("kind") && v.as_str() == Some("request")));
+        assert!(
+            map.iter()
+                .any(|(k, v)| k.as_str() == Some("flow") && v.as_str() == Some("Greeting"))
+        );
+        assert!(
+            map.iter()
+                .any(|(k, v)| k.as_str() == Some("kind") && v.as_str() == Some("request"))
+        );
         assert!(!map.iter().any(|(k, _)| k.as_str() == Some("error")));
     }
 
@@ -227,7 +242,10 @@ mod tests {
         })
         .unwrap();
         let e = Envelope::decode(&bytes).unwrap();
-        assert_eq!((e.v, e.kind, e.id.as_str(), e.flow.as_str()), (1, Kind::Request, "x", "Echo"));
+        assert_eq!(
+            (e.v, e.kind, e.id.as_str(), e.flow.as_str()),
+            (1, Kind::Request, "x", "Echo")
+        );
     }
 
     #[test]
@@ -236,7 +254,10 @@ mod tests {
         let decoded = Envelope::decode(&e.encode()).unwrap();
         assert_eq!(decoded.status, Status::Error);
         let info = decoded.error.unwrap();
-        assert_eq!((info.code, info.name.as_str()), (ErrorCode::UnknownFlow, "unknown_flow"));
+        assert_eq!(
+            (info.code, info.name.as_str()),
+            (ErrorCode::UnknownFlow, "unknown_flow")
+        );
     }
 
     #[test]
@@ -246,7 +267,11 @@ mod tests {
             id: u32,
             reply_to: &'static str,
         }
-        let bytes = rmp_serde::to_vec_named(&Broken { id: 5, reply_to: "r~" }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&Broken {
+            id: 5,
+            reply_to: "r~",
+        })
+        .unwrap();
         assert!(Envelope::decode(&bytes).is_err());
         let address = ReplyAddress::salvage(&bytes);
         assert!(address.is_reachable());

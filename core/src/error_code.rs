@@ -8,36 +8,41 @@ use zmanager_sdk::ErrorKind;
 
 /// Why a message ended in an error result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "u16", try_from = "u16")]
+#[serde(into = "u16", from = "u16")]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// A frame that is not an envelope (or not the right number of frames).
-    MalformedMessage = 1,
+    MalformedMessage,
     /// An envelope whose protocol version this node does not speak.
-    UnsupportedVersion = 2,
+    UnsupportedVersion,
     /// The envelope names a flow the node does not have.
-    UnknownFlow = 3,
+    UnknownFlow,
     /// The envelope's key matches no step of its flow.
-    UnknownStep = 4,
+    UnknownStep,
     /// A step no mapping resolves, or a component the worker does not have.
-    NoMapping = 5,
+    NoMapping,
     /// The action rejected its request (for example a payload that does not
     /// decode).
-    BadRequest = 6,
+    BadRequest,
     /// The action ran and returned an error.
-    ActionFailed = 7,
+    ActionFailed,
     /// The action panicked.
-    ActionPanicked = 8,
+    ActionPanicked,
     /// The component has no such action.
-    UnknownAction = 9,
+    UnknownAction,
     /// A message with the same id is already in flight.
-    DuplicateId = 10,
+    DuplicateId,
     /// The step needs a feature this node does not have yet.
-    NotSupported = 11,
+    NotSupported,
+    /// The node cannot take the request now; send it again later.
+    Overloaded,
+    /// A code this build does not know (sent by a newer node): kept, so an
+    /// older client still reads the rest of the result.
+    Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -49,11 +54,32 @@ impl ErrorCode {
         ErrorCode::UnknownAction,
         ErrorCode::DuplicateId,
         ErrorCode::NotSupported,
+        ErrorCode::Overloaded,
     ];
+
+    /// The stable number.
+    pub fn code(self) -> u16 {
+        match self {
+            ErrorCode::MalformedMessage => 1,
+            ErrorCode::UnsupportedVersion => 2,
+            ErrorCode::UnknownFlow => 3,
+            ErrorCode::UnknownStep => 4,
+            ErrorCode::NoMapping => 5,
+            ErrorCode::BadRequest => 6,
+            ErrorCode::ActionFailed => 7,
+            ErrorCode::ActionPanicked => 8,
+            ErrorCode::UnknownAction => 9,
+            ErrorCode::DuplicateId => 10,
+            ErrorCode::NotSupported => 11,
+            ErrorCode::Overloaded => 12,
+            ErrorCode::Other(code) => code,
+        }
+    }
 
     /// The snake_case name carried next to the code in error results.
     pub fn name(self) -> &'static str {
         match self {
+            ErrorCode::Other(_) => "unknown",
             ErrorCode::MalformedMessage => "malformed_message",
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::UnknownFlow => "unknown_flow",
@@ -65,24 +91,23 @@ impl ErrorCode {
             ErrorCode::UnknownAction => "unknown_action",
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::NotSupported => "not_supported",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }
 
 impl From<ErrorCode> for u16 {
     fn from(code: ErrorCode) -> u16 {
-        code as u16
+        code.code()
     }
 }
 
-impl TryFrom<u16> for ErrorCode {
-    type Error = String;
-
-    fn try_from(value: u16) -> Result<Self, Self::Error> {
+impl From<u16> for ErrorCode {
+    fn from(value: u16) -> Self {
         ErrorCode::ALL
             .into_iter()
-            .find(|c| *c as u16 == value)
-            .ok_or_else(|| format!("unknown error code {value}"))
+            .find(|c| c.code() == value)
+            .unwrap_or(ErrorCode::Other(value))
     }
 }
 
@@ -102,7 +127,10 @@ mod tests {
 
     #[test]
     fn codes_are_stable() {
-        let codes: Vec<(u16, &str)> = ErrorCode::ALL.iter().map(|c| (*c as u16, c.name())).collect();
+        let codes: Vec<(u16, &str)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.code(), c.name()))
+            .collect();
         assert_eq!(
             codes,
             [
@@ -117,11 +145,14 @@ mod tests {
                 (9, "unknown_action"),
                 (10, "duplicate_id"),
                 (11, "not_supported"),
+                (12, "overloaded"),
             ]
         );
         for code in ErrorCode::ALL {
-            assert_eq!(ErrorCode::try_from(u16::from(code)), Ok(code));
+            assert_eq!(ErrorCode::from(u16::from(code)), code);
         }
-        assert!(ErrorCode::try_from(999).is_err());
+        // A code from a newer node is kept, not a decode failure.
+        assert_eq!(ErrorCode::from(999), ErrorCode::Other(999));
+        assert_eq!(u16::from(ErrorCode::Other(999)), 999);
     }
 }

@@ -50,7 +50,10 @@ impl Executor {
             envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
             envelope.key.clone_from(&key);
             let Some(component) = self.registry.get(&target.component) else {
-                let text = format!("`{key}` maps to {target}, but no component {} is linked", target.component);
+                let text = format!(
+                    "`{key}` maps to {target}, but no component {} is linked",
+                    target.component
+                );
                 return Message::new(envelope.into_error(ErrorCode::NoMapping, text), payload);
             };
             let request = Request {
@@ -63,7 +66,9 @@ impl Executor {
                     attempt: envelope.attempt,
                 },
             };
-            let outcome = catch_unwind(AssertUnwindSafe(|| component.call(&target.action, &request)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                component.call(&target.action, &request)
+            }));
             match outcome {
                 Ok(Ok(response)) => payload = Bytes::from(response),
                 Ok(Err(error)) => {
@@ -72,7 +77,10 @@ impl Executor {
                 }
                 Err(panic) => {
                     let text = format!("{target} at `{key}` panicked: {}", panic_message(&*panic));
-                    return Message::new(envelope.into_error(ErrorCode::ActionPanicked, text), payload);
+                    return Message::new(
+                        envelope.into_error(ErrorCode::ActionPanicked, text),
+                        payload,
+                    );
                 }
             }
             step += 1;
@@ -140,7 +148,10 @@ mod tests {
     fn runs_every_action_step_and_stops_at_done() {
         let out = executor().run(at_step_one("Greeting", &Person { name: "  ada " }));
         assert_eq!(out.envelope.status, Status::Ok, "{:?}", out.envelope.error);
-        assert_eq!((out.envelope.step, out.envelope.key.as_str()), (4, "??done"));
+        assert_eq!(
+            (out.envelope.step, out.envelope.key.as_str()),
+            (4, "??done")
+        );
         let value: rmpv::Value = rmp_serde::from_slice(&out.payload).unwrap();
         assert_eq!(value.to_string(), r#"{"greeting": "HELLO, ADA!"}"#);
     }
@@ -162,7 +173,11 @@ mod tests {
         let out = executor().run(at_step_one("Boom", &1u8));
         let error = out.envelope.error.unwrap();
         assert_eq!(error.code, ErrorCode::ActionPanicked);
-        assert!(error.message.contains("panicking on purpose"), "{}", error.message);
+        assert!(
+            error.message.contains("panicking on purpose"),
+            "{}",
+            error.message
+        );
         assert_eq!(out.envelope.step, 2);
     }
 

@@ -10,14 +10,23 @@
 //! This module has no I/O: the Subject's task drives it, and the property
 //! test below checks its invariants on random operation sequences.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
+use crate::envelope::Envelope;
 use crate::wire::Message;
 
 /// A worker's identity on the Subject's ROUTER socket.
 pub type WorkerId = Bytes;
+
+/// A message's identity: its service and its id (ids are chosen per
+/// service, so two services may use the same id).
+pub type MessageKey = (String, String);
+
+fn key_of(envelope: &Envelope) -> MessageKey {
+    (envelope.service.clone(), envelope.id.clone())
+}
 
 #[derive(Debug)]
 struct Worker {
@@ -46,7 +55,9 @@ pub enum Refused {
 pub struct InFlightTable {
     workers: HashMap<WorkerId, Worker>,
     pending: VecDeque<Message>,
-    in_flight: HashMap<String, InFlight>,
+    in_flight: HashMap<MessageKey, InFlight>,
+    /// Every message pending or in flight.
+    known: HashSet<MessageKey>,
     max_pending: usize,
 }
 
@@ -56,6 +67,7 @@ impl InFlightTable {
             workers: HashMap::new(),
             pending: VecDeque::new(),
             in_flight: HashMap::new(),
+            known: HashSet::new(),
             max_pending,
         }
     }
@@ -82,10 +94,10 @@ impl InFlightTable {
         if self.workers.remove(worker).is_none() {
             return 0;
         }
-        let ids: Vec<String> = self
+        let ids: Vec<MessageKey> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| &f.worker == worker)
+            .filter(|(_, f)| f.worker == *worker)
             .map(|(id, _)| id.clone())
             .collect();
         let mut back: Vec<Message> = ids
@@ -101,15 +113,13 @@ impl InFlightTable {
         n
     }
 
-    /// Queues a message for dispatch.
-    pub fn enqueue(&mut self, message: Message) -> Result<(), Refused> {
+    /// Queues a message for dispatch; a refused message is handed back.
+    pub fn enqueue(&mut self, message: Message) -> Result<(), (Refused, Box<Message>)> {
         if self.pending.len() >= self.max_pending {
-            return Err(Refused::Full);
+            return Err((Refused::Full, Box::new(message)));
         }
-        if self.in_flight.contains_key(&message.envelope.id)
-            || self.pending.iter().any(|m| m.envelope.id == message.envelope.id)
-        {
-            return Err(Refused::DuplicateId);
+        if !self.known.insert(key_of(&message.envelope)) {
+            return Err((Refused::DuplicateId, Box::new(message)));
         }
         self.pending.push_back(message);
         Ok(())
@@ -138,7 +148,7 @@ impl InFlightTable {
         for mut message in self.pending.drain(..take) {
             message.envelope.attempt += 1;
             self.in_flight.insert(
-                message.envelope.id.clone(),
+                key_of(&message.envelope),
                 InFlight {
                     worker: id.clone(),
                     message: message.clone(),
@@ -150,14 +160,16 @@ impl InFlightTable {
         Some((id.clone(), batch))
     }
 
-    /// A worker finished message `id`. Returns what was in flight, or `None`
-    /// when the id is not in flight on that worker (a late duplicate after a
-    /// redelivery, or a message the worker never had).
-    pub fn complete(&mut self, worker: &WorkerId, id: &str) -> Option<InFlight> {
-        if self.in_flight.get(id).is_none_or(|f| &f.worker != worker) {
+    /// A worker finished the message of `envelope`. Returns what was in
+    /// flight, or `None` when it is not in flight on that worker (a late
+    /// duplicate after a redelivery, or a message the worker never had).
+    pub fn complete(&mut self, worker: &WorkerId, envelope: &Envelope) -> Option<InFlight> {
+        let key = key_of(envelope);
+        if self.in_flight.get(&key).is_none_or(|f| f.worker != *worker) {
             return None;
         }
-        let done = self.in_flight.remove(id)?;
+        let done = self.in_flight.remove(&key)?;
+        self.known.remove(&key);
         if let Some(w) = self.workers.get_mut(worker) {
             w.in_flight = w.in_flight.saturating_sub(1);
         }
@@ -178,7 +190,10 @@ impl InFlightTable {
 
     /// Messages in flight on `worker`.
     pub fn in_flight_on(&self, worker: &WorkerId) -> usize {
-        self.in_flight.values().filter(|f| &f.worker == worker).count()
+        self.in_flight
+            .values()
+            .filter(|f| f.worker == *worker)
+            .count()
     }
 }
 
@@ -192,6 +207,10 @@ mod tests {
         let mut e = Envelope::request(format!("m{id}"), "F");
         e.accepted_us = u64::from(id);
         Message::new(e, Bytes::new())
+    }
+
+    fn done(t: &mut InFlightTable, worker: &WorkerId, id: &str) -> Option<InFlight> {
+        t.complete(worker, &Envelope::request(id, "F"))
     }
 
     fn w(n: u8) -> WorkerId {
@@ -213,7 +232,7 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(batch.len(), 2);
         // The first worker finishes one; it now has 1 free, the second 2.
-        assert!(t.complete(&first, "m0").is_some());
+        assert!(done(&mut t, &first, "m0").is_some());
         for i in 6..9 {
             t.enqueue(message(i)).unwrap();
         }
@@ -231,18 +250,25 @@ mod tests {
         t.enqueue(message(2)).unwrap();
         assert!(t.next_batch(8).is_none(), "the only credit is taken");
         t.enqueue(message(3)).unwrap();
-        assert_eq!(t.enqueue(message(4)), Err(Refused::Full));
-        assert_eq!(t.enqueue(message(1)).err(), Some(Refused::Full));
+        assert_eq!(t.enqueue(message(4)).unwrap_err().0, Refused::Full);
+        assert_eq!(t.enqueue(message(1)).unwrap_err().0, Refused::Full);
     }
 
     #[test]
     fn duplicate_ids_are_refused() {
         let mut t = InFlightTable::new(10);
         t.enqueue(message(1)).unwrap();
-        assert_eq!(t.enqueue(message(1)), Err(Refused::DuplicateId));
+        assert_eq!(t.enqueue(message(1)).unwrap_err().0, Refused::DuplicateId);
         t.worker_ready(w(1), 8);
         t.next_batch(8).unwrap();
-        assert_eq!(t.enqueue(message(1)), Err(Refused::DuplicateId));
+        assert_eq!(t.enqueue(message(1)).unwrap_err().0, Refused::DuplicateId);
+        // The same id from another service is another message.
+        let mut other = message(1);
+        other.envelope.service = "other".into();
+        t.enqueue(other).unwrap();
+        // Once completed, the id may be used again.
+        assert!(done(&mut t, &w(1), "m1").is_some());
+        t.enqueue(message(1)).unwrap();
     }
 
     #[test]
@@ -263,8 +289,8 @@ mod tests {
             .collect();
         assert_eq!(got, [("m0", 2), ("m1", 2), ("m2", 2), ("m3", 1)]);
         // A late result from the lost worker is not taken as completion.
-        assert!(t.complete(&w(1), "m0").is_none());
-        assert!(t.complete(&w(2), "m0").is_some());
+        assert!(done(&mut t, &w(1), "m0").is_none());
+        assert!(done(&mut t, &w(2), "m0").is_some());
     }
 
     #[derive(Debug, Clone)]
@@ -295,7 +321,7 @@ mod tests {
             let mut t = InFlightTable::new(8);
             let mut next = 0u32;
             let mut accepted = 0usize;
-            let mut completed: Vec<String> = Vec::new();
+            let mut completed: Vec<MessageKey> = Vec::new();
             let mut credits: HashMap<WorkerId, u32> = HashMap::new();
             for op in ops {
                 match op {
@@ -310,13 +336,15 @@ mod tests {
                         let target = t.in_flight.iter().nth(i % t.in_flight.len().max(1))
                             .map(|(id, f)| (id.clone(), f.worker.clone()));
                         if let Some((id, worker)) = target {
-                            prop_assert!(t.complete(&worker, &id).is_some());
+                            let envelope = Envelope::request(id.1.clone(), "F");
+                            prop_assert!(t.complete(&worker, &envelope).is_some());
                             prop_assert!(!completed.contains(&id));
                             completed.push(id);
                         }
                     }
                 }
                 prop_assert_eq!(t.pending_len() + t.in_flight_len() + completed.len(), accepted);
+                prop_assert_eq!(t.known.len(), t.pending_len() + t.in_flight_len());
                 for (id, c) in &credits {
                     let on = u32::try_from(t.in_flight_on(id)).unwrap();
                     prop_assert!(on <= *c);

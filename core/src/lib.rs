@@ -32,11 +32,18 @@ pub mod executor;
 pub mod flow;
 pub mod inflight;
 mod ini;
+pub mod integration_manager;
 pub mod mapping;
+pub mod node;
 pub mod registry;
+pub mod service;
+pub mod shutdown;
 pub mod source;
+pub mod subject;
+pub mod supervisor;
 pub mod topic;
 pub mod wire;
+pub mod worker;
 
 pub use action_key::{ActionKey, Decorator};
 pub use catalog::{Catalog, StepRole};

@@ -18,7 +18,9 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<&str> = self.by_name.keys().copied().collect();
         names.sort_unstable();
-        f.debug_struct("Registry").field("components", &names).finish()
+        f.debug_struct("Registry")
+            .field("components", &names)
+            .finish()
     }
 }
 

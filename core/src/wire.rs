@@ -31,7 +31,7 @@ pub enum WireError {
     #[error("the envelope frame does not decode: {source}")]
     Invalid {
         /// What could be read of the sender's address, to answer it.
-        address: ReplyAddress,
+        address: Box<ReplyAddress>,
         #[source]
         source: rmp_serde::decode::Error,
     },
@@ -72,7 +72,7 @@ impl Message {
                 payload: payload.clone(),
             }),
             Err(source) => Err(WireError::Invalid {
-                address: ReplyAddress::salvage(envelope),
+                address: Box::new(ReplyAddress::salvage(envelope)),
                 source,
             }),
         }
@@ -128,7 +128,10 @@ pub fn results<'a>(batch: impl IntoIterator<Item = &'a Message>) -> ZmqMessage {
     batch_message(RESULT, batch)
 }
 
-fn batch_message<'a>(command: &'static [u8], batch: impl IntoIterator<Item = &'a Message>) -> ZmqMessage {
+fn batch_message<'a>(
+    command: &'static [u8],
+    batch: impl IntoIterator<Item = &'a Message>,
+) -> ZmqMessage {
     let mut frames = vec![Bytes::from_static(command)];
     for m in batch {
         frames.push(Bytes::from(m.envelope.encode()));
@@ -215,13 +218,19 @@ mod tests {
     #[test]
     fn incomplete_and_invalid_are_distinct() {
         let two = frames_to_message(vec![Bytes::from_static(b"t"), Bytes::from_static(b"e")]);
-        assert!(matches!(decode_topic_message(&two), Err(WireError::Incomplete { got: 2, .. })));
+        assert!(matches!(
+            decode_topic_message(&two),
+            Err(WireError::Incomplete { got: 2, .. })
+        ));
         let bad = frames_to_message(vec![
             Bytes::from_static(b"t"),
             Bytes::from_static(b"\xc1"),
             Bytes::new(),
         ]);
-        assert!(matches!(decode_topic_message(&bad), Err(WireError::Invalid { .. })));
+        assert!(matches!(
+            decode_topic_message(&bad),
+            Err(WireError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -238,18 +247,32 @@ mod tests {
         let mut frames: Vec<Bytes> = results(&batch).iter().cloned().collect();
         frames[1] = Bytes::from_static(b"\xc1");
         let (from, bad) = decode_from_worker(&frames).unwrap();
-        let FromWorker::Results(good) = from else { panic!("not results") };
+        let FromWorker::Results(good) = from else {
+            panic!("not results")
+        };
         assert_eq!((good.len(), bad.len()), (1, 1));
         assert_eq!(good[0].envelope.id, "b");
     }
 
     #[test]
     fn ready_round_trips_and_garbage_is_refused() {
-        let frames: Vec<Bytes> = ready(Ready { credits: 64, pid: 7 }).iter().cloned().collect();
+        let frames: Vec<Bytes> = ready(Ready {
+            credits: 64,
+            pid: 7,
+        })
+        .iter()
+        .cloned()
+        .collect();
         let (FromWorker::Ready(r), _) = decode_from_worker(&frames).unwrap() else {
             panic!("not ready")
         };
-        assert_eq!(r, Ready { credits: 64, pid: 7 });
+        assert_eq!(
+            r,
+            Ready {
+                credits: 64,
+                pid: 7
+            }
+        );
         assert!(matches!(
             decode_from_worker(&[Bytes::from_static(b"HELLO")]),
             Err(WireError::UnknownCommand(c)) if c == "HELLO"

@@ -1,8 +1,14 @@
 //! Shared helpers for the integration tests in `tests/tests/`.
 //!
-//! The tests run the real `zmanager` binary. It belongs to another package,
-//! so `CARGO_BIN_EXE_*` is not available here; [`zmanager_bin`] builds it
-//! once with the same profile as the test and returns its path.
+//! - [`zmanager_bin`] builds and finds the real `zmanager` binary;
+//! - [`node::TestNode`] runs `zmanager up` on free ports and stops it on drop;
+//! - [`client::RawClient`] speaks the wire protocol directly (not through the
+//!   library's `Service`), so the tests check the protocol as documented;
+//! - [`checker::Checker`] counts lost, duplicated and unexpected results.
+
+pub mod checker;
+pub mod client;
+pub mod node;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +21,15 @@ pub fn workspace_root() -> &'static Path {
         .expect("the tests crate lives one level below the workspace root")
 }
 
-/// The path of the `zmanager` binary, built on first use.
+/// The test configuration: flows and mappings on the Probe component.
+pub fn test_config() -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    (dir.join("flows"), dir.join("mappings"))
+}
+
+/// The path of the `zmanager` binary, built on first use. It belongs to
+/// another package, so `CARGO_BIN_EXE_*` is not available here: it is built
+/// with the same profile as the test.
 pub fn zmanager_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

@@ -207,7 +207,10 @@ mod tests {
             payload: &bytes,
             context: context(),
         };
-        assert_eq!(request.decode::<Person>().unwrap(), Person { name: "ada".into() });
+        assert_eq!(
+            request.decode::<Person>().unwrap(),
+            Person { name: "ada".into() }
+        );
     }
 
     #[test]
@@ -219,7 +222,10 @@ mod tests {
         };
         let error = request.decode::<Person>().unwrap_err();
         assert_eq!(error.kind, ErrorKind::BadRequest);
-        assert!(error.message.starts_with("payload does not decode"), "{error}");
+        assert!(
+            error.message.starts_with("payload does not decode"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -229,7 +235,10 @@ mod tests {
         assert!(decode::<IgnoredAny>(&deep(MAX_DEPTH + 1)).is_err());
         assert!(decode_value(&deep(MAX_DEPTH + 1)).is_err());
         assert!(decode_value(b"\xc1").is_err());
-        assert_eq!(decode_value(b"\x07\x08"), Err("1 bytes after the value".into()));
+        assert_eq!(
+            decode_value(b"\x07\x08"),
+            Err("1 bytes after the value".into())
+        );
         assert_eq!(decode_value(b"\x07"), Ok(rmpv::Value::from(7)));
     }
 }

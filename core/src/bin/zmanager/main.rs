@@ -1,6 +1,10 @@
 //! The `zmanager` command: thin wrappers over the `zmanager` library.
 
 mod check;
+mod send;
+mod subscribe;
+mod up;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -16,13 +20,51 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole node: the Subject, the Integration Manager and workers.
+    Up(up::Args),
+    /// Push a request into a flow and print its result.
+    Send(send::Args),
+    /// Print what is published on topics.
+    Subscribe(subscribe::Args),
     /// Validate flows and action mappings; print how each step resolves.
     Check(check::Args),
+    /// Run one worker process (started by `zmanager up`).
+    #[command(hide = true)]
+    Worker(worker::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Up(args) => report(up::run(args)),
+        Command::Send(args) => report(send::run(args)),
+        Command::Subscribe(args) => report(subscribe::run(args)),
+        Command::Worker(args) => report(worker::run(args)),
     }
+}
+
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// A Tokio runtime for a subcommand.
+fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    Ok(builder.enable_all().build()?)
 }

@@ -1,0 +1,59 @@
+//! `zmanager send`: push one request into a flow and print its result.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use zmanager::service::{Service, ServiceError, ServiceOptions};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The flow to start.
+    flow: String,
+    /// The request payload, as JSON (sent as MessagePack).
+    #[arg(long, short, default_value = "null")]
+    payload: String,
+    /// The Subject's intake endpoint.
+    #[arg(long, default_value = "tcp://127.0.0.1:19030")]
+    intake: String,
+    /// The Integration Manager's endpoint.
+    #[arg(long, default_value = "tcp://127.0.0.1:19034")]
+    publish: String,
+    /// Seconds to wait for the result.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let payload: serde_json::Value = serde_json::from_str(&args.payload)
+        .with_context(|| format!("--payload is not JSON: {}", args.payload))?;
+    crate::runtime(false)?.block_on(async move {
+        let options = ServiceOptions {
+            intake: args.intake,
+            publish: args.publish,
+            ..ServiceOptions::local("cli")
+        };
+        let service = Service::connect(options).await?;
+        let limit = Duration::from_secs(args.timeout);
+        let outcome = tokio::time::timeout(limit, service.request(&args.flow, &payload))
+            .await
+            .with_context(|| format!("no result within {}s", args.timeout))?;
+        match outcome {
+            Ok(reply) => {
+                let value: serde_json::Value = reply.decode()?;
+                println!("{value}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(ServiceError::Failed { key, error }) => {
+                eprintln!(
+                    "error {} ({}) at `{key}`: {}",
+                    u16::from(error.code),
+                    error.name,
+                    error.message
+                );
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}

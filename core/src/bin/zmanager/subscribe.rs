@@ -1,0 +1,56 @@
+//! `zmanager subscribe`: print what the Integration Manager publishes.
+
+use std::process::ExitCode;
+
+use zmanager::service::Subscription;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Topic prefixes (`Greeting~` for everything of one flow,
+    /// `Greeting~~~~done` for its results); none means every topic.
+    topics: Vec<String>,
+    /// The Integration Manager's endpoint.
+    #[arg(long, default_value = "tcp://127.0.0.1:19034")]
+    publish: String,
+    /// Stop after this many messages.
+    #[arg(long, short = 'n')]
+    count: Option<u64>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let prefixes = if args.topics.is_empty() {
+        vec![String::new()]
+    } else {
+        args.topics
+    };
+    crate::runtime(false)?.block_on(async move {
+        let mut subscription = Subscription::connect(&args.publish, &prefixes).await?;
+        let mut seen = 0u64;
+        while let Some(published) = subscription.next().await {
+            let payload = zmanager_sdk::decode::<serde_json::Value>(&published.payload)
+                .map_or_else(
+                    |e| format!("<{} bytes: {e}>", published.payload.len()),
+                    |v| v.to_string(),
+                );
+            let e = &published.envelope;
+            let status = match &e.error {
+                Some(error) => format!(
+                    "error {} {}: {}",
+                    u16::from(error.code),
+                    error.name,
+                    error.message
+                ),
+                None => "ok".to_owned(),
+            };
+            println!(
+                "{} id={} flow={} step={} {status} {payload}",
+                published.topic, e.id, e.flow, e.step
+            );
+            seen += 1;
+            if args.count.is_some_and(|n| seen >= n) {
+                break;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

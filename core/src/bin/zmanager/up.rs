@@ -1,0 +1,70 @@
+//! `zmanager up`: run a node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use zmanager::config::{Endpoints, NodeConfig};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Node configuration (TOML); the built-in defaults when absent.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Number of worker processes (overrides the configuration).
+    #[arg(long, short)]
+    workers: Option<usize>,
+    /// Listen on ipc sockets in this directory instead of tcp.
+    #[arg(long, value_name = "DIR")]
+    ipc: Option<PathBuf>,
+    /// Listen on tcp loopback with ports chosen by the system (for tests).
+    #[arg(long, conflicts_with = "ipc")]
+    any_port: bool,
+    /// Directory of flows (overrides the configuration).
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// Directory of action mappings (overrides the configuration).
+    #[arg(long)]
+    mappings: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(n) = args.workers {
+        config.workers = n;
+    }
+    if let Some(dir) = &args.ipc {
+        config.endpoints = Endpoints::ipc(&std::path::absolute(dir)?);
+    }
+    if args.any_port {
+        config.endpoints = Endpoints {
+            intake: "tcp://127.0.0.1:0".into(),
+            workers: "tcp://127.0.0.1:0".into(),
+            publish: "tcp://127.0.0.1:0".into(),
+        };
+    }
+    if let Some(dir) = args.flows {
+        config.catalog.flows = Some(std::path::absolute(dir)?);
+    }
+    if let Some(dir) = args.mappings {
+        config.catalog.mappings = Some(std::path::absolute(dir)?);
+    }
+    let program =
+        std::env::current_exe().context("cannot find the zmanager binary to start workers")?;
+
+    crate::runtime(true)?.block_on(async move {
+        let shutdown = zmanager::shutdown::on_signal();
+        zmanager::node::run(config, program, shutdown, |bound| {
+            // One line a script or test can read.
+            println!(
+                "zmanager listening intake={} workers={} publish={}",
+                bound.intake, bound.workers, bound.publish
+            );
+        })
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,70 @@
+//! `zmanager worker`: one worker process, started by `zmanager up`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::bail;
+use zmanager::config::{CatalogPaths, NodeConfig};
+use zmanager::executor::Executor;
+use zmanager::registry::Registry;
+use zmanager::worker::WorkerOptions;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The Subject's worker endpoint.
+    #[arg(long)]
+    endpoint: String,
+    /// This worker's identity (unique per start).
+    #[arg(long)]
+    identity: String,
+    /// Messages this worker takes at once.
+    #[arg(long, default_value_t = 256)]
+    credits: u32,
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    #[arg(long)]
+    mappings: Option<PathBuf>,
+    /// Stop when stdin closes (the node holds its other end).
+    #[arg(long)]
+    exit_with_parent: bool,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = NodeConfig {
+        catalog: CatalogPaths {
+            flows: args.flows,
+            mappings: args.mappings,
+        },
+        ..NodeConfig::default()
+    };
+    let (catalog, mut diagnostics) = config.load_catalog();
+    let registry = Registry::linked();
+    registry.check(&catalog, &mut diagnostics);
+    if diagnostics.has_errors() {
+        bail!("the flows and mappings have errors:\n{diagnostics}");
+    }
+    let executor = Executor::new(Arc::new(catalog), registry);
+    let options = WorkerOptions {
+        endpoint: args.endpoint,
+        identity: args.identity,
+        credits: args.credits,
+    };
+    crate::runtime(false)?.block_on(async move {
+        let shutdown = if args.exit_with_parent {
+            zmanager::shutdown::on_terminate_only()
+        } else {
+            zmanager::shutdown::on_signal()
+        };
+        if args.exit_with_parent {
+            let token = shutdown.clone();
+            std::thread::spawn(move || {
+                let _ = std::io::stdin().read_to_end(&mut Vec::new());
+                token.cancel();
+            });
+        }
+        zmanager::worker::run(options, executor, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,34 @@
+//! The Integration Manager: the single publisher. It holds no business
+//! logic: it publishes what it is handed on the topic it is handed.
+//!
+//! One task owns the PUB socket and is fed by a bounded channel; when the
+//! channel is full, whoever publishes waits (backpressure), and the queue
+//! never grows without limit.
+
+use tokio::sync::mpsc;
+use zeromq::{PubSocket, SocketSend};
+
+use crate::wire::{self, Message};
+
+/// A message to publish and its topic.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub topic: String,
+    pub message: Message,
+}
+
+/// The capacity of the channel into the Integration Manager.
+pub const QUEUE: usize = 1024;
+
+/// Publishes everything received until every sender is dropped.
+pub async fn run(mut socket: PubSocket, mut publications: mpsc::Receiver<Publication>) {
+    let mut published: u64 = 0;
+    while let Some(p) = publications.recv().await {
+        if let Err(e) = socket.send(wire::topic_message(&p.topic, &p.message)).await {
+            tracing::warn!(topic = %p.topic, error = %e, "publish failed");
+            continue;
+        }
+        published += 1;
+    }
+    tracing::debug!(published, "integration manager stopped");
+}

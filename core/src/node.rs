@@ -1,0 +1,162 @@
+//! A whole node on one machine: the Subject, the Integration Manager, and
+//! supervised worker processes.
+//!
+//! Shutdown order: workers first (each finishes the batch in hand), then the
+//! Subject, then the Integration Manager once everything before it has
+//! handed over what it had.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zeromq::{Endpoint, PubSocket, PullSocket, RouterSocket, Socket};
+
+use crate::config::{Endpoints, NodeConfig};
+use crate::diagnostic::Diagnostics;
+use crate::integration_manager;
+use crate::registry::Registry;
+use crate::subject::{self, Counters, SubjectOptions};
+use crate::supervisor::{self, Backoff, WorkerCommand};
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("the flows and mappings have errors:\n{0}")]
+    Catalog(Diagnostics),
+    #[error("cannot listen on {endpoint}: {source}")]
+    Bind {
+        endpoint: String,
+        #[source]
+        source: zeromq::ZmqError,
+    },
+    #[error("cannot prepare {path}: {source}")]
+    Ipc {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs a node until `shutdown` is cancelled. `worker_program` is the
+/// `zmanager` binary (its `worker` subcommand is run per worker);
+/// `on_ready` is called with the endpoints actually bound (port 0 resolved).
+pub async fn run(
+    config: NodeConfig,
+    worker_program: PathBuf,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&Endpoints),
+) -> Result<Counters, NodeError> {
+    let (catalog, mut diagnostics) = config.load_catalog();
+    Registry::linked().check(&catalog, &mut diagnostics);
+    if diagnostics.has_errors() {
+        return Err(NodeError::Catalog(diagnostics));
+    }
+    for warning in diagnostics.warnings() {
+        tracing::warn!("{warning}");
+    }
+
+    let mut intake = PullSocket::new();
+    let mut router = RouterSocket::new();
+    let mut publisher = PubSocket::new();
+    let bound = Endpoints {
+        intake: bind(&mut intake, &config.endpoints.intake).await?,
+        workers: bind(&mut router, &config.endpoints.workers).await?,
+        publish: bind(&mut publisher, &config.endpoints.publish).await?,
+    };
+
+    let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
+    let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
+    let subject_stop = CancellationToken::new();
+    let subject = tokio::spawn(subject::run(
+        intake,
+        router,
+        publish_tx,
+        Arc::new(catalog),
+        SubjectOptions {
+            batch: config.batch,
+            max_pending: config.max_pending,
+        },
+        subject_stop.clone(),
+    ));
+
+    let workers_stop = CancellationToken::new();
+    let command = WorkerCommand {
+        program: worker_program,
+        args: worker_args(&config, &bound.workers),
+    };
+    let supervisor = tokio::spawn(supervisor::run(
+        config.worker_count(),
+        command,
+        Backoff::default(),
+        workers_stop.clone(),
+    ));
+    tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), "node listening");
+    on_ready(&bound);
+
+    shutdown.cancelled().await;
+    tracing::info!("stopping: workers first");
+    workers_stop.cancel();
+    let _ = supervisor.await;
+    subject_stop.cancel();
+    let counters = subject.await.unwrap_or_default();
+    let _ = im.await;
+    tracing::info!("node stopped");
+    Ok(counters)
+}
+
+/// The arguments of `zmanager worker` for this configuration.
+fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
+    let mut args = vec![
+        "worker".to_owned(),
+        "--endpoint".to_owned(),
+        endpoint.to_owned(),
+        "--credits".to_owned(),
+        config.window.to_string(),
+        "--exit-with-parent".to_owned(),
+    ];
+    if let Some(dir) = &config.catalog.flows {
+        args.extend(["--flows".to_owned(), dir.display().to_string()]);
+    }
+    if let Some(dir) = &config.catalog.mappings {
+        args.extend(["--mappings".to_owned(), dir.display().to_string()]);
+    }
+    args
+}
+
+/// Binds `socket`; returns the endpoint actually bound (a tcp port 0 is
+/// resolved). For ipc, the directory is created and a stale socket file
+/// left by a dead node is removed first.
+async fn bind(socket: &mut impl Socket, endpoint: &str) -> Result<String, NodeError> {
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        prepare_ipc(Path::new(path))?;
+    }
+    let bound = socket
+        .bind(endpoint)
+        .await
+        .map_err(|source| NodeError::Bind {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+    Ok(match bound {
+        Endpoint::Tcp(host, port) => format!("tcp://{host}:{port}"),
+        other => other.to_string(),
+    })
+}
+
+fn prepare_ipc(path: &Path) -> Result<(), NodeError> {
+    let error = |source| NodeError::Ipc {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed a stale ipc socket file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    Ok(())
+}

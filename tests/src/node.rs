@@ -1,0 +1,163 @@
+//! A real node for a test: `zmanager up` on ports the system picks.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zmanager::config::Endpoints;
+
+/// A running `zmanager up`; killed (and its workers with it) on drop.
+#[derive(Debug)]
+pub struct TestNode {
+    child: Option<Child>,
+    pub endpoints: Endpoints,
+    stderr_log: std::path::PathBuf,
+}
+
+impl TestNode {
+    /// Starts a node with `workers` worker processes on the test flows.
+    pub fn start(workers: usize) -> Self {
+        let (flows, mappings) = crate::test_config();
+        Self::start_with(workers, &flows, &mappings, &[])
+    }
+
+    /// Starts a node with the given flows, mappings and extra arguments.
+    pub fn start_with(workers: usize, flows: &Path, mappings: &Path, extra: &[&str]) -> Self {
+        let stderr_log = std::env::temp_dir().join(format!(
+            "zmanager-test-node-{}-{}.log",
+            std::process::id(),
+            next_id()
+        ));
+        let log = std::fs::File::create(&stderr_log).expect("create node log");
+        let mut child = Command::new(crate::zmanager_bin())
+            .arg("up")
+            .arg("--any-port")
+            .args(["--workers", &workers.to_string()])
+            .arg("--flows")
+            .arg(flows)
+            .arg("--mappings")
+            .arg(mappings)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start zmanager up");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the node's first line");
+        let field = |name: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+                .to_owned()
+        };
+        let endpoints = Endpoints {
+            intake: field("intake"),
+            workers: field("workers"),
+            publish: field("publish"),
+        };
+        Self {
+            child: Some(child),
+            endpoints,
+            stderr_log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What the node wrote to stderr so far (its log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// The pids of the node's live worker processes.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// Waits until `n` worker processes run; returns their pids.
+    pub fn wait_for_workers(&self, n: usize) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pids = self.worker_pids();
+            if pids.len() >= n || Instant::now() >= deadline {
+                return pids;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (e.g. "INT", "KILL") to the node process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the node to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.stderr_log);
+    }
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Pids whose parent is `parent` (from /proc).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// The parent pid of `pid`, if it is alive (zombies count as dead).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...; comm may contain spaces, so split after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" {
+        return None;
+    }
+    fields.next()?.parse().ok()
+}
+
+/// True when `pid` is a live (non-zombie) process.
+pub fn is_alive(pid: u32) -> bool {
+    parent_of(pid).is_some()
+}
