@@ -20,6 +20,27 @@
 //! - [`diagnostic`]: errors and warnings with file and line, all collected.
 //! - [`source`]: configuration files read from disk.
 //! - `ini` (private): the INI dialect of DigitalPy's files, with line numbers.
+//!
+//! Messages on the wire:
+//! - [`envelope`]: the MessagePack map every message carries.
+//! - [`error_code`]: stable numbers of error results.
+//! - [`wire`]: frame layouts of each socket; decoding separates incomplete
+//!   from invalid.
+//!
+//! The node (`docs/architecture.md` says why it is built this way):
+//! - [`node`]: one node: binds the sockets, starts everything, stops it in order.
+//! - [`subject`]: takes requests, finds the next step, dispatches to workers.
+//! - [`inflight`]: the Subject's credits, pending queue and in-flight table.
+//! - [`worker`]: a worker process's socket loop.
+//! - [`executor`]: runs a message through its flow's component actions.
+//! - [`registry`]: the components linked into the binary.
+//! - [`integration_manager`]: the single publisher.
+//! - [`supervisor`]: starts worker processes and restarts them with backoff.
+//! - [`config`], [`defaults`]: node configuration and built-in flows.
+//! - [`shutdown`]: SIGINT/SIGTERM handling.
+//!
+//! Services:
+//! - [`service`]: the Rust client: requests as futures, subscriptions.
 
 pub mod action_key;
 pub mod catalog;

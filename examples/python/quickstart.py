@@ -68,8 +68,8 @@ def read_message(frames):
     """Decodes published frames [topic, envelope, payload].
 
     Returns (envelope dict, payload value, payload note) or None when the
-    message does not have the expected shape. An error result for a request
-    whose envelope did not decode carries an empty payload frame.
+    message does not have the expected shape. The node always sends a
+    MessagePack payload; an empty frame is still read leniently, as none.
     """
     if len(frames) != 3:
         return None

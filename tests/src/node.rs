@@ -19,25 +19,36 @@ impl TestNode {
     /// Starts a node with `workers` worker processes on the test flows.
     pub fn start(workers: usize) -> Self {
         let (flows, mappings) = crate::test_config();
-        Self::start_with(workers, &flows, &mappings, &[])
+        Self::start_with(workers, Some((&flows, &mappings)), &[])
     }
 
-    /// Starts a node with the given flows, mappings and extra arguments.
-    pub fn start_with(workers: usize, flows: &Path, mappings: &Path, extra: &[&str]) -> Self {
+    /// Starts a node on its built-in flows and mappings, as `zmanager up`.
+    pub fn start_builtin(workers: usize) -> Self {
+        Self::start_with(workers, None, &[])
+    }
+
+    /// Starts a node with the given flows and mappings (or the built-in
+    /// ones) and extra arguments.
+    pub fn start_with(workers: usize, catalog: Option<(&Path, &Path)>, extra: &[&str]) -> Self {
         let stderr_log = std::env::temp_dir().join(format!(
             "zmanager-test-node-{}-{}.log",
             std::process::id(),
             next_id()
         ));
         let log = std::fs::File::create(&stderr_log).expect("create node log");
-        let mut child = Command::new(crate::zmanager_bin())
+        let mut command = Command::new(crate::zmanager_bin());
+        command
             .arg("up")
             .arg("--any-port")
-            .args(["--workers", &workers.to_string()])
-            .arg("--flows")
-            .arg(flows)
-            .arg("--mappings")
-            .arg(mappings)
+            .args(["--workers", &workers.to_string()]);
+        if let Some((flows, mappings)) = catalog {
+            command
+                .arg("--flows")
+                .arg(flows)
+                .arg("--mappings")
+                .arg(mappings);
+        }
+        let mut child = command
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)

@@ -22,3 +22,29 @@ fn every_shipped_flow_and_mapping_loads() {
     let greeting = catalog.flow("Greeting").expect("the quickstart flow ships");
     assert_eq!(greeting.flow.steps.len(), 5);
 }
+
+#[test]
+fn the_built_in_defaults_embed_every_shipped_file() {
+    let names = |dir: &str| -> Vec<String> {
+        let mut d = Diagnostics::default();
+        let mut names: Vec<String> = SourceFile::read_dir(&workspace_root().join(dir), &mut d)
+            .iter()
+            .map(|f| f.name.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let embedded = |files: Vec<SourceFile>| -> Vec<String> {
+        let mut names: Vec<String> = files
+            .iter()
+            .map(|f| f.name.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(embedded(zmanager::defaults::flows()), names("flows"));
+    assert_eq!(
+        embedded(zmanager::defaults::mappings()),
+        names("action_mappings")
+    );
+}
