@@ -37,10 +37,10 @@ impl TestNode {
         ));
         let log = std::fs::File::create(&stderr_log).expect("create node log");
         let mut command = Command::new(crate::zmanager_bin());
-        command
-            .arg("up")
-            .arg("--any-port")
-            .args(["--workers", &workers.to_string()]);
+        command.arg("up").args(["--workers", &workers.to_string()]);
+        if !extra.contains(&"--ipc") {
+            command.arg("--any-port");
+        }
         if let Some((flows, mappings)) = catalog {
             command
                 .arg("--flows")
@@ -59,6 +59,11 @@ impl TestNode {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the node's first line");
+        if line.is_empty() {
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+            panic!("the node did not start:\n{log}");
+        }
         let field = |name: &str| -> String {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))

@@ -1,0 +1,194 @@
+//! Dispatch accounts for worker readiness; the node runs over ipc too; the
+//! `send` and `subscribe` commands work against a real node.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zmanager::envelope::Status;
+use zmanager_tests::checker::Checker;
+use zmanager_tests::client::{RawClient, json};
+use zmanager_tests::node::TestNode;
+use zmanager_tests::{test_config, zmanager_bin};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn kill(signal: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// With PUSH round-robin (DigitalPy), a stalled worker gets half of all
+/// requests. With credits it holds at most its window; the rest flows
+/// through the healthy worker, and the held ones finish when it resumes.
+#[test]
+fn a_stalled_worker_holds_at_most_its_window() {
+    let dir = std::env::temp_dir().join(format!("zmanager-window-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = dir.join("node.toml");
+    std::fs::write(&config, "window = 8\nbatch = 4\n").expect("write config");
+    let (flows, mappings) = test_config();
+    let node = TestNode::start_with(
+        2,
+        Some((&flows, &mappings)),
+        &["--config", config.to_str().expect("utf-8 path")],
+    );
+    let workers = node.wait_for_workers(2);
+    assert_eq!(workers.len(), 2);
+
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "stall").await;
+        // Both workers are ready (the handshake went through the node); stop one.
+        kill("STOP", workers[0]);
+        let total = 200;
+        let mut checker = Checker::default();
+        for i in 0..total {
+            let id = format!("s{i}");
+            checker.sent(&id);
+            client.request("Echo", &id, &i).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while checker.missing() > 8 && Instant::now() < deadline {
+            if let Some(r) = client.recv(Duration::from_millis(500)).await {
+                assert_eq!(r.envelope.status, Status::Ok);
+                checker.received(&r.envelope.id);
+            }
+        }
+        let held = checker.missing();
+        println!("held by the stalled worker: {held} of {total}");
+        assert!(
+            held <= 8,
+            "the stalled worker held {held} requests, more than its window of 8"
+        );
+
+        kill("CONT", workers[0]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while checker.missing() > 0 && Instant::now() < deadline {
+            if let Some(r) = client.recv(Duration::from_millis(500)).await {
+                checker.received(&r.envelope.id);
+            }
+        }
+        let report = checker.report();
+        println!("{report}");
+        assert_eq!(
+            (report.lost, report.duplicated, report.unexpected),
+            (0, 0, 0),
+            "{report}"
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_node_runs_over_ipc() {
+    let dir = std::env::temp_dir().join(format!("zmanager-ipc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A stale socket file left by a dead node must not stop a new one.
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("intake.sock"), b"stale").expect("write stale file");
+    let (flows, mappings) = test_config();
+    let node = TestNode::start_with(
+        1,
+        Some((&flows, &mappings)),
+        &["--ipc", dir.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        node.endpoints.intake.starts_with("ipc://"),
+        "{:?}",
+        node.endpoints
+    );
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "ipc").await;
+        client
+            .request("Greeting", "i1", &serde_json::json!({"name": "ipc"}))
+            .await;
+        let r = client
+            .recv(Duration::from_secs(10))
+            .await
+            .expect("a result over ipc");
+        assert_eq!(
+            json(&r.payload),
+            serde_json::json!({"greeting": "HELLO, IPC!"})
+        );
+    });
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn send_and_subscribe_commands() {
+    let node = TestNode::start(1);
+    let mut subscriber = Command::new(zmanager_bin())
+        .args([
+            "subscribe",
+            "--publish",
+            &node.endpoints.publish,
+            "-n",
+            "1",
+            "@reply~cli-",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start zmanager subscribe");
+    // Let the subscription reach the publisher before anything is published.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let out = Command::new(zmanager_bin())
+        .args(["send", "Greeting", "--payload", r#"{"name": " ada "}"#])
+        .args([
+            "--intake",
+            &node.endpoints.intake,
+            "--publish",
+            &node.endpoints.publish,
+        ])
+        .output()
+        .expect("run zmanager send");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"greeting":"HELLO, ADA!"}"#
+    );
+
+    let out = Command::new(zmanager_bin())
+        .args(["send", "Fail", "--payload", "1"])
+        .args([
+            "--intake",
+            &node.endpoints.intake,
+            "--publish",
+            &node.endpoints.publish,
+        ])
+        .output()
+        .expect("run zmanager send");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error 7 (action_failed) at `?Fail?fail`"),
+        "{stderr}"
+    );
+
+    let out = Command::new(zmanager_bin())
+        .args(["send", "Greeting", "--payload", "{not json"])
+        .output()
+        .expect("run zmanager send");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--payload is not JSON"));
+
+    // The subscriber saw the first command's ping (the first message on a
+    // `@reply~cli-…` topic) and stopped after one message.
+    let out = subscriber.wait_with_output().expect("subscriber output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("@reply~cli-"), "{stdout}");
+}
