@@ -127,7 +127,7 @@ fn the_node_runs_over_ipc() {
 #[test]
 fn send_and_subscribe_commands() {
     let node = TestNode::start(1);
-    let mut subscriber = Command::new(zmanager_bin())
+    let subscriber = Command::new(zmanager_bin())
         .args([
             "subscribe",
             "--publish",
