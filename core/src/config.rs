@@ -6,6 +6,14 @@
 //! window = 256                # messages in flight per worker (its credits)
 //! batch = 64                  # messages per frame to a worker, at most
 //! max_pending = 10000         # requests waiting for a worker, at most
+//! heartbeat_ms = 500          # how often the Subject and workers heartbeat
+//! liveness_ms = 3000          # silence after which a worker is declared lost
+//! message_timeout_ms = 30000  # the longest one action may run
+//! max_attempts = 5            # deliveries of a message before it is dead-lettered
+//! dedupe_window_ms = 60000    # a request pushed again within this is not run again
+//! dedupe_capacity = 10000     # results remembered for that, at most
+//! drain_timeout_ms = 10000    # how long SIGTERM waits for in-flight work
+//! data_dir = "zmanager-data"  # the dead-letter store (relative to the config file)
 //!
 //! [endpoints]                 # tcp on loopback by default; ipc:///path works too
 //! intake = "tcp://127.0.0.1:19030"    # services PUSH requests here
@@ -18,6 +26,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -39,6 +48,26 @@ pub struct NodeConfig {
     /// Most requests queued in the Subject waiting for a free worker; past
     /// it the Subject stops reading its intake socket (backpressure).
     pub max_pending: usize,
+    /// How often the Subject and the workers heartbeat each other.
+    pub heartbeat_ms: u64,
+    /// Silence after which a worker is declared lost (and a worker
+    /// reconnects to a silent Subject).
+    pub liveness_ms: u64,
+    /// The longest one action may run; past it the worker exits and its
+    /// messages go elsewhere.
+    pub message_timeout_ms: u64,
+    /// Deliveries of a message (crashes, hangs, panics) before it goes to
+    /// the dead-letter store.
+    pub max_attempts: u32,
+    /// A request pushed again with the same service and id within this
+    /// window is not processed again; its result is published again.
+    pub dedupe_window_ms: u64,
+    /// The most results remembered for duplicate suppression.
+    pub dedupe_capacity: usize,
+    /// How long a stopping node waits for in-flight work to finish.
+    pub drain_timeout_ms: u64,
+    /// Where the node keeps its dead-letter store.
+    pub data_dir: PathBuf,
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
 }
@@ -81,6 +110,14 @@ impl Default for NodeConfig {
             window: 256,
             batch: 64,
             max_pending: 10_000,
+            heartbeat_ms: 500,
+            liveness_ms: 3_000,
+            message_timeout_ms: 30_000,
+            max_attempts: 5,
+            dedupe_window_ms: 60_000,
+            dedupe_capacity: 10_000,
+            drain_timeout_ms: 10_000,
+            data_dir: PathBuf::from("zmanager-data"),
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
         }
@@ -123,6 +160,7 @@ impl NodeConfig {
         for dir in [&mut config.catalog.flows, &mut config.catalog.mappings]
             .into_iter()
             .flatten()
+            .chain([&mut config.data_dir])
         {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
@@ -161,6 +199,21 @@ impl NodeConfig {
         if self.max_pending == 0 {
             problems.push("max_pending must be at least 1".to_owned());
         }
+        if self.max_attempts == 0 {
+            problems.push("max_attempts must be at least 1".to_owned());
+        }
+        if self.heartbeat_ms == 0 {
+            problems.push("heartbeat_ms must be at least 1".to_owned());
+        }
+        if self.liveness_ms < 2 * self.heartbeat_ms {
+            problems.push(format!(
+                "liveness_ms ({}) must be at least twice heartbeat_ms ({}), or busy peers look dead",
+                self.liveness_ms, self.heartbeat_ms
+            ));
+        }
+        if self.message_timeout_ms == 0 {
+            problems.push("message_timeout_ms must be at least 1".to_owned());
+        }
         for (name, endpoint) in [
             ("intake", &self.endpoints.intake),
             ("workers", &self.endpoints.workers),
@@ -177,6 +230,18 @@ impl NodeConfig {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn liveness(&self) -> Duration {
+        Duration::from_millis(self.liveness_ms)
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms)
     }
 
     /// The number of worker processes to run.
@@ -229,6 +294,9 @@ mod tests {
         assert_eq!(c.endpoints.publish, Endpoints::default().publish);
         assert_eq!(c.catalog.flows, Some(PathBuf::from("f")));
 
+        let e =
+            NodeConfig::from_toml("n.toml", "heartbeat_ms = 500\nliveness_ms = 600\n").unwrap_err();
+        assert!(e.to_string().contains("at least twice heartbeat_ms"), "{e}");
         let e = NodeConfig::from_toml("n.toml", "window = 0\nbatch = 0\n").unwrap_err();
         assert_eq!(
             e.to_string(),

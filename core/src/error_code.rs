@@ -36,13 +36,16 @@ pub enum ErrorCode {
     NotSupported,
     /// The node cannot take the request now; send it again later.
     Overloaded,
+    /// Delivered `max_attempts` times without a result (worker crashes,
+    /// hangs, panics): kept in the dead-letter store.
+    DeadLettered,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -55,6 +58,7 @@ impl ErrorCode {
         ErrorCode::DuplicateId,
         ErrorCode::NotSupported,
         ErrorCode::Overloaded,
+        ErrorCode::DeadLettered,
     ];
 
     /// The stable number.
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::DuplicateId => 10,
             ErrorCode::NotSupported => 11,
             ErrorCode::Overloaded => 12,
+            ErrorCode::DeadLettered => 13,
             ErrorCode::Other(code) => code,
         }
     }
@@ -92,6 +97,7 @@ impl ErrorCode {
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::NotSupported => "not_supported",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::DeadLettered => "dead_lettered",
         }
     }
 }
@@ -146,6 +152,7 @@ mod tests {
                 (10, "duplicate_id"),
                 (11, "not_supported"),
                 (12, "overloaded"),
+                (13, "dead_lettered"),
             ]
         );
         for code in ErrorCode::ALL {

@@ -11,6 +11,7 @@
 //! test below checks its invariants on random operation sequences.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -24,7 +25,8 @@ pub type WorkerId = Bytes;
 /// service, so two services may use the same id).
 pub type MessageKey = (String, String);
 
-fn key_of(envelope: &Envelope) -> MessageKey {
+/// The key of the message `envelope` belongs to.
+pub fn key_of(envelope: &Envelope) -> MessageKey {
     (envelope.service.clone(), envelope.id.clone())
 }
 
@@ -32,13 +34,16 @@ fn key_of(envelope: &Envelope) -> MessageKey {
 struct Worker {
     credits: u32,
     in_flight: u32,
+    pid: u32,
+    last_heard: Instant,
 }
 
-/// A message on a worker.
+/// A message on a worker, and since when.
 #[derive(Debug, Clone)]
 pub struct InFlight {
     pub worker: WorkerId,
     pub message: Message,
+    pub since: Instant,
 }
 
 /// Why a message was not queued.
@@ -73,26 +78,47 @@ impl InFlightTable {
     }
 
     /// A worker announced itself with `credits`. A worker already known under
-    /// this id restarted: what it had in flight is queued again (first).
-    pub fn worker_ready(&mut self, worker: WorkerId, credits: u32) -> usize {
-        let requeued = self.worker_lost(&worker);
+    /// this id restarted: what it had in flight is returned, for the caller
+    /// to send again or give up on.
+    pub fn worker_ready(
+        &mut self,
+        worker: WorkerId,
+        credits: u32,
+        pid: u32,
+        now: Instant,
+    ) -> Vec<Message> {
+        let lost = self.worker_lost(&worker);
         self.workers.insert(
             worker,
             Worker {
                 credits: credits.max(1),
                 in_flight: 0,
+                pid,
+                last_heard: now,
             },
         );
-        requeued
+        lost
     }
 
-    /// A worker is gone: its in-flight messages go back to the front of the
-    /// queue, in their original order of acceptance. Returns how many. They
-    /// are never refused, so the queue may exceed its bound by at most what
-    /// was in flight (itself bounded by the workers' credits).
-    pub fn worker_lost(&mut self, worker: &WorkerId) -> usize {
+    /// A worker was heard from (any message). False for an unknown worker.
+    pub fn heard(&mut self, worker: &WorkerId, now: Instant) -> bool {
+        match self.workers.get_mut(worker) {
+            Some(w) => {
+                w.last_heard = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A worker is gone: its in-flight messages are removed and returned in
+    /// their order of acceptance, for the caller to [`requeue`] or give up
+    /// on. Empty for an unknown worker.
+    ///
+    /// [`requeue`]: InFlightTable::requeue
+    pub fn worker_lost(&mut self, worker: &WorkerId) -> Vec<Message> {
         if self.workers.remove(worker).is_none() {
-            return 0;
+            return Vec::new();
         }
         let ids: Vec<MessageKey> = self
             .in_flight
@@ -100,17 +126,70 @@ impl InFlightTable {
             .filter(|(_, f)| f.worker == *worker)
             .map(|(id, _)| id.clone())
             .collect();
-        let mut back: Vec<Message> = ids
+        let mut lost: Vec<Message> = ids
             .iter()
             .filter_map(|id| self.in_flight.remove(id))
             .map(|f| f.message)
             .collect();
-        back.sort_by_key(|m| m.envelope.accepted_us);
-        let n = back.len();
-        for m in back.into_iter().rev() {
+        lost.sort_by_key(|m| m.envelope.accepted_us);
+        lost
+    }
+
+    /// Puts messages taken out of flight back at the front of the queue, in
+    /// the given order. They are never refused, so the queue may exceed its
+    /// bound by at most what was in flight (itself bounded by the workers'
+    /// credits).
+    pub fn requeue(&mut self, messages: Vec<Message>) {
+        for m in messages.into_iter().rev() {
             self.pending.push_front(m);
         }
-        n
+    }
+
+    /// Forgets a message taken out of flight for good (dead-lettered).
+    pub fn forget(&mut self, envelope: &Envelope) {
+        self.known.remove(&key_of(envelope));
+    }
+
+    /// True when the message is waiting or in flight.
+    pub fn contains(&self, envelope: &Envelope) -> bool {
+        self.known.contains(&key_of(envelope))
+    }
+
+    /// Workers not heard from for longer than `liveness`.
+    pub fn silent_workers(&self, now: Instant, liveness: Duration) -> Vec<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_heard) > liveness)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Workers holding a message dispatched longer ago than `limit`.
+    pub fn overdue_workers(&self, now: Instant, limit: Duration) -> Vec<WorkerId> {
+        let mut ids: Vec<WorkerId> = self
+            .in_flight
+            .values()
+            .filter(|f| now.saturating_duration_since(f.since) > limit)
+            .map(|f| f.worker.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The process id a worker announced.
+    pub fn pid(&self, worker: &WorkerId) -> Option<u32> {
+        self.workers.get(worker).map(|w| w.pid)
+    }
+
+    /// Every known worker.
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerId> {
+        self.workers.keys()
+    }
+
+    /// Nothing waiting and nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.known.is_empty()
     }
 
     /// Queues a message for dispatch; a refused message is handed back.
@@ -133,7 +212,11 @@ impl InFlightTable {
     /// Takes up to `max_batch` pending messages for the worker with the most
     /// free credits, marks them in flight there (attempt + 1), and returns
     /// them; `None` when nothing is pending or no worker has a free credit.
-    pub fn next_batch(&mut self, max_batch: usize) -> Option<(WorkerId, Vec<Message>)> {
+    pub fn next_batch(
+        &mut self,
+        max_batch: usize,
+        now: Instant,
+    ) -> Option<(WorkerId, Vec<Message>)> {
         if self.pending.is_empty() {
             return None;
         }
@@ -152,6 +235,7 @@ impl InFlightTable {
                 InFlight {
                     worker: id.clone(),
                     message: message.clone(),
+                    since: now,
                 },
             );
             batch.push(message);
@@ -213,6 +297,10 @@ mod tests {
         t.complete(worker, &Envelope::request(id, "F"))
     }
 
+    fn ready(t: &mut InFlightTable, worker: WorkerId, credits: u32) -> Vec<Message> {
+        t.worker_ready(worker, credits, 0, Instant::now())
+    }
+
     fn w(n: u8) -> WorkerId {
         Bytes::from(vec![n])
     }
@@ -220,15 +308,15 @@ mod tests {
     #[test]
     fn a_busy_worker_gets_less_work() {
         let mut t = InFlightTable::new(100);
-        t.worker_ready(w(1), 4);
-        t.worker_ready(w(2), 4);
+        ready(&mut t, w(1), 4);
+        ready(&mut t, w(2), 4);
         for i in 0..6 {
             t.enqueue(message(i)).unwrap();
         }
         // Both start with 4 free credits: the first batch fills one worker.
-        let (first, batch) = t.next_batch(4).unwrap();
+        let (first, batch) = t.next_batch(4, Instant::now()).unwrap();
         assert_eq!(batch.len(), 4);
-        let (second, batch) = t.next_batch(4).unwrap();
+        let (second, batch) = t.next_batch(4, Instant::now()).unwrap();
         assert_ne!(first, second);
         assert_eq!(batch.len(), 2);
         // The first worker finishes one; it now has 1 free, the second 2.
@@ -236,7 +324,7 @@ mod tests {
         for i in 6..9 {
             t.enqueue(message(i)).unwrap();
         }
-        let (next, batch) = t.next_batch(1).unwrap();
+        let (next, batch) = t.next_batch(1, Instant::now()).unwrap();
         assert_eq!((next, batch.len()), (second.clone(), 1));
     }
 
@@ -244,11 +332,14 @@ mod tests {
     fn no_credit_no_dispatch_and_a_full_queue_refuses() {
         let mut t = InFlightTable::new(2);
         t.enqueue(message(1)).unwrap();
-        assert!(t.next_batch(8).is_none(), "no worker yet");
-        t.worker_ready(w(1), 1);
-        assert_eq!(t.next_batch(8).unwrap().1.len(), 1);
+        assert!(t.next_batch(8, Instant::now()).is_none(), "no worker yet");
+        ready(&mut t, w(1), 1);
+        assert_eq!(t.next_batch(8, Instant::now()).unwrap().1.len(), 1);
         t.enqueue(message(2)).unwrap();
-        assert!(t.next_batch(8).is_none(), "the only credit is taken");
+        assert!(
+            t.next_batch(8, Instant::now()).is_none(),
+            "the only credit is taken"
+        );
         t.enqueue(message(3)).unwrap();
         assert_eq!(t.enqueue(message(4)).unwrap_err().0, Refused::Full);
         assert_eq!(t.enqueue(message(1)).unwrap_err().0, Refused::Full);
@@ -259,8 +350,8 @@ mod tests {
         let mut t = InFlightTable::new(10);
         t.enqueue(message(1)).unwrap();
         assert_eq!(t.enqueue(message(1)).unwrap_err().0, Refused::DuplicateId);
-        t.worker_ready(w(1), 8);
-        t.next_batch(8).unwrap();
+        ready(&mut t, w(1), 8);
+        t.next_batch(8, Instant::now()).unwrap();
         assert_eq!(t.enqueue(message(1)).unwrap_err().0, Refused::DuplicateId);
         // The same id from another service is another message.
         let mut other = message(1);
@@ -274,15 +365,17 @@ mod tests {
     #[test]
     fn a_lost_workers_messages_are_redelivered_in_order_with_a_new_attempt() {
         let mut t = InFlightTable::new(10);
-        t.worker_ready(w(1), 8);
+        ready(&mut t, w(1), 8);
         for i in 0..3 {
             t.enqueue(message(i)).unwrap();
         }
-        t.next_batch(8).unwrap();
+        t.next_batch(8, Instant::now()).unwrap();
         t.enqueue(message(3)).unwrap();
-        assert_eq!(t.worker_lost(&w(1)), 3);
-        t.worker_ready(w(2), 8);
-        let (_, batch) = t.next_batch(8).unwrap();
+        let lost = t.worker_lost(&w(1));
+        assert_eq!(lost.len(), 3);
+        t.requeue(lost);
+        ready(&mut t, w(2), 8);
+        let (_, batch) = t.next_batch(8, Instant::now()).unwrap();
         let got: Vec<(&str, u32)> = batch
             .iter()
             .map(|m| (m.envelope.id.as_str(), m.envelope.attempt))
@@ -291,6 +384,30 @@ mod tests {
         // A late result from the lost worker is not taken as completion.
         assert!(done(&mut t, &w(1), "m0").is_none());
         assert!(done(&mut t, &w(2), "m0").is_some());
+    }
+
+    #[test]
+    fn silent_and_overdue_workers_are_found() {
+        let mut t = InFlightTable::new(10);
+        let start = Instant::now();
+        t.worker_ready(w(1), 4, 11, start);
+        t.worker_ready(w(2), 4, 22, start);
+        t.enqueue(message(1)).unwrap();
+        let (busy, _) = t.next_batch(4, start).unwrap();
+        let later = start + Duration::from_secs(5);
+        assert!(t.heard(&w(1), later));
+        assert!(!t.heard(&w(9), later));
+        assert_eq!(t.silent_workers(later, Duration::from_secs(3)), [w(2)]);
+        assert_eq!(
+            t.overdue_workers(later, Duration::from_secs(4)),
+            vec![busy.clone()]
+        );
+        assert!(t.overdue_workers(later, Duration::from_secs(6)).is_empty());
+        assert_eq!(t.pid(&w(2)), Some(22));
+        assert!(!t.is_idle());
+        let lost = t.worker_lost(&busy);
+        t.forget(&lost[0].envelope);
+        assert!(t.is_idle());
     }
 
     #[derive(Debug, Clone)]
@@ -325,13 +442,13 @@ mod tests {
             let mut credits: HashMap<WorkerId, u32> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Ready(n, c) => { t.worker_ready(w(n), c); credits.insert(w(n), c); }
-                    Op::Lost(n) => { t.worker_lost(&w(n)); credits.remove(&w(n)); }
+                    Op::Ready(n, c) => { let lost = ready(&mut t, w(n), c); t.requeue(lost); credits.insert(w(n), c); }
+                    Op::Lost(n) => { let lost = t.worker_lost(&w(n)); t.requeue(lost); credits.remove(&w(n)); }
                     Op::Enqueue => {
                         if t.enqueue(message(next)).is_ok() { accepted += 1; }
                         next += 1;
                     }
-                    Op::Dispatch(max) => { let _ = t.next_batch(max); }
+                    Op::Dispatch(max) => { let _ = t.next_batch(max, Instant::now()); }
                     Op::Complete(i) => {
                         let target = t.in_flight.iter().nth(i % t.in_flight.len().max(1))
                             .map(|(id, f)| (id.clone(), f.worker.clone()));

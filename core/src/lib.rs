@@ -45,6 +45,8 @@
 pub mod action_key;
 pub mod catalog;
 pub mod config;
+pub mod dead_letter;
+pub mod dedupe;
 pub mod defaults;
 pub mod diagnostic;
 pub mod envelope;

@@ -1,22 +1,25 @@
 //! A whole node on one machine: the Subject, the Integration Manager, and
 //! supervised worker processes.
 //!
-//! Shutdown order: workers first (each finishes the batch in hand), then the
-//! Subject, then the Integration Manager once everything before it has
-//! handed over what it had.
+//! Shutdown order (graceful, on SIGTERM or Ctrl-C): the Subject stops
+//! intake and drains — workers keep working until nothing is in flight or
+//! `drain_timeout` passes — then the workers stop, then the Integration
+//! Manager once everything before it has handed over what it had.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zeromq::{Endpoint, PubSocket, PullSocket, RouterSocket, Socket};
 
 use crate::config::{Endpoints, NodeConfig};
+use crate::dead_letter::DeadLetterStore;
 use crate::diagnostic::Diagnostics;
 use crate::integration_manager;
 use crate::registry::Registry;
-use crate::subject::{self, Counters, SubjectOptions};
+use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
 
 /// Why a node did not start.
@@ -31,6 +34,8 @@ pub enum NodeError {
         #[source]
         source: zeromq::ZmqError,
     },
+    #[error(transparent)]
+    DeadLetters(#[from] crate::dead_letter::StoreError),
     #[error("cannot prepare {path}: {source}")]
     Ipc {
         path: String,
@@ -57,6 +62,8 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
 
+    let dead_letters = DeadLetterStore::open(&config.data_dir)?;
+
     let mut intake = PullSocket::new();
     let mut router = RouterSocket::new();
     let mut publisher = PubSocket::new();
@@ -68,17 +75,29 @@ pub async fn run(
 
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
     let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
-    let subject_stop = CancellationToken::new();
+    let (kill_tx, kill_rx) = mpsc::channel(64);
+    let drain = CancellationToken::new();
     let subject = tokio::spawn(subject::run(
         intake,
         router,
-        publish_tx,
         Arc::new(catalog),
         SubjectOptions {
             batch: config.batch,
             max_pending: config.max_pending,
+            heartbeat: config.heartbeat(),
+            liveness: config.liveness(),
+            message_timeout: config.message_timeout(),
+            max_attempts: config.max_attempts,
+            dedupe_window: Duration::from_millis(config.dedupe_window_ms),
+            dedupe_capacity: config.dedupe_capacity,
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         },
-        subject_stop.clone(),
+        Links {
+            publish: publish_tx,
+            kill: kill_tx,
+            dead_letters: std::sync::Mutex::new(dead_letters),
+            drain: drain.clone(),
+        },
     ));
 
     let workers_stop = CancellationToken::new();
@@ -91,16 +110,17 @@ pub async fn run(
         command,
         Backoff::default(),
         workers_stop.clone(),
+        kill_rx,
     ));
     tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), "node listening");
     on_ready(&bound);
 
     shutdown.cancelled().await;
-    tracing::info!("stopping: workers first");
+    tracing::info!("stopping: draining in-flight work first");
+    drain.cancel();
+    let counters = subject.await.unwrap_or_default();
     workers_stop.cancel();
     let _ = supervisor.await;
-    subject_stop.cancel();
-    let counters = subject.await.unwrap_or_default();
     let _ = im.await;
     tracing::info!("node stopped");
     Ok(counters)
@@ -114,6 +134,12 @@ fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
         endpoint.to_owned(),
         "--credits".to_owned(),
         config.window.to_string(),
+        "--heartbeat-ms".to_owned(),
+        config.heartbeat_ms.to_string(),
+        "--liveness-ms".to_owned(),
+        config.liveness_ms.to_string(),
+        "--message-timeout-ms".to_owned(),
+        config.message_timeout_ms.to_string(),
         "--exit-with-parent".to_owned(),
     ];
     if let Some(dir) = &config.catalog.flows {

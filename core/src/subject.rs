@@ -1,5 +1,6 @@
 //! The Subject (DigitalPy's ventilator): takes requests from services, works
-//! out each one's next flow step, and dispatches work to the workers.
+//! out each one's next flow step, dispatches work to the workers, and sees
+//! every accepted request through to a result or to the dead-letter store.
 //!
 //! Tasks and sockets:
 //! - the intake task owns the PULL socket services push to, and feeds a
@@ -7,14 +8,29 @@
 //! - the worker-reader task owns the ROUTER's receiving half, and a monitor
 //!   task reports worker disconnections, both into a second channel;
 //! - the Subject's loop (this module's [`run`]) owns the ROUTER's sending
-//!   half and the [`InFlightTable`], and hands results to the Integration
-//!   Manager.
+//!   half, the [`InFlightTable`] and the dead-letter store, and hands results
+//!   to the Integration Manager.
+//!
+//! Reliability (`docs/reliability.md` states the promise):
+//! - a worker that disconnects, stops heartbeating (`liveness`), or holds a
+//!   message past `message_timeout` is lost: its messages are sent again
+//!   elsewhere with `attempt + 1`, and a hung process is killed;
+//! - an action that panics is retried the same way;
+//! - after `max_attempts` deliveries a message is dead-lettered: stored with
+//!   the reason of every attempt, published on `@deadletter~<flow>~`, and
+//!   answered with an error result;
+//! - a request pushed again while in flight is absorbed; within
+//!   `dedupe_window` after it finished, its result is published again;
+//! - on drain (SIGTERM) intake stops and the loop runs until nothing is in
+//!   flight or `drain_timeout` passes.
 //!
 //! Backpressure: when the pending queue is full the loop stops taking from
 //! the intake channel; the intake task then blocks, and ZeroMQ's TCP flow
 //! control pushes back on the services.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,9 +43,11 @@ use zeromq::{
 
 use crate::action_key::ActionKey;
 use crate::catalog::{Catalog, StepRole};
+use crate::dead_letter::DeadLetterStore;
+use crate::dedupe::Recent;
 use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, now_us};
 use crate::error_code::ErrorCode;
-use crate::inflight::{InFlightTable, Refused, WorkerId};
+use crate::inflight::{InFlightTable, MessageKey, Refused, WorkerId, key_of};
 use crate::integration_manager::Publication;
 use crate::topic::Topic;
 use crate::wire::{self, FromWorker, Message, WireError};
@@ -41,6 +59,13 @@ pub struct SubjectOptions {
     pub batch: usize,
     /// Most requests waiting for a worker.
     pub max_pending: usize,
+    pub heartbeat: Duration,
+    pub liveness: Duration,
+    pub message_timeout: Duration,
+    pub max_attempts: u32,
+    pub dedupe_window: Duration,
+    pub dedupe_capacity: usize,
+    pub drain_timeout: Duration,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -51,40 +76,76 @@ pub struct Counters {
     pub malformed: u64,
     pub results: u64,
     pub late_results: u64,
-    pub requeued: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub duplicates: u64,
+    pub workers_lost: u64,
 }
 
-/// A MessagePack nil: the payload of an error result that has no request
-/// payload to return.
-static NIL: Bytes = Bytes::from_static(&[0xc0]);
+/// What the Subject needs besides its sockets.
+#[derive(Debug)]
+pub struct Links {
+    /// To the Integration Manager.
+    pub publish: mpsc::Sender<Publication>,
+    /// Process ids of hung workers, for the supervisor to kill.
+    pub kill: mpsc::Sender<u32>,
+    /// Where dead letters are kept (locked only inside `block_in_place`,
+    /// never across an `.await`).
+    pub dead_letters: std::sync::Mutex<DeadLetterStore>,
+    /// Cancelled to stop intake and drain.
+    pub drain: CancellationToken,
+}
 
 enum WorkerEvent {
     Frames(ZmqMessage),
     Gone(WorkerId),
 }
 
-/// Runs the Subject until `shutdown` is cancelled.
+/// A MessagePack nil: the payload of an error result that has no request
+/// payload to return.
+static NIL: Bytes = Bytes::from_static(&[0xc0]);
+
+/// The topic dead letters of `flow` are published on.
+pub fn dead_letter_topic(flow: &str) -> String {
+    format!("@deadletter~{flow}~")
+}
+
+/// The topic a result is published on: the request's `reply_to`, or the
+/// flow's results topic.
+pub fn result_topic(envelope: &Envelope) -> String {
+    if envelope.reply_to.is_empty() {
+        Topic::results(&envelope.flow).to_string()
+    } else {
+        envelope.reply_to.clone()
+    }
+}
+
+/// Runs the Subject until it has drained (see [`Links::drain`]).
 pub async fn run(
     intake: PullSocket,
     mut router: RouterSocket,
-    publish: mpsc::Sender<Publication>,
     catalog: Arc<Catalog>,
     options: SubjectOptions,
-    shutdown: CancellationToken,
+    links: Links,
 ) -> Counters {
-    let (intake_tx, mut intake_rx) = mpsc::channel::<ZmqMessage>(1024);
+    let (intake_tx, mut intake_rx) = mpsc::channel::<ZmqMessage>(64);
     let (worker_tx, mut worker_rx) = mpsc::channel::<WorkerEvent>(1024);
 
     let mut monitor = router.monitor();
     let (sender, mut receiver) = router.split();
+    let intake_task = tokio::spawn(read_socket(intake, intake_tx));
     let tasks = [
-        tokio::spawn(read_socket(intake, intake_tx)),
         tokio::spawn({
             let worker_tx = worker_tx.clone();
             async move {
-                while let Ok(frames) = receiver.recv().await {
-                    if worker_tx.send(WorkerEvent::Frames(frames)).await.is_err() {
-                        return;
+                loop {
+                    match receiver.recv().await {
+                        Ok(frames) => {
+                            if worker_tx.send(WorkerEvent::Frames(frames)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "worker socket receive failed"),
                     }
                 }
             }
@@ -101,26 +162,55 @@ pub async fn run(
         }),
     ];
 
+    let drain = links.drain.clone();
     let mut subject = Subject {
         catalog,
         table: InFlightTable::new(options.max_pending),
-        batch: options.batch,
-        publish,
+        options,
+        recent: Recent::new(options.dedupe_window, options.dedupe_capacity),
+        failures: HashMap::new(),
+        links,
         sender,
         counters: Counters::default(),
     };
+    let mut tick = tokio::time::interval(options.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_until: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = drain.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + options.drain_timeout);
+                intake_task.abort();
+                // Requests already read from the socket are accepted too.
+                while let Ok(frames) = intake_rx.try_recv() {
+                    subject.on_intake(&frames).await;
+                }
+                tracing::info!(pending = subject.table.pending_len(), in_flight = subject.table.in_flight_len(), "intake stopped; draining");
+            }
             Some(event) = worker_rx.recv() => subject.on_worker(event).await,
-            Some(frames) = intake_rx.recv(), if subject.table.has_room() => {
+            Some(frames) = intake_rx.recv(), if drain_until.is_none() && subject.table.has_room() => {
                 subject.on_intake(&frames).await;
             }
-            else => break,
+            _ = tick.tick() => subject.on_tick().await,
         }
         subject.dispatch().await;
+        if let Some(until) = drain_until {
+            if subject.table.is_idle() {
+                tracing::info!("drained: nothing left in flight");
+                break;
+            }
+            if Instant::now() >= until {
+                tracing::warn!(
+                    pending = subject.table.pending_len(),
+                    in_flight = subject.table.in_flight_len(),
+                    "drain timeout: stopping with work unfinished"
+                );
+                break;
+            }
+        }
     }
+    intake_task.abort();
     for task in tasks {
         task.abort();
     }
@@ -131,7 +221,10 @@ pub async fn run(
         malformed = c.malformed,
         results = c.results,
         late_results = c.late_results,
-        requeued = c.requeued,
+        redelivered = c.redelivered,
+        dead_lettered = c.dead_lettered,
+        duplicates = c.duplicates,
+        workers_lost = c.workers_lost,
         pending = subject.table.pending_len(),
         in_flight = subject.table.in_flight_len(),
         "subject stopped"
@@ -155,35 +248,37 @@ async fn read_socket(mut socket: PullSocket, tx: mpsc::Sender<ZmqMessage>) {
 struct Subject {
     catalog: Arc<Catalog>,
     table: InFlightTable,
-    batch: usize,
-    publish: mpsc::Sender<Publication>,
+    options: SubjectOptions,
+    recent: Recent,
+    /// The reason of each failed attempt of messages not finished yet.
+    failures: HashMap<MessageKey, Vec<String>>,
+    links: Links,
     sender: RouterSendHalf,
     counters: Counters,
 }
 
-/// The topic a result is published on: the request's `reply_to`, or the
-/// flow's results topic.
-pub fn result_topic(envelope: &Envelope) -> String {
-    if envelope.reply_to.is_empty() {
-        Topic::results(&envelope.flow).to_string()
-    } else {
-        envelope.reply_to.clone()
-    }
+fn worker_name(worker: &WorkerId) -> String {
+    String::from_utf8_lossy(worker).into_owned()
 }
 
 impl Subject {
-    async fn publish(&self, message: Message) {
-        let topic = result_topic(&message.envelope);
+    async fn publish(&self, topic: String, message: Message) {
         // The Integration Manager outlives the Subject's loop; a send error
         // only happens at shutdown.
-        let _ = self.publish.send(Publication { topic, message }).await;
+        let _ = self
+            .links
+            .publish
+            .send(Publication { topic, message })
+            .await;
     }
 
     async fn reject(&mut self, message: Message, code: ErrorCode, text: String) {
         tracing::warn!(id = %message.envelope.id, flow = %message.envelope.flow, code = code.name(), "{text}");
         self.counters.rejected += 1;
         let envelope = message.envelope.into_error(code, text);
-        self.publish(Message::new(envelope, message.payload)).await;
+        let topic = result_topic(&envelope);
+        self.publish(topic, Message::new(envelope, message.payload))
+            .await;
     }
 
     async fn on_intake(&mut self, frames: &ZmqMessage) {
@@ -195,7 +290,9 @@ impl Subject {
                 tracing::warn!(id = %address.id, reply_to = %address.reply_to, "{text}");
                 if address.is_reachable() {
                     let envelope = Envelope::error_for(*address, ErrorCode::MalformedMessage, text);
-                    self.publish(Message::new(envelope, NIL.clone())).await;
+                    let topic = result_topic(&envelope);
+                    self.publish(topic, Message::new(envelope, NIL.clone()))
+                        .await;
                 }
             }
             Err(e) => {
@@ -222,7 +319,8 @@ impl Subject {
                 if envelope.reply_to.is_empty() {
                     tracing::warn!(id = %envelope.id, "dropping a ping without reply_to");
                 } else {
-                    self.publish(message).await;
+                    let topic = envelope.reply_to.clone();
+                    self.publish(topic, message).await;
                 }
                 return;
             }
@@ -234,6 +332,18 @@ impl Subject {
                 let text = "results from services (answers to ASYNC steps) are not supported by this node yet".to_owned();
                 return self.reject(message, ErrorCode::NotSupported, text).await;
             }
+        }
+        if self.table.contains(envelope) {
+            self.counters.duplicates += 1;
+            tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a request in flight: absorbed");
+            return;
+        }
+        if let Some(result) = self.recent.get(&key_of(envelope), Instant::now()) {
+            self.counters.duplicates += 1;
+            tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a finished request: its result is published again");
+            let result = result.clone();
+            self.publish(result_topic(&result.envelope), result).await;
+            return;
         }
         let catalog = Arc::clone(&self.catalog);
         let Some(routed) = catalog.flow(&envelope.flow) else {
@@ -291,19 +401,22 @@ impl Subject {
         }
     }
 
-    /// Publishes a flow's outcome as a result.
+    /// Publishes a flow's outcome as a result and remembers it for
+    /// duplicate suppression.
     async fn finish(&mut self, mut message: Message) {
         message.envelope.kind = Kind::Result;
         self.counters.results += 1;
-        self.publish(message).await;
+        let key = key_of(&message.envelope);
+        self.failures.remove(&key);
+        self.recent.insert(key, message.clone(), Instant::now());
+        self.publish(result_topic(&message.envelope), message).await;
     }
 
     async fn on_worker(&mut self, event: WorkerEvent) {
         let frames = match event {
             WorkerEvent::Gone(worker) => {
-                let requeued = self.table.worker_lost(&worker);
-                self.counters.requeued += requeued as u64;
-                tracing::warn!(worker = %String::from_utf8_lossy(&worker), requeued, "worker disconnected");
+                self.lose_worker(&worker, "its connection closed", false)
+                    .await;
                 return;
             }
             WorkerEvent::Frames(frames) => frames,
@@ -313,21 +426,33 @@ impl Subject {
             return;
         }
         let worker = frames.remove(0);
-        let name = String::from_utf8_lossy(&worker).into_owned();
+        let known = self.table.heard(&worker, Instant::now());
         let (what, bad) = match wire::decode_from_worker(&frames) {
             Ok(decoded) => decoded,
             Err(e) => {
-                tracing::error!(worker = %name, error = %e, "malformed message from a worker");
+                tracing::error!(worker = %worker_name(&worker), error = %e, "malformed message from a worker");
                 return;
             }
         };
         for e in bad {
-            tracing::error!(worker = %name, error = %e, "a result from a worker does not decode");
+            tracing::error!(worker = %worker_name(&worker), error = %e, "a result from a worker does not decode");
         }
         match what {
             FromWorker::Ready(ready) => {
-                let requeued = self.table.worker_ready(worker, ready.credits);
-                tracing::info!(worker = %name, pid = ready.pid, credits = ready.credits, requeued, "worker ready");
+                let lost = self.table.worker_ready(
+                    worker.clone(),
+                    ready.credits,
+                    ready.pid,
+                    Instant::now(),
+                );
+                tracing::info!(worker = %worker_name(&worker), pid = ready.pid, credits = ready.credits, "worker ready");
+                self.retry_or_dead_letter(lost, "its worker announced itself again")
+                    .await;
+            }
+            FromWorker::Heartbeat => {
+                if !known {
+                    tracing::debug!(worker = %worker_name(&worker), "heartbeat from an unknown worker; it will reconnect");
+                }
             }
             FromWorker::Results(results) => {
                 for result in results {
@@ -338,10 +463,20 @@ impl Subject {
     }
 
     async fn on_result(&mut self, worker: &WorkerId, result: Message) {
-        if self.table.complete(worker, &result.envelope).is_none() {
+        let Some(in_flight) = self.table.complete(worker, &result.envelope) else {
             self.counters.late_results += 1;
             tracing::debug!(id = %result.envelope.id, "dropping a result not in flight on its worker (late duplicate)");
             return;
+        };
+        if let Some(error) = &result.envelope.error {
+            if error.code == ErrorCode::ActionPanicked {
+                // A panic may be transient (a bad worker state, a resource):
+                // the message is delivered again, up to max_attempts.
+                let reason = error.message.clone();
+                self.retry_or_dead_letter(vec![in_flight.message], &reason)
+                    .await;
+                return;
+            }
         }
         let catalog = Arc::clone(&self.catalog);
         let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
@@ -360,15 +495,109 @@ impl Subject {
         }
     }
 
+    /// Each message failed an attempt for `reason`: it goes back to the front
+    /// of the queue, or to the dead-letter store after `max_attempts`.
+    async fn retry_or_dead_letter(&mut self, messages: Vec<Message>, reason: &str) {
+        let mut again = Vec::with_capacity(messages.len());
+        for message in messages {
+            let attempt = message.envelope.attempt;
+            let history = self.failures.entry(key_of(&message.envelope)).or_default();
+            history.push(format!("attempt {attempt}: {reason}"));
+            if attempt >= self.options.max_attempts {
+                self.dead_letter(message).await;
+            } else {
+                self.counters.redelivered += 1;
+                again.push(message);
+            }
+        }
+        self.table.requeue(again);
+    }
+
+    async fn dead_letter(&mut self, message: Message) {
+        self.table.forget(&message.envelope);
+        let errors = self
+            .failures
+            .remove(&key_of(&message.envelope))
+            .unwrap_or_default();
+        let stored = tokio::task::block_in_place(|| {
+            let store = self
+                .links
+                .dead_letters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            store.insert(&message, &errors, now_us())
+        });
+        let seq = match stored {
+            Ok(seq) => seq.to_string(),
+            Err(e) => {
+                tracing::error!(id = %message.envelope.id, error = %e, "cannot store a dead letter; it is still published");
+                "(not stored)".to_owned()
+            }
+        };
+        self.counters.dead_lettered += 1;
+        let last = errors.last().map_or("", String::as_str);
+        let text = format!(
+            "dead-lettered as #{seq} after {} attempts; last: {last} (`zmanager dlq show {seq}`)",
+            message.envelope.attempt
+        );
+        tracing::error!(id = %message.envelope.id, service = %message.envelope.service, flow = %message.envelope.flow, "{text}");
+        let envelope = message.envelope.into_error(ErrorCode::DeadLettered, text);
+        let result = Message::new(envelope, message.payload);
+        self.publish(dead_letter_topic(&result.envelope.flow), result.clone())
+            .await;
+        self.publish(result_topic(&result.envelope), result).await;
+    }
+
+    /// A worker is gone, silent or stuck: its messages are sent again
+    /// elsewhere (or dead-lettered), and if it may still be running, its
+    /// process is killed so the supervisor replaces it.
+    async fn lose_worker(&mut self, worker: &WorkerId, reason: &str, kill: bool) {
+        let pid = self.table.pid(worker);
+        if pid.is_none() {
+            return;
+        }
+        let lost = self.table.worker_lost(worker);
+        self.counters.workers_lost += 1;
+        tracing::warn!(worker = %worker_name(worker), pid, reason, messages = lost.len(), "worker lost");
+        let reason = format!("worker {} lost: {reason}", worker_name(worker));
+        self.retry_or_dead_letter(lost, &reason).await;
+        if let (true, Some(pid)) = (kill, pid) {
+            let _ = self.links.kill.try_send(pid);
+        }
+    }
+
+    /// Heartbeats every worker; loses the silent and the stuck.
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        for worker in self.table.silent_workers(now, self.options.liveness) {
+            let reason = format!("no heartbeat for {} ms", self.options.liveness.as_millis());
+            self.lose_worker(&worker, &reason, true).await;
+        }
+        let limit = self.options.message_timeout + self.options.liveness;
+        for worker in self.table.overdue_workers(now, limit) {
+            let reason = format!("a message ran past {} ms", limit.as_millis());
+            self.lose_worker(&worker, &reason, true).await;
+        }
+        let workers: Vec<WorkerId> = self.table.workers().cloned().collect();
+        for worker in workers {
+            let mut frames = wire::heartbeat();
+            frames.push_front(worker.clone());
+            if let Err(e) = self.sender.send(frames).await {
+                let reason = format!("cannot send to it: {e}");
+                self.lose_worker(&worker, &reason, false).await;
+            }
+        }
+    }
+
     /// Sends pending messages to workers with free credits.
     async fn dispatch(&mut self) {
-        while let Some((worker, batch)) = self.table.next_batch(self.batch) {
+        while let Some((worker, batch)) = self.table.next_batch(self.options.batch, Instant::now())
+        {
             let mut frames = wire::work(&batch);
             frames.push_front(worker.clone());
             if let Err(e) = self.sender.send(frames).await {
-                let requeued = self.table.worker_lost(&worker);
-                self.counters.requeued += requeued as u64;
-                tracing::warn!(worker = %String::from_utf8_lossy(&worker), error = %e, requeued, "cannot send to worker");
+                let reason = format!("cannot send to it: {e}");
+                self.lose_worker(&worker, &reason, false).await;
             }
         }
     }

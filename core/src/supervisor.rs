@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,19 +50,36 @@ impl Default for Backoff {
 }
 
 /// Runs `count` worker slots until `shutdown` is cancelled and every worker
-/// has stopped.
+/// has stopped. A pid received on `kill` is killed if it is one of ours (a
+/// hung worker, found by the Subject), and its slot starts a new one.
 pub async fn run(
     count: usize,
     command: WorkerCommand,
     backoff: Backoff,
     shutdown: CancellationToken,
+    mut kill: mpsc::Receiver<u32>,
 ) {
+    let (kill_tx, _) = broadcast::channel::<u32>(64);
     let tracker = TaskTracker::new();
     for slot in 0..count {
-        tracker.spawn(run_slot(slot, command.clone(), backoff, shutdown.clone()));
+        tracker.spawn(run_slot(
+            slot,
+            command.clone(),
+            backoff,
+            shutdown.clone(),
+            kill_tx.subscribe(),
+        ));
     }
     tracker.close();
-    tracker.wait().await;
+    loop {
+        tokio::select! {
+            () = tracker.wait() => return,
+            pid = kill.recv() => match pid {
+                Some(pid) => { let _ = kill_tx.send(pid); }
+                None => { tracker.wait().await; return; }
+            },
+        }
+    }
 }
 
 async fn run_slot(
@@ -69,6 +87,7 @@ async fn run_slot(
     command: WorkerCommand,
     backoff: Backoff,
     shutdown: CancellationToken,
+    mut kill: broadcast::Receiver<u32>,
 ) {
     let node = std::process::id();
     let mut delay = backoff.initial;
@@ -82,15 +101,27 @@ async fn run_slot(
                 let pipe = child.stdin.take();
                 let pid = child.id().unwrap_or_default();
                 tracing::info!(slot, pid, %identity, "worker started");
-                tokio::select! {
-                    status = child.wait() => {
+                let status = loop {
+                    tokio::select! {
+                        status = child.wait() => break Some(status),
+                        () = shutdown.cancelled() => break None,
+                        target = kill.recv() => {
+                            if target.is_ok_and(|t| t == pid) {
+                                tracing::warn!(slot, pid, "killing a hung worker");
+                                let _ = child.start_kill();
+                            }
+                        }
+                    }
+                };
+                match status {
+                    Some(status) => {
                         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                         if started.elapsed() >= backoff.reset_after {
                             delay = backoff.initial;
                         }
                         tracing::warn!(slot, pid, %identity, %status, restart_in_ms = delay.as_millis() as u64, "worker exited");
                     }
-                    () = shutdown.cancelled() => {
+                    None => {
                         drop(pipe);
                         stop(child, backoff.grace).await;
                         tracing::info!(slot, pid, "worker stopped");

@@ -3,8 +3,10 @@
 //! - Services → Subject (PUSH → PULL) and Integration Manager → services
 //!   (PUB → SUB): `[topic, envelope, payload]`.
 //! - Subject ⇄ workers (ROUTER ⇄ DEALER): `[command, ...]`, where the command
-//!   is `READY`, `WORK` or `RESULT`; `WORK` and `RESULT` carry one or more
-//!   `envelope, payload` pairs (a batch).
+//!   is `READY`, `WORK`, `RESULT` or `HEARTBEAT`; `WORK` and `RESULT` carry
+//!   one or more `envelope, payload` pairs (a batch). Both sides send
+//!   `HEARTBEAT` when they have nothing else to say, so each can tell the
+//!   other is gone.
 //!
 //! Decoding separates a message that is *incomplete* (wrong frame count)
 //! from one that is *invalid* (a frame that does not decode).
@@ -53,11 +55,26 @@ pub struct Ready {
 pub enum FromWorker {
     Ready(Ready),
     Results(Vec<Message>),
+    Heartbeat,
+}
+
+/// What the Subject sends to a worker.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// A batch; items that do not decode are errors in place.
+    Work(Vec<Result<Message, WireError>>),
+    Heartbeat,
 }
 
 const READY: &[u8] = b"READY";
 const WORK: &[u8] = b"WORK";
 const RESULT: &[u8] = b"RESULT";
+const HEARTBEAT: &[u8] = b"HEARTBEAT";
+
+/// `[HEARTBEAT]`.
+pub fn heartbeat() -> ZmqMessage {
+    ZmqMessage::from(Bytes::from_static(HEARTBEAT))
+}
 
 impl Message {
     pub fn new(envelope: Envelope, payload: Bytes) -> Self {
@@ -157,11 +174,12 @@ fn decode_batch(frames: &[Bytes]) -> Result<Vec<Result<Message, WireError>>, Wir
         .collect())
 }
 
-/// Decodes a `WORK` message (what a worker receives).
-pub fn decode_work(frames: &ZmqMessage) -> Result<Vec<Result<Message, WireError>>, WireError> {
+/// Decodes what the Subject sent to a worker.
+pub fn decode_to_worker(frames: &ZmqMessage) -> Result<ToWorker, WireError> {
     let frames: Vec<Bytes> = frames.iter().cloned().collect();
     match frames.first().map(|f| f.as_ref()) {
-        Some(WORK) => decode_batch(&frames),
+        Some(WORK) => decode_batch(&frames).map(ToWorker::Work),
+        Some(HEARTBEAT) => Ok(ToWorker::Heartbeat),
         other => Err(unknown(other)),
     }
 }
@@ -179,6 +197,7 @@ pub fn decode_from_worker(frames: &[Bytes]) -> Result<(FromWorker, Vec<WireError
             let ready = zmanager_sdk::decode(body).map_err(WireError::InvalidReady)?;
             Ok((FromWorker::Ready(ready), Vec::new()))
         }
+        Some(HEARTBEAT) => Ok((FromWorker::Heartbeat, Vec::new())),
         Some(RESULT) => {
             let mut good = Vec::new();
             let mut bad = Vec::new();
@@ -237,12 +256,20 @@ mod tests {
     fn batches_round_trip_and_keep_good_pairs() {
         let batch = [message("a"), message("b")];
         let work_frames = work(&batch);
-        let decoded: Vec<Message> = decode_work(&work_frames)
-            .unwrap()
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        let ToWorker::Work(items) = decode_to_worker(&work_frames).unwrap() else {
+            panic!("not work")
+        };
+        let decoded: Vec<Message> = items.into_iter().map(Result::unwrap).collect();
         assert_eq!(decoded, batch);
+        assert!(matches!(
+            decode_to_worker(&heartbeat()),
+            Ok(ToWorker::Heartbeat)
+        ));
+        let frames: Vec<Bytes> = heartbeat().iter().cloned().collect();
+        assert!(matches!(
+            decode_from_worker(&frames),
+            Ok((FromWorker::Heartbeat, _))
+        ));
 
         let mut frames: Vec<Bytes> = results(&batch).iter().cloned().collect();
         frames[1] = Bytes::from_static(b"\xc1");

@@ -1,29 +1,54 @@
-//! A worker process: connects to the Subject, announces its credits, and
-//! runs every message it is sent through its flow (see [`crate::executor`]),
-//! returning the results in batches.
+//! A worker process: connects to the Subject, announces its credits, runs
+//! every message it is sent through its flow (see [`crate::executor`]), and
+//! returns the results in batches.
 //!
-//! The DEALER socket is split: one task owns the receiving half and feeds a
-//! bounded channel (a zmq.rs `recv` is never put in a `select!`), the loop
-//! here owns the sending half. The loop stops when `shutdown` is cancelled,
-//! after finishing and answering the batch in hand.
+//! Two threads: actions run on a dedicated thread, so a long action does not
+//! stop the socket loop, which keeps heartbeating. The socket loop:
+//! - sends `HEARTBEAT` every `heartbeat` when idle, so the Subject can tell a
+//!   dead or stopped (SIGSTOP) worker from a busy one;
+//! - rebuilds its connection, with a new identity and a new `READY`, when the
+//!   Subject is silent for `liveness` or a send fails — zmq.rs's DEALER does
+//!   not reconnect by itself, so this is how a worker survives a Subject
+//!   restart;
+//! - exits the process when one action has run longer than
+//!   `message_timeout`: an action cannot be interrupted, so the worker gives
+//!   itself up, the supervisor starts a fresh one and the Subject sends its
+//!   messages elsewhere.
+//!
+//! On `shutdown` it finishes and answers the batches in hand, then returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use zeromq::util::PeerIdentity;
 use zeromq::{DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
 
+use crate::envelope::now_us;
 use crate::executor::Executor;
-use crate::wire::{self, Message, Ready};
+use crate::wire::{self, Message, Ready, ToWorker};
 
-/// How a worker connects.
+/// The exit status of a worker that gave itself up over a stuck action.
+pub const EXIT_STUCK: i32 = 70;
+
+/// How a worker connects and how it watches its peer.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// The Subject's worker endpoint.
     pub endpoint: String,
-    /// This worker's identity on the Subject's ROUTER; unique per start.
+    /// This worker's identity; each connection appends `.c<n>` to it.
     pub identity: String,
     /// How many messages it takes at once.
     pub credits: u32,
+    /// How often it heartbeats.
+    pub heartbeat: Duration,
+    /// Silence from the Subject after which it reconnects.
+    pub liveness: Duration,
+    /// The longest one action may run before the worker exits.
+    pub message_timeout: Duration,
 }
 
 /// Why a worker stopped with an error.
@@ -32,102 +57,245 @@ pub struct WorkerOptions {
 pub enum WorkerError {
     #[error("identity {0:?} is not usable (1 to 255 bytes)")]
     Identity(String),
-    #[error("cannot connect to {endpoint}: {source}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: zeromq::ZmqError,
-    },
-    #[error("lost the Subject: {0}")]
-    Send(#[source] zeromq::ZmqError),
+    #[error("the action thread stopped")]
+    ActionThread,
 }
 
-/// Runs a worker until `shutdown` is cancelled or the Subject is lost.
+/// The action thread: batches in, results out, and when the current
+/// message started (0 when idle).
+struct Actions {
+    batches: std::sync::mpsc::Sender<Vec<Message>>,
+    results: mpsc::Receiver<Vec<Message>>,
+    busy_since_us: Arc<AtomicU64>,
+    outstanding: usize,
+}
+
+impl Actions {
+    fn start(executor: Executor) -> Self {
+        let (batches, batch_rx) = std::sync::mpsc::channel::<Vec<Message>>();
+        let (results_tx, results) = mpsc::channel(64);
+        let busy_since_us = Arc::new(AtomicU64::new(0));
+        let busy = Arc::clone(&busy_since_us);
+        std::thread::Builder::new()
+            .name("actions".into())
+            .spawn(move || {
+                for batch in batch_rx {
+                    let results: Vec<Message> = batch
+                        .into_iter()
+                        .map(|message| {
+                            busy.store(now_us().max(1), Ordering::Relaxed);
+                            executor.run(message)
+                        })
+                        .collect();
+                    busy.store(0, Ordering::Relaxed);
+                    if results_tx.blocking_send(results).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_or_else(
+                |e| tracing::error!(error = %e, "cannot start the action thread"),
+                drop,
+            );
+        Self {
+            batches,
+            results,
+            busy_since_us,
+            outstanding: 0,
+        }
+    }
+
+    fn submit(&mut self, batch: Vec<Message>) -> Result<(), WorkerError> {
+        self.batches
+            .send(batch)
+            .map_err(|_| WorkerError::ActionThread)?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// How long the current action has been running, if one is.
+    fn running_for(&self) -> Option<Duration> {
+        match self.busy_since_us.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_micros(now_us().saturating_sub(since))),
+        }
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Reconnect (the Subject went silent or away).
+    Lost,
+    /// Stop: shutdown was asked and nothing is outstanding.
+    Done,
+}
+
+/// Runs a worker until `shutdown` is cancelled and its work is answered.
 pub async fn run(
     options: WorkerOptions,
     executor: Executor,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let identity = PeerIdentity::try_from(options.identity.clone().into_bytes())
-        .map_err(|_| WorkerError::Identity(options.identity.clone()))?;
+    let mut actions = Actions::start(executor);
+    let mut delay = Duration::from_millis(100);
+    for connection in 1u64.. {
+        let identity = format!("{}.c{connection}", options.identity);
+        match connect(&options, &identity).await? {
+            Some(socket) => {
+                delay = Duration::from_millis(100);
+                match serve(socket, &options, &identity, &mut actions, &shutdown).await? {
+                    Ended::Done => return Ok(()),
+                    Ended::Lost if shutdown.is_cancelled() => return Ok(()),
+                    Ended::Lost => {}
+                }
+            }
+            None if shutdown.is_cancelled() => return Ok(()),
+            None => {}
+        }
+        tokio::select! {
+            () = sleep(delay) => {}
+            () = shutdown.cancelled() => if actions.outstanding == 0 { return Ok(()) },
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    Ok(())
+}
+
+/// A connected socket that has sent `READY`, or `None` to retry later.
+async fn connect(
+    options: &WorkerOptions,
+    identity: &str,
+) -> Result<Option<DealerSocket>, WorkerError> {
+    let peer = PeerIdentity::try_from(identity.as_bytes().to_vec())
+        .map_err(|_| WorkerError::Identity(identity.to_owned()))?;
     let mut socket_options = SocketOptions::default();
-    socket_options.peer_identity(identity);
+    socket_options.peer_identity(peer);
+    socket_options.connect_timeout(options.liveness);
     let mut socket = DealerSocket::with_options(socket_options);
-    socket
-        .connect(&options.endpoint)
-        .await
-        .map_err(|source| WorkerError::Connect {
-            endpoint: options.endpoint.clone(),
-            source,
-        })?;
+    if let Err(e) = socket.connect(&options.endpoint).await {
+        tracing::warn!(endpoint = %options.endpoint, error = %e, "cannot reach the Subject");
+        return Ok(None);
+    }
     let ready = Ready {
         credits: options.credits,
         pid: std::process::id(),
     };
-    socket
-        .send(wire::ready(ready))
-        .await
-        .map_err(WorkerError::Send)?;
-    tracing::info!(identity = %options.identity, endpoint = %options.endpoint, credits = options.credits, "worker ready");
+    match timeout(options.liveness, socket.send(wire::ready(ready))).await {
+        Ok(Ok(())) => {
+            tracing::info!(%identity, endpoint = %options.endpoint, credits = options.credits, "worker ready");
+            Ok(Some(socket))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot announce to the Subject");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::warn!("announcing to the Subject timed out");
+            Ok(None)
+        }
+    }
+}
 
+/// Serves one connection until it is lost or the worker is done.
+async fn serve(
+    socket: DealerSocket,
+    options: &WorkerOptions,
+    identity: &str,
+    actions: &mut Actions,
+    shutdown: &CancellationToken,
+) -> Result<Ended, WorkerError> {
     let (mut sender, mut receiver) = socket.split();
-    let (work_tx, mut work_rx) = mpsc::channel::<ZmqMessage>(4);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<ZmqMessage>(16);
     let reader = tokio::spawn(async move {
         loop {
             match receiver.recv().await {
                 Ok(frames) => {
-                    if work_tx.send(frames).await.is_err() {
+                    if frames_tx.send(frames).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "worker socket closed");
+                    tracing::warn!(error = %e, "connection to the Subject failed");
                     return;
                 }
             }
         }
     });
-
-    let result = loop {
-        let frames = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            frames = work_rx.recv() => match frames {
-                Some(frames) => frames,
-                None => break Ok(()),
-            },
-        };
-        let results = handle(&executor, &frames);
-        if results.is_empty() {
-            continue;
+    let send_limit = options.liveness;
+    let mut last_heard = Instant::now();
+    let mut tick = tokio::time::interval(options.heartbeat);
+    let mut stopping = shutdown.is_cancelled();
+    let ended = loop {
+        if stopping && actions.outstanding == 0 {
+            break Ended::Done;
         }
-        if let Err(e) = sender.send(wire::results(&results)).await {
-            break Err(WorkerError::Send(e));
+        tokio::select! {
+            () = shutdown.cancelled(), if !stopping => stopping = true,
+            frames = frames_rx.recv() => {
+                let Some(frames) = frames else {
+                    break Ended::Lost;
+                };
+                last_heard = Instant::now();
+                match wire::decode_to_worker(&frames) {
+                    Ok(ToWorker::Work(items)) => {
+                        let batch: Vec<Message> = items
+                            .into_iter()
+                            .filter_map(|item| {
+                                item.map_err(|e| tracing::error!(error = %e, "dropping a work item that does not decode")).ok()
+                            })
+                            .collect();
+                        if !batch.is_empty() {
+                            actions.submit(batch)?;
+                        }
+                    }
+                    Ok(ToWorker::Heartbeat) => {}
+                    Err(e) => tracing::error!(error = %e, "dropping a message that is not for a worker"),
+                }
+            }
+            results = actions.results.recv() => {
+                let Some(results) = results else {
+                    return Err(WorkerError::ActionThread);
+                };
+                actions.outstanding = actions.outstanding.saturating_sub(1);
+                match timeout(send_limit, sender.send(wire::results(&results))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, results = results.len(), "cannot return results; reconnecting");
+                        break Ended::Lost;
+                    }
+                    Err(_) => {
+                        tracing::warn!(results = results.len(), "returning results timed out; reconnecting");
+                        break Ended::Lost;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(running) = actions.running_for() {
+                    if running > options.message_timeout {
+                        tracing::error!(
+                            running_ms = running.as_millis() as u64,
+                            limit_ms = options.message_timeout.as_millis() as u64,
+                            "an action exceeded message_timeout; exiting so this worker is replaced and its messages are sent elsewhere"
+                        );
+                        std::process::exit(EXIT_STUCK);
+                    }
+                }
+                if last_heard.elapsed() > options.liveness {
+                    tracing::warn!(%identity, silent_ms = last_heard.elapsed().as_millis() as u64, "the Subject is silent; reconnecting");
+                    break Ended::Lost;
+                }
+                match timeout(send_limit, sender.send(wire::heartbeat())).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        tracing::warn!(%identity, "cannot heartbeat the Subject; reconnecting");
+                        break Ended::Lost;
+                    }
+                }
+            }
         }
     };
     reader.abort();
-    result
-}
-
-/// Runs one `WORK` batch; returns its results. Frames that are not work are
-/// logged and dropped: only the Subject talks to a worker.
-fn handle(executor: &Executor, frames: &ZmqMessage) -> Vec<Message> {
-    let batch = match wire::decode_work(frames) {
-        Ok(batch) => batch,
-        Err(e) => {
-            tracing::error!(error = %e, "dropping a message that is not WORK");
-            return Vec::new();
-        }
-    };
-    batch
-        .into_iter()
-        .filter_map(|item| match item {
-            Ok(message) => Some(executor.run(message)),
-            Err(e) => {
-                tracing::error!(error = %e, "dropping a work item that does not decode");
-                None
-            }
-        })
-        .collect()
+    Ok(ended)
 }
 
 /// A fresh identity for worker `slot` of the node with process id `node`.

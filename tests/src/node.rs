@@ -12,6 +12,8 @@ use zmanager::config::Endpoints;
 pub struct TestNode {
     child: Option<Child>,
     pub endpoints: Endpoints,
+    /// The node's data directory (dead letters), removed on drop.
+    pub data_dir: std::path::PathBuf,
     stderr_log: std::path::PathBuf,
 }
 
@@ -36,8 +38,13 @@ impl TestNode {
             next_id()
         ));
         let log = std::fs::File::create(&stderr_log).expect("create node log");
+        let data_dir = stderr_log.with_extension("data");
         let mut command = Command::new(crate::zmanager_bin());
-        command.arg("up").args(["--workers", &workers.to_string()]);
+        command
+            .arg("up")
+            .args(["--workers", &workers.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir);
         if !extra.contains(&"--ipc") {
             command.arg("--any-port");
         }
@@ -78,6 +85,7 @@ impl TestNode {
         Self {
             child: Some(child),
             endpoints,
+            data_dir,
             stderr_log,
         }
     }
@@ -140,6 +148,7 @@ impl Drop for TestNode {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.stderr_log);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 

@@ -133,12 +133,32 @@ fn errors_and_panics_become_error_results_and_the_node_keeps_serving() {
                 }
                 other => panic!("expected an action error, got {other:?}"),
             }
+        }
+        // A panic is retried (it may be transient), then dead-lettered.
+        for _ in 0..2 {
             match service.request("Boom", &1).await {
                 Err(ServiceError::Failed { key, error }) => {
-                    assert_eq!(error.code, ErrorCode::ActionPanicked);
-                    assert_eq!(key, "?Boom?panic");
+                    assert_eq!(error.code, ErrorCode::DeadLettered);
+                    // The step it was delivered at (where a replay starts);
+                    // the failing step is named in the reason.
+                    assert_eq!(key, "?Boom?echo");
+                    assert!(
+                        error.message.contains("`?Boom?panic` panicked"),
+                        "{}",
+                        error.message
+                    );
+                    assert!(
+                        error.message.contains("after 5 attempts"),
+                        "{}",
+                        error.message
+                    );
+                    assert!(
+                        error.message.contains("panicking on purpose"),
+                        "{}",
+                        error.message
+                    );
                 }
-                other => panic!("expected a panic result, got {other:?}"),
+                other => panic!("expected a dead letter, got {other:?}"),
             }
         }
         // Everything else still works, on the same worker processes.
@@ -283,7 +303,7 @@ fn bad_input_gets_an_error_result_and_the_node_keeps_running() {
             ErrorCode::MalformedMessage
         );
 
-        // A duplicate id while the first is in flight.
+        // A duplicate while the first is in flight is absorbed: one result.
         client
             .request("Sleep", "u6", &serde_json::json!({"ms": 500}))
             .await;
@@ -292,11 +312,24 @@ fn bad_input_gets_an_error_result_and_the_node_keeps_running() {
             .await;
         let first = client.recv(wait).await.expect("a result");
         assert_eq!(
-            first.envelope.error.map(|e| e.code),
-            Some(ErrorCode::DuplicateId)
+            (first.envelope.id.as_str(), first.envelope.status),
+            ("u6", Status::Ok)
         );
-        let second = client.recv(wait).await.expect("a result");
-        assert_eq!(second.envelope.status, Status::Ok);
+        assert_eq!(
+            json(&first.payload),
+            serde_json::json!({"ms": 500}),
+            "the first request ran"
+        );
+        assert!(
+            client.recv(Duration::from_millis(700)).await.is_none(),
+            "a second result"
+        );
+        // Pushed again after it finished: not run again, the result is re-sent.
+        client
+            .request("Sleep", "u6", &serde_json::json!({"ms": 0}))
+            .await;
+        let again = client.recv(wait).await.expect("the result again");
+        assert_eq!(json(&again.payload), serde_json::json!({"ms": 500}));
 
         // Frames that cannot be answered: wrong counts, garbage.
         for frames in [

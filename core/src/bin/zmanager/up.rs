@@ -26,6 +26,9 @@ pub(crate) struct Args {
     /// Directory of action mappings (overrides the configuration).
     #[arg(long)]
     mappings: Option<PathBuf>,
+    /// Where the dead-letter store is kept (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -55,13 +58,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let program =
         std::env::current_exe().context("cannot find the zmanager binary to start workers")?;
 
+    let data_dir = config.data_dir.clone();
     crate::runtime(true)?.block_on(async move {
         let shutdown = zmanager::shutdown::on_signal();
         zmanager::node::run(config, program, shutdown, |bound| {
             // One line a script or test can read.
             println!(
-                "zmanager listening intake={} workers={} publish={}",
-                bound.intake, bound.workers, bound.publish
+                "zmanager listening intake={} workers={} publish={} data_dir={}",
+                bound.intake,
+                bound.workers,
+                bound.publish,
+                data_dir.display()
             );
         })
         .await?;

@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
 use zmanager::config::{CatalogPaths, NodeConfig};
@@ -22,6 +23,15 @@ pub(crate) struct Args {
     /// Messages this worker takes at once.
     #[arg(long, default_value_t = 256)]
     credits: u32,
+    /// How often to heartbeat the Subject.
+    #[arg(long, default_value_t = 500)]
+    heartbeat_ms: u64,
+    /// Silence from the Subject after which to reconnect.
+    #[arg(long, default_value_t = 3000)]
+    liveness_ms: u64,
+    /// The longest one action may run before this worker exits.
+    #[arg(long, default_value_t = 30_000)]
+    message_timeout_ms: u64,
     #[arg(long)]
     flows: Option<PathBuf>,
     #[arg(long)]
@@ -50,6 +60,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         endpoint: args.endpoint,
         identity: args.identity,
         credits: args.credits,
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        liveness: Duration::from_millis(args.liveness_ms),
+        message_timeout: Duration::from_millis(args.message_timeout_ms),
     };
     crate::runtime(false)?.block_on(async move {
         let shutdown = if args.exit_with_parent {

@@ -1,0 +1,129 @@
+//! Duplicate suppression: the results of recently finished messages, by
+//! (service, id), so a request pushed again within the window is not
+//! processed again — its result is published again instead.
+//!
+//! Bounded two ways: entries older than `window` are dropped, and at most
+//! `capacity` entries are kept (the oldest go first).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::inflight::MessageKey;
+use crate::wire::Message;
+
+/// Recently finished messages and their results.
+#[derive(Debug)]
+pub struct Recent {
+    window: Duration,
+    capacity: usize,
+    results: HashMap<MessageKey, (Instant, Message)>,
+    order: VecDeque<(Instant, MessageKey)>,
+}
+
+impl Recent {
+    pub fn new(window: Duration, capacity: usize) -> Self {
+        Self {
+            window,
+            capacity,
+            results: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Remembers the result of `key`, finished `now`.
+    pub fn insert(&mut self, key: MessageKey, result: Message, now: Instant) {
+        if self.capacity == 0 || self.window.is_zero() {
+            return;
+        }
+        self.expire(now);
+        while self.results.len() >= self.capacity {
+            if !self.pop_oldest() {
+                break;
+            }
+        }
+        self.order.push_back((now, key.clone()));
+        self.results.insert(key, (now, result));
+    }
+
+    /// The result of `key` if it finished within the window.
+    pub fn get(&self, key: &MessageKey, now: Instant) -> Option<&Message> {
+        self.results
+            .get(key)
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= self.window)
+            .map(|(_, m)| m)
+    }
+
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= self.window {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    /// Drops the oldest entry; false when there is none.
+    fn pop_oldest(&mut self) -> bool {
+        let Some((at, key)) = self.order.pop_front() else {
+            return false;
+        };
+        // Only if that entry is still the one recorded at `at` (the key may
+        // have been inserted again since).
+        if self.results.get(&key).is_some_and(|(t, _)| *t == at) {
+            self.results.remove(&key);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use bytes::Bytes;
+
+    fn key(id: &str) -> MessageKey {
+        ("svc".into(), id.into())
+    }
+
+    fn result(id: &str) -> Message {
+        Message::new(Envelope::request(id, "F"), Bytes::new())
+    }
+
+    #[test]
+    fn remembers_within_the_window_only() {
+        let start = Instant::now();
+        let mut r = Recent::new(Duration::from_secs(10), 100);
+        r.insert(key("a"), result("a"), start);
+        assert!(r.get(&key("a"), start + Duration::from_secs(10)).is_some());
+        assert!(r.get(&key("a"), start + Duration::from_secs(11)).is_none());
+        assert!(r.get(&key("b"), start).is_none());
+        // Expired entries are dropped on the next insert.
+        r.insert(key("b"), result("b"), start + Duration::from_secs(11));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn capacity_bounds_it() {
+        let start = Instant::now();
+        let mut r = Recent::new(Duration::from_secs(60), 3);
+        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
+        }
+        assert_eq!(r.len(), 3);
+        let now = start + Duration::from_secs(1);
+        assert!(r.get(&key("a"), now).is_none());
+        assert!(r.get(&key("e"), now).is_some());
+        let mut off = Recent::new(Duration::from_secs(60), 0);
+        off.insert(key("a"), result("a"), start);
+        assert!(off.is_empty());
+    }
+}
