@@ -2,7 +2,8 @@
 //! machine, so no file is needed.
 //!
 //! ```toml
-//! workers = 2                 # worker processes (default: number of cores)
+//! workers = 2                 # worker processes (default: one per core; 0: none,
+//!                             # for workers run by hand with `zmanager worker`)
 //! window = 256                # messages in flight per worker (its credits)
 //! batch = 64                  # messages per frame to a worker, at most
 //! max_pending = 10000         # requests waiting for a worker, at most
@@ -39,8 +40,9 @@ use crate::source::SourceFile;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
-    /// Worker processes; 0 means one per core.
-    pub workers: usize,
+    /// Worker processes the node starts; `None` means one per core, 0 none
+    /// (workers are then run separately with `zmanager worker`).
+    pub workers: Option<usize>,
     /// Credits per worker: how many messages it may hold at once.
     pub window: u32,
     /// Most messages sent to a worker in one frame.
@@ -106,7 +108,7 @@ pub enum ConfigError {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            workers: 0,
+            workers: None,
             window: 256,
             batch: 64,
             max_pending: 10_000,
@@ -246,11 +248,9 @@ impl NodeConfig {
 
     /// The number of worker processes to run.
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
+        self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-        }
+        })
     }
 
     /// Loads and validates the catalog this configuration names.
@@ -289,7 +289,7 @@ mod tests {
             "workers = 3\n[endpoints]\nintake = \"ipc:///tmp/i.sock\"\n[catalog]\nflows = \"f\"\n",
         )
         .unwrap();
-        assert_eq!(c.workers, 3);
+        assert_eq!(c.workers, Some(3));
         assert_eq!(c.endpoints.intake, "ipc:///tmp/i.sock");
         assert_eq!(c.endpoints.publish, Endpoints::default().publish);
         assert_eq!(c.catalog.flows, Some(PathBuf::from("f")));

@@ -5,6 +5,8 @@
 //! channel is full, whoever publishes waits (backpressure), and the queue
 //! never grows without limit.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use zeromq::{PubSocket, SocketSend};
 
@@ -20,7 +22,13 @@ pub struct Publication {
 /// The capacity of the channel into the Integration Manager.
 pub const QUEUE: usize = 1024;
 
-/// Publishes everything received until every sender is dropped.
+/// How long the socket is kept open after the last publication. zmq.rs has
+/// no linger: dropping a PUB socket discards what its queues still hold, so
+/// a stopping node waits this long for the last results to leave.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// Publishes everything received until every sender is dropped, then
+/// lingers (see [`LINGER`]).
 pub async fn run(mut socket: PubSocket, mut publications: mpsc::Receiver<Publication>) {
     let mut published: u64 = 0;
     while let Some(p) = publications.recv().await {
@@ -30,5 +38,6 @@ pub async fn run(mut socket: PubSocket, mut publications: mpsc::Receiver<Publica
         }
         published += 1;
     }
+    tokio::time::sleep(LINGER).await;
     tracing::debug!(published, "integration manager stopped");
 }

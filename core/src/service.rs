@@ -49,6 +49,10 @@ pub struct ServiceOptions {
     pub max_in_flight: usize,
     /// How long to wait for the subscription handshake.
     pub handshake_timeout: Duration,
+    /// A request with no result after this long is sent again, with the same
+    /// id (the node runs it once: see `docs/reliability.md`), after checking
+    /// the connection and rebuilding it if the node does not answer.
+    pub retry_after: Duration,
 }
 
 impl ServiceOptions {
@@ -64,6 +68,7 @@ impl ServiceOptions {
             name: name.to_owned(),
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -108,8 +113,60 @@ impl Reply {
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>;
 
-fn lock(pending: &Pending) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Message>>> {
-    pending.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One connection's sockets: the PUSH and SUB tasks; dropping it stops them.
+#[derive(Debug)]
+struct Link {
+    push: mpsc::Sender<ZmqMessage>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Link {
+    async fn open(
+        options: &ServiceOptions,
+        reply_to: &str,
+        pending: &Pending,
+    ) -> Result<Self, ServiceError> {
+        let connect_error = |endpoint: &str| {
+            let endpoint = endpoint.to_owned();
+            move |source| ServiceError::Connect { endpoint, source }
+        };
+        let mut sub = SubSocket::with_options(connect_options(options.handshake_timeout));
+        sub.connect(&options.publish)
+            .await
+            .map_err(connect_error(&options.publish))?;
+        sub.subscribe(reply_to)
+            .await
+            .map_err(connect_error(&options.publish))?;
+        let push = new_push(&options.intake, options.handshake_timeout)
+            .await
+            .map_err(connect_error(&options.intake))?;
+        let (push_tx, push_rx) = mpsc::channel(256);
+        let push_task = push_loop(
+            options.intake.clone(),
+            options.handshake_timeout,
+            push,
+            push_rx,
+        );
+        Ok(Self {
+            push: push_tx,
+            tasks: [
+                tokio::spawn(push_task),
+                tokio::spawn(sub_loop(sub, Arc::clone(pending))),
+            ],
+        })
+    }
 }
 
 /// A connected service.
@@ -117,19 +174,15 @@ fn lock(pending: &Pending) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Mes
 pub struct Service {
     id: String,
     reply_to: String,
-    push: mpsc::Sender<ZmqMessage>,
+    options: ServiceOptions,
+    link: Mutex<Link>,
+    /// Bumped each time the connection is rebuilt.
+    generation: AtomicU64,
+    /// Held while checking or rebuilding the connection.
+    healing: tokio::sync::Mutex<()>,
     pending: Pending,
     permits: Arc<Semaphore>,
     counter: AtomicU64,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
 }
 
 /// Removes a request's entry if its future is dropped before the result.
@@ -152,44 +205,20 @@ impl Service {
         }
         let id = format!("{}-{}", options.name, random_suffix());
         let reply_to = format!("@reply~{id}~");
-
-        let mut sub = SubSocket::with_options(connect_options(options.handshake_timeout));
-        sub.connect(&options.publish)
-            .await
-            .map_err(|source| ServiceError::Connect {
-                endpoint: options.publish.clone(),
-                source,
-            })?;
-        sub.subscribe(&reply_to)
-            .await
-            .map_err(|source| ServiceError::Connect {
-                endpoint: options.publish.clone(),
-                source,
-            })?;
-        let mut push = PushSocket::with_options(connect_options(options.handshake_timeout));
-        push.connect(&options.intake)
-            .await
-            .map_err(|source| ServiceError::Connect {
-                endpoint: options.intake.clone(),
-                source,
-            })?;
-
         let pending: Pending = Arc::default();
-        let (push_tx, push_rx) = mpsc::channel(256);
-        let tasks = vec![
-            tokio::spawn(push_loop(push, push_rx)),
-            tokio::spawn(sub_loop(sub, Arc::clone(&pending))),
-        ];
+        let link = Link::open(&options, &reply_to, &pending).await?;
         let service = Self {
             id,
             reply_to,
-            push: push_tx,
+            link: Mutex::new(link),
+            generation: AtomicU64::new(0),
+            healing: tokio::sync::Mutex::new(()),
             pending,
             permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             counter: AtomicU64::new(0),
-            tasks,
+            options,
         };
-        service.handshake(options.handshake_timeout).await?;
+        service.ping(service.options.handshake_timeout).await?;
         Ok(service)
     }
 
@@ -203,9 +232,11 @@ impl Service {
         &self.reply_to
     }
 
-    /// Pings until the node publishes a ping back on our reply topic.
-    async fn handshake(&self, limit: Duration) -> Result<(), ServiceError> {
-        let id = format!("{}-ping", self.id);
+    /// Pings until the node publishes a ping back on our reply topic, or
+    /// `limit` passes.
+    async fn ping(&self, limit: Duration) -> Result<(), ServiceError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-ping-{n}", self.id);
         let (tx, mut rx) = oneshot::channel();
         lock(&self.pending).insert(id.clone(), tx);
         let _guard = PendingGuard {
@@ -216,9 +247,9 @@ impl Service {
         loop {
             let mut ping = self.envelope(&id, "");
             ping.kind = Kind::Ping;
-            self.send(Message::new(ping, Bytes::from_static(&[0xc0])))
+            self.send(&Message::new(ping, Bytes::from_static(&[0xc0])))
                 .await?;
-            let wait = tokio::time::sleep(Duration::from_millis(100));
+            let wait = tokio::time::sleep(Duration::from_millis(100).min(limit));
             tokio::select! {
                 answer = &mut rx => return answer.map(|_| ()).map_err(|_| ServiceError::Closed),
                 () = wait => {}
@@ -226,6 +257,31 @@ impl Service {
             if tokio::time::Instant::now() >= deadline {
                 return Err(ServiceError::Handshake(limit));
             }
+        }
+    }
+
+    /// Called when a request got no result in time: checks the connection
+    /// with a ping and rebuilds it if the node does not answer (zmq.rs's
+    /// PUSH does not reconnect by itself when the node restarts). Only one
+    /// caller does it per connection generation.
+    async fn heal(&self, seen: u64) {
+        let _healing = self.healing.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            return;
+        }
+        if self.ping(Duration::from_secs(1)).await.is_ok() {
+            return;
+        }
+        tracing::warn!(service = %self.id, "the node does not answer; reconnecting");
+        match Link::open(&self.options, &self.reply_to, &self.pending).await {
+            Ok(link) => {
+                *lock(&self.link) = link;
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                if let Err(e) = self.ping(self.options.handshake_timeout).await {
+                    tracing::warn!(service = %self.id, error = %e, "reconnected, but no ping came back yet");
+                }
+            }
+            Err(e) => tracing::warn!(service = %self.id, error = %e, "cannot reconnect yet"),
         }
     }
 
@@ -237,20 +293,20 @@ impl Service {
         envelope
     }
 
-    async fn send(&self, message: Message) -> Result<(), ServiceError> {
+    async fn send(&self, message: &Message) -> Result<(), ServiceError> {
         let topic = Topic {
             flow: message.envelope.flow.clone(),
             ..Topic::default()
         };
-        let frames = wire::topic_message(&topic.to_string(), &message);
-        self.push
-            .send(frames)
-            .await
-            .map_err(|_| ServiceError::Closed)
+        let frames = wire::topic_message(&topic.to_string(), message);
+        let push = lock(&self.link).push.clone();
+        push.send(frames).await.map_err(|_| ServiceError::Closed)
     }
 
     /// Pushes `payload` (any serde value, sent as MessagePack) into `flow`
-    /// and waits for the flow's result.
+    /// and waits for the flow's result. It is sent again (same id) every
+    /// `retry_after` until the result arrives; bound the wait with
+    /// `tokio::time::timeout` if you need to.
     pub async fn request<T: Serialize + ?Sized>(
         &self,
         flow: &str,
@@ -262,6 +318,17 @@ impl Service {
 
     /// Like [`Service::request`], with a payload already in MessagePack.
     pub async fn request_bytes(&self, flow: &str, payload: Bytes) -> Result<Reply, ServiceError> {
+        self.request_bytes_after(flow, "", payload).await
+    }
+
+    /// Like [`Service::request_bytes`], starting the flow after the step
+    /// whose key is `after` (empty: after the entry step, as usual).
+    pub async fn request_bytes_after(
+        &self,
+        flow: &str,
+        after: &str,
+        payload: Bytes,
+    ) -> Result<Reply, ServiceError> {
         let _permit = self
             .permits
             .acquire()
@@ -269,15 +336,26 @@ impl Service {
             .map_err(|_| ServiceError::Closed)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", self.id);
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         lock(&self.pending).insert(id.clone(), tx);
         let _guard = PendingGuard {
             pending: &self.pending,
             id: id.clone(),
         };
-        self.send(Message::new(self.envelope(&id, flow), payload))
-            .await?;
-        let result = rx.await.map_err(|_| ServiceError::Closed)?;
+        let mut envelope = self.envelope(&id, flow);
+        after.clone_into(&mut envelope.key);
+        let message = Message::new(envelope, payload);
+        let result = loop {
+            let seen = self.generation.load(Ordering::Acquire);
+            self.send(&message).await?;
+            tokio::select! {
+                result = &mut rx => break result.map_err(|_| ServiceError::Closed)?,
+                () = tokio::time::sleep(self.options.retry_after) => {
+                    tracing::debug!(%id, "no result yet: checking the connection and sending again");
+                    self.heal(seen).await;
+                }
+            }
+        };
         match (result.envelope.status, result.envelope.error.clone()) {
             (Status::Error, Some(error)) => Err(ServiceError::Failed {
                 key: result.envelope.key,
@@ -299,11 +377,37 @@ fn connect_options(limit: Duration) -> SocketOptions {
     options
 }
 
-async fn push_loop(mut socket: PushSocket, mut rx: mpsc::Receiver<ZmqMessage>) {
+async fn new_push(endpoint: &str, limit: Duration) -> Result<PushSocket, zeromq::ZmqError> {
+    let mut push = PushSocket::with_options(connect_options(limit));
+    push.connect(endpoint).await?;
+    Ok(push)
+}
+
+/// Owns the PUSH socket. zmq.rs's PUSH does not reconnect when the node
+/// restarts: on a send error the socket is rebuilt (with backoff); the frames
+/// that failed are sent again by their request's retry.
+async fn push_loop(
+    endpoint: String,
+    limit: Duration,
+    mut socket: PushSocket,
+    mut rx: mpsc::Receiver<ZmqMessage>,
+) {
     while let Some(frames) = rx.recv().await {
-        if let Err(e) = socket.send(frames).await {
-            tracing::warn!(error = %e, "service cannot push to the node");
-        }
+        let Err(e) = socket.send(frames).await else {
+            continue;
+        };
+        tracing::warn!(error = %e, %endpoint, "push failed; rebuilding the socket");
+        let mut delay = Duration::from_millis(50);
+        socket = loop {
+            match new_push(&endpoint, limit).await {
+                Ok(socket) => break socket,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reconnecting the push socket");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
     }
 }
 

@@ -140,7 +140,13 @@ pub async fn run(
     let mut delay = Duration::from_millis(100);
     for connection in 1u64.. {
         let identity = format!("{}.c{connection}", options.identity);
-        match connect(&options, &identity).await? {
+        // Connecting may wait for a Subject that is not there; a worker asked
+        // to stop (its node gone) does not wait for it.
+        let connected = tokio::select! {
+            connected = connect(&options, &identity) => connected?,
+            () = shutdown.cancelled(), if actions.outstanding == 0 => return Ok(()),
+        };
+        match connected {
             Some(socket) => {
                 delay = Duration::from_millis(100);
                 match serve(socket, &options, &identity, &mut actions, &shutdown).await? {

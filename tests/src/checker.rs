@@ -10,6 +10,8 @@ use std::fmt;
 pub struct Checker {
     sent: HashSet<String>,
     received: HashMap<String, u32>,
+    /// Sent ids not received yet, kept as a count so asking is O(1).
+    missing: usize,
 }
 
 /// The outcome of a run.
@@ -28,19 +30,22 @@ pub struct Report {
 
 impl Checker {
     pub fn sent(&mut self, id: &str) {
-        self.sent.insert(id.to_owned());
+        if self.sent.insert(id.to_owned()) && !self.received.contains_key(id) {
+            self.missing += 1;
+        }
     }
 
     pub fn received(&mut self, id: &str) {
-        *self.received.entry(id.to_owned()).or_default() += 1;
+        let count = self.received.entry(id.to_owned()).or_default();
+        *count += 1;
+        if *count == 1 && self.sent.contains(id) {
+            self.missing -= 1;
+        }
     }
 
     /// Sent ids not received yet.
     pub fn missing(&self) -> usize {
-        self.sent
-            .iter()
-            .filter(|id| !self.received.contains_key(*id))
-            .count()
+        self.missing
     }
 
     pub fn report(&self) -> Report {

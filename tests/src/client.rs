@@ -21,7 +21,9 @@ pub struct Received {
 /// A service made of raw sockets.
 #[allow(missing_debug_implementations)] // zmq.rs sockets are not Debug
 pub struct RawClient {
-    push: PushSocket,
+    /// Frames to the intake, sent by a task that owns the PUSH socket (so
+    /// sending never waits on receiving, and the reverse).
+    push: mpsc::Sender<ZmqMessage>,
     rx: mpsc::Receiver<Received>,
     pub service: String,
     pub reply_to: String,
@@ -64,8 +66,17 @@ impl RawClient {
                 }
             }
         });
-        let mut push = PushSocket::new();
-        push.connect(&endpoints.intake).await.expect("connect PUSH");
+        let mut socket = PushSocket::new();
+        socket
+            .connect(&endpoints.intake)
+            .await
+            .expect("connect PUSH");
+        let (push, mut frames_rx) = mpsc::channel::<ZmqMessage>(1024);
+        tokio::spawn(async move {
+            while let Some(frames) = frames_rx.recv().await {
+                socket.send(frames).await.expect("push to the intake");
+            }
+        });
         let mut client = Self {
             push,
             rx,
@@ -109,7 +120,7 @@ impl RawClient {
 
     /// Sends any frames to the intake.
     pub async fn send_frames(&mut self, frames: ZmqMessage) {
-        self.push.send(frames).await.expect("push to the intake");
+        self.push.send(frames).await.expect("the push task runs");
     }
 
     /// Pushes a request into `flow` with a serde payload.
@@ -117,6 +128,11 @@ impl RawClient {
         let bytes = rmp_serde::to_vec_named(payload).expect("encode payload");
         let envelope = self.envelope(id, flow);
         self.send(&envelope, Bytes::from(bytes)).await;
+    }
+
+    /// A message already received on the reply topic, without waiting.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        self.rx.try_recv().ok()
     }
 
     /// The next message on the reply topic, waiting at most `limit`.

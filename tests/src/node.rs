@@ -30,8 +30,23 @@ impl TestNode {
     }
 
     /// Starts a node with the given flows and mappings (or the built-in
-    /// ones) and extra arguments.
+    /// ones) and extra arguments, on ports the system picks.
     pub fn start_with(workers: usize, catalog: Option<(&Path, &Path)>, extra: &[&str]) -> Self {
+        Self::spawn(workers, catalog, extra, !extra.contains(&"--ipc"))
+    }
+
+    /// Like [`TestNode::start_with`], on the endpoints of the configuration
+    /// (for a node restarted on the same ports).
+    pub fn start_fixed(workers: usize, catalog: Option<(&Path, &Path)>, extra: &[&str]) -> Self {
+        Self::spawn(workers, catalog, extra, false)
+    }
+
+    fn spawn(
+        workers: usize,
+        catalog: Option<(&Path, &Path)>,
+        extra: &[&str],
+        any_port: bool,
+    ) -> Self {
         let stderr_log = std::env::temp_dir().join(format!(
             "zmanager-test-node-{}-{}.log",
             std::process::id(),
@@ -45,7 +60,7 @@ impl TestNode {
             .args(["--workers", &workers.to_string()])
             .arg("--data-dir")
             .arg(&data_dir);
-        if !extra.contains(&"--ipc") {
+        if any_port {
             command.arg("--any-port");
         }
         if let Some((flows, mappings)) = catalog {
@@ -143,6 +158,9 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        if std::env::var_os("ZMANAGER_TEST_LOG").is_some() {
+            eprintln!("---- node {} log ----\n{}", self.pid(), self.log());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -185,4 +203,89 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 /// True when `pid` is a live (non-zombie) process.
 pub fn is_alive(pid: u32) -> bool {
     parent_of(pid).is_some()
+}
+
+/// A file in the temp directory, removed on drop.
+#[derive(Debug)]
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `text` to a fresh temp file named after `name`.
+    pub fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "zmanager-{name}-{}-{}",
+            std::process::id(),
+            next_id()
+        ));
+        std::fs::write(&path, text).expect("write temp file");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A node configuration file (TOML), removed on drop.
+pub fn config_file(toml: &str) -> TempFile {
+    TempFile::new("node.toml", toml)
+}
+
+/// Resident memory of `pid` in KiB (VmRSS), if it is alive.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `zmanager worker` run by hand (not by a node); killed on drop.
+#[derive(Debug)]
+pub struct StandaloneWorker(Child);
+
+impl StandaloneWorker {
+    pub fn start(endpoint: &str, identity: &str, extra: &[&str]) -> Self {
+        let (flows, mappings) = crate::test_config();
+        let child = Command::new(crate::zmanager_bin())
+            .args(["worker", "--endpoint", endpoint, "--identity", identity])
+            .arg("--flows")
+            .arg(flows)
+            .arg("--mappings")
+            .arg(mappings)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start zmanager worker");
+        Self(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for StandaloneWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -9,6 +9,7 @@
 //! | `sleep` | `{"ms": u64}`      | sleeps `ms` (default 0, at most [`MAX_SLEEP_MS`]), then echoes |
 //! | `exit`  | anything           | **ends the whole worker process** with exit code 3  |
 //! | `count` | any one value      | answers `{"pid": u32, "payload": <the value>}`      |
+//! | `panic_while` | `{"marker": path}` | panics while the file `path` exists, else echoes (a transient fault) |
 //!
 //! **Do not map `Probe.exit` in a production configuration**: it calls
 //! [`std::process::exit`], which kills every message in flight in that
@@ -55,7 +56,15 @@ impl Component for Probe {
     }
 
     fn actions(&self) -> &'static [&'static str] {
-        &["echo", "fail", "panic", "sleep", "exit", "count"]
+        &[
+            "echo",
+            "fail",
+            "panic",
+            "sleep",
+            "exit",
+            "count",
+            "panic_while",
+        ]
     }
 
     fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
@@ -74,9 +83,26 @@ impl Component for Probe {
             // node does when a worker dies.
             "exit" => std::process::exit(EXIT_CODE),
             "count" => count(request.payload),
+            "panic_while" => {
+                let marker: Marker = request.decode()?;
+                // Panicking (while the marker exists) is this action's purpose:
+                // it is a fault that goes away, for testing retries and replay.
+                assert!(
+                    !std::path::Path::new(&marker.marker).exists(),
+                    "probe: panicking while {} exists",
+                    marker.marker
+                );
+                Ok(request.payload.to_vec())
+            }
             other => Err(ActionError::unknown_action(self.name(), other)),
         }
     }
+}
+
+/// The payload of `panic_while`.
+#[derive(Deserialize)]
+struct Marker {
+    marker: String,
 }
 
 /// How long `sleep` sleeps for `ms`.
@@ -275,6 +301,25 @@ mod tests {
         assert_eq!(error.kind, ErrorKind::UnknownAction);
         assert!(error.message.contains("explode"), "{error}");
         assert_eq!(Probe.name(), "Probe");
-        assert_eq!(Probe.actions().len(), 6);
+        assert_eq!(Probe.actions().len(), 7);
+    }
+
+    #[test]
+    fn panic_while_panics_only_while_the_marker_exists() {
+        let marker = std::env::temp_dir().join(format!("probe-marker-{}", std::process::id()));
+        std::fs::write(&marker, b"").unwrap();
+        let payload = rmp_serde::to_vec_named(&std::collections::BTreeMap::from([(
+            "marker",
+            marker.display().to_string(),
+        )]))
+        .unwrap();
+        let panicked =
+            std::panic::catch_unwind(|| Probe.call("panic_while", &request(&payload))).is_err();
+        assert!(panicked);
+        std::fs::remove_file(&marker).unwrap();
+        assert_eq!(
+            Probe.call("panic_while", &request(&payload)).unwrap(),
+            payload
+        );
     }
 }

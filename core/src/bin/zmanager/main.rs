@@ -1,6 +1,7 @@
 //! The `zmanager` command: thin wrappers over the `zmanager` library.
 
 mod check;
+mod dlq;
 mod send;
 mod subscribe;
 mod up;
@@ -28,8 +29,10 @@ enum Command {
     Subscribe(subscribe::Args),
     /// Validate flows and action mappings; print how each step resolves.
     Check(check::Args),
-    /// Run one worker process (started by `zmanager up`).
-    #[command(hide = true)]
+    /// Inspect and replay dead letters.
+    Dlq(dlq::Args),
+    /// Run one worker process (`zmanager up` starts its own; run this by
+    /// hand against a node started with `--workers 0`).
     Worker(worker::Args),
 }
 
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Send(args) => report(send::run(args)),
         Command::Subscribe(args) => report(subscribe::run(args)),
         Command::Worker(args) => report(worker::run(args)),
+        Command::Dlq(args) => report(dlq::run(args)),
     }
 }
 

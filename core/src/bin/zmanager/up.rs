@@ -11,7 +11,8 @@ pub(crate) struct Args {
     /// Node configuration (TOML); the built-in defaults when absent.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Number of worker processes (overrides the configuration).
+    /// Number of worker processes (overrides the configuration; 0 for none:
+    /// workers then connect from `zmanager worker` processes run separately).
     #[arg(long, short)]
     workers: Option<usize>,
     /// Listen on ipc sockets in this directory instead of tcp.
@@ -36,8 +37,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => NodeConfig::from_file(path)?,
         None => NodeConfig::default(),
     };
-    if let Some(n) = args.workers {
-        config.workers = n;
+    if args.workers.is_some() {
+        config.workers = args.workers;
     }
     if let Some(dir) = &args.ipc {
         config.endpoints = Endpoints::ipc(&std::path::absolute(dir)?);
@@ -54,6 +55,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = args.mappings {
         config.catalog.mappings = Some(std::path::absolute(dir)?);
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = std::path::absolute(dir)?;
     }
     let program =
         std::env::current_exe().context("cannot find the zmanager binary to start workers")?;

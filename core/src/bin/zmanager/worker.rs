@@ -1,4 +1,5 @@
-//! `zmanager worker`: one worker process, started by `zmanager up`.
+//! `zmanager worker`: one worker process, started by `zmanager up` — or run
+//! by hand against a node started with `--workers 0`, to outlive it.
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -1,0 +1,518 @@
+//! At-least-once, proven on real processes: each test kills, stops, floods
+//! or restarts something and reports lost / duplicated / unexpected results
+//! (see `docs/reliability.md` for the promise and the measured figures).
+//!
+//! `chaos_long` is the long variant: `cargo test --release -p zmanager-tests
+//! --test reliability -- --ignored`.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use zeromq::{PushSocket, Socket, SocketSend, SubSocket};
+use zmanager::config::Endpoints;
+use zmanager::envelope::Status;
+use zmanager::error_code::ErrorCode;
+use zmanager::service::{Service, ServiceOptions};
+use zmanager_tests::checker::{Checker, Report};
+use zmanager_tests::client::RawClient;
+use zmanager_tests::node::{
+    StandaloneWorker, TempFile, TestNode, config_file, free_port, is_alive, rss_kib,
+};
+use zmanager_tests::{test_config, zmanager_bin};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn kill(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A node on the test flows with `toml` as its configuration.
+fn node_with(workers: usize, toml: &str) -> (TestNode, TempFile) {
+    let config = config_file(toml);
+    let (flows, mappings) = test_config();
+    let node = TestNode::start_with(
+        workers,
+        Some((&flows, &mappings)),
+        &["--config", config.path()],
+    );
+    (node, config)
+}
+
+/// A small pseudo-random sequence (no dependency needed for picking victims).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(self.0 >> 33).unwrap_or(0) % below.max(1)
+    }
+}
+
+/// Pushes `total` Echo requests with at most `window` outstanding, calling
+/// `chaos` about every `every`; returns the checker's report.
+async fn run_load(
+    node: &TestNode,
+    total: usize,
+    window: usize,
+    limit: Duration,
+    every: Duration,
+    mut chaos: impl FnMut(),
+) -> Report {
+    let mut client = RawClient::connect(&node.endpoints, "load").await;
+    let mut checker = Checker::default();
+    let mut sent = 0usize;
+    let start = Instant::now();
+    let mut next_chaos = start + every;
+    while (sent < total || checker.missing() > 0) && start.elapsed() < limit {
+        while sent < total && checker.missing() < window {
+            let id = format!("m{sent}");
+            checker.sent(&id);
+            client.request("Echo", &id, &sent).await;
+            sent += 1;
+        }
+        let mut next = client.recv(Duration::from_millis(100)).await;
+        while let Some(r) = next {
+            assert_eq!(r.envelope.status, Status::Ok, "{:?}", r.envelope.error);
+            let n: u64 = zmanager_sdk::decode(&r.payload).expect("echoed payload");
+            assert_eq!(format!("m{n}"), r.envelope.id, "payload of another request");
+            checker.received(&r.envelope.id);
+            next = client.try_recv();
+        }
+        if Instant::now() >= next_chaos && sent < total {
+            chaos();
+            next_chaos = Instant::now() + every;
+        }
+    }
+    // Late duplicates still count.
+    while let Some(r) = client.recv(Duration::from_millis(500)).await {
+        checker.received(&r.envelope.id);
+    }
+    checker.report()
+}
+
+fn chaos(total: usize, every: Duration) {
+    let (node, _config) = node_with(
+        4,
+        "heartbeat_ms = 200\nliveness_ms = 1000\nwindow = 64\nbatch = 16\nmax_attempts = 10\n",
+    );
+    assert_eq!(node.wait_for_workers(4).len(), 4);
+    let mut rng = Lcg(u64::from(std::process::id()));
+    let mut kills = 0;
+    let start = Instant::now();
+    let report = runtime().block_on(run_load(
+        &node,
+        total,
+        2_000,
+        Duration::from_secs(300),
+        every,
+        || {
+            let workers = node.worker_pids();
+            if !workers.is_empty() {
+                kill("KILL", workers[rng.next(workers.len())]);
+                kills += 1;
+            }
+        },
+    ));
+    println!(
+        "chaos: {total} requests, 4 workers, {kills} SIGKILLs (one every {} ms) in {:.1}s: {report}",
+        every.as_millis(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(kills >= 1, "no worker was killed");
+    assert_eq!(report.sent, total);
+    assert_eq!((report.lost, report.unexpected), (0, 0), "{report}");
+}
+
+#[test]
+fn chaos_100k_requests_random_worker_sigkilled_every_second() {
+    chaos(100_000, Duration::from_secs(1));
+}
+
+#[test]
+#[ignore = "long variant: 1,000,000 requests, a kill every 300 ms (run with --ignored, ideally --release)"]
+fn chaos_long() {
+    chaos(1_000_000, Duration::from_millis(300));
+}
+
+#[test]
+fn a_stopped_worker_is_detected_and_its_messages_complete_elsewhere() {
+    let liveness = Duration::from_millis(1000);
+    let (node, _config) = node_with(
+        2,
+        "heartbeat_ms = 200\nliveness_ms = 1000\nwindow = 8\nbatch = 4\n",
+    );
+    let workers = node.wait_for_workers(2);
+    assert_eq!(workers.len(), 2);
+    let stopped = workers[0];
+    let elapsed = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "hang").await;
+        kill("STOP", stopped);
+        let mut checker = Checker::default();
+        let start = Instant::now();
+        for i in 0..100 {
+            let id = format!("h{i}");
+            checker.sent(&id);
+            client.request("Echo", &id, &i).await;
+        }
+        while checker.missing() > 0 && start.elapsed() < Duration::from_secs(20) {
+            if let Some(r) = client.recv(Duration::from_millis(200)).await {
+                checker.received(&r.envelope.id);
+            }
+        }
+        let elapsed = start.elapsed();
+        let report = checker.report();
+        println!("hang: {report} in {} ms", elapsed.as_millis());
+        assert_eq!(
+            (report.lost, report.duplicated, report.unexpected),
+            (0, 0, 0),
+            "{report}"
+        );
+        elapsed
+    });
+    assert!(
+        elapsed <= liveness + Duration::from_secs(1),
+        "the stopped worker's messages took {} ms (liveness {} ms + 1 s allowed)",
+        elapsed.as_millis(),
+        liveness.as_millis()
+    );
+    // The hung process was killed and replaced.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (is_alive(stopped) || node.worker_pids().len() < 2) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_alive(stopped), "the stopped worker was not killed");
+    assert_eq!(node.worker_pids().len(), 2, "no replacement worker");
+    kill("CONT", stopped);
+}
+
+#[test]
+fn a_poison_message_is_dead_lettered_after_max_attempts_while_traffic_flows() {
+    let (node, _config) = node_with(2, "max_attempts = 4\n");
+    runtime().block_on(async {
+        let mut client =
+            RawClient::connect_with_prefix(&node.endpoints, "poison", Some("@deadletter~Boom~"))
+                .await;
+        client.request("Boom", "poison", &"x").await;
+        let mut checker = Checker::default();
+        for i in 0..500 {
+            let id = format!("ok{i}");
+            checker.sent(&id);
+            client.request("Echo", &id, &i).await;
+        }
+        let mut dead_letter = None;
+        let mut error_result = None;
+        let start = Instant::now();
+        while (checker.missing() > 0 || dead_letter.is_none() || error_result.is_none())
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            let Some(r) = client.recv(Duration::from_millis(200)).await else {
+                continue;
+            };
+            if r.envelope.id == "poison" {
+                if r.topic == "@deadletter~Boom~" {
+                    dead_letter = Some(r);
+                } else {
+                    error_result = Some(r);
+                }
+            } else {
+                assert_eq!(r.envelope.status, Status::Ok);
+                checker.received(&r.envelope.id);
+            }
+        }
+        let report = checker.report();
+        println!("poison: other traffic {report}");
+        assert_eq!(
+            (report.lost, report.duplicated, report.unexpected),
+            (0, 0, 0),
+            "{report}"
+        );
+        let dead_letter = dead_letter.expect("published on the dead-letter topic");
+        let error_result = error_result.expect("an error result on the reply topic");
+        for r in [&dead_letter, &error_result] {
+            assert_eq!(
+                r.envelope.attempt, 4,
+                "delivered exactly max_attempts times"
+            );
+            let error = r.envelope.error.clone().expect("an error");
+            assert_eq!(error.code, ErrorCode::DeadLettered);
+            assert!(
+                error.message.contains("after 4 attempts"),
+                "{}",
+                error.message
+            );
+        }
+    });
+
+    let data_dir = node.data_dir.to_str().expect("utf-8 path");
+    let out = Command::new(zmanager_bin())
+        .args(["dlq", "list", "--data-dir", data_dir])
+        .output()
+        .expect("run zmanager dlq list");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listed}");
+    assert!(listed.starts_with("#1 flow=Boom id=poison"), "{listed}");
+    assert!(listed.contains("attempts=4"), "{listed}");
+    let out = Command::new(zmanager_bin())
+        .args(["dlq", "show", "1", "--data-dir", data_dir])
+        .output()
+        .expect("run zmanager dlq show");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let attempts: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- attempt"))
+        .collect();
+    assert_eq!(attempts.len(), 4, "{shown}");
+    assert!(
+        attempts[0].contains("- attempt 1:") && attempts[3].contains("- attempt 4:"),
+        "{shown}"
+    );
+    assert!(
+        attempts.iter().all(|a| a.contains("panicking on purpose")),
+        "{shown}"
+    );
+    let out = Command::new(zmanager_bin())
+        .args(["dlq", "show", "99", "--data-dir", data_dir])
+        .output()
+        .expect("run zmanager dlq show");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead letter #99"));
+}
+
+#[test]
+fn a_dead_letter_is_replayed_once_its_fault_is_gone() {
+    let (node, _config) = node_with(1, "max_attempts = 3\n");
+    let marker = TempFile::new("fault", "");
+    runtime().block_on(async {
+        let service = Service::connect(ServiceOptions::with_endpoints("flaky", &node.endpoints))
+            .await
+            .expect("connect");
+        let payload = serde_json::json!({ "marker": marker.path() });
+        match service.request("Flaky", &payload).await {
+            Err(zmanager::service::ServiceError::Failed { error, .. }) => {
+                assert_eq!(error.code, ErrorCode::DeadLettered);
+            }
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+    });
+    drop(marker); // the fault goes away
+    let data_dir = node.data_dir.to_str().expect("utf-8 path");
+    let out = Command::new(zmanager_bin())
+        .args(["dlq", "replay", "1", "--data-dir", data_dir])
+        .args([
+            "--intake",
+            &node.endpoints.intake,
+            "--publish",
+            &node.endpoints.publish,
+        ])
+        .output()
+        .expect("run zmanager dlq replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("#1 ok {\"marker\":"), "{stdout}");
+    let out = Command::new(zmanager_bin())
+        .args(["dlq", "list", "--data-dir", data_dir])
+        .output()
+        .expect("run zmanager dlq list");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(replayed)"));
+}
+
+/// The node (Subject and Integration Manager) is killed and restarted under
+/// load; workers run by hand and services reconnect; every request is
+/// answered.
+#[test]
+fn workers_and_services_survive_a_node_restart_under_load() {
+    let ports = [free_port(), free_port(), free_port()];
+    let endpoints = Endpoints {
+        intake: format!("tcp://127.0.0.1:{}", ports[0]),
+        workers: format!("tcp://127.0.0.1:{}", ports[1]),
+        publish: format!("tcp://127.0.0.1:{}", ports[2]),
+    };
+    let toml = format!(
+        "heartbeat_ms = 200\nliveness_ms = 1000\n[endpoints]\nintake = \"{}\"\nworkers = \"{}\"\npublish = \"{}\"\n",
+        endpoints.intake, endpoints.workers, endpoints.publish
+    );
+    let timing = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
+    let config = config_file(&toml);
+    let (flows, mappings) = test_config();
+    let mut node =
+        TestNode::start_fixed(0, Some((&flows, &mappings)), &["--config", config.path()]);
+    let _workers = [
+        StandaloneWorker::start(&endpoints.workers, "ext-a", &timing),
+        StandaloneWorker::start(&endpoints.workers, "ext-b", &timing),
+    ];
+    let total = 3_000usize;
+    runtime().block_on(async {
+        let options = ServiceOptions {
+            retry_after: Duration::from_secs(1),
+            max_in_flight: 200,
+            ..ServiceOptions::with_endpoints("restart", &endpoints)
+        };
+        let service = Service::connect(options).await.expect("connect");
+        let service = &service;
+        let requests = futures::future::join_all((0..total).map(|i| async move {
+            // Spread the load over about three seconds.
+            tokio::time::sleep(Duration::from_millis(i as u64)).await;
+            tokio::time::timeout(Duration::from_secs(60), service.request("Echo", &i)).await
+        }));
+        let restart = async {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            node.signal("KILL");
+            node.wait_exit(Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (flows, mappings) = test_config();
+            TestNode::start_fixed(0, Some((&flows, &mappings)), &["--config", config.path()])
+        };
+        let (results, restarted) = tokio::join!(requests, restart);
+        let mut answered = HashSet::new();
+        for (i, r) in results.into_iter().enumerate() {
+            let reply = r
+                .unwrap_or_else(|_| panic!("request {i} got no result within 60 s"))
+                .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+            let n: usize = reply.decode().expect("echoed payload");
+            assert_eq!(n, i);
+            answered.insert(i);
+        }
+        println!(
+            "restart: {total} requests, {} answered, 0 lost",
+            answered.len()
+        );
+        assert_eq!(answered.len(), total);
+        let log = restarted.log();
+        for worker in ["ext-a", "ext-b"] {
+            assert!(
+                log.contains(&format!("worker ready worker={worker}.c")),
+                "{worker} did not reconnect to the new node:\n{log}"
+            );
+        }
+    });
+}
+
+/// A service pushes as fast as it can and never reads its results (a flood
+/// and a slow subscriber at once): the node's memory stays bounded and
+/// another service is still served.
+#[test]
+fn a_flood_and_a_slow_subscriber_keep_memory_bounded() {
+    let node = TestNode::start(2);
+    let node_pid = node.pid();
+    let bound_kib = 128 * 1024;
+    let (max_rss, latencies) = runtime().block_on(async {
+        let flood = {
+            let endpoints = node.endpoints.clone();
+            tokio::spawn(async move {
+                let mut sub = SubSocket::new();
+                sub.connect(&endpoints.publish).await.expect("connect");
+                sub.subscribe("@reply~flood~").await.expect("subscribe");
+                let mut push = PushSocket::new();
+                push.connect(&endpoints.intake).await.expect("connect");
+                // A 58-byte MessagePack bin: 64 bytes with its header.
+                let payload = Bytes::from([&[0xc4, 56][..], &[0u8; 56][..]].concat());
+                let start = Instant::now();
+                let mut sent = 0u64;
+                while start.elapsed() < Duration::from_secs(6) && sent < 400_000 {
+                    let mut e = zmanager::envelope::Envelope::request(format!("f{sent}"), "Echo");
+                    e.service = "flood".into();
+                    e.reply_to = "@reply~flood~".into();
+                    let m = zmanager::wire::Message::new(e, payload.clone());
+                    match tokio::time::timeout(
+                        Duration::from_millis(500),
+                        push.send(zmanager::wire::topic_message("Echo~", &m)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => sent += 1,
+                        _ => break,
+                    }
+                }
+                drop(sub); // it never read a thing
+                sent
+            })
+        };
+        let mut client = RawClient::connect(&node.endpoints, "probe").await;
+        let mut max_rss = 0u64;
+        let mut latencies = Vec::new();
+        for i in 0..20 {
+            max_rss = max_rss.max(rss_kib(node_pid).unwrap_or(0));
+            let start = Instant::now();
+            client.request("Echo", &format!("p{i}"), &i).await;
+            let r = client
+                .recv(Duration::from_secs(10))
+                .await
+                .expect("the node still serves");
+            assert_eq!(r.envelope.id, format!("p{i}"));
+            latencies.push(start.elapsed());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let sent = flood.await.expect("flood task");
+        max_rss = max_rss.max(rss_kib(node_pid).unwrap_or(0));
+        println!("flood: {sent} requests pushed by a service that never reads");
+        (max_rss, latencies)
+    });
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    println!(
+        "flood: node peak RSS {} MiB (bound {} MiB); another service's worst latency {} ms",
+        max_rss / 1024,
+        bound_kib / 1024,
+        worst.as_millis()
+    );
+    assert!(max_rss > 0, "RSS was measured");
+    assert!(
+        max_rss < bound_kib,
+        "node RSS {} KiB over the bound",
+        max_rss
+    );
+}
+
+#[test]
+fn sigterm_under_load_drains_with_nothing_lost_or_doubled() {
+    let mut node = TestNode::start(2);
+    let total = 1_000;
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "drain").await;
+        let mut checker = Checker::default();
+        for i in 0..total {
+            let id = format!("d{i}");
+            checker.sent(&id);
+            client
+                .request("Sleep", &id, &serde_json::json!({"ms": 2}))
+                .await;
+        }
+        // Let the node read them all, then stop it while most are pending.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node.signal("TERM");
+        let start = Instant::now();
+        while checker.missing() > 0 && start.elapsed() < Duration::from_secs(20) {
+            if let Some(r) = client.recv(Duration::from_millis(200)).await {
+                assert_eq!(r.envelope.status, Status::Ok);
+                checker.received(&r.envelope.id);
+            }
+        }
+        let report = checker.report();
+        println!("sigterm: {report}");
+        assert_eq!(
+            (report.lost, report.duplicated, report.unexpected),
+            (0, 0, 0),
+            "{report}"
+        );
+    });
+    assert_eq!(node.wait_exit(Duration::from_secs(20)), Some(0));
+    let log = node.log();
+    assert!(log.contains("drained: nothing left in flight"), "{log}");
+}
