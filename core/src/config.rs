@@ -12,6 +12,10 @@
 //! workers = "tcp://127.0.0.1:19031"   # workers connect here
 //! publish = "tcp://127.0.0.1:19034"   # services SUBscribe here
 //!
+//! # Components loaded from shared libraries by every worker, besides the
+//! # linked ones (default: none). Relative paths are relative to this file.
+//! components = ["../target/release/libzmanager_component_reverse.so"]
+//!
 //! [catalog]                   # default: the flows and mappings built in
 //! flows = "flows"
 //! mappings = "action_mappings"
@@ -39,6 +43,9 @@ pub struct NodeConfig {
     /// Most requests queued in the Subject waiting for a free worker; past
     /// it the Subject stops reading its intake socket (backpressure).
     pub max_pending: usize,
+    /// Shared libraries of dynamic components, loaded by the node (to check
+    /// them at start-up) and by every worker.
+    pub components: Vec<PathBuf>,
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
 }
@@ -81,6 +88,7 @@ impl Default for NodeConfig {
             window: 256,
             batch: 64,
             max_pending: 10_000,
+            components: Vec::new(),
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
         }
@@ -118,14 +126,16 @@ impl NodeConfig {
             source,
         })?;
         let mut config = Self::from_toml(&name, &text)?;
-        // Relative catalog paths are relative to the configuration file.
+        // Relative catalog and component paths are relative to the
+        // configuration file.
         let base = path.parent().unwrap_or(Path::new(""));
-        for dir in [&mut config.catalog.flows, &mut config.catalog.mappings]
+        for path in [&mut config.catalog.flows, &mut config.catalog.mappings]
             .into_iter()
             .flatten()
+            .chain(&mut config.components)
         {
-            if dir.is_relative() {
-                *dir = base.join(&*dir);
+            if path.is_relative() {
+                *path = base.join(&*path);
             }
         }
         Ok(config)
@@ -246,6 +256,20 @@ mod tests {
             e.to_string().contains("use tcp://host:port or ipc:///path"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn component_paths_are_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("zmanager-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(&file, "components = [\"lib/libx.so\", \"/abs/liby.so\"]\n").unwrap();
+        let config = NodeConfig::from_file(&file).unwrap();
+        assert_eq!(
+            config.components,
+            [dir.join("lib/libx.so"), PathBuf::from("/abs/liby.so")]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

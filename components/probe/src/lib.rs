@@ -54,6 +54,10 @@ impl Component for Probe {
         "Probe"
     }
 
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
     fn actions(&self) -> &'static [&'static str] {
         &["echo", "fail", "panic", "sleep", "exit", "count"]
     }
@@ -78,6 +82,8 @@ impl Component for Probe {
         }
     }
 }
+
+zmanager_sdk::register!(Probe);
 
 /// How long `sleep` sleeps for `ms`.
 fn sleep_duration(ms: u64) -> Duration {

@@ -26,6 +26,10 @@ pub(crate) struct Args {
     /// Directory of action mappings (overrides the configuration).
     #[arg(long)]
     mappings: Option<PathBuf>,
+    /// A dynamic component's shared library, loaded by every worker
+    /// (repeatable; added to the configuration's `components`).
+    #[arg(long = "component", value_name = "PATH")]
+    components: Vec<PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -51,6 +55,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = args.mappings {
         config.catalog.mappings = Some(std::path::absolute(dir)?);
+    }
+    config.components.extend(args.components);
+    // Workers get these paths: absolute, so they do not depend on a
+    // working directory.
+    for library in &mut config.components {
+        *library = std::path::absolute(&*library)?;
     }
     let program =
         std::env::current_exe().context("cannot find the zmanager binary to start workers")?;
