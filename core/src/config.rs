@@ -21,6 +21,10 @@
 //! workers = "tcp://127.0.0.1:19031"   # workers connect here
 //! publish = "tcp://127.0.0.1:19034"   # services SUBscribe here
 //!
+//! # Components loaded from shared libraries by every worker, besides the
+//! # linked ones (default: none). Relative paths are relative to this file.
+//! components = ["../target/release/libzmanager_component_reverse.so"]
+//!
 //! [catalog]                   # default: the flows and mappings built in
 //! flows = "flows"
 //! mappings = "action_mappings"
@@ -70,6 +74,9 @@ pub struct NodeConfig {
     pub drain_timeout_ms: u64,
     /// Where the node keeps its dead-letter store.
     pub data_dir: PathBuf,
+    /// Shared libraries of dynamic components, loaded by the node (to check
+    /// them at start-up) and by every worker.
+    pub components: Vec<PathBuf>,
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
 }
@@ -120,6 +127,7 @@ impl Default for NodeConfig {
             dedupe_capacity: 10_000,
             drain_timeout_ms: 10_000,
             data_dir: PathBuf::from("zmanager-data"),
+            components: Vec::new(),
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
         }
@@ -157,15 +165,17 @@ impl NodeConfig {
             source,
         })?;
         let mut config = Self::from_toml(&name, &text)?;
-        // Relative catalog paths are relative to the configuration file.
+        // Relative catalog and component paths are relative to the
+        // configuration file.
         let base = path.parent().unwrap_or(Path::new(""));
-        for dir in [&mut config.catalog.flows, &mut config.catalog.mappings]
+        for path in [&mut config.catalog.flows, &mut config.catalog.mappings]
             .into_iter()
             .flatten()
             .chain([&mut config.data_dir])
+            .chain(&mut config.components)
         {
-            if dir.is_relative() {
-                *dir = base.join(&*dir);
+            if path.is_relative() {
+                *path = base.join(&*path);
             }
         }
         Ok(config)
@@ -314,6 +324,20 @@ mod tests {
             e.to_string().contains("use tcp://host:port or ipc:///path"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn component_paths_are_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("zmanager-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(&file, "components = [\"lib/libx.so\", \"/abs/liby.so\"]\n").unwrap();
+        let config = NodeConfig::from_file(&file).unwrap();
+        assert_eq!(
+            config.components,
+            [dir.join("lib/libx.so"), PathBuf::from("/abs/liby.so")]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -16,10 +16,20 @@ macro_rules! embedded {
 
 /// The built-in flow files.
 pub fn flows() -> Vec<SourceFile> {
-    embedded!("flows", "echo.toml" => Toml, "greeting.ini" => Ini)
+    embedded!(
+        "flows",
+        "echo.toml" => Toml,
+        "greeting.ini" => Ini,
+        "secure_greeting.ini" => Ini,
+    )
 }
 
 /// The built-in action-mapping files.
 pub fn mappings() -> Vec<SourceFile> {
-    embedded!("action_mappings", "greeter.toml" => Toml, "text.ini" => Ini)
+    embedded!(
+        "action_mappings",
+        "greeter.toml" => Toml,
+        "iam.ini" => Ini,
+        "text.ini" => Ini,
+    )
 }

@@ -122,6 +122,7 @@ impl From<ErrorKind> for ErrorCode {
         match kind {
             ErrorKind::BadRequest => ErrorCode::BadRequest,
             ErrorKind::UnknownAction => ErrorCode::UnknownAction,
+            ErrorKind::Panicked => ErrorCode::ActionPanicked,
             _ => ErrorCode::ActionFailed,
         }
     }

@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use zmanager_sdk::{Context, Request};
+use zmanager_sdk::{Context, ErrorKind, Request, panic_message};
 
 use crate::catalog::{Catalog, StepRole};
 use crate::envelope::Kind;
@@ -19,7 +19,8 @@ use crate::error_code::ErrorCode;
 use crate::registry::Registry;
 use crate::wire::Message;
 
-/// Runs messages through flows with the linked components.
+/// Runs messages through flows with the components of a registry (linked
+/// and loaded).
 #[derive(Debug, Clone)]
 pub struct Executor {
     catalog: Arc<Catalog>,
@@ -51,7 +52,7 @@ impl Executor {
             envelope.key.clone_from(&key);
             let Some(component) = self.registry.get(&target.component) else {
                 let text = format!(
-                    "`{key}` maps to {target}, but no component {} is linked",
+                    "`{key}` maps to {target}, but no component {} is linked or loaded",
                     target.component
                 );
                 return Message::new(envelope.into_error(ErrorCode::NoMapping, text), payload);
@@ -71,6 +72,15 @@ impl Executor {
             }));
             match outcome {
                 Ok(Ok(response)) => payload = Bytes::from(response),
+                // A dynamic component's panic, caught in its library: the
+                // same result as a linked component's (below).
+                Ok(Err(error)) if error.kind == ErrorKind::Panicked => {
+                    let text = format!("{target} at `{key}` panicked: {}", error.message);
+                    return Message::new(
+                        envelope.into_error(ErrorCode::ActionPanicked, text),
+                        payload,
+                    );
+                }
                 Ok(Err(error)) => {
                     let text = format!("{target} at `{key}`: {}", error.message);
                     return Message::new(envelope.into_error(error.kind.into(), text), payload);
@@ -93,16 +103,6 @@ impl Executor {
             .map(|s| s.key.to_string())
             .unwrap_or_default();
         Message::new(envelope, payload)
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "(no message)"
     }
 }
 

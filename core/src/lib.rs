@@ -33,7 +33,10 @@
 //! - [`inflight`]: the Subject's credits, pending queue and in-flight table.
 //! - [`worker`]: a worker process's socket loop.
 //! - [`executor`]: runs a message through its flow's component actions.
-//! - [`registry`]: the components linked into the binary.
+//! - [`registry`]: the components a worker can call: linked into the
+//!   binary (they register themselves) or loaded from shared libraries.
+//! - [`dynamic`]: loading a component from a shared library through the
+//!   versioned C ABI; the only module with `unsafe` code.
 //! - [`integration_manager`]: the single publisher.
 //! - [`supervisor`]: starts worker processes and restarts them with backoff.
 //! - [`config`], [`defaults`]: node configuration and built-in flows.
@@ -49,6 +52,7 @@ pub mod dead_letter;
 pub mod dedupe;
 pub mod defaults;
 pub mod diagnostic;
+pub mod dynamic;
 pub mod envelope;
 pub mod error_code;
 pub mod executor;

@@ -166,7 +166,8 @@ impl Target {
     }
 }
 
-fn is_identifier(name: &str) -> bool {
+/// Letters, digits and `_`: what component and action names are made of.
+pub(crate) fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 

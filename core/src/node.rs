@@ -26,7 +26,7 @@ use crate::supervisor::{self, Backoff, WorkerCommand};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    #[error("the flows and mappings have errors:\n{0}")]
+    #[error("the flows, mappings and components have errors:\n{0}")]
     Catalog(Diagnostics),
     #[error("cannot listen on {endpoint}: {source}")]
     Bind {
@@ -54,7 +54,11 @@ pub async fn run(
     on_ready: impl FnOnce(&Endpoints),
 ) -> Result<Counters, NodeError> {
     let (catalog, mut diagnostics) = config.load_catalog();
-    Registry::linked().check(&catalog, &mut diagnostics);
+    // The node loads the dynamic components too, so that a library that
+    // cannot be used stops it here, with its file and reason, before any
+    // worker starts.
+    Registry::with_libraries(&config.components, &mut diagnostics)
+        .check(&catalog, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(NodeError::Catalog(diagnostics));
     }
@@ -147,6 +151,9 @@ fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
     }
     if let Some(dir) = &config.catalog.mappings {
         args.extend(["--mappings".to_owned(), dir.display().to_string()]);
+    }
+    for library in &config.components {
+        args.extend(["--component".to_owned(), library.display().to_string()]);
     }
     args
 }

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests in `tests/tests/`.
 //!
-//! - [`zmanager_bin`] builds and finds the real `zmanager` binary;
+//! - [`zmanager_bin`] builds and finds the real `zmanager` binary, and
+//!   [`library`] the shared libraries of dynamic components;
 //! - [`node::TestNode`] runs `zmanager up` on free ports and stops it on drop;
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
 //!   library's `Service`), so the tests check the protocol as documented;
@@ -33,30 +34,79 @@ pub fn test_config() -> (PathBuf, PathBuf) {
 pub fn zmanager_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // target/<profile>/deps/<test binary>
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "zmanager", "--bin", "zmanager"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
+        let status = cargo_build()
+            .args(["-p", "zmanager", "--bin", "zmanager"])
+            .status()
+            .expect("run cargo build");
         assert!(
             status.success(),
             "cargo build of the zmanager binary failed"
         );
-        let bin = profile_dir.join(format!("zmanager{}", std::env::consts::EXE_SUFFIX));
+        let bin = profile_dir().join(format!("zmanager{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.exists(), "{} was not built", bin.display());
         bin
     })
+}
+
+/// The shared libraries the tests load, built together on first use with
+/// the test's profile (as [`zmanager_bin`]): the example dynamic component
+/// and the fixtures under `tests/fixtures/`.
+pub const LIBRARIES: [&str; 4] = [
+    "zmanager-component-reverse",
+    "zmanager-fixture-faulty",
+    "zmanager-fixture-wrong-abi",
+    "zmanager-fixture-missing-symbol",
+];
+
+/// The path of the shared library of `package` (one of [`LIBRARIES`]),
+/// built on first use: `target/<profile>/lib<crate>.so` on Linux.
+pub fn library(package: &str) -> PathBuf {
+    assert!(
+        LIBRARIES.contains(&package),
+        "{package} is not in LIBRARIES"
+    );
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut build = cargo_build();
+        for package in LIBRARIES {
+            build.args(["-p", package]);
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of {LIBRARIES:?} failed");
+    });
+    let file = format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
+    let path = profile_dir().join(file);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// `target/<profile>` of the running test.
+fn profile_dir() -> PathBuf {
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// `cargo build --quiet` from the workspace root, with the test's profile.
+fn cargo_build() -> Command {
+    let release = profile_dir().file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace_root())
+        .args(["build", "--quiet"]);
+    if release {
+        build.arg("--release");
+    }
+    build
 }
 
 /// A `zmanager` command run from the workspace root.

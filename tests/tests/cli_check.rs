@@ -74,13 +74,14 @@ fn a_broken_configuration_reports_every_error_at_once() {
         "a.ini:6: error: flow Empty has no steps",
         "b.toml:1: error: flow Orders is already defined at",
         "m2.toml:2: error: `??x` is already mapped at",
+        "m1.ini:2: error: `??x` maps to C.x, but no component C is linked or loaded",
     ] {
         assert!(
             stderr.contains(expected),
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    assert!(stderr.contains("5 errors"), "{stderr}");
+    assert!(stderr.contains("6 errors"), "{stderr}");
     let _ = fs::remove_dir_all(&dir);
 }
 

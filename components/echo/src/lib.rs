@@ -16,6 +16,10 @@ impl Component for Echo {
         "Echo"
     }
 
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
     fn actions(&self) -> &'static [&'static str] {
         &["echo"]
     }
@@ -28,6 +32,8 @@ impl Component for Echo {
         }
     }
 }
+
+zmanager_sdk::register!(Echo);
 
 #[cfg(test)]
 mod tests {

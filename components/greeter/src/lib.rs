@@ -7,7 +7,7 @@
 //! itself does not trim. Action mappings name it as `Greeter.greet`.
 
 use serde::{Deserialize, Serialize};
-use zmanager_sdk::{ActionError, Component, Request, respond};
+use zmanager_sdk::ActionError;
 
 /// The Greeter component (`Greeter.greet`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,38 +25,28 @@ struct Greeting {
     greeting: String,
 }
 
-impl Component for Greeter {
-    fn name(&self) -> &'static str {
-        "Greeter"
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        &["greet"]
-    }
-
-    fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
-        match action {
-            "greet" => greet(request),
-            other => Err(ActionError::unknown_action(self.name(), other)),
-        }
-    }
-}
-
-fn greet(request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
-    let person: Person = request.decode()?;
+fn greet(person: Person) -> Result<Greeting, ActionError> {
     if person.name.is_empty() {
         return Err(ActionError::bad_request("name is empty"));
     }
-    respond(&Greeting {
+    Ok(Greeting {
         greeting: format!("Hello, {}!", person.name),
     })
 }
+
+zmanager_sdk::component! {
+    Greeter as "Greeter" {
+        "greet" => greet,
+    }
+}
+
+zmanager_sdk::register!(Greeter);
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use zmanager_sdk::{Context, ErrorKind};
+    use zmanager_sdk::{Component, Context, ErrorKind, Request, respond};
 
     use super::*;
 

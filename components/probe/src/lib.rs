@@ -55,6 +55,10 @@ impl Component for Probe {
         "Probe"
     }
 
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
     fn actions(&self) -> &'static [&'static str] {
         &[
             "echo",
@@ -104,6 +108,8 @@ impl Component for Probe {
 struct Marker {
     marker: String,
 }
+
+zmanager_sdk::register!(Probe);
 
 /// How long `sleep` sleeps for `ms`.
 fn sleep_duration(ms: u64) -> Duration {

@@ -1,16 +1,17 @@
 //! The component SDK: what a zmanager component implements.
 //!
-//! A component has a name, a list of actions, and one entry point that turns
-//! a request into a response. Requests and responses are MessagePack bytes;
-//! [`Request::decode`] and [`respond`] turn them into and from your own
-//! serde types. Action mappings name a component's action as
-//! `Component.action`.
+//! A component has a name, a version, a list of actions, and one entry point
+//! that turns a request into a response. Requests and responses are
+//! MessagePack bytes; most components never see them: [`component!`]
+//! writes the [`Component`] implementation from plain functions over your
+//! own serde types.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use zmanager_sdk::{respond, ActionError, Component, Request};
+//! use zmanager_sdk::ActionError;
 //!
-//! struct Greeter;
+//! #[derive(Debug, Default)]
+//! pub struct Greeter;
 //!
 //! #[derive(Deserialize)]
 //! struct Person { name: String }
@@ -18,25 +19,50 @@
 //! #[derive(Serialize)]
 //! struct Greeting { greeting: String }
 //!
-//! impl Component for Greeter {
-//!     fn name(&self) -> &'static str { "Greeter" }
-//!     fn actions(&self) -> &'static [&'static str] { &["greet"] }
-//!     fn call(&self, action: &str, request: &Request<'_>) -> Result<Vec<u8>, ActionError> {
-//!         match action {
-//!             "greet" => {
-//!                 let person: Person = request.decode()?;
-//!                 respond(&Greeting { greeting: format!("Hello, {}", person.name) })
-//!             }
-//!             other => Err(ActionError::unknown_action(self.name(), other)),
-//!         }
+//! fn greet(person: Person) -> Result<Greeting, ActionError> {
+//!     Ok(Greeting { greeting: format!("Hello, {}!", person.name) })
+//! }
+//!
+//! zmanager_sdk::component! {
+//!     Greeter as "Greeter" {
+//!         "greet" => greet,
 //!     }
 //! }
 //! ```
+//!
+//! Then either link it into the node ([`register!`], in the component's
+//! crate, plus a dependency of `core` on it) or build it as a shared library
+//! loaded at run time ([`export_component!`], with `crate-type =
+//! ["cdylib"]`). `docs/components.md` walks through both.
+//!
+//! # Layout
+//!
+//! - this file: the [`Component`] trait, [`Request`] and [`Context`],
+//!   [`ActionError`], MessagePack helpers ([`decode`], [`respond`]);
+//! - [`action`]: the [`Action`] trait that lets [`component!`] call plain
+//!   functions, and the macro itself;
+//! - [`linked`]: registration of components linked into a binary
+//!   ([`register!`], [`Linked`]);
+//! - [`abi`]: the C ABI of dynamically loaded components
+//!   ([`export_component!`]); the only module with `unsafe` code.
 
 use std::fmt;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
+
+pub mod abi;
+pub mod action;
+pub mod linked;
+
+pub use action::Action;
+pub use linked::Linked;
+
+/// Not public API: what the macros expand to.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
 
 /// A component: a named set of actions.
 ///
@@ -45,6 +71,11 @@ use serde::{Deserialize, Serialize};
 pub trait Component: Send + Sync + 'static {
     /// The name action mappings use (`Name.action`).
     fn name(&self) -> &'static str;
+    /// The component's version, for diagnostics (`zmanager check` prints
+    /// it). [`component!`] sets it to the crate's version.
+    fn version(&self) -> &'static str {
+        "unversioned"
+    }
     /// Every action `call` accepts.
     fn actions(&self) -> &'static [&'static str];
     /// Runs `action` on `request`; returns the response payload (MessagePack).
@@ -59,8 +90,9 @@ pub struct Request<'a> {
     pub context: Context<'a>,
 }
 
-/// The envelope fields an action may want to read.
-#[derive(Debug, Clone, Copy)]
+/// The envelope fields an action may want to read. (`Default` is empty
+/// strings and attempt 0, for tests.)
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Context<'a> {
     /// The message id (stable across redeliveries: use it for idempotence).
     pub message_id: &'a str,
@@ -102,7 +134,15 @@ pub fn decode_value(bytes: &[u8]) -> Result<rmpv::Value, String> {
     Ok(value)
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// A request with an empty [`Context`]: for tests.
+    pub fn new(payload: &'a [u8]) -> Self {
+        Self {
+            payload,
+            context: Context::default(),
+        }
+    }
+
     /// Decodes the payload into `T`; a payload that does not decode is a
     /// [`ErrorKind::BadRequest`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ActionError> {
@@ -144,6 +184,10 @@ pub enum ErrorKind {
     Failed,
     /// The component has no such action.
     UnknownAction,
+    /// The action panicked; the message is the panic's. Workers produce it
+    /// when they catch a panic, and so does a dynamically loaded component
+    /// (a panic never unwinds across the library boundary).
+    Panicked,
 }
 
 impl ActionError {
@@ -162,11 +206,31 @@ impl ActionError {
         Self::new(ErrorKind::Failed, message)
     }
 
+    pub fn panicked(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Panicked, message)
+    }
+
+    /// The error for a caught panic, with the panic's message.
+    pub fn from_panic(panic: &(dyn std::any::Any + Send)) -> Self {
+        Self::panicked(panic_message(panic))
+    }
+
     pub fn unknown_action(component: &str, action: &str) -> Self {
         Self::new(
             ErrorKind::UnknownAction,
             format!("component {component} has no action {action:?}"),
         )
+    }
+}
+
+/// The message of a caught panic (`"(no message)"` when it is not a string).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
     }
 }
 
@@ -176,6 +240,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadRequest => "bad request",
             ErrorKind::Failed => "action failed",
             ErrorKind::UnknownAction => "unknown action",
+            ErrorKind::Panicked => "panicked",
         })
     }
 }

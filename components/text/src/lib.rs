@@ -28,6 +28,10 @@ impl Component for Text {
         "Text"
     }
 
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
     fn actions(&self) -> &'static [&'static str] {
         &["trim", "upper"]
     }
@@ -43,6 +47,8 @@ impl Component for Text {
         encode(&value, request.payload.len())
     }
 }
+
+zmanager_sdk::register!(Text);
 
 fn trim(text: &str) -> String {
     text.trim().to_owned()

@@ -1,20 +1,33 @@
-//! `zmanager check`: validate flows and mappings without running anything.
+//! `zmanager check`: validate flows, mappings and components without
+//! running anything.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use zmanager::catalog::{Catalog, StepRole};
+use zmanager::config::NodeConfig;
 use zmanager::diagnostic::Diagnostics;
+use zmanager::registry::Registry;
 use zmanager::source::SourceFile;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Directory of flow files (`*.ini`, `*.toml`).
-    #[arg(long, default_value = "flows")]
-    flows: PathBuf,
-    /// Directory of action-mapping files (`*.ini`, `*.toml`).
-    #[arg(long, default_value = "action_mappings")]
-    mappings: PathBuf,
+    /// Node configuration (TOML): check what `zmanager up --config` would
+    /// run (its flows, mappings and components).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Directory of flow files (`*.ini`, `*.toml`) [default: `flows`, or
+    /// the configuration's].
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// Directory of action-mapping files (`*.ini`, `*.toml`) [default:
+    /// `action_mappings`, or the configuration's].
+    #[arg(long)]
+    mappings: Option<PathBuf>,
+    /// A dynamic component's shared library to load and check (repeatable;
+    /// added to the configuration's `components`).
+    #[arg(long = "component", value_name = "PATH")]
+    components: Vec<PathBuf>,
     /// Print only the diagnostics, not the flows.
     #[arg(long, short)]
     quiet: bool,
@@ -22,25 +35,63 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> ExitCode {
     let mut diagnostics = Diagnostics::default();
-    let flow_files = SourceFile::read_dir(&args.flows, &mut diagnostics);
-    let mapping_files = SourceFile::read_dir(&args.mappings, &mut diagnostics);
+    let config = match args.config.as_deref().map(NodeConfig::from_file) {
+        Some(Ok(config)) => Some(config),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
+    // Without a configuration, the directories of the current one.
+    let dir = |flag: &Option<PathBuf>, configured: Option<&PathBuf>, default: &str| {
+        flag.clone().or_else(|| match &config {
+            Some(_) => configured.cloned(),
+            None => Some(PathBuf::from(default)),
+        })
+    };
+    let flows = dir(
+        &args.flows,
+        config.as_ref().and_then(|c| c.catalog.flows.as_ref()),
+        "flows",
+    );
+    let mappings = dir(
+        &args.mappings,
+        config.as_ref().and_then(|c| c.catalog.mappings.as_ref()),
+        "action_mappings",
+    );
+    let read =
+        |dir: &Option<PathBuf>, builtin: fn() -> Vec<SourceFile>, d: &mut Diagnostics| match dir {
+            Some(dir) => SourceFile::read_dir(dir, d),
+            None => builtin(),
+        };
+    let flow_files = read(&flows, zmanager::defaults::flows, &mut diagnostics);
+    let mapping_files = read(&mappings, zmanager::defaults::mappings, &mut diagnostics);
     let (catalog, found) = Catalog::build(&flow_files, &mapping_files);
     diagnostics.extend(found);
 
+    let mut libraries: Vec<PathBuf> = config.map(|c| c.components).unwrap_or_default();
+    libraries.extend(args.components.iter().cloned());
+    let registry = Registry::with_libraries(&libraries, &mut diagnostics);
+    registry.check(&catalog, &mut diagnostics);
+
     if !args.quiet {
-        print_catalog(&catalog);
+        print_components(&registry);
+        print_catalog(&catalog, &registry);
     }
+    let diagnostics = diagnostics.sorted();
     for d in diagnostics.iter() {
         eprintln!("{d}");
     }
     let errors = diagnostics.errors().count();
     let warnings = diagnostics.warnings().count();
     eprintln!(
-        "{} flows, {} mappings in {} + {} files: {errors} errors, {warnings} warnings",
+        "{} flows, {} mappings in {} + {} files, {} components: {errors} errors, {warnings} warnings",
         catalog.flows.len(),
         catalog.mappings.len(),
         flow_files.len(),
         mapping_files.len(),
+        registry.components().count(),
     );
     if errors > 0 {
         ExitCode::FAILURE
@@ -49,7 +100,17 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     }
 }
 
-fn print_catalog(catalog: &Catalog) {
+fn print_components(registry: &Registry) {
+    for (name, component, origin) in registry.components() {
+        println!(
+            "component {name} {}  ({origin}): {}",
+            component.version(),
+            component.actions().join(", ")
+        );
+    }
+}
+
+fn print_catalog(catalog: &Catalog, registry: &Registry) {
     for routed in catalog.flows.values() {
         let flow = &routed.flow;
         println!("flow {}  ({})", flow.name, flow.location);
@@ -66,7 +127,13 @@ fn print_catalog(catalog: &Catalog) {
                 StepRole::Publish => "PUBLISH (published by the Integration Manager)".to_owned(),
                 StepRole::Async => "ASYNC (suspends until a response arrives)".to_owned(),
                 StepRole::Service(name) => format!("service {name}"),
-                StepRole::Action(target) => format!("-> {target}"),
+                StepRole::Action(target) => match registry.origin(&target.component) {
+                    Some(zmanager::registry::Origin::Loaded { .. }) => {
+                        format!("-> {target} (loaded)")
+                    }
+                    Some(_) => format!("-> {target}"),
+                    None => format!("-> {target} (MISSING)"),
+                },
                 StepRole::Unresolved => "UNRESOLVED".to_owned(),
             };
             let via = via

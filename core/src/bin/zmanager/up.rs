@@ -30,6 +30,10 @@ pub(crate) struct Args {
     /// Where the dead-letter store is kept (overrides the configuration).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A dynamic component's shared library, loaded by every worker
+    /// (repeatable; added to the configuration's `components`).
+    #[arg(long = "component", value_name = "PATH")]
+    components: Vec<PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -58,6 +62,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = std::path::absolute(dir)?;
+    }
+    config.components.extend(args.components);
+    // Workers get these paths: absolute, so they do not depend on a
+    // working directory.
+    for library in &mut config.components {
+        *library = std::path::absolute(&*library)?;
     }
     let program =
         std::env::current_exe().context("cannot find the zmanager binary to start workers")?;

@@ -37,6 +37,9 @@ pub(crate) struct Args {
     flows: Option<PathBuf>,
     #[arg(long)]
     mappings: Option<PathBuf>,
+    /// A dynamic component's shared library to load (repeatable).
+    #[arg(long = "component", value_name = "PATH")]
+    components: Vec<PathBuf>,
     /// Stop when stdin closes (the node holds its other end).
     #[arg(long)]
     exit_with_parent: bool,
@@ -51,10 +54,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..NodeConfig::default()
     };
     let (catalog, mut diagnostics) = config.load_catalog();
-    let registry = Registry::linked();
+    let registry = Registry::with_libraries(&args.components, &mut diagnostics);
     registry.check(&catalog, &mut diagnostics);
     if diagnostics.has_errors() {
-        bail!("the flows and mappings have errors:\n{diagnostics}");
+        bail!("the flows, mappings and components have errors:\n{diagnostics}");
     }
     let executor = Executor::new(Arc::new(catalog), registry);
     let options = WorkerOptions {
