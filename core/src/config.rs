@@ -16,14 +16,14 @@
 //! drain_timeout_ms = 10000    # how long SIGTERM waits for in-flight work
 //! data_dir = "zmanager-data"  # the dead-letter store (relative to the config file)
 //!
+//! # Components loaded from shared libraries by every worker, besides the
+//! # linked ones (default: none). Relative paths are relative to this file.
+//! components = ["../target/release/libzmanager_component_reverse.so"]
+//!
 //! [endpoints]                 # tcp on loopback by default; ipc:///path works too
 //! intake = "tcp://127.0.0.1:19030"    # services PUSH requests here
 //! workers = "tcp://127.0.0.1:19031"   # workers connect here
 //! publish = "tcp://127.0.0.1:19034"   # services SUBscribe here
-//!
-//! # Components loaded from shared libraries by every worker, besides the
-//! # linked ones (default: none). Relative paths are relative to this file.
-//! components = ["../target/release/libzmanager_component_reverse.so"]
 //!
 //! [catalog]                   # default: the flows and mappings built in
 //! flows = "flows"

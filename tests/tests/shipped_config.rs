@@ -48,3 +48,36 @@ fn the_built_in_defaults_embed_every_shipped_file() {
         names("action_mappings")
     );
 }
+
+/// The configuration examples in the README and in the config module's docs
+/// are real configurations: every key exists and sits in the right table.
+#[test]
+fn the_documented_node_configurations_parse() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let section = readme
+        .split("## Configure a node")
+        .nth(1)
+        .expect("a configuration section");
+    let example = toml_block(section).expect("a toml block");
+    let config = zmanager::config::NodeConfig::from_toml("README.md", &example)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.workers, Some(2));
+    assert_eq!(config.components.len(), 1);
+
+    let module =
+        std::fs::read_to_string(workspace_root().join("core/src/config.rs")).expect("config.rs");
+    let docs: String = module
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+        .collect();
+    let example = toml_block(&docs).expect("a toml block in config.rs docs");
+    zmanager::config::NodeConfig::from_toml("config.rs", &example)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn toml_block(text: &str) -> Option<String> {
+    let start = text.find("```toml\n")? + "```toml\n".len();
+    let end = start + text[start..].find("```")?;
+    Some(text[start..end].to_owned())
+}
