@@ -143,9 +143,9 @@ fn chaos_100k_requests_random_worker_sigkilled_every_second() {
 }
 
 #[test]
-#[ignore = "long variant: 1,000,000 requests, a kill every 300 ms (run with --ignored, ideally --release)"]
+#[ignore = "long variant: 1,000,000 requests (run with --ignored, ideally --release)"]
 fn chaos_long() {
-    chaos(1_000_000, Duration::from_millis(300));
+    chaos(1_000_000, Duration::from_secs(1));
 }
 
 #[test]
