@@ -516,3 +516,54 @@ fn sigterm_under_load_drains_with_nothing_lost_or_doubled() {
     let log = node.log();
     assert!(log.contains("drained: nothing left in flight"), "{log}");
 }
+
+/// A request whose action kills its worker every time (a crash loop): each
+/// delivery ends a worker process, the supervisor restarts it with back-off,
+/// the request is dead-lettered after max_attempts, and the node serves on.
+#[test]
+fn a_worker_crashing_in_a_loop_does_not_take_the_node_down() {
+    let (node, _config) = node_with(
+        2,
+        "max_attempts = 3\nheartbeat_ms = 200\nliveness_ms = 1000\n",
+    );
+    assert_eq!(node.wait_for_workers(2).len(), 2);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "crash").await;
+        client.request("Crash", "crash", &1).await;
+        let r = client
+            .recv(Duration::from_secs(30))
+            .await
+            .expect("an error result");
+        assert_eq!(r.envelope.id, "crash");
+        let error = r.envelope.error.expect("an error");
+        assert_eq!(error.code, ErrorCode::DeadLettered);
+        assert!(
+            error.message.contains("after 3 attempts"),
+            "{}",
+            error.message
+        );
+        for i in 0..50 {
+            client.request("Echo", &format!("after{i}"), &i).await;
+        }
+        let mut checker = Checker::default();
+        (0..50).for_each(|i| checker.sent(&format!("after{i}")));
+        let start = Instant::now();
+        while checker.missing() > 0 && start.elapsed() < Duration::from_secs(20) {
+            if let Some(r) = client.recv(Duration::from_millis(200)).await {
+                checker.received(&r.envelope.id);
+            }
+        }
+        let report = checker.report();
+        println!("crash loop: dead-lettered after 3 attempts; afterwards {report}");
+        assert_eq!(
+            (report.lost, report.duplicated, report.unexpected),
+            (0, 0, 0),
+            "{report}"
+        );
+    });
+    let log = node.log();
+    assert!(
+        log.matches("worker exited").count() >= 3,
+        "three crashes:\n{log}"
+    );
+}
