@@ -5,11 +5,32 @@
 //! - [`node::TestNode`] runs `zmanager up` on free ports and stops it on drop;
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
 //!   library's `Service`), so the tests check the protocol as documented;
-//! - [`checker::Checker`] counts lost, duplicated and unexpected results.
+//! - [`checker::Checker`] counts lost, duplicated and unexpected results;
+//! - [`load::echo_load`] pushes a windowed Echo load and checks every result.
 
 pub mod checker;
 pub mod client;
+pub mod load;
 pub mod node;
+
+/// The Tokio runtime the tests drive their clients with.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Sends `signal` (`"KILL"`, `"STOP"`, …) to `pid`; a process already gone
+/// is not an error.
+pub fn kill(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

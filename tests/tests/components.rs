@@ -22,17 +22,9 @@ use zmanager::wire::Message;
 use zmanager_sdk::{ActionError, Component, Context, ErrorKind, Request};
 use zmanager_tests::client::{RawClient, Received, json as decoded};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{library, workspace_root, zmanager, zmanager_bin};
+use zmanager_tests::{library, runtime, workspace_root, zmanager, zmanager_bin};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn reverse_dir() -> PathBuf {
     workspace_root().join("components/reverse")

@@ -8,24 +8,7 @@ use zmanager::envelope::Status;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{test_config, zmanager_bin};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn kill(signal: &str, pid: u32) {
-    let ok = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{signal} {pid}");
-}
+use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
 
 /// With PUSH round-robin (DigitalPy), a stalled worker gets half of all
 /// requests. With credits it holds at most its window; the rest flows

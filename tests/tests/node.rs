@@ -10,17 +10,11 @@ use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceError, ServiceOptions};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
+use zmanager_tests::load::echo_load;
 use zmanager_tests::node::{TestNode, is_alive};
+use zmanager_tests::runtime;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[derive(serde::Serialize)]
 struct Person {
@@ -189,31 +183,17 @@ fn ten_thousand_requests_each_result_exactly_once() {
     let mut node = TestNode::start(2);
     runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "bulk").await;
-        let mut checker = Checker::default();
         let total = 10_000;
-        let window = 500;
-        let mut sent = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while (sent < total || checker.missing() > 0) && Instant::now() < deadline {
-            while sent < total && checker.missing() < window {
-                let id = format!("m{sent}");
-                checker.sent(&id);
-                client.request("Echo", &id, &sent).await;
-                sent += 1;
-            }
-            let mut next = client.recv(Duration::from_secs(1)).await;
-            while let Some(r) = next {
-                assert_eq!(r.envelope.status, Status::Ok, "{:?}", r.envelope.error);
-                let n: u64 = zmanager_sdk::decode(&r.payload).expect("echoed payload");
-                assert_eq!(format!("m{n}"), r.envelope.id, "payload of another request");
-                checker.received(&r.envelope.id);
-                next = client.try_recv();
-            }
-        }
-        while let Some(r) = client.recv(Duration::from_millis(500)).await {
-            checker.received(&r.envelope.id);
-        }
-        let report = checker.report();
+        let forever = Duration::from_secs(3600);
+        let report = echo_load(
+            &mut client,
+            total,
+            500,
+            Duration::from_secs(60),
+            forever,
+            || {},
+        )
+        .await;
         println!("10k: {report}");
         assert_eq!(report.sent, total);
         assert_eq!(

@@ -15,27 +15,13 @@ use zmanager::config::Endpoints;
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceOptions};
-use zmanager_tests::checker::{Checker, Report};
+use zmanager_tests::checker::Checker;
 use zmanager_tests::client::RawClient;
+use zmanager_tests::load::echo_load;
 use zmanager_tests::node::{
     StandaloneWorker, TempFile, TestNode, config_file, free_port, is_alive, rss_kib,
 };
-use zmanager_tests::{test_config, zmanager_bin};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn kill(signal: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
-}
+use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
 
 /// A node on the test flows with `toml` as its configuration.
 fn node_with(workers: usize, toml: &str) -> (TestNode, TempFile) {
@@ -62,48 +48,6 @@ impl Lcg {
     }
 }
 
-/// Pushes `total` Echo requests with at most `window` outstanding, calling
-/// `chaos` about every `every`; returns the checker's report.
-async fn run_load(
-    node: &TestNode,
-    total: usize,
-    window: usize,
-    limit: Duration,
-    every: Duration,
-    mut chaos: impl FnMut(),
-) -> Report {
-    let mut client = RawClient::connect(&node.endpoints, "load").await;
-    let mut checker = Checker::default();
-    let mut sent = 0usize;
-    let start = Instant::now();
-    let mut next_chaos = start + every;
-    while (sent < total || checker.missing() > 0) && start.elapsed() < limit {
-        while sent < total && checker.missing() < window {
-            let id = format!("m{sent}");
-            checker.sent(&id);
-            client.request("Echo", &id, &sent).await;
-            sent += 1;
-        }
-        let mut next = client.recv(Duration::from_millis(100)).await;
-        while let Some(r) = next {
-            assert_eq!(r.envelope.status, Status::Ok, "{:?}", r.envelope.error);
-            let n: u64 = zmanager_sdk::decode(&r.payload).expect("echoed payload");
-            assert_eq!(format!("m{n}"), r.envelope.id, "payload of another request");
-            checker.received(&r.envelope.id);
-            next = client.try_recv();
-        }
-        if Instant::now() >= next_chaos && sent < total {
-            chaos();
-            next_chaos = Instant::now() + every;
-        }
-    }
-    // Late duplicates still count.
-    while let Some(r) = client.recv(Duration::from_millis(500)).await {
-        checker.received(&r.envelope.id);
-    }
-    checker.report()
-}
-
 fn chaos(total: usize, every: Duration) {
     let (node, _config) = node_with(
         4,
@@ -113,20 +57,24 @@ fn chaos(total: usize, every: Duration) {
     let mut rng = Lcg(u64::from(std::process::id()));
     let mut kills = 0;
     let start = Instant::now();
-    let report = runtime().block_on(run_load(
-        &node,
-        total,
-        2_000,
-        Duration::from_secs(300),
-        every,
-        || {
-            let workers = node.worker_pids();
-            if !workers.is_empty() {
-                kill("KILL", workers[rng.next(workers.len())]);
-                kills += 1;
-            }
-        },
-    ));
+    let report = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "chaos").await;
+        echo_load(
+            &mut client,
+            total,
+            2_000,
+            Duration::from_secs(300),
+            every,
+            || {
+                let workers = node.worker_pids();
+                if !workers.is_empty() {
+                    kill("KILL", workers[rng.next(workers.len())]);
+                    kills += 1;
+                }
+            },
+        )
+        .await
+    });
     println!(
         "chaos: {total} requests, 4 workers, {kills} SIGKILLs (one every {} ms) in {:.1}s: {report}",
         every.as_millis(),
