@@ -75,6 +75,8 @@ pub struct Counters {
     pub rejected: u64,
     pub malformed: u64,
     pub results: u64,
+    /// Messages published at `@PUBLISH` steps.
+    pub published: u64,
     pub late_results: u64,
     pub redelivered: u64,
     pub dead_lettered: u64,
@@ -220,6 +222,7 @@ pub async fn run(
         rejected = c.rejected,
         malformed = c.malformed,
         results = c.results,
+        published = c.published,
         late_results = c.late_results,
         redelivered = c.redelivered,
         dead_lettered = c.dead_lettered,
@@ -368,35 +371,67 @@ impl Subject {
             );
             return self.reject(message, ErrorCode::UnknownStep, text).await;
         };
-        let next = position + 1;
-        let step_key = routed.flow.steps.get(next).map(|s| s.key.to_string());
-        let envelope = &mut message.envelope;
-        envelope.step = u32::try_from(next).unwrap_or(u32::MAX);
-        envelope.key = step_key.unwrap_or_default();
-        envelope.accepted_us = now_us();
-        envelope.attempt = 0;
-        match routed.roles.get(next).map(|(role, _)| role) {
-            Some(StepRole::Action(_)) => match self.table.enqueue(message) {
-                Ok(()) => self.counters.accepted += 1,
-                Err((Refused::DuplicateId, message)) => {
-                    let text = format!(
-                        "a message with id {:?} is already in flight",
-                        message.envelope.id
-                    );
-                    self.reject(*message, ErrorCode::DuplicateId, text).await;
+        message.envelope.accepted_us = now_us();
+        message.envelope.attempt = 0;
+        if self.advance(message, position + 1).await {
+            self.counters.accepted += 1;
+        }
+    }
+
+    /// Moves `message` on from step `next` of its flow: an action step is
+    /// queued for the workers; `done` or the end of the flow finishes it; an
+    /// `@PUBLISH` step is published on its topic and the flow goes on at the
+    /// step after it. Returns false when the message was refused (an error
+    /// result was published instead).
+    async fn advance(&mut self, mut message: Message, mut next: usize) -> bool {
+        let catalog = Arc::clone(&self.catalog);
+        let Some(routed) = catalog.flow(&message.envelope.flow) else {
+            let text = format!("unknown flow {:?}", message.envelope.flow);
+            self.reject(message, ErrorCode::UnknownFlow, text).await;
+            return false;
+        };
+        loop {
+            let step = routed.flow.steps.get(next);
+            let envelope = &mut message.envelope;
+            envelope.step = u32::try_from(next).unwrap_or(u32::MAX);
+            envelope.key = step.map(|s| s.key.to_string()).unwrap_or_default();
+            envelope.kind = Kind::Request;
+            match (step, routed.roles.get(next).map(|(role, _)| role)) {
+                (_, Some(StepRole::Action(_))) => {
+                    envelope.attempt = 0;
+                    return match self.table.enqueue(message) {
+                        Ok(()) => true,
+                        Err((Refused::DuplicateId, message)) => {
+                            let text = format!(
+                                "a message with id {:?} is already in flight",
+                                message.envelope.id
+                            );
+                            self.reject(*message, ErrorCode::DuplicateId, text).await;
+                            false
+                        }
+                        Err((Refused::Full, message)) => {
+                            let text = "the node's queue is full".to_owned();
+                            self.reject(*message, ErrorCode::Overloaded, text).await;
+                            false
+                        }
+                    };
                 }
-                Err((Refused::Full, message)) => {
-                    let text = "the node's queue is full".to_owned();
-                    self.reject(*message, ErrorCode::Overloaded, text).await;
+                (_, None | Some(StepRole::Done)) => {
+                    self.finish(message).await;
+                    return true;
                 }
-            },
-            None | Some(StepRole::Done) => {
-                self.counters.accepted += 1;
-                self.finish(message).await;
-            }
-            Some(role) => {
-                let text = not_supported(role, &message.envelope.key);
-                self.reject(message, ErrorCode::NotSupported, text).await;
+                (Some(step), Some(StepRole::Publish)) => {
+                    let topic = Topic::new(&routed.flow.name, &step.key).to_string();
+                    tracing::debug!(id = %message.envelope.id, %topic, "published a @PUBLISH step");
+                    self.counters.published += 1;
+                    self.publish(topic, message.clone()).await;
+                    next += 1;
+                }
+                (_, Some(role)) => {
+                    let text = not_supported(role, &message.envelope.key);
+                    self.reject(message, ErrorCode::NotSupported, text).await;
+                    return false;
+                }
             }
         }
     }
@@ -485,11 +520,11 @@ impl Subject {
             .and_then(|routed| routed.roles.get(step))
             .map(|(role, _)| role);
         match role {
-            Some(role @ (StepRole::Publish | StepRole::Async | StepRole::Service(_)))
+            Some(StepRole::Publish | StepRole::Async | StepRole::Service(_))
                 if result.envelope.error.is_none() =>
             {
-                let text = not_supported(role, &result.envelope.key);
-                self.reject(result, ErrorCode::NotSupported, text).await;
+                // The worker stopped at a step the Subject moves on.
+                self.advance(result, step).await;
             }
             _ => self.finish(result).await,
         }
