@@ -95,6 +95,8 @@ pub async fn run(
             dedupe_window: Duration::from_millis(config.dedupe_window_ms),
             dedupe_capacity: config.dedupe_capacity,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            async_timeout: Duration::from_millis(config.async_timeout_ms),
+            max_suspended: config.max_suspended,
         },
         Links {
             publish: publish_tx,

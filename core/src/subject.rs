@@ -45,7 +45,7 @@ use crate::action_key::ActionKey;
 use crate::catalog::{Catalog, StepRole};
 use crate::dead_letter::DeadLetterStore;
 use crate::dedupe::Recent;
-use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, now_us};
+use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status, now_us};
 use crate::error_code::ErrorCode;
 use crate::inflight::{InFlightTable, MessageKey, Refused, WorkerId, key_of};
 use crate::integration_manager::Publication;
@@ -66,6 +66,10 @@ pub struct SubjectOptions {
     pub dedupe_window: Duration,
     pub dedupe_capacity: usize,
     pub drain_timeout: Duration,
+    /// How long a flow waits at an `@ASYNC` step for its answer.
+    pub async_timeout: Duration,
+    /// The most flows suspended at `@ASYNC` steps at once.
+    pub max_suspended: usize,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -77,6 +81,9 @@ pub struct Counters {
     pub results: u64,
     /// Messages published at `@PUBLISH` steps.
     pub published: u64,
+    pub suspended: u64,
+    pub resumed: u64,
+    pub async_timeouts: u64,
     pub late_results: u64,
     pub redelivered: u64,
     pub dead_lettered: u64,
@@ -171,6 +178,7 @@ pub async fn run(
         options,
         recent: Recent::new(options.dedupe_window, options.dedupe_capacity),
         failures: HashMap::new(),
+        suspended: HashMap::new(),
         links,
         sender,
         counters: Counters::default(),
@@ -223,6 +231,10 @@ pub async fn run(
         malformed = c.malformed,
         results = c.results,
         published = c.published,
+        suspended = c.suspended,
+        resumed = c.resumed,
+        async_timeouts = c.async_timeouts,
+        still_suspended = subject.suspended.len(),
         late_results = c.late_results,
         redelivered = c.redelivered,
         dead_lettered = c.dead_lettered,
@@ -255,9 +267,21 @@ struct Subject {
     recent: Recent,
     /// The reason of each failed attempt of messages not finished yet.
     failures: HashMap<MessageKey, Vec<String>>,
+    /// Flows waiting at an `@ASYNC` step for their answer (DigitalPy's
+    /// `prev_flow`), by (service, id) of the request. In memory only.
+    suspended: HashMap<MessageKey, Suspended>,
     links: Links,
     sender: RouterSendHalf,
     counters: Counters,
+}
+
+/// A flow suspended at an `@ASYNC` step.
+struct Suspended {
+    /// The message as it reached the step (original id, service, reply_to).
+    message: Message,
+    /// The index of the `@ASYNC` step; the flow resumes after it.
+    step: usize,
+    deadline: Instant,
 }
 
 fn worker_name(worker: &WorkerId) -> String {
@@ -331,12 +355,9 @@ impl Subject {
                 let text = "unknown message kind".to_owned();
                 return self.reject(message, ErrorCode::NotSupported, text).await;
             }
-            Kind::Result => {
-                let text = "results from services (answers to ASYNC steps) are not supported by this node yet".to_owned();
-                return self.reject(message, ErrorCode::NotSupported, text).await;
-            }
+            Kind::Result => return self.on_answer(message).await,
         }
-        if self.table.contains(envelope) {
+        if self.table.contains(envelope) || self.suspended.contains_key(&key_of(envelope)) {
             self.counters.duplicates += 1;
             tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a request in flight: absorbed");
             return;
@@ -427,12 +448,101 @@ impl Subject {
                     self.publish(topic, message.clone()).await;
                     next += 1;
                 }
+                (_, Some(StepRole::Async)) => return self.suspend(message, next).await,
                 (_, Some(role)) => {
                     let text = not_supported(role, &message.envelope.key);
                     self.reject(message, ErrorCode::NotSupported, text).await;
                     return false;
                 }
             }
+        }
+    }
+
+    /// Keeps `message` until its answer comes (see [`Subject::on_answer`]) or
+    /// `async_timeout` passes.
+    async fn suspend(&mut self, message: Message, step: usize) -> bool {
+        if self.suspended.len() >= self.options.max_suspended {
+            let text = format!(
+                "{} flows are already suspended at @ASYNC steps (max_suspended)",
+                self.suspended.len()
+            );
+            self.reject(message, ErrorCode::Overloaded, text).await;
+            return false;
+        }
+        let key = key_of(&message.envelope);
+        tracing::debug!(id = %key.1, service = %key.0, step, "suspended at an @ASYNC step");
+        self.counters.suspended += 1;
+        let deadline = Instant::now() + self.options.async_timeout;
+        self.suspended.insert(
+            key,
+            Suspended {
+                message,
+                step,
+                deadline,
+            },
+        );
+        true
+    }
+
+    /// A service's answer to a suspended flow: `origin` and `id` name the
+    /// flow's request. The flow resumes after its `@ASYNC` step with the
+    /// answer's payload (or ends with the answer's error). An answer for no
+    /// suspended flow is refused to the answering service.
+    async fn on_answer(&mut self, answer: Message) {
+        let key = (answer.envelope.origin.clone(), answer.envelope.id.clone());
+        let Some(suspended) = self.suspended.remove(&key) else {
+            let why = if self.recent.get(&key, Instant::now()).is_some() {
+                "that flow has already finished (answered twice, or timed out)"
+            } else {
+                "no flow is suspended for it"
+            };
+            let text = format!("answer for id {:?} of service {:?}: {why}", key.1, key.0);
+            if answer.envelope.reply_to.is_empty() {
+                self.counters.rejected += 1;
+                tracing::warn!(id = %key.1, origin = %key.0, "{text} (no reply_to to tell the answering service)");
+            } else {
+                self.reject(answer, ErrorCode::UnknownAsync, text).await;
+            }
+            return;
+        };
+        self.counters.resumed += 1;
+        let Suspended {
+            mut message, step, ..
+        } = suspended;
+        tracing::debug!(id = %key.1, service = %key.0, answered_by = %answer.envelope.service, "resumed after an @ASYNC step");
+        message.payload = answer.payload;
+        if let (Status::Error, Some(error)) = (answer.envelope.status, answer.envelope.error) {
+            message.envelope.status = Status::Error;
+            message.envelope.error = Some(error);
+            message.envelope.kind = Kind::Result;
+            self.finish(message).await;
+            return;
+        }
+        self.advance(message, step + 1).await;
+    }
+
+    /// Ends the flows whose answer did not come in time.
+    async fn expire_suspended(&mut self, now: Instant) {
+        let expired: Vec<MessageKey> = self
+            .suspended
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            let Some(suspended) = self.suspended.remove(&key) else {
+                continue;
+            };
+            self.counters.async_timeouts += 1;
+            let text = format!(
+                "no answer to `{}` within {} ms (async_timeout_ms)",
+                suspended.message.envelope.key,
+                self.options.async_timeout.as_millis()
+            );
+            tracing::warn!(id = %key.1, service = %key.0, "{text}");
+            let Message { envelope, payload } = suspended.message;
+            let envelope = envelope.into_error(ErrorCode::AsyncTimeout, text);
+            self.finish(Message::new(envelope, payload)).await;
         }
     }
 
@@ -604,6 +714,7 @@ impl Subject {
     /// Heartbeats every worker; loses the silent and the stuck.
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.expire_suspended(now).await;
         for worker in self.table.silent_workers(now, self.options.liveness) {
             let reason = format!("no heartbeat for {} ms", self.options.liveness.as_millis());
             self.lose_worker(&worker, &reason, true).await;
