@@ -16,6 +16,8 @@
 //! drain_timeout_ms = 10000    # how long SIGTERM waits for in-flight work
 //! async_timeout_ms = 60000    # a flow suspended at @ASYNC fails after this
 //! max_suspended = 10000       # flows suspended at @ASYNC at once, at most
+//! service_liveness_ms = 10000 # a service silent this long is listed as down
+//! max_services = 1000         # registered services, at most
 //! data_dir = "zmanager-data"  # the dead-letter store (relative to the config file)
 //!
 //! # Components loaded from shared libraries by every worker, besides the
@@ -80,6 +82,11 @@ pub struct NodeConfig {
     /// The most flows suspended at `@ASYNC` steps at once; past it a flow
     /// reaching one ends with an `overloaded` error result.
     pub max_suspended: usize,
+    /// A registered service with no heartbeat for this long is listed as
+    /// down.
+    pub service_liveness_ms: u64,
+    /// The most services registered at once (down ones are forgotten first).
+    pub max_services: usize,
     /// Where the node keeps its dead-letter store.
     pub data_dir: PathBuf,
     /// Shared libraries of dynamic components, loaded by the node (to check
@@ -136,6 +143,8 @@ impl Default for NodeConfig {
             drain_timeout_ms: 10_000,
             async_timeout_ms: 60_000,
             max_suspended: 10_000,
+            service_liveness_ms: 10_000,
+            max_services: 1_000,
             data_dir: PathBuf::from("zmanager-data"),
             components: Vec::new(),
             endpoints: Endpoints::default(),

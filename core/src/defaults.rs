@@ -21,6 +21,7 @@ pub fn flows() -> Vec<SourceFile> {
         "echo.toml" => Toml,
         "greeting.ini" => Ini,
         "secure_greeting.ini" => Ini,
+        "service_management.ini" => Ini,
     )
 }
 

@@ -45,13 +45,15 @@ pub enum ErrorCode {
     /// A flow suspended at an `@ASYNC` step got no answer within
     /// `async_timeout_ms`.
     AsyncTimeout,
+    /// A service-management request names a service that is not registered.
+    UnknownService,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::DeadLettered,
         ErrorCode::UnknownAsync,
         ErrorCode::AsyncTimeout,
+        ErrorCode::UnknownService,
     ];
 
     /// The stable number.
@@ -87,6 +90,7 @@ impl ErrorCode {
             ErrorCode::DeadLettered => 13,
             ErrorCode::UnknownAsync => 14,
             ErrorCode::AsyncTimeout => 15,
+            ErrorCode::UnknownService => 16,
             ErrorCode::Other(code) => code,
         }
     }
@@ -110,6 +114,7 @@ impl ErrorCode {
             ErrorCode::DeadLettered => "dead_lettered",
             ErrorCode::UnknownAsync => "unknown_async",
             ErrorCode::AsyncTimeout => "async_timeout",
+            ErrorCode::UnknownService => "unknown_service",
         }
     }
 }
@@ -168,6 +173,7 @@ mod tests {
                 (13, "dead_lettered"),
                 (14, "unknown_async"),
                 (15, "async_timeout"),
+                (16, "unknown_service"),
             ]
         );
         for code in ErrorCode::ALL {

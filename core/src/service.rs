@@ -33,6 +33,8 @@ use zeromq::{PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocke
 
 use crate::config::Endpoints;
 use crate::envelope::{Envelope, ErrorInfo, Kind, Status, now_us};
+use crate::error_code::ErrorCode;
+use crate::service_registry::{self, Registration, ServiceInfo};
 use crate::topic::Topic;
 use crate::wire::{self, Message};
 
@@ -269,6 +271,60 @@ impl Service {
         Ok(subscription)
     }
 
+    /// Registers this service with the node's service management: the
+    /// topics it subscribes to and the flows it serves (what `zmanager
+    /// services` lists). Registering again replaces both.
+    pub async fn register(
+        &self,
+        topics: &[String],
+        flows: &[String],
+    ) -> Result<ServiceInfo, ServiceError> {
+        let registration = Registration {
+            id: self.id.clone(),
+            topics: topics.to_vec(),
+            flows: flows.to_vec(),
+            topic: String::new(),
+        };
+        self.request(service_registry::REGISTER, &registration)
+            .await?
+            .decode()
+    }
+
+    /// Starts a background task that heartbeats every `every` (so the node
+    /// lists this service as up) and registers again with `topics` and
+    /// `flows` if the node does not know it (it restarted). Abort the
+    /// handle to stop it (the task holds an `Arc` of the service).
+    pub fn heartbeat_every(
+        self: &Arc<Self>,
+        every: Duration,
+        topics: Vec<String>,
+        flows: Vec<String>,
+    ) -> JoinHandle<()> {
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let beat = service.request(service_registry::HEARTBEAT, &());
+                match tokio::time::timeout(every.max(Duration::from_secs(1)), beat).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(ServiceError::Failed { error, .. }))
+                        if error.code == ErrorCode::UnknownService =>
+                    {
+                        if let Err(e) = service.register(&topics, &flows).await {
+                            tracing::warn!(service = %service.id, error = %e, "cannot register again");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(service = %service.id, error = %e, "heartbeat failed")
+                    }
+                    Err(_) => tracing::warn!(service = %service.id, "heartbeat: no answer in time"),
+                }
+            }
+        })
+    }
+
     /// Answers a message published at a `@PUBLISH` step: the flow suspended
     /// at the `@ASYNC` step after it resumes with `payload`, and its result
     /// goes to the service that started it. If the node refuses the answer
@@ -290,7 +346,7 @@ impl Service {
     pub async fn answer_error(
         &self,
         published: &Published,
-        code: crate::error_code::ErrorCode,
+        code: ErrorCode,
         message: impl Into<String>,
     ) -> Result<(), ServiceError> {
         let envelope = self.answer_envelope(published).into_error(code, message);

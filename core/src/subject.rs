@@ -49,6 +49,7 @@ use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status, now_us};
 use crate::error_code::ErrorCode;
 use crate::inflight::{InFlightTable, MessageKey, Refused, WorkerId, key_of};
 use crate::integration_manager::Publication;
+use crate::service_registry::{self, ServiceRegistry};
 use crate::topic::Topic;
 use crate::wire::{self, FromWorker, Message, WireError};
 
@@ -70,6 +71,10 @@ pub struct SubjectOptions {
     pub async_timeout: Duration,
     /// The most flows suspended at `@ASYNC` steps at once.
     pub max_suspended: usize,
+    /// A registered service silent this long is listed as down.
+    pub service_liveness: Duration,
+    /// The most services registered at once.
+    pub max_services: usize,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -179,6 +184,7 @@ pub async fn run(
         recent: Recent::new(options.dedupe_window, options.dedupe_capacity),
         failures: HashMap::new(),
         suspended: HashMap::new(),
+        services: ServiceRegistry::new(options.service_liveness, options.max_services),
         links,
         sender,
         counters: Counters::default(),
@@ -270,6 +276,8 @@ struct Subject {
     /// Flows waiting at an `@ASYNC` step for their answer (DigitalPy's
     /// `prev_flow`), by (service, id) of the request. In memory only.
     suspended: HashMap<MessageKey, Suspended>,
+    /// Service management's registry (`service_registry`).
+    services: ServiceRegistry,
     links: Links,
     sender: RouterSendHalf,
     counters: Counters,
@@ -368,6 +376,23 @@ impl Subject {
             let result = result.clone();
             self.publish(result_topic(&result.envelope), result).await;
             return;
+        }
+        if service_registry::is_builtin(&envelope.flow) {
+            let answer = self.services.handle(
+                &envelope.flow,
+                &envelope.service,
+                &message.payload,
+                Instant::now(),
+            );
+            return match answer {
+                Ok(payload) => {
+                    self.counters.accepted += 1;
+                    message.payload = Bytes::from(payload);
+                    message.envelope.accepted_us = now_us();
+                    self.finish(message).await;
+                }
+                Err((code, text)) => self.reject(message, code, text).await,
+            };
         }
         let catalog = Arc::clone(&self.catalog);
         let Some(routed) = catalog.flow(&envelope.flow) else {

@@ -1,14 +1,18 @@
 //! `@PUBLISH` and `@ASYNC` steps and service management, end to end on real
 //! processes (`docs/decorators.md` explains both decorators).
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use zmanager::envelope::{Envelope, Kind, Status};
 use zmanager::error_code::ErrorCode;
+use zmanager::service::{Service, ServiceOptions};
 use zmanager_tests::client::{RawClient, Received, json};
 use zmanager_tests::node::{TestNode, config_file};
-use zmanager_tests::test_config;
+use zmanager_tests::{test_config, zmanager};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -159,4 +163,166 @@ fn an_async_flow_without_an_answer_times_out_with_an_error_result() {
         // The request's payload comes back with the error.
         assert_eq!(json(&result.payload), serde_json::json!("anyone?"));
     });
+}
+
+/// `zmanager services serve` against `node`; killed on drop.
+struct ServiceManager(std::process::Child);
+
+impl ServiceManager {
+    fn start(node: &TestNode) -> Self {
+        let mut child = zmanager()
+            .args(["services", "serve", "--intake", &node.endpoints.intake])
+            .args(["--publish", &node.endpoints.publish])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start zmanager services serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read its first line");
+        assert!(line.starts_with("service management serving"), "{line:?}");
+        Self(child)
+    }
+}
+
+impl Drop for ServiceManager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `zmanager <args> --intake .. --publish ..`; returns (success, stdout, stderr).
+fn cli(node: &TestNode, args: &[&str]) -> (bool, String, String) {
+    let out = zmanager()
+        .args(args)
+        .args(["--intake", &node.endpoints.intake])
+        .args(["--publish", &node.endpoints.publish])
+        .output()
+        .expect("run zmanager");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn get_service_topics_returns_a_registered_services_topics_from_the_cli() {
+    let node = TestNode::start_builtin(1);
+    let _manager = ServiceManager::start(&node);
+    let rt = runtime();
+    let service = rt.block_on(async {
+        let service = Service::connect(ServiceOptions::with_endpoints("chat", &node.endpoints))
+            .await
+            .expect("connect");
+        let info = service
+            .register(&["Chat~PUBLISH~".to_owned()], &["Chat".to_owned()])
+            .await
+            .expect("register");
+        assert_eq!(info.status, "up");
+        service
+    });
+    let payload = format!(r#"{{"service": "{}"}}"#, service.id());
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "send",
+            "ServiceManagement_GetServiceTopics",
+            "--payload",
+            &payload,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    let answer: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(
+        answer,
+        serde_json::json!({"service": service.id(), "topics": ["Chat~PUBLISH~"]})
+    );
+
+    // Put, then Delete, then status: the other three flows, the same way.
+    let put = format!(r#"{{"service": "{}", "topic": "News~"}}"#, service.id());
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "send",
+            "ServiceManagement_PutServiceTopic",
+            "--payload",
+            &put,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(r#"["Chat~PUBLISH~","News~"]"#), "{out}");
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "send",
+            "ServiceManagement_DeleteServiceTopic",
+            "--payload",
+            &put,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(r#"["Chat~PUBLISH~"]"#), "{out}");
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "send",
+            "ServiceManagement_GetServiceStatus",
+            "--payload",
+            &payload,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(r#""status":"up""#), "{out}");
+    // An unknown service: an error result, through the same flow.
+    let (ok, _, err) = cli(
+        &node,
+        &[
+            "send",
+            "ServiceManagement_GetServiceTopics",
+            "--payload",
+            r#"{"service": "nobody"}"#,
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("unknown_service"), "{err}");
+    drop(service);
+}
+
+#[test]
+fn a_service_that_stops_heartbeating_is_listed_as_down() {
+    let config = config_file("service_liveness_ms = 600\n");
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    let rt = runtime();
+    let (silent, beating, beat) = rt.block_on(async {
+        let options = |name| ServiceOptions::with_endpoints(name, &node.endpoints);
+        let silent = Service::connect(options("silent")).await.expect("connect");
+        silent.register(&[], &[]).await.expect("register");
+        let beating = Arc::new(Service::connect(options("beating")).await.expect("connect"));
+        beating
+            .register(&[], &["Echo".to_owned()])
+            .await
+            .expect("register");
+        let beat = beating.heartbeat_every(Duration::from_millis(150), Vec::new(), Vec::new());
+        (silent, beating, beat)
+    });
+    let (ok, out, err) = cli(&node, &["services"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("\tup\t").count(), 2, "{out}");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let (ok, out, err) = cli(&node, &["services"]);
+    assert!(ok, "{err}");
+    let status = |id: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split('\t').nth(1))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{out}"))
+            .to_owned()
+    };
+    assert_eq!(status(silent.id()), "down", "{out}");
+    assert_eq!(status(beating.id()), "up", "{out}");
+    assert!(out.contains("flows=Echo"), "{out}");
+    beat.abort();
 }
