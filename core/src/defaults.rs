@@ -18,6 +18,7 @@ macro_rules! embedded {
 pub fn flows() -> Vec<SourceFile> {
     embedded!(
         "flows",
+        "announce.ini" => Ini,
         "echo.toml" => Toml,
         "greeting.ini" => Ini,
         "secure_greeting.ini" => Ini,
