@@ -14,6 +14,10 @@
 //! dedupe_window_ms = 60000    # a request pushed again within this is not run again
 //! dedupe_capacity = 10000     # results remembered for that, at most
 //! drain_timeout_ms = 10000    # how long SIGTERM waits for in-flight work
+//! async_timeout_ms = 60000    # a flow suspended at @ASYNC fails after this
+//! max_suspended = 10000       # flows suspended at @ASYNC at once, at most
+//! service_liveness_ms = 10000 # a service silent this long is listed as down
+//! max_services = 1000         # registered services, at most
 //! data_dir = "zmanager-data"  # the dead-letter store (relative to the config file)
 //!
 //! # Components loaded from shared libraries by every worker, besides the
@@ -72,6 +76,17 @@ pub struct NodeConfig {
     pub dedupe_capacity: usize,
     /// How long a stopping node waits for in-flight work to finish.
     pub drain_timeout_ms: u64,
+    /// How long a flow suspended at an `@ASYNC` step waits for its answer
+    /// before it ends with an `async_timeout` error result.
+    pub async_timeout_ms: u64,
+    /// The most flows suspended at `@ASYNC` steps at once; past it a flow
+    /// reaching one ends with an `overloaded` error result.
+    pub max_suspended: usize,
+    /// A registered service with no heartbeat for this long is listed as
+    /// down.
+    pub service_liveness_ms: u64,
+    /// The most services registered at once (down ones are forgotten first).
+    pub max_services: usize,
     /// Where the node keeps its dead-letter store.
     pub data_dir: PathBuf,
     /// Shared libraries of dynamic components, loaded by the node (to check
@@ -126,6 +141,10 @@ impl Default for NodeConfig {
             dedupe_window_ms: 60_000,
             dedupe_capacity: 10_000,
             drain_timeout_ms: 10_000,
+            async_timeout_ms: 60_000,
+            max_suspended: 10_000,
+            service_liveness_ms: 10_000,
+            max_services: 1_000,
             data_dir: PathBuf::from("zmanager-data"),
             components: Vec::new(),
             endpoints: Endpoints::default(),
@@ -222,6 +241,12 @@ impl NodeConfig {
                 "liveness_ms ({}) must be at least twice heartbeat_ms ({}), or busy peers look dead",
                 self.liveness_ms, self.heartbeat_ms
             ));
+        }
+        if self.async_timeout_ms == 0 {
+            problems.push("async_timeout_ms must be at least 1".to_owned());
+        }
+        if self.max_suspended == 0 {
+            problems.push("max_suspended must be at least 1".to_owned());
         }
         if self.message_timeout_ms == 0 {
             problems.push("message_timeout_ms must be at least 1".to_owned());

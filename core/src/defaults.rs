@@ -18,9 +18,11 @@ macro_rules! embedded {
 pub fn flows() -> Vec<SourceFile> {
     embedded!(
         "flows",
+        "announce.ini" => Ini,
         "echo.toml" => Toml,
         "greeting.ini" => Ini,
         "secure_greeting.ini" => Ini,
+        "service_management.ini" => Ini,
     )
 }
 

@@ -92,6 +92,11 @@ pub struct Envelope {
     /// When the Subject accepted it (set by the Subject).
     #[serde(default)]
     pub accepted_us: u64,
+    /// On an answer to an `@ASYNC` step (`kind` `result` pushed by a
+    /// service): the `service` of the message answered (ids are unique per
+    /// service). Empty, and left out on the wire, everywhere else.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +132,7 @@ impl Envelope {
             attempt: 0,
             created_us: 0,
             accepted_us: 0,
+            origin: String::new(),
             status: Status::Ok,
             error: None,
         }

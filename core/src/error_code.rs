@@ -39,13 +39,21 @@ pub enum ErrorCode {
     /// Delivered `max_attempts` times without a result (worker crashes,
     /// hangs, panics): kept in the dead-letter store.
     DeadLettered,
+    /// An answer (a `result` from a service) for no suspended flow: unknown
+    /// `origin`/`id`, already answered, or timed out.
+    UnknownAsync,
+    /// A flow suspended at an `@ASYNC` step got no answer within
+    /// `async_timeout_ms`.
+    AsyncTimeout,
+    /// A service-management request names a service that is not registered.
+    UnknownService,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -59,6 +67,9 @@ impl ErrorCode {
         ErrorCode::NotSupported,
         ErrorCode::Overloaded,
         ErrorCode::DeadLettered,
+        ErrorCode::UnknownAsync,
+        ErrorCode::AsyncTimeout,
+        ErrorCode::UnknownService,
     ];
 
     /// The stable number.
@@ -77,6 +88,9 @@ impl ErrorCode {
             ErrorCode::NotSupported => 11,
             ErrorCode::Overloaded => 12,
             ErrorCode::DeadLettered => 13,
+            ErrorCode::UnknownAsync => 14,
+            ErrorCode::AsyncTimeout => 15,
+            ErrorCode::UnknownService => 16,
             ErrorCode::Other(code) => code,
         }
     }
@@ -98,6 +112,9 @@ impl ErrorCode {
             ErrorCode::NotSupported => "not_supported",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::DeadLettered => "dead_lettered",
+            ErrorCode::UnknownAsync => "unknown_async",
+            ErrorCode::AsyncTimeout => "async_timeout",
+            ErrorCode::UnknownService => "unknown_service",
         }
     }
 }
@@ -154,6 +171,9 @@ mod tests {
                 (11, "not_supported"),
                 (12, "overloaded"),
                 (13, "dead_lettered"),
+                (14, "unknown_async"),
+                (15, "async_timeout"),
+                (16, "unknown_service"),
             ]
         );
         for code in ErrorCode::ALL {

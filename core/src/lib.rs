@@ -38,12 +38,17 @@
 //! - [`dynamic`]: loading a component from a shared library through the
 //!   versioned C ABI; the only module with `unsafe` code.
 //! - [`integration_manager`]: the single publisher.
+//! - [`service_registry`]: service management's state (registered services,
+//!   their topics, up/down by heartbeat), answered by the Subject.
 //! - [`supervisor`]: starts worker processes and restarts them with backoff.
 //! - [`config`], [`defaults`]: node configuration and built-in flows.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //!
 //! Services:
-//! - [`service`]: the Rust client: requests as futures, subscriptions.
+//! - [`service`]: the Rust client: requests as futures, subscriptions,
+//!   registration and heartbeats, answers to `@ASYNC` steps.
+//! - [`service_management`]: the service that answers DigitalPy's
+//!   service-management flows (`zmanager services serve`).
 
 pub mod action_key;
 pub mod catalog;
@@ -64,6 +69,8 @@ pub mod mapping;
 pub mod node;
 pub mod registry;
 pub mod service;
+pub mod service_management;
+pub mod service_registry;
 pub mod shutdown;
 pub mod source;
 pub mod subject;

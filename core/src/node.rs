@@ -95,6 +95,10 @@ pub async fn run(
             dedupe_window: Duration::from_millis(config.dedupe_window_ms),
             dedupe_capacity: config.dedupe_capacity,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            async_timeout: Duration::from_millis(config.async_timeout_ms),
+            max_suspended: config.max_suspended,
+            service_liveness: Duration::from_millis(config.service_liveness_ms),
+            max_services: config.max_services,
         },
         Links {
             publish: publish_tx,

@@ -33,6 +33,8 @@ use zeromq::{PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocke
 
 use crate::config::Endpoints;
 use crate::envelope::{Envelope, ErrorInfo, Kind, Status, now_us};
+use crate::error_code::ErrorCode;
+use crate::service_registry::{self, Registration, ServiceInfo};
 use crate::topic::Topic;
 use crate::wire::{self, Message};
 
@@ -230,6 +232,133 @@ impl Service {
     /// The topic this service's results are published on.
     pub fn reply_to(&self) -> &str {
         &self.reply_to
+    }
+
+    /// Subscribes to topic prefixes on the node's publisher — the topics of
+    /// the `@PUBLISH` steps this service serves, say
+    /// `ServiceManagement_GetServiceTopics~PUBLISH~`. Returns once the
+    /// subscription is live: it pings the node on a topic of its own until
+    /// the ping comes back on the new subscription (the slow-joiner
+    /// handshake, as on connect).
+    pub async fn subscribe(&self, prefixes: &[String]) -> Result<Subscription, ServiceError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let probe = format!("@probe~{}-{n}~", self.id);
+        let mut all = prefixes.to_vec();
+        all.push(probe.clone());
+        let mut subscription = Subscription::connect(&self.options.publish, &all).await?;
+        let limit = self.options.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut ping = self.envelope(&probe, "");
+            ping.kind = Kind::Ping;
+            probe.clone_into(&mut ping.reply_to);
+            self.send(&Message::new(ping, Bytes::from_static(&[0xc0])))
+                .await?;
+            let wait = tokio::time::sleep(Duration::from_millis(100).min(limit));
+            tokio::select! {
+                got = subscription.rx.recv() => match got {
+                    Some(p) if p.topic == probe => break,
+                    Some(_) => {}
+                    None => return Err(ServiceError::Closed),
+                },
+                () = wait => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::Handshake(limit));
+            }
+        }
+        subscription.skip = Some(probe);
+        Ok(subscription)
+    }
+
+    /// Registers this service with the node's service management: the
+    /// topics it subscribes to and the flows it serves (what `zmanager
+    /// services` lists). Registering again replaces both.
+    pub async fn register(
+        &self,
+        topics: &[String],
+        flows: &[String],
+    ) -> Result<ServiceInfo, ServiceError> {
+        let registration = Registration {
+            id: self.id.clone(),
+            topics: topics.to_vec(),
+            flows: flows.to_vec(),
+            topic: String::new(),
+        };
+        self.request(service_registry::REGISTER, &registration)
+            .await?
+            .decode()
+    }
+
+    /// Starts a background task that heartbeats every `every` (so the node
+    /// lists this service as up) and registers again with `topics` and
+    /// `flows` if the node does not know it (it restarted). Abort the
+    /// handle to stop it (the task holds an `Arc` of the service).
+    pub fn heartbeat_every(
+        self: &Arc<Self>,
+        every: Duration,
+        topics: Vec<String>,
+        flows: Vec<String>,
+    ) -> JoinHandle<()> {
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let beat = service.request(service_registry::HEARTBEAT, &());
+                match tokio::time::timeout(every.max(Duration::from_secs(1)), beat).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(ServiceError::Failed { error, .. }))
+                        if error.code == ErrorCode::UnknownService =>
+                    {
+                        if let Err(e) = service.register(&topics, &flows).await {
+                            tracing::warn!(service = %service.id, error = %e, "cannot register again");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(service = %service.id, error = %e, "heartbeat failed")
+                    }
+                    Err(_) => tracing::warn!(service = %service.id, "heartbeat: no answer in time"),
+                }
+            }
+        })
+    }
+
+    /// Answers a message published at a `@PUBLISH` step: the flow suspended
+    /// at the `@ASYNC` step after it resumes with `payload`, and its result
+    /// goes to the service that started it. If the node refuses the answer
+    /// (no such suspended flow: answered already, or timed out) it publishes
+    /// an `unknown_async` error result on this service's reply topic; this
+    /// method does not wait for it.
+    pub async fn answer<T: Serialize + ?Sized>(
+        &self,
+        published: &Published,
+        payload: &T,
+    ) -> Result<(), ServiceError> {
+        let bytes = rmp_serde::to_vec_named(payload)?;
+        let envelope = self.answer_envelope(published);
+        self.send(&Message::new(envelope, Bytes::from(bytes))).await
+    }
+
+    /// Answers a message published at a `@PUBLISH` step with an error: the
+    /// suspended flow ends with this error result.
+    pub async fn answer_error(
+        &self,
+        published: &Published,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), ServiceError> {
+        let envelope = self.answer_envelope(published).into_error(code, message);
+        self.send(&Message::new(envelope, Bytes::from_static(&[0xc0])))
+            .await
+    }
+
+    fn answer_envelope(&self, published: &Published) -> Envelope {
+        let mut envelope = self.envelope(&published.envelope.id, &published.envelope.flow);
+        envelope.kind = Kind::Result;
+        envelope.origin.clone_from(&published.envelope.service);
+        envelope
     }
 
     /// Pings until the node publishes a ping back on our reply topic, or
@@ -467,6 +596,8 @@ pub struct Published {
 pub struct Subscription {
     rx: mpsc::Receiver<Published>,
     task: JoinHandle<()>,
+    /// A topic of the handshake whose late copies are not returned.
+    skip: Option<String>,
 }
 
 impl Drop for Subscription {
@@ -507,11 +638,20 @@ impl Subscription {
                 }
             }
         });
-        Ok(Self { rx, task })
+        Ok(Self {
+            rx,
+            task,
+            skip: None,
+        })
     }
 
     /// The next published message; `None` when the subscription ended.
     pub async fn next(&mut self) -> Option<Published> {
-        self.rx.recv().await
+        loop {
+            let published = self.rx.recv().await?;
+            if self.skip.as_deref() != Some(published.topic.as_str()) {
+                return Some(published);
+            }
+        }
     }
 }

@@ -45,10 +45,11 @@ use crate::action_key::ActionKey;
 use crate::catalog::{Catalog, StepRole};
 use crate::dead_letter::DeadLetterStore;
 use crate::dedupe::Recent;
-use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, now_us};
+use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status, now_us};
 use crate::error_code::ErrorCode;
 use crate::inflight::{InFlightTable, MessageKey, Refused, WorkerId, key_of};
 use crate::integration_manager::Publication;
+use crate::service_registry::{self, ServiceRegistry};
 use crate::topic::Topic;
 use crate::wire::{self, FromWorker, Message, WireError};
 
@@ -66,6 +67,14 @@ pub struct SubjectOptions {
     pub dedupe_window: Duration,
     pub dedupe_capacity: usize,
     pub drain_timeout: Duration,
+    /// How long a flow waits at an `@ASYNC` step for its answer.
+    pub async_timeout: Duration,
+    /// The most flows suspended at `@ASYNC` steps at once.
+    pub max_suspended: usize,
+    /// A registered service silent this long is listed as down.
+    pub service_liveness: Duration,
+    /// The most services registered at once.
+    pub max_services: usize,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -75,6 +84,11 @@ pub struct Counters {
     pub rejected: u64,
     pub malformed: u64,
     pub results: u64,
+    /// Messages published at `@PUBLISH` steps.
+    pub published: u64,
+    pub suspended: u64,
+    pub resumed: u64,
+    pub async_timeouts: u64,
     pub late_results: u64,
     pub redelivered: u64,
     pub dead_lettered: u64,
@@ -169,6 +183,8 @@ pub async fn run(
         options,
         recent: Recent::new(options.dedupe_window, options.dedupe_capacity),
         failures: HashMap::new(),
+        suspended: HashMap::new(),
+        services: ServiceRegistry::new(options.service_liveness, options.max_services),
         links,
         sender,
         counters: Counters::default(),
@@ -220,6 +236,11 @@ pub async fn run(
         rejected = c.rejected,
         malformed = c.malformed,
         results = c.results,
+        published = c.published,
+        suspended = c.suspended,
+        resumed = c.resumed,
+        async_timeouts = c.async_timeouts,
+        still_suspended = subject.suspended.len(),
         late_results = c.late_results,
         redelivered = c.redelivered,
         dead_lettered = c.dead_lettered,
@@ -252,9 +273,23 @@ struct Subject {
     recent: Recent,
     /// The reason of each failed attempt of messages not finished yet.
     failures: HashMap<MessageKey, Vec<String>>,
+    /// Flows waiting at an `@ASYNC` step for their answer (DigitalPy's
+    /// `prev_flow`), by (service, id) of the request. In memory only.
+    suspended: HashMap<MessageKey, Suspended>,
+    /// Service management's registry (`service_registry`).
+    services: ServiceRegistry,
     links: Links,
     sender: RouterSendHalf,
     counters: Counters,
+}
+
+/// A flow suspended at an `@ASYNC` step.
+struct Suspended {
+    /// The message as it reached the step (original id, service, reply_to).
+    message: Message,
+    /// The index of the `@ASYNC` step; the flow resumes after it.
+    step: usize,
+    deadline: Instant,
 }
 
 fn worker_name(worker: &WorkerId) -> String {
@@ -328,12 +363,9 @@ impl Subject {
                 let text = "unknown message kind".to_owned();
                 return self.reject(message, ErrorCode::NotSupported, text).await;
             }
-            Kind::Result => {
-                let text = "results from services (answers to ASYNC steps) are not supported by this node yet".to_owned();
-                return self.reject(message, ErrorCode::NotSupported, text).await;
-            }
+            Kind::Result => return self.on_answer(message).await,
         }
-        if self.table.contains(envelope) {
+        if self.table.contains(envelope) || self.suspended.contains_key(&key_of(envelope)) {
             self.counters.duplicates += 1;
             tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a request in flight: absorbed");
             return;
@@ -344,6 +376,23 @@ impl Subject {
             let result = result.clone();
             self.publish(result_topic(&result.envelope), result).await;
             return;
+        }
+        if service_registry::is_builtin(&envelope.flow) {
+            let answer = self.services.handle(
+                &envelope.flow,
+                &envelope.service,
+                &message.payload,
+                Instant::now(),
+            );
+            return match answer {
+                Ok(payload) => {
+                    self.counters.accepted += 1;
+                    message.payload = Bytes::from(payload);
+                    message.envelope.accepted_us = now_us();
+                    self.finish(message).await;
+                }
+                Err((code, text)) => self.reject(message, code, text).await,
+            };
         }
         let catalog = Arc::clone(&self.catalog);
         let Some(routed) = catalog.flow(&envelope.flow) else {
@@ -368,36 +417,157 @@ impl Subject {
             );
             return self.reject(message, ErrorCode::UnknownStep, text).await;
         };
-        let next = position + 1;
-        let step_key = routed.flow.steps.get(next).map(|s| s.key.to_string());
-        let envelope = &mut message.envelope;
-        envelope.step = u32::try_from(next).unwrap_or(u32::MAX);
-        envelope.key = step_key.unwrap_or_default();
-        envelope.accepted_us = now_us();
-        envelope.attempt = 0;
-        match routed.roles.get(next).map(|(role, _)| role) {
-            Some(StepRole::Action(_)) => match self.table.enqueue(message) {
-                Ok(()) => self.counters.accepted += 1,
-                Err((Refused::DuplicateId, message)) => {
-                    let text = format!(
-                        "a message with id {:?} is already in flight",
-                        message.envelope.id
-                    );
-                    self.reject(*message, ErrorCode::DuplicateId, text).await;
+        message.envelope.accepted_us = now_us();
+        message.envelope.attempt = 0;
+        if self.advance(message, position + 1).await {
+            self.counters.accepted += 1;
+        }
+    }
+
+    /// Moves `message` on from step `next` of its flow: an action step is
+    /// queued for the workers; `done` or the end of the flow finishes it; an
+    /// `@PUBLISH` step is published on its topic and the flow goes on at the
+    /// step after it. Returns false when the message was refused (an error
+    /// result was published instead).
+    async fn advance(&mut self, mut message: Message, mut next: usize) -> bool {
+        let catalog = Arc::clone(&self.catalog);
+        let Some(routed) = catalog.flow(&message.envelope.flow) else {
+            let text = format!("unknown flow {:?}", message.envelope.flow);
+            self.reject(message, ErrorCode::UnknownFlow, text).await;
+            return false;
+        };
+        loop {
+            let step = routed.flow.steps.get(next);
+            let envelope = &mut message.envelope;
+            envelope.step = u32::try_from(next).unwrap_or(u32::MAX);
+            envelope.key = step.map(|s| s.key.to_string()).unwrap_or_default();
+            envelope.kind = Kind::Request;
+            match (step, routed.roles.get(next).map(|(role, _)| role)) {
+                (_, Some(StepRole::Action(_))) => {
+                    envelope.attempt = 0;
+                    return match self.table.enqueue(message) {
+                        Ok(()) => true,
+                        Err((Refused::DuplicateId, message)) => {
+                            let text = format!(
+                                "a message with id {:?} is already in flight",
+                                message.envelope.id
+                            );
+                            self.reject(*message, ErrorCode::DuplicateId, text).await;
+                            false
+                        }
+                        Err((Refused::Full, message)) => {
+                            let text = "the node's queue is full".to_owned();
+                            self.reject(*message, ErrorCode::Overloaded, text).await;
+                            false
+                        }
+                    };
                 }
-                Err((Refused::Full, message)) => {
-                    let text = "the node's queue is full".to_owned();
-                    self.reject(*message, ErrorCode::Overloaded, text).await;
+                (_, None | Some(StepRole::Done)) => {
+                    self.finish(message).await;
+                    return true;
                 }
+                (Some(step), Some(StepRole::Publish)) => {
+                    let topic = Topic::new(&routed.flow.name, &step.key).to_string();
+                    tracing::debug!(id = %message.envelope.id, %topic, "published a @PUBLISH step");
+                    self.counters.published += 1;
+                    self.publish(topic, message.clone()).await;
+                    next += 1;
+                }
+                (_, Some(StepRole::Async)) => return self.suspend(message, next).await,
+                (_, Some(role)) => {
+                    let text = not_supported(role, &message.envelope.key);
+                    self.reject(message, ErrorCode::NotSupported, text).await;
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Keeps `message` until its answer comes (see [`Subject::on_answer`]) or
+    /// `async_timeout` passes.
+    async fn suspend(&mut self, message: Message, step: usize) -> bool {
+        if self.suspended.len() >= self.options.max_suspended {
+            let text = format!(
+                "{} flows are already suspended at @ASYNC steps (max_suspended)",
+                self.suspended.len()
+            );
+            self.reject(message, ErrorCode::Overloaded, text).await;
+            return false;
+        }
+        let key = key_of(&message.envelope);
+        tracing::debug!(id = %key.1, service = %key.0, step, "suspended at an @ASYNC step");
+        self.counters.suspended += 1;
+        let deadline = Instant::now() + self.options.async_timeout;
+        self.suspended.insert(
+            key,
+            Suspended {
+                message,
+                step,
+                deadline,
             },
-            None | Some(StepRole::Done) => {
-                self.counters.accepted += 1;
-                self.finish(message).await;
+        );
+        true
+    }
+
+    /// A service's answer to a suspended flow: `origin` and `id` name the
+    /// flow's request. The flow resumes after its `@ASYNC` step with the
+    /// answer's payload (or ends with the answer's error). An answer for no
+    /// suspended flow is refused to the answering service.
+    async fn on_answer(&mut self, answer: Message) {
+        let key = (answer.envelope.origin.clone(), answer.envelope.id.clone());
+        let Some(suspended) = self.suspended.remove(&key) else {
+            let why = if self.recent.get(&key, Instant::now()).is_some() {
+                "that flow has already finished (answered twice, or timed out)"
+            } else {
+                "no flow is suspended for it"
+            };
+            let text = format!("answer for id {:?} of service {:?}: {why}", key.1, key.0);
+            if answer.envelope.reply_to.is_empty() {
+                self.counters.rejected += 1;
+                tracing::warn!(id = %key.1, origin = %key.0, "{text} (no reply_to to tell the answering service)");
+            } else {
+                self.reject(answer, ErrorCode::UnknownAsync, text).await;
             }
-            Some(role) => {
-                let text = not_supported(role, &message.envelope.key);
-                self.reject(message, ErrorCode::NotSupported, text).await;
-            }
+            return;
+        };
+        self.counters.resumed += 1;
+        let Suspended {
+            mut message, step, ..
+        } = suspended;
+        tracing::debug!(id = %key.1, service = %key.0, answered_by = %answer.envelope.service, "resumed after an @ASYNC step");
+        message.payload = answer.payload;
+        if let (Status::Error, Some(error)) = (answer.envelope.status, answer.envelope.error) {
+            message.envelope.status = Status::Error;
+            message.envelope.error = Some(error);
+            message.envelope.kind = Kind::Result;
+            self.finish(message).await;
+            return;
+        }
+        self.advance(message, step + 1).await;
+    }
+
+    /// Ends the flows whose answer did not come in time.
+    async fn expire_suspended(&mut self, now: Instant) {
+        let expired: Vec<MessageKey> = self
+            .suspended
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            let Some(suspended) = self.suspended.remove(&key) else {
+                continue;
+            };
+            self.counters.async_timeouts += 1;
+            let text = format!(
+                "no answer to `{}` within {} ms (async_timeout_ms)",
+                suspended.message.envelope.key,
+                self.options.async_timeout.as_millis()
+            );
+            tracing::warn!(id = %key.1, service = %key.0, "{text}");
+            let Message { envelope, payload } = suspended.message;
+            let envelope = envelope.into_error(ErrorCode::AsyncTimeout, text);
+            self.finish(Message::new(envelope, payload)).await;
         }
     }
 
@@ -485,11 +655,11 @@ impl Subject {
             .and_then(|routed| routed.roles.get(step))
             .map(|(role, _)| role);
         match role {
-            Some(role @ (StepRole::Publish | StepRole::Async | StepRole::Service(_)))
+            Some(StepRole::Publish | StepRole::Async | StepRole::Service(_))
                 if result.envelope.error.is_none() =>
             {
-                let text = not_supported(role, &result.envelope.key);
-                self.reject(result, ErrorCode::NotSupported, text).await;
+                // The worker stopped at a step the Subject moves on.
+                self.advance(result, step).await;
             }
             _ => self.finish(result).await,
         }
@@ -569,6 +739,7 @@ impl Subject {
     /// Heartbeats every worker; loses the silent and the stuck.
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.expire_suspended(now).await;
         for worker in self.table.silent_workers(now, self.options.liveness) {
             let reason = format!("no heartbeat for {} ms", self.options.liveness.as_millis());
             self.lose_worker(&worker, &reason, true).await;

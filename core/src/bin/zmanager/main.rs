@@ -3,6 +3,7 @@
 mod check;
 mod dlq;
 mod send;
+mod services;
 mod subscribe;
 mod up;
 mod worker;
@@ -29,6 +30,9 @@ enum Command {
     Subscribe(subscribe::Args),
     /// Validate flows and action mappings; print how each step resolves.
     Check(check::Args),
+    /// List registered services (up/down), or serve the service-management
+    /// flows (`services serve`).
+    Services(services::Args),
     /// Inspect and replay dead letters.
     Dlq(dlq::Args),
     /// Run one worker process (`zmanager up` starts its own; run this by
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => report(subscribe::run(args)),
         Command::Worker(args) => report(worker::run(args)),
         Command::Dlq(args) => report(dlq::run(args)),
+        Command::Services(args) => report(services::run(args)),
     }
 }
 

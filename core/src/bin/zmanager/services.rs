@@ -1,0 +1,86 @@
+//! `zmanager services`: list the services registered with a node, or serve
+//! DigitalPy's service-management flows.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use zmanager::service::{Service, ServiceOptions};
+use zmanager::service_management;
+use zmanager::service_registry::{self, ServiceInfo};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The Subject's intake endpoint.
+    #[arg(long, global = true, default_value = "tcp://127.0.0.1:19030")]
+    intake: String,
+    /// The Integration Manager's endpoint.
+    #[arg(long, global = true, default_value = "tcp://127.0.0.1:19034")]
+    publish: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// List registered services, up or down (the default).
+    List,
+    /// Run the service that answers the ServiceManagement_* flows of
+    /// flows/service_management.ini, until Ctrl-C.
+    Serve,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = ServiceOptions {
+        intake: args.intake,
+        publish: args.publish,
+        ..ServiceOptions::local("services")
+    };
+    match args.command.unwrap_or(Command::List) {
+        Command::List => crate::runtime(false)?.block_on(async move {
+            let service = Service::connect(options).await?;
+            let list = tokio::time::timeout(
+                Duration::from_secs(10),
+                service.request(service_registry::LIST, &()),
+            )
+            .await
+            .context("no answer from the node within 10s")??;
+            let services: Vec<ServiceInfo> = list.decode()?;
+            if services.is_empty() {
+                println!("no services registered");
+            }
+            for s in services {
+                println!(
+                    "{}\t{}\tlast_seen={}ms\ttopics={}\tflows={}",
+                    s.id,
+                    s.status,
+                    s.last_seen_ms,
+                    s.topics.join(","),
+                    s.flows.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Serve => crate::runtime(true)?.block_on(async move {
+            let service = Arc::new(Service::connect(options).await?);
+            let topics: Vec<String> = service_management::FLOWS
+                .iter()
+                .map(|f| format!("{f}~PUBLISH~"))
+                .collect();
+            let flows: Vec<String> = service_management::FLOWS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect();
+            service.register(&topics, &flows).await?;
+            let beat = service.heartbeat_every(Duration::from_secs(3), topics, flows);
+            let stop = zmanager::shutdown::on_signal();
+            // One line a script or test can read.
+            println!("service management serving as {}", service.id());
+            let served = service_management::serve(&service, stop).await;
+            beat.abort();
+            served?;
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
