@@ -41,8 +41,13 @@
 //!
 //! Services:
 //! - [`service`]: the Rust client: requests as futures, subscriptions.
+//!
+//! Measuring:
+//! - [`bench`]: `zmanager bench`, the whole-system benchmark, and its load
+//!   generator, latency histogram, `/proc` readings and raw ZeroMQ baseline.
 
 pub mod action_key;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod defaults;

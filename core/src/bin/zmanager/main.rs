@@ -1,5 +1,6 @@
 //! The `zmanager` command: thin wrappers over the `zmanager` library.
 
+mod bench;
 mod check;
 mod send;
 mod subscribe;
@@ -28,9 +29,17 @@ enum Command {
     Subscribe(subscribe::Args),
     /// Validate flows and action mappings; print how each step resolves.
     Check(check::Args),
+    /// Benchmark a node: throughput, latency, CPU and memory, against raw ZeroMQ.
+    Bench(bench::Args),
     /// Run one worker process (started by `zmanager up`).
     #[command(hide = true)]
     Worker(worker::Args),
+    /// Run one service process of `zmanager bench`.
+    #[command(hide = true)]
+    BenchClient(bench::ClientArgs),
+    /// Run one end of `zmanager bench`'s raw ZeroMQ baseline.
+    #[command(hide = true)]
+    BenchRaw(bench::RawArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +58,9 @@ fn main() -> ExitCode {
         Command::Send(args) => report(send::run(args)),
         Command::Subscribe(args) => report(subscribe::run(args)),
         Command::Worker(args) => report(worker::run(args)),
+        Command::Bench(args) => report(bench::run(args)),
+        Command::BenchClient(args) => report(bench::client(args)),
+        Command::BenchRaw(args) => report(bench::raw(args)),
     }
 }
 
