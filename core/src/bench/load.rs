@@ -7,7 +7,7 @@
 //! it keeps `in_flight` requests outstanding, and each result it reads is
 //! timed (send to receipt, monotonic clock) and replaced by a new request.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -166,13 +166,12 @@ impl LoadGenerator {
         progress: &AtomicU64,
     ) -> Result<LoadResult, BenchError> {
         let in_flight = in_flight.max(1) as u64;
-        let mut sent_at: HashMap<u64, Instant> =
-            HashMap::with_capacity(usize::try_from(in_flight.min(count)).unwrap_or(0));
+        let mut outstanding = Outstanding::new(self.next_id);
         let mut histogram = Histogram::new();
         let (mut sent, mut completed, mut errors) = (0u64, 0u64, 0u64);
         let start = Instant::now();
         while sent < count && sent - completed < in_flight {
-            self.send_one(&mut sent_at).await?;
+            self.send_one(&mut outstanding).await?;
             sent += 1;
         }
         while completed < count {
@@ -193,12 +192,7 @@ impl LoadGenerator {
             if view.kind != Kind::Result {
                 continue;
             }
-            let Some(at) = view
-                .id
-                .parse::<u64>()
-                .ok()
-                .and_then(|id| sent_at.remove(&id))
-            else {
+            let Some(at) = view.id.parse().ok().and_then(|id| outstanding.take(id)) else {
                 continue; // not ours, or a duplicate
             };
             histogram.record(u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -208,7 +202,7 @@ impl LoadGenerator {
             }
             progress.store(completed, Ordering::Relaxed);
             if sent < count {
-                self.send_one(&mut sent_at).await?;
+                self.send_one(&mut outstanding).await?;
                 sent += 1;
             }
         }
@@ -220,13 +214,49 @@ impl LoadGenerator {
         })
     }
 
-    async fn send_one(&mut self, sent_at: &mut HashMap<u64, Instant>) -> Result<(), BenchError> {
+    async fn send_one(&mut self, outstanding: &mut Outstanding) -> Result<(), BenchError> {
         let (id, frames) = self.request();
-        sent_at.insert(id, Instant::now());
+        outstanding.sent(id, Instant::now());
         self.push
             .send(frames)
             .await
             .map_err(|e| BenchError::Protocol(format!("cannot push a request: {e}")))
+    }
+}
+
+/// Send times of the requests awaiting results. Ids are consecutive and
+/// results come back nearly in order, so a window starting at the oldest
+/// outstanding id does what a hash map would, without hashing.
+struct Outstanding {
+    /// The id of `window[0]`.
+    base: u64,
+    /// `None` for a request already answered (a hole until the oldest is).
+    window: VecDeque<Option<Instant>>,
+}
+
+impl Outstanding {
+    fn new(first_id: u64) -> Self {
+        Self {
+            base: first_id,
+            window: VecDeque::new(),
+        }
+    }
+
+    /// Request `id` (the next id in sequence) was sent `at`.
+    fn sent(&mut self, id: u64, at: Instant) {
+        debug_assert_eq!(id, self.base + self.window.len() as u64);
+        self.window.push_back(Some(at));
+    }
+
+    /// The send time of `id`, once: `None` for an id not outstanding.
+    fn take(&mut self, id: u64) -> Option<Instant> {
+        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        let at = self.window.get_mut(index)?.take()?;
+        while let Some(None) = self.window.front() {
+            self.window.pop_front();
+            self.base += 1;
+        }
+        Some(at)
     }
 }
 
@@ -265,6 +295,27 @@ mod tests {
                 assert!(value.is_bin(), "size {size}");
             }
         }
+    }
+
+    #[test]
+    fn outstanding_requests_are_taken_once_in_any_order() {
+        let now = Instant::now();
+        let mut o = Outstanding::new(10);
+        for id in 10..15 {
+            o.sent(id, now);
+        }
+        assert!(o.take(12).is_some());
+        assert!(o.take(12).is_none(), "a duplicate");
+        assert!(o.take(9).is_none() && o.take(15).is_none(), "not ours");
+        assert!(o.take(10).is_some());
+        assert_eq!((o.base, o.window.len()), (11, 4));
+        assert!(o.take(11).is_some());
+        assert_eq!((o.base, o.window.len()), (13, 2), "holes closed");
+        o.sent(15, now);
+        for id in [15, 14, 13] {
+            assert!(o.take(id).is_some());
+        }
+        assert!(o.window.is_empty());
     }
 
     #[test]
