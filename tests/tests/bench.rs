@@ -10,7 +10,15 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
     let out = zmanager()
         .args(["bench", "--requests", "300", "--in-flight", "20"])
         .args(["--services", "2", "--workers", "2", "--payload", "100"])
-        .args(["--warmup", "10", "--raw-messages", "2000", "--json"])
+        .args([
+            "--warmup",
+            "10",
+            "--raw-messages",
+            "2000",
+            "--raw-runs",
+            "2",
+            "--json",
+        ])
         .arg(&json)
         .output()
         .expect("run zmanager bench");
@@ -61,7 +69,11 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
     for key in ["p50", "p90", "p99", "max", "mean"] {
         assert!(report["latency_us"][key].is_number(), "{key} in {report:#}");
     }
-    assert_eq!(report["raw_zeromq"]["messages"], 2000);
+    assert_eq!(report["raw_zeromq"]["messages_per_run"], 2000);
+    assert_eq!(
+        report["raw_zeromq"]["runs_per_s"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert!(report["raw_zeromq"]["rate_per_s"].is_number());
     let processes = report["processes"].as_array().expect("processes");
     let roles: Vec<&str> = processes

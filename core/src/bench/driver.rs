@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use super::histogram::Histogram;
 use super::load::LoadResult;
 use super::proc_stats::{self, Machine, ProcSample};
-use super::raw::RawResult;
 use super::{
-    BenchError, BenchOptions, Latency, ProcessReport, Progress, Report, ReportConfig, Transport,
+    BenchError, BenchOptions, Latency, ProcessReport, Progress, RawSummary, Report, ReportConfig,
+    Transport,
 };
 use crate::config::NodeConfig;
 
@@ -36,6 +36,14 @@ pub fn run(
     let defaults = NodeConfig::default();
     let window = options.window.unwrap_or(defaults.window);
     let batch = options.batch.unwrap_or(defaults.batch);
+
+    // One raw baseline run before the node starts, the others after it
+    // stops: their median brackets the measured run in time.
+    let raw_wanted = options.raw_messages > 0 && options.raw_runs > 0;
+    let mut raw_rates = Vec::with_capacity(options.raw_runs);
+    if raw_wanted {
+        raw_rates.push(raw_baseline(options, &dir, on_progress)?);
+    }
 
     let phase_start = Instant::now();
     on_progress(&Progress {
@@ -180,11 +188,12 @@ pub fn run(
     }
     node.stop();
 
-    let raw = if options.raw_messages > 0 {
-        Some(raw_baseline(options, &dir, on_progress)?)
-    } else {
-        None
-    };
+    if raw_wanted {
+        for _ in 1..options.raw_runs {
+            raw_rates.push(raw_baseline(options, &dir, on_progress)?);
+        }
+    }
+    let raw = raw_wanted.then(|| RawSummary::new(options.raw_messages, options.payload, raw_rates));
 
     // The figures.
     let mut histogram = Histogram::new();
@@ -256,6 +265,7 @@ pub fn run(
         processes,
         idle_rss_kib: idle.iter().flatten().map(|s| s.rss_kib).sum(),
         ratio_to_raw: raw
+            .as_ref()
             .filter(|r| r.rate_per_s > 0.0)
             .map(|r| throughput / r.rate_per_s),
         raw_zeromq: raw,
@@ -269,12 +279,13 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
     total / n + u64::from((i as u64) < total % n)
 }
 
-/// The raw ZeroMQ PUSH→PULL rate between two processes.
+/// One run of the raw ZeroMQ PUSH→PULL baseline between two processes:
+/// messages per second.
 fn raw_baseline(
     options: &BenchOptions,
     dir: &TempDir,
     on_progress: &mut dyn FnMut(&Progress),
-) -> Result<RawResult, BenchError> {
+) -> Result<f64, BenchError> {
     on_progress(&Progress {
         phase: "raw zeromq",
         done: 0,
@@ -321,12 +332,12 @@ fn raw_baseline(
     let json = line
         .strip_prefix("done ")
         .ok_or_else(|| receiver.failed(&line))?;
-    let result: RawResult = serde_json::from_str(json)
+    let result: super::raw::RawResult = serde_json::from_str(json)
         .map_err(|e| BenchError::Protocol(format!("raw receiver wrote {json:?}: {e}")))?;
     sender.close_stdin();
     sender.wait(Duration::from_secs(10));
     receiver.wait(Duration::from_secs(10));
-    Ok(result)
+    Ok(result.rate_per_s)
 }
 
 /// A temporary directory for logs, configuration and ipc sockets; removed

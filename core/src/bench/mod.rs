@@ -30,7 +30,6 @@ use serde::Serialize;
 
 pub use driver::run;
 use proc_stats::Machine;
-use raw::RawResult;
 
 /// How the node's sockets are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,8 +69,11 @@ pub struct BenchOptions {
     pub window: Option<u32>,
     /// The node's most messages per frame to a worker; its default when `None`.
     pub batch: Option<usize>,
-    /// Messages for the raw ZeroMQ baseline; 0 skips it.
+    /// Messages per run of the raw ZeroMQ baseline; 0 skips it.
     pub raw_messages: u64,
+    /// Runs of the raw baseline: one before the node starts, the others
+    /// after it stops, so their median brackets the measured run; 0 skips it.
+    pub raw_runs: usize,
 }
 
 impl BenchOptions {
@@ -90,7 +92,8 @@ impl BenchOptions {
             warmup: 2000,
             window: None,
             batch: None,
-            raw_messages: 2_000_000,
+            raw_messages: 1_000_000,
+            raw_runs: 3,
         }
     }
 
@@ -192,9 +195,41 @@ pub struct Report {
     /// Resident memory of the idle node and its workers, before any load.
     pub idle_rss_kib: u64,
     /// The raw ZeroMQ baseline; absent when skipped.
-    pub raw_zeromq: Option<RawResult>,
-    /// `throughput_rps` divided by the raw rate.
+    pub raw_zeromq: Option<RawSummary>,
+    /// `throughput_rps` divided by the raw rate (the median of its runs).
     pub ratio_to_raw: Option<f64>,
+}
+
+/// The raw ZeroMQ PUSH→PULL baseline: messages per second between two
+/// processes, in several runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawSummary {
+    pub messages_per_run: u64,
+    pub payload_bytes: usize,
+    /// Each run's rate, in the order they ran (the first before the node
+    /// started).
+    pub runs_per_s: Vec<f64>,
+    /// The median of `runs_per_s`.
+    pub rate_per_s: f64,
+}
+
+impl RawSummary {
+    fn new(messages_per_run: u64, payload_bytes: usize, runs_per_s: Vec<f64>) -> Self {
+        let mut sorted = runs_per_s.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let rate_per_s = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Self {
+            messages_per_run,
+            payload_bytes,
+            runs_per_s,
+            rate_per_s,
+        }
+    }
 }
 
 /// The run's settings, as used (defaults resolved).
@@ -238,4 +273,35 @@ pub struct ProcessReport {
     pub peak_rss_kib: Option<u64>,
     /// Resident memory before the load, KiB (node and workers only).
     pub idle_rss_kib: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_rate_is_the_median_of_its_runs() {
+        let median = |runs: &[f64]| RawSummary::new(1, 64, runs.to_vec()).rate_per_s;
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+        let summary = RawSummary::new(1, 64, vec![3.0, 1.0, 2.0]);
+        assert_eq!(summary.runs_per_s, [3.0, 1.0, 2.0], "in the order they ran");
+    }
+
+    #[test]
+    fn the_journal_and_empty_runs_are_refused() {
+        let mut options = BenchOptions::new(PathBuf::from("zmanager"));
+        assert!(options.validate().is_ok());
+        options.journal = true;
+        assert!(matches!(
+            options.validate(),
+            Err(BenchError::JournalNotSupported)
+        ));
+        options.journal = false;
+        options.requests = 0;
+        options.payload = 0;
+        let e = options.validate().unwrap_err().to_string();
+        assert!(e.contains("--requests") && e.contains("--payload"), "{e}");
+    }
 }

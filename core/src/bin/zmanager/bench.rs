@@ -57,9 +57,13 @@ pub(crate) struct Args {
     /// The node's most messages per frame to a worker (default: the node's).
     #[arg(long)]
     batch: Option<usize>,
-    /// Messages for the raw ZeroMQ PUSH→PULL baseline; 0 skips it.
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Messages per run of the raw ZeroMQ PUSH→PULL baseline; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
     raw_messages: u64,
+    /// Runs of the raw baseline (one before the node starts, the others
+    /// after it stops); the ratio uses their median.
+    #[arg(long, default_value_t = 3)]
+    raw_runs: usize,
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -84,6 +88,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         window: args.window,
         batch: args.batch,
         raw_messages: args.raw_messages,
+        raw_runs: args.raw_runs,
         ..BenchOptions::new(program)
     };
     options.validate()?;
@@ -230,12 +235,19 @@ fn render(r: &Report) -> String {
     );
     match (&r.raw_zeromq, r.ratio_to_raw) {
         (Some(raw), Some(ratio)) => {
+            let runs: Vec<String> = raw
+                .runs_per_s
+                .iter()
+                .map(|r| format!("{:.2}M", r / 1e6))
+                .collect();
             let _ = writeln!(
                 out,
-                "raw ZeroMQ   {} messages/s PUSH→PULL between two processes ({} B, {} messages)",
+                "raw ZeroMQ   {} messages/s PUSH→PULL between two processes (median of {}: {}; {} × {} B each)",
                 thousands(raw.rate_per_s as u64),
+                raw.runs_per_s.len(),
+                runs.join(", "),
+                thousands(raw.messages_per_run),
                 raw.payload_bytes,
-                thousands(raw.messages)
             );
             let _ = writeln!(
                 out,
