@@ -43,7 +43,7 @@
 //! - [`service`]: the Rust client: requests as futures, subscriptions.
 //!
 //! Measuring:
-//! - [`bench`]: `zmanager bench`, the whole-system benchmark, and its load
+//! - [`bench`](mod@bench): `zmanager bench`, the whole-system benchmark, and its load
 //!   generator, latency histogram, `/proc` readings and raw ZeroMQ baseline.
 
 pub mod action_key;

@@ -197,7 +197,7 @@ fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "zmanager bench: flow {}, {}, {}, {} requests, {} in flight, {}-byte payload, journal {}, {:?} (window {}, batch {})",
+        "zmanager bench: flow {}, {}, {}, {} requests, {} in flight, {}-byte payload, journal {}, {} (window {}, batch {})",
         c.flow,
         plural(c.workers, "worker"),
         plural(c.services, "service"),
@@ -205,7 +205,10 @@ fn render(r: &Report) -> String {
         c.in_flight,
         c.payload_bytes,
         if c.journal { "on" } else { "off" },
-        c.transport,
+        match c.transport {
+            Transport::Tcp => "tcp",
+            Transport::Ipc => "ipc",
+        },
         c.window,
         c.batch,
     );
