@@ -7,7 +7,12 @@
 //!    (results so far) every 100 ms;
 //! 3. prints `done <LoadResult as JSON>` (or `failed <reason>`), then waits
 //!    for stdin to close before exiting, so the driver can read its CPU time
-//!    and memory from `/proc` while it is still there.
+//!    and memory from `/proc` while it is still there. Stdin closing before
+//!    it is done (the driver killed) stops it at once.
+//!
+//! The node is started with `up --exit-with-parent`: it stops when the
+//! driver's end of its stdin closes, so no process outlives a driver that
+//! was killed.
 //!
 //! The raw baseline (`zmanager bench-raw`): the receiver prints
 //! `bound <endpoint>`, then `done <RawResult as JSON>`; the sender sends and
@@ -51,19 +56,31 @@ pub fn service(
     in_flight: usize,
 ) -> Result<(), BenchError> {
     let rt = runtime()?;
+    // One thread reads stdin: the `go` line, then the end of input. If the
+    // driver goes away (killed) before this process is done, it stops at
+    // once rather than push on alone against the node.
+    let done = Arc::new(AtomicBool::new(false));
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<String>();
+    let stdin_reader = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            let _ = go_tx.send(line);
+            wait_for_stdin_close();
+            if !done.load(Ordering::SeqCst) {
+                eprintln!("the benchmark driver went away; stopping");
+                std::process::exit(1);
+            }
+        }
+    });
     let outcome = rt.block_on(async {
         let mut generator = LoadGenerator::connect(options).await?;
         if warmup > 0 {
             generator.run(warmup, in_flight, &AtomicU64::new(0)).await?;
         }
         say("ready");
-        let go = tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut line);
-            line
-        })
-        .await
-        .unwrap_or_default();
+        let go = go_rx.await.unwrap_or_default();
         if go.trim() != "go" {
             return Err(BenchError::Protocol(format!(
                 "expected `go` from the driver, got {go:?}"
@@ -89,8 +106,11 @@ pub fn service(
         Ok(result) => {
             let json = serde_json::to_string(&result)
                 .map_err(|e| BenchError::Protocol(format!("cannot write the result: {e}")))?;
+            done.store(true, Ordering::SeqCst);
             say(&format!("done {json}"));
-            wait_for_stdin_close();
+            // Stay until the driver has read this process's CPU and memory
+            // and closes stdin.
+            let _ = stdin_reader.join();
             Ok(())
         }
         Err(e) => {

@@ -484,7 +484,7 @@ impl Node {
             .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
         let mut command = Command::new(&options.program);
         command
-            .arg("up")
+            .args(["up", "--exit-with-parent"])
             .arg("--config")
             .arg(&config)
             .args(["--workers", &options.workers.to_string()]);

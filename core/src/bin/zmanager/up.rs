@@ -26,6 +26,10 @@ pub(crate) struct Args {
     /// Directory of action mappings (overrides the configuration).
     #[arg(long)]
     mappings: Option<PathBuf>,
+    /// Stop, as on SIGTERM, when stdin closes: for a parent that starts the
+    /// node (`zmanager bench`), so the node never outlives it.
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -57,6 +61,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     crate::runtime(true)?.block_on(async move {
         let shutdown = zmanager::shutdown::on_signal();
+        if args.exit_with_parent {
+            let token = shutdown.clone();
+            std::thread::spawn(move || {
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+                token.cancel();
+            });
+        }
         zmanager::node::run(config, program, shutdown, |bound| {
             // One line a script or test can read.
             println!(
