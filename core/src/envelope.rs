@@ -159,14 +159,262 @@ impl Envelope {
     }
 
     /// MessagePack map with field names (readable from any language).
+    ///
+    /// The bytes are exactly those of rmp-serde's `to_vec_named` (a test
+    /// checks it), written directly into a buffer sized once: this runs
+    /// several times per request, and serde's writer costs about twice as
+    /// much (`docs/performance.md`).
     pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain strings and integers into a Vec cannot fail.
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+        let strings = self.id.len()
+            + self.flow.len()
+            + self.key.len()
+            + self.service.len()
+            + self.reply_to.len()
+            + self.origin.len();
+        // Keys, markers and integers fit in 128 bytes; see `codec::encode`.
+        let mut out = Vec::with_capacity(strings + 128);
+        codec::encode(self, &mut out);
+        out
     }
 
     /// Decodes an envelope (nesting limited, see [`zmanager_sdk::decode`]).
+    ///
+    /// An envelope in the form this node and its clients write — a map of
+    /// known keys with string and unsigned integer values, no `error` — is
+    /// read directly; anything else goes through serde, which has the final
+    /// word on what is accepted. Both give the same envelope (a property
+    /// test checks it).
     pub fn decode(bytes: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        if let Some(envelope) = codec::decode(bytes) {
+            return Ok(envelope);
+        }
         zmanager_sdk::decode(bytes)
+    }
+}
+
+/// The envelope's MessagePack codec without serde, for the common case.
+mod codec {
+    use super::{Envelope, Kind, Status};
+
+    fn kind_name(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Request => "request",
+            Kind::Result => "result",
+            Kind::Ping => "ping",
+            Kind::Unknown => "unknown",
+        }
+    }
+
+    fn status_name(status: Status) -> &'static str {
+        match status {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    // The marker choices are rmp's (`rmp::encode::write_uint`, `write_str`):
+    // the smallest form that holds the value.
+    fn uint(out: &mut Vec<u8>, v: u64) {
+        if v < 0x80 {
+            out.push(v as u8);
+        } else if let Ok(v) = u8::try_from(v) {
+            out.extend([0xcc, v]);
+        } else if let Ok(v) = u16::try_from(v) {
+            out.push(0xcd);
+            out.extend(v.to_be_bytes());
+        } else if let Ok(v) = u32::try_from(v) {
+            out.push(0xce);
+            out.extend(v.to_be_bytes());
+        } else {
+            out.push(0xcf);
+            out.extend(v.to_be_bytes());
+        }
+    }
+
+    fn str(out: &mut Vec<u8>, s: &str) {
+        let n = s.len();
+        if n < 32 {
+            out.push(0xa0 | n as u8);
+        } else if let Ok(n) = u8::try_from(n) {
+            out.extend([0xd9, n]);
+        } else if let Ok(n) = u16::try_from(n) {
+            out.push(0xda);
+            out.extend(n.to_be_bytes());
+        } else {
+            out.push(0xdb);
+            out.extend(u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// Appends `e` as rmp-serde's `to_vec_named` would write it: a map of
+    /// the fields in declaration order, `error` only when present.
+    pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) {
+        let entries = 12 + u8::from(!e.origin.is_empty()) + u8::from(e.error.is_some());
+        out.push(0x80 | entries);
+        str(out, "v");
+        uint(out, u64::from(e.v));
+        str(out, "kind");
+        str(out, kind_name(e.kind));
+        str(out, "id");
+        str(out, &e.id);
+        str(out, "flow");
+        str(out, &e.flow);
+        str(out, "step");
+        uint(out, u64::from(e.step));
+        str(out, "key");
+        str(out, &e.key);
+        str(out, "service");
+        str(out, &e.service);
+        str(out, "reply_to");
+        str(out, &e.reply_to);
+        str(out, "attempt");
+        uint(out, u64::from(e.attempt));
+        str(out, "created_us");
+        uint(out, e.created_us);
+        str(out, "accepted_us");
+        uint(out, e.accepted_us);
+        if !e.origin.is_empty() {
+            str(out, "origin");
+            str(out, &e.origin);
+        }
+        str(out, "status");
+        str(out, status_name(e.status));
+        if let Some(error) = &e.error {
+            str(out, "error");
+            // Error results are rare: serde writes the nested map. Writing
+            // strings and integers into a Vec cannot fail.
+            let _ = rmp_serde::encode::write_named(out, error);
+        }
+    }
+
+    struct Reader<'a> {
+        bytes: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        fn byte(&mut self) -> Option<u8> {
+            let (&b, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            Some(b)
+        }
+
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.bytes.len() < n {
+                return None;
+            }
+            let (taken, rest) = self.bytes.split_at(n);
+            self.bytes = rest;
+            Some(taken)
+        }
+
+        fn be(&mut self, n: usize) -> Option<u64> {
+            Some(
+                self.take(n)?
+                    .iter()
+                    .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+            )
+        }
+
+        fn map_len(&mut self) -> Option<u64> {
+            match self.byte()? {
+                m @ 0x80..=0x8f => Some(u64::from(m & 0x0f)),
+                0xde => self.be(2),
+                0xdf => self.be(4),
+                _ => None,
+            }
+        }
+
+        fn str(&mut self) -> Option<&'a str> {
+            let n = match self.byte()? {
+                m @ 0xa0..=0xbf => u64::from(m & 0x1f),
+                0xd9 => self.be(1)?,
+                0xda => self.be(2)?,
+                0xdb => self.be(4)?,
+                _ => return None,
+            };
+            std::str::from_utf8(self.take(usize::try_from(n).ok()?)?).ok()
+        }
+
+        fn uint(&mut self) -> Option<u64> {
+            match self.byte()? {
+                m @ 0x00..=0x7f => Some(u64::from(m)),
+                0xcc => self.be(1),
+                0xcd => self.be(2),
+                0xce => self.be(4),
+                0xcf => self.be(8),
+                _ => None,
+            }
+        }
+    }
+
+    /// Reads a map of known keys with `str` and unsigned integer values,
+    /// each key at most once, `id` present, nothing after the map; `None`
+    /// for anything else (serde then decides).
+    pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
+        let mut r = Reader { bytes };
+        let entries = r.map_len()?;
+        if entries > 13 {
+            return None;
+        }
+        let mut e = Envelope::request(String::new(), String::new());
+        let mut seen = 0u16;
+        for _ in 0..entries {
+            let key = r.str()?;
+            let field = match key {
+                "v" => 0,
+                "kind" => 1,
+                "id" => 2,
+                "flow" => 3,
+                "step" => 4,
+                "key" => 5,
+                "service" => 6,
+                "reply_to" => 7,
+                "attempt" => 8,
+                "created_us" => 9,
+                "accepted_us" => 10,
+                "status" => 11,
+                "origin" => 12,
+                _ => return None,
+            };
+            if seen & (1 << field) != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+            match field {
+                0 => e.v = u8::try_from(r.uint()?).ok()?,
+                1 => {
+                    e.kind = match r.str()? {
+                        "request" => Kind::Request,
+                        "result" => Kind::Result,
+                        "ping" => Kind::Ping,
+                        _ => Kind::Unknown,
+                    }
+                }
+                2 => r.str()?.clone_into(&mut e.id),
+                3 => r.str()?.clone_into(&mut e.flow),
+                4 => e.step = u32::try_from(r.uint()?).ok()?,
+                5 => r.str()?.clone_into(&mut e.key),
+                6 => r.str()?.clone_into(&mut e.service),
+                7 => r.str()?.clone_into(&mut e.reply_to),
+                8 => e.attempt = u32::try_from(r.uint()?).ok()?,
+                9 => e.created_us = r.uint()?,
+                10 => e.accepted_us = r.uint()?,
+                12 => r.str()?.clone_into(&mut e.origin),
+                _ => {
+                    e.status = match r.str()? {
+                        "ok" => Status::Ok,
+                        "error" => Status::Error,
+                        _ => Status::Unknown,
+                    }
+                }
+            }
+        }
+        if seen & (1 << 2) == 0 || !r.bytes.is_empty() {
+            return None;
+        }
+        Some(e)
     }
 }
 
@@ -284,5 +532,252 @@ mod tests {
         assert_eq!((address.id.as_str(), address.reply_to.as_str()), ("", "r~"));
         assert!(!ReplyAddress::salvage(b"\xc1garbage").is_reachable());
         assert!(!ReplyAddress::salvage(&[]).is_reachable());
+    }
+
+    mod codec_matches_serde {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn serde_bytes(e: &Envelope) -> Vec<u8> {
+            rmp_serde::to_vec_named(e).unwrap()
+        }
+
+        const KINDS: [Kind; 4] = [Kind::Request, Kind::Result, Kind::Ping, Kind::Unknown];
+        const STATUSES: [Status; 3] = [Status::Ok, Status::Error, Status::Unknown];
+
+        fn envelope() -> impl Strategy<Value = Envelope> {
+            let text = prop_oneof![
+                "[a-z~@?0-9-]{0,40}",
+                ".{0,3}",
+                (0usize..3).prop_map(|i| "x".repeat([255, 256, 65_536][i])),
+            ];
+            (
+                (
+                    any::<u8>(),
+                    0usize..4,
+                    text.clone(),
+                    text.clone(),
+                    any::<u32>(),
+                ),
+                (text.clone(), text.clone(), text.clone(), any::<u32>()),
+                (any::<u64>(), any::<u64>(), 0usize..3, any::<bool>(), text),
+            )
+                .prop_map(
+                    |(
+                        (v, kind, id, flow, step),
+                        (key, service, reply_to, attempt),
+                        (created_us, accepted_us, status, error, origin),
+                    )| {
+                        let mut e = Envelope {
+                            v,
+                            kind: KINDS[kind],
+                            id,
+                            flow,
+                            step,
+                            key,
+                            service,
+                            reply_to,
+                            attempt,
+                            created_us,
+                            accepted_us,
+                            origin,
+                            status: STATUSES[status],
+                            error: None,
+                        };
+                        if error {
+                            e = e.into_error(ErrorCode::Other(7000), "boom");
+                            e.status = STATUSES[status];
+                        }
+                        e
+                    },
+                )
+        }
+
+        /// One field value in one of the forms MessagePack allows, canonical
+        /// or not, of the right type or not.
+        fn raw_value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                (0u8..0x80).prop_map(|v| vec![v]),
+                any::<u8>().prop_map(|v| vec![0xcc, v]),
+                any::<u16>().prop_map(|v| [&[0xcd][..], &v.to_be_bytes()].concat()),
+                any::<u32>().prop_map(|v| [&[0xce][..], &v.to_be_bytes()].concat()),
+                prop_oneof![Just(0u64), Just(5), Just(300), any::<u64>()].prop_map(|v| [
+                    &[0xcf][..],
+                    &v.to_be_bytes()
+                ]
+                .concat()),
+                (0xe0u8..=0xff).prop_map(|v| vec![v]),
+                any::<i8>().prop_map(|v| vec![0xd0, v as u8]),
+                Just(vec![0xc0]),
+                Just(vec![0xc3]),
+                prop_oneof![
+                    Just("request"),
+                    Just("result"),
+                    Just("ping"),
+                    Just("ok"),
+                    Just("error"),
+                    Just("unknown"),
+                    Just("x")
+                ]
+                .prop_map(|s| [&[0xa0 | s.len() as u8][..], s.as_bytes()].concat()),
+                "[a-z]{0,5}".prop_map(|s| [&[0xd9, s.len() as u8][..], s.as_bytes()].concat()),
+                "[a-z]{0,5}".prop_map(|s| [&[0xda, 0, s.len() as u8][..], s.as_bytes()].concat()),
+                "[a-z]{0,5}".prop_map(|s| [&[0xc4, s.len() as u8][..], s.as_bytes()].concat()),
+                Just(vec![0xa2, 0xff, 0xfe]),
+                Just(vec![0x91, 0x01]),
+                Just(vec![0x81, 0xa1, b'a', 0x01]),
+                proptest::collection::vec(any::<u8>(), 0..3),
+            ]
+        }
+
+        const FIELDS: [(&str, bool); 12] = [
+            ("v", true),
+            ("kind", false),
+            ("id", false),
+            ("flow", false),
+            ("step", true),
+            ("key", false),
+            ("service", false),
+            ("reply_to", false),
+            ("attempt", true),
+            ("created_us", true),
+            ("accepted_us", true),
+            ("status", false),
+        ];
+
+        /// A value of the field's type (unsigned integer or string) in any
+        /// of its encodings, or (one time in eight) any value at all.
+        fn value_for(integer: bool) -> impl Strategy<Value = Vec<u8>> {
+            let typed = if integer {
+                prop_oneof![
+                    (0u8..0x80).prop_map(|v| vec![v]),
+                    any::<u8>().prop_map(|v| vec![0xcc, v]),
+                    any::<u16>().prop_map(|v| [&[0xcd][..], &v.to_be_bytes()].concat()),
+                    any::<u32>().prop_map(|v| [&[0xce][..], &v.to_be_bytes()].concat()),
+                    any::<u64>().prop_map(|v| [&[0xcf][..], &v.to_be_bytes()].concat()),
+                ]
+                .boxed()
+            } else {
+                let text = prop_oneof![
+                    Just("request".to_owned()),
+                    Just("result".to_owned()),
+                    Just("ping".to_owned()),
+                    Just("ok".to_owned()),
+                    Just("error".to_owned()),
+                    Just("unknown".to_owned()),
+                    ".{0,6}",
+                ];
+                (text, 0usize..3)
+                    .prop_map(|(t, form)| {
+                        let n = t.len();
+                        let header = match form {
+                            0 if n < 32 => vec![0xa0 | n as u8],
+                            0 | 1 => vec![0xd9, n as u8],
+                            _ => vec![0xda, 0, n as u8],
+                        };
+                        [header, t.into_bytes()].concat()
+                    })
+                    .boxed()
+            };
+            prop_oneof![7 => typed, 1 => raw_value()]
+        }
+
+        /// Envelope-like maps: known keys in any order and subset, values
+        /// mostly of the right type; sometimes an unknown or repeated key,
+        /// a wrong value, bytes after the map.
+        fn raw_map() -> impl Strategy<Value = Vec<u8>> {
+            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=12)
+                .prop_shuffle()
+                .prop_flat_map(|fields| {
+                    fields
+                        .into_iter()
+                        .map(|(k, integer)| (Just(k), any::<bool>(), value_for(integer)))
+                        .collect::<Vec<_>>()
+                });
+            let extra = proptest::option::weighted(
+                0.15,
+                (
+                    prop_oneof![Just("error"), Just("extra"), Just("id"), Just("v")],
+                    raw_value(),
+                ),
+            );
+            let trailing =
+                proptest::option::weighted(0.1, proptest::collection::vec(any::<u8>(), 1..3));
+            (entries, extra, any::<bool>(), trailing).prop_map(
+                |(entries, extra, map16, trailing)| {
+                    let n = entries.len() + usize::from(extra.is_some());
+                    let mut out = if map16 {
+                        vec![0xde, 0, n as u8]
+                    } else {
+                        vec![0x80 | (n as u8 & 0x0f)]
+                    };
+                    let key = |out: &mut Vec<u8>, k: &str, str8: bool| {
+                        if str8 {
+                            out.extend([0xd9, k.len() as u8]);
+                        } else {
+                            out.push(0xa0 | k.len() as u8);
+                        }
+                        out.extend(k.as_bytes());
+                    };
+                    for (k, str8, value) in entries {
+                        key(&mut out, k, str8);
+                        out.extend(value);
+                    }
+                    if let Some((k, value)) = extra {
+                        key(&mut out, k, false);
+                        out.extend(value);
+                    }
+                    out.extend(trailing.unwrap_or_default());
+                    out
+                },
+            )
+        }
+
+        #[test]
+        fn every_kind_and_status_encodes_as_serde_does() {
+            for kind in KINDS {
+                for status in STATUSES {
+                    let mut e = Envelope::request("a", "F");
+                    (e.kind, e.status) = (kind, status);
+                    assert_eq!(e.encode(), serde_bytes(&e), "{kind:?} {status:?}");
+                    assert_eq!(codec::decode(&e.encode()), Some(e));
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn encoding_is_serdes_and_decoding_round_trips(e in envelope()) {
+                let bytes = e.encode();
+                prop_assert_eq!(&bytes, &serde_bytes(&e));
+                prop_assert_eq!(Envelope::decode(&bytes).unwrap(), e.clone());
+                if e.error.is_none() {
+                    prop_assert_eq!(codec::decode(&bytes), Some(e));
+                }
+            }
+
+            /// Whatever the direct decoder accepts, serde accepts and reads
+            /// the same; what it declines is left to serde.
+            #[test]
+            fn the_direct_decoder_agrees_with_serde(bytes in raw_map()) {
+                if let Some(direct) = codec::decode(&bytes) {
+                    let by_serde: Result<Envelope, _> = zmanager_sdk::decode(&bytes);
+                    prop_assert_eq!(by_serde.ok(), Some(direct));
+                }
+            }
+
+            #[test]
+            fn corrupted_envelopes_agree_too(e in envelope(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+                let mut bytes = e.encode();
+                for (at, b) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = b;
+                }
+                if let Some(direct) = codec::decode(&bytes) {
+                    let by_serde: Result<Envelope, _> = zmanager_sdk::decode(&bytes);
+                    prop_assert_eq!(by_serde.ok(), Some(direct));
+                }
+            }
+        }
     }
 }

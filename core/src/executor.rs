@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use zmanager_sdk::{Context, ErrorKind, Request, panic_message};
 
+use crate::action_key::ActionKey;
 use crate::catalog::{Catalog, StepRole};
 use crate::envelope::Kind;
 use crate::error_code::ErrorCode;
@@ -47,9 +48,9 @@ impl Executor {
         while let (Some(flow_step), Some((StepRole::Action(target), _))) =
             (routed.flow.steps.get(step), routed.roles.get(step))
         {
-            let key = flow_step.key.to_string();
             envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
-            envelope.key.clone_from(&key);
+            set_key(&mut envelope.key, &flow_step.key);
+            let key = &envelope.key;
             let Some(component) = self.registry.get(&target.component) else {
                 let text = format!(
                     "`{key}` maps to {target}, but no component {} is linked or loaded",
@@ -62,7 +63,7 @@ impl Executor {
                 context: Context {
                     message_id: &envelope.id,
                     flow: &envelope.flow,
-                    key: &key,
+                    key,
                     service: &envelope.service,
                     attempt: envelope.attempt,
                 },
@@ -96,14 +97,20 @@ impl Executor {
             step += 1;
         }
         envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
-        envelope.key = routed
-            .flow
-            .steps
-            .get(step)
-            .map(|s| s.key.to_string())
-            .unwrap_or_default();
+        match routed.flow.steps.get(step) {
+            Some(s) => set_key(&mut envelope.key, &s.key),
+            None => envelope.key.clear(),
+        }
         Message::new(envelope, payload)
     }
+}
+
+/// Writes `key` into `into`, reusing its buffer.
+fn set_key(into: &mut String, key: &ActionKey) {
+    use std::fmt::Write as _;
+    into.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(into, "{key}");
 }
 
 #[cfg(test)]

@@ -31,9 +31,10 @@ pub const LINGER: Duration = Duration::from_secs(1);
 /// lingers (see [`LINGER`]).
 pub async fn run(mut socket: PubSocket, mut publications: mpsc::Receiver<Publication>) {
     let mut published: u64 = 0;
-    while let Some(p) = publications.recv().await {
-        if let Err(e) = socket.send(wire::topic_message(&p.topic, &p.message)).await {
-            tracing::warn!(topic = %p.topic, error = %e, "publish failed");
+    while let Some(Publication { topic, message }) = publications.recv().await {
+        // The topic's String becomes the frame without a copy.
+        if let Err(e) = socket.send(wire::publication(topic, &message)).await {
+            tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
             continue;
         }
         published += 1;

@@ -49,8 +49,13 @@
 //!   registration and heartbeats, answers to `@ASYNC` steps.
 //! - [`service_management`]: the service that answers DigitalPy's
 //!   service-management flows (`zmanager services serve`).
+//!
+//! Measuring:
+//! - [`bench`](mod@bench): `zmanager bench`, the whole-system benchmark, and its load
+//!   generator, latency histogram, `/proc` readings and raw ZeroMQ baseline.
 
 pub mod action_key;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod dead_letter;

@@ -96,20 +96,22 @@ impl Message {
     }
 }
 
+/// The frames as a message, without copying them: a `ZmqMessage` is a
+/// `VecDeque` and takes the vector's buffer (and spare capacity) as is.
 fn frames_to_message(frames: Vec<Bytes>) -> ZmqMessage {
     // A ZmqMessage cannot be empty; every caller passes at least one frame.
-    let mut frames = frames.into_iter();
-    let mut message = ZmqMessage::from(frames.next().unwrap_or_default());
-    for frame in frames {
-        message.push_back(frame);
-    }
-    message
+    ZmqMessage::try_from(frames).unwrap_or_else(|_| ZmqMessage::from(Bytes::new()))
 }
 
 /// `[topic, envelope, payload]`, as services send and the IM publishes.
 pub fn topic_message(topic: &str, message: &Message) -> ZmqMessage {
+    publication(Bytes::copy_from_slice(topic.as_bytes()), message)
+}
+
+/// [`topic_message`] with a topic already owned (not copied).
+pub fn publication(topic: impl Into<Bytes>, message: &Message) -> ZmqMessage {
     frames_to_message(vec![
-        Bytes::copy_from_slice(topic.as_bytes()),
+        topic.into(),
         Bytes::from(message.envelope.encode()),
         message.payload.clone(),
     ])
@@ -149,7 +151,11 @@ fn batch_message<'a>(
     command: &'static [u8],
     batch: impl IntoIterator<Item = &'a Message>,
 ) -> ZmqMessage {
-    let mut frames = vec![Bytes::from_static(command)];
+    let batch = batch.into_iter();
+    // Room for the pairs, and for the identity frame the Subject puts in
+    // front (a push_front into a full VecDeque would reallocate).
+    let mut frames = Vec::with_capacity(2 + 2 * batch.size_hint().0);
+    frames.push(Bytes::from_static(command));
     for m in batch {
         frames.push(Bytes::from(m.envelope.encode()));
         frames.push(m.payload.clone());
@@ -157,28 +163,30 @@ fn batch_message<'a>(
     frames_to_message(frames)
 }
 
-/// Decodes the pairs of a `WORK` or `RESULT` batch from `frames[1..]`.
-/// Pairs that do not decode are returned as errors in place, so the others
-/// are still served.
-fn decode_batch(frames: &[Bytes]) -> Result<Vec<Result<Message, WireError>>, WireError> {
-    let pairs = frames.get(1..).unwrap_or_default();
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+/// Decodes the pairs of a `WORK` or `RESULT` batch: `len` frames, read
+/// with `frame`, the command first. Pairs that do not decode are returned
+/// as errors in place, so the others are still served.
+fn decode_batch<'a>(
+    len: usize,
+    frame: impl Fn(usize) -> Option<&'a Bytes>,
+) -> Result<Vec<Result<Message, WireError>>, WireError> {
+    let pairs = len.saturating_sub(1);
+    if pairs == 0 || pairs % 2 != 0 {
         return Err(WireError::Incomplete {
             expected: "a command and one or more envelope, payload pairs",
-            got: frames.len(),
+            got: len,
         });
     }
-    Ok(pairs
-        .chunks_exact(2)
-        .map(|pair| Message::decode_pair(&pair[0], &pair[1]))
+    Ok((1..len)
+        .step_by(2)
+        .filter_map(|i| Some(Message::decode_pair(frame(i)?, frame(i + 1)?)))
         .collect())
 }
 
 /// Decodes what the Subject sent to a worker.
 pub fn decode_to_worker(frames: &ZmqMessage) -> Result<ToWorker, WireError> {
-    let frames: Vec<Bytes> = frames.iter().cloned().collect();
-    match frames.first().map(|f| f.as_ref()) {
-        Some(WORK) => decode_batch(&frames).map(ToWorker::Work),
+    match frames.get(0).map(|f| f.as_ref()) {
+        Some(WORK) => decode_batch(frames.len(), |i| frames.get(i)).map(ToWorker::Work),
         Some(HEARTBEAT) => Ok(ToWorker::Heartbeat),
         other => Err(unknown(other)),
     }
@@ -201,7 +209,7 @@ pub fn decode_from_worker(frames: &[Bytes]) -> Result<(FromWorker, Vec<WireError
         Some(RESULT) => {
             let mut good = Vec::new();
             let mut bad = Vec::new();
-            for item in decode_batch(frames)? {
+            for item in decode_batch(frames.len(), |i| frames.get(i))? {
                 match item {
                     Ok(m) => good.push(m),
                     Err(e) => bad.push(e),

@@ -1,5 +1,6 @@
 //! The `zmanager` command: thin wrappers over the `zmanager` library.
 
+mod bench;
 mod check;
 mod dlq;
 mod send;
@@ -35,9 +36,17 @@ enum Command {
     Services(services::Args),
     /// Inspect and replay dead letters.
     Dlq(dlq::Args),
+    /// Benchmark a node: throughput, latency, CPU and memory, against raw ZeroMQ.
+    Bench(bench::Args),
     /// Run one worker process (`zmanager up` starts its own; run this by
     /// hand against a node started with `--workers 0`).
     Worker(worker::Args),
+    /// Run one service process of `zmanager bench`.
+    #[command(hide = true)]
+    BenchClient(bench::ClientArgs),
+    /// Run one end of `zmanager bench`'s raw ZeroMQ baseline.
+    #[command(hide = true)]
+    BenchRaw(bench::RawArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +67,9 @@ fn main() -> ExitCode {
         Command::Worker(args) => report(worker::run(args)),
         Command::Dlq(args) => report(dlq::run(args)),
         Command::Services(args) => report(services::run(args)),
+        Command::Bench(args) => report(bench::run(args)),
+        Command::BenchClient(args) => report(bench::client(args)),
+        Command::BenchRaw(args) => report(bench::raw(args)),
     }
 }
 

@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// (repeatable; added to the configuration's `components`).
     #[arg(long = "component", value_name = "PATH")]
     components: Vec<PathBuf>,
+    /// Stop, as on SIGTERM, when stdin closes: for a parent that starts the
+    /// node (`zmanager bench`), so the node never outlives it.
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -75,6 +79,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data_dir = config.data_dir.clone();
     crate::runtime(true)?.block_on(async move {
         let shutdown = zmanager::shutdown::on_signal();
+        if args.exit_with_parent {
+            let token = shutdown.clone();
+            std::thread::spawn(move || {
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+                token.cancel();
+            });
+        }
         zmanager::node::run(config, program, shutdown, |bound| {
             // One line a script or test can read.
             println!(

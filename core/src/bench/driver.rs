@@ -1,0 +1,561 @@
+//! The benchmark driver: starts the node and the service processes, runs
+//! them, reads every process's CPU time and memory, stops everything, then
+//! measures the raw ZeroMQ baseline with nothing else running.
+//!
+//! Every child is killed if the driver returns early (error or panic): no
+//! process outlives a benchmark.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::histogram::Histogram;
+use super::load::LoadResult;
+use super::proc_stats::{self, Machine, ProcSample};
+use super::{
+    BenchError, BenchOptions, Latency, ProcessReport, Progress, RawSummary, Report, ReportConfig,
+    Transport,
+};
+use crate::config::NodeConfig;
+
+/// How often the progress callback is called.
+const TICK: Duration = Duration::from_millis(250);
+/// Longest wait for the node, its workers, or a service to be ready.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a benchmark. `on_progress` is called a few times a second.
+pub fn run(
+    options: &BenchOptions,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, BenchError> {
+    options.validate()?;
+    let machine = Machine::read();
+    let dir = TempDir::new()?;
+    let defaults = NodeConfig::default();
+    let window = options.window.unwrap_or(defaults.window);
+    let batch = options.batch.unwrap_or(defaults.batch);
+
+    // One raw baseline run before the node starts, the others after it
+    // stops: their median brackets the measured run in time.
+    let raw_wanted = options.raw_messages > 0 && options.raw_runs > 0;
+    let mut raw_rates = Vec::with_capacity(options.raw_runs);
+    if raw_wanted {
+        raw_rates.push(raw_baseline(options, &dir, on_progress)?);
+    }
+
+    let phase_start = Instant::now();
+    on_progress(&Progress {
+        phase: "starting the node",
+        done: 0,
+        total: 0,
+        elapsed: Duration::ZERO,
+    });
+    let mut node = Node::start(options, window, batch, &dir)?;
+    let workers = node.wait_for_workers(options.workers)?;
+    // Let the workers connect and settle before the idle reading.
+    std::thread::sleep(Duration::from_millis(500));
+    let node_pids: Vec<u32> = std::iter::once(node.process.pid())
+        .chain(workers.iter().copied())
+        .collect();
+    let idle: Vec<Option<ProcSample>> = node_pids.iter().map(|p| proc_stats::sample(*p)).collect();
+
+    // The service processes, each with its share of requests and in-flight.
+    let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
+    let mut services = Vec::with_capacity(options.services);
+    for i in 0..options.services {
+        let requests = share(options.requests, options.services, i);
+        let in_flight = share(options.in_flight as u64, options.services, i);
+        let mut command = Command::new(&options.program);
+        command.args([
+            "bench-client",
+            "--intake",
+            &node.intake,
+            "--publish",
+            &node.publish,
+            "--service",
+            &format!("bench-{}-{i}", std::process::id()),
+            "--flow",
+            &options.flow,
+            "--payload",
+            &options.payload.to_string(),
+            "--warmup",
+            &options.warmup.to_string(),
+            "--requests",
+            &requests.to_string(),
+            "--in-flight",
+            &in_flight.to_string(),
+        ]);
+        let mut process = Process::spawn(command, &format!("service {}", i + 1), &dir)?;
+        let stdout = process.take_stdout()?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((i, Some(line))).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send((i, None));
+        });
+        services.push(process);
+    }
+    drop(tx);
+
+    // Wait for every service to be connected and warmed up.
+    let mut ready = 0;
+    let deadline = Instant::now() + START_LIMIT;
+    while ready < options.services {
+        on_progress(&Progress {
+            phase: "warming up",
+            done: ready as u64,
+            total: options.services as u64,
+            elapsed: phase_start.elapsed(),
+        });
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(TICK)) {
+            Ok((_, Some(line))) if line == "ready" => ready += 1,
+            Ok((i, Some(line))) => return Err(services[i].failed(&line)),
+            Ok((i, None)) => return Err(services[i].failed("exited before it was ready")),
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => {
+                return Err(BenchError::Protocol(format!(
+                    "services not ready within {START_LIMIT:?}"
+                )));
+            }
+        }
+    }
+
+    // The measured run.
+    let all_pids: Vec<u32> = node_pids
+        .iter()
+        .copied()
+        .chain(services.iter().map(|s| s.pid()))
+        .collect();
+    let before: Vec<Option<ProcSample>> = all_pids.iter().map(|p| proc_stats::sample(*p)).collect();
+    let start = Instant::now();
+    for service in &mut services {
+        service.say("go")?;
+    }
+    let mut progress = vec![0u64; options.services];
+    let mut results: Vec<Option<LoadResult>> = vec![None; options.services];
+    let mut last_tick = Instant::now();
+    while results.iter().any(Option::is_none) {
+        match rx.recv_timeout(TICK) {
+            Ok((i, Some(line))) => {
+                if let Some(n) = line.strip_prefix("progress ") {
+                    progress[i] = n.parse().unwrap_or(progress[i]);
+                } else if let Some(json) = line.strip_prefix("done ") {
+                    let result: LoadResult = serde_json::from_str(json).map_err(|e| {
+                        BenchError::Protocol(format!("service {} wrote {json:?}: {e}", i + 1))
+                    })?;
+                    progress[i] = result.completed;
+                    results[i] = Some(result);
+                } else {
+                    return Err(services[i].failed(&line));
+                }
+            }
+            Ok((i, None)) => return Err(services[i].failed("exited before it was done")),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            on_progress(&Progress {
+                phase: "running",
+                done: progress.iter().sum(),
+                total: options.requests,
+                elapsed: start.elapsed(),
+            });
+        }
+    }
+    let elapsed = start.elapsed();
+    let after: Vec<Option<ProcSample>> = all_pids.iter().map(|p| proc_stats::sample(*p)).collect();
+    on_progress(&Progress {
+        phase: "running",
+        done: progress.iter().sum(),
+        total: options.requests,
+        elapsed,
+    });
+
+    // Let the services go, then stop the node.
+    for service in &mut services {
+        service.close_stdin();
+    }
+    for service in &mut services {
+        service.wait(Duration::from_secs(10));
+    }
+    node.stop();
+
+    if raw_wanted {
+        for _ in 1..options.raw_runs {
+            raw_rates.push(raw_baseline(options, &dir, on_progress)?);
+        }
+    }
+    let raw = raw_wanted.then(|| RawSummary::new(options.raw_messages, options.payload, raw_rates));
+
+    // The figures.
+    let mut histogram = Histogram::new();
+    let (mut completed, mut errors) = (0, 0);
+    for result in results.iter().flatten() {
+        histogram.merge(&Histogram::from_sparse(&result.latency_ns));
+        completed += result.completed;
+        errors += result.errors;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let latency = Latency {
+        p50: us(histogram.quantile(0.50)),
+        p90: us(histogram.quantile(0.90)),
+        p99: us(histogram.quantile(0.99)),
+        max: us(histogram.max()),
+        mean: histogram.mean() / 1000.0,
+        min: us(histogram.min()),
+    };
+    let roles = std::iter::once("node".to_owned())
+        .chain((1..=workers.len()).map(|i| format!("worker {i}")))
+        .chain((1..=services.len()).map(|i| format!("service {i}")));
+    let processes: Vec<ProcessReport> = roles
+        .zip(&all_pids)
+        .enumerate()
+        .map(|(k, (role, &pid))| ProcessReport {
+            role,
+            pid,
+            cpu_s: match (before[k], after[k]) {
+                (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
+                _ => None,
+            },
+            peak_rss_kib: after[k].map(|a| a.peak_rss_kib),
+            idle_rss_kib: idle.get(k).copied().flatten().map(|s| s.rss_kib),
+        })
+        .collect();
+    let cpu_total: f64 = processes.iter().filter_map(|p| p.cpu_s).sum();
+    let seconds = elapsed.as_secs_f64();
+    let throughput = if seconds > 0.0 {
+        completed as f64 / seconds
+    } else {
+        0.0
+    };
+    Ok(Report {
+        config: ReportConfig {
+            workers: options.workers,
+            services: options.services,
+            requests: options.requests,
+            in_flight: options.in_flight,
+            payload_bytes: options.payload,
+            journal: options.journal,
+            transport: options.transport,
+            flow: options.flow.clone(),
+            warmup_per_service: options.warmup,
+            window,
+            batch,
+            max_pending: NodeConfig::default().max_pending,
+        },
+        machine,
+        completed,
+        errors,
+        elapsed_s: seconds,
+        throughput_rps: throughput,
+        latency_us: latency,
+        cpu_us_per_request: if completed > 0 {
+            cpu_total * 1e6 / completed as f64
+        } else {
+            0.0
+        },
+        processes,
+        idle_rss_kib: idle.iter().flatten().map(|s| s.rss_kib).sum(),
+        ratio_to_raw: raw
+            .as_ref()
+            .filter(|r| r.rate_per_s > 0.0)
+            .map(|r| throughput / r.rate_per_s),
+        raw_zeromq: raw,
+    })
+}
+
+/// Service `i`'s part of `total` split over `n` (the first ones take the
+/// remainder).
+fn share(total: u64, n: usize, i: usize) -> u64 {
+    let n = n as u64;
+    total / n + u64::from((i as u64) < total % n)
+}
+
+/// One run of the raw ZeroMQ PUSH→PULL baseline between two processes:
+/// messages per second.
+fn raw_baseline(
+    options: &BenchOptions,
+    dir: &TempDir,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<f64, BenchError> {
+    on_progress(&Progress {
+        phase: "raw zeromq",
+        done: 0,
+        total: options.raw_messages,
+        elapsed: Duration::ZERO,
+    });
+    let bind = match options.transport {
+        Transport::Tcp => "tcp://127.0.0.1:0".to_owned(),
+        Transport::Ipc => format!("ipc://{}", dir.path.join("raw.sock").display()),
+    };
+    let mut command = Command::new(&options.program);
+    command.args([
+        "bench-raw",
+        "receive",
+        "--endpoint",
+        &bind,
+        "--count",
+        &options.raw_messages.to_string(),
+    ]);
+    let mut receiver = Process::spawn(command, "raw receiver", dir)?;
+    let mut lines = BufReader::new(receiver.take_stdout()?).lines();
+    let mut next_line = |what: &Process| match lines.next() {
+        Some(Ok(line)) => Ok(line),
+        _ => Err(what.failed("exited early")),
+    };
+    let line = next_line(&receiver)?;
+    let endpoint = line
+        .strip_prefix("bound ")
+        .ok_or_else(|| receiver.failed(&line))?
+        .to_owned();
+    let mut command = Command::new(&options.program);
+    command.args([
+        "bench-raw",
+        "send",
+        "--endpoint",
+        &endpoint,
+        "--count",
+        &options.raw_messages.to_string(),
+        "--size",
+        &options.payload.to_string(),
+    ]);
+    let mut sender = Process::spawn(command, "raw sender", dir)?;
+    let line = next_line(&receiver)?;
+    let json = line
+        .strip_prefix("done ")
+        .ok_or_else(|| receiver.failed(&line))?;
+    let result: super::raw::RawResult = serde_json::from_str(json)
+        .map_err(|e| BenchError::Protocol(format!("raw receiver wrote {json:?}: {e}")))?;
+    sender.close_stdin();
+    sender.wait(Duration::from_secs(10));
+    receiver.wait(Duration::from_secs(10));
+    Ok(result.rate_per_s)
+}
+
+/// A temporary directory for logs, configuration and ipc sockets; removed
+/// on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new() -> Result<Self, BenchError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("zmanager-bench-{}-{nanos:09}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| BenchError::Io(format!("cannot create {}", path.display()), e))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A child process, killed on drop, its stderr in a log file.
+struct Process {
+    name: String,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(mut command: Command, name: &str, dir: &TempDir) -> Result<Self, BenchError> {
+        let log = dir.path.join(format!("{}.log", name.replace(' ', "-")));
+        let file = std::fs::File::create(&log)
+            .map_err(|e| BenchError::Io(format!("cannot create {}", log.display()), e))?;
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| BenchError::Io(format!("cannot start the {name}"), e))?;
+        let stdin = child.stdin.take();
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            stdin,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn take_stdout(&mut self) -> Result<std::process::ChildStdout, BenchError> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .ok_or_else(|| BenchError::Protocol(format!("no stdout for the {}", self.name)))
+    }
+
+    fn say(&mut self, line: &str) -> Result<(), BenchError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(BenchError::Protocol(format!(
+                "the {} has no stdin",
+                self.name
+            )));
+        };
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| BenchError::Io(format!("cannot talk to the {}", self.name), e))
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits up to `limit` for it to exit, then kills it.
+    fn wait(&mut self, limit: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// An error for this process, with the end of its log.
+    fn failed(&self, what: &str) -> BenchError {
+        BenchError::Child {
+            what: format!("the {}: {what}", self.name),
+            log: log_tail(&self.log),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of a log file.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The node under test: `zmanager up` in its own process.
+struct Node {
+    process: Process,
+    intake: String,
+    publish: String,
+}
+
+impl Node {
+    fn start(
+        options: &BenchOptions,
+        window: u32,
+        batch: usize,
+        dir: &TempDir,
+    ) -> Result<Self, BenchError> {
+        let config = dir.path.join("node.toml");
+        std::fs::write(&config, format!("window = {window}\nbatch = {batch}\n"))
+            .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
+        let mut command = Command::new(&options.program);
+        command
+            .args(["up", "--exit-with-parent"])
+            .arg("--config")
+            .arg(&config)
+            .args(["--workers", &options.workers.to_string()]);
+        match options.transport {
+            Transport::Tcp => command.arg("--any-port"),
+            Transport::Ipc => command.arg("--ipc").arg(dir.path.join("node")),
+        };
+        let mut process = Process::spawn(command, "node", dir)?;
+        let mut line = String::new();
+        BufReader::new(process.take_stdout()?)
+            .read_line(&mut line)
+            .map_err(|e| BenchError::Io("cannot read the node's first line".to_owned(), e))?;
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        let (Some(intake), Some(publish)) = (field("intake"), field("publish")) else {
+            return Err(process.failed("did not start"));
+        };
+        Ok(Self {
+            process,
+            intake,
+            publish,
+        })
+    }
+
+    /// Waits until `n` worker processes run; returns their pids.
+    fn wait_for_workers(&self, n: usize) -> Result<Vec<u32>, BenchError> {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            let pids = proc_stats::children_of(self.process.pid());
+            if pids.len() >= n {
+                return Ok(pids);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.process.failed(&format!(
+                    "{} of {n} worker processes running after {START_LIMIT:?}",
+                    pids.len()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the node as Ctrl-C would (SIGTERM: workers drain first), or
+    /// kills it after 10 s.
+    fn stop(&mut self) {
+        let pid = self.process.pid();
+        if pid != 0 {
+            // std cannot send SIGTERM without unsafe code; kill(1) can.
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.process.wait(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, n) in [(10, 3), (1, 1), (1_000_000, 7), (5, 5)] {
+            let parts: Vec<u64> = (0..n).map(|i| share(total, n, i)).collect();
+            assert_eq!(parts.iter().sum::<u64>(), total);
+            assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
+        }
+    }
+}

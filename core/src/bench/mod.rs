@@ -1,0 +1,307 @@
+//! `zmanager bench`: the whole-system benchmark.
+//!
+//! It starts a real node (`zmanager up`, its own process, with its worker
+//! processes), pushes requests through a trivial flow from separate service
+//! processes, and reports throughput, latency percentiles, and the CPU time
+//! and memory of every process. In the same run it measures the raw
+//! `zeromq` PUSH→PULL rate between two processes, and gives zmanager's
+//! throughput as a ratio of it. `docs/performance.md` has the figures and
+//! how to reproduce them.
+//!
+//! - [`driver`]: starts and stops every process, collects the figures;
+//! - [`child`]: the child processes' entry points and the lines they
+//!   exchange with the driver;
+//! - [`load`]: the load generator (a service speaking the wire protocol);
+//! - [`raw`]: the raw ZeroMQ baseline;
+//! - [`histogram`]: the latency histogram;
+//! - [`proc_stats`]: CPU time and memory from `/proc`.
+
+pub mod child;
+pub mod driver;
+pub mod histogram;
+pub mod load;
+pub mod proc_stats;
+pub mod raw;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use driver::run;
+use proc_stats::Machine;
+
+/// How the node's sockets are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// tcp on loopback, ports chosen by the system.
+    Tcp,
+    /// ipc socket files in a temporary directory.
+    Ipc,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The `zmanager` binary (its `up`, `worker`, `bench-client` and
+    /// `bench-raw` subcommands are run).
+    pub program: PathBuf,
+    /// Worker processes of the node.
+    pub workers: usize,
+    /// Service processes pushing requests.
+    pub services: usize,
+    /// Requests measured, over all services.
+    pub requests: u64,
+    /// Requests outstanding at once, over all services.
+    pub in_flight: usize,
+    /// Bytes of each request's payload frame.
+    pub payload: usize,
+    /// Record accepted requests in the journal (not supported yet).
+    pub journal: bool,
+    pub transport: Transport,
+    /// The flow requests go into.
+    pub flow: String,
+    /// Requests per service before measuring (connections, caches, workers
+    /// all up), not counted.
+    pub warmup: u64,
+    /// The node's credits per worker; its default when `None`.
+    pub window: Option<u32>,
+    /// The node's most messages per frame to a worker; its default when `None`.
+    pub batch: Option<usize>,
+    /// Messages per run of the raw ZeroMQ baseline; 0 skips it.
+    pub raw_messages: u64,
+    /// Runs of the raw baseline: one before the node starts, the others
+    /// after it stops, so their median brackets the measured run; 0 skips it.
+    pub raw_runs: usize,
+}
+
+impl BenchOptions {
+    /// The defaults of `zmanager bench`.
+    pub fn new(program: PathBuf) -> Self {
+        Self {
+            program,
+            workers: 2,
+            services: 1,
+            requests: 1_000_000,
+            in_flight: 1000,
+            payload: 64,
+            journal: false,
+            transport: Transport::Tcp,
+            flow: "Echo".to_owned(),
+            warmup: 2000,
+            window: None,
+            batch: None,
+            raw_messages: 1_000_000,
+            raw_runs: 3,
+        }
+    }
+
+    /// Every problem with the values, in one error.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.journal {
+            return Err(BenchError::JournalNotSupported);
+        }
+        let mut problems = Vec::new();
+        for (name, value) in [
+            ("workers", self.workers as u64),
+            ("services", self.services as u64),
+            ("requests", self.requests),
+            ("in-flight", self.in_flight as u64),
+            ("payload", self.payload as u64),
+        ] {
+            if value == 0 {
+                problems.push(format!("--{name} must be at least 1"));
+            }
+        }
+        if self.requests < self.services as u64 {
+            problems.push("--requests must be at least --services".to_owned());
+        }
+        if self.in_flight < self.services {
+            problems.push("--in-flight must be at least --services".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BenchError::Invalid(problems.join("; ")))
+        }
+    }
+}
+
+/// Why a benchmark did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    #[error(
+        "--journal on: the journal is not supported yet (it comes with the durable journal work); run with --journal off"
+    )]
+    JournalNotSupported,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("cannot use {endpoint}: {source}")]
+    Socket {
+        endpoint: String,
+        #[source]
+        source: zeromq::ZmqError,
+    },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("stalled: {missing} results still missing after {waited:?} without any")]
+    Stalled { missing: u64, waited: Duration },
+    #[error("{what}{}", if .log.is_empty() { String::new() } else { format!("\n--- its log ---\n{}", .log) })]
+    Child { what: String, log: String },
+}
+
+impl BenchError {
+    fn socket(endpoint: &str, source: zeromq::ZmqError) -> Self {
+        Self::Socket {
+            endpoint: endpoint.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Where a benchmark is, for a progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub phase: &'static str,
+    /// Results (or messages) so far, out of `total`.
+    pub done: u64,
+    pub total: u64,
+    /// Since the phase started.
+    pub elapsed: Duration,
+}
+
+/// Everything a run measured; printed by `zmanager bench` and written as
+/// JSON with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub config: ReportConfig,
+    pub machine: Machine,
+    /// Results received (successes and errors).
+    pub completed: u64,
+    /// Error results among them.
+    pub errors: u64,
+    /// From `go` to the last service done, seconds.
+    pub elapsed_s: f64,
+    pub throughput_rps: f64,
+    pub latency_us: Latency,
+    /// CPU seconds of all processes during the measured run, per request.
+    pub cpu_us_per_request: f64,
+    /// Every process: the node, its workers, the services.
+    pub processes: Vec<ProcessReport>,
+    /// Resident memory of the idle node and its workers, before any load.
+    pub idle_rss_kib: u64,
+    /// The raw ZeroMQ baseline; absent when skipped.
+    pub raw_zeromq: Option<RawSummary>,
+    /// `throughput_rps` divided by the raw rate (the median of its runs).
+    pub ratio_to_raw: Option<f64>,
+}
+
+/// The raw ZeroMQ PUSH→PULL baseline: messages per second between two
+/// processes, in several runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawSummary {
+    pub messages_per_run: u64,
+    pub payload_bytes: usize,
+    /// Each run's rate, in the order they ran (the first before the node
+    /// started).
+    pub runs_per_s: Vec<f64>,
+    /// The median of `runs_per_s`.
+    pub rate_per_s: f64,
+}
+
+impl RawSummary {
+    fn new(messages_per_run: u64, payload_bytes: usize, runs_per_s: Vec<f64>) -> Self {
+        let mut sorted = runs_per_s.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let rate_per_s = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Self {
+            messages_per_run,
+            payload_bytes,
+            runs_per_s,
+            rate_per_s,
+        }
+    }
+}
+
+/// The run's settings, as used (defaults resolved).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportConfig {
+    pub workers: usize,
+    pub services: usize,
+    pub requests: u64,
+    pub in_flight: usize,
+    pub payload_bytes: usize,
+    pub journal: bool,
+    pub transport: Transport,
+    pub flow: String,
+    pub warmup_per_service: u64,
+    pub window: u32,
+    pub batch: usize,
+    pub max_pending: usize,
+}
+
+/// Latency from a request's send to its result's receipt, microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub min: f64,
+}
+
+/// One process's share.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    /// `node`, `worker 1`, `service 1`, …
+    pub role: String,
+    pub pid: u32,
+    /// CPU seconds (user + system) during the measured run; absent when the
+    /// process could not be read at both ends (it exited).
+    pub cpu_s: Option<f64>,
+    /// Peak resident memory since it started, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Resident memory before the load, KiB (node and workers only).
+    pub idle_rss_kib: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_rate_is_the_median_of_its_runs() {
+        let median = |runs: &[f64]| RawSummary::new(1, 64, runs.to_vec()).rate_per_s;
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+        let summary = RawSummary::new(1, 64, vec![3.0, 1.0, 2.0]);
+        assert_eq!(summary.runs_per_s, [3.0, 1.0, 2.0], "in the order they ran");
+    }
+
+    #[test]
+    fn the_journal_and_empty_runs_are_refused() {
+        let mut options = BenchOptions::new(PathBuf::from("zmanager"));
+        assert!(options.validate().is_ok());
+        options.journal = true;
+        assert!(matches!(
+            options.validate(),
+            Err(BenchError::JournalNotSupported)
+        ));
+        options.journal = false;
+        options.requests = 0;
+        options.payload = 0;
+        let e = options.validate().unwrap_err().to_string();
+        assert!(e.contains("--requests") && e.contains("--payload"), "{e}");
+    }
+}

@@ -1,0 +1,370 @@
+//! `zmanager bench`: the whole-system benchmark (see `zmanager::bench`),
+//! and the hidden `bench-client` and `bench-raw` subcommands it starts.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use zmanager::bench::load::LoadOptions;
+use zmanager::bench::{self, BenchOptions, Progress, Report, Transport};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Ipc,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Worker processes of the node (N).
+    #[arg(long, short = 'n', default_value_t = 2)]
+    workers: usize,
+    /// Requests measured, over all services (K).
+    #[arg(long, short = 'k', default_value_t = 1_000_000)]
+    requests: u64,
+    /// Requests outstanding at once, over all services (W).
+    #[arg(long, short = 'w', default_value_t = 1000)]
+    in_flight: usize,
+    /// Service processes pushing requests (S).
+    #[arg(long, short = 's', default_value_t = 1)]
+    services: usize,
+    /// Bytes of each request's payload (P).
+    #[arg(long, short = 'p', default_value_t = 64)]
+    payload: usize,
+    /// Record accepted requests in the journal (not supported yet).
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    journal: OnOff,
+    /// How services and workers reach the node.
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
+    /// The flow requests go into (its steps should be cheap actions).
+    #[arg(long, default_value = "Echo")]
+    flow: String,
+    /// Requests per service before measuring, not counted.
+    #[arg(long, default_value_t = 2000)]
+    warmup: u64,
+    /// The node's credits per worker (default: the node's default).
+    #[arg(long)]
+    window: Option<u32>,
+    /// The node's most messages per frame to a worker (default: the node's).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Messages per run of the raw ZeroMQ PUSH→PULL baseline; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    raw_messages: u64,
+    /// Runs of the raw baseline (one before the node starts, the others
+    /// after it stops); the ratio uses their median.
+    #[arg(long, default_value_t = 3)]
+    raw_runs: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let program =
+        std::env::current_exe().context("cannot find the zmanager binary to start processes")?;
+    let options = BenchOptions {
+        workers: args.workers,
+        services: args.services,
+        requests: args.requests,
+        in_flight: args.in_flight,
+        payload: args.payload,
+        journal: args.journal == OnOff::On,
+        transport: match args.transport {
+            TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Ipc => Transport::Ipc,
+        },
+        flow: args.flow,
+        warmup: args.warmup,
+        window: args.window,
+        batch: args.batch,
+        raw_messages: args.raw_messages,
+        raw_runs: args.raw_runs,
+        ..BenchOptions::new(program)
+    };
+    options.validate()?;
+    let mut progress = ProgressLine::new();
+    let report = bench::run(&options, &mut |p| progress.show(p));
+    progress.clear();
+    let report = report?;
+    print!("{}", render(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One updating line on stderr (a line per second when stderr is not a
+/// terminal).
+struct ProgressLine {
+    terminal: bool,
+    last: Option<(&'static str, Instant)>,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn show(&mut self, p: &Progress) {
+        let text = if p.phase == "running" {
+            let rate = p.done as f64 / p.elapsed.as_secs_f64().max(1e-9);
+            format!(
+                "bench: running  {} / {} requests  {}/s  {:.1} s",
+                thousands(p.done),
+                thousands(p.total),
+                thousands(rate as u64),
+                p.elapsed.as_secs_f64()
+            )
+        } else if p.total > 0 && p.phase == "warming up" {
+            format!(
+                "bench: warming up ({} of {} services ready)",
+                p.done, p.total
+            )
+        } else {
+            format!("bench: {}", p.phase)
+        };
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r\x1b[2K{text}");
+            let _ = err.flush();
+        } else {
+            let due = match self.last {
+                Some((phase, at)) => phase != p.phase || at.elapsed() >= Duration::from_secs(1),
+                None => true,
+            };
+            if due {
+                let _ = writeln!(err, "{text}");
+                self.last = Some((p.phase, Instant::now()));
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.terminal {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn micros(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(
+        || "-".to_owned(),
+        |k| format!("{:.1} MiB", k as f64 / 1024.0),
+    )
+}
+
+/// The report as text.
+fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let c = &r.config;
+    let m = &r.machine;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "zmanager bench: flow {}, {}, {}, {} requests, {} in flight, {}-byte payload, journal {}, {} (window {}, batch {})",
+        c.flow,
+        plural(c.workers, "worker"),
+        plural(c.services, "service"),
+        thousands(c.requests),
+        c.in_flight,
+        c.payload_bytes,
+        if c.journal { "on" } else { "off" },
+        match c.transport {
+            Transport::Tcp => "tcp",
+            Transport::Ipc => "ipc",
+        },
+        c.window,
+        c.batch,
+    );
+    let _ = writeln!(
+        out,
+        "machine: {} CPUs, {}, Linux {}, load average {:.2} at start",
+        m.cpus, m.cpu_model, m.kernel, m.load_average
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "throughput   {} requests/s  ({} in {:.2} s, {} errors)",
+        thousands(r.throughput_rps as u64),
+        thousands(r.completed),
+        r.elapsed_s,
+        r.errors
+    );
+    let l = &r.latency_us;
+    let _ = writeln!(
+        out,
+        "latency      p50 {}  p90 {}  p99 {}  max {}  (mean {})",
+        micros(l.p50),
+        micros(l.p90),
+        micros(l.p99),
+        micros(l.max),
+        micros(l.mean)
+    );
+    match (&r.raw_zeromq, r.ratio_to_raw) {
+        (Some(raw), Some(ratio)) => {
+            let runs: Vec<String> = raw
+                .runs_per_s
+                .iter()
+                .map(|r| format!("{:.2}M", r / 1e6))
+                .collect();
+            let _ = writeln!(
+                out,
+                "raw ZeroMQ   {} messages/s PUSH→PULL between two processes (median of {}: {}; {} × {} B each)",
+                thousands(raw.rate_per_s as u64),
+                raw.runs_per_s.len(),
+                runs.join(", "),
+                thousands(raw.messages_per_run),
+                raw.payload_bytes,
+            );
+            let _ = writeln!(
+                out,
+                "ratio        {ratio:.3} of raw ZeroMQ (requests/s ÷ raw messages/s)"
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "raw ZeroMQ   not measured (--raw-messages 0)");
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>8} {:>9} {:>12} {:>12}",
+        "process", "pid", "CPU s", "peak RSS", "idle RSS"
+    );
+    for p in &r.processes {
+        let cpu = p
+            .cpu_s
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"));
+        let idle = if p.idle_rss_kib.is_some() {
+            mib(p.idle_rss_kib)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:>8} {:>9} {:>12} {:>12}",
+            p.role,
+            p.pid,
+            cpu,
+            mib(p.peak_rss_kib),
+            idle
+        );
+    }
+    let cpu_total: f64 = r.processes.iter().filter_map(|p| p.cpu_s).sum();
+    let _ = writeln!(
+        out,
+        "{:<12} {:>8} {:>9} {:>12} {:>12}",
+        "all",
+        "",
+        format!("{cpu_total:.2}"),
+        "",
+        mib(Some(r.idle_rss_kib))
+    );
+    let _ = writeln!(
+        out,
+        "CPU per request: {:.1} µs (all processes); idle node with its workers: {} resident",
+        r.cpu_us_per_request,
+        mib(Some(r.idle_rss_kib))
+    );
+    out
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ClientArgs {
+    #[arg(long)]
+    intake: String,
+    #[arg(long)]
+    publish: String,
+    #[arg(long)]
+    service: String,
+    #[arg(long, default_value = "Echo")]
+    flow: String,
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    #[arg(long)]
+    requests: u64,
+    #[arg(long)]
+    in_flight: usize,
+}
+
+/// One service process of `zmanager bench`.
+pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let options = LoadOptions {
+        intake: args.intake,
+        publish: args.publish,
+        service: args.service,
+        flow: args.flow,
+        payload: args.payload,
+    };
+    bench::child::service(&options, args.warmup, args.requests, args.in_flight)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RawRole {
+    /// Bind a PULL socket and count.
+    Receive,
+    /// Connect a PUSH socket and send.
+    Send,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RawArgs {
+    #[arg(value_enum)]
+    role: RawRole,
+    /// Where to bind (receive) or connect (send).
+    #[arg(long)]
+    endpoint: String,
+    #[arg(long)]
+    count: u64,
+    /// Bytes per message (send).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
+/// One end of the raw ZeroMQ baseline.
+pub(crate) fn raw(args: RawArgs) -> anyhow::Result<ExitCode> {
+    match args.role {
+        RawRole::Receive => bench::child::raw_receiver(&args.endpoint, args.count)?,
+        RawRole::Send => bench::child::raw_sender(&args.endpoint, args.count, args.size)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,106 @@
+//! `zmanager bench` end to end, with a tiny load: it runs, prints every
+//! figure and writes them as JSON. No timing is asserted: the figures are
+//! the benchmark's to print, not a test's to judge.
+
+use zmanager_tests::zmanager;
+
+#[test]
+fn bench_runs_end_to_end_and_reports_every_figure() {
+    let json = std::env::temp_dir().join(format!("zmanager-bench-{}.json", std::process::id()));
+    let out = zmanager()
+        .args(["bench", "--requests", "300", "--in-flight", "20"])
+        .args(["--services", "2", "--workers", "2", "--payload", "100"])
+        .args([
+            "--warmup",
+            "10",
+            "--raw-messages",
+            "2000",
+            "--raw-runs",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run zmanager bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for field in [
+        "throughput",
+        "requests/s",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "raw ZeroMQ",
+        "ratio",
+        "node",
+        "worker 1",
+        "worker 2",
+        "service 1",
+        "service 2",
+        "peak RSS",
+        "CPU s",
+        "journal off",
+    ] {
+        assert!(stdout.contains(field), "no {field:?} in:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("bench: running"),
+        "no progress in:\n{stderr}"
+    );
+
+    let text = std::fs::read_to_string(&json).expect("the JSON file");
+    let _ = std::fs::remove_file(&json);
+    let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(report["completed"], 300, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["config"]["payload_bytes"], 100);
+    assert_eq!(report["config"]["journal"], false);
+    for key in [
+        "throughput_rps",
+        "elapsed_s",
+        "cpu_us_per_request",
+        "idle_rss_kib",
+        "ratio_to_raw",
+    ] {
+        assert!(report[key].is_number(), "{key} in {report:#}");
+    }
+    for key in ["p50", "p90", "p99", "max", "mean"] {
+        assert!(report["latency_us"][key].is_number(), "{key} in {report:#}");
+    }
+    assert_eq!(report["raw_zeromq"]["messages_per_run"], 2000);
+    assert_eq!(
+        report["raw_zeromq"]["runs_per_s"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(report["raw_zeromq"]["rate_per_s"].is_number());
+    let processes = report["processes"].as_array().expect("processes");
+    let roles: Vec<&str> = processes
+        .iter()
+        .map(|p| p["role"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        roles,
+        ["node", "worker 1", "worker 2", "service 1", "service 2"]
+    );
+    for p in processes {
+        assert!(p["cpu_s"].is_number(), "{p}");
+        assert!(p["peak_rss_kib"].as_u64().is_some_and(|k| k > 0), "{p}");
+    }
+}
+
+#[test]
+fn the_journal_is_refused_until_it_exists() {
+    let out = zmanager()
+        .args(["bench", "--journal", "on", "--requests", "10"])
+        .output()
+        .expect("run zmanager bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert!(
+        !stderr.contains("bench: starting"),
+        "refused before starting anything: {stderr}"
+    );
+}
