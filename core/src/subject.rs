@@ -115,6 +115,10 @@ enum WorkerEvent {
     Gone(WorkerId),
 }
 
+/// The most events of one kind handled before dispatching: enough to fill
+/// batches under load, few enough that heartbeats stay on time.
+const BURST: usize = 256;
+
 /// A MessagePack nil: the payload of an error result that has no request
 /// payload to return.
 static NIL: Bytes = Bytes::from_static(&[0xc0]);
@@ -204,9 +208,24 @@ pub async fn run(
                 }
                 tracing::info!(pending = subject.table.pending_len(), in_flight = subject.table.in_flight_len(), "intake stopped; draining");
             }
-            Some(event) = worker_rx.recv() => subject.on_worker(event).await,
+            Some(event) = worker_rx.recv() => {
+                subject.on_worker(event).await;
+                // Take what else has arrived before dispatching, so work goes
+                // out in batches under load (it never waits for more).
+                for _ in 1..BURST {
+                    let Ok(event) = worker_rx.try_recv() else { break };
+                    subject.on_worker(event).await;
+                }
+            }
             Some(frames) = intake_rx.recv(), if drain_until.is_none() && subject.table.has_room() => {
                 subject.on_intake(&frames).await;
+                for _ in 1..BURST {
+                    if !subject.table.has_room() {
+                        break;
+                    }
+                    let Ok(frames) = intake_rx.try_recv() else { break };
+                    subject.on_intake(&frames).await;
+                }
             }
             _ = tick.tick() => subject.on_tick().await,
         }

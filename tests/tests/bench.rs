@@ -62,6 +62,7 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
         "elapsed_s",
         "cpu_us_per_request",
         "idle_rss_kib",
+        "idle_pss_kib",
         "ratio_to_raw",
     ] {
         assert!(report[key].is_number(), "{key} in {report:#}");

@@ -264,6 +264,7 @@ pub fn run(
         },
         processes,
         idle_rss_kib: idle.iter().flatten().map(|s| s.rss_kib).sum(),
+        idle_pss_kib: idle.iter().flatten().map(|s| s.pss_kib).sum(),
         ratio_to_raw: raw
             .as_ref()
             .filter(|r| r.rate_per_s > 0.0)

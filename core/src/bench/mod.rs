@@ -192,8 +192,12 @@ pub struct Report {
     pub cpu_us_per_request: f64,
     /// Every process: the node, its workers, the services.
     pub processes: Vec<ProcessReport>,
-    /// Resident memory of the idle node and its workers, before any load.
+    /// Resident memory of the idle node and its workers, before any load,
+    /// summed over processes (shared pages counted once per process).
     pub idle_rss_kib: u64,
+    /// The same as proportional set sizes: shared pages divided among the
+    /// processes that share them, so this sum is the memory they use.
+    pub idle_pss_kib: u64,
     /// The raw ZeroMQ baseline; absent when skipped.
     pub raw_zeromq: Option<RawSummary>,
     /// `throughput_rps` divided by the raw rate (the median of its runs).

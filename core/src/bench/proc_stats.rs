@@ -18,6 +18,11 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// Peak resident memory since it started, KiB (`VmHWM`).
     pub peak_rss_kib: u64,
+    /// Proportional resident memory now, KiB (`Pss` of `smaps_rollup`):
+    /// pages shared with other processes (the `zmanager` binary, which the
+    /// node and its workers all map) are divided among them, so the sum over
+    /// processes is their real total. 0 when not readable.
+    pub pss_kib: u64,
 }
 
 /// Reads `pid`'s CPU time and memory; `None` when it is not readable.
@@ -28,6 +33,10 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         cpu_s: cpu_seconds(&stat)?,
         rss_kib: status_kib(&status, "VmRSS:")?,
         peak_rss_kib: status_kib(&status, "VmHWM:")?,
+        pss_kib: std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|rollup| status_kib(&rollup, "Pss:"))
+            .unwrap_or(0),
     })
 }
 

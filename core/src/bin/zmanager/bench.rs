@@ -298,8 +298,10 @@ fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "CPU per request: {:.1} µs (all processes); idle node with its workers: {} resident",
+        "CPU per request: {:.1} µs (all processes); idle node with its workers: {} resident \
+         in total ({} as RSS summed, which counts the shared binary once per process)",
         r.cpu_us_per_request,
+        mib(Some(r.idle_pss_kib)),
         mib(Some(r.idle_rss_kib))
     );
     out
