@@ -39,27 +39,14 @@ zmanager_sdk::register!(Echo);
 mod tests {
     use std::collections::BTreeMap;
 
-    use zmanager_sdk::{Context, ErrorKind, respond};
+    use zmanager_sdk::{ErrorKind, respond};
 
     use super::*;
-
-    fn request(payload: &[u8]) -> Request<'_> {
-        Request {
-            payload,
-            context: Context {
-                message_id: "m1",
-                flow: "Echo",
-                key: "?Echo?echo",
-                service: "s",
-                attempt: 1,
-            },
-        }
-    }
 
     #[test]
     fn echo_returns_the_payload_unchanged() {
         let payload = respond(&BTreeMap::from([("name", "ada"), ("lang", "en")])).unwrap();
-        let response = Echo.call("echo", &request(&payload)).unwrap();
+        let response = Echo.call("echo", &Request::new(&payload)).unwrap();
         assert_eq!(response, payload);
         let decoded: BTreeMap<String, String> = rmp_serde::from_slice(&response).unwrap();
         assert_eq!(decoded["name"], "ada");
@@ -70,7 +57,7 @@ mod tests {
     fn echo_does_not_decode_the_payload() {
         // Not MessagePack at all (0xc1 is a reserved marker), and empty.
         for payload in [&[0xc1, 0xff, 0x00][..], &[][..]] {
-            assert_eq!(Echo.call("echo", &request(payload)).unwrap(), payload);
+            assert_eq!(Echo.call("echo", &Request::new(payload)).unwrap(), payload);
         }
     }
 
@@ -78,7 +65,10 @@ mod tests {
     fn every_listed_action_is_known() {
         let payload = respond(&()).unwrap();
         for action in Echo.actions() {
-            assert!(Echo.call(action, &request(&payload)).is_ok(), "{action}");
+            assert!(
+                Echo.call(action, &Request::new(&payload)).is_ok(),
+                "{action}"
+            );
         }
         assert_eq!(Echo.name(), "Echo");
     }
@@ -86,7 +76,7 @@ mod tests {
     #[test]
     fn an_unknown_action_is_reported() {
         let payload = respond(&()).unwrap();
-        let error = Echo.call("shout", &request(&payload)).unwrap_err();
+        let error = Echo.call("shout", &Request::new(&payload)).unwrap_err();
         assert_eq!(error.kind, ErrorKind::UnknownAction);
         assert!(error.message.contains("Echo"), "{error}");
         assert!(error.message.contains("shout"), "{error}");

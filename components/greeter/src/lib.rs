@@ -46,26 +46,13 @@ zmanager_sdk::register!(Greeter);
 mod tests {
     use std::collections::BTreeMap;
 
-    use zmanager_sdk::{Component, Context, ErrorKind, Request, respond};
+    use zmanager_sdk::{Component, ErrorKind, Request, respond};
 
     use super::*;
 
-    fn request(payload: &[u8]) -> Request<'_> {
-        Request {
-            payload,
-            context: Context {
-                message_id: "m1",
-                flow: "Greeting",
-                key: "?Greeting?greet",
-                service: "s",
-                attempt: 1,
-            },
-        }
-    }
-
     fn greet_map(payload: &[u8]) -> Result<BTreeMap<String, String>, ActionError> {
         Greeter
-            .call("greet", &request(payload))
+            .call("greet", &Request::new(payload))
             .map(|response| rmp_serde::from_slice(&response).unwrap())
     }
 
@@ -114,7 +101,7 @@ mod tests {
     #[test]
     fn an_unknown_action_is_reported() {
         let payload = respond(&BTreeMap::from([("name", "ada")])).unwrap();
-        let error = Greeter.call("wave", &request(&payload)).unwrap_err();
+        let error = Greeter.call("wave", &Request::new(&payload)).unwrap_err();
         assert_eq!(error.kind, ErrorKind::UnknownAction);
         assert!(error.message.contains("wave"), "{error}");
         assert_eq!(Greeter.name(), "Greeter");

@@ -141,39 +141,26 @@ mod tests {
     use std::time::Instant;
 
     use serde::Deserialize;
-    use zmanager_sdk::{Context, ErrorKind, respond};
+    use zmanager_sdk::{ErrorKind, respond};
 
     use super::*;
-
-    fn request(payload: &[u8]) -> Request<'_> {
-        Request {
-            payload,
-            context: Context {
-                message_id: "m1",
-                flow: "Probe",
-                key: "?Probe?echo",
-                service: "s",
-                attempt: 1,
-            },
-        }
-    }
 
     #[test]
     fn echo_returns_the_payload_unchanged() {
         let payload = respond(&BTreeMap::from([("name", "ada")])).unwrap();
-        let response = Probe.call("echo", &request(&payload)).unwrap();
+        let response = Probe.call("echo", &Request::new(&payload)).unwrap();
         let decoded: BTreeMap<String, String> = rmp_serde::from_slice(&response).unwrap();
         assert_eq!(
             decoded,
             BTreeMap::from([("name".to_owned(), "ada".to_owned())])
         );
-        assert_eq!(Probe.call("echo", &request(&[0xc1])).unwrap(), [0xc1]);
+        assert_eq!(Probe.call("echo", &Request::new(&[0xc1])).unwrap(), [0xc1]);
     }
 
     #[test]
     fn fail_always_fails() {
         for payload in [respond(&()).unwrap(), vec![], vec![0xc1]] {
-            let error = Probe.call("fail", &request(&payload)).unwrap_err();
+            let error = Probe.call("fail", &Request::new(&payload)).unwrap_err();
             assert_eq!(error.kind, ErrorKind::Failed);
             assert_eq!(error, ActionError::failed("probe: failing on purpose"));
         }
@@ -182,7 +169,7 @@ mod tests {
     #[test]
     fn panic_panics_with_its_message() {
         let payload = respond(&()).unwrap();
-        let request = request(&payload);
+        let request = Request::new(&payload);
         let panic = std::panic::catch_unwind(|| Probe.call("panic", &request)).unwrap_err();
         let message = panic
             .downcast_ref::<&str>()
@@ -195,7 +182,7 @@ mod tests {
     fn sleep_sleeps_then_echoes() {
         let payload = respond(&BTreeMap::from([("ms", 30u64)])).unwrap();
         let start = Instant::now();
-        let response = Probe.call("sleep", &request(&payload)).unwrap();
+        let response = Probe.call("sleep", &Request::new(&payload)).unwrap();
         assert!(
             start.elapsed() >= Duration::from_millis(30),
             "{:?}",
@@ -214,7 +201,7 @@ mod tests {
         }
         let payload = rmp_serde::to_vec_named(&Other { note: "x" }).unwrap();
         let start = Instant::now();
-        let response = Probe.call("sleep", &request(&payload)).unwrap();
+        let response = Probe.call("sleep", &Request::new(&payload)).unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(response, payload);
     }
@@ -237,7 +224,7 @@ mod tests {
             vec![],
         ];
         for payload in payloads {
-            let error = Probe.call("sleep", &request(&payload)).unwrap_err();
+            let error = Probe.call("sleep", &Request::new(&payload)).unwrap_err();
             assert_eq!(error.kind, ErrorKind::BadRequest, "{payload:x?}: {error}");
         }
     }
@@ -251,7 +238,7 @@ mod tests {
     #[test]
     fn count_reports_the_process_and_the_payload() {
         let payload = respond(&BTreeMap::from([("n", 7u8)])).unwrap();
-        let response = Probe.call("count", &request(&payload)).unwrap();
+        let response = Probe.call("count", &Request::new(&payload)).unwrap();
         let decoded: Count<BTreeMap<String, u8>> = rmp_serde::from_slice(&response).unwrap();
         assert_eq!(
             decoded,
@@ -262,7 +249,7 @@ mod tests {
         );
 
         let payload = respond("anything").unwrap();
-        let response = Probe.call("count", &request(&payload)).unwrap();
+        let response = Probe.call("count", &Request::new(&payload)).unwrap();
         let decoded: Count<String> = rmp_serde::from_slice(&response).unwrap();
         assert_eq!(decoded.payload, "anything");
         assert_eq!(decoded.pid, std::process::id());
@@ -279,7 +266,7 @@ mod tests {
             vec![0x92, 0x01],
             trailing,
         ] {
-            let error = Probe.call("count", &request(&payload)).unwrap_err();
+            let error = Probe.call("count", &Request::new(&payload)).unwrap_err();
             assert_eq!(error.kind, ErrorKind::BadRequest, "{payload:x?}: {error}");
         }
     }
@@ -288,7 +275,7 @@ mod tests {
     fn count_takes_a_payload_nested_up_to_the_limit() {
         let depth = MAX_DEPTH - 1;
         let payload = [vec![0x91; depth], vec![0x07]].concat();
-        let response = Probe.call("count", &request(&payload)).unwrap();
+        let response = Probe.call("count", &Request::new(&payload)).unwrap();
         let decoded = rmpv::decode::read_value(&mut &response[..]).unwrap();
         let mut value = &decoded["payload"];
         for _ in 0..depth {
@@ -296,14 +283,14 @@ mod tests {
         }
         assert_eq!(value, &Value::from(7));
         let too_deep = [vec![0x91; MAX_DEPTH], vec![0x07]].concat();
-        let error = Probe.call("count", &request(&too_deep)).unwrap_err();
+        let error = Probe.call("count", &Request::new(&too_deep)).unwrap_err();
         assert_eq!(error.kind, ErrorKind::BadRequest, "{error}");
     }
 
     #[test]
     fn an_unknown_action_is_reported() {
         let payload = respond(&()).unwrap();
-        let error = Probe.call("explode", &request(&payload)).unwrap_err();
+        let error = Probe.call("explode", &Request::new(&payload)).unwrap_err();
         assert_eq!(error.kind, ErrorKind::UnknownAction);
         assert!(error.message.contains("explode"), "{error}");
         assert_eq!(Probe.name(), "Probe");
@@ -320,11 +307,12 @@ mod tests {
         )]))
         .unwrap();
         let panicked =
-            std::panic::catch_unwind(|| Probe.call("panic_while", &request(&payload))).is_err();
+            std::panic::catch_unwind(|| Probe.call("panic_while", &Request::new(&payload)))
+                .is_err();
         assert!(panicked);
         std::fs::remove_file(&marker).unwrap();
         assert_eq!(
-            Probe.call("panic_while", &request(&payload)).unwrap(),
+            Probe.call("panic_while", &Request::new(&payload)).unwrap(),
             payload
         );
     }

@@ -108,25 +108,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     use serde::Serialize;
-    use zmanager_sdk::{Context, ErrorKind, respond};
+    use zmanager_sdk::{ErrorKind, respond};
 
     use super::*;
 
-    fn request(payload: &[u8]) -> Request<'_> {
-        Request {
-            payload,
-            context: Context {
-                message_id: "m1",
-                flow: "Greeting",
-                key: "?Greeting?trim",
-                service: "s",
-                attempt: 1,
-            },
-        }
-    }
-
     fn call(action: &str, payload: &[u8]) -> Result<Value, ActionError> {
-        let response = Text.call(action, &request(payload))?;
+        let response = Text.call(action, &Request::new(payload))?;
         Ok(rmpv::decode::read_value(&mut &response[..]).unwrap())
     }
 
@@ -149,7 +136,7 @@ mod tests {
             age: 36,
         })
         .unwrap();
-        let response = Text.call("trim", &request(&payload)).unwrap();
+        let response = Text.call("trim", &Request::new(&payload)).unwrap();
         let expected = respond(&Person {
             name: "ada",
             age: 36,
@@ -226,7 +213,7 @@ mod tests {
         ] {
             let payload = to_bytes(&value);
             for action in Text.actions() {
-                let response = Text.call(action, &request(&payload)).unwrap();
+                let response = Text.call(action, &Request::new(&payload)).unwrap();
                 assert_eq!(response, payload, "{action} {value}");
             }
         }
@@ -283,7 +270,7 @@ mod tests {
     fn a_payload_nested_up_to_the_limit_is_edited() {
         let depth = MAX_DEPTH - 1;
         let payload = [vec![0x91; depth], vec![0xa3, b' ', b'a', b' ']].concat();
-        let response = Text.call("upper", &request(&payload)).unwrap();
+        let response = Text.call("upper", &Request::new(&payload)).unwrap();
         assert_eq!(
             response,
             [vec![0x91; depth], vec![0xa3, b' ', b'A', b' ']].concat()
@@ -293,7 +280,7 @@ mod tests {
     #[test]
     fn an_unknown_action_is_reported() {
         let payload = respond("ada").unwrap();
-        let error = Text.call("lower", &request(&payload)).unwrap_err();
+        let error = Text.call("lower", &Request::new(&payload)).unwrap_err();
         assert_eq!(error.kind, ErrorKind::UnknownAction);
         assert!(error.message.contains("lower"), "{error}");
         assert_eq!(Text.name(), "Text");
