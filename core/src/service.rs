@@ -95,8 +95,19 @@ pub enum ServiceError {
     Encode(#[from] rmp_serde::encode::Error),
     #[error("the result payload does not decode: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
-    #[error("{name} ({code}) at `{key}`: {message}", code = u16::from(.error.code), name = .error.name, message = .error.message)]
+    #[error("{}", describe_failure(.key, .error))]
     Failed { key: String, error: ErrorInfo },
+}
+
+/// `7 (action_failed) at `?Flow?step`: message`, or without the step when
+/// the error is not about one (an unknown flow, say).
+pub fn describe_failure(key: &str, error: &ErrorInfo) -> String {
+    let code = u16::from(error.code);
+    if key.is_empty() {
+        format!("{code} ({}): {}", error.name, error.message)
+    } else {
+        format!("{code} ({}) at `{key}`: {}", error.name, error.message)
+    }
 }
 
 /// A successful result.

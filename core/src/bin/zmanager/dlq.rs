@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use zmanager::config::NodeConfig;
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, database_path};
 use zmanager::envelope::now_us;
-use zmanager::service::{Service, ServiceError, ServiceOptions};
+use zmanager::service::{Service, ServiceError, ServiceOptions, describe_failure};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -156,13 +156,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                         }
                         Ok(Err(ServiceError::Failed { key, error })) => {
                             failed += 1;
-                            println!(
-                                "#{} error {} ({}) at `{key}`: {}",
-                                d.seq,
-                                u16::from(error.code),
-                                error.name,
-                                error.message
-                            );
+                            println!("#{} error {}", d.seq, describe_failure(&key, &error));
                             store.mark_replayed(d.seq, now_us())?;
                         }
                         Ok(Err(e)) => return Err(e.into()),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zmanager::service::{Service, ServiceError, ServiceOptions};
+use zmanager::service::{Service, ServiceError, ServiceOptions, describe_failure};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -45,12 +45,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(ServiceError::Failed { key, error }) => {
-                eprintln!(
-                    "error {} ({}) at `{key}`: {}",
-                    u16::from(error.code),
-                    error.name,
-                    error.message
-                );
+                eprintln!("error {}", describe_failure(&key, &error));
                 Ok(ExitCode::FAILURE)
             }
             Err(e) => Err(e.into()),
