@@ -786,4 +786,37 @@ mod tests {
         let j = SqliteJournal::open(dir.path(), SyncMode::Full).unwrap();
         assert_eq!(j.stats().unwrap().accepted, 300);
     }
+
+    #[test]
+    fn a_torn_log_tail_loses_only_the_last_commit() {
+        let dir = TempDir::new("torn");
+        let j = SqliteJournal::open(dir.path(), SyncMode::Full).unwrap();
+        for batch in 0..5 {
+            let events: Vec<_> = (0..=batch)
+                .map(|i| accepted(1, "s", &format!("{batch}-{i}"), "F"))
+                .collect();
+            j.append(&events).unwrap();
+        }
+        // Copy the file and its write-ahead log as a crash would leave them
+        // (the connection is still open: nothing is checkpointed), with the
+        // log's last bytes missing, as if the last write was torn.
+        let db = database_path(dir.path());
+        let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
+        let torn = TempDir::new("torn-copy");
+        std::fs::copy(&db, database_path(torn.path())).unwrap();
+        let log = std::fs::read(&wal).unwrap();
+        assert!(log.len() > 100, "the log holds the commits");
+        std::fs::write(
+            format!("{}-wal", database_path(torn.path()).display()),
+            &log[..log.len() - 100],
+        )
+        .unwrap();
+        let copy = SqliteJournal::open(torn.path(), SyncMode::Full).unwrap();
+        assert_eq!(
+            copy.stats().unwrap().accepted,
+            1 + 2 + 3 + 4,
+            "batch 5 torn"
+        );
+        drop(j);
+    }
 }
