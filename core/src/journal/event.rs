@@ -1,0 +1,115 @@
+//! What the journal records: one event per step of a message's life.
+
+use crate::inflight::{MessageKey, WorkerId, key_of};
+use crate::wire::Message;
+
+/// One step of a message's life, with when it happened (microseconds since
+/// the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The Subject took the request (envelope and payload as accepted).
+    Accepted { at_us: u64, message: Message },
+    /// The message was sent to a worker.
+    Dispatched {
+        at_us: u64,
+        key: MessageKey,
+        attempt: u32,
+        worker: WorkerId,
+    },
+    /// The flow stopped at an `@ASYNC` step; `message` is its state there.
+    Suspended {
+        at_us: u64,
+        key: MessageKey,
+        step: u32,
+        message: Message,
+    },
+    /// The message's flow finished (its result was produced).
+    Completed { at_us: u64, key: MessageKey },
+    /// The message went to the dead-letter store.
+    DeadLettered {
+        at_us: u64,
+        key: MessageKey,
+        reason: String,
+    },
+}
+
+/// The kind of an [`Event`], as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Accepted,
+    Dispatched,
+    Suspended,
+    Completed,
+    DeadLettered,
+}
+
+impl EventKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Dispatched => "dispatched",
+            Self::Suspended => "suspended",
+            Self::Completed => "completed",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// The kind named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "accepted" => Self::Accepted,
+            "dispatched" => Self::Dispatched,
+            "suspended" => Self::Suspended,
+            "completed" => Self::Completed,
+            "dead_lettered" => Self::DeadLettered,
+            _ => return None,
+        })
+    }
+}
+
+impl Event {
+    /// A request accepted now-ish (at `at_us`).
+    pub fn accepted(at_us: u64, message: Message) -> Self {
+        Self::Accepted { at_us, message }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Accepted { .. } => EventKind::Accepted,
+            Self::Dispatched { .. } => EventKind::Dispatched,
+            Self::Suspended { .. } => EventKind::Suspended,
+            Self::Completed { .. } => EventKind::Completed,
+            Self::DeadLettered { .. } => EventKind::DeadLettered,
+        }
+    }
+
+    pub fn at_us(&self) -> u64 {
+        match self {
+            Self::Accepted { at_us, .. }
+            | Self::Dispatched { at_us, .. }
+            | Self::Suspended { at_us, .. }
+            | Self::Completed { at_us, .. }
+            | Self::DeadLettered { at_us, .. } => *at_us,
+        }
+    }
+
+    /// The message the event is about.
+    pub fn key(&self) -> MessageKey {
+        match self {
+            Self::Accepted { message, .. } => key_of(&message.envelope),
+            Self::Dispatched { key, .. }
+            | Self::Suspended { key, .. }
+            | Self::Completed { key, .. }
+            | Self::DeadLettered { key, .. } => key.clone(),
+        }
+    }
+}
+
+/// An event as read back, with its position in the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Its number: events are numbered in the order they were appended.
+    pub seq: i64,
+    pub event: Event,
+}
