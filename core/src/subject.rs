@@ -27,6 +27,13 @@
 //! Backpressure: when the pending queue is full the loop stops taking from
 //! the intake channel; the intake task then blocks, and ZeroMQ's TCP flow
 //! control pushes back on the services.
+//!
+//! Sends to workers are awaited without a timeout. A zmq.rs ROUTER `send`
+//! blocks only when that peer's 100,000-message queue is full, and that
+//! cannot happen here: `WORK` frames are bounded by the worker's credits,
+//! and a worker that stops reading is lost after `liveness` (a few
+//! heartbeats later), after which nothing more is sent to it. Whoever
+//! changes either bound must revisit this.
 
 use std::collections::HashMap;
 use std::sync::Arc;
