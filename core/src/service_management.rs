@@ -49,9 +49,16 @@ struct StatusAnswer<'a> {
 }
 
 /// Serves until `stop` is cancelled (or the subscription ends).
-pub async fn serve(service: &Service, stop: CancellationToken) -> Result<(), ServiceError> {
+/// `on_ready` is called once the subscription to the flows' PUBLISH topics
+/// is live: requests sent before it could find nobody listening.
+pub async fn serve(
+    service: &Service,
+    stop: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> Result<(), ServiceError> {
     let prefixes: Vec<String> = FLOWS.iter().map(|f| format!("{f}~PUBLISH~")).collect();
     let mut subscription = service.subscribe(&prefixes).await?;
+    on_ready();
     tracing::info!(service = %service.id(), "service management: serving {}", FLOWS.join(", "));
     loop {
         let published = tokio::select! {

@@ -75,9 +75,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             service.register(&topics, &flows).await?;
             let beat = service.heartbeat_every(Duration::from_secs(3), topics, flows);
             let stop = zmanager::shutdown::on_signal();
-            // One line a script or test can read.
-            println!("service management serving as {}", service.id());
-            let served = service_management::serve(&service, stop).await;
+            let id = service.id().to_owned();
+            let served = service_management::serve(&service, stop, || {
+                // One line a script or test can read, once requests will be seen.
+                println!("service management serving as {id}");
+            })
+            .await;
             beat.abort();
             served?;
             Ok(ExitCode::SUCCESS)
