@@ -76,6 +76,19 @@ impl Checker {
     }
 }
 
+impl Report {
+    /// Panics, with the report, unless nothing was lost, duplicated or
+    /// unexpected.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        assert_eq!(
+            (self.lost, self.duplicated, self.unexpected),
+            (0, 0, 0),
+            "{self}"
+        );
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -7,6 +7,17 @@ use zmanager::envelope::Status;
 use crate::checker::{Checker, Report};
 use crate::client::RawClient;
 
+/// Receives until every request `checker` was told about is answered, or
+/// `limit` passes; counts what arrives.
+pub async fn collect(client: &mut RawClient, checker: &mut Checker, limit: Duration) {
+    let start = Instant::now();
+    while checker.missing() > 0 && start.elapsed() < limit {
+        if let Some(r) = client.recv(Duration::from_millis(200)).await {
+            checker.received(&r.envelope.id);
+        }
+    }
+}
+
 /// Pushes `total` Echo requests (payload: their number) with at most
 /// `window` unanswered, checks each result is its own request's, and calls
 /// `chaos` about every `every` while sending. Gives up after `limit`.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use zmanager::envelope::Status;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
+use zmanager_tests::load::collect;
 use zmanager_tests::node::TestNode;
 use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
 
@@ -54,19 +55,10 @@ fn a_stalled_worker_holds_at_most_its_window() {
         );
 
         kill("CONT", workers[0]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while checker.missing() > 0 && Instant::now() < deadline {
-            if let Some(r) = client.recv(Duration::from_millis(500)).await {
-                checker.received(&r.envelope.id);
-            }
-        }
+        collect(&mut client, &mut checker, Duration::from_secs(20)).await;
         let report = checker.report();
         println!("{report}");
-        assert_eq!(
-            (report.lost, report.duplicated, report.unexpected),
-            (0, 0, 0),
-            "{report}"
-        );
+        report.assert_clean();
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -96,11 +96,7 @@ fn two_services_get_only_their_own_results() {
             }
             let report = checker.report();
             println!("{prefix}: {report}");
-            assert_eq!(
-                (report.lost, report.duplicated, report.unexpected),
-                (0, 0, 0),
-                "{report}"
-            );
+            report.assert_clean();
         }
     });
 }
@@ -196,11 +192,7 @@ fn ten_thousand_requests_each_result_exactly_once() {
         .await;
         println!("10k: {report}");
         assert_eq!(report.sent, total);
-        assert_eq!(
-            (report.lost, report.duplicated, report.unexpected),
-            (0, 0, 0),
-            "{report}"
-        );
+        report.assert_clean();
     });
     node.signal("INT");
     assert_eq!(node.wait_exit(LIMIT), Some(0));

@@ -17,7 +17,7 @@ use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceOptions};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::RawClient;
-use zmanager_tests::load::echo_load;
+use zmanager_tests::load::{collect, echo_load};
 use zmanager_tests::node::{
     StandaloneWorker, TempFile, TestNode, config_file, free_port, is_alive, rss_kib,
 };
@@ -124,11 +124,7 @@ fn a_stopped_worker_is_detected_and_its_messages_complete_elsewhere() {
         let elapsed = start.elapsed();
         let report = checker.report();
         println!("hang: {report} in {} ms", elapsed.as_millis());
-        assert_eq!(
-            (report.lost, report.duplicated, report.unexpected),
-            (0, 0, 0),
-            "{report}"
-        );
+        report.assert_clean();
         elapsed
     });
     assert!(
@@ -183,11 +179,7 @@ fn a_poison_message_is_dead_lettered_after_max_attempts_while_traffic_flows() {
         }
         let report = checker.report();
         println!("poison: other traffic {report}");
-        assert_eq!(
-            (report.lost, report.duplicated, report.unexpected),
-            (0, 0, 0),
-            "{report}"
-        );
+        report.assert_clean();
         let dead_letter = dead_letter.expect("published on the dead-letter topic");
         let error_result = error_result.expect("an error result on the reply topic");
         for r in [&dead_letter, &error_result] {
@@ -454,11 +446,7 @@ fn sigterm_under_load_drains_with_nothing_lost_or_doubled() {
         }
         let report = checker.report();
         println!("sigterm: {report}");
-        assert_eq!(
-            (report.lost, report.duplicated, report.unexpected),
-            (0, 0, 0),
-            "{report}"
-        );
+        report.assert_clean();
     });
     assert_eq!(node.wait_exit(Duration::from_secs(20)), Some(0));
     let log = node.log();
@@ -495,19 +483,10 @@ fn a_worker_crashing_in_a_loop_does_not_take_the_node_down() {
         }
         let mut checker = Checker::default();
         (0..50).for_each(|i| checker.sent(&format!("after{i}")));
-        let start = Instant::now();
-        while checker.missing() > 0 && start.elapsed() < Duration::from_secs(20) {
-            if let Some(r) = client.recv(Duration::from_millis(200)).await {
-                checker.received(&r.envelope.id);
-            }
-        }
+        collect(&mut client, &mut checker, Duration::from_secs(20)).await;
         let report = checker.report();
         println!("crash loop: dead-lettered after 3 attempts; afterwards {report}");
-        assert_eq!(
-            (report.lost, report.duplicated, report.unexpected),
-            (0, 0, 0),
-            "{report}"
-        );
+        report.assert_clean();
     });
     let log = node.log();
     assert!(
