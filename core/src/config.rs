@@ -32,6 +32,13 @@
 //! [catalog]                   # default: the flows and mappings built in
 //! flows = "flows"
 //! mappings = "action_mappings"
+//!
+//! [journal]                   # docs/reliability.md says what each setting promises
+//! enabled = true              # record every request before acknowledging it
+//! sync = "full"               # full | normal | off: how hard a commit reaches the disk
+//! retain_ms = 3600000         # finished messages are compacted after this
+//! max_mb = 1024               # ... or sooner, oldest first, past this much data
+//! compact_every_ms = 10000    # how often retention runs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -42,6 +49,7 @@ use serde::Deserialize;
 use crate::catalog::Catalog;
 use crate::defaults;
 use crate::diagnostic::Diagnostics;
+use crate::journal::SyncMode;
 use crate::source::SourceFile;
 
 /// The whole node configuration.
@@ -94,6 +102,39 @@ pub struct NodeConfig {
     pub components: Vec<PathBuf>,
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
+    pub journal: JournalConfig,
+}
+
+/// The durable journal (`docs/reliability.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Record every request (and each step of its life) before it is
+    /// acknowledged, and recover unfinished work at start-up. Off: faster,
+    /// and everything in flight dies with the node.
+    pub enabled: bool,
+    /// How hard each group commit tries to reach the disk.
+    pub sync: SyncMode,
+    /// Messages that finished (completed or dead-lettered) longer ago than
+    /// this are removed from the journal.
+    pub retain_ms: u64,
+    /// Past this many megabytes of journal data, finished messages are
+    /// removed oldest first before `retain_ms`.
+    pub max_mb: u64,
+    /// How often retention runs.
+    pub compact_every_ms: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sync: SyncMode::Full,
+            retain_ms: 3_600_000,
+            max_mb: 1_024,
+            compact_every_ms: 10_000,
+        }
+    }
 }
 
 /// Where the node's three sockets listen.
@@ -149,6 +190,7 @@ impl Default for NodeConfig {
             components: Vec::new(),
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
+            journal: JournalConfig::default(),
         }
     }
 }
@@ -251,6 +293,12 @@ impl NodeConfig {
         if self.message_timeout_ms == 0 {
             problems.push("message_timeout_ms must be at least 1".to_owned());
         }
+        if self.journal.max_mb == 0 {
+            problems.push("journal.max_mb must be at least 1".to_owned());
+        }
+        if self.journal.compact_every_ms == 0 {
+            problems.push("journal.compact_every_ms must be at least 1".to_owned());
+        }
         for (name, endpoint) in [
             ("intake", &self.endpoints.intake),
             ("workers", &self.endpoints.workers),
@@ -343,6 +391,12 @@ mod tests {
                 .starts_with("n.toml:2: unknown field `workerz`"),
             "{e}"
         );
+        let c = NodeConfig::from_toml("n.toml", "[journal]\nenabled = false\nsync = \"off\"\n")
+            .unwrap();
+        assert!(!c.journal.enabled);
+        assert_eq!(c.journal.sync, SyncMode::Off);
+        let e = NodeConfig::from_toml("n.toml", "[journal]\nsync = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `sometimes`"), "{e}");
         let e =
             NodeConfig::from_toml("n.toml", "[endpoints]\nintake = \"http://x\"\n").unwrap_err();
         assert!(

@@ -25,6 +25,10 @@ pub enum Kind {
     /// A service checking that its subscription is live: the node publishes
     /// it back on its `reply_to` topic, untouched.
     Ping,
+    /// The node's acknowledgement that it took a request (sent only when
+    /// the request asked for it with `ack`): with the journal on, the
+    /// request is recorded on disk and survives a crash of the node.
+    Accepted,
     /// A kind this build does not know (from a newer peer); refused.
     #[serde(other)]
     Unknown,
@@ -97,6 +101,11 @@ pub struct Envelope {
     /// service). Empty, and left out on the wire, everywhere else.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// On a request: the service wants a `kind` `accepted` message on its
+    /// `reply_to` once the node has taken (and journaled) the request.
+    /// False, and left out on the wire, everywhere else.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ack: bool,
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +114,11 @@ pub struct Envelope {
 
 fn protocol_version() -> u8 {
     PROTOCOL_VERSION
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The fields needed to answer a message that does not decode as an
@@ -133,6 +147,7 @@ impl Envelope {
             created_us: 0,
             accepted_us: 0,
             origin: String::new(),
+            ack: false,
             status: Status::Ok,
             error: None,
         }
@@ -201,6 +216,7 @@ mod codec {
             Kind::Request => "request",
             Kind::Result => "result",
             Kind::Ping => "ping",
+            Kind::Accepted => "accepted",
             Kind::Unknown => "unknown",
         }
     }
@@ -251,7 +267,8 @@ mod codec {
     /// Appends `e` as rmp-serde's `to_vec_named` would write it: a map of
     /// the fields in declaration order, `error` only when present.
     pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) {
-        let entries = 12 + u8::from(!e.origin.is_empty()) + u8::from(e.error.is_some());
+        let entries =
+            12 + u8::from(!e.origin.is_empty()) + u8::from(e.ack) + u8::from(e.error.is_some());
         out.push(0x80 | entries);
         str(out, "v");
         uint(out, u64::from(e.v));
@@ -278,6 +295,10 @@ mod codec {
         if !e.origin.is_empty() {
             str(out, "origin");
             str(out, &e.origin);
+        }
+        if e.ack {
+            str(out, "ack");
+            out.push(0xc3);
         }
         str(out, "status");
         str(out, status_name(e.status));
@@ -355,7 +376,7 @@ mod codec {
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         let mut r = Reader { bytes };
         let entries = r.map_len()?;
-        if entries > 13 {
+        if entries > 14 {
             return None;
         }
         let mut e = Envelope::request(String::new(), String::new());
@@ -376,6 +397,7 @@ mod codec {
                 "accepted_us" => 10,
                 "status" => 11,
                 "origin" => 12,
+                "ack" => 13,
                 _ => return None,
             };
             if seen & (1 << field) != 0 {
@@ -389,6 +411,7 @@ mod codec {
                         "request" => Kind::Request,
                         "result" => Kind::Result,
                         "ping" => Kind::Ping,
+                        "accepted" => Kind::Accepted,
                         _ => Kind::Unknown,
                     }
                 }
@@ -402,6 +425,13 @@ mod codec {
                 9 => e.created_us = r.uint()?,
                 10 => e.accepted_us = r.uint()?,
                 12 => r.str()?.clone_into(&mut e.origin),
+                13 => {
+                    e.ack = match r.byte()? {
+                        0xc2 => false,
+                        0xc3 => true,
+                        _ => return None,
+                    }
+                }
                 _ => {
                     e.status = match r.str()? {
                         "ok" => Status::Ok,
@@ -542,7 +572,13 @@ mod tests {
             rmp_serde::to_vec_named(e).unwrap()
         }
 
-        const KINDS: [Kind; 4] = [Kind::Request, Kind::Result, Kind::Ping, Kind::Unknown];
+        const KINDS: [Kind; 5] = [
+            Kind::Request,
+            Kind::Result,
+            Kind::Ping,
+            Kind::Accepted,
+            Kind::Unknown,
+        ];
         const STATUSES: [Status; 3] = [Status::Ok, Status::Error, Status::Unknown];
 
         fn envelope() -> impl Strategy<Value = Envelope> {
@@ -554,19 +590,26 @@ mod tests {
             (
                 (
                     any::<u8>(),
-                    0usize..4,
+                    0usize..5,
                     text.clone(),
                     text.clone(),
                     any::<u32>(),
                 ),
                 (text.clone(), text.clone(), text.clone(), any::<u32>()),
-                (any::<u64>(), any::<u64>(), 0usize..3, any::<bool>(), text),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    0usize..3,
+                    any::<bool>(),
+                    text,
+                    any::<bool>(),
+                ),
             )
                 .prop_map(
                     |(
                         (v, kind, id, flow, step),
                         (key, service, reply_to, attempt),
-                        (created_us, accepted_us, status, error, origin),
+                        (created_us, accepted_us, status, error, origin, ack),
                     )| {
                         let mut e = Envelope {
                             v,
@@ -581,6 +624,7 @@ mod tests {
                             created_us,
                             accepted_us,
                             origin,
+                            ack,
                             status: STATUSES[status],
                             error: None,
                         };

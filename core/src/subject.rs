@@ -389,6 +389,10 @@ impl Subject {
                 let text = "unknown message kind".to_owned();
                 return self.reject(message, ErrorCode::NotSupported, text).await;
             }
+            Kind::Accepted => {
+                let text = "`accepted` is sent by the node, not to it".to_owned();
+                return self.reject(message, ErrorCode::NotSupported, text).await;
+            }
             Kind::Result => return self.on_answer(message).await,
         }
         if self.table.contains(envelope) || self.suspended.contains_key(&key_of(envelope)) {

@@ -23,6 +23,14 @@ pub enum Event {
         step: u32,
         message: Message,
     },
+    /// The answer to a suspended flow came; `message` is the flow's state
+    /// as it goes on after its `@ASYNC` step `step` (the answer's payload).
+    Resumed {
+        at_us: u64,
+        key: MessageKey,
+        step: u32,
+        message: Message,
+    },
     /// The message's flow finished (its result was produced).
     Completed { at_us: u64, key: MessageKey },
     /// The message went to the dead-letter store.
@@ -39,6 +47,7 @@ pub enum EventKind {
     Accepted,
     Dispatched,
     Suspended,
+    Resumed,
     Completed,
     DeadLettered,
 }
@@ -50,6 +59,7 @@ impl EventKind {
             Self::Accepted => "accepted",
             Self::Dispatched => "dispatched",
             Self::Suspended => "suspended",
+            Self::Resumed => "resumed",
             Self::Completed => "completed",
             Self::DeadLettered => "dead_lettered",
         }
@@ -61,6 +71,7 @@ impl EventKind {
             "accepted" => Self::Accepted,
             "dispatched" => Self::Dispatched,
             "suspended" => Self::Suspended,
+            "resumed" => Self::Resumed,
             "completed" => Self::Completed,
             "dead_lettered" => Self::DeadLettered,
             _ => return None,
@@ -79,6 +90,7 @@ impl Event {
             Self::Accepted { .. } => EventKind::Accepted,
             Self::Dispatched { .. } => EventKind::Dispatched,
             Self::Suspended { .. } => EventKind::Suspended,
+            Self::Resumed { .. } => EventKind::Resumed,
             Self::Completed { .. } => EventKind::Completed,
             Self::DeadLettered { .. } => EventKind::DeadLettered,
         }
@@ -89,6 +101,7 @@ impl Event {
             Self::Accepted { at_us, .. }
             | Self::Dispatched { at_us, .. }
             | Self::Suspended { at_us, .. }
+            | Self::Resumed { at_us, .. }
             | Self::Completed { at_us, .. }
             | Self::DeadLettered { at_us, .. } => *at_us,
         }
@@ -100,6 +113,7 @@ impl Event {
             Self::Accepted { message, .. } => key_of(&message.envelope),
             Self::Dispatched { key, .. }
             | Self::Suspended { key, .. }
+            | Self::Resumed { key, .. }
             | Self::Completed { key, .. }
             | Self::DeadLettered { key, .. } => key.clone(),
         }
@@ -112,4 +126,26 @@ pub struct RecordedEvent {
     /// Its number: events are numbered in the order they were appended.
     pub seq: i64,
     pub event: Event,
+}
+
+/// Where an unfinished message's flow stands, by its latest checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Accepted (and maybe dispatched): the flow runs again from its entry.
+    Accepted,
+    /// Waiting at the `@ASYNC` step `envelope.step` for its answer.
+    Suspended,
+    /// Answered at the `@ASYNC` step `envelope.step`: the flow goes on
+    /// after it.
+    Resumed,
+}
+
+/// An accepted message neither completed nor dead-lettered, as recovery
+/// finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The message as at its checkpoint, with the attempt of its latest
+    /// dispatch after it.
+    pub message: Message,
+    pub at: Checkpoint,
 }

@@ -16,7 +16,7 @@ pub mod writer;
 
 use std::sync::Arc;
 
-pub use event::{Event, EventKind, RecordedEvent};
+pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
 pub use sqlite::{SqliteJournal, SyncMode};
 pub use writer::{Committed, JournalWriter};
 
@@ -29,10 +29,9 @@ pub trait Journal {
     fn append(&self, events: &[Event]) -> Result<(), JournalError>;
 
     /// Messages accepted and neither completed nor dead-lettered, in the
-    /// order they were accepted, each as last recorded: the message of its
-    /// latest suspension if it was suspended, with the attempt of its latest
-    /// dispatch.
-    fn unfinished(&self) -> Result<Vec<Message>, JournalError>;
+    /// order they were accepted, each at its latest checkpoint (accepted,
+    /// suspended or resumed) with the attempt of its latest dispatch.
+    fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError>;
 
     /// Every event recorded for the message `id` of `service`, in order.
     fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError>;
@@ -61,6 +60,7 @@ pub struct JournalStats {
     pub accepted: u64,
     pub dispatched: u64,
     pub suspended: u64,
+    pub resumed: u64,
     pub completed: u64,
     pub dead_lettered: u64,
     /// Time of the oldest event kept, if any.

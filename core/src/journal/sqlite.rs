@@ -19,7 +19,9 @@ use std::path::Path;
 use bytes::Bytes;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use super::{Event, EventKind, Journal, JournalError, JournalStats, RecordedEvent};
+use super::{
+    Checkpoint, Event, EventKind, Journal, JournalError, JournalStats, RecordedEvent, Unfinished,
+};
 use crate::dead_letter::database_path;
 use crate::envelope::Envelope;
 use crate::wire::Message;
@@ -27,7 +29,8 @@ use crate::wire::Message;
 /// How hard a commit tries to reach the disk: SQLite's `synchronous`
 /// setting (in WAL mode). Named `SyncMode`, not `Sync`, so as not to shadow
 /// the `Sync` marker trait where it is imported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// `synchronous = FULL`: the log is synced to disk at every commit. A
     /// committed batch survives a crash of the process, of the operating
@@ -216,6 +219,12 @@ impl SqliteJournal {
                 step: u32::try_from(row.step.unwrap_or(0)).unwrap_or(0),
                 message: self.message(row.seq, row.envelope, row.payload)?,
             },
+            EventKind::Resumed => Event::Resumed {
+                at_us,
+                key,
+                step: u32::try_from(row.step.unwrap_or(0)).unwrap_or(0),
+                message: self.message(row.seq, row.envelope, row.payload)?,
+            },
             EventKind::Completed => Event::Completed { at_us, key },
             EventKind::DeadLettered => Event::DeadLettered {
                 at_us,
@@ -318,6 +327,9 @@ impl Journal for SqliteJournal {
                     }
                     Event::Suspended {
                         step: s, message, ..
+                    }
+                    | Event::Resumed {
+                        step: s, message, ..
                     } => {
                         flow.clone_from(&message.envelope.flow);
                         step = Some(i64::from(*s));
@@ -347,7 +359,7 @@ impl Journal for SqliteJournal {
         tx.commit().map_err(|e| self.sqlite(e))
     }
 
-    fn unfinished(&self) -> Result<Vec<Message>, JournalError> {
+    fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
         // The latest acceptance of each message with nothing final after it.
         let accepted = self.messages(
             &format!(
@@ -387,10 +399,19 @@ impl Journal for SqliteJournal {
                     .map_err(|e| self.sqlite(e))
             };
             let mut since = seq;
-            if let Some((s, _, envelope, payload)) = latest("suspended")? {
-                if let Some(suspended) = self.message(s, envelope, payload) {
-                    message = suspended;
+            let mut at = Checkpoint::Accepted;
+            let suspended = latest("suspended")?;
+            let resumed = latest("resumed")?;
+            let checkpoint = match (suspended, resumed) {
+                (Some(s), Some(r)) if r.0 > s.0 => Some((Checkpoint::Resumed, r)),
+                (Some(s), _) => Some((Checkpoint::Suspended, s)),
+                (None, r) => r.map(|r| (Checkpoint::Resumed, r)),
+            };
+            if let Some((kind, (s, _, envelope, payload))) = checkpoint {
+                if let Some(state) = self.message(s, envelope, payload) {
+                    message = state;
                     since = s;
+                    at = kind;
                 }
             }
             if let Some((d, Some(attempt), _, _)) = latest("dispatched")? {
@@ -398,7 +419,7 @@ impl Journal for SqliteJournal {
                     message.envelope.attempt = u32::try_from(attempt).unwrap_or(0);
                 }
             }
-            out.push(message);
+            out.push(Unfinished { message, at });
         }
         Ok(out)
     }
@@ -451,6 +472,7 @@ impl Journal for SqliteJournal {
                 Some(EventKind::Accepted) => stats.accepted = n,
                 Some(EventKind::Dispatched) => stats.dispatched = n,
                 Some(EventKind::Suspended) => stats.suspended = n,
+                Some(EventKind::Resumed) => stats.resumed = n,
                 Some(EventKind::Completed) => stats.completed = n,
                 Some(EventKind::DeadLettered) => stats.dead_lettered = n,
                 None => {
@@ -515,7 +537,14 @@ mod tests {
         Event::accepted(at_us, request(service, id, flow))
     }
 
-    fn ids(messages: &[Message]) -> Vec<(String, String)> {
+    fn ids(unfinished: &[Unfinished]) -> Vec<(String, String)> {
+        unfinished
+            .iter()
+            .map(|u| key(&u.message.envelope.service, &u.message.envelope.id))
+            .collect()
+    }
+
+    fn message_ids(messages: &[Message]) -> Vec<(String, String)> {
         messages
             .iter()
             .map(|m| key(&m.envelope.service, &m.envelope.id))
@@ -573,8 +602,25 @@ mod tests {
         .unwrap();
         let unfinished = j.unfinished().unwrap();
         assert_eq!(ids(&unfinished), [key("svc", "1"), key("other", "1")]);
-        assert_eq!(unfinished[0].envelope.attempt, 2, "latest dispatch");
-        assert_eq!(unfinished[1], suspended, "latest suspension");
+        assert_eq!(unfinished[0].message.envelope.attempt, 2, "latest dispatch");
+        assert_eq!(unfinished[0].at, Checkpoint::Accepted);
+        assert_eq!(unfinished[1].message, suspended, "latest suspension");
+        assert_eq!(unfinished[1].at, Checkpoint::Suspended);
+
+        // Answered: the flow goes on from the answer, not from the suspension.
+        let mut answered = suspended.clone();
+        answered.payload = Bytes::from_static(b"answer");
+        j.append(&[Event::Resumed {
+            at_us: 26,
+            key: key("other", "1"),
+            step: 2,
+            message: answered.clone(),
+        }])
+        .unwrap();
+        let unfinished = j.unfinished().unwrap();
+        assert_eq!(unfinished[1].message, answered, "latest checkpoint");
+        assert_eq!(unfinished[1].at, Checkpoint::Resumed);
+        assert_eq!(j.stats().unwrap().resumed, 1);
 
         let history = j.history("svc", "1").unwrap();
         let kinds: Vec<_> = history.iter().map(|r| r.event.kind()).collect();
@@ -633,10 +679,16 @@ mod tests {
         ])
         .unwrap();
         let all = j.range(100, 400, None).unwrap();
-        assert_eq!(ids(&all), [key("s", "a"), key("s", "b"), key("s", "c")]);
+        assert_eq!(
+            message_ids(&all),
+            [key("s", "a"), key("s", "b"), key("s", "c")]
+        );
         assert_eq!(all[0], request("s", "a", "F"), "as accepted");
         let f = j.range(0, u64::MAX, Some("F")).unwrap();
-        assert_eq!(ids(&f), [key("s", "a"), key("s", "c"), key("s", "d")]);
+        assert_eq!(
+            message_ids(&f),
+            [key("s", "a"), key("s", "c"), key("s", "d")]
+        );
         assert!(j.range(500, 600, None).unwrap().is_empty());
     }
 
@@ -672,6 +724,7 @@ mod tests {
                 accepted: 3,
                 dispatched: 1,
                 suspended: 0,
+                resumed: 0,
                 completed: 1,
                 dead_lettered: 1,
                 oldest_us: Some(10),
@@ -744,7 +797,7 @@ mod tests {
             [key("s", "1"), key("s", "3")]
         );
         assert_eq!(
-            ids(&j.range(0, 10, None).unwrap()),
+            message_ids(&j.range(0, 10, None).unwrap()),
             [key("s", "1"), key("s", "3")]
         );
         assert_eq!(j.history("s", "2").unwrap(), []);

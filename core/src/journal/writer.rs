@@ -165,7 +165,7 @@ mod tests {
 
     use super::*;
     use crate::journal::testing::{TempDir, request};
-    use crate::journal::{JournalStats, RecordedEvent, SqliteJournal, SyncMode};
+    use crate::journal::{JournalStats, RecordedEvent, SqliteJournal, SyncMode, Unfinished};
 
     /// A journal whose commits take at least 5 ms, as a slow disk's would,
     /// so that submissions pile up while one commits.
@@ -177,7 +177,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
             self.0.append(events)
         }
-        fn unfinished(&self) -> Result<Vec<crate::wire::Message>, JournalError> {
+        fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
             self.0.unfinished()
         }
         fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
@@ -250,7 +250,7 @@ mod tests {
             fn append(&self, _: &[Event]) -> Result<(), JournalError> {
                 Err(JournalError::WriterStopped)
             }
-            fn unfinished(&self) -> Result<Vec<crate::wire::Message>, JournalError> {
+            fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
                 Ok(vec![])
             }
             fn history(&self, _: &str, _: &str) -> Result<Vec<RecordedEvent>, JournalError> {
@@ -374,7 +374,7 @@ mod tests {
             .unfinished()
             .unwrap()
             .into_iter()
-            .map(|m| (m.envelope.service, m.envelope.id))
+            .map(|u| (u.message.envelope.service, u.message.envelope.id))
             .collect();
         let lost = acked.difference(&stored).count();
         eprintln!(
