@@ -204,6 +204,17 @@ impl InFlightTable {
         Ok(())
     }
 
+    /// Queues a message taken up again from the journal at start-up. It was
+    /// accepted before the restart, so it is queued even past `max_pending`
+    /// (the journal holds no more than a node had waiting and in flight).
+    pub fn enqueue_recovered(&mut self, message: Message) -> Result<(), (Refused, Box<Message>)> {
+        if !self.known.insert(key_of(&message.envelope)) {
+            return Err((Refused::DuplicateId, Box::new(message)));
+        }
+        self.pending.push_back(message);
+        Ok(())
+    }
+
     /// True when the queue can take another message.
     pub fn has_room(&self) -> bool {
         self.pending.len() < self.max_pending

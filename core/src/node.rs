@@ -18,6 +18,7 @@ use crate::config::{Endpoints, NodeConfig};
 use crate::dead_letter::DeadLetterStore;
 use crate::diagnostic::Diagnostics;
 use crate::integration_manager;
+use crate::journal::{Journal, JournalError, JournalWriter, Recorder, SqliteJournal, Unfinished};
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
@@ -36,6 +37,10 @@ pub enum NodeError {
     },
     #[error(transparent)]
     DeadLetters(#[from] crate::dead_letter::StoreError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot start the journal writer: {0}")]
+    JournalWriter(#[source] std::io::Error),
     #[error("cannot prepare {path}: {source}")]
     Ipc {
         path: String,
@@ -67,6 +72,7 @@ pub async fn run(
     }
 
     let dead_letters = DeadLetterStore::open(&config.data_dir)?;
+    let (writer, recovered) = open_journal(&config)?;
 
     let mut intake = PullSocket::new();
     let mut router = RouterSocket::new();
@@ -81,6 +87,7 @@ pub async fn run(
     let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
     let (kill_tx, kill_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
+    let journal = Recorder::new(writer, publish_tx.clone());
     let subject = tokio::spawn(subject::run(
         intake,
         router,
@@ -105,6 +112,8 @@ pub async fn run(
             kill: kill_tx,
             dead_letters: std::sync::Mutex::new(dead_letters),
             drain: drain.clone(),
+            journal,
+            recovered,
         },
     ));
 
@@ -132,6 +141,27 @@ pub async fn run(
     let _ = im.await;
     tracing::info!("node stopped");
     Ok(counters)
+}
+
+/// Submissions waiting for the journal writer (one per turn of the
+/// Subject's loop), and the most events committed in one transaction.
+const JOURNAL_QUEUE: usize = 64;
+const JOURNAL_MAX_BATCH: usize = 8192;
+
+/// Opens the journal (when it is on) and reads what it has unfinished.
+fn open_journal(
+    config: &NodeConfig,
+) -> Result<(Option<JournalWriter>, Vec<Unfinished>), NodeError> {
+    if !config.journal.enabled {
+        tracing::info!("journal off: work in flight is lost if the node dies");
+        return Ok((None, Vec::new()));
+    }
+    let journal = SqliteJournal::open(&config.data_dir, config.journal.sync)?;
+    let unfinished = journal.unfinished()?;
+    tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), "journal open");
+    let writer = JournalWriter::start(journal, JOURNAL_QUEUE, JOURNAL_MAX_BATCH)
+        .map_err(NodeError::JournalWriter)?;
+    Ok((Some(writer), unfinished))
 }
 
 /// The arguments of `zmanager worker` for this configuration.

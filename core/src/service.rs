@@ -8,6 +8,13 @@
 //! is live with a ping round trip before it sends anything, because a ZeroMQ
 //! subscription takes a moment to reach the publisher.
 //!
+//! A request has two steps, as Dynflow's Accepted/Finished: [`Service::submit`]
+//! resolves once the node has taken the request (and, with the journal
+//! on, recorded it on disk: from then on it survives a crash of the node),
+//! and [`Submitted::finished`] once its result arrives. Until accepted, the
+//! request is pushed again (same id) every `ack_after`; the node runs an id
+//! once, so resending is safe. [`Service::request`] does both.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), zmanager::service::ServiceError> {
 //! use zmanager::service::{Service, ServiceOptions};
@@ -55,6 +62,9 @@ pub struct ServiceOptions {
     /// id (the node runs it once: see `docs/reliability.md`), after checking
     /// the connection and rebuilding it if the node does not answer.
     pub retry_after: Duration,
+    /// A request not acknowledged as accepted after this long is sent
+    /// again (same id), after the same connection check.
+    pub ack_after: Duration,
 }
 
 impl ServiceOptions {
@@ -71,6 +81,7 @@ impl ServiceOptions {
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(5),
+            ack_after: Duration::from_secs(1),
         }
     }
 }
@@ -124,7 +135,16 @@ impl Reply {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>;
+/// Who waits for what, by message id.
+#[derive(Debug)]
+struct Waiter {
+    /// Told when the node acknowledges the request (taken on first use).
+    accepted: Option<oneshot::Sender<()>>,
+    /// Given the result (or the ping echoed back).
+    done: oneshot::Sender<Message>,
+}
+
+type Pending = Arc<Mutex<HashMap<String, Waiter>>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -199,6 +219,7 @@ pub struct Service {
 }
 
 /// Removes a request's entry if its future is dropped before the result.
+#[derive(Debug)]
 struct PendingGuard<'a> {
     pending: &'a Pending,
     id: String,
@@ -378,7 +399,11 @@ impl Service {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-ping-{n}", self.id);
         let (tx, mut rx) = oneshot::channel();
-        lock(&self.pending).insert(id.clone(), tx);
+        let waiter = Waiter {
+            accepted: None,
+            done: tx,
+        };
+        lock(&self.pending).insert(id.clone(), waiter);
         let _guard = PendingGuard {
             pending: &self.pending,
             id: id.clone(),
@@ -444,16 +469,15 @@ impl Service {
     }
 
     /// Pushes `payload` (any serde value, sent as MessagePack) into `flow`
-    /// and waits for the flow's result. It is sent again (same id) every
-    /// `retry_after` until the result arrives; bound the wait with
-    /// `tokio::time::timeout` if you need to.
+    /// and waits for the flow's result: [`Service::submit`], then
+    /// [`Submitted::finished`]. Bound the wait with `tokio::time::timeout`
+    /// if you need to.
     pub async fn request<T: Serialize + ?Sized>(
         &self,
         flow: &str,
         payload: &T,
     ) -> Result<Reply, ServiceError> {
-        let bytes = rmp_serde::to_vec_named(payload)?;
-        self.request_bytes(flow, Bytes::from(bytes)).await
+        self.submit(flow, payload).await?.finished().await
     }
 
     /// Like [`Service::request`], with a payload already in MessagePack.
@@ -469,32 +493,126 @@ impl Service {
         after: &str,
         payload: Bytes,
     ) -> Result<Reply, ServiceError> {
-        let _permit = self
+        self.submit_bytes_after(flow, after, payload)
+            .await?
+            .finished()
+            .await
+    }
+
+    /// Pushes `payload` into `flow` and returns once the node has accepted
+    /// the request (with the journal on: recorded it on disk). It is sent
+    /// again (same id) every `ack_after` until then. A request the node
+    /// refuses (an unknown flow, say) resolves here with its error result.
+    pub async fn submit<T: Serialize + ?Sized>(
+        &self,
+        flow: &str,
+        payload: &T,
+    ) -> Result<Submitted<'_>, ServiceError> {
+        let bytes = rmp_serde::to_vec_named(payload)?;
+        self.submit_bytes_after(flow, "", Bytes::from(bytes)).await
+    }
+
+    /// Like [`Service::submit`], with a payload already in MessagePack,
+    /// starting the flow after the step whose key is `after` (empty: after
+    /// the entry step).
+    pub async fn submit_bytes_after(
+        &self,
+        flow: &str,
+        after: &str,
+        payload: Bytes,
+    ) -> Result<Submitted<'_>, ServiceError> {
+        let permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| ServiceError::Closed)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", self.id);
-        let (tx, mut rx) = oneshot::channel();
-        lock(&self.pending).insert(id.clone(), tx);
-        let _guard = PendingGuard {
+        let (done, result) = oneshot::channel();
+        let (accepted, mut acknowledged) = oneshot::channel();
+        let waiter = Waiter {
+            accepted: Some(accepted),
+            done,
+        };
+        lock(&self.pending).insert(id.clone(), waiter);
+        let guard = PendingGuard {
             pending: &self.pending,
             id: id.clone(),
         };
         let mut envelope = self.envelope(&id, flow);
         after.clone_into(&mut envelope.key);
+        envelope.ack = true;
         let message = Message::new(envelope, payload);
-        let result = loop {
+        let mut submitted = Submitted {
+            service: self,
+            message,
+            result,
+            early: None,
+            _guard: guard,
+            _permit: permit,
+        };
+        loop {
             let seen = self.generation.load(Ordering::Acquire);
-            self.send(&message).await?;
+            self.send(&submitted.message).await?;
             tokio::select! {
-                result = &mut rx => break result.map_err(|_| ServiceError::Closed)?,
-                () = tokio::time::sleep(self.options.retry_after) => {
-                    tracing::debug!(%id, "no result yet: checking the connection and sending again");
+                biased;
+                // A result implies acceptance (it may overtake the ack).
+                result = &mut submitted.result => {
+                    submitted.early = Some(result.map_err(|_| ServiceError::Closed)?);
+                    break;
+                }
+                acked = &mut acknowledged => {
+                    acked.map_err(|_| ServiceError::Closed)?;
+                    break;
+                }
+                () = tokio::time::sleep(self.options.ack_after) => {
+                    tracing::debug!(%id, "not accepted yet: checking the connection and sending again");
                     self.heal(seen).await;
                 }
             }
+        }
+        Ok(submitted)
+    }
+}
+
+/// A request the node has accepted; [`Submitted::finished`] waits for its
+/// result.
+#[derive(Debug)]
+pub struct Submitted<'a> {
+    service: &'a Service,
+    message: Message,
+    result: oneshot::Receiver<Message>,
+    /// The result, if it came before the acknowledgement.
+    early: Option<Message>,
+    _guard: PendingGuard<'a>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Submitted<'_> {
+    /// The request's id (unique per service).
+    pub fn id(&self) -> &str {
+        &self.message.envelope.id
+    }
+
+    /// Waits for the result. If none comes within `retry_after` (a result
+    /// lost while the node or the connection was down), the request is
+    /// sent again with the same id: the node publishes the result again if
+    /// it has it, or runs the request (at least once).
+    pub async fn finished(mut self) -> Result<Reply, ServiceError> {
+        let service = self.service;
+        let result = match self.early.take() {
+            Some(result) => result,
+            None => loop {
+                let seen = service.generation.load(Ordering::Acquire);
+                tokio::select! {
+                    result = &mut self.result => break result.map_err(|_| ServiceError::Closed)?,
+                    () = tokio::time::sleep(service.options.retry_after) => {
+                        tracing::debug!(id = %self.message.envelope.id, "no result yet: checking the connection and sending again");
+                        service.heal(seen).await;
+                        service.send(&self.message).await?;
+                    }
+                }
+            },
         };
         match (result.envelope.status, result.envelope.error.clone()) {
             (Status::Error, Some(error)) => Err(ServiceError::Failed {
@@ -567,10 +685,19 @@ async fn sub_loop(mut socket: SubSocket, pending: Pending) {
                 continue;
             }
         };
+        if message.envelope.kind == Kind::Accepted {
+            let ack = lock(&pending)
+                .get_mut(&message.envelope.id)
+                .and_then(|w| w.accepted.take());
+            if let Some(ack) = ack {
+                let _ = ack.send(());
+            }
+            continue;
+        }
         let waiter = lock(&pending).remove(&message.envelope.id);
         match waiter {
-            Some(tx) => {
-                let _ = tx.send(message);
+            Some(waiter) => {
+                let _ = waiter.done.send(message);
             }
             None => {
                 tracing::debug!(id = %message.envelope.id, "result for no waiting request (duplicate or abandoned)")

@@ -24,6 +24,13 @@
 //! - on drain (SIGTERM) intake stops and the loop runs until nothing is in
 //!   flight or `drain_timeout` passes.
 //!
+//! Journal (`journal::Recorder`): each step of an accepted message's life
+//! is recorded — accepted, dispatched, suspended, resumed, completed,
+//! dead-lettered — and submitted once per turn of the loop (group commit);
+//! a request that asked for `ack` is acknowledged only after its
+//! acceptance is committed. At start-up the unfinished messages the
+//! journal hands over are taken up again before any new request.
+//!
 //! Backpressure: when the pending queue is full the loop stops taking from
 //! the intake channel; the intake task then blocks, and ZeroMQ's TCP flow
 //! control pushes back on the services.
@@ -56,6 +63,7 @@ use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status, now_us};
 use crate::error_code::ErrorCode;
 use crate::inflight::{InFlightTable, MessageKey, Refused, WorkerId, key_of};
 use crate::integration_manager::Publication;
+use crate::journal::{Checkpoint, Event, Recorder, Unfinished};
 use crate::service_registry::{self, ServiceRegistry};
 use crate::topic::Topic;
 use crate::wire::{self, FromWorker, Message, WireError};
@@ -115,6 +123,10 @@ pub struct Links {
     pub dead_letters: std::sync::Mutex<DeadLetterStore>,
     /// Cancelled to stop intake and drain.
     pub drain: CancellationToken,
+    /// The journal (or a recorder that records nothing, when it is off).
+    pub journal: Recorder,
+    /// What the journal had unfinished at start-up, in acceptance order.
+    pub recovered: Vec<Unfinished>,
 }
 
 enum WorkerEvent {
@@ -188,6 +200,14 @@ pub async fn run(
     ];
 
     let drain = links.drain.clone();
+    let Links {
+        publish,
+        kill,
+        dead_letters,
+        journal,
+        recovered,
+        ..
+    } = links;
     let mut subject = Subject {
         catalog,
         table: InFlightTable::new(options.max_pending),
@@ -196,10 +216,17 @@ pub async fn run(
         failures: HashMap::new(),
         suspended: HashMap::new(),
         services: ServiceRegistry::new(options.service_liveness, options.max_services),
-        links,
+        links: Outlets {
+            publish,
+            kill,
+            dead_letters,
+        },
+        journal,
+        recovering: false,
         sender,
         counters: Counters::default(),
     };
+    subject.recover(recovered).await;
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_until: Option<Instant> = None;
@@ -237,6 +264,7 @@ pub async fn run(
             _ = tick.tick() => subject.on_tick().await,
         }
         subject.dispatch().await;
+        subject.journal.flush().await;
         if let Some(until) = drain_until {
             if subject.table.is_idle() {
                 tracing::info!("drained: nothing left in flight");
@@ -276,6 +304,7 @@ pub async fn run(
         in_flight = subject.table.in_flight_len(),
         "subject stopped"
     );
+    subject.journal.close().await;
     c
 }
 
@@ -304,9 +333,20 @@ struct Subject {
     suspended: HashMap<MessageKey, Suspended>,
     /// Service management's registry (`service_registry`).
     services: ServiceRegistry,
-    links: Links,
+    links: Outlets,
+    journal: Recorder,
+    /// True while taking up recovered work: it was accepted before, so it
+    /// is queued even past `max_pending` and `max_suspended`.
+    recovering: bool,
     sender: RouterSendHalf,
     counters: Counters,
+}
+
+/// Where the Subject's loop sends what is not a worker's business.
+struct Outlets {
+    publish: mpsc::Sender<Publication>,
+    kill: mpsc::Sender<u32>,
+    dead_letters: std::sync::Mutex<DeadLetterStore>,
 }
 
 /// A flow suspended at an `@ASYNC` step.
@@ -340,6 +380,70 @@ impl Subject {
         let topic = result_topic(&envelope);
         self.publish(topic, Message::new(envelope, message.payload))
             .await;
+    }
+
+    /// Ends an accepted message with an error result (recorded as
+    /// completed: it will not be taken up again).
+    async fn fail(&mut self, message: Message, code: ErrorCode, text: String) {
+        self.journal.record(|| Event::Completed {
+            at_us: now_us(),
+            key: key_of(&message.envelope),
+        });
+        self.reject(message, code, text).await;
+    }
+
+    /// The `accepted` acknowledgement of the request `envelope`, queued to
+    /// go out once its acceptance is committed; nothing if it did not ask.
+    fn acknowledge(&mut self, envelope: &Envelope) {
+        if !envelope.ack {
+            return;
+        }
+        let mut ack = envelope.clone();
+        ack.kind = Kind::Accepted;
+        ack.ack = false;
+        self.journal.acknowledge(Publication {
+            topic: result_topic(&ack),
+            message: Message::new(ack, NIL.clone()),
+        });
+    }
+
+    /// Takes up the work the journal had unfinished: flows run again from
+    /// their entry, or from after the `@ASYNC` step that answered them;
+    /// flows waiting at an `@ASYNC` step wait again (with a fresh
+    /// `async_timeout`).
+    async fn recover(&mut self, unfinished: Vec<Unfinished>) {
+        if unfinished.is_empty() {
+            return;
+        }
+        let total = unfinished.len();
+        self.recovering = true;
+        let mut suspended = 0;
+        for Unfinished { message, at } in unfinished {
+            match at {
+                Checkpoint::Accepted => match self.entry(&message.envelope) {
+                    Ok(position) => {
+                        self.advance(message, position + 1).await;
+                    }
+                    // The flows changed since it was accepted.
+                    Err((code, text)) => self.fail(message, code, text).await,
+                },
+                Checkpoint::Suspended => {
+                    suspended += 1;
+                    let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
+                    self.suspend(message, step).await;
+                }
+                Checkpoint::Resumed => {
+                    let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
+                    self.advance(message, step.saturating_add(1)).await;
+                }
+            }
+        }
+        self.recovering = false;
+        tracing::info!(
+            recovered = total,
+            suspended,
+            "took up the journal's unfinished work"
+        );
     }
 
     async fn on_intake(&mut self, frames: &ZmqMessage) {
@@ -398,6 +502,8 @@ impl Subject {
         if self.table.contains(envelope) || self.suspended.contains_key(&key_of(envelope)) {
             self.counters.duplicates += 1;
             tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a request in flight: absorbed");
+            let envelope = envelope.clone();
+            self.acknowledge(&envelope);
             return;
         }
         if let Some(result) = self.recent.get(&key_of(envelope), Instant::now()) {
@@ -416,42 +522,55 @@ impl Subject {
             );
             return match answer {
                 Ok(payload) => {
+                    // Answered on the spot: nothing to journal.
                     self.counters.accepted += 1;
                     message.payload = Bytes::from(payload);
                     message.envelope.accepted_us = now_us();
-                    self.finish(message).await;
+                    self.publish_result(message).await;
                 }
                 Err((code, text)) => self.reject(message, code, text).await,
             };
         }
-        let catalog = Arc::clone(&self.catalog);
-        let Some(routed) = catalog.flow(&envelope.flow) else {
-            let text = format!("unknown flow {:?}", envelope.flow);
-            return self.reject(message, ErrorCode::UnknownFlow, text).await;
+        let position = match self.entry(envelope) {
+            Ok(position) => position,
+            Err((code, text)) => return self.reject(message, code, text).await,
         };
-        let position = if envelope.key.is_empty() {
-            Some(0)
-        } else {
-            match ActionKey::parse(&envelope.key) {
-                Ok(key) => routed.flow.position(&key),
-                Err(e) => {
-                    let text = format!("key {:?}: {e}", envelope.key);
-                    return self.reject(message, ErrorCode::UnknownStep, text).await;
-                }
+        message.envelope.accepted_us = now_us();
+        message.envelope.attempt = 0;
+        let at_us = message.envelope.accepted_us;
+        self.journal
+            .record(|| Event::accepted(at_us, message.clone()));
+        let asked = message.envelope.ack.then(|| message.envelope.clone());
+        if self.advance(message, position + 1).await {
+            self.counters.accepted += 1;
+            if let Some(envelope) = asked {
+                self.acknowledge(&envelope);
             }
+        }
+    }
+
+    /// The index of the step a request enters its flow at: the step its
+    /// `key` names (the flow's entry when empty); it runs from the step
+    /// after it.
+    fn entry(&self, envelope: &Envelope) -> Result<usize, (ErrorCode, String)> {
+        let Some(routed) = self.catalog.flow(&envelope.flow) else {
+            let text = format!("unknown flow {:?}", envelope.flow);
+            return Err((ErrorCode::UnknownFlow, text));
         };
-        let Some(position) = position else {
+        if envelope.key.is_empty() {
+            return Ok(0);
+        }
+        let key = ActionKey::parse(&envelope.key).map_err(|e| {
+            let text = format!("key {:?}: {e}", envelope.key);
+            (ErrorCode::UnknownStep, text)
+        })?;
+        routed.flow.position(&key).ok_or_else(|| {
             let text = format!(
                 "key {:?} matches no step of flow {}",
                 envelope.key, routed.flow.name
             );
-            return self.reject(message, ErrorCode::UnknownStep, text).await;
-        };
-        message.envelope.accepted_us = now_us();
-        message.envelope.attempt = 0;
-        if self.advance(message, position + 1).await {
-            self.counters.accepted += 1;
-        }
+            (ErrorCode::UnknownStep, text)
+        })
     }
 
     /// Moves `message` on from step `next` of its flow: an action step is
@@ -463,7 +582,7 @@ impl Subject {
         let catalog = Arc::clone(&self.catalog);
         let Some(routed) = catalog.flow(&message.envelope.flow) else {
             let text = format!("unknown flow {:?}", message.envelope.flow);
-            self.reject(message, ErrorCode::UnknownFlow, text).await;
+            self.fail(message, ErrorCode::UnknownFlow, text).await;
             return false;
         };
         loop {
@@ -475,19 +594,24 @@ impl Subject {
             match (step, routed.roles.get(next).map(|(role, _)| role)) {
                 (_, Some(StepRole::Action(_))) => {
                     envelope.attempt = 0;
-                    return match self.table.enqueue(message) {
+                    let queued = if self.recovering {
+                        self.table.enqueue_recovered(message)
+                    } else {
+                        self.table.enqueue(message)
+                    };
+                    return match queued {
                         Ok(()) => true,
                         Err((Refused::DuplicateId, message)) => {
                             let text = format!(
                                 "a message with id {:?} is already in flight",
                                 message.envelope.id
                             );
-                            self.reject(*message, ErrorCode::DuplicateId, text).await;
+                            self.fail(*message, ErrorCode::DuplicateId, text).await;
                             false
                         }
                         Err((Refused::Full, message)) => {
                             let text = "the node's queue is full".to_owned();
-                            self.reject(*message, ErrorCode::Overloaded, text).await;
+                            self.fail(*message, ErrorCode::Overloaded, text).await;
                             false
                         }
                     };
@@ -506,7 +630,7 @@ impl Subject {
                 (_, Some(StepRole::Async)) => return self.suspend(message, next).await,
                 (_, Some(role)) => {
                     let text = not_supported(role, &message.envelope.key);
-                    self.reject(message, ErrorCode::NotSupported, text).await;
+                    self.fail(message, ErrorCode::NotSupported, text).await;
                     return false;
                 }
             }
@@ -516,15 +640,23 @@ impl Subject {
     /// Keeps `message` until its answer comes (see [`Subject::on_answer`]) or
     /// `async_timeout` passes.
     async fn suspend(&mut self, message: Message, step: usize) -> bool {
-        if self.suspended.len() >= self.options.max_suspended {
+        if self.suspended.len() >= self.options.max_suspended && !self.recovering {
             let text = format!(
                 "{} flows are already suspended at @ASYNC steps (max_suspended)",
                 self.suspended.len()
             );
-            self.reject(message, ErrorCode::Overloaded, text).await;
+            self.fail(message, ErrorCode::Overloaded, text).await;
             return false;
         }
         let key = key_of(&message.envelope);
+        if !self.recovering {
+            self.journal.record(|| Event::Suspended {
+                at_us: now_us(),
+                key: key.clone(),
+                step: u32::try_from(step).unwrap_or(u32::MAX),
+                message: message.clone(),
+            });
+        }
         tracing::debug!(id = %key.1, service = %key.0, step, "suspended at an @ASYNC step");
         self.counters.suspended += 1;
         let deadline = Instant::now() + self.options.async_timeout;
@@ -566,6 +698,14 @@ impl Subject {
         } = suspended;
         tracing::debug!(id = %key.1, service = %key.0, answered_by = %answer.envelope.service, "resumed after an @ASYNC step");
         message.payload = answer.payload;
+        if answer.envelope.status != Status::Error {
+            self.journal.record(|| Event::Resumed {
+                at_us: now_us(),
+                key: key.clone(),
+                step: u32::try_from(step).unwrap_or(u32::MAX),
+                message: message.clone(),
+            });
+        }
         if let (Status::Error, Some(error)) = (answer.envelope.status, answer.envelope.error) {
             message.envelope.status = Status::Error;
             message.envelope.error = Some(error);
@@ -603,7 +743,16 @@ impl Subject {
 
     /// Publishes a flow's outcome as a result and remembers it for
     /// duplicate suppression.
-    async fn finish(&mut self, mut message: Message) {
+    async fn finish(&mut self, message: Message) {
+        self.journal.record(|| Event::Completed {
+            at_us: now_us(),
+            key: key_of(&message.envelope),
+        });
+        self.publish_result(message).await;
+    }
+
+    /// Publishes a result and remembers it for duplicate suppression.
+    async fn publish_result(&mut self, mut message: Message) {
         message.envelope.kind = Kind::Result;
         self.counters.results += 1;
         let key = key_of(&message.envelope);
@@ -736,6 +885,11 @@ impl Subject {
         };
         self.counters.dead_lettered += 1;
         let last = errors.last().map_or("", String::as_str);
+        self.journal.record(|| Event::DeadLettered {
+            at_us: now_us(),
+            key: key_of(&message.envelope),
+            reason: format!("dead letter #{seq}: {last}"),
+        });
         let text = format!(
             "dead-lettered as #{seq} after {} attempts; last: {last} (`zmanager dlq show {seq}`)",
             message.envelope.attempt
@@ -794,6 +948,17 @@ impl Subject {
     async fn dispatch(&mut self) {
         while let Some((worker, batch)) = self.table.next_batch(self.options.batch, Instant::now())
         {
+            if self.journal.is_on() {
+                let at_us = now_us();
+                for m in &batch {
+                    self.journal.record(|| Event::Dispatched {
+                        at_us,
+                        key: key_of(&m.envelope),
+                        attempt: m.envelope.attempt,
+                        worker: worker.clone(),
+                    });
+                }
+            }
             let mut frames = wire::work(&batch);
             frames.push_front(worker.clone());
             if let Err(e) = self.sender.send(frames).await {

@@ -11,12 +11,14 @@
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
 
 pub mod event;
+pub mod recorder;
 pub mod sqlite;
 pub mod writer;
 
 use std::sync::Arc;
 
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
+pub use recorder::Recorder;
 pub use sqlite::{SqliteJournal, SyncMode};
 pub use writer::{Committed, JournalWriter};
 

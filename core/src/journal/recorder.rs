@@ -1,0 +1,165 @@
+//! The Subject's side of the journal: the events of one turn of its loop
+//! are gathered and submitted together to the group-commit
+//! [`JournalWriter`], and the `accepted` acknowledgements of that turn are
+//! published only once those events are committed.
+//!
+//! The Subject never waits for a commit itself: it dispatches work at once,
+//! and an acknowledger task waits for each batch's commit (in submission
+//! order, which is commit order) and then hands its acknowledgements to the
+//! Integration Manager. A request's result may therefore reach its service
+//! before the acknowledgement does; a result implies acceptance.
+//!
+//! With the journal off the recorder records nothing and publishes the
+//! acknowledgements of a turn at its end.
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Committed, Event, JournalWriter};
+use crate::integration_manager::Publication;
+
+/// Batches waiting for their commit before their acknowledgements go out.
+/// Past it the Subject waits (backpressure, like the writer's own queue).
+const ACK_QUEUE: usize = 64;
+
+type Batch = (Option<Committed>, Vec<Publication>);
+
+/// Gathers a turn's events and acknowledgements.
+#[derive(Debug)]
+pub struct Recorder {
+    writer: Option<JournalWriter>,
+    events: Vec<Event>,
+    acks: Vec<Publication>,
+    acker: mpsc::Sender<Batch>,
+    task: JoinHandle<()>,
+}
+
+impl Recorder {
+    /// A recorder writing through `writer` (`None`: the journal is off) and
+    /// publishing acknowledgements on `publish`.
+    pub fn new(writer: Option<JournalWriter>, publish: mpsc::Sender<Publication>) -> Self {
+        let (acker, batches) = mpsc::channel(ACK_QUEUE);
+        Self {
+            writer,
+            events: Vec::new(),
+            acks: Vec::new(),
+            acker,
+            task: tokio::spawn(acknowledge(batches, publish)),
+        }
+    }
+
+    /// Whether events are recorded.
+    pub fn is_on(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Records the event `make` builds (only built when the journal is on).
+    pub fn record(&mut self, make: impl FnOnce() -> Event) {
+        if self.writer.is_some() {
+            self.events.push(make());
+        }
+    }
+
+    /// Publishes `ack` once everything recorded so far is committed.
+    pub fn acknowledge(&mut self, ack: Publication) {
+        self.acks.push(ack);
+    }
+
+    /// Submits the turn's events and queues its acknowledgements behind
+    /// their commit. Waits only when the writer's or the acknowledger's
+    /// queue is full.
+    pub async fn flush(&mut self) {
+        if self.events.is_empty() && self.acks.is_empty() {
+            return;
+        }
+        // A turn with acknowledgements only needs no commit of its own: the
+        // acknowledger publishes it after the batches before it.
+        let committed = match &self.writer {
+            Some(writer) if !self.events.is_empty() => {
+                Some(writer.submit(std::mem::take(&mut self.events)).await)
+            }
+            _ => None,
+        };
+        let acks = std::mem::take(&mut self.acks);
+        // The acknowledger lives until `close`.
+        let _ = self.acker.send((committed, acks)).await;
+    }
+
+    /// Flushes, waits until every batch is committed and acknowledged, and
+    /// stops the writer.
+    pub async fn close(mut self) {
+        self.flush().await;
+        drop(self.acker);
+        let _ = self.task.await;
+        if let Some(writer) = self.writer.take() {
+            // Dropping the writer joins its thread after its last commit.
+            let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
+        }
+    }
+}
+
+/// Publishes each batch's acknowledgements once its events are committed.
+/// A batch that failed to commit is not acknowledged: its services send
+/// again, and the node takes the request again (as a duplicate if it is
+/// still in flight).
+async fn acknowledge(mut batches: mpsc::Receiver<Batch>, publish: mpsc::Sender<Publication>) {
+    while let Some((committed, acks)) = batches.recv().await {
+        if let Some(committed) = committed {
+            if let Err(e) = committed.await {
+                tracing::error!(error = %e, unacknowledged = acks.len(), "journal commit failed: requests not acknowledged");
+                continue;
+            }
+        }
+        for ack in acks {
+            if publish.send(ack).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::testing::{TempDir, request};
+    use crate::journal::{Journal, SqliteJournal, SyncMode};
+
+    fn ack(id: &str) -> Publication {
+        Publication {
+            topic: "t".into(),
+            message: request("s", id, "F"),
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_follow_the_commit_of_what_was_recorded_before_them() {
+        let dir = TempDir::new("recorder");
+        let journal = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let writer = JournalWriter::start(journal, 16, 1000).unwrap();
+        let (publish, mut published) = mpsc::channel(16);
+        let mut recorder = Recorder::new(Some(writer), publish);
+        assert!(recorder.is_on());
+        recorder.record(|| Event::accepted(1, request("s", "1", "F")));
+        recorder.acknowledge(ack("1"));
+        recorder.flush().await;
+        let got = published.recv().await.unwrap();
+        assert_eq!(got.message.envelope.id, "1");
+        // By the time the acknowledgement is out, the event is on disk.
+        let check = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        assert_eq!(check.unfinished().unwrap().len(), 1);
+        recorder.close().await;
+    }
+
+    #[tokio::test]
+    async fn with_the_journal_off_nothing_is_built_and_acks_go_out_at_flush() {
+        let (publish, mut published) = mpsc::channel(16);
+        let mut recorder = Recorder::new(None, publish);
+        assert!(!recorder.is_on());
+        recorder.record(|| unreachable!("no event is built with the journal off"));
+        recorder.acknowledge(ack("1"));
+        assert!(published.try_recv().is_err(), "not before the flush");
+        recorder.flush().await;
+        assert_eq!(published.recv().await.unwrap().message.envelope.id, "1");
+        recorder.close().await;
+    }
+}
