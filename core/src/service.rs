@@ -686,11 +686,14 @@ async fn sub_loop(mut socket: SubSocket, pending: Pending) {
             }
         };
         if message.envelope.kind == Kind::Accepted {
-            let ack = lock(&pending)
-                .get_mut(&message.envelope.id)
-                .and_then(|w| w.accepted.take());
-            if let Some(ack) = ack {
-                let _ = ack.send(());
+            // One acknowledgement for many requests: their ids.
+            let ids: Vec<String> = zmanager_sdk::decode(&message.payload)
+                .unwrap_or_else(|_| vec![message.envelope.id.clone()]);
+            let mut pending = lock(&pending);
+            for id in ids {
+                if let Some(ack) = pending.get_mut(&id).and_then(|w| w.accepted.take()) {
+                    let _ = ack.send(());
+                }
             }
             continue;
         }

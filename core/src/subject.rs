@@ -398,13 +398,7 @@ impl Subject {
         if !envelope.ack {
             return;
         }
-        let mut ack = envelope.clone();
-        ack.kind = Kind::Accepted;
-        ack.ack = false;
-        self.journal.acknowledge(Publication {
-            topic: result_topic(&ack),
-            message: Message::new(ack, NIL.clone()),
-        });
+        self.journal.acknowledge(&result_topic(envelope), envelope);
     }
 
     /// Takes up the work the journal had unfinished: flows run again from

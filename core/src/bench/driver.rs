@@ -15,10 +15,11 @@ use super::histogram::Histogram;
 use super::load::LoadResult;
 use super::proc_stats::{self, Machine, ProcSample};
 use super::{
-    BenchError, BenchOptions, Latency, ProcessReport, Progress, RawSummary, Report, ReportConfig,
-    Transport,
+    BenchError, BenchOptions, JournalComparison, JournalMode, Latency, ProcessReport, Progress,
+    RawSummary, Report, ReportConfig, Transport,
 };
 use crate::config::NodeConfig;
+use crate::journal::SyncMode;
 
 /// How often the progress callback is called.
 const TICK: Duration = Duration::from_millis(250);
@@ -38,13 +39,123 @@ pub fn run(
     let batch = options.batch.unwrap_or(defaults.batch);
 
     // One raw baseline run before the node starts, the others after it
-    // stops: their median brackets the measured run in time.
+    // stops: their median brackets the measured runs in time.
     let raw_wanted = options.raw_messages > 0 && options.raw_runs > 0;
     let mut raw_rates = Vec::with_capacity(options.raw_runs);
     if raw_wanted {
         raw_rates.push(raw_baseline(options, &dir, on_progress)?);
     }
 
+    // With the journal on and off, the runs alternate, so that a change in
+    // the machine's load affects both alike.
+    let modes: &[bool] = match options.journal {
+        JournalMode::Off => &[false],
+        JournalMode::On => &[true],
+        JournalMode::Both => &[false, true],
+    };
+    let mut runs: Vec<(bool, Measured)> = Vec::new();
+    for round in 0..options.rounds {
+        for &journal in modes {
+            let setup = Setup {
+                journal,
+                window,
+                batch,
+                data_dir: format!("data-{round}-{journal}"),
+            };
+            runs.push((journal, measure(options, &setup, &dir, on_progress)?));
+        }
+    }
+
+    if raw_wanted {
+        for _ in 1..options.raw_runs {
+            raw_rates.push(raw_baseline(options, &dir, on_progress)?);
+        }
+    }
+    let raw = raw_wanted.then(|| RawSummary::new(options.raw_messages, options.payload, raw_rates));
+
+    let journal_comparison = (options.journal == JournalMode::Both).then(|| {
+        let rates = |on: bool| -> Vec<f64> {
+            runs.iter()
+                .filter(|(j, _)| *j == on)
+                .map(|(_, m)| m.throughput_rps)
+                .collect()
+        };
+        JournalComparison::new(rates(false), rates(true))
+    });
+    // The detailed figures are those of the last run in the node's own
+    // setting (journal on, unless only off was asked for).
+    let shown = options.journal != JournalMode::Off;
+    let Some((_, main)) = runs.into_iter().rev().find(|(j, _)| *j == shown) else {
+        return Err(BenchError::Protocol("no run was measured".to_owned()));
+    };
+    Ok(Report {
+        config: ReportConfig {
+            workers: options.workers,
+            services: options.services,
+            requests: options.requests,
+            in_flight: options.in_flight,
+            payload_bytes: options.payload,
+            journal: options.journal,
+            journal_sync: options.journal_sync,
+            rounds: options.rounds,
+            transport: options.transport,
+            flow: options.flow.clone(),
+            warmup_per_service: options.warmup,
+            window,
+            batch,
+            max_pending: NodeConfig::default().max_pending,
+        },
+        machine,
+        completed: main.completed,
+        accepted: main.accepted,
+        errors: main.errors,
+        elapsed_s: main.elapsed_s,
+        throughput_rps: main.throughput_rps,
+        latency_us: main.latency,
+        cpu_us_per_request: main.cpu_us_per_request,
+        processes: main.processes,
+        idle_rss_kib: main.idle_rss_kib,
+        idle_pss_kib: main.idle_pss_kib,
+        ratio_to_raw: raw
+            .as_ref()
+            .filter(|r| r.rate_per_s > 0.0)
+            .map(|r| main.throughput_rps / r.rate_per_s),
+        raw_zeromq: raw,
+        journal_comparison,
+    })
+}
+
+/// How one measured run's node is set up.
+struct Setup {
+    journal: bool,
+    window: u32,
+    batch: usize,
+    /// The node's data directory, inside the benchmark's: a fresh journal
+    /// per run.
+    data_dir: String,
+}
+
+/// What one measured run measured.
+struct Measured {
+    completed: u64,
+    accepted: u64,
+    errors: u64,
+    elapsed_s: f64,
+    throughput_rps: f64,
+    latency: Latency,
+    cpu_us_per_request: f64,
+    processes: Vec<ProcessReport>,
+    idle_rss_kib: u64,
+    idle_pss_kib: u64,
+}
+
+/// Starts a node, runs the services against it, stops it.
+fn measure(
+    options: &BenchOptions,
+    setup: &Setup,
+    dir: &TempDir,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Measured, BenchError> {
     let phase_start = Instant::now();
     on_progress(&Progress {
         phase: "starting the node",
@@ -52,7 +163,7 @@ pub fn run(
         total: 0,
         elapsed: Duration::ZERO,
     });
-    let mut node = Node::start(options, window, batch, &dir)?;
+    let mut node = Node::start(options, setup, dir)?;
     let workers = node.wait_for_workers(options.workers)?;
     // Let the workers connect and settle before the idle reading.
     std::thread::sleep(Duration::from_millis(500));
@@ -87,7 +198,11 @@ pub fn run(
             "--in-flight",
             &in_flight.to_string(),
         ]);
-        let mut process = Process::spawn(command, &format!("service {}", i + 1), &dir)?;
+        if setup.journal {
+            // Services that want durability wait for the acknowledgement.
+            command.arg("--ack");
+        }
+        let mut process = Process::spawn(command, &format!("service {}", i + 1), dir)?;
         let stdout = process.take_stdout()?;
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -188,20 +303,14 @@ pub fn run(
     }
     node.stop();
 
-    if raw_wanted {
-        for _ in 1..options.raw_runs {
-            raw_rates.push(raw_baseline(options, &dir, on_progress)?);
-        }
-    }
-    let raw = raw_wanted.then(|| RawSummary::new(options.raw_messages, options.payload, raw_rates));
-
     // The figures.
     let mut histogram = Histogram::new();
-    let (mut completed, mut errors) = (0, 0);
+    let (mut completed, mut errors, mut accepted) = (0, 0, 0);
     for result in results.iter().flatten() {
         histogram.merge(&Histogram::from_sparse(&result.latency_ns));
         completed += result.completed;
         errors += result.errors;
+        accepted += result.accepted;
     }
     let us = |ns: u64| ns as f64 / 1000.0;
     let latency = Latency {
@@ -236,27 +345,13 @@ pub fn run(
     } else {
         0.0
     };
-    Ok(Report {
-        config: ReportConfig {
-            workers: options.workers,
-            services: options.services,
-            requests: options.requests,
-            in_flight: options.in_flight,
-            payload_bytes: options.payload,
-            journal: options.journal,
-            transport: options.transport,
-            flow: options.flow.clone(),
-            warmup_per_service: options.warmup,
-            window,
-            batch,
-            max_pending: NodeConfig::default().max_pending,
-        },
-        machine,
+    Ok(Measured {
         completed,
+        accepted,
         errors,
         elapsed_s: seconds,
         throughput_rps: throughput,
-        latency_us: latency,
+        latency,
         cpu_us_per_request: if completed > 0 {
             cpu_total * 1e6 / completed as f64
         } else {
@@ -265,11 +360,6 @@ pub fn run(
         processes,
         idle_rss_kib: idle.iter().flatten().map(|s| s.rss_kib).sum(),
         idle_pss_kib: idle.iter().flatten().map(|s| s.pss_kib).sum(),
-        ratio_to_raw: raw
-            .as_ref()
-            .filter(|r| r.rate_per_s > 0.0)
-            .map(|r| throughput / r.rate_per_s),
-        raw_zeromq: raw,
     })
 }
 
@@ -474,14 +564,18 @@ struct Node {
 }
 
 impl Node {
-    fn start(
-        options: &BenchOptions,
-        window: u32,
-        batch: usize,
-        dir: &TempDir,
-    ) -> Result<Self, BenchError> {
+    fn start(options: &BenchOptions, setup: &Setup, dir: &TempDir) -> Result<Self, BenchError> {
         let config = dir.path.join("node.toml");
-        std::fs::write(&config, format!("window = {window}\nbatch = {batch}\n"))
+        let sync = match options.journal_sync {
+            SyncMode::Full => "full",
+            SyncMode::Normal => "normal",
+            SyncMode::Off => "off",
+        };
+        let text = format!(
+            "window = {}\nbatch = {}\ndata_dir = {:?}\n[journal]\nenabled = {}\nsync = {sync:?}\n",
+            setup.window, setup.batch, setup.data_dir, setup.journal
+        );
+        std::fs::write(&config, text)
             .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
         let mut command = Command::new(&options.program);
         command

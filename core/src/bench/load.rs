@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub flow: String,
     /// Bytes of the payload frame (at least 1).
     pub payload: usize,
+    /// Ask for the `accepted` acknowledgement of each request.
+    pub ack: bool,
 }
 
 /// The outcome of a run, as a service process reports it.
@@ -44,6 +46,9 @@ pub struct LoadOptions {
 pub struct LoadResult {
     /// Results received (successes and errors).
     pub completed: u64,
+    /// `accepted` acknowledgements received.
+    #[serde(default)]
+    pub accepted: u64,
     /// Error results among them.
     pub errors: u64,
     /// From the first request sent to the last result received, seconds.
@@ -100,6 +105,7 @@ impl LoadGenerator {
         let mut template = Envelope::request("", options.flow.clone());
         template.service.clone_from(&options.service);
         template.reply_to = reply_to;
+        template.ack = options.ack;
         let topic = Topic {
             flow: options.flow.clone(),
             ..Topic::default()
@@ -168,7 +174,7 @@ impl LoadGenerator {
         let in_flight = in_flight.max(1) as u64;
         let mut outstanding = Outstanding::new(self.next_id);
         let mut histogram = Histogram::new();
-        let (mut sent, mut completed, mut errors) = (0u64, 0u64, 0u64);
+        let (mut sent, mut completed, mut errors, mut accepted) = (0u64, 0u64, 0u64, 0u64);
         let start = Instant::now();
         while sent < count && sent - completed < in_flight {
             self.send_one(&mut outstanding).await?;
@@ -189,6 +195,14 @@ impl LoadGenerator {
             let Ok(view) = rmp_serde::from_slice::<ResultView<'_>>(frame) else {
                 continue;
             };
+            if view.kind == Kind::Accepted {
+                // Its payload is the array of the ids it acknowledges.
+                let ids = frames
+                    .get(2)
+                    .and_then(|p| rmp_serde::from_slice::<Vec<&str>>(p).ok());
+                accepted += ids.map_or(1, |ids| ids.len() as u64);
+                continue;
+            }
             if view.kind != Kind::Result {
                 continue;
             }
@@ -208,6 +222,7 @@ impl LoadGenerator {
         }
         Ok(LoadResult {
             completed,
+            accepted,
             errors,
             elapsed_s: start.elapsed().as_secs_f64(),
             latency_ns: histogram.to_sparse(),

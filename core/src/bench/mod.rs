@@ -31,6 +31,18 @@ use serde::Serialize;
 pub use driver::run;
 use proc_stats::Machine;
 
+use crate::journal::SyncMode;
+
+/// Which journal settings to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalMode {
+    Off,
+    On,
+    /// Both, in alternating runs, compared.
+    Both,
+}
+
 /// How the node's sockets are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,8 +69,14 @@ pub struct BenchOptions {
     pub in_flight: usize,
     /// Bytes of each request's payload frame.
     pub payload: usize,
-    /// Record accepted requests in the journal (not supported yet).
-    pub journal: bool,
+    /// Run the node with the journal on, off, or both (alternating runs).
+    /// With it on, the services ask for the `accepted` acknowledgement, as
+    /// services that want durability do.
+    pub journal: JournalMode,
+    /// The journal's sync setting when it is on.
+    pub journal_sync: SyncMode,
+    /// Measured runs per journal setting (their median is compared).
+    pub rounds: usize,
     pub transport: Transport,
     /// The flow requests go into.
     pub flow: String,
@@ -86,7 +104,9 @@ impl BenchOptions {
             requests: 1_000_000,
             in_flight: 1000,
             payload: 64,
-            journal: false,
+            journal: JournalMode::Both,
+            journal_sync: SyncMode::default(),
+            rounds: 1,
             transport: Transport::Tcp,
             flow: "Echo".to_owned(),
             warmup: 2000,
@@ -99,9 +119,6 @@ impl BenchOptions {
 
     /// Every problem with the values, in one error.
     pub fn validate(&self) -> Result<(), BenchError> {
-        if self.journal {
-            return Err(BenchError::JournalNotSupported);
-        }
         let mut problems = Vec::new();
         for (name, value) in [
             ("workers", self.workers as u64),
@@ -109,6 +126,7 @@ impl BenchOptions {
             ("requests", self.requests),
             ("in-flight", self.in_flight as u64),
             ("payload", self.payload as u64),
+            ("rounds", self.rounds as u64),
         ] {
             if value == 0 {
                 problems.push(format!("--{name} must be at least 1"));
@@ -132,10 +150,6 @@ impl BenchOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
-    #[error(
-        "--journal on: the journal is not supported yet (it comes with the durable journal work); run with --journal off"
-    )]
-    JournalNotSupported,
     #[error("{0}")]
     Invalid(String),
     #[error("{0}: {1}")]
@@ -182,6 +196,8 @@ pub struct Report {
     pub machine: Machine,
     /// Results received (successes and errors).
     pub completed: u64,
+    /// `accepted` acknowledgements received (journal on only).
+    pub accepted: u64,
     /// Error results among them.
     pub errors: u64,
     /// From `go` to the last service done, seconds.
@@ -202,6 +218,50 @@ pub struct Report {
     pub raw_zeromq: Option<RawSummary>,
     /// `throughput_rps` divided by the raw rate (the median of its runs).
     pub ratio_to_raw: Option<f64>,
+    /// Throughput with the journal off and on (`--journal both`).
+    pub journal_comparison: Option<JournalComparison>,
+}
+
+/// Throughput with the journal off and on, from alternating runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalComparison {
+    /// Each run's requests/s, in the order they ran.
+    pub off_rps: Vec<f64>,
+    pub on_rps: Vec<f64>,
+    pub median_off_rps: f64,
+    pub median_on_rps: f64,
+    /// `median_on_rps / median_off_rps`.
+    pub ratio: f64,
+}
+
+impl JournalComparison {
+    fn new(off_rps: Vec<f64>, on_rps: Vec<f64>) -> Self {
+        let median_off_rps = median(&off_rps);
+        let median_on_rps = median(&on_rps);
+        Self {
+            ratio: if median_off_rps > 0.0 {
+                median_on_rps / median_off_rps
+            } else {
+                0.0
+            },
+            off_rps,
+            on_rps,
+            median_off_rps,
+            median_on_rps,
+        }
+    }
+}
+
+/// The median of `values` (0 for none).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// The raw ZeroMQ PUSH→PULL baseline: messages per second between two
@@ -219,14 +279,7 @@ pub struct RawSummary {
 
 impl RawSummary {
     fn new(messages_per_run: u64, payload_bytes: usize, runs_per_s: Vec<f64>) -> Self {
-        let mut sorted = runs_per_s.clone();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let rate_per_s = match n {
-            0 => 0.0,
-            _ if n % 2 == 1 => sorted[n / 2],
-            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-        };
+        let rate_per_s = median(&runs_per_s);
         Self {
             messages_per_run,
             payload_bytes,
@@ -244,7 +297,9 @@ pub struct ReportConfig {
     pub requests: u64,
     pub in_flight: usize,
     pub payload_bytes: usize,
-    pub journal: bool,
+    pub journal: JournalMode,
+    pub journal_sync: SyncMode,
+    pub rounds: usize,
     pub transport: Transport,
     pub flow: String,
     pub warmup_per_service: u64,
@@ -294,15 +349,17 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_and_empty_runs_are_refused() {
+    fn the_journal_comparison_is_of_medians() {
+        let c = JournalComparison::new(vec![100.0, 300.0, 200.0], vec![50.0, 100.0, 90.0]);
+        assert_eq!((c.median_off_rps, c.median_on_rps), (200.0, 90.0));
+        assert!((c.ratio - 0.45).abs() < 1e-9);
+        assert_eq!(c.off_rps, [100.0, 300.0, 200.0], "in the order they ran");
+    }
+
+    #[test]
+    fn empty_runs_are_refused() {
         let mut options = BenchOptions::new(PathBuf::from("zmanager"));
         assert!(options.validate().is_ok());
-        options.journal = true;
-        assert!(matches!(
-            options.validate(),
-            Err(BenchError::JournalNotSupported)
-        ));
-        options.journal = false;
         options.requests = 0;
         options.payload = 0;
         let e = options.validate().unwrap_err().to_string();

@@ -30,6 +30,13 @@ pub trait Journal {
     /// so a caller that batches gets one commit (and one sync) per batch.
     fn append(&self, events: &[Event]) -> Result<(), JournalError>;
 
+    /// Records several submissions' events, in order, in one transaction
+    /// (group commit). The default copies them into one slice; a backend
+    /// can write them where they are.
+    fn append_batches(&self, batches: &[Vec<Event>]) -> Result<(), JournalError> {
+        self.append(&batches.concat())
+    }
+
     /// Messages accepted and neither completed nor dead-lettered, in the
     /// order they were accepted, each at its latest checkpoint (accepted,
     /// suspended or resumed) with the attempt of its latest dispatch.

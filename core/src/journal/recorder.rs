@@ -11,12 +11,20 @@
 //!
 //! With the journal off the recorder records nothing and publishes the
 //! acknowledgements of a turn at its end.
+//!
+//! One `accepted` message per reply topic per turn acknowledges all the
+//! turn's requests of that service: its payload is the array of their ids
+//! (`docs/protocol.md`). Under load that is one publication for hundreds of
+//! requests instead of one each.
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Committed, Event, JournalWriter};
+use crate::envelope::{Envelope, Kind};
 use crate::integration_manager::Publication;
+use crate::wire::Message;
 
 /// Batches waiting for their commit before their acknowledgements go out.
 /// Past it the Subject waits (backpressure, like the writer's own queue).
@@ -29,7 +37,9 @@ type Batch = (Option<Committed>, Vec<Publication>);
 pub struct Recorder {
     writer: Option<JournalWriter>,
     events: Vec<Event>,
-    acks: Vec<Publication>,
+    /// The turn's acknowledgements: per reply topic, the first request's
+    /// envelope and every id.
+    acks: Vec<(String, Envelope, Vec<String>)>,
     acker: mpsc::Sender<Batch>,
     task: JoinHandle<()>,
 }
@@ -60,9 +70,18 @@ impl Recorder {
         }
     }
 
-    /// Publishes `ack` once everything recorded so far is committed.
-    pub fn acknowledge(&mut self, ack: Publication) {
-        self.acks.push(ack);
+    /// Acknowledges the request `envelope` on `topic` once everything
+    /// recorded so far is committed.
+    pub fn acknowledge(&mut self, topic: &str, envelope: &Envelope) {
+        // A turn's requests come from few services: a short scan.
+        match self.acks.iter_mut().find(|(t, _, _)| t == topic) {
+            Some((_, _, ids)) => ids.push(envelope.id.clone()),
+            None => self.acks.push((
+                topic.to_owned(),
+                envelope.clone(),
+                vec![envelope.id.clone()],
+            )),
+        }
     }
 
     /// Submits the turn's events and queues its acknowledgements behind
@@ -76,11 +95,18 @@ impl Recorder {
         // acknowledger publishes it after the batches before it.
         let committed = match &self.writer {
             Some(writer) if !self.events.is_empty() => {
-                Some(writer.submit(std::mem::take(&mut self.events)).await)
+                // The next turn's vector starts at this one's size: events
+                // are large, and regrowing it each turn copies them.
+                let next = Vec::with_capacity(self.events.len());
+                Some(
+                    writer
+                        .submit(std::mem::replace(&mut self.events, next))
+                        .await,
+                )
             }
             _ => None,
         };
-        let acks = std::mem::take(&mut self.acks);
+        let acks = self.acks.drain(..).map(ack_message).collect();
         // The acknowledger lives until `close`.
         let _ = self.acker.send((committed, acks)).await;
     }
@@ -95,6 +121,19 @@ impl Recorder {
             // Dropping the writer joins its thread after its last commit.
             let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
         }
+    }
+}
+
+/// One `accepted` message for `ids`: the envelope of the first request
+/// (kind `accepted`), the ids as a MessagePack array.
+fn ack_message((topic, mut envelope, ids): (String, Envelope, Vec<String>)) -> Publication {
+    envelope.kind = Kind::Accepted;
+    envelope.ack = false;
+    // Strings into a Vec cannot fail to encode.
+    let payload = rmp_serde::to_vec(&ids).unwrap_or_default();
+    Publication {
+        topic,
+        message: Message::new(envelope, Bytes::from(payload)),
     }
 }
 
@@ -124,11 +163,9 @@ mod tests {
     use crate::journal::testing::{TempDir, request};
     use crate::journal::{Journal, SqliteJournal, SyncMode};
 
-    fn ack(id: &str) -> Publication {
-        Publication {
-            topic: "t".into(),
-            message: request("s", id, "F"),
-        }
+    fn ids(p: &Publication) -> Vec<String> {
+        assert_eq!(p.message.envelope.kind, Kind::Accepted);
+        rmp_serde::from_slice(&p.message.payload).unwrap()
     }
 
     #[tokio::test]
@@ -140,10 +177,11 @@ mod tests {
         let mut recorder = Recorder::new(Some(writer), publish);
         assert!(recorder.is_on());
         recorder.record(|| Event::accepted(1, request("s", "1", "F")));
-        recorder.acknowledge(ack("1"));
+        recorder.acknowledge("t", &request("s", "1", "F").envelope);
         recorder.flush().await;
         let got = published.recv().await.unwrap();
         assert_eq!(got.message.envelope.id, "1");
+        assert_eq!(ids(&got), ["1"]);
         // By the time the acknowledgement is out, the event is on disk.
         let check = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
         assert_eq!(check.unfinished().unwrap().len(), 1);
@@ -156,10 +194,21 @@ mod tests {
         let mut recorder = Recorder::new(None, publish);
         assert!(!recorder.is_on());
         recorder.record(|| unreachable!("no event is built with the journal off"));
-        recorder.acknowledge(ack("1"));
+        for (topic, id) in [("a", "1"), ("b", "2"), ("a", "3")] {
+            recorder.acknowledge(topic, &request("s", id, "F").envelope);
+        }
         assert!(published.try_recv().is_err(), "not before the flush");
         recorder.flush().await;
-        assert_eq!(published.recv().await.unwrap().message.envelope.id, "1");
+        let first = published.recv().await.unwrap();
+        assert_eq!(
+            (first.topic.as_str(), ids(&first)),
+            ("a", vec!["1".to_owned(), "3".to_owned()])
+        );
+        let second = published.recv().await.unwrap();
+        assert_eq!(
+            (second.topic.as_str(), ids(&second)),
+            ("b", vec!["2".to_owned()])
+        );
         recorder.close().await;
     }
 }

@@ -29,7 +29,7 @@ use crate::wire::Message;
 /// How hard a commit tries to reach the disk: SQLite's `synchronous`
 /// setting (in WAL mode). Named `SyncMode`, not `Sync`, so as not to shadow
 /// the `Sync` marker trait where it is imported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// `synchronous = FULL`: the log is synced to disk at every commit. A
@@ -66,9 +66,15 @@ pub struct SqliteJournal {
     path: String,
 }
 
+/// `seq` is the rowid (no `AUTOINCREMENT`): a new row's is one more than
+/// the largest kept, so events stay in append order even after compaction,
+/// without the extra write per insert `AUTOINCREMENT` costs. Every index
+/// costs a b-tree insert per event, so the time indexes are partial: only
+/// the events that queries by time look for (acceptances for `range` and
+/// recovery, final events for compaction), not dispatches.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS journal_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     at_us INTEGER NOT NULL,
     kind TEXT NOT NULL,
     service TEXT NOT NULL,
@@ -82,8 +88,9 @@ CREATE TABLE IF NOT EXISTS journal_events (
     payload BLOB
 );
 CREATE INDEX IF NOT EXISTS journal_events_message ON journal_events (service, id, seq);
-CREATE INDEX IF NOT EXISTS journal_events_time ON journal_events (at_us);
-CREATE INDEX IF NOT EXISTS journal_events_kind ON journal_events (kind, seq);
+CREATE INDEX IF NOT EXISTS journal_accepted_time ON journal_events (at_us) WHERE kind = 'accepted';
+CREATE INDEX IF NOT EXISTS journal_finished_time ON journal_events (at_us)
+    WHERE kind IN ('completed', 'dead_lettered');
 ";
 
 const COLUMNS: &str =
@@ -292,8 +299,9 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
 
 const TERMINAL: &str = "('completed', 'dead_lettered')";
 
-impl Journal for SqliteJournal {
-    fn append(&self, events: &[Event]) -> Result<(), JournalError> {
+impl SqliteJournal {
+    /// Inserts `events` in one transaction.
+    fn insert<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Result<(), JournalError> {
         let tx = self
             .conn
             .unchecked_transaction()
@@ -357,6 +365,16 @@ impl Journal for SqliteJournal {
             }
         }
         tx.commit().map_err(|e| self.sqlite(e))
+    }
+}
+
+impl Journal for SqliteJournal {
+    fn append(&self, events: &[Event]) -> Result<(), JournalError> {
+        self.insert(events.iter())
+    }
+
+    fn append_batches(&self, batches: &[Vec<Event>]) -> Result<(), JournalError> {
+        self.insert(batches.iter().flatten())
     }
 
     fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
@@ -483,7 +501,10 @@ impl Journal for SqliteJournal {
         let (oldest, newest) = self
             .conn
             .query_row(
-                "SELECT MIN(at_us), MAX(at_us) FROM journal_events",
+                // Events are appended in time order: the first and the last
+                // row, without an index on every event's time.
+                "SELECT (SELECT at_us FROM journal_events ORDER BY seq LIMIT 1),
+                        (SELECT at_us FROM journal_events ORDER BY seq DESC LIMIT 1)",
                 [],
                 |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
             )

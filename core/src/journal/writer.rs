@@ -135,19 +135,23 @@ fn run(
     commits: &AtomicU64,
 ) {
     while let Some(first) = receiver.blocking_recv() {
-        let mut events = first.events;
+        // Submissions are kept as they came: events are large, and moving
+        // them into one vector costs more than writing them.
+        let mut count = first.events.len();
+        let mut batches = vec![first.events];
         let mut waiting = vec![first.done];
-        while events.len() < max_batch {
+        while count < max_batch {
             match receiver.try_recv() {
                 Ok(next) => {
-                    events.extend(next.events);
+                    count += next.events.len();
+                    batches.push(next.events);
                     waiting.push(next.done);
                 }
                 Err(_) => break,
             }
         }
-        let result = journal.append(&events).map_err(|e| {
-            tracing::error!(error = %e, events = events.len(), "journal batch failed");
+        let result = journal.append_batches(&batches).map_err(|e| {
+            tracing::error!(error = %e, events = count, "journal batch failed");
             Arc::new(e)
         });
         commits.fetch_add(1, Ordering::Relaxed);

@@ -8,11 +8,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use zmanager::bench::load::LoadOptions;
-use zmanager::bench::{self, BenchOptions, Progress, Report, Transport};
+use zmanager::bench::{self, BenchOptions, JournalMode, Progress, Report, Transport};
+use zmanager::journal::SyncMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OnOff {
+enum JournalArg {
     On,
+    Off,
+    /// Both, in alternating runs, compared.
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SyncArg {
+    Full,
+    Normal,
     Off,
 }
 
@@ -39,9 +49,17 @@ pub(crate) struct Args {
     /// Bytes of each request's payload (P).
     #[arg(long, short = 'p', default_value_t = 64)]
     payload: usize,
-    /// Record accepted requests in the journal (not supported yet).
-    #[arg(long, value_enum, default_value_t = OnOff::Off)]
-    journal: OnOff,
+    /// Run the node with the journal on, off, or both (alternating runs,
+    /// compared). With it on, services wait for each request's `accepted`
+    /// acknowledgement, as services that want durability do.
+    #[arg(long, value_enum, default_value_t = JournalArg::Both)]
+    journal: JournalArg,
+    /// The journal's sync setting when it is on.
+    #[arg(long, value_enum, default_value_t = SyncArg::Full)]
+    journal_sync: SyncArg,
+    /// Measured runs per journal setting; the comparison uses medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// How services and workers reach the node.
     #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
     transport: TransportArg,
@@ -78,7 +96,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         requests: args.requests,
         in_flight: args.in_flight,
         payload: args.payload,
-        journal: args.journal == OnOff::On,
+        journal: match args.journal {
+            JournalArg::On => JournalMode::On,
+            JournalArg::Off => JournalMode::Off,
+            JournalArg::Both => JournalMode::Both,
+        },
+        journal_sync: match args.journal_sync {
+            SyncArg::Full => SyncMode::Full,
+            SyncArg::Normal => SyncMode::Normal,
+            SyncArg::Off => SyncMode::Off,
+        },
+        rounds: args.rounds,
         transport: match args.transport {
             TransportArg::Tcp => Transport::Tcp,
             TransportArg::Ipc => Transport::Ipc,
@@ -197,14 +225,19 @@ fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "zmanager bench: flow {}, {}, {}, {} requests, {} in flight, {}-byte payload, journal {}, {} (window {}, batch {})",
+        "zmanager bench: flow {}, {}, {}, {} requests, {} in flight, {}-byte payload, journal {} (sync {:?}), {} (window {}, batch {})",
         c.flow,
         plural(c.workers, "worker"),
         plural(c.services, "service"),
         thousands(c.requests),
         c.in_flight,
         c.payload_bytes,
-        if c.journal { "on" } else { "off" },
+        match c.journal {
+            JournalMode::On => "on",
+            JournalMode::Off => "off",
+            JournalMode::Both => "on and off",
+        },
+        c.journal_sync,
         match c.transport {
             Transport::Tcp => "tcp",
             Transport::Ipc => "ipc",
@@ -218,13 +251,43 @@ fn render(r: &Report) -> String {
         m.cpus, m.cpu_model, m.kernel, m.load_average
     );
     let _ = writeln!(out);
+    if let Some(j) = &r.journal_comparison {
+        let runs = |v: &[f64]| {
+            v.iter()
+                .map(|r| thousands(*r as u64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "journal off  {} requests/s  (median of {}: {})",
+            thousands(j.median_off_rps as u64),
+            j.off_rps.len(),
+            runs(&j.off_rps)
+        );
+        let _ = writeln!(
+            out,
+            "journal on   {} requests/s  (median of {}: {}; sync {:?}, services wait for acks)",
+            thousands(j.median_on_rps as u64),
+            j.on_rps.len(),
+            runs(&j.on_rps),
+            c.journal_sync
+        );
+        let _ = writeln!(out, "journal on is {:.0}% of journal off", j.ratio * 100.0);
+        let _ = writeln!(
+            out,
+            "(the figures below are the last run with the journal on)"
+        );
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
-        "throughput   {} requests/s  ({} in {:.2} s, {} errors)",
+        "throughput   {} requests/s  ({} in {:.2} s, {} errors, {} acknowledged)",
         thousands(r.throughput_rps as u64),
         thousands(r.completed),
         r.elapsed_s,
-        r.errors
+        r.errors,
+        thousands(r.accepted)
     );
     let l = &r.latency_us;
     let _ = writeln!(
@@ -325,6 +388,9 @@ pub(crate) struct ClientArgs {
     requests: u64,
     #[arg(long)]
     in_flight: usize,
+    /// Ask for each request's `accepted` acknowledgement.
+    #[arg(long)]
+    ack: bool,
 }
 
 /// One service process of `zmanager bench`.
@@ -335,6 +401,7 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         service: args.service,
         flow: args.flow,
         payload: args.payload,
+        ack: args.ack,
     };
     bench::child::service(&options, args.warmup, args.requests, args.in_flight)?;
     Ok(ExitCode::SUCCESS)
