@@ -43,6 +43,11 @@ impl Checker {
         }
     }
 
+    /// Whether `id` was received at least once.
+    pub fn has_received(&self, id: &str) -> bool {
+        self.received.contains_key(id)
+    }
+
     /// Sent ids not received yet.
     pub fn missing(&self) -> usize {
         self.missing

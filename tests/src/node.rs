@@ -1,5 +1,6 @@
 //! A real node for a test: `zmanager up` on ports the system picks.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,8 @@ pub struct TestNode {
     /// The node's data directory (dead letters), removed on drop.
     pub data_dir: std::path::PathBuf,
     stderr_log: std::path::PathBuf,
+    /// The arguments of `zmanager`, for [`TestNode::restart`].
+    args: Vec<OsString>,
 }
 
 impl TestNode {
@@ -52,57 +55,43 @@ impl TestNode {
             std::process::id(),
             next_id()
         ));
-        let log = std::fs::File::create(&stderr_log).expect("create node log");
         let data_dir = stderr_log.with_extension("data");
-        let mut command = Command::new(crate::zmanager_bin());
-        command
-            .arg("up")
-            .args(["--workers", &workers.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir);
+        let mut args: Vec<OsString> =
+            vec!["up".into(), "--workers".into(), workers.to_string().into()];
+        args.extend(["--data-dir".into(), data_dir.clone().into_os_string()]);
         if any_port {
-            command.arg("--any-port");
+            args.push("--any-port".into());
         }
         if let Some((flows, mappings)) = catalog {
-            command
-                .arg("--flows")
-                .arg(flows)
-                .arg("--mappings")
-                .arg(mappings);
+            args.extend([
+                "--flows".into(),
+                flows.as_os_str().to_owned(),
+                "--mappings".into(),
+                mappings.as_os_str().to_owned(),
+            ]);
         }
-        let mut child = command
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start zmanager up");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the node's first line");
-        if line.is_empty() {
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-            panic!("the node did not start:\n{log}");
-        }
-        let field = |name: &str| -> String {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-                .to_owned()
-        };
-        let endpoints = Endpoints {
-            intake: field("intake"),
-            workers: field("workers"),
-            publish: field("publish"),
-        };
+        args.extend(extra.iter().map(OsString::from));
+        let (child, endpoints) = launch(&args, &stderr_log);
         Self {
             child: Some(child),
             endpoints,
             data_dir,
             stderr_log,
+            args,
         }
+    }
+
+    /// Starts the node again with the same arguments and data directory
+    /// (after it was killed or stopped): the endpoints must be fixed
+    /// ([`TestNode::start_fixed`]). Its log goes on in the same file.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let (child, endpoints) = launch(&self.args, &self.stderr_log);
+        assert_eq!(endpoints, self.endpoints, "restarted on other endpoints");
+        self.child = Some(child);
     }
 
     pub fn pid(&self) -> u32 {
@@ -168,6 +157,44 @@ impl Drop for TestNode {
         let _ = std::fs::remove_file(&self.stderr_log);
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Runs `zmanager` with `args`, its stderr appended to `log`; returns it
+/// and the endpoints its first line announces.
+fn launch(args: &[OsString], log: &Path) -> (Child, Endpoints) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the node log");
+    let mut child = Command::new(crate::zmanager_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(file)
+        .spawn()
+        .expect("start zmanager up");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the node's first line");
+    if line.is_empty() {
+        let _ = child.wait();
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("the node did not start:\n{log}");
+    }
+    let field = |name: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_owned()
+    };
+    let endpoints = Endpoints {
+        intake: field("intake"),
+        workers: field("workers"),
+        publish: field("publish"),
+    };
+    (child, endpoints)
 }
 
 fn next_id() -> u64 {
