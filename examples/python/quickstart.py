@@ -11,7 +11,9 @@ docs/protocol.md step by step:
    (the subscription is then known to be live: ZeroMQ's "slow joiner");
 4. push N requests into the flow `Greeting` (Text.trim -> Greeter.greet ->
    Text.upper), each with the payload {"name": "  ada <n> "};
-5. print each result as it arrives; exit 0 when all N came back ok.
+5. print each result as it arrives, and count the "accepted" messages the
+   node sends for requests that ask for them (docs/protocol.md §7b); exit 0
+   when all N came back ok.
 
 Exit status: 0 all results ok; 1 an error result, or results missing after the
 timeout; 2 the node never answered the ping (is `zmanager up` running?).
@@ -60,6 +62,9 @@ def envelope(kind, message_id, service, reply_to, flow=""):
             "service": service,
             "reply_to": reply_to,
             "created_us": now_us(),
+            # Ask for an "accepted" message once the node has taken (and
+            # journaled) the request; only requests use it.
+            "ack": kind == "request",
         }
     )
 
@@ -189,6 +194,7 @@ def run(args, service, reply_to, push, sub):
         ])
 
     results = {}  # id -> status
+    accepted = set()  # ids the node acknowledged
     duplicates = 0
     unexpected = 0
     malformed = 0
@@ -197,7 +203,7 @@ def run(args, service, reply_to, push, sub):
     deadline = time.monotonic() + args.timeout
     draining = False
     while True:
-        if not draining and len(results) == len(expected):
+        if not draining and len(results) == len(expected) and len(accepted) == len(expected):
             # Everything is here: listen a little longer, to count any
             # duplicate or unexpected message instead of missing it.
             draining = True
@@ -214,6 +220,11 @@ def run(args, service, reply_to, push, sub):
         kind = env.get("kind")
         if kind == "ping":
             continue  # a late echo of the handshake
+        if kind == "accepted":
+            # One acknowledgement may cover many requests: its payload is
+            # the list of their ids. A result may come before it.
+            accepted.update(i for i in (payload or []) if i in expected)
+            continue
         message_id = env.get("id")
         if message_id not in expected:
             unexpected += 1
@@ -239,8 +250,9 @@ def run(args, service, reply_to, push, sub):
     missing = [i for i in expected if i not in results]
     failed = [i for i, status in results.items() if status != "ok"]
     print(
-        f"{len(results)}/{len(expected)} result(s), {len(failed)} error(s), "
-        f"{duplicates} duplicate(s), {unexpected} unexpected, {malformed} malformed"
+        f"{len(results)}/{len(expected)} result(s), {len(accepted)} accepted, "
+        f"{len(failed)} error(s), {duplicates} duplicate(s), {unexpected} unexpected, "
+        f"{malformed} malformed"
     )
     if missing:
         print(

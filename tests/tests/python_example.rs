@@ -42,6 +42,12 @@ fn the_python_quickstart_gets_its_results() {
         "exit {:?}\n{stdout}\n{stderr}",
         out.status.code()
     );
+    // Every request was acknowledged (the ids come in the `accepted`
+    // messages' payloads).
+    assert!(
+        stdout.contains("20/20 result(s), 20 accepted,"),
+        "missing the acknowledgements in:\n{stdout}"
+    );
     for i in [0, 7, 19] {
         let line = format!("-{i} ok {{'greeting': 'HELLO, ADA {i}!'}}");
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
