@@ -18,7 +18,7 @@
 //! max_suspended = 10000       # flows suspended at @ASYNC at once, at most
 //! service_liveness_ms = 10000 # a service silent this long is listed as down
 //! max_services = 1000         # registered services, at most
-//! data_dir = "zmanager-data"  # the dead-letter store (relative to the config file)
+//! data_dir = "zmanager-data"  # the journal and dead letters (relative to the config file)
 //!
 //! # Components loaded from shared libraries by every worker, besides the
 //! # linked ones (default: none). Relative paths are relative to this file.
@@ -95,7 +95,7 @@ pub struct NodeConfig {
     pub service_liveness_ms: u64,
     /// The most services registered at once (down ones are forgotten first).
     pub max_services: usize,
-    /// Where the node keeps its dead-letter store.
+    /// Where the node keeps its journal and dead-letter store.
     pub data_dir: PathBuf,
     /// Shared libraries of dynamic components, loaded by the node (to check
     /// them at start-up) and by every worker.
