@@ -502,7 +502,8 @@ impl Service {
     /// Pushes `payload` into `flow` and returns once the node has accepted
     /// the request (with the journal on: recorded it on disk). It is sent
     /// again (same id) every `ack_after` until then. A request the node
-    /// refuses (an unknown flow, say) resolves here with its error result.
+    /// refuses (an unknown flow, say) is not accepted: this returns on its
+    /// error result, which [`Submitted::finished`] then gives.
     pub async fn submit<T: Serialize + ?Sized>(
         &self,
         flow: &str,
