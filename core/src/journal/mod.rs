@@ -9,8 +9,13 @@
 //! - [`sqlite`]: the embedded backend, [`SqliteJournal`], in the node's
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
+//! - [`retention`]: [`Retention`], which removes finished messages after
+//!   `retain_ms` or past `max_mb`, on its own thread.
+//! - `wal` (private): reading SQLite's write-ahead log to tell what a crash
+//!   left in it ([`OpenReport`]).
 
 pub mod event;
+pub mod retention;
 pub mod sqlite;
 mod wal;
 pub mod writer;
@@ -18,6 +23,7 @@ pub mod writer;
 use std::sync::Arc;
 
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
+pub use retention::Retention;
 pub use sqlite::{OpenReport, SqliteJournal, SyncMode};
 pub use writer::{Committed, JournalWriter};
 
@@ -209,6 +215,9 @@ pub enum JournalError {
     /// There is no journal where one was expected to be read.
     #[error("no journal at {path}: {detail}")]
     Missing { path: String, detail: String },
+    /// A journal thread (the writer's, retention's) could not be started.
+    #[error("cannot start a journal thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The writer's thread is gone (it stopped, or the journal failed).
     #[error("the journal writer has stopped")]
     WriterStopped,
