@@ -40,9 +40,9 @@
 //! - [`integration_manager`]: the single publisher.
 //! - [`service_registry`]: service management's state (registered services,
 //!   their topics, up/down by heartbeat), answered by the Subject.
-//! - [`journal`]: groundwork of the durable journal (issue 7): events, the
-//!   `Journal` trait, its SQLite backend and a group-commit writer. Not
-//!   used by the node yet.
+//! - [`journal`]: the durable journal: events, the `Journal` trait, its
+//!   SQLite backend, the group-commit writer, the Subject's recorder and
+//!   retention.
 //! - [`supervisor`]: starts worker processes and restarts them with backoff.
 //! - [`config`], [`defaults`]: node configuration and built-in flows.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.

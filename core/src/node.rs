@@ -18,7 +18,9 @@ use crate::config::{Endpoints, NodeConfig};
 use crate::dead_letter::DeadLetterStore;
 use crate::diagnostic::Diagnostics;
 use crate::integration_manager;
-use crate::journal::{Journal, JournalError, JournalWriter, Recorder, SqliteJournal, Unfinished};
+use crate::journal::{
+    Journal, JournalError, JournalWriter, Recorder, Retention, SqliteJournal, Unfinished,
+};
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
@@ -71,8 +73,15 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
 
-    let dead_letters = DeadLetterStore::open(&config.data_dir)?;
+    // The journal first: opening it is what reads what a crash left in its
+    // log, before any other connection touches the file.
     let (writer, recovered) = open_journal(&config)?;
+    let retention = if config.journal.enabled {
+        Some(Retention::start(&config.data_dir, &config.journal)?)
+    } else {
+        None
+    };
+    let dead_letters = DeadLetterStore::open(&config.data_dir)?;
 
     let mut intake = PullSocket::new();
     let mut router = RouterSocket::new();
@@ -139,6 +148,10 @@ pub async fn run(
     workers_stop.cancel();
     let _ = supervisor.await;
     let _ = im.await;
+    if let Some(retention) = retention {
+        // It joins a thread that stops at once (a channel, not a sleep).
+        let _ = tokio::task::spawn_blocking(move || retention.stop()).await;
+    }
     tracing::info!("node stopped");
     Ok(counters)
 }

@@ -1,25 +1,34 @@
-//! The durable journal (groundwork, issue 7): every step of a message's
-//! life recorded on disk, so that a node could recover what it had accepted
-//! after a crash, show a message's history and replay a time range.
+//! The durable journal: every step of a message's life recorded on disk,
+//! so that a node recovers what it had accepted after a crash, and a
+//! message's history can be shown and a time range replayed
+//! (`docs/reliability.md`, `docs/journal.md`).
 //!
-//! **Not wired in yet**: the node does not write to it. What exists:
 //! - [`event`]: the events ([`Event`]) and events as read back.
 //! - [`Journal`]: the narrow trait a backend implements (a PostgreSQL
 //!   backend shared by several nodes could implement it later).
 //! - [`sqlite`]: the embedded backend, [`SqliteJournal`], in the node's
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
+//! - [`recorder`]: [`Recorder`], the Subject's side: a turn's events
+//!   submitted together, acknowledgements sent after their commit.
+//! - [`retention`]: [`Retention`], which removes finished messages after
+//!   `retain_ms` or past `max_mb`, on its own thread.
+//! - `wal` (private): reading SQLite's write-ahead log to tell what a crash
+//!   left in it ([`OpenReport`]).
 
 pub mod event;
 pub mod recorder;
+pub mod retention;
 pub mod sqlite;
+mod wal;
 pub mod writer;
 
 use std::sync::Arc;
 
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
 pub use recorder::Recorder;
-pub use sqlite::{SqliteJournal, SyncMode};
+pub use retention::Retention;
+pub use sqlite::{OpenReport, SqliteJournal, SyncMode};
 pub use writer::{Committed, JournalWriter};
 
 use crate::wire::Message;
@@ -61,6 +70,122 @@ pub trait Journal {
     /// dead-lettered before `finished_before_us`; returns how many messages
     /// were removed. Unfinished messages are never touched.
     fn compact(&self, finished_before_us: u64) -> Result<u64, JournalError>;
+
+    /// Like [`compact`](Self::compact), for at most `max_messages`
+    /// messages, those that finished first: a bounded transaction, so a
+    /// writer beside it waits little. Returns how many were removed; fewer
+    /// than `max_messages` means none is left to remove.
+    fn compact_oldest(
+        &self,
+        finished_before_us: u64,
+        max_messages: u64,
+    ) -> Result<u64, JournalError>;
+
+    /// Bytes of storage the journal's data takes now (what retention keeps
+    /// under `max_mb`). Space freed by [`compact`](Self::compact) counts as
+    /// free even if the backend keeps it allocated for reuse.
+    fn data_bytes(&self) -> Result<u64, JournalError>;
+
+    /// One line per message matching `filter`, in acceptance order: what
+    /// `zmanager journal list` prints.
+    fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError>;
+}
+
+/// Where a message stands, by the latest step of its life recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageState {
+    /// Accepted, and maybe dispatched: its flow is running.
+    Accepted,
+    /// Waiting at an `@ASYNC` step for its answer.
+    Suspended,
+    /// Answered at an `@ASYNC` step: its flow is running again.
+    Resumed,
+    /// Its flow finished.
+    Completed,
+    /// It went to the dead-letter store.
+    DeadLettered,
+}
+
+impl MessageState {
+    /// The name used on the command line and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Suspended => "suspended",
+            Self::Resumed => "resumed",
+            Self::Completed => "completed",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// Whether the message still has work to do (recovery resumes it).
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, Self::Accepted | Self::Suspended | Self::Resumed)
+    }
+
+    /// The state an event of `kind` leaves a message in (a dispatch does
+    /// not change it).
+    pub fn after(kind: EventKind) -> Option<Self> {
+        Some(match kind {
+            EventKind::Accepted => Self::Accepted,
+            EventKind::Dispatched => return None,
+            EventKind::Suspended => Self::Suspended,
+            EventKind::Resumed => Self::Resumed,
+            EventKind::Completed => Self::Completed,
+            EventKind::DeadLettered => Self::DeadLettered,
+        })
+    }
+}
+
+/// Which states [`Journal::summaries`] selects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Every message.
+    #[default]
+    Any,
+    /// Messages in this state.
+    Is(MessageState),
+    /// Messages not finished (accepted, suspended or resumed).
+    Unfinished,
+}
+
+impl StateFilter {
+    pub fn matches(self, state: MessageState) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Is(s) => s == state,
+            Self::Unfinished => state.is_unfinished(),
+        }
+    }
+}
+
+/// What [`Journal::summaries`] selects. The default selects every message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SummaryFilter {
+    /// Accepted at or after this time (µs since the epoch).
+    pub since_us: Option<u64>,
+    /// Accepted before this time.
+    pub until_us: Option<u64>,
+    /// Of this flow.
+    pub flow: Option<String>,
+    /// With this message id (of any service).
+    pub id: Option<String>,
+    pub state: StateFilter,
+    /// At most this many, the latest accepted (all if `None`).
+    pub limit: Option<u64>,
+}
+
+/// One message, as [`Journal::summaries`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    pub service: String,
+    pub id: String,
+    pub flow: String,
+    /// When it was (last) accepted.
+    pub accepted_us: u64,
+    pub state: MessageState,
+    /// The highest delivery attempt recorded (0: never dispatched).
+    pub attempts: u32,
 }
 
 /// What [`Journal::stats`] reports.
@@ -98,6 +223,12 @@ pub enum JournalError {
     /// is not a database at all). Nothing was changed in it.
     #[error("journal {path} is damaged: {detail}")]
     Corrupt { path: String, detail: String },
+    /// There is no journal where one was expected to be read.
+    #[error("no journal at {path}: {detail}")]
+    Missing { path: String, detail: String },
+    /// A journal thread (the writer's, retention's) could not be started.
+    #[error("cannot start a journal thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The writer's thread is gone (it stopped, or the journal failed).
     #[error("the journal writer has stopped")]
     WriterStopped,

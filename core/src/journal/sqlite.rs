@@ -9,18 +9,25 @@
 //! with its write-ahead log, a transaction whose commit did not reach the
 //! log whole is rolled back when the database is next opened, and the
 //! transactions before it are kept. There is no hand-written log format to
-//! repair. What SQLite cannot repair — a file damaged underneath it (a bad
+//! repair. SQLite does that without a word, so opening the journal also
+//! measures what the previous process left in the log and what SQLite
+//! discarded of it ([`OpenReport`], in the `wal` module), and says so in
+//! the node's log. What SQLite cannot repair — a file damaged underneath it (a bad
 //! disk, another program writing into it) — is caught on open by
 //! `PRAGMA quick_check` and reported as [`JournalError::Corrupt`] naming
 //! the file; nothing is written to a damaged file.
 
-use std::path::Path;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 
 use super::{
-    Checkpoint, Event, EventKind, Journal, JournalError, JournalStats, RecordedEvent, Unfinished,
+    Checkpoint, Event, EventKind, Journal, JournalError, JournalStats, MessageState,
+    MessageSummary, RecordedEvent, SummaryFilter, Unfinished, wal,
 };
 use crate::dead_letter::database_path;
 use crate::envelope::Envelope;
@@ -64,6 +71,147 @@ impl SyncMode {
 pub struct SqliteJournal {
     conn: Connection,
     path: String,
+    opened: OpenReport,
+}
+
+/// What opening the journal found in the write-ahead log the previous
+/// process left ([`SqliteJournal::opened`]). All zero when that process
+/// closed the journal cleanly (the last connection to close removes its
+/// log), or the journal is new.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Bytes of log left: the previous process did not close the journal
+    /// (it crashed or was killed).
+    pub left_log_bytes: u64,
+    /// Frames of that log SQLite kept: every batch committed before the
+    /// end, which is in the journal.
+    pub kept_frames: u64,
+    /// Bytes after the last committed batch that SQLite discarded: a write
+    /// cut off by the crash. What they held was never committed, so never
+    /// acknowledged to anyone.
+    pub discarded_bytes: u64,
+}
+
+impl OpenReport {
+    /// Whether the previous process closed the journal cleanly.
+    pub fn clean(&self) -> bool {
+        self.left_log_bytes == 0
+    }
+}
+
+/// The write-ahead log of the database file `db`: `<db>-wal`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The log as the previous process left it, read before SQLite opens the
+/// database.
+#[derive(Debug, Default)]
+struct LeftLog {
+    len: u64,
+    header: Option<wal::Header>,
+}
+
+impl LeftLog {
+    fn read(path: &Path) -> Self {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if len == 0 {
+            return Self::default();
+        }
+        let mut bytes = Vec::with_capacity(32);
+        let header = std::fs::File::open(path)
+            .and_then(|f| f.take(wal::HEADER_LEN).read_to_end(&mut bytes))
+            .ok()
+            .and_then(|_| wal::Header::parse(&bytes));
+        Self { len, header }
+    }
+
+    /// Compares what was left with what SQLite kept (once it has opened
+    /// the file on `conn`), and says so in the log.
+    fn report(self, conn: &Connection, name: &str, path: &Path) -> OpenReport {
+        if self.len == 0 {
+            return OpenReport::default();
+        }
+        let found = (|| -> Result<OpenReport, String> {
+            // Its second column is the number of frames in the log as
+            // SQLite recovered it (-1 when not in WAL mode).
+            let kept: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                .map_err(|e| e.to_string())?;
+            let kept = unsigned(kept);
+            let discarded = match self.header {
+                // Not a valid header: SQLite ignored the whole log.
+                None => self.len,
+                Some(header) => {
+                    let mut log = std::fs::File::open(path).map_err(|e| e.to_string())?;
+                    wal::discarded_after(&mut log, self.len, header, kept)
+                        .map_err(|e| e.to_string())?
+                }
+            };
+            Ok(OpenReport {
+                left_log_bytes: self.len,
+                kept_frames: kept,
+                discarded_bytes: discarded,
+            })
+        })();
+        match found {
+            Ok(report) if report.discarded_bytes > 0 => {
+                tracing::warn!(
+                    path = %name,
+                    discarded_bytes = report.discarded_bytes,
+                    kept_frames = report.kept_frames,
+                    "journal: discarded an incomplete tail of {} bytes (a write cut off by a crash); every committed batch before it is kept",
+                    report.discarded_bytes
+                );
+                report
+            }
+            Ok(report) => {
+                tracing::info!(
+                    path = %name,
+                    log_bytes = report.left_log_bytes,
+                    kept_frames = report.kept_frames,
+                    "journal: the previous run did not close the journal (a crash or kill); its log was recovered whole, nothing discarded"
+                );
+                report
+            }
+            Err(e) => {
+                tracing::warn!(
+                    path = %name,
+                    log_bytes = self.len,
+                    error = %e,
+                    "journal: the previous run did not close the journal (a crash or kill); SQLite recovered its log, but how much of it was kept could not be measured"
+                );
+                OpenReport {
+                    left_log_bytes: self.len,
+                    ..OpenReport::default()
+                }
+            }
+        }
+    }
+}
+
+/// SQLite's `quick_check` of the file on `conn`: [`JournalError::Corrupt`]
+/// if it finds damage. `O(size)`; it finds damaged pages and records, but
+/// unlike `integrity_check` does not cross-check indexes against tables.
+fn check(conn: &Connection, name: &str) -> Result<(), JournalError> {
+    let sqlite = |source| error(name, source);
+    let problems: Vec<String> = {
+        let mut check = conn.prepare("PRAGMA quick_check").map_err(sqlite)?;
+        let rows = check
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)?
+    };
+    if problems.first().map(String::as_str) != Some("ok") {
+        let shown: Vec<_> = problems.iter().take(5).cloned().collect();
+        return Err(JournalError::Corrupt {
+            path: name.to_owned(),
+            detail: format!("integrity check failed: {}", shown.join("; ")),
+        });
+    }
+    Ok(())
 }
 
 /// `seq` is the rowid (no `AUTOINCREMENT`): a new row's is one more than
@@ -126,8 +274,26 @@ fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// How a connection is opened: what it checks and whether it may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The node's own connection, opened at start-up: checks the file,
+    /// looks at the log the previous process left, creates the table.
+    Owner,
+    /// Another connection of the same process, beside the owner's: the
+    /// owner did the checks.
+    Beside,
+    /// A reader in another process (`zmanager journal`): checks the file,
+    /// creates nothing, and opens it read-only so that closing it never
+    /// checkpoints or removes a log that the node has not looked at yet.
+    Reader,
+}
+
 impl SqliteJournal {
-    /// Opens (creating if needed) the journal in `data_dir`'s `zmanager.db`.
+    /// Opens (creating if needed) the journal in `data_dir`'s `zmanager.db`:
+    /// the node's own connection, at start-up (see [`open_file`]).
+    ///
+    /// [`open_file`]: Self::open_file
     pub fn open(data_dir: &Path, sync: SyncMode) -> Result<Self, JournalError> {
         std::fs::create_dir_all(data_dir).map_err(|source| JournalError::Create {
             path: data_dir.display().to_string(),
@@ -138,35 +304,108 @@ impl SqliteJournal {
 
     /// Opens (creating if needed) the journal in the database file `path`.
     /// A damaged file gives [`JournalError::Corrupt`] and is not written to.
+    ///
+    /// It also looks at the write-ahead log the previous process left (see
+    /// [`OpenReport`], returned by [`opened`](Self::opened)) and logs what it
+    /// found: a warning if SQLite discarded an incomplete write, a note if
+    /// the previous process did not close the journal. That finding is
+    /// only right for the first connection to the file since the previous
+    /// process ended, made before anything is written to it: the node opens
+    /// its journal this way at start-up, and any other connection with
+    /// [`open_beside`](Self::open_beside) or [`open_to_read`](Self::open_to_read).
     pub fn open_file(path: &Path, sync: SyncMode) -> Result<Self, JournalError> {
+        Self::open_as(path, sync, Role::Owner)
+    }
+
+    /// Another connection to the journal in `data_dir`, beside the one the
+    /// node opened with [`open`](Self::open) (retention works on one): no
+    /// integrity check and no look at the log, which that opening did.
+    pub fn open_beside(data_dir: &Path, sync: SyncMode) -> Result<Self, JournalError> {
+        Self::open_as(&database_path(data_dir), sync, Role::Beside)
+    }
+
+    /// Opens an existing journal in `data_dir` to read it, from another
+    /// process than the node's (`zmanager journal`), whether the node runs
+    /// or not. A missing file or a database without a journal gives
+    /// [`JournalError::Missing`], a damaged one [`JournalError::Corrupt`].
+    /// The connection is read-only: writing through it fails.
+    pub fn open_to_read(data_dir: &Path) -> Result<Self, JournalError> {
+        Self::open_as(&database_path(data_dir), SyncMode::default(), Role::Reader)
+    }
+
+    fn open_as(path: &Path, sync: SyncMode, role: Role) -> Result<Self, JournalError> {
         let name = path.display().to_string();
         let sqlite = |source| error(&name, source);
-        let conn = Connection::open(path).map_err(sqlite)?;
+        let log_path = wal_path(path);
+        // Measured before SQLite opens the file: it recovers the log
+        // without a word.
+        let left = match role {
+            Role::Owner => LeftLog::read(&log_path),
+            Role::Beside | Role::Reader => LeftLog::default(),
+        };
+        let conn = match role {
+            Role::Owner | Role::Beside => Connection::open(path),
+            Role::Reader => {
+                if !path.is_file() {
+                    return Err(JournalError::Missing {
+                        path: name,
+                        detail: "no such file".into(),
+                    });
+                }
+                Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_URI
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+            }
+        }
+        .map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite)?;
-        // Checked before anything is written. `quick_check` is `O(size)`
-        // and finds damaged pages and records; unlike `integrity_check` it
-        // does not cross-check indexes against tables.
-        let problems: Vec<String> = {
-            let mut check = conn.prepare("PRAGMA quick_check").map_err(sqlite)?;
-            let rows = check
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(sqlite)?;
-            rows.collect::<Result<_, _>>().map_err(sqlite)?
-        };
-        if problems.first().map(String::as_str) != Some("ok") {
-            let shown: Vec<_> = problems.iter().take(5).cloned().collect();
-            return Err(JournalError::Corrupt {
-                path: name,
-                detail: format!("integrity check failed: {}", shown.join("; ")),
-            });
+        if role != Role::Beside {
+            check(&conn, &name)?;
         }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", sync.pragma())
-            .map_err(sqlite)?;
-        conn.execute_batch(SCHEMA).map_err(sqlite)?;
-        Ok(Self { conn, path: name })
+        let opened = match role {
+            Role::Owner => left.report(&conn, &name, &log_path),
+            Role::Beside | Role::Reader => OpenReport::default(),
+        };
+        if role == Role::Reader {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                     WHERE type = 'table' AND name = 'journal_events')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite)?;
+            if !exists {
+                return Err(JournalError::Missing {
+                    path: name,
+                    detail:
+                        "the database holds no journal (was the node run with [journal] enabled?)"
+                            .into(),
+                });
+            }
+        } else {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(sqlite)?;
+            conn.pragma_update(None, "synchronous", sync.pragma())
+                .map_err(sqlite)?;
+            conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        }
+        Ok(Self {
+            conn,
+            path: name,
+            opened,
+        })
+    }
+
+    /// What opening found in the log the previous process left (always
+    /// empty for [`open_beside`](Self::open_beside) and
+    /// [`open_to_read`](Self::open_to_read), which do not look).
+    pub fn opened(&self) -> &OpenReport {
+        &self.opened
     }
 
     /// The database file.
@@ -516,9 +755,10 @@ impl Journal for SqliteJournal {
 
     fn compact(&self, finished_before_us: u64) -> Result<u64, JournalError> {
         let before = int(finished_before_us);
-        let tx = self
-            .conn
-            .unchecked_transaction()
+        // Immediate: it takes the write lock before it reads, so a writer
+        // committing in between cannot make its read stale (which SQLite
+        // reports as busy, without waiting).
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| self.sqlite(e))?;
         let removed: i64 = tx
             .query_row(
@@ -543,11 +783,146 @@ impl Journal for SqliteJournal {
         tx.commit().map_err(|e| self.sqlite(e))?;
         Ok(unsigned(removed))
     }
+
+    fn compact_oldest(
+        &self,
+        finished_before_us: u64,
+        max_messages: u64,
+    ) -> Result<u64, JournalError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.sqlite(e))?;
+        // The final events, oldest first (through the time index: the ones
+        // removed by earlier calls are gone from its front).
+        let finished: Vec<(String, String, i64)> = {
+            let mut select = tx
+                .prepare_cached(&format!(
+                    "SELECT service, id, seq FROM journal_events
+                     WHERE kind IN {TERMINAL} AND at_us < ?1
+                     ORDER BY at_us, seq LIMIT ?2"
+                ))
+                .map_err(|e| self.sqlite(e))?;
+            let rows = select
+                .query_map(params![int(finished_before_us), int(max_messages)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(|e| self.sqlite(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))?
+        };
+        let mut removed = std::collections::HashSet::new();
+        {
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM journal_events WHERE service = ?1 AND id = ?2 AND seq <= ?3",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            for (service, id, seq) in finished {
+                delete
+                    .execute(params![service, id, seq])
+                    .map_err(|e| self.sqlite(e))?;
+                removed.insert((service, id));
+            }
+        }
+        tx.commit().map_err(|e| self.sqlite(e))?;
+        Ok(removed.len() as u64)
+    }
+
+    /// The pages in use in the whole `zmanager.db` (the dead letters share
+    /// it) times their size. Deleted rows free pages, which SQLite keeps in
+    /// the file for reuse (the file only shrinks with `VACUUM`): those are
+    /// not counted.
+    fn data_bytes(&self) -> Result<u64, JournalError> {
+        let bytes: i64 = self
+            .conn
+            .query_row(
+                "SELECT (c.page_count - f.freelist_count) * s.page_size
+                 FROM pragma_page_count() c, pragma_freelist_count() f, pragma_page_size() s",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(unsigned(bytes))
+    }
+
+    fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError> {
+        let states = [
+            MessageState::Accepted,
+            MessageState::Suspended,
+            MessageState::Resumed,
+            MessageState::Completed,
+            MessageState::DeadLettered,
+        ];
+        let quoted = |states: &mut dyn Iterator<Item = &MessageState>| {
+            states
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // States are named after the event kinds that lead to them.
+        let lifecycle = quoted(&mut states.iter());
+        let selected = quoted(&mut states.iter().filter(|s| filter.state.matches(**s)));
+        let sql = format!(
+            "WITH m AS (
+                 SELECT service, id,
+                        MAX(CASE WHEN kind = 'accepted' THEN seq END) AS accepted_seq,
+                        MAX(CASE WHEN kind IN ({lifecycle}) THEN seq END) AS state_seq,
+                        COALESCE(MAX(attempt), 0) AS attempts
+                 FROM journal_events
+                 WHERE (?5 IS NULL OR id = ?5)
+                 GROUP BY service, id)
+             SELECT m.service, m.id, a.flow, a.at_us, s.kind, m.attempts
+             FROM m JOIN journal_events a ON a.seq = m.accepted_seq
+                    JOIN journal_events s ON s.seq = m.state_seq
+             WHERE (?1 IS NULL OR a.at_us >= ?1) AND (?2 IS NULL OR a.at_us < ?2)
+               AND (?3 IS NULL OR a.flow = ?3) AND s.kind IN ({selected})
+             ORDER BY a.seq DESC
+             LIMIT ?4"
+        );
+        let mut statement = self.conn.prepare(&sql).map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(
+                params![
+                    filter.since_us.map(int),
+                    filter.until_us.map(int),
+                    filter.flow,
+                    filter.limit.map_or(-1, int),
+                    filter.id
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (service, id, flow, at_us, kind, attempts) = r.map_err(|e| self.sqlite(e))?;
+            let Some(state) = EventKind::parse(&kind).and_then(MessageState::after) else {
+                continue; // not selected by the query
+            };
+            out.push(MessageSummary {
+                service,
+                id,
+                flow,
+                accepted_us: unsigned(at_us),
+                state,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::StateFilter;
     use crate::journal::testing::{TempDir, request};
 
     fn key(service: &str, id: &str) -> (String, String) {
@@ -885,12 +1260,241 @@ mod tests {
             &log[..log.len() - 100],
         )
         .unwrap();
+        // A reader (`zmanager journal`) in between neither hides nor
+        // repairs the evidence: it leaves the log as it found it.
+        let torn_log = std::fs::metadata(wal_path(&database_path(torn.path())))
+            .unwrap()
+            .len();
+        {
+            let reader = SqliteJournal::open_to_read(torn.path()).unwrap();
+            assert_eq!(reader.stats().unwrap().accepted, 1 + 2 + 3 + 4);
+            assert!(reader.opened().clean(), "a reader does not look");
+            assert!(reader.append(&[accepted(9, "s", "x", "F")]).is_err());
+        }
+        assert_eq!(
+            std::fs::metadata(wal_path(&database_path(torn.path())))
+                .unwrap()
+                .len(),
+            torn_log
+        );
         let copy = SqliteJournal::open(torn.path(), SyncMode::Full).unwrap();
         assert_eq!(
             copy.stats().unwrap().accepted,
             1 + 2 + 3 + 4,
             "batch 5 torn"
         );
+        let report = *copy.opened();
+        assert!(!report.clean());
+        assert_eq!(report.left_log_bytes, torn_log);
+        assert!(report.kept_frames > 0);
+        // Batch 5's frames, less the 100 bytes cut off.
+        assert!(report.discarded_bytes > 0, "{report:?}");
+        let frame = 24 + 4096;
+        assert_eq!(
+            report.kept_frames * frame + 32 + report.discarded_bytes,
+            torn_log,
+            "{report:?}"
+        );
+        drop(copy);
+        // Closed cleanly now: nothing to report on the next opening.
+        let again = SqliteJournal::open(torn.path(), SyncMode::Full).unwrap();
+        assert_eq!(*again.opened(), OpenReport::default());
+        assert_eq!(again.stats().unwrap().accepted, 1 + 2 + 3 + 4);
         drop(j);
+    }
+
+    #[test]
+    fn an_unclean_close_with_a_whole_log_discards_nothing() {
+        let dir = TempDir::new("unclean");
+        let j = SqliteJournal::open(dir.path(), SyncMode::Full).unwrap();
+        assert!(j.opened().clean(), "a new journal");
+        j.append(&[accepted(1, "s", "1", "F")]).unwrap();
+        // As a kill -9 leaves them: the file and its whole log.
+        let copy = TempDir::new("unclean-copy");
+        let db = database_path(dir.path());
+        std::fs::copy(&db, database_path(copy.path())).unwrap();
+        std::fs::copy(wal_path(&db), wal_path(&database_path(copy.path()))).unwrap();
+        let reopened = SqliteJournal::open(copy.path(), SyncMode::Full).unwrap();
+        let report = *reopened.opened();
+        assert!(!report.clean());
+        assert!(report.kept_frames > 0);
+        assert_eq!(report.discarded_bytes, 0, "{report:?}");
+        assert_eq!(reopened.stats().unwrap().accepted, 1);
+        drop(j);
+    }
+
+    #[test]
+    fn a_reader_needs_an_existing_journal() {
+        let dir = TempDir::new("reader");
+        let e = SqliteJournal::open_to_read(dir.path()).unwrap_err();
+        assert!(matches!(e, JournalError::Missing { .. }), "{e:?}");
+        assert!(e.to_string().contains("no such file"), "{e}");
+        crate::dead_letter::DeadLetterStore::open(dir.path()).unwrap();
+        let e = SqliteJournal::open_to_read(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("holds no journal"), "{e}");
+    }
+
+    fn finished(at_us: u64, service: &str, id: &str) -> Event {
+        Event::Completed {
+            at_us,
+            key: key(service, id),
+        }
+    }
+
+    #[test]
+    fn compact_oldest_removes_in_bounded_steps_oldest_first() {
+        let dir = TempDir::new("oldest");
+        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        j.append(&[
+            accepted(1, "s", "a", "F"),
+            accepted(2, "s", "b", "F"),
+            accepted(3, "s", "c", "F"),
+            accepted(4, "s", "open", "F"),
+            finished(30, "s", "b"),
+            finished(10, "s", "c"),
+            Event::DeadLettered {
+                at_us: 20,
+                key: key("s", "a"),
+                reason: "r".into(),
+            },
+        ])
+        .unwrap();
+        assert_eq!(j.compact_oldest(u64::MAX, 2).unwrap(), 2);
+        assert!(j.history("s", "c").unwrap().is_empty(), "finished first");
+        assert!(j.history("s", "a").unwrap().is_empty(), "then this one");
+        assert_eq!(j.history("s", "b").unwrap().len(), 2);
+        assert_eq!(j.compact_oldest(25, 10).unwrap(), 0, "b finished at 30");
+        assert_eq!(j.compact_oldest(u64::MAX, 10).unwrap(), 1);
+        assert_eq!(j.compact_oldest(u64::MAX, 10).unwrap(), 0);
+        assert_eq!(ids(&j.unfinished().unwrap()), [key("s", "open")]);
+    }
+
+    #[test]
+    fn data_bytes_counts_pages_in_use_not_freed_ones() {
+        let dir = TempDir::new("bytes");
+        let j = SqliteJournal::open(dir.path(), SyncMode::Off).unwrap();
+        let empty = j.data_bytes().unwrap();
+        assert!(empty > 0, "the schema takes pages");
+        let big = Bytes::from(vec![7u8; 2_000]);
+        let mut events = Vec::new();
+        for i in 0..500 {
+            let mut m = request("s", &format!("{i}"), "F");
+            m.payload = big.clone();
+            events.push(Event::accepted(i, m));
+            events.push(finished(i + 1, "s", &format!("{i}")));
+        }
+        j.append(&events).unwrap();
+        let full = j.data_bytes().unwrap();
+        assert!(full > empty + 500 * 2_000, "{empty} -> {full}");
+        assert_eq!(j.compact(u64::MAX).unwrap(), 500);
+        let after = j.data_bytes().unwrap();
+        assert!(after < empty + 50_000, "freed pages do not count: {after}");
+    }
+
+    #[test]
+    fn summaries_are_one_line_per_message_filtered() {
+        let dir = TempDir::new("summaries");
+        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let mut suspended = request("t", "2", "G");
+        suspended.envelope.step = 2;
+        j.append(&[
+            accepted(100, "s", "1", "F"),
+            accepted(200, "t", "2", "G"),
+            accepted(300, "s", "3", "F"),
+            accepted(400, "t", "1", "F"),
+            Event::Dispatched {
+                at_us: 101,
+                key: key("s", "1"),
+                attempt: 1,
+                worker: Bytes::from_static(b"w1"),
+            },
+            Event::Dispatched {
+                at_us: 102,
+                key: key("s", "1"),
+                attempt: 2,
+                worker: Bytes::from_static(b"w2"),
+            },
+            finished(103, "s", "1"),
+            Event::Suspended {
+                at_us: 201,
+                key: key("t", "2"),
+                step: 2,
+                message: suspended,
+            },
+            Event::DeadLettered {
+                at_us: 301,
+                key: key("s", "3"),
+                reason: "r".into(),
+            },
+        ])
+        .unwrap();
+        let all = j.summaries(&SummaryFilter::default()).unwrap();
+        let lines: Vec<_> = all
+            .iter()
+            .map(|m| {
+                (
+                    m.service.as_str(),
+                    m.id.as_str(),
+                    m.flow.as_str(),
+                    m.accepted_us,
+                    m.state,
+                    m.attempts,
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("s", "1", "F", 100, MessageState::Completed, 2),
+                ("t", "2", "G", 200, MessageState::Suspended, 0),
+                ("s", "3", "F", 300, MessageState::DeadLettered, 0),
+                ("t", "1", "F", 400, MessageState::Accepted, 0),
+            ]
+        );
+        let keys = |filter: SummaryFilter| -> Vec<(String, String)> {
+            j.summaries(&filter)
+                .unwrap()
+                .iter()
+                .map(|m| key(&m.service, &m.id))
+                .collect()
+        };
+        assert_eq!(
+            keys(SummaryFilter {
+                state: StateFilter::Unfinished,
+                ..SummaryFilter::default()
+            }),
+            [key("t", "2"), key("t", "1")]
+        );
+        assert_eq!(
+            keys(SummaryFilter {
+                state: StateFilter::Is(MessageState::DeadLettered),
+                ..SummaryFilter::default()
+            }),
+            [key("s", "3")]
+        );
+        assert_eq!(
+            keys(SummaryFilter {
+                since_us: Some(200),
+                until_us: Some(400),
+                flow: Some("F".into()),
+                ..SummaryFilter::default()
+            }),
+            [key("s", "3")]
+        );
+        assert_eq!(
+            keys(SummaryFilter {
+                id: Some("1".into()),
+                ..SummaryFilter::default()
+            }),
+            [key("s", "1"), key("t", "1")]
+        );
+        assert_eq!(
+            keys(SummaryFilter {
+                limit: Some(2),
+                ..SummaryFilter::default()
+            }),
+            [key("s", "3"), key("t", "1")],
+            "the latest, in acceptance order"
+        );
     }
 }

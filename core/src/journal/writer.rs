@@ -201,6 +201,18 @@ mod tests {
         fn compact(&self, finished_before_us: u64) -> Result<u64, JournalError> {
             self.0.compact(finished_before_us)
         }
+        fn compact_oldest(&self, before_us: u64, max: u64) -> Result<u64, JournalError> {
+            self.0.compact_oldest(before_us, max)
+        }
+        fn data_bytes(&self) -> Result<u64, JournalError> {
+            self.0.data_bytes()
+        }
+        fn summaries(
+            &self,
+            filter: &crate::journal::SummaryFilter,
+        ) -> Result<Vec<crate::journal::MessageSummary>, JournalError> {
+            self.0.summaries(filter)
+        }
     }
 
     #[tokio::test]
@@ -273,6 +285,18 @@ mod tests {
             }
             fn compact(&self, _: u64) -> Result<u64, JournalError> {
                 Ok(0)
+            }
+            fn compact_oldest(&self, _: u64, _: u64) -> Result<u64, JournalError> {
+                Ok(0)
+            }
+            fn data_bytes(&self) -> Result<u64, JournalError> {
+                Ok(0)
+            }
+            fn summaries(
+                &self,
+                _: &crate::journal::SummaryFilter,
+            ) -> Result<Vec<crate::journal::MessageSummary>, JournalError> {
+                Ok(vec![])
             }
         }
         let writer = JournalWriter::start(Failing, 4, 10).unwrap();

@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod dlq;
+mod journal;
 mod send;
 mod services;
 mod subscribe;
@@ -36,6 +37,9 @@ enum Command {
     Services(services::Args),
     /// Inspect and replay dead letters.
     Dlq(dlq::Args),
+    /// Inspect the journal (stats, list, a message's history) and replay a
+    /// time range of it.
+    Journal(journal::Args),
     /// Benchmark a node: throughput, latency, CPU and memory, against raw ZeroMQ.
     Bench(bench::Args),
     /// Run one worker process (`zmanager up` starts its own; run this by
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => report(subscribe::run(args)),
         Command::Worker(args) => report(worker::run(args)),
         Command::Dlq(args) => report(dlq::run(args)),
+        Command::Journal(args) => report(journal::run(args)),
         Command::Services(args) => report(services::run(args)),
         Command::Bench(args) => report(bench::run(args)),
         Command::BenchClient(args) => report(bench::client(args)),

@@ -1,0 +1,453 @@
+//! `zmanager journal`: inspect the durable journal and replay a time range.
+//!
+//! It reads the journal through a read-only connection, so it can run
+//! beside a live node, and closing it never touches the write-ahead log a
+//! crashed node left for its next start to look at.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use zmanager::envelope::now_us;
+use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
+use zmanager::service::{Service, ServiceError, ServiceOptions, describe_failure};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// The node's data directory.
+    #[arg(long, global = true, default_value = "zmanager-data")]
+    data_dir: PathBuf,
+}
+
+/// Times: RFC 3339 in UTC (`2026-11-25T10:00:00Z`), microseconds since the
+/// Unix epoch, or a duration meaning that long ago (`15m`, `2h 30m`).
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Events per kind, unfinished messages, the oldest and newest event,
+    /// and the data's size.
+    Stats,
+    /// One line per message (the latest accepted, listed in acceptance
+    /// order): accepted time, state, attempts, flow, service, id.
+    List {
+        /// Accepted at or after this time.
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        since: Option<u64>,
+        /// Accepted before this time.
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        until: Option<u64>,
+        /// Of this flow only.
+        #[arg(long, value_name = "F")]
+        flow: Option<String>,
+        /// In this state only.
+        #[arg(long, value_enum)]
+        state: Option<State>,
+        /// Show at most this many (the latest accepted).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// A message's whole history: every event, with its attempts and
+    /// workers, steps, reasons and payloads.
+    Show {
+        /// The message id.
+        id: String,
+        /// The service that sent it (needed when several services used
+        /// this id).
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Push every request accepted in [--since, --until) again into the
+    /// running node, as accepted (flow, entry step, payload), as new
+    /// requests; print each result.
+    Replay {
+        /// Accepted at or after this time.
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        since: u64,
+        /// Accepted before this time.
+        #[arg(long, value_name = "T", value_parser = parse_time)]
+        until: u64,
+        /// Of this flow only.
+        #[arg(long, value_name = "F")]
+        flow: Option<String>,
+        /// List what would be replayed; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "tcp://127.0.0.1:19030")]
+        intake: String,
+        #[arg(long, default_value = "tcp://127.0.0.1:19034")]
+        publish: String,
+        /// Seconds to wait for each result.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        parallel: usize,
+    },
+}
+
+/// `--state`: a message's state, or all unfinished ones.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum State {
+    Accepted,
+    Suspended,
+    Resumed,
+    Completed,
+    #[value(name = "dead_lettered")]
+    DeadLettered,
+    /// Accepted, suspended or resumed.
+    Unfinished,
+}
+
+impl From<State> for StateFilter {
+    fn from(state: State) -> Self {
+        match state {
+            State::Accepted => Self::Is(MessageState::Accepted),
+            State::Suspended => Self::Is(MessageState::Suspended),
+            State::Resumed => Self::Is(MessageState::Resumed),
+            State::Completed => Self::Is(MessageState::Completed),
+            State::DeadLettered => Self::Is(MessageState::DeadLettered),
+            State::Unfinished => Self::Unfinished,
+        }
+    }
+}
+
+/// A time on the command line, in microseconds since the Unix epoch.
+fn parse_time(text: &str) -> Result<u64, String> {
+    parse_time_at(text, now_us())
+}
+
+fn parse_time_at(text: &str, now_us: u64) -> Result<u64, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map_err(|e| format!("{text:?} as microseconds: {e}"));
+    }
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        let since_epoch = time
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| format!("{text:?} is before 1970"))?;
+        return u64::try_from(since_epoch.as_micros()).map_err(|_| format!("{text:?} is too far"));
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
+        return Ok(now_us.saturating_sub(ago));
+    }
+    Err(format!(
+        "{text:?} is not a time: use RFC 3339 in UTC (2026-11-25T10:00:00Z), \
+         microseconds since the Unix epoch, or a duration meaning that long ago (15m, 2h)"
+    ))
+}
+
+/// `2026-11-25T10:00:00.000000Z`, or the raw number if out of range.
+fn time(us: u64) -> String {
+    // humantime formats years up to 9999 only.
+    const LAST: u64 = 253_402_300_799_999_999;
+    if us > LAST {
+        return format!("{us}µs");
+    }
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
+}
+
+/// A MessagePack payload as JSON, or what is wrong with it.
+fn json(payload: &Bytes) -> String {
+    zmanager_sdk::decode::<serde_json::Value>(payload).map_or_else(
+        |e| format!("<{} bytes that do not decode: {e}>", payload.len()),
+        |v| v.to_string(),
+    )
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let journal = SqliteJournal::open_to_read(&args.data_dir).with_context(|| {
+        format!(
+            "cannot read the journal in {} (is --data-dir the node's data directory?)",
+            args.data_dir.display()
+        )
+    })?;
+    match args.command {
+        Command::Stats => stats(&journal),
+        Command::List {
+            since,
+            until,
+            flow,
+            state,
+            limit,
+        } => {
+            let filter = SummaryFilter {
+                since_us: since,
+                until_us: until,
+                flow,
+                state: state.map(StateFilter::from).unwrap_or_default(),
+                limit: Some(limit),
+                ..SummaryFilter::default()
+            };
+            let messages = journal.summaries(&filter)?;
+            for m in &messages {
+                println!(
+                    "{} {:<13} attempts={} flow={} service={} id={}",
+                    time(m.accepted_us),
+                    m.state.as_str(),
+                    m.attempts,
+                    m.flow,
+                    m.service,
+                    m.id
+                );
+            }
+            eprintln!("{} shown", messages.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id, service } => show(&journal, &id, service),
+        Command::Replay {
+            since,
+            until,
+            flow,
+            dry_run,
+            intake,
+            publish,
+            timeout,
+            parallel,
+        } => {
+            if since >= until {
+                bail!(
+                    "--since ({}) must be before --until ({})",
+                    time(since),
+                    time(until)
+                );
+            }
+            let messages = journal.range(since, until, flow.as_deref())?;
+            drop(journal);
+            if dry_run {
+                for m in &messages {
+                    let e = &m.envelope;
+                    println!(
+                        "{}/{} would be replayed into {} {}",
+                        e.service,
+                        e.id,
+                        e.flow,
+                        json(&m.payload)
+                    );
+                }
+                eprintln!(
+                    "{} would be replayed (accepted {} to {}); dry run, nothing sent",
+                    messages.len(),
+                    time(since),
+                    time(until)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let options = ServiceOptions {
+                intake,
+                publish,
+                ..ServiceOptions::local("journal-replay")
+            };
+            let limit = Duration::from_secs(timeout);
+            crate::runtime(false)?.block_on(async move {
+                let service = Service::connect(options).await?;
+                let service = &service;
+                let mut outcomes = futures::stream::iter(&messages)
+                    .map(|m| async move {
+                        let e = &m.envelope;
+                        // As accepted: the key it was pushed with (empty
+                        // for the flow's entry step).
+                        let sent = service.request_bytes_after(&e.flow, &e.key, m.payload.clone());
+                        (m, tokio::time::timeout(limit, sent).await)
+                    })
+                    .buffered(parallel.max(1));
+                let (mut ok, mut failed) = (0, 0);
+                while let Some((m, outcome)) = outcomes.next().await {
+                    let e = &m.envelope;
+                    match outcome {
+                        Ok(Ok(reply)) => {
+                            ok += 1;
+                            println!(
+                                "{}/{} replayed as {}: ok {}",
+                                e.service,
+                                e.id,
+                                reply.envelope.id,
+                                json(&reply.payload)
+                            );
+                        }
+                        Ok(Err(ServiceError::Failed { key, error })) => {
+                            failed += 1;
+                            println!(
+                                "{}/{} replayed: error {}",
+                                e.service,
+                                e.id,
+                                describe_failure(&key, &error)
+                            );
+                        }
+                        Ok(Err(other)) => return Err(other.into()),
+                        Err(_) => {
+                            failed += 1;
+                            println!(
+                                "{}/{} replayed: no result within {timeout}s",
+                                e.service, e.id
+                            );
+                        }
+                    }
+                }
+                eprintln!("{} replayed: {ok} ok, {failed} failed", messages.len());
+                Ok(if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            })
+        }
+    }
+}
+
+fn stats(journal: &SqliteJournal) -> anyhow::Result<ExitCode> {
+    let s = journal.stats()?;
+    let unfinished = journal
+        .summaries(&SummaryFilter {
+            state: StateFilter::Unfinished,
+            ..SummaryFilter::default()
+        })?
+        .len();
+    let bytes = journal.data_bytes()?;
+    println!("journal {}", journal.path());
+    println!("events:");
+    for (kind, n) in [
+        ("accepted", s.accepted),
+        ("dispatched", s.dispatched),
+        ("suspended", s.suspended),
+        ("resumed", s.resumed),
+        ("completed", s.completed),
+        ("dead_lettered", s.dead_lettered),
+    ] {
+        println!("  {kind:<14}{n}");
+    }
+    println!("unfinished messages: {unfinished}");
+    let when =
+        |t: Option<u64>| t.map_or_else(|| "-".to_owned(), |t| format!("{} ({t} µs)", time(t)));
+    println!("oldest event: {}", when(s.oldest_us));
+    println!("newest event: {}", when(s.newest_us));
+    #[allow(clippy::cast_precision_loss)] // a size shown to one decimal
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    println!("data: {mib:.1} MiB ({bytes} bytes in use in zmanager.db, dead letters included)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(journal: &SqliteJournal, id: &str, service: Option<String>) -> anyhow::Result<ExitCode> {
+    let service = match service {
+        Some(service) => service,
+        None => {
+            let found = journal.summaries(&SummaryFilter {
+                id: Some(id.to_owned()),
+                ..SummaryFilter::default()
+            })?;
+            let mut services: Vec<String> = found.into_iter().map(|m| m.service).collect();
+            services.sort();
+            services.dedup();
+            match services.len() {
+                0 => bail!("no message {id:?} in the journal"),
+                1 => services.remove(0),
+                _ => bail!(
+                    "several services sent a message {id:?}: {}; choose one with --service",
+                    services.join(", ")
+                ),
+            }
+        }
+    };
+    let history = journal.history(&service, id)?;
+    if history.is_empty() {
+        bail!("no message {id:?} of service {service:?} in the journal");
+    }
+    println!("message {id} of service {service}");
+    for recorded in &history {
+        let (at, what) = match &recorded.event {
+            Event::Accepted { at_us, message } => {
+                let e = &message.envelope;
+                let entry = if e.key.is_empty() {
+                    "its entry step".to_owned()
+                } else {
+                    format!("after `{}`", e.key)
+                };
+                (
+                    at_us,
+                    format!(
+                        "accepted      into {} at {entry}, payload {}",
+                        e.flow,
+                        json(&message.payload)
+                    ),
+                )
+            }
+            Event::Dispatched {
+                at_us,
+                attempt,
+                worker,
+                ..
+            } => (
+                at_us,
+                format!(
+                    "dispatched    attempt {attempt} to worker {}",
+                    String::from_utf8_lossy(worker)
+                ),
+            ),
+            Event::Suspended {
+                at_us,
+                step,
+                message,
+                ..
+            } => (
+                at_us,
+                format!(
+                    "suspended     at step {step} `{}`, state {}",
+                    message.envelope.key,
+                    json(&message.payload)
+                ),
+            ),
+            Event::Resumed {
+                at_us,
+                step,
+                message,
+                ..
+            } => (
+                at_us,
+                format!(
+                    "resumed       after step {step}, answer {}",
+                    json(&message.payload)
+                ),
+            ),
+            Event::Completed { at_us, .. } => (at_us, "completed".to_owned()),
+            Event::DeadLettered { at_us, reason, .. } => (at_us, format!("dead_lettered {reason}")),
+        };
+        println!("  #{:<8} {} {what}", recorded.seq, time(*at));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_microseconds_or_durations_ago() {
+        let now = 1_800_000_000_000_000;
+        assert_eq!(
+            parse_time_at("2026-11-25T10:00:00Z", now),
+            Ok(1_795_600_800_000_000)
+        );
+        assert_eq!(
+            parse_time_at("2026-11-25T10:00:00.25Z", now),
+            Ok(1_795_600_800_250_000)
+        );
+        assert_eq!(
+            parse_time_at("1795600800000000", now),
+            Ok(1_795_600_800_000_000)
+        );
+        assert_eq!(parse_time_at("15m", now), Ok(now - 15 * 60 * 1_000_000));
+        assert_eq!(parse_time_at("1h 30m", now), Ok(now - 90 * 60 * 1_000_000));
+        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "-5", "10:00"] {
+            let e = parse_time_at(bad, now).unwrap_err();
+            assert!(e.contains("is not a time"), "{bad}: {e}");
+        }
+        assert_eq!(time(1_795_600_800_250_000), "2026-11-25T10:00:00.250000Z");
+        assert_eq!(time(u64::MAX), format!("{}µs", u64::MAX));
+    }
+}

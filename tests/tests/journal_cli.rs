@@ -1,0 +1,457 @@
+//! `zmanager journal stats|list|show|replay` on journals prepared by
+//! appending events with the library's `SqliteJournal` directly (not by a
+//! node recording them), and a replay into a real node.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use zmanager::envelope::{Envelope, Kind};
+use zmanager::journal::{Event, Journal, SqliteJournal, SyncMode};
+use zmanager::wire::Message;
+use zmanager_tests::checker::Checker;
+use zmanager_tests::client::{RawClient, json};
+use zmanager_tests::node::TestNode;
+use zmanager_tests::{runtime, zmanager};
+
+/// 2025-01-15T10:00:00Z, in microseconds since the epoch.
+const T0: u64 = 1_736_935_200_000_000;
+const SECOND: u64 = 1_000_000;
+
+/// A fresh data directory, removed on drop.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "zmanager-journal-cli-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create data dir");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Appends `events` to the journal in this directory.
+    fn record(&self, events: &[Event]) {
+        let journal = SqliteJournal::open(&self.0, SyncMode::Off).expect("open journal");
+        journal.append(events).expect("append");
+    }
+
+    /// `zmanager journal <args> --data-dir <this>`.
+    fn journal(&self, args: &[&str]) -> Output {
+        zmanager()
+            .arg("journal")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.0)
+            .output()
+            .expect("run zmanager journal")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}\n{}", stdout(out), stderr(out));
+    stdout(out)
+}
+
+/// A request `id` of `service` into `flow` with a JSON payload.
+fn request(service: &str, id: &str, flow: &str, payload: &serde_json::Value) -> Message {
+    let mut envelope = Envelope::request(id, flow);
+    envelope.service = service.into();
+    let bytes = rmp_serde::to_vec_named(payload).expect("encode payload");
+    Message::new(envelope, Bytes::from(bytes))
+}
+
+fn key(service: &str, id: &str) -> (String, String) {
+    (service.into(), id.into())
+}
+
+fn dispatched(at_us: u64, service: &str, id: &str, attempt: u32, worker: &str) -> Event {
+    Event::Dispatched {
+        at_us,
+        key: key(service, id),
+        attempt,
+        worker: Bytes::copy_from_slice(worker.as_bytes()),
+    }
+}
+
+/// Four messages: one completed, one suspended at an `@ASYNC` step (after
+/// an earlier answer), one dead-lettered after two attempts, one just
+/// accepted. Two services used the id `1`.
+fn prepared(name: &str) -> DataDir {
+    let dir = DataDir::new(name);
+    let mut suspended = request("svc-a", "2", "Ask", &serde_json::json!({"asked": true}));
+    suspended.envelope.step = 2;
+    suspended.envelope.key = "?Ask@ASYNC?question_response".into();
+    let answer = request("svc-a", "2", "Ask", &serde_json::json!({"answer": 42}));
+    dir.record(&[
+        Event::accepted(
+            T0,
+            request("svc-a", "1", "Echo", &serde_json::json!("hello")),
+        ),
+        dispatched(T0 + 10, "svc-a", "1", 1, "w-100"),
+        Event::Completed {
+            at_us: T0 + 20,
+            key: key("svc-a", "1"),
+        },
+        Event::accepted(
+            T0 + SECOND,
+            request("svc-a", "2", "Ask", &serde_json::json!({"q": "why"})),
+        ),
+        Event::Suspended {
+            at_us: T0 + SECOND + 10,
+            key: key("svc-a", "2"),
+            step: 2,
+            message: suspended.clone(),
+        },
+        Event::Resumed {
+            at_us: T0 + SECOND + 20,
+            key: key("svc-a", "2"),
+            step: 2,
+            message: answer,
+        },
+        Event::Suspended {
+            at_us: T0 + SECOND + 30,
+            key: key("svc-a", "2"),
+            step: 2,
+            message: suspended,
+        },
+        Event::accepted(
+            T0 + 2 * SECOND,
+            request("svc-b", "1", "Boom", &serde_json::json!([1, 2])),
+        ),
+        dispatched(T0 + 2 * SECOND + 10, "svc-b", "1", 1, "w-100"),
+        dispatched(T0 + 2 * SECOND + 20, "svc-b", "1", 2, "w-200"),
+        Event::DeadLettered {
+            at_us: T0 + 2 * SECOND + 30,
+            key: key("svc-b", "1"),
+            reason: "panicked 2 times: boom".into(),
+        },
+        Event::accepted(
+            T0 + 3 * SECOND,
+            request("svc-b", "3", "Echo", &serde_json::json!({"n": 3})),
+        ),
+    ]);
+    dir
+}
+
+#[test]
+fn stats_counts_events_and_unfinished_messages() {
+    let dir = prepared("stats");
+    let shown = ok(&dir.journal(&["stats"]));
+    for line in [
+        "  accepted      4",
+        "  dispatched    3",
+        "  suspended     2",
+        "  resumed       1",
+        "  completed     1",
+        "  dead_lettered 1",
+        "unfinished messages: 2",
+        "oldest event: 2025-01-15T10:00:00.000000Z (1736935200000000 µs)",
+        "newest event: 2025-01-15T10:00:03.000000Z (1736935203000000 µs)",
+    ] {
+        assert!(shown.lines().any(|l| l == line), "{line:?} in\n{shown}");
+    }
+    assert!(shown.contains(" MiB ("), "{shown}");
+}
+
+#[test]
+fn list_shows_one_line_per_message_filtered() {
+    let dir = prepared("list");
+    let all = ok(&dir.journal(&["list"]));
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "2025-01-15T10:00:00.000000Z completed     attempts=1 flow=Echo service=svc-a id=1",
+            "2025-01-15T10:00:01.000000Z suspended     attempts=0 flow=Ask service=svc-a id=2",
+            "2025-01-15T10:00:02.000000Z dead_lettered attempts=2 flow=Boom service=svc-b id=1",
+            "2025-01-15T10:00:03.000000Z accepted      attempts=0 flow=Echo service=svc-b id=3",
+        ],
+        "{all}"
+    );
+    let ids = |args: &[&str]| -> Vec<String> {
+        ok(&dir.journal(args))
+            .lines()
+            .map(|l| {
+                let service = l.split(" service=").nth(1).unwrap_or_default();
+                service.replace(" id=", "/")
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(&["list", "--state", "unfinished"]),
+        ["svc-a/2", "svc-b/3"]
+    );
+    assert_eq!(ids(&["list", "--state", "dead_lettered"]), ["svc-b/1"]);
+    assert_eq!(ids(&["list", "--flow", "Echo"]), ["svc-a/1", "svc-b/3"]);
+    assert_eq!(
+        ids(&[
+            "list",
+            "--since",
+            "2025-01-15T10:00:01Z",
+            "--until",
+            "1736935203000000"
+        ]),
+        ["svc-a/2", "svc-b/1"]
+    );
+    assert_eq!(ids(&["list", "--limit", "1"]), ["svc-b/3"], "the latest");
+    assert!(ids(&["list", "--since", "1h"]).is_empty(), "all in 2025");
+}
+
+#[test]
+fn show_prints_a_messages_whole_history() {
+    let dir = prepared("show");
+    let shown = ok(&dir.journal(&["show", "2"]));
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines[0], "message 2 of service svc-a", "{shown}");
+    let events: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_once("Z ").map_or(*l, |(_, what)| what))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            r#"accepted      into Ask at its entry step, payload {"q":"why"}"#,
+            r#"suspended     at step 2 `?Ask@ASYNC?question_response`, state {"asked":true}"#,
+            r#"resumed       after step 2, answer {"answer":42}"#,
+            r#"suspended     at step 2 `?Ask@ASYNC?question_response`, state {"asked":true}"#,
+        ],
+        "{shown}"
+    );
+    assert!(lines[1].contains("2025-01-15T10:00:01.000000Z"), "{shown}");
+
+    // Two services used the id 1.
+    let out = dir.journal(&["show", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "several services sent a message \"1\": svc-a, svc-b; choose one with --service"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let shown = ok(&dir.journal(&["show", "1", "--service", "svc-b"]));
+    assert!(
+        shown.contains("dispatched    attempt 1 to worker w-100"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("dispatched    attempt 2 to worker w-200"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("dead_lettered panicked 2 times: boom"),
+        "{shown}"
+    );
+    let shown = ok(&dir.journal(&["show", "1", "--service", "svc-a"]));
+    assert!(
+        shown
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with("Z completed")),
+        "{shown}"
+    );
+
+    let out = dir.journal(&["show", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no message \"nope\" in the journal"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let missing = std::env::temp_dir().join("zmanager-journal-cli-no-such-dir");
+    let out = zmanager()
+        .args(["journal", "stats", "--data-dir"])
+        .arg(&missing)
+        .output()
+        .expect("run zmanager journal");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.starts_with("error: cannot read the journal in"),
+        "{text}"
+    );
+    assert!(text.contains("no such file"), "{text}");
+    assert!(!missing.exists(), "nothing created");
+
+    let dir = prepared("bad");
+    for (args, expected) in [
+        (
+            &["list", "--since", "yesterday"][..],
+            "\"yesterday\" is not a time",
+        ),
+        (
+            &[
+                "replay",
+                "--since",
+                "2025-01-15T10:00:02Z",
+                "--until",
+                "2025-01-15T10:00:01Z",
+            ],
+            "--since (2025-01-15T10:00:02.000000Z) must be before --until (2025-01-15T10:00:01.000000Z)",
+        ),
+        (&["replay", "--since", "1h"], "--until"),
+        (&["list", "--state", "lost"], "invalid value 'lost'"),
+    ] {
+        let out = dir.journal(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+
+    // A damaged database file: SQLite's check finds it.
+    let db = dir.path().join("zmanager.db");
+    let mut bytes = std::fs::read(&db).expect("read db");
+    for b in bytes.iter_mut().skip(4096).take(4096) {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, bytes).expect("write db");
+    let out = dir.journal(&["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));
+}
+
+/// Requests accepted in three windows; a replay of the middle one runs
+/// exactly those in the node, none of the others.
+#[test]
+fn replay_reprocesses_exactly_a_time_range() {
+    let dir = DataDir::new("replay");
+    let window = |name: &str, start: u64| -> Vec<Event> {
+        (0..3)
+            .map(|i| {
+                let payload = serde_json::json!(format!("{name}-{i}"));
+                let m = request("old-svc", &format!("{name}-{i}"), "Count", &payload);
+                Event::accepted(start + i * SECOND, m)
+            })
+            .collect()
+    };
+    dir.record(&window("early", T0));
+    dir.record(&window("middle", T0 + 60 * SECOND));
+    dir.record(&window("late", T0 + 120 * SECOND));
+    // A request of another flow inside the window, left out by --flow.
+    dir.record(&[Event::accepted(
+        T0 + 61 * SECOND,
+        request("old-svc", "other", "Echo", &serde_json::json!("other")),
+    )]);
+    let (since, until) = ("2025-01-15T10:01:00Z", "2025-01-15T10:02:00Z");
+
+    let dry = ok(&dir.journal(&[
+        "replay",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--flow",
+        "Count",
+        "--dry-run",
+    ]));
+    let listed: Vec<&str> = dry.lines().collect();
+    assert_eq!(
+        listed,
+        [
+            "old-svc/middle-0 would be replayed into Count \"middle-0\"",
+            "old-svc/middle-1 would be replayed into Count \"middle-1\"",
+            "old-svc/middle-2 would be replayed into Count \"middle-2\"",
+        ],
+        "{dry}"
+    );
+
+    let node = TestNode::start(1);
+    runtime().block_on(async {
+        // Sees every result the node publishes (an empty prefix matches
+        // every topic), including those for the replay command.
+        let mut watcher =
+            RawClient::connect_with_prefix(&node.endpoints, "watcher", Some("")).await;
+        let out = tokio::task::spawn_blocking({
+            let (intake, publish) = (
+                node.endpoints.intake.clone(),
+                node.endpoints.publish.clone(),
+            );
+            let data_dir = dir.path().to_owned();
+            move || {
+                zmanager()
+                    .args(["journal", "replay", "--since", since, "--until", until])
+                    .args([
+                        "--flow",
+                        "Count",
+                        "--intake",
+                        &intake,
+                        "--publish",
+                        &publish,
+                    ])
+                    .arg("--data-dir")
+                    .arg(data_dir)
+                    .output()
+                    .expect("run zmanager journal replay")
+            }
+        })
+        .await
+        .expect("replay ran");
+        let printed = ok(&out);
+        let lines: Vec<&str> = printed.lines().collect();
+        assert_eq!(lines.len(), 3, "{printed}");
+        for (i, line) in lines.iter().enumerate() {
+            assert!(
+                line.starts_with(&format!("old-svc/middle-{i} replayed as journal-replay-")),
+                "{printed}"
+            );
+            assert!(
+                line.contains(&format!("\"payload\":\"middle-{i}\"")),
+                "{printed}"
+            );
+        }
+        assert!(
+            stderr(&out).contains("3 replayed: 3 ok, 0 failed"),
+            "{}",
+            stderr(&out)
+        );
+
+        let mut checker = Checker::default();
+        for i in 0..3 {
+            checker.sent(&format!("middle-{i}"));
+        }
+        // What the node processed: Count results, whoever they were for,
+        // until a quiet half second after the last expected one.
+        let mut quiet_until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < quiet_until {
+            let Some(r) = watcher.recv(Duration::from_millis(100)).await else {
+                continue;
+            };
+            if r.envelope.kind == Kind::Result && r.envelope.flow == "Count" {
+                let result = json(&r.payload);
+                checker.received(result["payload"].as_str().unwrap_or("not a string"));
+                if checker.missing() == 0 {
+                    quiet_until = Instant::now() + Duration::from_millis(500);
+                }
+            }
+        }
+        let report = checker.report();
+        println!("replay: {report}");
+        report.assert_clean();
+    });
+}
