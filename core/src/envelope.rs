@@ -97,6 +97,13 @@ pub struct Envelope {
     /// service). Empty, and left out on the wire, everywhere else.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// The key an ordered flow orders this request by (`docs/ordering.md`):
+    /// set by the service when its flow is ordered by `envelope`; written
+    /// by the Subject (the payload field's value) when it is ordered by a
+    /// payload field; cleared in flows that are not ordered. Empty, and
+    /// left out on the wire, when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub order_key: String,
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +140,7 @@ impl Envelope {
             created_us: 0,
             accepted_us: 0,
             origin: String::new(),
+            order_key: String::new(),
             status: Status::Ok,
             error: None,
         }
@@ -170,7 +178,8 @@ impl Envelope {
             + self.key.len()
             + self.service.len()
             + self.reply_to.len()
-            + self.origin.len();
+            + self.origin.len()
+            + self.order_key.len();
         // Keys, markers and integers fit in 128 bytes; see `codec::encode`.
         let mut out = Vec::with_capacity(strings + 128);
         codec::encode(self, &mut out);
@@ -251,7 +260,10 @@ mod codec {
     /// Appends `e` as rmp-serde's `to_vec_named` would write it: a map of
     /// the fields in declaration order, `error` only when present.
     pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) {
-        let entries = 12 + u8::from(!e.origin.is_empty()) + u8::from(e.error.is_some());
+        let entries = 12
+            + u8::from(!e.origin.is_empty())
+            + u8::from(!e.order_key.is_empty())
+            + u8::from(e.error.is_some());
         out.push(0x80 | entries);
         str(out, "v");
         uint(out, u64::from(e.v));
@@ -278,6 +290,10 @@ mod codec {
         if !e.origin.is_empty() {
             str(out, "origin");
             str(out, &e.origin);
+        }
+        if !e.order_key.is_empty() {
+            str(out, "order_key");
+            str(out, &e.order_key);
         }
         str(out, "status");
         str(out, status_name(e.status));
@@ -355,7 +371,7 @@ mod codec {
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         let mut r = Reader { bytes };
         let entries = r.map_len()?;
-        if entries > 13 {
+        if entries > 14 {
             return None;
         }
         let mut e = Envelope::request(String::new(), String::new());
@@ -376,6 +392,7 @@ mod codec {
                 "accepted_us" => 10,
                 "status" => 11,
                 "origin" => 12,
+                "order_key" => 13,
                 _ => return None,
             };
             if seen & (1 << field) != 0 {
@@ -402,6 +419,7 @@ mod codec {
                 9 => e.created_us = r.uint()?,
                 10 => e.accepted_us = r.uint()?,
                 12 => r.str()?.clone_into(&mut e.origin),
+                13 => r.str()?.clone_into(&mut e.order_key),
                 _ => {
                     e.status = match r.str()? {
                         "ok" => Status::Ok,
@@ -560,13 +578,20 @@ mod tests {
                     any::<u32>(),
                 ),
                 (text.clone(), text.clone(), text.clone(), any::<u32>()),
-                (any::<u64>(), any::<u64>(), 0usize..3, any::<bool>(), text),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    0usize..3,
+                    any::<bool>(),
+                    text.clone(),
+                    text,
+                ),
             )
                 .prop_map(
                     |(
                         (v, kind, id, flow, step),
                         (key, service, reply_to, attempt),
-                        (created_us, accepted_us, status, error, origin),
+                        (created_us, accepted_us, status, error, origin, order_key),
                     )| {
                         let mut e = Envelope {
                             v,
@@ -581,6 +606,7 @@ mod tests {
                             created_us,
                             accepted_us,
                             origin,
+                            order_key,
                             status: STATUSES[status],
                             error: None,
                         };
@@ -630,7 +656,7 @@ mod tests {
             ]
         }
 
-        const FIELDS: [(&str, bool); 12] = [
+        const FIELDS: [(&str, bool); 13] = [
             ("v", true),
             ("kind", false),
             ("id", false),
@@ -642,6 +668,7 @@ mod tests {
             ("attempt", true),
             ("created_us", true),
             ("accepted_us", true),
+            ("order_key", false),
             ("status", false),
         ];
 
@@ -686,7 +713,7 @@ mod tests {
         /// mostly of the right type; sometimes an unknown or repeated key,
         /// a wrong value, bytes after the map.
         fn raw_map() -> impl Strategy<Value = Vec<u8>> {
-            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=12)
+            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=13)
                 .prop_shuffle()
                 .prop_flat_map(|fields| {
                     fields
