@@ -110,7 +110,9 @@ impl Component for Probe {
                 record.append(request.context.attempt)?;
                 match record.fail.as_deref() {
                     None => Ok(request.payload.to_vec()),
-                    Some("bad_request") => Err(ActionError::bad_request("probe: recorded, then refused")),
+                    Some("bad_request") => {
+                        Err(ActionError::bad_request("probe: recorded, then refused"))
+                    }
                     Some(_) => Err(ActionError::failed("probe: recorded, then failed")),
                 }
             }
@@ -159,7 +161,8 @@ impl Record {
 
 /// The lock of the open logs, even if a panic poisoned it.
 fn logs_lock<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The payload of `panic_while`.

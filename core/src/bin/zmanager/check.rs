@@ -114,10 +114,7 @@ fn print_catalog(catalog: &Catalog, registry: &Registry) {
     for routed in catalog.flows.values() {
         let flow = &routed.flow;
         match &flow.order_by {
-            Some(by) => println!(
-                "flow {}  ({})  ordered by {by}",
-                flow.name, flow.location
-            ),
+            Some(by) => println!("flow {}  ({})  ordered by {by}", flow.name, flow.location),
             None => println!("flow {}  ({})", flow.name, flow.location),
         }
         let width = flow
