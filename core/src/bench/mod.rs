@@ -62,6 +62,9 @@ pub struct BenchOptions {
     pub transport: Transport,
     /// The flow requests go into.
     pub flow: String,
+    /// Ordering keys set on the requests (`order_key` = request number
+    /// modulo `keys`); 0 sets none. For a flow ordered by `envelope`.
+    pub keys: u64,
     /// Requests per service before measuring (connections, caches, workers
     /// all up), not counted.
     pub warmup: u64,
@@ -89,6 +92,7 @@ impl BenchOptions {
             journal: false,
             transport: Transport::Tcp,
             flow: "Echo".to_owned(),
+            keys: 0,
             warmup: 2000,
             window: None,
             batch: None,
@@ -247,6 +251,8 @@ pub struct ReportConfig {
     pub journal: bool,
     pub transport: Transport,
     pub flow: String,
+    /// Ordering keys of the requests (0: none).
+    pub keys: u64,
     pub warmup_per_service: u64,
     pub window: u32,
     pub batch: usize,
