@@ -5,12 +5,13 @@
 //! catalog it could build and every diagnostic; callers refuse to run when
 //! [`Diagnostics::has_errors`] is true.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::action_key::{ActionKey, Decorator};
 use crate::diagnostic::{Diagnostics, Location};
 use crate::flow::{self, Flow};
 use crate::mapping::{self, MappingTable, Route, Target};
+use crate::retry::{self, RetryPolicy};
 use crate::source::{Format, SourceFile};
 
 /// What happens at a step of a flow.
@@ -53,6 +54,8 @@ pub struct RoutedFlow {
 pub struct Catalog {
     pub flows: BTreeMap<String, RoutedFlow>,
     pub mappings: MappingTable,
+    /// Retry policies, by the key of the mapping they belong to.
+    pub retry: HashMap<ActionKey, RetryPolicy>,
 }
 
 impl Catalog {
@@ -60,6 +63,7 @@ impl Catalog {
     pub fn build(flow_files: &[SourceFile], mapping_files: &[SourceFile]) -> (Self, Diagnostics) {
         let mut diagnostics = Diagnostics::default();
         let mut mappings = MappingTable::default();
+        let mut policies = Vec::new();
         for file in mapping_files {
             let loaded = match file.format {
                 Format::Ini => mapping::load_ini(&file.name, &file.text, &mut diagnostics),
@@ -69,7 +73,12 @@ impl Catalog {
                 warn_decorator(m.key.decorator(), &m.location, &mut diagnostics);
                 mappings.insert(m, &mut diagnostics);
             }
+            policies.extend(match file.format {
+                Format::Ini => retry::load_ini(&file.name, &file.text, &mut diagnostics),
+                Format::Toml => retry::load_toml(&file.name, &file.text, &mut diagnostics),
+            });
         }
+        let retry = attach_policies(policies, &mappings, &mut diagnostics);
 
         let mut flows: BTreeMap<String, RoutedFlow> = BTreeMap::new();
         for file in flow_files {
@@ -92,12 +101,73 @@ impl Catalog {
                 flows.insert(routed.flow.name.clone(), routed);
             }
         }
-        (Self { flows, mappings }, diagnostics.sorted())
+        let catalog = Self {
+            flows,
+            mappings,
+            retry,
+        };
+        (catalog, diagnostics.sorted())
     }
 
     pub fn flow(&self, name: &str) -> Option<&RoutedFlow> {
         self.flows.get(name)
     }
+
+    /// The retry policy of step `step` of `flow`: the policy of the mapping
+    /// the step resolves to, if it has one.
+    pub fn retry_policy(&self, flow: &str, step: usize) -> Option<&RetryPolicy> {
+        if self.retry.is_empty() {
+            return None;
+        }
+        let (_, via) = self.flows.get(flow)?.roles.get(step)?;
+        self.retry.get(&via.as_ref()?.key)
+    }
+}
+
+/// Each policy belongs to a mapping of a component action, once.
+fn attach_policies(
+    policies: Vec<retry::PolicyEntry>,
+    mappings: &MappingTable,
+    diagnostics: &mut Diagnostics,
+) -> HashMap<ActionKey, RetryPolicy> {
+    let mut out: HashMap<ActionKey, (RetryPolicy, Location)> = HashMap::new();
+    for entry in policies {
+        match mappings.get(&entry.key).map(|m| &m.route) {
+            None => {
+                diagnostics.error(
+                    entry.location,
+                    format!(
+                        "retry policy for `{}`, which no [actionmapping] entry maps (a policy names a mapping's key exactly)",
+                        entry.key
+                    ),
+                );
+                continue;
+            }
+            Some(Route::Service(name)) => {
+                diagnostics.error(
+                    entry.location,
+                    format!(
+                        "retry policy for `{}`, a step of service {name}: only component actions are retried",
+                        entry.key
+                    ),
+                );
+                continue;
+            }
+            Some(Route::Action(_)) => {}
+        }
+        if let Some((_, first)) = out.get(&entry.key) {
+            diagnostics.error(
+                entry.location,
+                format!(
+                    "`{}` already has a retry policy at {first} (one policy per mapping)",
+                    entry.key
+                ),
+            );
+            continue;
+        }
+        out.insert(entry.key, (entry.policy, entry.location));
+    }
+    out.into_iter().map(|(k, (p, _))| (k, p)).collect()
 }
 
 fn warn_decorator(decorator: Option<&Decorator>, at: &Location, diagnostics: &mut Diagnostics) {
@@ -232,6 +302,38 @@ Subject?SM?check
             (via.location.to_string(), via.pattern),
             ("m.ini:2".into(), "??a")
         );
+    }
+
+    #[test]
+    fn retry_policies_attach_to_their_mapping_and_are_checked() {
+        let flows = [ini("f.ini", "[F]\n?F?Push\n?F?work\n?F?other\n??done\n")];
+        let maps = [
+            ini(
+                "m.ini",
+                "[actionmapping]\n?F?work = C.work\n??other = C.other\n[services]\n??ship = shipping\n[retry ?F?work]\nmax_attempts = 4\n",
+            ),
+            SourceFile::new(
+                "m.toml",
+                "[retry.\"??nothing\"]\n[retry.\"??ship\"]\n[retry.\"?F?work\"]\n",
+                Format::Toml,
+            ),
+        ];
+        let (catalog, d) = Catalog::build(&flows, &maps);
+        let errors: Vec<String> = d.errors().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "m.toml:1: error: retry policy for `??nothing`, which no [actionmapping] entry maps (a policy names a mapping's key exactly)",
+                "m.toml:2: error: retry policy for `??ship`, a step of service shipping: only component actions are retried",
+                "m.toml:3: error: `?F?work` already has a retry policy at m.ini:6 (one policy per mapping)",
+            ]
+        );
+        assert_eq!(
+            catalog.retry_policy("F", 1).map(|p| p.max_attempts),
+            Some(4)
+        );
+        assert_eq!(catalog.retry_policy("F", 2), None);
+        assert_eq!(catalog.retry_policy("G", 1), None);
     }
 
     #[test]

@@ -106,6 +106,13 @@ pub struct Envelope {
     /// False, and left out on the wire, everywhere else.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ack: bool,
+    /// The key an ordered flow orders this request by (`docs/ordering.md`):
+    /// set by the service when its flow is ordered by `envelope`; written
+    /// by the Subject (the payload field's value) when it is ordered by a
+    /// payload field; cleared in flows that are not ordered. Empty, and
+    /// left out on the wire, when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub order_key: String,
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +155,7 @@ impl Envelope {
             accepted_us: 0,
             origin: String::new(),
             ack: false,
+            order_key: String::new(),
             status: Status::Ok,
             error: None,
         }
@@ -185,7 +193,8 @@ impl Envelope {
             + self.key.len()
             + self.service.len()
             + self.reply_to.len()
-            + self.origin.len();
+            + self.origin.len()
+            + self.order_key.len();
         // Keys, markers and integers fit in 128 bytes; see `codec::encode`.
         let mut out = Vec::with_capacity(strings + 128);
         codec::encode(self, &mut out);
@@ -267,9 +276,18 @@ mod codec {
     /// Appends `e` as rmp-serde's `to_vec_named` would write it: a map of
     /// the fields in declaration order, `error` only when present.
     pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) {
-        let entries =
-            12 + u8::from(!e.origin.is_empty()) + u8::from(e.ack) + u8::from(e.error.is_some());
-        out.push(0x80 | entries);
+        let entries = 12
+            + u8::from(!e.origin.is_empty())
+            + u8::from(e.ack)
+            + u8::from(!e.order_key.is_empty())
+            + u8::from(e.error.is_some());
+        // Up to 15 entries fit a fixmap; every optional field present makes
+        // 16, a map16 (rmp writes the smallest form).
+        if entries < 16 {
+            out.push(0x80 | entries);
+        } else {
+            out.extend([0xde, 0, entries]);
+        }
         str(out, "v");
         uint(out, u64::from(e.v));
         str(out, "kind");
@@ -299,6 +317,10 @@ mod codec {
         if e.ack {
             str(out, "ack");
             out.push(0xc3);
+        }
+        if !e.order_key.is_empty() {
+            str(out, "order_key");
+            str(out, &e.order_key);
         }
         str(out, "status");
         str(out, status_name(e.status));
@@ -376,7 +398,7 @@ mod codec {
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         let mut r = Reader { bytes };
         let entries = r.map_len()?;
-        if entries > 14 {
+        if entries > 15 {
             return None;
         }
         let mut e = Envelope::request(String::new(), String::new());
@@ -398,6 +420,7 @@ mod codec {
                 "status" => 11,
                 "origin" => 12,
                 "ack" => 13,
+                "order_key" => 14,
                 _ => return None,
             };
             if seen & (1 << field) != 0 {
@@ -432,6 +455,7 @@ mod codec {
                         _ => return None,
                     }
                 }
+                14 => r.str()?.clone_into(&mut e.order_key),
                 _ => {
                     e.status = match r.str()? {
                         "ok" => Status::Ok,
@@ -601,15 +625,16 @@ mod tests {
                     any::<u64>(),
                     0usize..3,
                     any::<bool>(),
-                    text,
+                    text.clone(),
                     any::<bool>(),
+                    text,
                 ),
             )
                 .prop_map(
                     |(
                         (v, kind, id, flow, step),
                         (key, service, reply_to, attempt),
-                        (created_us, accepted_us, status, error, origin, ack),
+                        (created_us, accepted_us, status, error, origin, ack, order_key),
                     )| {
                         let mut e = Envelope {
                             v,
@@ -625,6 +650,7 @@ mod tests {
                             accepted_us,
                             origin,
                             ack,
+                            order_key,
                             status: STATUSES[status],
                             error: None,
                         };
@@ -674,7 +700,7 @@ mod tests {
             ]
         }
 
-        const FIELDS: [(&str, bool); 12] = [
+        const FIELDS: [(&str, bool); 13] = [
             ("v", true),
             ("kind", false),
             ("id", false),
@@ -686,6 +712,7 @@ mod tests {
             ("attempt", true),
             ("created_us", true),
             ("accepted_us", true),
+            ("order_key", false),
             ("status", false),
         ];
 
@@ -730,7 +757,7 @@ mod tests {
         /// mostly of the right type; sometimes an unknown or repeated key,
         /// a wrong value, bytes after the map.
         fn raw_map() -> impl Strategy<Value = Vec<u8>> {
-            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=12)
+            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=13)
                 .prop_shuffle()
                 .prop_flat_map(|fields| {
                     fields

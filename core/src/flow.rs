@@ -19,6 +19,26 @@
 //! Step 0 is the flow's entry: the request a service pushes. A flow usually
 //! ends with `??done` but need not; without it, the flow ends after its last
 //! step. Both formats load into [`Flow`], with the file and line of each step.
+//!
+//! A flow may be *ordered* (`docs/ordering.md`): requests with the same key
+//! are processed one at a time, in the order they were accepted. The key is
+//! the envelope's `order_key` or a payload field, named by `order_by` — an
+//! `order_by = ...` line in the INI section (the only line of a flow with a
+//! value), an `order_by` entry in the TOML table:
+//!
+//! ```ini
+//! [Transfer]
+//! order_by = payload.account
+//! ?Transfer?Push
+//! ?Transfer?debit
+//! ??done
+//! ```
+//!
+//! ```toml
+//! [flow.Transfer]
+//! order_by = "payload.account"
+//! steps = ["?Transfer?Push", "?Transfer?debit", "??done"]
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +48,7 @@ use serde::Deserialize;
 use crate::action_key::{ActionKey, is_field_char};
 use crate::diagnostic::{Diagnostics, Location};
 use crate::ini;
+use crate::ordering::OrderBy;
 
 /// A flow: its name, where it is defined, and its steps in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +56,8 @@ pub struct Flow {
     pub name: String,
     pub location: Location,
     pub steps: Vec<Step>,
+    /// Where its ordering key is read; `None` for an unordered flow.
+    pub order_by: Option<OrderBy>,
 }
 
 /// One step of a flow and the line that defines it.
@@ -75,6 +98,17 @@ impl Flow {
             Err(e) => diagnostics.error(location, format!("malformed action key {text:?}: {e}")),
         }
     }
+
+    fn set_order_by(&mut self, text: &str, location: Location, diagnostics: &mut Diagnostics) {
+        if self.order_by.is_some() {
+            diagnostics.error(location, format!("flow {} has order_by twice", self.name));
+            return;
+        }
+        match OrderBy::parse(text) {
+            Ok(by) => self.order_by = Some(by),
+            Err(e) => diagnostics.error(location, format!("flow {}: {e}", self.name)),
+        }
+    }
 }
 
 /// Checks a flow name: it is the first part of every topic of the flow.
@@ -98,9 +132,20 @@ pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> V
                 name: section.name,
                 location,
                 steps: Vec::new(),
+                order_by: None,
             };
             for entry in section.entries {
                 let at = Location::new(file, entry.line);
+                if entry.key == "order_by" {
+                    match entry.value.as_deref() {
+                        Some(value) => flow.set_order_by(value, at, diagnostics),
+                        None => diagnostics.error(
+                            at,
+                            "order_by has no value (expected `order_by = envelope` or `order_by = payload.<field>`)",
+                        ),
+                    }
+                    continue;
+                }
                 if entry.value.is_some() {
                     diagnostics.error(
                         at,
@@ -129,6 +174,8 @@ struct FlowFile {
 #[serde(deny_unknown_fields)]
 struct FlowTable {
     steps: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    order_by: Option<toml::Spanned<String>>,
 }
 
 /// Loads the flows of a TOML file (`[flow.Name] steps = [...]`).
@@ -151,10 +198,15 @@ pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> 
                 name,
                 location,
                 steps: Vec::new(),
+                order_by: None,
             };
             for step in table.steps {
                 let at = Location::at_offset(file, text, step.span().start);
                 flow.push_step(step.get_ref(), at, diagnostics);
+            }
+            if let Some(by) = table.order_by {
+                let at = Location::at_offset(file, text, by.span().start);
+                flow.set_order_by(by.get_ref(), at, diagnostics);
             }
             flow
         })
@@ -287,6 +339,41 @@ Subject?ServiceManagement__GetServiceTopics@PUBLISH?get_service_topics
             text.contains("flow name \"Bad~Name\" contains '~'"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn order_by_in_ini_and_toml() {
+        let (flows, d) = ini("[T]\norder_by = payload.account\n?T?Push\n??done\n[U]\n?U?Push\n");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(
+            flows[0].order_by,
+            Some(OrderBy::Payload(vec!["account".into()]))
+        );
+        assert_eq!(flows[0].steps.len(), 2);
+        assert_eq!(flows[1].order_by, None);
+        let (flows, d) =
+            toml("[flow.T]\norder_by = \"envelope\"\nsteps = [\"?T?Push\", \"??done\"]\n");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(flows[0].order_by, Some(OrderBy::Envelope));
+    }
+
+    #[test]
+    fn bad_order_by_is_reported_with_its_line() {
+        let (_, d) = ini(
+            "[T]\n?T?Push\norder_by = account\norder_by\n[U]\norder_by = envelope\norder_by = envelope\n",
+        );
+        let lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
+        assert_eq!(lines, [3, 4, 7], "{d}");
+        let text = d.to_string();
+        assert!(
+            text.contains("must be `envelope` or `payload.<field>`"),
+            "{text}"
+        );
+        assert!(text.contains("order_by has no value"), "{text}");
+        assert!(text.contains("flow U has order_by twice"), "{text}");
+        let (_, d) = toml("[flow.T]\nsteps = [\"?T?Push\"]\norder_by = \"payload.\"\n");
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!((e.len(), e[0].location.line), (1, 3), "{d}");
     }
 
     #[test]

@@ -145,6 +145,18 @@ impl InFlightTable {
         }
     }
 
+    /// Counts a message the caller keeps outside the queue — waiting for its
+    /// ordering key, or for its retry delay — as known: [`contains`] sees
+    /// it and the table is not idle. It comes back with [`requeue`], or is
+    /// let go with [`forget`].
+    ///
+    /// [`contains`]: InFlightTable::contains
+    /// [`requeue`]: InFlightTable::requeue
+    /// [`forget`]: InFlightTable::forget
+    pub fn hold(&mut self, key: MessageKey) {
+        self.known.insert(key);
+    }
+
     /// Forgets a message taken out of flight for good (dead-lettered).
     pub fn forget(&mut self, envelope: &Envelope) {
         self.known.remove(&key_of(envelope));

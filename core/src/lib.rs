@@ -31,6 +31,10 @@
 //! - [`node`]: one node: binds the sockets, starts everything, stops it in order.
 //! - [`subject`]: takes requests, finds the next step, dispatches to workers.
 //! - [`inflight`]: the Subject's credits, pending queue and in-flight table.
+//! - [`ordering`]: ordering keys of ordered flows and the per-key gate that
+//!   runs one request per key at a time.
+//! - [`retry`]: retry policies of actions (from the mapping files) and the
+//!   delay queue where retried messages wait.
 //! - [`worker`]: a worker process's socket loop.
 //! - [`executor`]: runs a message through its flow's component actions.
 //! - [`registry`]: the components a worker can call: linked into the
@@ -76,7 +80,9 @@ pub mod integration_manager;
 pub mod journal;
 pub mod mapping;
 pub mod node;
+pub mod ordering;
 pub mod registry;
+pub mod retry;
 pub mod service;
 pub mod service_management;
 pub mod service_registry;

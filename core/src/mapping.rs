@@ -115,6 +115,11 @@ impl MappingTable {
         })
     }
 
+    /// The mapping of exactly `key` (no wildcard resolution).
+    pub fn get(&self, key: &ActionKey) -> Option<&Mapping> {
+        self.by_key.get(key)
+    }
+
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -250,11 +255,15 @@ fn service_name(name: &str) -> Result<Route, String> {
 pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Mapping> {
     let mut out = Vec::new();
     for section in ini::parse(file, text, diagnostics) {
+        if crate::retry::ini_section_key(&section.name).is_some() {
+            // Retry policies: read by `retry::load_ini`.
+            continue;
+        }
         let Some(kind) = Section::from_name(&section.name) else {
             diagnostics.error(
                 Location::new(file, section.line),
                 format!(
-                    "unknown section [{}]; a mapping file has [actionmapping] and [services]",
+                    "unknown section [{}]; a mapping file has [actionmapping], [services] and [retry <key>] sections",
                     section.name
                 ),
             );
@@ -280,6 +289,9 @@ struct MappingFile {
     actionmapping: BTreeMap<toml::Spanned<String>, TargetToml>,
     #[serde(default)]
     services: BTreeMap<toml::Spanned<String>, String>,
+    /// Retry policies: read by `retry::load_toml`.
+    #[serde(default, rename = "retry")]
+    _retry: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]

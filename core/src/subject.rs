@@ -19,6 +19,12 @@
 //! - after `max_attempts` deliveries a message is dead-lettered: stored with
 //!   the reason of every attempt, published on `@deadletter~<flow>~`, and
 //!   answered with an error result;
+//! - an action with a retry policy (`retry`) that fails waits its delay in
+//!   the delay queue, not on a worker, and runs again from the failed step;
+//!   its last failure, or an error kind the policy does not retry, goes to
+//!   the dead-letter store;
+//! - in an ordered flow, a request waits in the key gate (`ordering`) until
+//!   every earlier request with its key has ended;
 //! - a request pushed again while in flight is absorbed; within
 //!   `dedupe_window` after it finished, its result is published again;
 //! - on drain (SIGTERM) intake stops and the loop runs until nothing is in
@@ -64,6 +70,8 @@ use crate::error_code::ErrorCode;
 use crate::inflight::{InFlightTable, MessageKey, Refused, WorkerId, key_of};
 use crate::integration_manager::Publication;
 use crate::journal::{Checkpoint, Event, Recorder, Unfinished};
+use crate::ordering::{self, KeyGate, OrderBy};
+use crate::retry::{self, DelayQueue, Jitter, RetryPolicy};
 use crate::service_registry::{self, ServiceRegistry};
 use crate::topic::Topic;
 use crate::wire::{self, FromWorker, Message, WireError};
@@ -106,6 +114,8 @@ pub struct Counters {
     pub async_timeouts: u64,
     pub late_results: u64,
     pub redelivered: u64,
+    /// Failed attempts put in the delay queue by a retry policy.
+    pub retried: u64,
     pub dead_lettered: u64,
     pub duplicates: u64,
     pub workers_lost: u64,
@@ -225,6 +235,9 @@ pub async fn run(
         recovering: false,
         sender,
         counters: Counters::default(),
+        gate: KeyGate::default(),
+        delayed: DelayQueue::default(),
+        jitter: Jitter::default(),
     };
     subject.recover(recovered).await;
     let mut tick = tokio::time::interval(options.heartbeat);
@@ -251,10 +264,10 @@ pub async fn run(
                     subject.on_worker(event).await;
                 }
             }
-            Some(frames) = intake_rx.recv(), if drain_until.is_none() && subject.table.has_room() => {
+            Some(frames) = intake_rx.recv(), if drain_until.is_none() && subject.has_room() => {
                 subject.on_intake(&frames).await;
                 for _ in 1..BURST {
-                    if !subject.table.has_room() {
+                    if !subject.has_room() {
                         break;
                     }
                     let Ok(frames) = intake_rx.try_recv() else { break };
@@ -262,6 +275,8 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => subject.on_tick().await,
+            // A retried message's delay is over (`dispatch` requeues it).
+            () = retry::sleep_until(subject.delayed.next_due()) => {}
         }
         subject.dispatch().await;
         subject.journal.flush().await;
@@ -297,6 +312,7 @@ pub async fn run(
         still_suspended = subject.suspended.len(),
         late_results = c.late_results,
         redelivered = c.redelivered,
+        retried = c.retried,
         dead_lettered = c.dead_lettered,
         duplicates = c.duplicates,
         workers_lost = c.workers_lost,
@@ -340,6 +356,13 @@ struct Subject {
     recovering: bool,
     sender: RouterSendHalf,
     counters: Counters,
+    /// Requests of ordered flows waiting for their key, with the step each
+    /// starts at (`ordering`); held in `table` while they wait.
+    gate: KeyGate<(Message, usize)>,
+    /// Failed messages waiting out their retry delay (`retry`); held in
+    /// `table` while they wait.
+    delayed: DelayQueue<Message>,
+    jitter: Jitter,
 }
 
 /// Where the Subject's loop sends what is not a worker's business.
@@ -376,6 +399,7 @@ impl Subject {
     async fn reject(&mut self, message: Message, code: ErrorCode, text: String) {
         tracing::warn!(id = %message.envelope.id, flow = %message.envelope.flow, code = code.name(), "{text}");
         self.counters.rejected += 1;
+        self.release_key(&message.envelope);
         let envelope = message.envelope.into_error(code, text);
         let topic = result_topic(&envelope);
         self.publish(topic, Message::new(envelope, message.payload))
@@ -414,9 +438,13 @@ impl Subject {
         let mut suspended = 0;
         for Unfinished { message, at } in unfinished {
             match at {
+                // Through the ordering gate, in acceptance order: a key's
+                // first unfinished request holds it again, the others wait.
                 Checkpoint::Accepted => match self.entry(&message.envelope) {
                     Ok(position) => {
-                        self.advance(message, position + 1).await;
+                        if let Some(message) = self.admit(message, position + 1) {
+                            self.advance(message, position + 1).await;
+                        }
                     }
                     // The flows changed since it was accepted.
                     Err((code, text)) => self.fail(message, code, text).await,
@@ -424,11 +452,17 @@ impl Subject {
                 Checkpoint::Suspended => {
                     suspended += 1;
                     let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
-                    self.suspend(message, step).await;
+                    if let Some(message) = self.admit(message, step) {
+                        self.suspend(message, step).await;
+                    }
                 }
                 Checkpoint::Resumed => {
-                    let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
-                    self.advance(message, step.saturating_add(1)).await;
+                    let next = usize::try_from(message.envelope.step)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(1);
+                    if let Some(message) = self.admit(message, next) {
+                        self.advance(message, next).await;
+                    }
                 }
             }
         }
@@ -529,17 +563,31 @@ impl Subject {
             Ok(position) => position,
             Err((code, text)) => return self.reject(message, code, text).await,
         };
+        let catalog = Arc::clone(&self.catalog);
+        let by = catalog
+            .flow(&message.envelope.flow)
+            .and_then(|routed| routed.flow.order_by.as_ref());
+        if let Err(text) = set_order_key(&mut message, by) {
+            return self.reject(message, ErrorCode::BadRequest, text).await;
+        }
         message.envelope.accepted_us = now_us();
         message.envelope.attempt = 0;
         let at_us = message.envelope.accepted_us;
         self.journal
             .record(|| Event::accepted(at_us, message.clone()));
         let asked = message.envelope.ack.then(|| message.envelope.clone());
-        if self.advance(message, position + 1).await {
-            self.counters.accepted += 1;
-            if let Some(envelope) = asked {
-                self.acknowledge(&envelope);
+        let started = match self.admit(message, position + 1) {
+            Some(message) => {
+                let started = self.advance(message, position + 1).await;
+                self.counters.accepted += u64::from(started);
+                started
             }
+            // Accepted (counted), waiting behind an earlier request with
+            // its key.
+            None => true,
+        };
+        if let (true, Some(envelope)) = (started, asked) {
+            self.acknowledge(&envelope);
         }
     }
 
@@ -565,6 +613,61 @@ impl Subject {
             );
             (ErrorCode::UnknownStep, text)
         })
+    }
+
+    /// An ordered flow's request holds its key from now until its flow
+    /// ends, or waits in the gate (accepted) while an earlier one holds it.
+    /// Returns the request when it may go on now (also any request of an
+    /// unordered flow); `None` when it waits.
+    fn admit(&mut self, message: Message, next: usize) -> Option<Message> {
+        let Some(group) = ordering::group_of(&message.envelope) else {
+            return Some(message);
+        };
+        let id = key_of(&message.envelope);
+        match self.gate.admit(group, id.clone(), (message, next)) {
+            Some((message, _)) => Some(message),
+            None => {
+                self.table.hold(id);
+                self.counters.accepted += 1;
+                None
+            }
+        }
+    }
+
+    /// The flow of `envelope` ended: if it held its ordering key, the next
+    /// request with that key may start.
+    fn release_key(&mut self, envelope: &Envelope) {
+        if let Some(group) = ordering::group_of(envelope) {
+            self.gate.release(&group, &key_of(envelope));
+        }
+    }
+
+    /// Room for another request: the queue and the requests waiting for
+    /// their key share `max_pending`.
+    fn has_room(&self) -> bool {
+        self.table.pending_len() + self.gate.waiting_len() < self.options.max_pending
+    }
+
+    /// Requeues the retried messages whose delay is over, and starts the
+    /// requests whose key became free (while the queue has room).
+    async fn start_waiting(&mut self) {
+        if let Some(due) = self.delayed.next_due() {
+            let now = tokio::time::Instant::now();
+            if due <= now {
+                let mut again = Vec::new();
+                while let Some(message) = self.delayed.pop_due(now) {
+                    again.push(message);
+                }
+                self.table.requeue(again);
+            }
+        }
+        while self.gate.has_ready() && self.table.has_room() {
+            let Some((message, next)) = self.gate.next_ready() else {
+                break;
+            };
+            self.table.forget(&message.envelope);
+            self.advance(message, next).await;
+        }
     }
 
     /// Moves `message` on from step `next` of its flow: an action step is
@@ -749,6 +852,7 @@ impl Subject {
     async fn publish_result(&mut self, mut message: Message) {
         message.envelope.kind = Kind::Result;
         self.counters.results += 1;
+        self.release_key(&message.envelope);
         let key = key_of(&message.envelope);
         self.failures.remove(&key);
         self.recent.insert(key, message.clone(), Instant::now());
@@ -811,6 +915,14 @@ impl Subject {
             tracing::debug!(id = %result.envelope.id, "dropping a result not in flight on its worker (late duplicate)");
             return;
         };
+        if result.envelope.error.is_some() {
+            let catalog = Arc::clone(&self.catalog);
+            let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
+            if let Some(policy) = catalog.retry_policy(&result.envelope.flow, step) {
+                self.retry_later(result, policy).await;
+                return;
+            }
+        }
         if let Some(error) = &result.envelope.error {
             if error.code == ErrorCode::ActionPanicked {
                 // A panic may be transient (a bad worker state, a resource):
@@ -838,15 +950,62 @@ impl Subject {
         }
     }
 
+    /// An action with a retry policy failed (error or panic): the message
+    /// waits its delay in the delay queue, then runs again from the failed
+    /// step with that step's request; or, at its last attempt or with an
+    /// error kind the policy does not retry, it is dead-lettered.
+    async fn retry_later(&mut self, result: Message, policy: &RetryPolicy) {
+        let Message {
+            mut envelope,
+            payload,
+        } = result;
+        let Some(error) = envelope.error.take() else {
+            return;
+        };
+        envelope.kind = Kind::Request;
+        envelope.status = Status::Ok;
+        let message = Message::new(envelope, payload);
+        let attempt = message.envelope.attempt;
+        let kind = error.code.name();
+        let retried = policy.retries(kind);
+        let history = self.failures.entry(key_of(&message.envelope)).or_default();
+        history.push(format!(
+            "attempt {attempt}: {kind}: {}{}",
+            error.message,
+            if retried { "" } else { " (no_retry)" }
+        ));
+        if !retried || attempt >= policy.max_attempts {
+            self.dead_letter(message).await;
+            return;
+        }
+        let delay = policy.delay(attempt, self.jitter.next_unit());
+        tracing::debug!(id = %message.envelope.id, attempt, delay_ms = delay.as_millis(), "retrying after a delay");
+        self.counters.retried += 1;
+        self.table.hold(key_of(&message.envelope));
+        self.delayed
+            .push(tokio::time::Instant::now() + delay, message);
+    }
+
+    /// The most deliveries of `message`: its step's retry policy's, or the
+    /// node's `max_attempts`.
+    fn max_attempts(&self, message: &Message) -> u32 {
+        let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
+        self.catalog
+            .retry_policy(&message.envelope.flow, step)
+            .map_or(self.options.max_attempts, |p| p.max_attempts)
+    }
+
     /// Each message failed an attempt for `reason`: it goes back to the front
-    /// of the queue, or to the dead-letter store after `max_attempts`.
+    /// of the queue, or to the dead-letter store after `max_attempts` (its
+    /// step's retry policy's, if it has one).
     async fn retry_or_dead_letter(&mut self, messages: Vec<Message>, reason: &str) {
         let mut again = Vec::with_capacity(messages.len());
         for message in messages {
             let attempt = message.envelope.attempt;
+            let max_attempts = self.max_attempts(&message);
             let history = self.failures.entry(key_of(&message.envelope)).or_default();
             history.push(format!("attempt {attempt}: {reason}"));
-            if attempt >= self.options.max_attempts {
+            if attempt >= max_attempts {
                 self.dead_letter(message).await;
             } else {
                 self.counters.redelivered += 1;
@@ -858,6 +1017,7 @@ impl Subject {
 
     async fn dead_letter(&mut self, message: Message) {
         self.table.forget(&message.envelope);
+        self.release_key(&message.envelope);
         let errors = self
             .failures
             .remove(&key_of(&message.envelope))
@@ -940,6 +1100,7 @@ impl Subject {
 
     /// Sends pending messages to workers with free credits.
     async fn dispatch(&mut self) {
+        self.start_waiting().await;
         while let Some((worker, batch)) = self.table.next_batch(self.options.batch, Instant::now())
         {
             if self.journal.is_on() {
@@ -959,6 +1120,27 @@ impl Subject {
                 let reason = format!("cannot send to it: {e}");
                 self.lose_worker(&worker, &reason, false).await;
             }
+        }
+    }
+}
+
+/// Sets the request's `order_key` from its flow's `order_by` (an ordered
+/// flow), or clears it (a key the service set means nothing to an
+/// unordered flow). An ordered flow's request without a usable key is
+/// refused with the reason.
+fn set_order_key(message: &mut Message, by: Option<&OrderBy>) -> Result<(), String> {
+    let Some(by) = by else {
+        message.envelope.order_key.clear();
+        return Ok(());
+    };
+    match by.key_of(&message.envelope, &message.payload) {
+        Ok(key) => {
+            message.envelope.order_key = key;
+            Ok(())
+        }
+        Err(text) => {
+            message.envelope.order_key.clear();
+            Err(text)
         }
     }
 }

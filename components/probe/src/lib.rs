@@ -10,6 +10,12 @@
 //! | `exit`  | anything           | **ends the whole worker process** with exit code 3  |
 //! | `count` | any one value      | answers `{"pid": u32, "payload": <the value>}`      |
 //! | `panic_while` | `{"marker": path}` | panics while the file `path` exists, else echoes (a transient fault) |
+//! | `record` | `{"log": path, "key": str, "seq": u64, "fail": kind?}` | appends `key seq attempt micros` to the file `path`, then echoes — or fails with `fail` (`failed` or `bad_request`) |
+//!
+//! `record` shows what reached the component, in the order it did: every
+//! call appends one line with a single `write` to a file opened in append
+//! mode, so the lines of all worker processes are in the order their calls
+//! happened. The ordering and retry tests read it.
 //!
 //! **Do not map `Probe.exit` in a production configuration**: it calls
 //! [`std::process::exit`], which kills every message in flight in that
@@ -68,6 +74,7 @@ impl Component for Probe {
             "exit",
             "count",
             "panic_while",
+            "record",
         ]
     }
 
@@ -98,9 +105,64 @@ impl Component for Probe {
                 );
                 Ok(request.payload.to_vec())
             }
+            "record" => {
+                let record: Record = request.decode()?;
+                record.append(request.context.attempt)?;
+                match record.fail.as_deref() {
+                    None => Ok(request.payload.to_vec()),
+                    Some("bad_request") => {
+                        Err(ActionError::bad_request("probe: recorded, then refused"))
+                    }
+                    Some(_) => Err(ActionError::failed("probe: recorded, then failed")),
+                }
+            }
             other => Err(ActionError::unknown_action(self.name(), other)),
         }
     }
+}
+
+/// The payload of `record`.
+#[derive(Deserialize)]
+struct Record {
+    log: String,
+    key: String,
+    seq: u64,
+    #[serde(default)]
+    fail: Option<String>,
+}
+
+impl Record {
+    /// Appends `key seq attempt micros\n` to the log in one `write`.
+    fn append(&self, attempt: u32) -> Result<(), ActionError> {
+        use std::io::Write as _;
+        static LOGS: std::sync::Mutex<Vec<(String, std::fs::File)>> =
+            std::sync::Mutex::new(Vec::new());
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let line = format!("{} {} {attempt} {micros}\n", self.key, self.seq);
+        let failed = |e: std::io::Error| ActionError::failed(format!("record {}: {e}", self.log));
+        let mut logs = logs_lock(&LOGS);
+        if !logs.iter().any(|(path, _)| *path == self.log) {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .map_err(failed)?;
+            logs.push((self.log.clone(), file));
+        }
+        let (_, file) = logs
+            .iter_mut()
+            .find(|(path, _)| *path == self.log)
+            .ok_or_else(|| ActionError::failed("record: log not open"))?;
+        file.write_all(line.as_bytes()).map_err(failed)
+    }
+}
+
+/// The lock of the open logs, even if a panic poisoned it.
+fn logs_lock<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The payload of `panic_while`.
@@ -294,7 +356,49 @@ mod tests {
         assert_eq!(error.kind, ErrorKind::UnknownAction);
         assert!(error.message.contains("explode"), "{error}");
         assert_eq!(Probe.name(), "Probe");
-        assert_eq!(Probe.actions().len(), 7);
+        assert_eq!(Probe.actions().len(), 8);
+    }
+
+    #[test]
+    fn record_appends_a_line_then_echoes_or_fails() {
+        let log = std::env::temp_dir().join(format!("probe-record-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        #[derive(serde::Serialize)]
+        struct R<'a> {
+            log: String,
+            key: &'a str,
+            seq: u64,
+            fail: Option<&'a str>,
+        }
+        let payload = |seq, fail| {
+            respond(&R {
+                log: log.display().to_string(),
+                key: "k1",
+                seq,
+                fail,
+            })
+            .unwrap()
+        };
+        let request_of = |payload: &[u8], attempt| {
+            let mut request = Request::new(payload);
+            request.context.attempt = attempt;
+            Probe.call("record", &request)
+        };
+        let ok = payload(7, None);
+        assert_eq!(request_of(&ok, 1).unwrap(), ok);
+        let error = request_of(&payload(8, Some("failed")), 2).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Failed);
+        let error = request_of(&payload(9, Some("bad_request")), 1).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0][..3], ["k1", "7", "1"]);
+        assert_eq!(lines[1][..3], ["k1", "8", "2"]);
+        assert_eq!(lines[2][..3], ["k1", "9", "1"]);
+        let error = request_of(&respond(&1u8).unwrap(), 1).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        std::fs::remove_file(&log).unwrap();
     }
 
     #[test]

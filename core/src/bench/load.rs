@@ -39,6 +39,8 @@ pub struct LoadOptions {
     pub payload: usize,
     /// Ask for the `accepted` acknowledgement of each request.
     pub ack: bool,
+    /// Ordering keys: request `n` gets `order_key` `n % keys`; 0 sets none.
+    pub keys: u64,
 }
 
 /// The outcome of a run, as a service process reports it.
@@ -78,6 +80,7 @@ pub struct LoadGenerator {
     payload: Bytes,
     template: Envelope,
     next_id: u64,
+    keys: u64,
 }
 
 impl LoadGenerator {
@@ -117,6 +120,7 @@ impl LoadGenerator {
             payload: payload_of_size(options.payload),
             template,
             next_id: 0,
+            keys: options.keys,
         };
         generator.handshake().await?;
         Ok(generator)
@@ -156,6 +160,10 @@ impl LoadGenerator {
         self.template.id.clear();
         // Writing to a String cannot fail.
         let _ = write!(self.template.id, "{id}");
+        if self.keys > 0 {
+            self.template.order_key.clear();
+            let _ = write!(self.template.order_key, "{}", id % self.keys);
+        }
         self.template.created_us = now_us();
         let mut frames = ZmqMessage::from(self.topic.clone());
         frames.push_back(Bytes::from(self.template.encode()));

@@ -80,6 +80,9 @@ pub struct BenchOptions {
     pub transport: Transport,
     /// The flow requests go into.
     pub flow: String,
+    /// Ordering keys set on the requests (`order_key` = request number
+    /// modulo `keys`); 0 sets none. For a flow ordered by `envelope`.
+    pub keys: u64,
     /// Requests per service before measuring (connections, caches, workers
     /// all up), not counted.
     pub warmup: u64,
@@ -109,6 +112,7 @@ impl BenchOptions {
             rounds: 1,
             transport: Transport::Tcp,
             flow: "Echo".to_owned(),
+            keys: 0,
             warmup: 2000,
             window: None,
             batch: None,
@@ -302,6 +306,8 @@ pub struct ReportConfig {
     pub rounds: usize,
     pub transport: Transport,
     pub flow: String,
+    /// Ordering keys of the requests (0: none).
+    pub keys: u64,
     pub warmup_per_service: u64,
     pub window: u32,
     pub batch: usize,

@@ -82,6 +82,13 @@ pub(crate) struct Args {
     /// after it stops); the ratio uses their median.
     #[arg(long, default_value_t = 3)]
     raw_runs: usize,
+    /// Also measure the ordered flow `EchoOrdered` with `--keys` ordering
+    /// keys, after the unordered run, and compare them.
+    #[arg(long)]
+    ordered: bool,
+    /// Ordering keys of the `--ordered` run (request n has key n % keys).
+    #[arg(long, default_value_t = 1000)]
+    keys: u64,
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -120,13 +127,43 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..BenchOptions::new(program)
     };
     options.validate()?;
+    if args.ordered && args.keys == 0 {
+        anyhow::bail!("--keys must be at least 1");
+    }
     let mut progress = ProgressLine::new();
     let report = bench::run(&options, &mut |p| progress.show(p));
     progress.clear();
     let report = report?;
     print!("{}", render(&report));
+    let json = if args.ordered {
+        // The same load into the ordered Echo flow, without the raw
+        // baseline (measured once, above).
+        let ordered_options = BenchOptions {
+            flow: "EchoOrdered".to_owned(),
+            keys: args.keys,
+            raw_messages: 0,
+            ..options
+        };
+        let ordered = bench::run(&ordered_options, &mut |p| progress.show(p));
+        progress.clear();
+        let ordered = ordered?;
+        println!();
+        print!("{}", render(&ordered));
+        let ratio = ordered.throughput_rps / report.throughput_rps.max(1e-9);
+        println!();
+        println!(
+            "ordered      {} requests/s with {} keys = {:.1}% of unordered ({} requests/s)",
+            thousands(ordered.throughput_rps as u64),
+            thousands(args.keys),
+            ratio * 100.0,
+            thousands(report.throughput_rps as u64),
+        );
+        serde_json::json!({ "unordered": report, "ordered": ordered, "ordered_ratio": ratio })
+    } else {
+        serde_json::to_value(&report)?
+    };
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
+        let json = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, json + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -245,6 +282,9 @@ fn render(r: &Report) -> String {
         c.window,
         c.batch,
     );
+    if c.keys > 0 {
+        let _ = writeln!(out, "ordering keys: {}", thousands(c.keys));
+    }
     let _ = writeln!(
         out,
         "machine: {} CPUs, {}, Linux {}, load average {:.2} at start",
@@ -383,6 +423,8 @@ pub(crate) struct ClientArgs {
     #[arg(long, default_value_t = 64)]
     payload: usize,
     #[arg(long, default_value_t = 0)]
+    keys: u64,
+    #[arg(long, default_value_t = 0)]
     warmup: u64,
     #[arg(long)]
     requests: u64,
@@ -402,6 +444,7 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         flow: args.flow,
         payload: args.payload,
         ack: args.ack,
+        keys: args.keys,
     };
     bench::child::service(&options, args.warmup, args.requests, args.in_flight)?;
     Ok(ExitCode::SUCCESS)

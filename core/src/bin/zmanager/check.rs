@@ -113,7 +113,10 @@ fn print_components(registry: &Registry) {
 fn print_catalog(catalog: &Catalog, registry: &Registry) {
     for routed in catalog.flows.values() {
         let flow = &routed.flow;
-        println!("flow {}  ({})", flow.name, flow.location);
+        match &flow.order_by {
+            Some(by) => println!("flow {}  ({})  ordered by {by}", flow.name, flow.location),
+            None => println!("flow {}  ({})", flow.name, flow.location),
+        }
         let width = flow
             .steps
             .iter()
@@ -142,6 +145,22 @@ fn print_catalog(catalog: &Catalog, registry: &Registry) {
                 .unwrap_or_default();
             let key = step.key.to_string();
             println!("  {index:>2}  {key:<width$}  {role}{via}");
+            if let Some(p) = catalog.retry_policy(&flow.name, index) {
+                let no_retry = if p.no_retry.is_empty() {
+                    String::new()
+                } else {
+                    format!(", not {}", p.no_retry.join(", "))
+                };
+                println!(
+                    "      {:<width$}  retry: {} attempts, {} ms x{} up to {} ms, jitter {}{no_retry}",
+                    "",
+                    p.max_attempts,
+                    p.initial_delay.as_millis(),
+                    p.multiplier,
+                    p.max_delay.as_millis(),
+                    p.jitter,
+                );
+            }
         }
     }
 }
