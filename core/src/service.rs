@@ -522,6 +522,32 @@ impl Service {
         after: &str,
         payload: Bytes,
     ) -> Result<Submitted<'_>, ServiceError> {
+        self.submit_message(flow, after, "", payload).await
+    }
+
+    /// Like [`Service::submit`], into a flow ordered by `envelope`
+    /// (`docs/ordering.md`): requests with the same `order_key` run one at
+    /// a time, in the order the node accepts them. Wait for one's
+    /// acceptance before submitting the next of its key if their order
+    /// matters: two in flight at once may be accepted in either order.
+    pub async fn submit_ordered<T: Serialize + ?Sized>(
+        &self,
+        flow: &str,
+        order_key: &str,
+        payload: &T,
+    ) -> Result<Submitted<'_>, ServiceError> {
+        let bytes = rmp_serde::to_vec_named(payload)?;
+        self.submit_message(flow, "", order_key, Bytes::from(bytes))
+            .await
+    }
+
+    async fn submit_message(
+        &self,
+        flow: &str,
+        after: &str,
+        order_key: &str,
+        payload: Bytes,
+    ) -> Result<Submitted<'_>, ServiceError> {
         let permit = self
             .permits
             .acquire()
@@ -542,6 +568,7 @@ impl Service {
         };
         let mut envelope = self.envelope(&id, flow);
         after.clone_into(&mut envelope.key);
+        order_key.clone_into(&mut envelope.order_key);
         envelope.ack = true;
         let message = Message::new(envelope, payload);
         let mut submitted = Submitted {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
+use zmanager::service::{Service, ServiceOptions};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received};
 use zmanager_tests::node::{TempFile, TestNode, config_file};
@@ -414,4 +415,41 @@ fn a_retried_request_blocks_its_key_until_dead_lettered() {
         .rposition(|c| c.key == "a" && c.seq == 0)
         .expect("a ran");
     assert!(b_done < a_last_try, "{seen:?}");
+}
+
+/// The Rust client's `submit_ordered` sets the envelope's key: two keys,
+/// each request submitted once the one before it is accepted (the order
+/// the node accepts them in is the order they run in), all awaited at the
+/// end: each key's requests reach the component in order.
+#[test]
+fn the_rust_client_submits_in_order_by_envelope_key() {
+    let (node, _config) = node_with(2, "");
+    let log = TempFile::new("rust-ordered-log", "");
+    let log_path = log.0.display().to_string();
+    runtime().block_on(async {
+        let options = ServiceOptions::with_endpoints("ordered", &node.endpoints);
+        let service = Service::connect(options).await.expect("connect");
+        let mut submitted = Vec::new();
+        for seq in 0..20 {
+            for key in ["k0", "k1"] {
+                let record = Record {
+                    log: &log_path,
+                    key,
+                    seq,
+                    fail: None,
+                };
+                let accepted = service
+                    .submit_ordered("OrderedByEnvelope", key, &record)
+                    .await
+                    .expect("accepted");
+                submitted.push(accepted);
+            }
+        }
+        for request in submitted {
+            request.finished().await.expect("a result");
+        }
+    });
+    let calls = calls(&log);
+    assert_eq!(calls.len(), 40, "{calls:?}");
+    assert_eq!(check_order(&calls, 2, 20), (0, 0, 0), "{calls:?}");
 }
