@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zmanager::config::Endpoints;
 use zmanager::envelope::{Kind, Status};
+use zmanager::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received, json};
 use zmanager_tests::node::{StandaloneWorker, TempFile, TestNode, config_file, free_port};
-use zmanager_tests::{kill, runtime, test_config};
+use zmanager_tests::{kill, runtime, test_config, zmanager as zmanager_bin_command};
 
 const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
 
@@ -389,6 +390,17 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
         let ack = requester.recv(limit).await.expect("the acknowledgement");
         assert_eq!(ack.envelope.kind, Kind::Accepted);
         assert_eq!(acknowledged(&ack), ["q-1"]);
+        // And a dead letter (its action panics at every attempt), which
+        // must outlive the node too.
+        requester.request("Boom", "poison", &"boom").await;
+        let dead = requester
+            .recv(limit)
+            .await
+            .expect("the dead letter's result");
+        assert_eq!(
+            dead.envelope.error.map(|e| e.code),
+            Some(ErrorCode::DeadLettered)
+        );
 
         node.signal("KILL");
         node.wait_exit(Duration::from_secs(5));
@@ -417,6 +429,16 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
             ("q-1", "??done")
         );
         assert_eq!(json(&result.payload), serde_json::json!("noon"));
+        let out = zmanager_bin_command()
+            .args(["dlq", "list", "--data-dir"])
+            .arg(&node.data_dir)
+            .output()
+            .expect("run zmanager dlq list");
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            listed.contains("id=poison"),
+            "the dead letter is gone:\n{listed}"
+        );
         assert!(
             answerer.recv(Duration::from_millis(300)).await.is_none(),
             "answer refused"
