@@ -48,7 +48,7 @@
 //! heartbeats later), after which nothing more is sent to it. Whoever
 //! changes either bound must revisit this.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,10 +236,12 @@ pub async fn run(
         sender,
         counters: Counters::default(),
         gate: KeyGate::default(),
+        unreleased: VecDeque::new(),
         delayed: DelayQueue::default(),
         jitter: Jitter::default(),
     };
     subject.recover(recovered).await;
+    let mut committed = subject.journal.committed();
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_until: Option<Instant> = None;
@@ -275,6 +277,11 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => subject.on_tick().await,
+            // The ends of ordered flows are on disk: their keys go free.
+            Ok(()) = committed.changed(), if !subject.unreleased.is_empty() => {
+                let upto = *committed.borrow_and_update();
+                subject.release_committed(upto);
+            }
             // A retried message's delay is over (`dispatch` requeues it).
             () = retry::sleep_until(subject.delayed.next_due()) => {}
         }
@@ -359,6 +366,9 @@ struct Subject {
     /// Requests of ordered flows waiting for their key, with the step each
     /// starts at (`ordering`); held in `table` while they wait.
     gate: KeyGate<(Message, usize)>,
+    /// Ordering keys whose flows ended, each with the journal turn that
+    /// records the end: released once that turn is committed.
+    unreleased: VecDeque<(u64, ordering::GroupKey, MessageKey)>,
     /// Failed messages waiting out their retry delay (`retry`); held in
     /// `table` while they wait.
     delayed: DelayQueue<Message>,
@@ -635,10 +645,32 @@ impl Subject {
     }
 
     /// The flow of `envelope` ended: if it held its ordering key, the next
-    /// request with that key may start.
+    /// request with that key may start — with the journal on, once the end
+    /// is committed (see [`Subject::release_committed`]): released earlier,
+    /// a crash could leave the journal with this request unfinished while
+    /// the next one of its key had run, and recovery would run it again
+    /// after that one.
     fn release_key(&mut self, envelope: &Envelope) {
         if let Some(group) = ordering::group_of(envelope) {
-            self.gate.release(&group, &key_of(envelope));
+            let id = key_of(envelope);
+            if self.journal.is_on() {
+                self.unreleased.push_back((self.journal.turn(), group, id));
+            } else {
+                self.gate.release(&group, &id);
+            }
+        }
+    }
+
+    /// Releases the keys whose flows' ends are committed (turns up to
+    /// `committed`).
+    fn release_committed(&mut self, committed: u64) {
+        while let Some((turn, _, _)) = self.unreleased.front() {
+            if *turn > committed {
+                break;
+            }
+            if let Some((_, group, id)) = self.unreleased.pop_front() {
+                self.gate.release(&group, &id);
+            }
         }
     }
 

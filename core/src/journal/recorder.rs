@@ -18,7 +18,7 @@
 //! requests instead of one each.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{Committed, Event, JournalWriter};
@@ -30,7 +30,9 @@ use crate::wire::Message;
 /// Past it the Subject waits (backpressure, like the writer's own queue).
 const ACK_QUEUE: usize = 64;
 
-type Batch = (Option<Committed>, Vec<Publication>);
+/// A turn's commit (none when it recorded nothing), its acknowledgements,
+/// and its number.
+type Batch = (Option<Committed>, Vec<Publication>, u64);
 
 /// Gathers a turn's events and acknowledgements.
 #[derive(Debug)]
@@ -42,6 +44,10 @@ pub struct Recorder {
     acks: Vec<(String, Envelope, Vec<String>)>,
     acker: mpsc::Sender<Batch>,
     task: JoinHandle<()>,
+    /// The number of the turn being gathered.
+    turn: u64,
+    /// The number of the last turn whose events are committed (or failed).
+    committed: watch::Receiver<u64>,
 }
 
 impl Recorder {
@@ -49,13 +55,29 @@ impl Recorder {
     /// publishing acknowledgements on `publish`.
     pub fn new(writer: Option<JournalWriter>, publish: mpsc::Sender<Publication>) -> Self {
         let (acker, batches) = mpsc::channel(ACK_QUEUE);
+        let (done, committed) = watch::channel(0);
         Self {
             writer,
             events: Vec::new(),
             acks: Vec::new(),
             acker,
-            task: tokio::spawn(acknowledge(batches, publish)),
+            task: tokio::spawn(acknowledge(batches, publish, done)),
+            turn: 1,
+            committed,
         }
+    }
+
+    /// The number of the turn being gathered: what is recorded now is on
+    /// disk once [`Recorder::committed`] reaches it.
+    pub fn turn(&self) -> u64 {
+        self.turn
+    }
+
+    /// The number of the last turn whose events are committed, watched.
+    /// (A turn whose commit failed counts too: what waits on it must not
+    /// wait forever; the failure is logged.)
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// Whether events are recorded.
@@ -107,8 +129,10 @@ impl Recorder {
             _ => None,
         };
         let acks = self.acks.drain(..).map(ack_message).collect();
+        let turn = self.turn;
+        self.turn += 1;
         // The acknowledger lives until `close`.
-        let _ = self.acker.send((committed, acks)).await;
+        let _ = self.acker.send((committed, acks, turn)).await;
     }
 
     /// Flushes, waits until every batch is committed and acknowledged, and
@@ -141,14 +165,20 @@ fn ack_message((topic, mut envelope, ids): (String, Envelope, Vec<String>)) -> P
 /// A batch that failed to commit is not acknowledged: its services send
 /// again, and the node takes the request again (as a duplicate if it is
 /// still in flight).
-async fn acknowledge(mut batches: mpsc::Receiver<Batch>, publish: mpsc::Sender<Publication>) {
-    while let Some((committed, acks)) = batches.recv().await {
+async fn acknowledge(
+    mut batches: mpsc::Receiver<Batch>,
+    publish: mpsc::Sender<Publication>,
+    done: watch::Sender<u64>,
+) {
+    while let Some((committed, acks, turn)) = batches.recv().await {
         if let Some(committed) = committed {
             if let Err(e) = committed.await {
                 tracing::error!(error = %e, unacknowledged = acks.len(), "journal commit failed: requests not acknowledged");
+                done.send_replace(turn);
                 continue;
             }
         }
+        done.send_replace(turn);
         for ack in acks {
             if publish.send(ack).await.is_err() {
                 return;
@@ -185,6 +215,11 @@ mod tests {
         // By the time the acknowledgement is out, the event is on disk.
         let check = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
         assert_eq!(check.unfinished().unwrap().len(), 1);
+        // The turn's number is reported committed, and the next one is
+        // being gathered.
+        let mut committed = recorder.committed();
+        assert_eq!(*committed.borrow_and_update(), 1);
+        assert_eq!(recorder.turn(), 2);
         recorder.close().await;
     }
 
