@@ -110,6 +110,15 @@ impl RawClient {
         e
     }
 
+    /// This client's answer to the message `published` at an `@ASYNC`
+    /// flow's `@PUBLISH` step (protocol §7a).
+    pub fn answer_to(&self, published: &Received) -> Envelope {
+        let mut answer = self.envelope(&published.envelope.id, &published.envelope.flow);
+        answer.kind = Kind::Result;
+        answer.origin.clone_from(&published.envelope.service);
+        answer
+    }
+
     /// Sends `[topic, envelope, payload]`.
     pub async fn send(&mut self, envelope: &Envelope, payload: Bytes) {
         let mut frames = ZmqMessage::from(format!("{}~", envelope.flow));
@@ -142,6 +151,11 @@ impl RawClient {
             .ok()
             .flatten()
     }
+}
+
+/// `value` as a MessagePack payload.
+pub fn msgpack(value: &impl Serialize) -> Bytes {
+    Bytes::from(rmp_serde::to_vec_named(value).expect("encode"))
 }
 
 /// Decodes a payload into JSON, for assertions.

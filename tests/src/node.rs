@@ -284,6 +284,36 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A node on the test flows with `toml` as its configuration; keep the
+/// returned file alive as long as the node.
+pub fn node_with(workers: usize, toml: &str) -> (TestNode, TempFile) {
+    let config = config_file(toml);
+    let (flows, mappings) = crate::test_config();
+    let node = TestNode::start_with(
+        workers,
+        Some((&flows, &mappings)),
+        &["--config", config.path()],
+    );
+    (node, config)
+}
+
+/// Three tcp endpoints on loopback, on ports free now, and the
+/// configuration's `[endpoints]` table naming them: for a node restarted
+/// where its services and workers expect it.
+pub fn fixed_endpoints() -> (Endpoints, String) {
+    let at = |port: u16| format!("tcp://127.0.0.1:{port}");
+    let endpoints = Endpoints {
+        intake: at(free_port()),
+        workers: at(free_port()),
+        publish: at(free_port()),
+    };
+    let toml = format!(
+        "[endpoints]\nintake = \"{}\"\nworkers = \"{}\"\npublish = \"{}\"\n",
+        endpoints.intake, endpoints.workers, endpoints.publish
+    );
+    (endpoints, toml)
+}
+
 /// A `zmanager worker` run by hand (not by a node); killed on drop.
 #[derive(Debug)]
 pub struct StandaloneWorker(Child);

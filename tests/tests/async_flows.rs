@@ -6,11 +6,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use zmanager::envelope::{Envelope, Kind, Status};
+use zmanager::envelope::{Kind, Status};
 use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceOptions};
-use zmanager_tests::client::{RawClient, Received, json};
+use zmanager_tests::client::{RawClient, json, msgpack};
 use zmanager_tests::node::{TestNode, config_file};
 use zmanager_tests::runtime;
 use zmanager_tests::{test_config, zmanager};
@@ -52,18 +51,6 @@ fn a_publish_step_reaches_two_subscribers_and_the_flow_goes_on() {
     });
 }
 
-/// An answer to the question `published` from `answerer`.
-fn answer_to(answerer: &RawClient, published: &Received) -> Envelope {
-    let mut answer = answerer.envelope(&published.envelope.id, &published.envelope.flow);
-    answer.kind = Kind::Result;
-    answer.origin.clone_from(&published.envelope.service);
-    answer
-}
-
-fn msgpack(value: &impl serde::Serialize) -> Bytes {
-    Bytes::from(rmp_serde::to_vec_named(value).expect("encode"))
-}
-
 #[test]
 fn an_async_flow_resumes_with_a_services_answer_and_a_second_answer_is_rejected() {
     let node = TestNode::start(1);
@@ -89,7 +76,7 @@ fn an_async_flow_resumes_with_a_services_answer_and_a_second_answer_is_rejected(
         // Nothing comes to the requester while the flow is suspended.
         assert!(requester.recv(Duration::from_millis(300)).await.is_none());
 
-        let answer = answer_to(&answerer, &question);
+        let answer = answerer.answer_to(&question);
         answerer.send(&answer, msgpack(&"noon")).await;
         let result = requester
             .recv(LIMIT)
@@ -123,7 +110,7 @@ fn an_async_flow_resumes_with_a_services_answer_and_a_second_answer_is_rejected(
             error.message
         );
         // An answer for an id nobody asked about: refused too.
-        let mut stray = answer_to(&answerer, &question);
+        let mut stray = answerer.answer_to(&question);
         stray.id = "never-asked".into();
         answerer.send(&stray, msgpack(&1)).await;
         let refused = answerer

@@ -12,12 +12,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zmanager::config::Endpoints;
 use zmanager::envelope::{Kind, Status};
 use zmanager::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
-use zmanager_tests::client::{RawClient, Received, json};
-use zmanager_tests::node::{StandaloneWorker, TempFile, TestNode, config_file, free_port};
+use zmanager_tests::client::{RawClient, Received, json, msgpack};
+use zmanager_tests::node::{StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints};
 use zmanager_tests::{kill, runtime, test_config, zmanager as zmanager_bin_command};
 
 const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
@@ -25,16 +24,8 @@ const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
 /// A node without workers of its own on fixed ports (so that it can be
 /// restarted where its services and workers expect it), with `extra` TOML.
 fn fixed_node(extra: &str) -> (TestNode, TempFile) {
-    let ports = [free_port(), free_port(), free_port()];
-    let endpoints = Endpoints {
-        intake: format!("tcp://127.0.0.1:{}", ports[0]),
-        workers: format!("tcp://127.0.0.1:{}", ports[1]),
-        publish: format!("tcp://127.0.0.1:{}", ports[2]),
-    };
-    let toml = format!(
-        "heartbeat_ms = 200\nliveness_ms = 1000\n{extra}\n[endpoints]\nintake = \"{}\"\nworkers = \"{}\"\npublish = \"{}\"\n",
-        endpoints.intake, endpoints.workers, endpoints.publish
-    );
+    let (_, endpoints) = fixed_endpoints();
+    let toml = format!("heartbeat_ms = 200\nliveness_ms = 1000\n{extra}\n{endpoints}");
     let config = config_file(&toml);
     let (flows, mappings) = test_config();
     let node = TestNode::start_fixed(0, Some((&flows, &mappings)), &["--config", config.path()]);
@@ -409,11 +400,8 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
 
         let mut answerer = RawClient::connect(&node.endpoints, "answerer").await;
         let mut requester = RawClient::connect(&node.endpoints, "req").await;
-        let mut answer = answerer.envelope("q-1", "Ask");
-        answer.kind = Kind::Result;
-        answer.origin = "req".into();
-        let payload = Bytes::from(rmp_serde::to_vec_named(&"noon").expect("encode"));
-        answerer.send(&answer, payload).await;
+        let answer = answerer.answer_to(&question);
+        answerer.send(&answer, msgpack(&"noon")).await;
         let result = requester
             .recv(limit)
             .await
@@ -496,7 +484,7 @@ fn a_kill_during_a_journal_write_loses_nothing_acknowledged() {
 }
 
 /// Lines in `text`.
-fn bytecount(text: &[u8]) -> u64 {
+fn line_count(text: &[u8]) -> u64 {
     text.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
@@ -548,7 +536,7 @@ fn an_ordered_flow_keeps_its_order_across_a_whole_node_kill() {
             if let Some(r) = next.filter(|r| r.envelope.kind == Kind::Accepted) {
                 acked.extend(acknowledged(&r));
             }
-            let calls = std::fs::read(&log.0).map_or(0, |t| bytecount(&t));
+            let calls = std::fs::read(&log.0).map_or(0, |t| line_count(&t));
             if calls >= KEYS * PER_KEY / 3 {
                 break;
             }

@@ -16,8 +16,8 @@ use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceOptions};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received};
-use zmanager_tests::node::{TempFile, TestNode, config_file};
-use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
+use zmanager_tests::node::{TempFile, node_with};
+use zmanager_tests::{Lcg, kill, runtime, zmanager_bin};
 
 #[derive(Serialize)]
 struct Record<'a> {
@@ -51,30 +51,6 @@ fn calls(log: &TempFile) -> Vec<Call> {
             }
         })
         .collect()
-}
-
-fn node_with(workers: usize, toml: &str) -> (TestNode, TempFile) {
-    let config = config_file(toml);
-    let (flows, mappings) = test_config();
-    let node = TestNode::start_with(
-        workers,
-        Some((&flows, &mappings)),
-        &["--config", config.path()],
-    );
-    (node, config)
-}
-
-/// A small pseudo-random sequence for picking victims.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        usize::try_from(self.0 >> 33).unwrap_or(0) % below.max(1)
-    }
 }
 
 /// Per key, what the component saw: in order means each call is the last

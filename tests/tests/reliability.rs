@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zeromq::{PushSocket, Socket, SocketSend, SubSocket};
-use zmanager::config::Endpoints;
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceOptions};
@@ -19,34 +18,10 @@ use zmanager_tests::checker::Checker;
 use zmanager_tests::client::RawClient;
 use zmanager_tests::load::{collect, echo_load};
 use zmanager_tests::node::{
-    StandaloneWorker, TempFile, TestNode, config_file, free_port, is_alive, rss_kib,
+    StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints, is_alive, node_with,
+    rss_kib,
 };
-use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
-
-/// A node on the test flows with `toml` as its configuration.
-fn node_with(workers: usize, toml: &str) -> (TestNode, TempFile) {
-    let config = config_file(toml);
-    let (flows, mappings) = test_config();
-    let node = TestNode::start_with(
-        workers,
-        Some((&flows, &mappings)),
-        &["--config", config.path()],
-    );
-    (node, config)
-}
-
-/// A small pseudo-random sequence (no dependency needed for picking victims).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        usize::try_from(self.0 >> 33).unwrap_or(0) % below.max(1)
-    }
-}
+use zmanager_tests::{Lcg, kill, runtime, test_config, zmanager_bin};
 
 fn chaos(total: usize, every: Duration) {
     let (node, _config) = node_with(
@@ -279,16 +254,8 @@ fn a_dead_letter_is_replayed_once_its_fault_is_gone() {
 /// answered.
 #[test]
 fn workers_and_services_survive_a_node_restart_under_load() {
-    let ports = [free_port(), free_port(), free_port()];
-    let endpoints = Endpoints {
-        intake: format!("tcp://127.0.0.1:{}", ports[0]),
-        workers: format!("tcp://127.0.0.1:{}", ports[1]),
-        publish: format!("tcp://127.0.0.1:{}", ports[2]),
-    };
-    let toml = format!(
-        "heartbeat_ms = 200\nliveness_ms = 1000\n[endpoints]\nintake = \"{}\"\nworkers = \"{}\"\npublish = \"{}\"\n",
-        endpoints.intake, endpoints.workers, endpoints.publish
-    );
+    let (endpoints, table) = fixed_endpoints();
+    let toml = format!("heartbeat_ms = 200\nliveness_ms = 1000\n{table}");
     let timing = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
     let config = config_file(&toml);
     let (flows, mappings) = test_config();
