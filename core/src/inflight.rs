@@ -209,11 +209,7 @@ impl InFlightTable {
         if self.pending.len() >= self.max_pending {
             return Err((Refused::Full, Box::new(message)));
         }
-        if !self.known.insert(key_of(&message.envelope)) {
-            return Err((Refused::DuplicateId, Box::new(message)));
-        }
-        self.pending.push_back(message);
-        Ok(())
+        self.enqueue_recovered(message)
     }
 
     /// Queues a message taken up again from the journal at start-up. It was

@@ -62,7 +62,7 @@ use zeromq::{
 };
 
 use crate::action_key::ActionKey;
-use crate::catalog::{Catalog, StepRole};
+use crate::catalog::{Catalog, RoutedFlow, StepRole};
 use crate::dead_letter::DeadLetterStore;
 use crate::dedupe::Recent;
 use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status, now_us};
@@ -450,8 +450,8 @@ impl Subject {
             match at {
                 // Through the ordering gate, in acceptance order: a key's
                 // first unfinished request holds it again, the others wait.
-                Checkpoint::Accepted => match self.entry(&message.envelope) {
-                    Ok(position) => {
+                Checkpoint::Accepted => match entry(&self.catalog, &message.envelope) {
+                    Ok((position, _)) => {
                         if let Some(message) = self.admit(message, position + 1) {
                             self.advance(message, position + 1).await;
                         }
@@ -569,15 +569,12 @@ impl Subject {
                 Err((code, text)) => self.reject(message, code, text).await,
             };
         }
-        let position = match self.entry(envelope) {
-            Ok(position) => position,
+        let catalog = Arc::clone(&self.catalog);
+        let (position, routed) = match entry(&catalog, envelope) {
+            Ok(found) => found,
             Err((code, text)) => return self.reject(message, code, text).await,
         };
-        let catalog = Arc::clone(&self.catalog);
-        let by = catalog
-            .flow(&message.envelope.flow)
-            .and_then(|routed| routed.flow.order_by.as_ref());
-        if let Err(text) = set_order_key(&mut message, by) {
+        if let Err(text) = set_order_key(&mut message, routed.flow.order_by.as_ref()) {
             return self.reject(message, ErrorCode::BadRequest, text).await;
         }
         message.envelope.accepted_us = now_us();
@@ -599,30 +596,6 @@ impl Subject {
         if let (true, Some(envelope)) = (started, asked) {
             self.acknowledge(&envelope);
         }
-    }
-
-    /// The index of the step a request enters its flow at: the step its
-    /// `key` names (the flow's entry when empty); it runs from the step
-    /// after it.
-    fn entry(&self, envelope: &Envelope) -> Result<usize, (ErrorCode, String)> {
-        let Some(routed) = self.catalog.flow(&envelope.flow) else {
-            let text = format!("unknown flow {:?}", envelope.flow);
-            return Err((ErrorCode::UnknownFlow, text));
-        };
-        if envelope.key.is_empty() {
-            return Ok(0);
-        }
-        let key = ActionKey::parse(&envelope.key).map_err(|e| {
-            let text = format!("key {:?}: {e}", envelope.key);
-            (ErrorCode::UnknownStep, text)
-        })?;
-        routed.flow.position(&key).ok_or_else(|| {
-            let text = format!(
-                "key {:?} matches no step of flow {}",
-                envelope.key, routed.flow.name
-            );
-            (ErrorCode::UnknownStep, text)
-        })
     }
 
     /// An ordered flow's request holds its key from now until its flow
@@ -1154,6 +1127,33 @@ impl Subject {
             }
         }
     }
+}
+
+/// The step a request enters its flow at — the step its `key` names (the
+/// flow's entry when empty); it runs from the step after it — and the flow.
+fn entry<'c>(
+    catalog: &'c Catalog,
+    envelope: &Envelope,
+) -> Result<(usize, &'c RoutedFlow), (ErrorCode, String)> {
+    let Some(routed) = catalog.flow(&envelope.flow) else {
+        let text = format!("unknown flow {:?}", envelope.flow);
+        return Err((ErrorCode::UnknownFlow, text));
+    };
+    if envelope.key.is_empty() {
+        return Ok((0, routed));
+    }
+    let key = ActionKey::parse(&envelope.key).map_err(|e| {
+        let text = format!("key {:?}: {e}", envelope.key);
+        (ErrorCode::UnknownStep, text)
+    })?;
+    let position = routed.flow.position(&key).ok_or_else(|| {
+        let text = format!(
+            "key {:?} matches no step of flow {}",
+            envelope.key, routed.flow.name
+        );
+        (ErrorCode::UnknownStep, text)
+    })?;
+    Ok((position, routed))
 }
 
 /// Sets the request's `order_key` from its flow's `order_by` (an ordered

@@ -8,7 +8,9 @@ use anyhow::{Context as _, bail};
 use zmanager::config::NodeConfig;
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, database_path};
 use zmanager::envelope::now_us;
-use zmanager::service::{Service, ServiceError, ServiceOptions, describe_failure};
+use zmanager::service::{Service, ServiceError, describe_failure};
+
+use crate::node_args::NodeArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -37,10 +39,8 @@ enum Command {
         /// Replay every dead letter not replayed yet.
         #[arg(long)]
         all: bool,
-        #[arg(long, default_value = "tcp://127.0.0.1:19030")]
-        intake: String,
-        #[arg(long, default_value = "tcp://127.0.0.1:19034")]
-        publish: String,
+        #[command(flatten)]
+        node: NodeArgs,
         /// The node's flows and mappings, to find where a message resumes
         /// when it was delivered past the first step (default: built-in).
         #[arg(long)]
@@ -91,8 +91,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Replay {
             seqs,
             all,
-            intake,
-            publish,
+            node,
             flows,
             mappings,
             timeout,
@@ -119,11 +118,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ..NodeConfig::default()
             };
             let (catalog, _) = config.load_catalog();
-            let options = ServiceOptions {
-                intake,
-                publish,
-                ..ServiceOptions::local("dlq-replay")
-            };
+            let options = node.service("dlq-replay");
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;
                 let mut failed = 0;

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use zmanager::envelope::now_us;
 use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
-use zmanager::service::{Service, ServiceError, ServiceOptions, describe_failure};
+use zmanager::service::{Service, ServiceError, describe_failure};
+
+use crate::node_args::NodeArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -76,10 +78,8 @@ enum Command {
         /// List what would be replayed; send nothing.
         #[arg(long)]
         dry_run: bool,
-        #[arg(long, default_value = "tcp://127.0.0.1:19030")]
-        intake: String,
-        #[arg(long, default_value = "tcp://127.0.0.1:19034")]
-        publish: String,
+        #[command(flatten)]
+        node: NodeArgs,
         /// Seconds to wait for each result.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
@@ -206,8 +206,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             until,
             flow,
             dry_run,
-            intake,
-            publish,
+            node,
             timeout,
             parallel,
         } => {
@@ -239,11 +238,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let options = ServiceOptions {
-                intake,
-                publish,
-                ..ServiceOptions::local("journal-replay")
-            };
+            let options = node.service("journal-replay");
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;

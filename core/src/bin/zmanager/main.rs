@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod dlq;
 mod journal;
+mod node_args;
 mod send;
 mod services;
 mod subscribe;

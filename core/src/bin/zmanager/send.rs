@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zmanager::service::{Service, ServiceError, ServiceOptions, describe_failure};
+use zmanager::service::{Service, ServiceError, describe_failure};
+
+use crate::node_args::NodeArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -13,12 +15,8 @@ pub(crate) struct Args {
     /// The request payload, as JSON (sent as MessagePack).
     #[arg(long, short, default_value = "null")]
     payload: String,
-    /// The Subject's intake endpoint.
-    #[arg(long, default_value = "tcp://127.0.0.1:19030")]
-    intake: String,
-    /// The Integration Manager's endpoint.
-    #[arg(long, default_value = "tcp://127.0.0.1:19034")]
-    publish: String,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Seconds to wait for the result.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -28,12 +26,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let payload: serde_json::Value = serde_json::from_str(&args.payload)
         .with_context(|| format!("--payload is not JSON: {}", args.payload))?;
     crate::runtime(false)?.block_on(async move {
-        let options = ServiceOptions {
-            intake: args.intake,
-            publish: args.publish,
-            ..ServiceOptions::local("cli")
-        };
-        let service = Service::connect(options).await?;
+        let service = Service::connect(args.node.service("cli")).await?;
         let limit = Duration::from_secs(args.timeout);
         let outcome = tokio::time::timeout(limit, service.request(&args.flow, &payload))
             .await
