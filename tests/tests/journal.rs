@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zmanager::envelope::{Kind, Status};
 use zmanager::error_code::ErrorCode;
+use zmanager::journal::{EventKind, Journal, SqliteJournal};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::node::{StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints};
@@ -432,6 +433,38 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
             "answer refused"
         );
     });
+    // What the journal recorded of each message's life, across both runs
+    // (read beside the live node; its last commit may take a moment).
+    let kinds = |id: &str| -> Vec<EventKind> {
+        let journal = SqliteJournal::open_to_read(&node.data_dir).expect("open the journal");
+        let history = journal.history("req", id).expect("history");
+        history.iter().map(|r| r.event.kind()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kinds("q-1").last() != Some(&EventKind::Completed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    use EventKind::{Accepted, Completed, DeadLettered, Dispatched, Resumed, Suspended};
+    // The Subject published the question and suspended the flow at @ASYNC
+    // (no worker step before it); the node died; the flow resumed with the
+    // answer, and a worker ran its last step.
+    assert_eq!(
+        kinds("q-1"),
+        [Accepted, Suspended, Resumed, Dispatched, Completed]
+    );
+    // Five attempts (max_attempts), each dispatched, then the dead letter.
+    assert_eq!(
+        kinds("poison"),
+        [
+            Accepted,
+            Dispatched,
+            Dispatched,
+            Dispatched,
+            Dispatched,
+            Dispatched,
+            DeadLettered
+        ]
+    );
 }
 
 /// The whole node killed while its journal writes a commit: requests of
