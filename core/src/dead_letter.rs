@@ -128,6 +128,51 @@ impl DeadLetterStore {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// The number the next dead letter gets: one past the highest ever
+    /// given (numbers are never reused, even after letters are deleted).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        let highest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(seq) FROM (SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'
+                 UNION ALL SELECT MAX(seq) FROM dead_letters)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(u64::try_from(highest.unwrap_or(0)).unwrap_or(0) + 1)
+    }
+
+    /// Stores a dead letter under the number `seq` (given by the Subject,
+    /// which names it in the error result before the store is written).
+    pub fn insert_numbered(
+        &self,
+        seq: u64,
+        message: &Message,
+        errors: &[String],
+        at_us: u64,
+    ) -> Result<(), StoreError> {
+        let e = &message.envelope;
+        let errors = serde_json::to_string(errors).unwrap_or_default();
+        self.conn
+            .execute(
+                "INSERT INTO dead_letters (seq, at_us, service, id, flow, errors, envelope, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    i64::try_from(seq).unwrap_or(i64::MAX),
+                    i64::try_from(at_us).unwrap_or(i64::MAX),
+                    e.service,
+                    e.id,
+                    e.flow,
+                    errors,
+                    e.encode(),
+                    message.payload.as_ref()
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
     /// The most recent `limit` dead letters, oldest first.
     pub fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let mut statement = self

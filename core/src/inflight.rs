@@ -136,11 +136,13 @@ impl InFlightTable {
     }
 
     /// Puts messages taken out of flight back at the front of the queue, in
-    /// the given order. They are never refused, so the queue may exceed its
-    /// bound by at most what was in flight (itself bounded by the workers'
-    /// credits).
+    /// the given order; each is known again (a completed one's id was let
+    /// go: a resend of it must still be taken as a duplicate). They are
+    /// never refused, so the queue may exceed its bound by at most what was
+    /// in flight (itself bounded by the workers' credits).
     pub fn requeue(&mut self, messages: Vec<Message>) {
         for m in messages.into_iter().rev() {
+            self.known.insert(key_of(&m.envelope));
             self.pending.push_front(m);
         }
     }
@@ -169,11 +171,15 @@ impl InFlightTable {
 
     /// Workers not heard from for longer than `liveness`.
     pub fn silent_workers(&self, now: Instant, liveness: Duration) -> Vec<WorkerId> {
-        self.workers
+        let mut ids: Vec<WorkerId> = self
+            .workers
             .iter()
             .filter(|(_, w)| now.saturating_duration_since(w.last_heard) > liveness)
             .map(|(id, _)| id.clone())
-            .collect()
+            .collect();
+        // In a stable order, so what follows does not depend on hashing.
+        ids.sort();
+        ids
     }
 
     /// Workers holding a message dispatched longer ago than `limit`.
@@ -243,7 +249,13 @@ impl InFlightTable {
             .workers
             .iter_mut()
             .filter(|(_, w)| w.in_flight < w.credits)
-            .max_by_key(|(_, w)| w.credits - w.in_flight)?;
+            // Ties go to the lowest identity: the same state always picks
+            // the same worker.
+            .max_by(|(a_id, a), (b_id, b)| {
+                (a.credits - a.in_flight)
+                    .cmp(&(b.credits - b.in_flight))
+                    .then_with(|| b_id.cmp(a_id))
+            })?;
         let free = usize::try_from(worker.credits - worker.in_flight).unwrap_or(usize::MAX);
         let take = free.min(max_batch.max(1)).min(self.pending.len());
         let mut batch = Vec::with_capacity(take);

@@ -29,7 +29,9 @@
 //!
 //! The node (`docs/architecture.md` says why it is built this way):
 //! - [`node`]: one node: binds the sockets, starts everything, stops it in order.
-//! - [`subject`]: takes requests, finds the next step, dispatches to workers.
+//! - [`subject`]: takes requests, finds the next step, dispatches to workers;
+//!   a state machine without I/O ([`subject::SubjectCore`]) in a thin shell
+//!   around the sockets, one file per concept, with its model test.
 //! - [`inflight`]: the Subject's credits, pending queue and in-flight table.
 //! - [`ordering`]: ordering keys of ordered flows and the per-key gate that
 //!   runs one request per key at a time.
@@ -45,8 +47,8 @@
 //! - [`service_registry`]: service management's state (registered services,
 //!   their topics, up/down by heartbeat), answered by the Subject.
 //! - [`journal`]: the durable journal: events, the `Journal` trait, its
-//!   SQLite backend, the group-commit writer, the Subject's recorder and
-//!   retention.
+//!   SQLite backend, the group-commit writer (which tries a failed commit
+//!   again before anything after it) and retention.
 //! - [`supervisor`]: starts worker processes and restarts them with backoff.
 //! - [`config`], [`defaults`]: node configuration and built-in flows.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.

@@ -18,9 +18,7 @@ use crate::config::{Endpoints, NodeConfig};
 use crate::dead_letter::DeadLetterStore;
 use crate::diagnostic::Diagnostics;
 use crate::integration_manager;
-use crate::journal::{
-    Journal, JournalError, JournalWriter, Recorder, Retention, SqliteJournal, Unfinished,
-};
+use crate::journal::{Journal, JournalError, JournalWriter, Retention, SqliteJournal, Unfinished};
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
@@ -96,7 +94,6 @@ pub async fn run(
     let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
     let (kill_tx, kill_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
-    let journal = Recorder::new(writer, publish_tx.clone());
     let subject = tokio::spawn(subject::run(
         intake,
         router,
@@ -119,9 +116,9 @@ pub async fn run(
         Links {
             publish: publish_tx,
             kill: kill_tx,
-            dead_letters: std::sync::Mutex::new(dead_letters),
+            dead_letters,
             drain: drain.clone(),
-            journal,
+            journal: writer,
             recovered,
         },
     ));

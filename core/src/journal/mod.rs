@@ -9,15 +9,12 @@
 //! - [`sqlite`]: the embedded backend, [`SqliteJournal`], in the node's
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
-//! - [`recorder`]: [`Recorder`], the Subject's side: a turn's events
-//!   submitted together, acknowledgements sent after their commit.
 //! - [`retention`]: [`Retention`], which removes finished messages after
 //!   `retain_ms` or past `max_mb`, on its own thread.
 //! - `wal` (private): reading SQLite's write-ahead log to tell what a crash
 //!   left in it ([`OpenReport`]).
 
 pub mod event;
-pub mod recorder;
 pub mod retention;
 pub mod sqlite;
 mod wal;
@@ -26,10 +23,9 @@ pub mod writer;
 use std::sync::Arc;
 
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
-pub use recorder::Recorder;
 pub use retention::Retention;
 pub use sqlite::{OpenReport, SqliteJournal, SyncMode};
-pub use writer::{Committed, JournalWriter};
+pub use writer::{Committed, Health, JournalWriter};
 
 use crate::wire::Message;
 

@@ -5,15 +5,24 @@
 //!
 //! The journal's calls block, so they run on a dedicated std thread rather
 //! than on the async runtime; submitters wait on a oneshot per submission.
+//!
+//! A commit that fails (a full disk, an I/O error) is tried again, with
+//! backoff, before anything submitted after it: what was submitted is
+//! committed in order or not at all, so nothing that waits for a later
+//! commit can be told "committed" while an earlier batch is not. Each
+//! failure is reported on [`JournalWriter::health`]. Only when the writer
+//! is stopping does it give up on a batch (after [`GIVE_UP_AFTER`]), and
+//! its submitters are told it failed.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Event, Journal, JournalError};
 
@@ -32,7 +41,23 @@ pub struct JournalWriter {
     queue: Option<mpsc::Sender<Submission>>,
     thread: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
+    health: watch::Receiver<Health>,
 }
+
+/// Failed commits so far, and the last one's error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// How long a stopping writer goes on trying a failing commit.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(2);
+
+/// The first and the longest wait before a failed commit is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Submission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,14 +100,22 @@ impl JournalWriter {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let commits = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&commits);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (report, health) = watch::channel(Health::default());
+        let state = State {
+            commits: Arc::clone(&commits),
+            stopping: Arc::clone(&stopping),
+            report,
+        };
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || run(&journal, receiver, max_batch.max(1), &counter))?;
+            .spawn(move || run(&journal, receiver, max_batch.max(1), &state))?;
         Ok(Self {
             queue: Some(sender),
             thread: Some(thread),
             commits,
+            stopping,
+            health,
         })
     }
 
@@ -115,10 +148,16 @@ impl JournalWriter {
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
+
+    /// Failed commits, watched: it changes at each failure.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
 }
 
 impl Drop for JournalWriter {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.queue = None;
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -128,11 +167,18 @@ impl Drop for JournalWriter {
     }
 }
 
+/// What the writer thread shares with its handle.
+struct State {
+    commits: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
+    report: watch::Sender<Health>,
+}
+
 fn run(
     journal: &impl Journal,
     mut receiver: mpsc::Receiver<Submission>,
     max_batch: usize,
-    commits: &AtomicU64,
+    state: &State,
 ) {
     while let Some(first) = receiver.blocking_recv() {
         // Submissions are kept as they came: events are large, and moving
@@ -150,14 +196,40 @@ fn run(
                 Err(_) => break,
             }
         }
-        let result = journal.append_batches(&batches).map_err(|e| {
-            tracing::error!(error = %e, events = count, "journal batch failed");
-            Arc::new(e)
-        });
-        commits.fetch_add(1, Ordering::Relaxed);
+        let result = commit(journal, &batches, count, state);
         for done in waiting {
             let _ = done.send(result.clone());
         }
+    }
+}
+
+/// Commits `batches`, trying again after a failure until it succeeds, or
+/// until the writer has been stopping for [`GIVE_UP_AFTER`].
+fn commit(journal: &impl Journal, batches: &[Vec<Event>], count: usize, state: &State) -> Outcome {
+    let mut delay = RETRY_FIRST;
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        let result = journal.append_batches(batches);
+        state.commits.fetch_add(1, Ordering::Relaxed);
+        let e = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let failures = state.report.borrow().failures + 1;
+        state.report.send_replace(Health {
+            failures,
+            last_error: Some(e.to_string()),
+        });
+        if state.stopping.load(Ordering::Relaxed) {
+            let since = *stopping_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GIVE_UP_AFTER {
+                tracing::error!(error = %e, events = count, "journal commit failed while stopping: given up; its requests were not acknowledged");
+                return Err(Arc::new(e));
+            }
+        }
+        tracing::error!(error = %e, events = count, retry_in_ms = delay.as_millis() as u64, failures, "journal commit failed; trying again (nothing after it is committed first)");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(RETRY_MAX);
     }
 }
 
@@ -300,10 +372,85 @@ mod tests {
             }
         }
         let writer = JournalWriter::start(Failing, 4, 10).unwrap();
+        let mut health = writer.health();
         let a = writer.submit(vec![]).await;
         let b = writer.submit(vec![]).await;
+        // Tried again while the writer runs: reported, not given up.
+        health.changed().await.unwrap();
+        assert!(health.borrow().last_error.is_some());
+        // Given up only once the writer stops.
+        let stopped = tokio::task::spawn_blocking(move || drop(writer));
         assert!(matches!(a.await, Err(JournalError::Batch(_))));
         assert!(matches!(b.await, Err(JournalError::Batch(_))));
+        stopped.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_tried_again_before_anything_after_it() {
+        /// Fails its first three appends, then writes.
+        #[derive(Debug)]
+        struct Flaky(SqliteJournal, AtomicU64);
+        impl Journal for Flaky {
+            fn append(&self, events: &[Event]) -> Result<(), JournalError> {
+                if self.1.fetch_add(1, Ordering::Relaxed) < 3 {
+                    return Err(JournalError::WriterStopped);
+                }
+                self.0.append(events)
+            }
+            fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
+                self.0.unfinished()
+            }
+            fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
+                self.0.history(service, id)
+            }
+            fn range(
+                &self,
+                since_us: u64,
+                until_us: u64,
+                flow: Option<&str>,
+            ) -> Result<Vec<crate::wire::Message>, JournalError> {
+                self.0.range(since_us, until_us, flow)
+            }
+            fn stats(&self) -> Result<JournalStats, JournalError> {
+                self.0.stats()
+            }
+            fn compact(&self, before_us: u64) -> Result<u64, JournalError> {
+                self.0.compact(before_us)
+            }
+            fn compact_oldest(&self, before_us: u64, max: u64) -> Result<u64, JournalError> {
+                self.0.compact_oldest(before_us, max)
+            }
+            fn data_bytes(&self) -> Result<u64, JournalError> {
+                self.0.data_bytes()
+            }
+            fn summaries(
+                &self,
+                filter: &crate::journal::SummaryFilter,
+            ) -> Result<Vec<crate::journal::MessageSummary>, JournalError> {
+                self.0.summaries(filter)
+            }
+        }
+        let dir = TempDir::new("flaky");
+        let journal = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let writer = JournalWriter::start(Flaky(journal, AtomicU64::new(0)), 4, 1).unwrap();
+        let first = writer
+            .submit(vec![Event::accepted(1, request("s", "1", "F"))])
+            .await;
+        let second = writer
+            .submit(vec![Event::accepted(2, request("s", "2", "F"))])
+            .await;
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(writer.health().borrow().failures, 3);
+        drop(writer);
+        let check = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let ids: Vec<String> = check
+            .unfinished()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.message.envelope.id)
+            .collect();
+        assert_eq!(ids, ["1", "2"], "both committed, in order");
     }
 
     const CRASH_DIR: &str = "ZMANAGER_JOURNAL_CRASH_DIR";

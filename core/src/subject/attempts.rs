@@ -1,0 +1,122 @@
+//! A worker's result, and what a failed attempt leads to: the next step,
+//! redelivery (`max_attempts`), a retry delay (`retry` policies), or the
+//! dead-letter store.
+
+use std::sync::Arc;
+
+use super::core::SubjectCore;
+use crate::catalog::StepRole;
+use crate::envelope::{Kind, Status};
+use crate::error_code::ErrorCode;
+use crate::inflight::{WorkerId, key_of};
+use crate::retry::RetryPolicy;
+use crate::wire::Message;
+
+use super::outcome::Ending;
+
+impl SubjectCore {
+    pub(super) fn on_result(&mut self, worker: &WorkerId, result: Message) {
+        let Some(in_flight) = self.table.complete(worker, &result.envelope) else {
+            self.counters.late_results += 1;
+            tracing::debug!(id = %result.envelope.id, "dropping a result not in flight on its worker (late duplicate)");
+            return;
+        };
+        if result.envelope.error.is_some() {
+            let catalog = Arc::clone(&self.catalog);
+            let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
+            if let Some(policy) = catalog.retry_policy(&result.envelope.flow, step) {
+                self.retry_later(result, policy);
+                return;
+            }
+        }
+        if let Some(error) = &result.envelope.error {
+            if error.code == ErrorCode::ActionPanicked {
+                // A panic may be transient (a bad worker state, a resource):
+                // the message is delivered again, up to max_attempts.
+                let reason = error.message.clone();
+                self.retry_or_dead_letter(vec![in_flight.message], &reason);
+                return;
+            }
+        }
+        let catalog = Arc::clone(&self.catalog);
+        let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
+        let role = catalog
+            .flow(&result.envelope.flow)
+            .and_then(|routed| routed.roles.get(step))
+            .map(|(role, _)| role);
+        match role {
+            Some(StepRole::Publish | StepRole::Async | StepRole::Service(_))
+                if result.envelope.error.is_none() =>
+            {
+                // The worker stopped at a step the Subject moves on.
+                self.advance(result, step);
+            }
+            _ => self.conclude(result, Ending::Finished),
+        }
+    }
+
+    /// An action with a retry policy failed (error or panic): the message
+    /// waits its delay in the delay queue, then runs again from the failed
+    /// step with that step's request; or, at its last attempt or with an
+    /// error kind the policy does not retry, it is dead-lettered.
+    fn retry_later(&mut self, result: Message, policy: &RetryPolicy) {
+        let Message {
+            mut envelope,
+            payload,
+        } = result;
+        let Some(error) = envelope.error.take() else {
+            return;
+        };
+        envelope.kind = Kind::Request;
+        envelope.status = Status::Ok;
+        let message = Message::new(envelope, payload);
+        let attempt = message.envelope.attempt;
+        let kind = error.code.name();
+        let retried = policy.retries(kind);
+        let history = self.failures.entry(key_of(&message.envelope)).or_default();
+        history.push(format!(
+            "attempt {attempt}: {kind}: {}{}",
+            error.message,
+            if retried { "" } else { " (no_retry)" }
+        ));
+        if !retried || attempt >= policy.max_attempts {
+            self.conclude(message, Ending::DeadLettered);
+            return;
+        }
+        let delay = policy.delay(attempt, self.jitter.next_unit());
+        tracing::debug!(id = %message.envelope.id, attempt, delay_ms = delay.as_millis(), "retrying after a delay");
+        self.counters.retried += 1;
+        self.table.hold(key_of(&message.envelope));
+        self.delayed
+            .push(tokio::time::Instant::from_std(self.now.at) + delay, message);
+    }
+
+    /// The most deliveries of `message`: its step's retry policy's, or the
+    /// node's `max_attempts`.
+    fn max_attempts(&self, message: &Message) -> u32 {
+        let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
+        self.catalog
+            .retry_policy(&message.envelope.flow, step)
+            .map_or(self.options.max_attempts, |p| p.max_attempts)
+    }
+
+    /// Each message failed an attempt for `reason`: it goes back to the front
+    /// of the queue, or to the dead-letter store after `max_attempts` (its
+    /// step's retry policy's, if it has one).
+    pub(super) fn retry_or_dead_letter(&mut self, messages: Vec<Message>, reason: &str) {
+        let mut again = Vec::with_capacity(messages.len());
+        for message in messages {
+            let attempt = message.envelope.attempt;
+            let max_attempts = self.max_attempts(&message);
+            let history = self.failures.entry(key_of(&message.envelope)).or_default();
+            history.push(format!("attempt {attempt}: {reason}"));
+            if attempt >= max_attempts {
+                self.conclude(message, Ending::DeadLettered);
+            } else {
+                self.counters.redelivered += 1;
+                again.push(message);
+            }
+        }
+        self.table.requeue(again);
+    }
+}

@@ -1,0 +1,293 @@
+//! The Subject's state, what can happen to it ([`Input`]) and what it asks
+//! its shell to do ([`Effect`]).
+//!
+//! One turn of the loop is any number of [`SubjectCore::handle`] calls and
+//! one [`SubjectCore::end_turn`], which dispatches work to workers with free
+//! credits and hands the turn's journal events over in one append. Nothing
+//! here blocks, reads a clock or touches a socket: time comes in as
+//! [`Now`], and everything that leaves the core is an [`Effect`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zeromq::ZmqMessage;
+
+use crate::catalog::Catalog;
+use crate::dedupe::Recent;
+use crate::inflight::{InFlightTable, MessageKey, WorkerId};
+use crate::integration_manager::Publication;
+use crate::journal::{Event, Unfinished};
+use crate::ordering::KeyGate;
+use crate::retry::{DelayQueue, Jitter};
+use crate::service_registry::ServiceRegistry;
+use crate::wire::Message;
+
+use super::commits::Commits;
+use super::suspended::Suspended;
+
+/// Tuning of the Subject.
+#[derive(Debug, Clone, Copy)]
+pub struct SubjectOptions {
+    /// Most messages per frame to a worker.
+    pub batch: usize,
+    /// Most requests waiting for a worker.
+    pub max_pending: usize,
+    pub heartbeat: Duration,
+    pub liveness: Duration,
+    pub message_timeout: Duration,
+    pub max_attempts: u32,
+    pub dedupe_window: Duration,
+    pub dedupe_capacity: usize,
+    pub drain_timeout: Duration,
+    /// How long a flow waits at an `@ASYNC` step for its answer.
+    pub async_timeout: Duration,
+    /// The most flows suspended at `@ASYNC` steps at once.
+    pub max_suspended: usize,
+    /// A registered service silent this long is listed as down.
+    pub service_liveness: Duration,
+    /// The most services registered at once.
+    pub max_services: usize,
+}
+
+/// What happened, for the log line at exit (and for tests reading it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub malformed: u64,
+    pub results: u64,
+    /// Messages published at `@PUBLISH` steps.
+    pub published: u64,
+    pub suspended: u64,
+    pub resumed: u64,
+    pub async_timeouts: u64,
+    pub late_results: u64,
+    pub redelivered: u64,
+    /// Failed attempts put in the delay queue by a retry policy.
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub duplicates: u64,
+    pub workers_lost: u64,
+}
+
+/// The moment an input is handled: the monotonic clock for deadlines, the
+/// wall clock (microseconds since the Unix epoch) for what is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub at: Instant,
+    pub wall_us: u64,
+}
+
+impl Now {
+    /// The clocks as they are.
+    pub fn read() -> Self {
+        Self {
+            at: Instant::now(),
+            wall_us: crate::envelope::now_us(),
+        }
+    }
+}
+
+/// Something that happened, carried in by the shell.
+#[derive(Debug)]
+pub enum Input {
+    /// Frames a service pushed to the intake.
+    Intake(ZmqMessage),
+    /// Frames from a worker, its ROUTER identity first.
+    Worker(ZmqMessage),
+    /// A worker's connection closed.
+    WorkerGone(WorkerId),
+    /// A send to a worker failed.
+    SendFailed(WorkerId, String),
+    /// The journal committed every event appended up to this turn.
+    Committed(u64),
+    /// The journal could not commit its oldest appended turn (the writer
+    /// tries it again first).
+    CommitFailed { error: String },
+    /// The heartbeat period passed: heartbeats, liveness, `@ASYNC` deadlines.
+    Tick,
+}
+
+/// Something the shell must do, in the order given.
+#[derive(Debug)]
+pub enum Effect {
+    /// Frames to a worker, its ROUTER identity first. A failed send comes
+    /// back as [`Input::SendFailed`].
+    ToWorker(WorkerId, ZmqMessage),
+    /// A message for the Integration Manager to publish.
+    Publish(Publication),
+    /// The events of turn `turn`, to append in one commit; its outcome
+    /// comes back as [`Input::Committed`], in the order of appending
+    /// (after any number of [`Input::CommitFailed`]).
+    Append { turn: u64, events: Vec<Event> },
+    /// Store a dead letter under the number `seq` (the core numbers them,
+    /// so its error result can name it).
+    StoreDeadLetter {
+        seq: u64,
+        message: Message,
+        errors: Vec<String>,
+        at_us: u64,
+    },
+    /// Kill the worker process with this pid (hung): its supervisor starts
+    /// another.
+    Kill(u32),
+}
+
+/// The Subject without I/O.
+#[derive(Debug)]
+pub struct SubjectCore {
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) table: InFlightTable,
+    pub(super) options: SubjectOptions,
+    pub(super) recent: Recent,
+    /// The reason of each failed attempt of messages not finished yet.
+    pub(super) failures: HashMap<MessageKey, Vec<String>>,
+    /// Flows waiting at an `@ASYNC` step for their answer (DigitalPy's
+    /// `prev_flow`), by (service, id) of the request.
+    pub(super) suspended: HashMap<MessageKey, Suspended>,
+    /// Service management's registry (`service_registry`).
+    pub(super) services: ServiceRegistry,
+    /// True while taking up recovered work: it was accepted before, so it
+    /// is queued even past `max_pending` and `max_suspended`.
+    pub(super) recovering: bool,
+    pub(super) counters: Counters,
+    /// Requests of ordered flows waiting for their key, with the step each
+    /// starts at (`ordering`); held in `table` while they wait.
+    pub(super) gate: KeyGate<(Message, usize)>,
+    /// Failed messages waiting out their retry delay (`retry`); held in
+    /// `table` while they wait.
+    pub(super) delayed: DelayQueue<Message>,
+    pub(super) jitter: Jitter,
+    /// The journal's side: this turn's events, and what waits for commits.
+    pub(super) commits: Commits,
+    /// The number the next dead letter is stored under.
+    pub(super) next_dead_letter: u64,
+    /// Intake stopped (draining).
+    pub(super) draining: bool,
+    pub(super) effects: Vec<Effect>,
+    /// The moment of the input being handled.
+    pub(super) now: Now,
+}
+
+impl SubjectCore {
+    /// A core for `catalog`; `journal` says whether events are recorded
+    /// (and acknowledgements wait for their commit); dead letters are
+    /// numbered from `next_dead_letter`.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        options: SubjectOptions,
+        journal: bool,
+        next_dead_letter: u64,
+        now: Now,
+    ) -> Self {
+        Self {
+            catalog,
+            table: InFlightTable::new(options.max_pending),
+            options,
+            recent: Recent::new(options.dedupe_window, options.dedupe_capacity),
+            failures: HashMap::new(),
+            suspended: HashMap::new(),
+            services: ServiceRegistry::new(options.service_liveness, options.max_services),
+            recovering: false,
+            counters: Counters::default(),
+            gate: KeyGate::default(),
+            delayed: DelayQueue::default(),
+            jitter: Jitter::default(),
+            commits: Commits::new(journal),
+            next_dead_letter,
+            draining: false,
+            effects: Vec::new(),
+            now,
+        }
+    }
+
+    /// Takes up what the journal had unfinished (before any input).
+    pub fn recover(&mut self, unfinished: Vec<Unfinished>, now: Now) {
+        self.now = now;
+        self.take_up(unfinished);
+    }
+
+    /// Handles one input; its effects wait in [`SubjectCore::effects`].
+    pub fn handle(&mut self, input: Input, now: Now) {
+        self.now = now;
+        match input {
+            Input::Intake(frames) => self.on_intake(&frames),
+            Input::Worker(frames) => self.on_worker(frames),
+            Input::WorkerGone(worker) => self.lose_worker(&worker, "its connection closed", false),
+            Input::SendFailed(worker, error) => {
+                let reason = format!("cannot send to it: {error}");
+                self.lose_worker(&worker, &reason, false);
+            }
+            Input::Committed(turn) => self.on_committed(turn),
+            Input::CommitFailed { error } => self.on_commit_failed(&error),
+            Input::Tick => self.on_tick(),
+        }
+    }
+
+    /// Ends a turn: requeues retries whose delay is over, starts requests
+    /// whose key is free, sends work to workers with free credits, and
+    /// appends the turn's journal events.
+    pub fn end_turn(&mut self, now: Now) {
+        self.now = now;
+        self.dispatch();
+        self.flush_journal();
+    }
+
+    /// The effects of what was handled, in order.
+    pub fn effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
+    }
+
+    /// Stops intake (drain): the shell stops reading the intake socket.
+    pub fn stop_intake(&mut self) {
+        self.draining = true;
+    }
+
+    /// Room for another request: the queue, the requests waiting for their
+    /// key and those waiting out a retry delay share `max_pending`.
+    pub fn has_room(&self) -> bool {
+        !self.draining && self.waiting_len() < self.options.max_pending
+    }
+
+    /// Accepted requests waiting: for a worker, for their key, or for a
+    /// retry delay.
+    pub fn waiting_len(&self) -> usize {
+        self.table.pending_len() + self.gate.waiting_len() + self.delayed.len()
+    }
+
+    /// Nothing waiting, in flight, or waiting for a retry delay.
+    pub fn is_idle(&self) -> bool {
+        self.table.is_idle()
+    }
+
+    /// When the next retried message is due, if one waits.
+    pub fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.delayed.next_due()
+    }
+
+    /// True while appended events wait for their commit.
+    pub fn awaits_commits(&self) -> bool {
+        self.commits.awaits_commits()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.table.pending_len()
+    }
+
+    pub fn in_flight_len(&self) -> usize {
+        self.table.in_flight_len()
+    }
+
+    pub fn suspended_len(&self) -> usize {
+        self.suspended.len()
+    }
+
+    pub(super) fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+}

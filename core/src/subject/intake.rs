@@ -1,0 +1,145 @@
+//! A service's message at the intake: decoded, checked, and accepted,
+//! absorbed as a duplicate, answered on the spot (a ping, service
+//! management) or refused.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use zeromq::ZmqMessage;
+
+use super::core::SubjectCore;
+use super::result_topic;
+use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status};
+use crate::error_code::ErrorCode;
+use crate::inflight::key_of;
+use crate::journal::Event;
+use crate::service_registry;
+use crate::wire::{self, Message, WireError};
+
+/// A MessagePack nil: the payload of an error result that has no request
+/// payload to return.
+static NIL: Bytes = Bytes::from_static(&[0xc0]);
+
+impl SubjectCore {
+    pub(super) fn on_intake(&mut self, frames: &ZmqMessage) {
+        match wire::decode_topic_message(frames) {
+            Ok((_topic, message)) => self.accept(message),
+            Err(WireError::Invalid { address, source }) => {
+                self.counters.malformed += 1;
+                let text = format!("the envelope does not decode: {source}");
+                tracing::warn!(id = %address.id, reply_to = %address.reply_to, "{text}");
+                if address.is_reachable() {
+                    let envelope = Envelope::error_for(*address, ErrorCode::MalformedMessage, text);
+                    let topic = result_topic(&envelope);
+                    self.publish(topic, Message::new(envelope, NIL.clone()));
+                }
+            }
+            Err(e) => {
+                self.counters.malformed += 1;
+                tracing::warn!(error = %e, "dropping a malformed message from a service");
+            }
+        }
+    }
+
+    fn accept(&mut self, mut message: Message) {
+        let envelope = &message.envelope;
+        if envelope.v != PROTOCOL_VERSION {
+            let text = format!(
+                "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                envelope.v
+            );
+            return self.refuse(message, ErrorCode::UnsupportedVersion, text);
+        }
+        match envelope.kind {
+            Kind::Request => {}
+            Kind::Ping => {
+                if envelope.reply_to.is_empty() {
+                    tracing::warn!(id = %envelope.id, "dropping a ping without reply_to");
+                } else {
+                    let topic = envelope.reply_to.clone();
+                    self.publish(topic, message);
+                }
+                return;
+            }
+            Kind::Unknown => {
+                let text = "unknown message kind".to_owned();
+                return self.refuse(message, ErrorCode::NotSupported, text);
+            }
+            Kind::Accepted => {
+                let text = "`accepted` is sent by the node, not to it".to_owned();
+                return self.refuse(message, ErrorCode::NotSupported, text);
+            }
+            Kind::Result => return self.on_answer(message),
+        }
+        // What only the node sets on a request: a service's values mean
+        // nothing, and must not reach its result (§3).
+        message.envelope.status = Status::Ok;
+        message.envelope.error = None;
+        message.envelope.origin.clear();
+        let envelope = &message.envelope;
+        if self.table.contains(envelope) || self.suspended.contains_key(&key_of(envelope)) {
+            self.counters.duplicates += 1;
+            tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a request in flight: absorbed");
+            let envelope = envelope.clone();
+            self.acknowledge(&envelope);
+            return;
+        }
+        if let Some(result) = self.recent_result(&key_of(envelope)).cloned() {
+            self.counters.duplicates += 1;
+            tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a finished request: its result is published again");
+            // Behind the commit of its end, like the first time.
+            self.publish_result(result_topic(&result.envelope), result);
+            return;
+        }
+        if service_registry::is_builtin(&envelope.flow) {
+            let answer = self.services.handle(
+                &envelope.flow,
+                &envelope.service,
+                &message.payload,
+                self.now.at,
+            );
+            return match answer {
+                Ok(payload) => {
+                    message.payload = Bytes::from(payload);
+                    message.envelope.accepted_us = self.now.wall_us;
+                    self.answer_now(message);
+                }
+                Err((code, text)) => self.refuse(message, code, text),
+            };
+        }
+        if let Some(error) = self.commits.failing() {
+            let text = format!(
+                "the node cannot record requests now (journal: {error}); send it again later"
+            );
+            return self.refuse(message, ErrorCode::Overloaded, text);
+        }
+        let catalog = Arc::clone(&self.catalog);
+        let (position, routed) = match super::steps::entry(&catalog, envelope) {
+            Ok(found) => found,
+            Err((code, text)) => return self.refuse(message, code, text),
+        };
+        if let Err(text) = super::steps::set_order_key(&mut message, routed.flow.order_by.as_ref())
+        {
+            return self.refuse(message, ErrorCode::BadRequest, text);
+        }
+        message.envelope.accepted_us = self.now.wall_us;
+        message.envelope.attempt = 0;
+        let at_us = message.envelope.accepted_us;
+        self.commits
+            .record(|| Event::accepted(at_us, message.clone()));
+        let asked = message.envelope.ack.then(|| message.envelope.clone());
+        let started = match self.admit(message, position + 1) {
+            Some(message) => {
+                let started = self.advance(message, position + 1);
+                self.counters.accepted += u64::from(started);
+                started
+            }
+            // Accepted (counted), waiting behind an earlier request with
+            // its key.
+            None => true,
+        };
+        if let (true, Some(envelope)) = (started, asked) {
+            self.acknowledge(&envelope);
+        }
+    }
+}

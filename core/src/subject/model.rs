@@ -1,0 +1,912 @@
+//! The model test of the Subject: random interleavings of everything that
+//! can happen to it — requests (duplicates, refused ones whose ids collide
+//! with live ones), worker results, errors, panics, workers lost and hung,
+//! commits that succeed or fail, `@ASYNC` answers, time passing — driven
+//! through [`SubjectCore`], with its promises checked after every step:
+//!
+//! - every accepted `(service, id)` ends exactly once, with one result
+//!   published at its end (a republished result only answers a duplicate);
+//! - no `accepted` goes out for an id whose acceptance is not committed;
+//! - an ordered flow's request runs only once every earlier request of its
+//!   key has ended and that end is committed, so only a request's own end
+//!   frees its key;
+//! - every table and queue stays within its bound;
+//! - nothing panics; and after the faults stop, everything accepted ends.
+//!
+//! The journal is played by the test: appended turns wait in a queue until
+//! an operation commits or fails the oldest (a failed commit is tried
+//! again later, as the writer does). Workers are played by the test too.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use zeromq::ZmqMessage;
+
+use super::core::{Effect, Input, Now, SubjectCore, SubjectOptions};
+use crate::catalog::{Catalog, StepRole};
+use crate::envelope::{Envelope, Kind};
+use crate::error_code::ErrorCode;
+use crate::inflight::{MessageKey, key_of};
+use crate::journal::Event;
+use crate::ordering::GroupKey;
+use crate::source::{Format, SourceFile};
+use crate::wire::{self, Message, Ready, ToWorker};
+
+const FLOWS: &str = r#"
+[flow.Work]
+steps = ["?Work?Push", "?Work?run", "??done"]
+
+[flow.Ordered]
+order_by = "envelope"
+steps = ["?Ordered?Push", "?Ordered?run", "??done"]
+
+# Ordered, and waiting at an @ASYNC step while it holds its key.
+[flow.Wait]
+order_by = "envelope"
+steps = ["?Wait?Push", "?Wait@ASYNC?answer", "?Wait?run", "??done"]
+
+# An action, then an @ASYNC step (which may be refused: max_suspended).
+[flow.Chain]
+steps = ["?Chain?Push", "?Chain?run", "?Chain@ASYNC?answer", "??done"]
+
+[flow.Retried]
+steps = ["?Retried?Push", "?Retried?run", "??done"]
+"#;
+
+const MAPPINGS: &str = r#"
+[actionmapping]
+"??run" = "M.run"
+"?Retried?run" = "M.run"
+
+[retry."?Retried?run"]
+max_attempts = 3
+initial_delay_ms = 5000
+multiplier = 1.0
+"#;
+
+const FLOW_NAMES: [&str; 5] = ["Work", "Ordered", "Wait", "Chain", "Retried"];
+const WORKERS: u8 = 2;
+const MAX_CREDITS: u32 = 3;
+
+fn options() -> SubjectOptions {
+    SubjectOptions {
+        batch: 4,
+        max_pending: 4,
+        heartbeat: Duration::from_millis(100),
+        liveness: Duration::from_millis(300),
+        message_timeout: Duration::from_millis(1000),
+        max_attempts: 3,
+        dedupe_window: Duration::from_secs(60),
+        dedupe_capacity: 4,
+        drain_timeout: Duration::from_secs(1),
+        async_timeout: Duration::from_millis(500),
+        max_suspended: 2,
+        service_liveness: Duration::from_secs(1),
+        max_services: 4,
+    }
+}
+
+fn catalog() -> Arc<Catalog> {
+    let flows = [SourceFile::new("model.toml", FLOWS, Format::Toml)];
+    let maps = [SourceFile::new("model_map.toml", MAPPINGS, Format::Toml)];
+    let (catalog, d) = Catalog::build(&flows, &maps);
+    assert!(!d.has_errors(), "{d}");
+    Arc::new(catalog)
+}
+
+/// How a worker answers.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ok,
+    Fail,
+    Panic,
+}
+
+/// How a message is refused before acceptance.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Version,
+    UnknownKind,
+    AcceptedKind,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Request {
+        service: u8,
+        id: u8,
+        flow: usize,
+        key: u8,
+        ack: bool,
+    },
+    Refused {
+        how: Refusal,
+        service: u8,
+        id: u8,
+        flow: usize,
+        key: u8,
+    },
+    Answer {
+        service: u8,
+        id: u8,
+        error: bool,
+    },
+    Ready {
+        worker: u8,
+        credits: u32,
+    },
+    Heartbeat {
+        worker: u8,
+    },
+    Result {
+        worker: u8,
+        pick: usize,
+        outcome: Outcome,
+    },
+    /// A result from a worker that was lost (a late duplicate).
+    LateResult {
+        pick: usize,
+    },
+    Gone {
+        worker: u8,
+    },
+    Commit,
+    FailCommit,
+    Tick {
+        ms: u64,
+    },
+}
+
+/// Whether commits may fail: not when `MODEL_NO_FAILED_COMMITS` is set
+/// (to hunt what else breaks a promise).
+fn failed_commits() -> bool {
+    std::env::var_os("MODEL_NO_FAILED_COMMITS").is_none()
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let outcome = prop_oneof![
+        3 => Just(Outcome::Ok),
+        2 => Just(Outcome::Fail),
+        1 => Just(Outcome::Panic),
+    ];
+    let refusal = prop_oneof![
+        Just(Refusal::Version),
+        Just(Refusal::UnknownKind),
+        Just(Refusal::AcceptedKind),
+    ];
+    prop_oneof![
+        8 => (0u8..2, 0u8..16, 0usize..FLOW_NAMES.len(), 0u8..2, any::<bool>())
+            .prop_map(|(service, id, flow, key, ack)| Op::Request { service, id, flow, key, ack }),
+        2 => (refusal, 0u8..2, 0u8..12, 0usize..FLOW_NAMES.len(), 0u8..2)
+            .prop_map(|(how, service, id, flow, key)| Op::Refused { how, service, id, flow, key }),
+        2 => (0u8..2, 0u8..12, any::<bool>())
+            .prop_map(|(service, id, error)| Op::Answer { service, id, error }),
+        2 => (0..WORKERS, 1..=MAX_CREDITS).prop_map(|(worker, credits)| Op::Ready { worker, credits }),
+        3 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),
+        8 => (0..WORKERS, 0usize..8, outcome)
+            .prop_map(|(worker, pick, outcome)| Op::Result { worker, pick, outcome }),
+        1 => (0usize..8).prop_map(|pick| Op::LateResult { pick }),
+        1 => (0..WORKERS).prop_map(|worker| Op::Gone { worker }),
+        6 => Just(Op::Commit),
+        2 => Just(if failed_commits() { Op::FailCommit } else { Op::Commit }),
+        3 => (0u64..400).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn event_key(event: &Event) -> MessageKey {
+    match event {
+        Event::Accepted { message, .. } => key_of(&message.envelope),
+        Event::Dispatched { key, .. }
+        | Event::Suspended { key, .. }
+        | Event::Resumed { key, .. }
+        | Event::Completed { key, .. }
+        | Event::DeadLettered { key, .. } => key.clone(),
+    }
+}
+
+/// One accepted request's life, as the journal tells it.
+#[derive(Debug, Default)]
+struct Life {
+    live: bool,
+    /// Acceptances recorded, and how many of them are committed.
+    accepted: u32,
+    accepted_committed: u32,
+    /// The results published at its ends, oldest first.
+    results: Vec<Message>,
+}
+
+/// The test's side: the fake workers and journal, and what the promises
+/// are checked against.
+struct Harness {
+    core: SubjectCore,
+    catalog: Arc<Catalog>,
+    start: Instant,
+    elapsed: Duration,
+    /// What each connected worker holds (received, not answered).
+    workers: HashMap<u8, Vec<Message>>,
+    /// Each worker's start: a restarted worker has a new identity.
+    generations: HashMap<u8, u32>,
+    /// What lost workers held, with their identity: their results are late.
+    zombies: Vec<(Bytes, Message)>,
+    /// Appended turns not committed yet, oldest first.
+    appended: VecDeque<(u64, Vec<Event>)>,
+    lives: HashMap<MessageKey, Life>,
+    /// Per ordering key, the requests accepted and not yet ended-and-
+    /// committed, in acceptance order.
+    order: HashMap<GroupKey, VecDeque<MessageKey>>,
+    /// The ordering key of each life of an id whose end is not committed,
+    /// oldest first (a later life may be in another flow).
+    group_of: HashMap<MessageKey, VecDeque<Option<GroupKey>>>,
+    /// Per id, the lives whose `accepted` acknowledgement is due, in the
+    /// order they were asked for (a request with `ack` that the node took,
+    /// or absorbed as a duplicate of a live one).
+    acks_due: HashMap<MessageKey, VecDeque<u32>>,
+    /// Per id, ends whose result has not been published yet (results wait
+    /// for the commit of the end).
+    results_due: HashMap<MessageKey, usize>,
+    /// Per id, requests sent again after its end: each may get the result
+    /// published again.
+    republish_due: HashMap<MessageKey, usize>,
+    /// Whether the last service message reached the core.
+    delivered: bool,
+    /// Every result published on a result topic, in order.
+    published: Vec<Message>,
+}
+
+/// Whether the promise `name` is checked: all are, unless `MODEL_ONLY`
+/// names one (`acks`, `ends`, `keys`, `bounds`, `failures`), to hunt one
+/// counterexample at a time.
+fn checking(name: &str) -> bool {
+    std::env::var("MODEL_ONLY").map_or(true, |only| only == name)
+}
+
+fn service_name(service: u8) -> String {
+    format!("s{service}")
+}
+
+fn identity(worker: u8, generation: u32) -> Bytes {
+    Bytes::from(format!("w{worker}.{generation}"))
+}
+
+fn frames(mut message: ZmqMessage, identity: Bytes) -> ZmqMessage {
+    message.push_front(identity);
+    message
+}
+
+impl Harness {
+    fn new() -> Self {
+        let catalog = catalog();
+        let start = Instant::now();
+        let now = Now {
+            at: start,
+            wall_us: 1_000_000,
+        };
+        Self {
+            core: SubjectCore::new(Arc::clone(&catalog), options(), true, 1, now),
+            catalog,
+            start,
+            elapsed: Duration::ZERO,
+            workers: HashMap::new(),
+            generations: HashMap::new(),
+            zombies: Vec::new(),
+            appended: VecDeque::new(),
+            lives: HashMap::new(),
+            order: HashMap::new(),
+            group_of: HashMap::new(),
+            acks_due: HashMap::new(),
+            results_due: HashMap::new(),
+            republish_due: HashMap::new(),
+            delivered: false,
+            published: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            at: self.start + self.elapsed,
+            wall_us: 1_000_000 + u64::try_from(self.elapsed.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn request(service: u8, id: u8, flow: usize, key: u8, ack: bool) -> Message {
+        let mut e = Envelope::request(format!("i{id}"), FLOW_NAMES[flow]);
+        e.service = service_name(service);
+        e.reply_to = format!("r{service}");
+        e.ack = ack;
+        e.order_key = format!("k{key}");
+        Message::new(e, Bytes::from_static(&[0x91, 0x01]))
+    }
+
+    fn identity(&self, worker: u8) -> Bytes {
+        identity(worker, self.generations.get(&worker).copied().unwrap_or(0))
+    }
+
+    /// The worker's process is gone: what it held comes back late, if at all.
+    fn bury(&mut self, worker: u8) {
+        let id = self.identity(worker);
+        if let Some(held) = self.workers.remove(&worker) {
+            self.zombies
+                .extend(held.into_iter().map(|m| (id.clone(), m)));
+        }
+    }
+
+    /// A service's message reaches the core only while it has room: the
+    /// shell stops reading the intake otherwise (the service waits).
+    fn intake(&mut self, message: &Message) {
+        self.delivered = self.core.has_room();
+        if !self.delivered {
+            return;
+        }
+        let input = Input::Intake(wire::topic_message("", message));
+        self.core.handle(input, self.now());
+    }
+
+    /// The result a worker would return for `message`.
+    fn result(&self, message: &Message, outcome: Outcome) -> Message {
+        let mut envelope = message.envelope.clone();
+        envelope.kind = Kind::Result;
+        match outcome {
+            Outcome::Ok => {
+                let routed = self.catalog.flow(&envelope.flow).expect("a model flow");
+                let mut step = usize::try_from(envelope.step).unwrap_or(usize::MAX);
+                while matches!(routed.roles.get(step), Some((StepRole::Action(_), _))) {
+                    step += 1;
+                }
+                envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
+                envelope.key = routed
+                    .flow
+                    .steps
+                    .get(step)
+                    .map(|s| s.key.to_string())
+                    .unwrap_or_default();
+                Message::new(envelope, Bytes::from_static(&[0x91, 0x02]))
+            }
+            Outcome::Fail => Message::new(
+                envelope.into_error(ErrorCode::ActionFailed, "it failed"),
+                message.payload.clone(),
+            ),
+            Outcome::Panic => Message::new(
+                envelope.into_error(ErrorCode::ActionPanicked, "it panicked"),
+                message.payload.clone(),
+            ),
+        }
+    }
+
+    /// Applies `op` and ends the turn.
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Request {
+                service,
+                id,
+                flow,
+                key,
+                ack,
+            } => {
+                let message = Self::request(service, id, flow, key, ack);
+                self.intake(&message);
+            }
+            Op::Refused {
+                how,
+                service,
+                id,
+                flow,
+                key,
+            } => {
+                let mut message = Self::request(service, id, flow, key, false);
+                match how {
+                    Refusal::Version => message.envelope.v = 2,
+                    Refusal::UnknownKind => message.envelope.kind = Kind::Unknown,
+                    Refusal::AcceptedKind => message.envelope.kind = Kind::Accepted,
+                }
+                self.intake(&message);
+            }
+            Op::Answer { service, id, error } => {
+                let mut e = Envelope::request(format!("i{id}"), "Wait");
+                e.kind = Kind::Result;
+                e.service = "answerer".into();
+                e.reply_to = "ranswerer".into();
+                e.origin = service_name(service);
+                if error {
+                    e = e.into_error(ErrorCode::ActionFailed, "the service says no");
+                }
+                self.intake(&Message::new(e, Bytes::from_static(&[0x91, 0x03])));
+            }
+            Op::Ready { worker, credits } => {
+                // A worker process (re)started: a new identity; the old
+                // one's connection closed.
+                if self.workers.contains_key(&worker) {
+                    let old = self.identity(worker);
+                    self.bury(worker);
+                    self.core.handle(Input::WorkerGone(old), self.now());
+                }
+                *self.generations.entry(worker).or_default() += 1;
+                self.workers.insert(worker, Vec::new());
+                let ready = wire::ready(Ready {
+                    credits,
+                    pid: 100 + u32::from(worker),
+                });
+                let input = Input::Worker(frames(ready, self.identity(worker)));
+                self.core.handle(input, self.now());
+            }
+            Op::Heartbeat { worker } => {
+                if self.workers.contains_key(&worker) {
+                    let input = Input::Worker(frames(wire::heartbeat(), self.identity(worker)));
+                    self.core.handle(input, self.now());
+                }
+            }
+            Op::Result {
+                worker,
+                pick,
+                outcome,
+            } => {
+                let Some(held) = self.workers.get_mut(&worker) else {
+                    return self.end_turn(op);
+                };
+                if held.is_empty() {
+                    return self.end_turn(op);
+                }
+                let message = held.remove(pick % held.len());
+                let result = self.result(&message, outcome);
+                let input = Input::Worker(frames(wire::results([&result]), self.identity(worker)));
+                self.core.handle(input, self.now());
+            }
+            Op::LateResult { pick } => {
+                if !self.zombies.is_empty() {
+                    let (id, message) = self.zombies.remove(pick % self.zombies.len());
+                    let result = self.result(&message, Outcome::Ok);
+                    let input = Input::Worker(frames(wire::results([&result]), id));
+                    self.core.handle(input, self.now());
+                }
+            }
+            Op::Gone { worker } => {
+                let id = self.identity(worker);
+                self.bury(worker);
+                self.core.handle(Input::WorkerGone(id), self.now());
+            }
+            Op::Commit => {
+                if let Some((turn, events)) = self.appended.pop_front() {
+                    self.committed(&events);
+                    self.core.handle(Input::Committed(turn), self.now());
+                }
+            }
+            Op::FailCommit => {
+                // The writer tries a failed commit again: the turn stays
+                // first in line.
+                if !self.appended.is_empty() {
+                    let input = Input::CommitFailed {
+                        error: "database or disk is full".into(),
+                    };
+                    self.core.handle(input, self.now());
+                }
+            }
+            Op::Tick { ms } => {
+                self.elapsed += Duration::from_millis(ms);
+                self.core.handle(Input::Tick, self.now());
+            }
+        }
+        self.end_turn(op)
+    }
+
+    /// What a commit makes true in the journal.
+    fn committed(&mut self, events: &[Event]) {
+        for event in events {
+            match event {
+                Event::Accepted { message, .. } => {
+                    let life = self.lives.entry(key_of(&message.envelope)).or_default();
+                    life.accepted_committed += 1;
+                }
+                Event::Completed { key, .. } | Event::DeadLettered { key, .. } => {
+                    let group = self.group_of.get_mut(key).and_then(VecDeque::pop_front);
+                    if let Some(Some(group)) = group {
+                        // The oldest life of that id (a later one may wait).
+                        if let Some(queue) = self.order.get_mut(&group) {
+                            if let Some(at) = queue.iter().position(|k| k == key) {
+                                queue.remove(at);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn end_turn(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        self.core.end_turn(self.now());
+        let effects: Vec<Effect> = self.core.effects().collect();
+        if std::env::var_os("MODEL_TRACE").is_some() {
+            eprintln!("{op:?}");
+            for e in &effects {
+                if let Effect::Append { events, .. } = e {
+                    for ev in events {
+                        eprintln!("    {:?} {:?}", ev.kind(), event_key(ev));
+                    }
+                } else if let Effect::Publish(p) = e {
+                    eprintln!(
+                        "    publish {} {:?} {:?} {:?}",
+                        p.topic,
+                        p.message.envelope.kind,
+                        p.message.envelope.id,
+                        p.message.envelope.error.as_ref().map(|e| e.code)
+                    );
+                }
+            }
+        }
+        let mut ended: HashSet<MessageKey> = HashSet::new();
+        let mut results: Vec<Message> = Vec::new();
+        // What the journal records first: the acknowledgements of this
+        // step refer to the lives it knows of then.
+        for effect in &effects {
+            if let Effect::Append { events, .. } = effect {
+                for event in events {
+                    self.recorded(event, &mut ended)?;
+                }
+            }
+        }
+        if let (
+            Op::Request {
+                service, id, ack, ..
+            },
+            true,
+        ) = (op, self.delivered)
+        {
+            let key = (service_name(*service), format!("i{id}"));
+            match self.lives.get(&key) {
+                Some(life) if life.live => {
+                    if *ack {
+                        let n = life.accepted;
+                        self.acks_due.entry(key).or_default().push_back(n);
+                    }
+                }
+                Some(life) if life.accepted > 0 && !ended.contains(&key) => {
+                    *self.republish_due.entry(key).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        self.delivered = false;
+        for effect in effects {
+            match effect {
+                Effect::ToWorker(worker, message) => {
+                    let mut frames = message.into_vec();
+                    let worker_id = frames.remove(0);
+                    prop_assert_eq!(&worker_id, &worker);
+                    let message = ZmqMessage::try_from(frames).expect("frames");
+                    let n = (0..WORKERS).find(|&n| self.identity(n) == worker);
+                    prop_assert!(n.is_some(), "work sent to a worker that is gone");
+                    let n = n.unwrap_or_default();
+                    if let ToWorker::Work(batch) = wire::decode_to_worker(&message).expect("work") {
+                        let held = self.workers.get_mut(&n);
+                        prop_assert!(held.is_some(), "work sent to a worker that is not there");
+                        let held = held.unwrap_or_else(|| unreachable!());
+                        for m in batch {
+                            held.push(m.expect("work decodes"));
+                        }
+                        prop_assert!(held.len() <= MAX_CREDITS as usize, "credits exceeded");
+                    }
+                }
+                Effect::Publish(p) => match p.message.envelope.kind {
+                    Kind::Accepted => {
+                        let ids: Vec<String> =
+                            rmp_serde::from_slice(&p.message.payload).expect("ids");
+                        for id in ids {
+                            let key = (p.message.envelope.service.clone(), id);
+                            let due = self.acks_due.get_mut(&key).and_then(VecDeque::pop_front);
+                            prop_assert!(
+                                due.is_some(),
+                                "`accepted` sent for {:?}, which did not ask",
+                                key
+                            );
+                            let committed =
+                                self.lives.get(&key).map_or(0, |l| l.accepted_committed);
+                            prop_assert!(
+                                !checking("acks") || due.is_some_and(|n| committed >= n),
+                                "`accepted` sent for {:?} (life {:?}), whose acceptance is not committed ({} committed)",
+                                key,
+                                due,
+                                committed
+                            );
+                        }
+                    }
+                    Kind::Result if p.topic == super::result_topic(&p.message.envelope) => {
+                        self.published.push(p.message.clone());
+                        results.push(p.message);
+                    }
+                    _ => {}
+                },
+                Effect::Append { turn, events } => self.appended.push_back((turn, events)),
+                Effect::StoreDeadLetter { .. } => {}
+                Effect::Kill(pid) => {
+                    let worker = u8::try_from(pid - 100).expect("a model pid");
+                    self.bury(worker);
+                }
+            }
+        }
+        self.check_results(op, &ended, results)?;
+        self.check_bounds()
+    }
+
+    /// What the core recorded, against the lives so far.
+    fn recorded(
+        &mut self,
+        event: &Event,
+        ended: &mut HashSet<MessageKey>,
+    ) -> Result<(), TestCaseError> {
+        match event {
+            Event::Accepted { message, .. } => {
+                let key = key_of(&message.envelope);
+                let life = self.lives.entry(key.clone()).or_default();
+                prop_assert!(
+                    !checking("ends") || !life.live,
+                    "{:?} accepted again while it is live",
+                    key
+                );
+                life.live = true;
+                life.accepted += 1;
+                let group = (!message.envelope.order_key.is_empty()).then(|| {
+                    (
+                        message.envelope.flow.clone(),
+                        message.envelope.order_key.clone(),
+                    )
+                });
+                if let Some(group) = &group {
+                    self.order
+                        .entry(group.clone())
+                        .or_default()
+                        .push_back(key.clone());
+                }
+                self.group_of.entry(key).or_default().push_back(group);
+            }
+            Event::Dispatched { key, .. } | Event::Suspended { key, .. } => {
+                prop_assert!(
+                    !checking("ends") || self.lives.get(key).is_some_and(|l| l.live),
+                    "{:?} ran after its end",
+                    key
+                );
+                let group = self
+                    .group_of
+                    .get(key)
+                    .and_then(|g| g.back().cloned().flatten());
+                if let (true, Some(group)) = (checking("keys"), group) {
+                    let first = self.order.get(&group).and_then(|q| q.front());
+                    prop_assert_eq!(
+                        first,
+                        Some(key),
+                        "{:?} ran while an earlier request of its key {:?} had not ended (or its end was not committed)",
+                        key,
+                        group
+                    );
+                }
+            }
+            Event::Resumed { key, .. } => {
+                prop_assert!(self.lives.get(key).is_some_and(|l| l.live));
+            }
+            Event::Completed { key, .. } | Event::DeadLettered { key, .. } => {
+                let life = self.lives.get_mut(key);
+                prop_assert!(
+                    !checking("ends") || life.as_ref().is_some_and(|l| l.live),
+                    "{:?} ended twice, or without being accepted",
+                    key
+                );
+                if let Some(life) = life {
+                    life.live = false;
+                }
+                prop_assert!(
+                    ended.insert(key.clone()) || !checking("ends"),
+                    "{:?} ended twice in a turn",
+                    key
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One result per end (once the end is committed); any other result
+    /// answers a message of this step (a refusal) or republishes the result
+    /// of an id sent again after its end.
+    fn check_results(
+        &mut self,
+        op: &Op,
+        ended: &HashSet<MessageKey>,
+        results: Vec<Message>,
+    ) -> Result<(), TestCaseError> {
+        if !checking("ends") {
+            return Ok(());
+        }
+        for key in ended {
+            *self.results_due.entry(key.clone()).or_default() += 1;
+        }
+        for result in results {
+            let key = key_of(&result.envelope);
+            let own = match *op {
+                Op::Request { service, id, .. } | Op::Refused { service, id, .. } => {
+                    key == (service_name(service), format!("i{id}"))
+                }
+                Op::Answer { id, .. } => key == ("answerer".to_owned(), format!("i{id}")),
+                _ => false,
+            };
+            let refused = result.envelope.error.as_ref().is_some_and(|e| {
+                matches!(
+                    e.code,
+                    ErrorCode::UnsupportedVersion
+                        | ErrorCode::NotSupported
+                        | ErrorCode::UnknownAsync
+                        | ErrorCode::Overloaded
+                )
+            });
+            if own && refused {
+                continue;
+            }
+            // A republish carries a result already published (results go
+            // out in order); anything else due is the end's own.
+            let seen = self
+                .lives
+                .get(&key)
+                .is_some_and(|l| l.results.contains(&result));
+            let republish = seen && self.republish_due.get(&key).is_some_and(|d| *d > 0);
+            if let Some(due) = self
+                .results_due
+                .get_mut(&key)
+                .filter(|d| **d > 0 && !republish)
+            {
+                *due -= 1;
+                if let Some(life) = self.lives.get_mut(&key) {
+                    life.results.push(result);
+                }
+                continue;
+            }
+
+            let again = self.republish_due.get_mut(&key).filter(|d| **d > 0);
+            let same = self
+                .lives
+                .get(&key)
+                .is_some_and(|l| l.results.contains(&result));
+            prop_assert!(
+                again.is_some() && same,
+                "a result for {:?} that is neither its end's, a refusal of this step's message, nor a republished result ({:?})",
+                key,
+                op
+            );
+            if let Some(again) = self.republish_due.get_mut(&key) {
+                *again -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self) -> Result<(), TestCaseError> {
+        let core = &self.core;
+        let o = &core.options;
+        let credits = usize::from(WORKERS) * MAX_CREDITS as usize;
+        let waiting = core.table.pending_len() + core.gate.waiting_len() + core.delayed.len();
+        prop_assert!(
+            !checking("bounds") || waiting <= o.max_pending + credits,
+            "{} requests wait (queue {}, key gate {}, retry delay {}); the bound is {} + {} in flight",
+            waiting,
+            core.table.pending_len(),
+            core.gate.waiting_len(),
+            core.delayed.len(),
+            o.max_pending,
+            credits
+        );
+        prop_assert!(core.suspended.len() <= o.max_suspended);
+        prop_assert!(core.recent.len() <= o.dedupe_capacity);
+        for key in core.failures.keys() {
+            prop_assert!(
+                !checking("failures") || self.lives.get(key).is_some_and(|l| l.live),
+                "failed attempts of {:?} kept after its end",
+                key
+            );
+        }
+        Ok(())
+    }
+
+    /// No more faults: commit everything, answer every message, let time
+    /// pass; everything accepted ends.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        for worker in 0..WORKERS {
+            if !self.workers.contains_key(&worker) {
+                self.apply(&Op::Ready {
+                    worker,
+                    credits: MAX_CREDITS,
+                })?;
+            }
+        }
+        for _ in 0..400 {
+            while !self.appended.is_empty() {
+                self.apply(&Op::Commit)?;
+            }
+            for worker in 0..WORKERS {
+                while self.workers.get(&worker).is_some_and(|h| !h.is_empty()) {
+                    self.apply(&Op::Result {
+                        worker,
+                        pick: 0,
+                        outcome: Outcome::Ok,
+                    })?;
+                }
+                self.apply(&Op::Heartbeat { worker })?;
+            }
+            let live = self.lives.values().any(|l| l.live);
+            if !live && self.core.is_idle() && self.appended.is_empty() {
+                let unanswered: Vec<&MessageKey> = self
+                    .results_due
+                    .iter()
+                    .filter(|(_, d)| **d > 0)
+                    .map(|(k, _)| k)
+                    .collect();
+                prop_assert!(
+                    !checking("ends") || unanswered.is_empty(),
+                    "ended without their result: {:?}",
+                    unanswered
+                );
+                return Ok(());
+            }
+            self.apply(&Op::Tick { ms: 100 })?;
+        }
+        let live: Vec<&MessageKey> = self
+            .lives
+            .iter()
+            .filter(|(_, l)| l.live)
+            .map(|(k, _)| k)
+            .collect();
+        prop_assert!(!checking("ends"), "never ended: {:?}", live);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        max_shrink_iters: 20_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_subject_keeps_its_promises(ops in proptest::collection::vec(op(), 1..250)) {
+        let mut harness = Harness::new();
+        for op in &ops {
+            harness.apply(op)?;
+        }
+        harness.settle()?;
+    }
+}
+
+/// A request's `status`, `error` and `origin` are the node's to set: they
+/// never reach its result (`docs/protocol.md` §7).
+#[test]
+fn request_fields_the_node_sets_do_not_reach_the_result() {
+    let mut h = Harness::new();
+    h.apply(&Op::Ready {
+        worker: 0,
+        credits: 1,
+    })
+    .expect("ready");
+    let mut request = Harness::request(0, 1, 0, 0, false);
+    request.envelope = request
+        .envelope
+        .into_error(ErrorCode::ActionFailed, "forged by the service");
+    request.envelope.kind = Kind::Request;
+    request.envelope.origin = "someone-else".into();
+    h.intake(&request);
+    h.end_turn(&Op::Commit).expect("the turn");
+    let work = h.workers[&0].first().cloned();
+    let work = work.expect("the request went to the worker");
+    assert_eq!(work.envelope.status, crate::envelope::Status::Ok);
+    assert!(work.envelope.error.is_none());
+    assert!(work.envelope.origin.is_empty());
+    let result = h.result(&work, Outcome::Ok);
+    let input = Input::Worker(frames(wire::results([&result]), h.identity(0)));
+    h.core.handle(input, h.now());
+    h.end_turn(&Op::Commit).expect("the turn");
+    while !h.appended.is_empty() {
+        h.apply(&Op::Commit).expect("a commit");
+    }
+    assert_eq!(h.published.len(), 1, "{:?}", h.published);
+    let result = &h.published[0].envelope;
+    assert_eq!(result.status, crate::envelope::Status::Ok);
+    assert!(result.error.is_none(), "{:?}", result.error);
+    assert!(result.origin.is_empty());
+}

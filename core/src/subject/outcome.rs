@@ -1,0 +1,149 @@
+//! Every way a message ends. An accepted message ends through
+//! [`SubjectCore::conclude`], which does each piece of bookkeeping once:
+//! its journal record, its ordering key, its failed attempts, its place in
+//! the table, the dedupe store and its one result. A message that was never
+//! accepted is answered by [`SubjectCore::refuse`], which touches none of
+//! that: it cannot free a key, end a flow or hide a result that is not its
+//! own, whatever ids it carries.
+
+use super::core::{Effect, SubjectCore};
+use super::{dead_letter_topic, result_topic};
+use crate::envelope::{Envelope, Kind};
+use crate::error_code::ErrorCode;
+use crate::inflight::key_of;
+use crate::integration_manager::Publication;
+use crate::journal::Event;
+use crate::wire::Message;
+
+/// How an accepted message ends.
+#[derive(Debug)]
+pub(super) enum Ending {
+    /// Its flow is over: the message is its result (an error result when
+    /// the flow ended with an error: an action's, an answer's, a timeout).
+    /// Remembered for duplicates within the dedupe window.
+    Finished,
+    /// The node could not take it further (a full queue, a step it cannot
+    /// run): an error result. Not remembered: sent again, it is taken again.
+    Failed(ErrorCode, String),
+    /// Out of attempts: stored in the dead-letter store, published on
+    /// `@deadletter~<flow>~`, answered with an error result.
+    DeadLettered,
+}
+
+impl SubjectCore {
+    pub(super) fn publish(&mut self, topic: String, message: Message) {
+        self.emit(Effect::Publish(Publication { topic, message }));
+    }
+
+    /// Publishes a result once what it reports is committed (at once with
+    /// the journal off).
+    pub(super) fn publish_result(&mut self, topic: String, message: Message) {
+        if self.commits.is_on() {
+            self.commits
+                .publish_after_commit(Publication { topic, message });
+        } else {
+            self.publish(topic, message);
+        }
+    }
+
+    /// Ends the accepted `message`.
+    pub(super) fn conclude(&mut self, message: Message, ending: Ending) {
+        let key = key_of(&message.envelope);
+        self.table.forget(&message.envelope);
+        let errors = self.failures.remove(&key).unwrap_or_default();
+        self.release_key(&message.envelope);
+        let at_us = self.now.wall_us;
+        let Message {
+            mut envelope,
+            payload,
+        } = message;
+        match ending {
+            Ending::Finished => {
+                envelope.kind = Kind::Result;
+                self.counters.results += 1;
+                self.commits.record(|| Event::Completed {
+                    at_us,
+                    key: key.clone(),
+                });
+                let result = Message::new(envelope, payload);
+                self.recent.insert(key, result.clone(), self.now.at);
+                self.publish_result(result_topic(&result.envelope), result);
+            }
+            Ending::Failed(code, text) => {
+                tracing::warn!(id = %envelope.id, flow = %envelope.flow, code = code.name(), "{text}");
+                self.counters.rejected += 1;
+                self.commits.record(|| Event::Completed {
+                    at_us,
+                    key: key.clone(),
+                });
+                let envelope = envelope.into_error(code, text);
+                self.publish_result(result_topic(&envelope), Message::new(envelope, payload));
+            }
+            Ending::DeadLettered => {
+                let seq = self.next_dead_letter;
+                self.next_dead_letter += 1;
+                let message = Message::new(envelope, payload.clone());
+                let last = errors.last().cloned().unwrap_or_default();
+                self.commits.record(|| Event::DeadLettered {
+                    at_us,
+                    key,
+                    reason: format!("dead letter #{seq}: {last}"),
+                });
+                let text = format!(
+                    "dead-lettered as #{seq} after {} attempts; last: {last} (`zmanager dlq show {seq}`)",
+                    message.envelope.attempt
+                );
+                tracing::error!(id = %message.envelope.id, service = %message.envelope.service, flow = %message.envelope.flow, "{text}");
+                self.counters.dead_lettered += 1;
+                let envelope = message
+                    .envelope
+                    .clone()
+                    .into_error(ErrorCode::DeadLettered, text);
+                self.emit(Effect::StoreDeadLetter {
+                    seq,
+                    message,
+                    errors,
+                    at_us,
+                });
+                let result = Message::new(envelope, payload);
+                self.publish_result(dead_letter_topic(&result.envelope.flow), result.clone());
+                self.publish_result(result_topic(&result.envelope), result);
+            }
+        }
+    }
+
+    /// Answers a message that was not accepted with an error result on its
+    /// reply topic.
+    pub(super) fn refuse(&mut self, message: Message, code: ErrorCode, text: String) {
+        tracing::warn!(id = %message.envelope.id, flow = %message.envelope.flow, code = code.name(), "{text}");
+        self.counters.rejected += 1;
+        let envelope = message.envelope.into_error(code, text);
+        let topic = result_topic(&envelope);
+        self.publish(topic, Message::new(envelope, message.payload));
+    }
+
+    /// A request answered on the spot (service management): never queued
+    /// or journaled; remembered for duplicates like any result.
+    pub(super) fn answer_now(&mut self, mut message: Message) {
+        message.envelope.kind = Kind::Result;
+        self.counters.accepted += 1;
+        self.counters.results += 1;
+        self.recent
+            .insert(key_of(&message.envelope), message.clone(), self.now.at);
+        self.publish(result_topic(&message.envelope), message);
+    }
+
+    /// The `accepted` acknowledgement of the request `envelope`, queued to
+    /// go out once its acceptance is committed; nothing if it did not ask.
+    pub(super) fn acknowledge(&mut self, envelope: &Envelope) {
+        if !envelope.ack {
+            return;
+        }
+        self.commits.acknowledge(&result_topic(envelope), envelope);
+    }
+
+    /// The result of `key` if it finished within the dedupe window.
+    pub(super) fn recent_result(&self, key: &crate::inflight::MessageKey) -> Option<&Message> {
+        self.recent.get(key, self.now.at)
+    }
+}

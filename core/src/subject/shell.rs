@@ -1,0 +1,368 @@
+//! The shell around [`SubjectCore`]: the sockets, the clock, the timers and
+//! the journal writer. It carries inputs in and effects out, in order, and
+//! decides nothing.
+//!
+//! Tasks and sockets:
+//! - the intake task owns the PULL socket services push to, and feeds a
+//!   bounded channel;
+//! - the worker-reader task owns the ROUTER's receiving half, and a monitor
+//!   task reports worker disconnections, both into a second channel;
+//! - a commit watcher awaits each appended turn's commit, in order, and
+//!   reports it back;
+//! - the loop ([`run`]) owns the ROUTER's sending half and the dead-letter
+//!   store, and hands publications to the Integration Manager.
+//!
+//! Sends to workers are awaited without a timeout. A zmq.rs ROUTER `send`
+//! blocks only when that peer's 100,000-message queue is full, and that
+//! cannot happen here: `WORK` frames are bounded by the worker's credits,
+//! and a worker that stops reading is lost after `liveness` (a few
+//! heartbeats later), after which nothing more is sent to it. Whoever
+//! changes either bound must revisit this.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use zeromq::{
+    PullSocket, RouterSendHalf, RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend,
+    ZmqMessage,
+};
+
+use super::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
+use crate::catalog::Catalog;
+use crate::dead_letter::DeadLetterStore;
+use crate::integration_manager::Publication;
+use crate::journal::{Committed, Health, JournalWriter, Unfinished};
+use crate::retry;
+
+/// What the Subject needs besides its sockets.
+#[derive(Debug)]
+pub struct Links {
+    /// To the Integration Manager.
+    pub publish: mpsc::Sender<Publication>,
+    /// Process ids of hung workers, for the supervisor to kill.
+    pub kill: mpsc::Sender<u32>,
+    /// Where dead letters are kept.
+    pub dead_letters: DeadLetterStore,
+    /// Cancelled to stop intake and drain.
+    pub drain: CancellationToken,
+    /// The journal's group-commit writer (`None`: the journal is off).
+    pub journal: Option<JournalWriter>,
+    /// What the journal had unfinished at start-up, in acceptance order.
+    pub recovered: Vec<Unfinished>,
+}
+
+/// The most events of one kind handled before dispatching: enough to fill
+/// batches under load, few enough that heartbeats stay on time.
+const BURST: usize = 256;
+
+/// Appended turns waiting for their commit to be reported. Past it the
+/// loop waits (backpressure, like the writer's own queue).
+const COMMIT_QUEUE: usize = 64;
+
+/// Runs the Subject until it has drained (see [`Links::drain`]).
+pub async fn run(
+    intake: PullSocket,
+    mut router: RouterSocket,
+    catalog: Arc<Catalog>,
+    options: SubjectOptions,
+    links: Links,
+) -> Counters {
+    let (intake_tx, mut intake_rx) = mpsc::channel::<ZmqMessage>(64);
+    let (worker_tx, mut worker_rx) = mpsc::channel::<Input>(1024);
+    let (appended_tx, appended_rx) = mpsc::channel::<(u64, Committed)>(COMMIT_QUEUE);
+    let (commit_tx, mut commit_rx) = mpsc::channel::<Input>(COMMIT_QUEUE);
+
+    let mut monitor = router.monitor();
+    let (sender, mut receiver) = router.split();
+    let intake_task = tokio::spawn(read_socket(intake, intake_tx));
+    let watcher = tokio::spawn(watch_commits(appended_rx, commit_tx));
+    let tasks = [
+        tokio::spawn({
+            let worker_tx = worker_tx.clone();
+            async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(frames) => {
+                            if worker_tx.send(Input::Worker(frames)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "worker socket receive failed"),
+                    }
+                }
+            }
+        }),
+        tokio::spawn(async move {
+            while let Some(event) = monitor.next().await {
+                if let SocketEvent::Disconnected(peer) = event {
+                    let id = Bytes::from(Vec::from(peer));
+                    if worker_tx.send(Input::WorkerGone(id)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }),
+    ];
+
+    let Links {
+        publish,
+        kill,
+        dead_letters,
+        drain,
+        journal,
+        recovered,
+    } = links;
+    let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the dead-letter store's last number");
+        1
+    });
+    let mut core = SubjectCore::new(
+        catalog,
+        options,
+        journal.is_some(),
+        next_dead_letter,
+        Now::read(),
+    );
+    let mut health = journal.as_ref().map(JournalWriter::health);
+    let mut shell = Shell {
+        sender,
+        publish,
+        kill,
+        dead_letters,
+        journal,
+        appended: Some(appended_tx),
+    };
+    core.recover(recovered, Now::read());
+    core.end_turn(Now::read());
+    shell.carry_out(&mut core).await;
+
+    let mut tick = tokio::time::interval(options.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = drain.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + options.drain_timeout);
+                intake_task.abort();
+                // Requests already read from the socket are accepted too.
+                while let Ok(frames) = intake_rx.try_recv() {
+                    core.handle(Input::Intake(frames), Now::read());
+                }
+                core.stop_intake();
+                tracing::info!(pending = core.pending_len(), in_flight = core.in_flight_len(), "intake stopped; draining");
+            }
+            Some(input) = worker_rx.recv() => {
+                core.handle(input, Now::read());
+                // Take what else has arrived before dispatching, so work goes
+                // out in batches under load (it never waits for more).
+                for _ in 1..BURST {
+                    let Ok(input) = worker_rx.try_recv() else { break };
+                    core.handle(input, Now::read());
+                }
+            }
+            Some(frames) = intake_rx.recv(), if core.has_room() => {
+                core.handle(Input::Intake(frames), Now::read());
+                for _ in 1..BURST {
+                    if !core.has_room() {
+                        break;
+                    }
+                    let Ok(frames) = intake_rx.try_recv() else { break };
+                    core.handle(Input::Intake(frames), Now::read());
+                }
+            }
+            _ = tick.tick() => core.handle(Input::Tick, Now::read()),
+            Some(input) = commit_rx.recv() => core.handle(input, Now::read()),
+            error = commit_failed(&mut health) => {
+                core.handle(Input::CommitFailed { error }, Now::read());
+            }
+            // A retried message's delay is over (`end_turn` requeues it).
+            () = retry::sleep_until(core.next_due()) => {}
+        }
+        core.end_turn(Now::read());
+        shell.carry_out(&mut core).await;
+        if let Some(until) = drain_until {
+            if core.is_idle() {
+                tracing::info!("drained: nothing left in flight");
+                break;
+            }
+            if Instant::now() >= until {
+                tracing::warn!(
+                    pending = core.pending_len(),
+                    in_flight = core.in_flight_len(),
+                    "drain timeout: stopping with work unfinished"
+                );
+                break;
+            }
+        }
+    }
+    intake_task.abort();
+    for task in tasks {
+        task.abort();
+    }
+    // What was appended is committed and acknowledged before the end.
+    shell.appended = None;
+    while core.awaits_commits() {
+        let Some(input) = commit_rx.recv().await else {
+            break;
+        };
+        core.handle(input, Now::read());
+        core.end_turn(Now::read());
+        shell.carry_out(&mut core).await;
+    }
+    let _ = watcher.await;
+    let c = core.counters();
+    tracing::info!(
+        accepted = c.accepted,
+        rejected = c.rejected,
+        malformed = c.malformed,
+        results = c.results,
+        published = c.published,
+        suspended = c.suspended,
+        resumed = c.resumed,
+        async_timeouts = c.async_timeouts,
+        still_suspended = core.suspended_len(),
+        late_results = c.late_results,
+        redelivered = c.redelivered,
+        retried = c.retried,
+        dead_lettered = c.dead_lettered,
+        duplicates = c.duplicates,
+        workers_lost = c.workers_lost,
+        pending = core.pending_len(),
+        in_flight = core.in_flight_len(),
+        "subject stopped"
+    );
+    if let Some(writer) = shell.journal.take() {
+        // Dropping the writer joins its thread after its last commit.
+        let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
+    }
+    c
+}
+
+/// What carries the core's effects out.
+struct Shell {
+    sender: RouterSendHalf,
+    publish: mpsc::Sender<Publication>,
+    kill: mpsc::Sender<u32>,
+    dead_letters: DeadLetterStore,
+    journal: Option<JournalWriter>,
+    /// To the commit watcher (`None` once the loop has ended).
+    appended: Option<mpsc::Sender<(u64, Committed)>>,
+}
+
+impl Shell {
+    /// Carries out the core's effects, in order, until it has none (a
+    /// failed send is an input that may have effects of its own).
+    async fn carry_out(&mut self, core: &mut SubjectCore) {
+        loop {
+            let effects: Vec<Effect> = core.effects().collect();
+            if effects.is_empty() {
+                return;
+            }
+            let mut failed = Vec::new();
+            for effect in effects {
+                if let Some(input) = self.carry(effect).await {
+                    failed.push(input);
+                }
+            }
+            if failed.is_empty() {
+                return;
+            }
+            for input in failed {
+                core.handle(input, Now::read());
+            }
+            core.end_turn(Now::read());
+        }
+    }
+
+    async fn carry(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::ToWorker(worker, frames) => {
+                if let Err(e) = self.sender.send(frames).await {
+                    return Some(Input::SendFailed(worker, e.to_string()));
+                }
+            }
+            Effect::Publish(publication) => {
+                // The Integration Manager outlives the Subject's loop; a send
+                // error only happens at shutdown.
+                let _ = self.publish.send(publication).await;
+            }
+            Effect::Append { turn, events } => {
+                if let (Some(writer), Some(appended)) = (&self.journal, &self.appended) {
+                    let committed = writer.submit(events).await;
+                    let _ = appended.send((turn, committed)).await;
+                }
+            }
+            Effect::StoreDeadLetter {
+                seq,
+                message,
+                errors,
+                at_us,
+            } => {
+                let stored = tokio::task::block_in_place(|| {
+                    self.dead_letters
+                        .insert_numbered(seq, &message, &errors, at_us)
+                });
+                if let Err(e) = stored {
+                    tracing::error!(id = %message.envelope.id, seq, error = %e, "cannot store a dead letter; it is still published");
+                }
+            }
+            Effect::Kill(pid) => {
+                let _ = self.kill.try_send(pid);
+            }
+        }
+        None
+    }
+}
+
+/// Reports each appended turn's commit, in the order of appending.
+async fn watch_commits(
+    mut appended: mpsc::Receiver<(u64, Committed)>,
+    report: mpsc::Sender<Input>,
+) {
+    while let Some((turn, committed)) = appended.recv().await {
+        let input = match committed.await {
+            Ok(()) => Input::Committed(turn),
+            // Given up while stopping: what waited on it never goes out.
+            Err(e) => {
+                tracing::error!(turn, error = %e, "journal commit given up");
+                return;
+            }
+        };
+        if report.send(input).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The error of the journal's next failed commit (never, with the
+/// journal off). Cancel-safe: it only waits on a watch.
+async fn commit_failed(health: &mut Option<watch::Receiver<Health>>) -> String {
+    if let Some(health) = health {
+        if health.changed().await.is_ok() {
+            return health
+                .borrow_and_update()
+                .last_error
+                .clone()
+                .unwrap_or_default();
+        }
+    }
+    std::future::pending().await
+}
+
+async fn read_socket(mut socket: PullSocket, tx: mpsc::Sender<ZmqMessage>) {
+    loop {
+        match socket.recv().await {
+            Ok(frames) => {
+                if tx.send(frames).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "intake receive failed"),
+        }
+    }
+}

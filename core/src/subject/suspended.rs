@@ -1,0 +1,134 @@
+//! Flows suspended at an `@ASYNC` step (DigitalPy's `prev_flow`): kept until
+//! a service's answer resumes them, or `async_timeout` ends them.
+
+use std::time::Instant;
+
+use super::core::SubjectCore;
+use crate::envelope::{Kind, Status};
+use crate::error_code::ErrorCode;
+use crate::inflight::{MessageKey, key_of};
+use crate::journal::Event;
+use crate::wire::Message;
+
+use super::outcome::Ending;
+
+/// A flow suspended at an `@ASYNC` step.
+#[derive(Debug)]
+pub(super) struct Suspended {
+    /// The message as it reached the step (original id, service, reply_to).
+    pub(super) message: Message,
+    /// The index of the `@ASYNC` step; the flow resumes after it.
+    pub(super) step: usize,
+    pub(super) deadline: Instant,
+}
+
+impl SubjectCore {
+    /// Keeps `message` until its answer comes (see [`SubjectCore::on_answer`])
+    /// or `async_timeout` passes.
+    pub(super) fn suspend(&mut self, message: Message, step: usize) -> bool {
+        if self.suspended.len() >= self.options.max_suspended && !self.recovering {
+            let text = format!(
+                "{} flows are already suspended at @ASYNC steps (max_suspended)",
+                self.suspended.len()
+            );
+            self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
+            return false;
+        }
+        let key = key_of(&message.envelope);
+        if !self.recovering {
+            let at_us = self.now.wall_us;
+            self.commits.record(|| Event::Suspended {
+                at_us,
+                key: key.clone(),
+                step: u32::try_from(step).unwrap_or(u32::MAX),
+                message: message.clone(),
+            });
+        }
+        tracing::debug!(id = %key.1, service = %key.0, step, "suspended at an @ASYNC step");
+        self.counters.suspended += 1;
+        let deadline = self.now.at + self.options.async_timeout;
+        self.suspended.insert(
+            key,
+            Suspended {
+                message,
+                step,
+                deadline,
+            },
+        );
+        true
+    }
+
+    /// A service's answer to a suspended flow: `origin` and `id` name the
+    /// flow's request. The flow resumes after its `@ASYNC` step with the
+    /// answer's payload (or ends with the answer's error). An answer for no
+    /// suspended flow is refused to the answering service.
+    pub(super) fn on_answer(&mut self, answer: Message) {
+        let key = (answer.envelope.origin.clone(), answer.envelope.id.clone());
+        let Some(suspended) = self.suspended.remove(&key) else {
+            let why = if self.recent_result(&key).is_some() {
+                "that flow has already finished (answered twice, or timed out)"
+            } else {
+                "no flow is suspended for it"
+            };
+            let text = format!("answer for id {:?} of service {:?}: {why}", key.1, key.0);
+            if answer.envelope.reply_to.is_empty() {
+                self.counters.rejected += 1;
+                tracing::warn!(id = %key.1, origin = %key.0, "{text} (no reply_to to tell the answering service)");
+            } else {
+                self.refuse(answer, ErrorCode::UnknownAsync, text);
+            }
+            return;
+        };
+        self.counters.resumed += 1;
+        let Suspended {
+            mut message, step, ..
+        } = suspended;
+        tracing::debug!(id = %key.1, service = %key.0, answered_by = %answer.envelope.service, "resumed after an @ASYNC step");
+        message.payload = answer.payload;
+        if answer.envelope.status != Status::Error {
+            let at_us = self.now.wall_us;
+            self.commits.record(|| Event::Resumed {
+                at_us,
+                key: key.clone(),
+                step: u32::try_from(step).unwrap_or(u32::MAX),
+                message: message.clone(),
+            });
+        }
+        if let (Status::Error, Some(error)) = (answer.envelope.status, answer.envelope.error) {
+            message.envelope.status = Status::Error;
+            message.envelope.error = Some(error);
+            message.envelope.kind = Kind::Result;
+            self.conclude(message, Ending::Finished);
+            return;
+        }
+        self.advance(message, step + 1);
+    }
+
+    /// Ends the flows whose answer did not come in time.
+    pub(super) fn expire_suspended(&mut self) {
+        let now = self.now.at;
+        let mut expired: Vec<(Instant, MessageKey)> = self
+            .suspended
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(key, s)| (s.deadline, key.clone()))
+            .collect();
+        // Oldest deadline first, in a stable order.
+        expired.sort();
+        for (_, key) in expired {
+            let Some(suspended) = self.suspended.remove(&key) else {
+                continue;
+            };
+            self.counters.async_timeouts += 1;
+            let text = format!(
+                "no answer to `{}` within {} ms (async_timeout_ms)",
+                suspended.message.envelope.key,
+                self.options.async_timeout.as_millis()
+            );
+            tracing::warn!(id = %key.1, service = %key.0, "{text}");
+            let Message { envelope, payload } = suspended.message;
+            let envelope = envelope.into_error(ErrorCode::AsyncTimeout, text);
+            self.conclude(Message::new(envelope, payload), Ending::Finished);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The workers: their messages (READY, RESULT, HEARTBEAT), liveness, and
+//! dispatch of pending work by credits.
+
+use zeromq::ZmqMessage;
+
+use super::core::{Effect, SubjectCore};
+use crate::inflight::{WorkerId, key_of};
+use crate::journal::Event;
+use crate::wire::{self, FromWorker};
+
+fn worker_name(worker: &WorkerId) -> String {
+    String::from_utf8_lossy(worker).into_owned()
+}
+
+impl SubjectCore {
+    pub(super) fn on_worker(&mut self, frames: ZmqMessage) {
+        let mut frames = frames.into_vec();
+        if frames.is_empty() {
+            return;
+        }
+        let worker = frames.remove(0);
+        let known = self.table.heard(&worker, self.now.at);
+        let (what, bad) = match wire::decode_from_worker(&frames) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::error!(worker = %worker_name(&worker), error = %e, "malformed message from a worker");
+                return;
+            }
+        };
+        for e in bad {
+            tracing::error!(worker = %worker_name(&worker), error = %e, "a result from a worker does not decode");
+        }
+        match what {
+            FromWorker::Ready(ready) => {
+                let lost =
+                    self.table
+                        .worker_ready(worker.clone(), ready.credits, ready.pid, self.now.at);
+                tracing::info!(worker = %worker_name(&worker), pid = ready.pid, credits = ready.credits, "worker ready");
+                self.retry_or_dead_letter(lost, "its worker announced itself again");
+            }
+            FromWorker::Heartbeat => {
+                if !known {
+                    tracing::debug!(worker = %worker_name(&worker), "heartbeat from an unknown worker; it will reconnect");
+                }
+            }
+            FromWorker::Results(results) => {
+                for result in results {
+                    self.on_result(&worker, result);
+                }
+            }
+        }
+    }
+
+    /// A worker is gone, silent or stuck: its messages are sent again
+    /// elsewhere (or dead-lettered), and if it may still be running, its
+    /// process is killed so the supervisor replaces it.
+    pub(super) fn lose_worker(&mut self, worker: &WorkerId, reason: &str, kill: bool) {
+        let Some(pid) = self.table.pid(worker) else {
+            return;
+        };
+        let lost = self.table.worker_lost(worker);
+        self.counters.workers_lost += 1;
+        tracing::warn!(worker = %worker_name(worker), pid, reason, messages = lost.len(), "worker lost");
+        let reason = format!("worker {} lost: {reason}", worker_name(worker));
+        self.retry_or_dead_letter(lost, &reason);
+        if kill {
+            self.emit(Effect::Kill(pid));
+        }
+    }
+
+    /// Heartbeats every worker; loses the silent and the stuck; ends the
+    /// `@ASYNC` flows past their deadline.
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now.at;
+        self.expire_suspended();
+        for worker in self.table.silent_workers(now, self.options.liveness) {
+            let reason = format!("no heartbeat for {} ms", self.options.liveness.as_millis());
+            self.lose_worker(&worker, &reason, true);
+        }
+        let limit = self.options.message_timeout + self.options.liveness;
+        for worker in self.table.overdue_workers(now, limit) {
+            let reason = format!("a message ran past {} ms", limit.as_millis());
+            self.lose_worker(&worker, &reason, true);
+        }
+        let workers: Vec<WorkerId> = self.table.workers().cloned().collect();
+        for worker in workers {
+            let mut frames = wire::heartbeat();
+            frames.push_front(worker.clone());
+            self.emit(Effect::ToWorker(worker, frames));
+        }
+    }
+
+    /// Sends pending messages to workers with free credits.
+    pub(super) fn dispatch(&mut self) {
+        self.start_waiting();
+        while let Some((worker, batch)) = self.table.next_batch(self.options.batch, self.now.at) {
+            if self.commits.is_on() {
+                let at_us = self.now.wall_us;
+                for m in &batch {
+                    self.commits.record(|| Event::Dispatched {
+                        at_us,
+                        key: key_of(&m.envelope),
+                        attempt: m.envelope.attempt,
+                        worker: worker.clone(),
+                    });
+                }
+            }
+            let mut frames = wire::work(&batch);
+            frames.push_front(worker.clone());
+            self.emit(Effect::ToWorker(worker, frames));
+        }
+    }
+}
