@@ -47,7 +47,8 @@
 //! - [`journal`]: the durable journal: events, the `Journal` trait, its
 //!   SQLite backend, the group-commit writer, the Subject's recorder and
 //!   retention.
-//! - [`supervisor`]: starts worker processes and restarts them with backoff.
+//! - [`supervisor`]: starts worker processes and restarts them: at once
+//!   after one that served, with exponential backoff while they die before.
 //! - [`config`], [`defaults`]: node configuration and built-in flows.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //!
