@@ -49,7 +49,8 @@
 //! - [`journal`]: the durable journal: events, the `Journal` trait, its
 //!   SQLite backend, the group-commit writer (which tries a failed commit
 //!   again before anything after it) and retention.
-//! - [`supervisor`]: starts worker processes and restarts them with backoff.
+//! - [`supervisor`]: starts worker processes and restarts them: at once
+//!   after one that served, with exponential backoff while they die before.
 //! - [`config`], [`defaults`]: node configuration and built-in flows.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //!

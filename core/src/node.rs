@@ -189,6 +189,7 @@ fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
         "--message-timeout-ms".to_owned(),
         config.message_timeout_ms.to_string(),
         "--exit-with-parent".to_owned(),
+        "--report-serving".to_owned(),
     ];
     if let Some(dir) = &config.catalog.flows {
         args.extend(["--flows".to_owned(), dir.display().to_string()]);

@@ -16,6 +16,11 @@
 //!   messages elsewhere.
 //!
 //! On `shutdown` it finishes and answers the batches in hand, then returns.
+//!
+//! A worker started by the node's supervisor writes one line, [`SERVING`],
+//! on its stdout once it has returned its first results: proof that it
+//! loaded, connected and ran actions, which the supervisor's restart policy
+//! uses to tell a worker killed after it served from a crash loop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +39,10 @@ use crate::wire::{self, Message, Ready, ToWorker};
 /// The exit status of a worker that gave itself up over a stuck action.
 pub const EXIT_STUCK: i32 = 70;
 
+/// The line a worker with [`WorkerOptions::report_serving`] writes on its
+/// stdout, once, after its first results reached the Subject.
+pub const SERVING: &str = "zmanager-worker: serving";
+
 /// How a worker connects and how it watches its peer.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -49,6 +58,9 @@ pub struct WorkerOptions {
     pub liveness: Duration,
     /// The longest one action may run before the worker exits.
     pub message_timeout: Duration,
+    /// Write [`SERVING`] on stdout after the first results are returned (for
+    /// the node's supervisor; `zmanager worker --report-serving`).
+    pub report_serving: bool,
 }
 
 /// Why a worker stopped with an error.
@@ -122,6 +134,23 @@ impl Actions {
     }
 }
 
+/// Whether [`SERVING`] is still to be written.
+struct Serving(bool);
+
+impl Serving {
+    /// Results were returned: writes [`SERVING`] the first time.
+    fn served(&mut self) {
+        if !std::mem::take(&mut self.0) {
+            return;
+        }
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{SERVING}").and_then(|()| out.flush()) {
+            tracing::warn!(error = %e, "cannot tell the supervisor this worker serves");
+        }
+    }
+}
+
 /// Why a connection ended.
 enum Ended {
     /// Reconnect (the Subject went silent or away).
@@ -137,6 +166,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let mut actions = Actions::start(executor);
+    let mut serving = Serving(options.report_serving);
     let mut delay = Duration::from_millis(100);
     for connection in 1u64.. {
         let identity = format!("{}.c{connection}", options.identity);
@@ -149,7 +179,16 @@ pub async fn run(
         match connected {
             Some(socket) => {
                 delay = Duration::from_millis(100);
-                match serve(socket, &options, &identity, &mut actions, &shutdown).await? {
+                match serve(
+                    socket,
+                    &options,
+                    &identity,
+                    &mut actions,
+                    &mut serving,
+                    &shutdown,
+                )
+                .await?
+                {
                     Ended::Done => return Ok(()),
                     Ended::Lost if shutdown.is_cancelled() => return Ok(()),
                     Ended::Lost => {}
@@ -208,6 +247,7 @@ async fn serve(
     options: &WorkerOptions,
     identity: &str,
     actions: &mut Actions,
+    serving: &mut Serving,
     shutdown: &CancellationToken,
 ) -> Result<Ended, WorkerError> {
     let (mut sender, mut receiver) = socket.split();
@@ -264,7 +304,7 @@ async fn serve(
                 };
                 actions.outstanding = actions.outstanding.saturating_sub(1);
                 match timeout(send_limit, sender.send(wire::results(&results))).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => serving.served(),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, results = results.len(), "cannot return results; reconnecting");
                         break Ended::Lost;

@@ -53,6 +53,11 @@ impl Checker {
         self.missing
     }
 
+    /// Sent ids received at least once.
+    pub fn answered(&self) -> usize {
+        self.sent.len() - self.missing
+    }
+
     pub fn report(&self) -> Report {
         let delivered = self
             .sent
@@ -117,7 +122,7 @@ mod tests {
         for id in ["a", "a", "b", "x"] {
             c.received(id);
         }
-        assert_eq!(c.missing(), 1);
+        assert_eq!((c.missing(), c.answered()), (1, 2));
         assert_eq!(
             c.report(),
             Report {

@@ -6,7 +6,8 @@
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
 //!   library's `Service`), so the tests check the protocol as documented;
 //! - [`checker::Checker`] counts lost, duplicated and unexpected results;
-//! - [`load::echo_load`] pushes a windowed Echo load and checks every result.
+//! - [`load::echo_load`] pushes a windowed Echo load and checks every result;
+//!   [`load::EchoLoad`] runs one in stages, to compare their throughput.
 
 pub mod checker;
 pub mod client;

@@ -43,6 +43,11 @@ pub(crate) struct Args {
     /// Stop when stdin closes (the node holds its other end).
     #[arg(long)]
     exit_with_parent: bool,
+    /// Write one line on stdout once the first results are returned (the
+    /// node's supervisor reads it: a worker that served is restarted at once
+    /// when it dies, one that never did with backoff).
+    #[arg(long)]
+    report_serving: bool,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -67,6 +72,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         liveness: Duration::from_millis(args.liveness_ms),
         message_timeout: Duration::from_millis(args.message_timeout_ms),
+        report_serving: args.report_serving,
     };
     crate::runtime(false)?.block_on(async move {
         let shutdown = if args.exit_with_parent {
