@@ -238,5 +238,59 @@ fn subject(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, action_keys, envelopes, subject);
+/// A request payload of about `size` bytes as services send them: maps of
+/// a few typed fields (one record of 64 bytes; an array of such records
+/// for more), so the check reads many markers, not one long string.
+fn payload(size: usize) -> Vec<u8> {
+    use rmpv::Value;
+    let record = |i: u64, pad: usize| {
+        Value::Map(vec![
+            ("id".into(), i.into()),
+            ("name".into(), "ada lovelace".into()),
+            ("tags".into(), Value::Array(vec!["a".into(), "b".into()])),
+            ("ok".into(), true.into()),
+            ("score".into(), Value::F64(0.5)),
+            ("note".into(), "x".repeat(pad).into()),
+        ])
+    };
+    let encode = |v: &Value| {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        out
+    };
+    // The padding of the last record that makes the whole `size` bytes.
+    let padded = |value: &dyn Fn(usize) -> Value| {
+        (0..size)
+            .map(|pad| encode(&value(pad)))
+            .find(|bytes| bytes.len() == size)
+            .unwrap()
+    };
+    if size <= 64 {
+        return padded(&|pad| record(1, pad));
+    }
+    // Records of 64 bytes, and a last one of what is left.
+    let full = encode(&record(1, 0)).len();
+    let n = size / 64 - 1;
+    let records: Vec<Value> = (0..n as u64).map(|i| record(i, 64 - full)).collect();
+    padded(&|pad| {
+        let mut all = records.clone();
+        all.push(record(0, pad));
+        Value::Array(all)
+    })
+}
+
+fn payloads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("payload");
+    for size in [64, 1024] {
+        let bytes = payload(size);
+        zmanager::payload::check(&bytes, 256).unwrap();
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("check {size} B"), |b| {
+            b.iter(|| zmanager::payload::check(black_box(&bytes), 256))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, action_keys, envelopes, subject, payloads);
 criterion_main!(benches);

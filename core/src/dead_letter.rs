@@ -3,6 +3,12 @@
 //!
 //! SQLite (through `rusqlite`, built in) in the node's data directory,
 //! `zmanager.db`, in WAL mode: the node writes while `zmanager dlq` reads.
+//!
+//! Every replay (`zmanager dlq replay`) is recorded with what came of it
+//! ([`Replay`]). A dead letter counts as replayed only once a replay
+//! completed OK; one whose replay was dead-lettered again is superseded by
+//! the new dead letter ([`DeadLetterStore::superseded_by`]), which holds
+//! the message from then on.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +36,18 @@ pub struct DeadLetter {
     pub message: Message,
     /// When it was replayed, if it was.
     pub replayed_us: Option<u64>,
+}
+
+/// One replay of a dead letter, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// When its outcome was known, microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// What came of it, as `zmanager dlq replay` printed it (`ok`,
+    /// `refused: 3 (unknown_flow): …`, `failed: …`).
+    pub outcome: String,
+    /// The dead letter the replay became, when it was dead-lettered again.
+    pub dead_letter: Option<i64>,
 }
 
 /// What went wrong with the store.
@@ -88,6 +106,12 @@ impl DeadLetterStore {
                 envelope BLOB NOT NULL,
                 payload BLOB NOT NULL,
                 replayed_us INTEGER
+            );
+            CREATE TABLE IF NOT EXISTS dead_letter_replays (
+                seq INTEGER NOT NULL,
+                at_us INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                dead_letter INTEGER
             );",
         )
         .map_err(sqlite)?;
@@ -217,6 +241,75 @@ impl DeadLetterStore {
         Ok(())
     }
 
+    /// The newest dead letter of the request `id` of `service`: where a
+    /// request that was dead-lettered went (a replay's, say).
+    pub fn find(&self, service: &str, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                "SELECT seq, at_us, errors, envelope, payload, replayed_us FROM dead_letters
+                 WHERE service = ?1 AND id = ?2 ORDER BY seq DESC LIMIT 1",
+                [service, id],
+                row,
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        raw.map(decode).transpose()
+    }
+
+    /// Records a replay of the dead letter `seq` and what came of it.
+    pub fn record_replay(&self, seq: i64, replay: &Replay) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO dead_letter_replays (seq, at_us, outcome, dead_letter)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    seq,
+                    i64::try_from(replay.at_us).unwrap_or(i64::MAX),
+                    replay.outcome,
+                    replay.dead_letter
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
+    /// The replays of the dead letter `seq`, oldest first.
+    pub fn replays(&self, seq: i64) -> Result<Vec<Replay>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT at_us, outcome, dead_letter FROM dead_letter_replays
+                 WHERE seq = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([seq], |r| {
+                Ok(Replay {
+                    at_us: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    outcome: r.get(1)?,
+                    dead_letter: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The dead letter that a replay of `seq` became, if one was
+    /// dead-lettered again (the latest such replay): it holds the message
+    /// now, so `zmanager dlq replay --all` replays it and not `seq`.
+    pub fn superseded_by(&self, seq: i64) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT dead_letter FROM dead_letter_replays
+                 WHERE seq = ?1 AND dead_letter IS NOT NULL ORDER BY rowid DESC LIMIT 1",
+                [seq],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// How many are stored.
     pub fn count(&self) -> Result<u64, StoreError> {
         self.conn
@@ -287,6 +380,54 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].replayed_us, Some(43));
         assert!(other.get(999).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replays_are_recorded_and_a_dead_lettered_replay_supersedes() {
+        let dir =
+            std::env::temp_dir().join(format!("zmanager-dlq-replays-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DeadLetterStore::open(&dir).unwrap();
+        let letter = |service: &str, id: &str| {
+            let mut e = Envelope::request(id, "F");
+            e.service = service.into();
+            Message::new(e, Bytes::from_static(b"\xc0"))
+        };
+        let first = store.insert(&letter("svc", "m1"), &[], 1).unwrap();
+        assert!(store.replays(first).unwrap().is_empty());
+        assert_eq!(store.superseded_by(first).unwrap(), None);
+        let refused = Replay {
+            at_us: 2,
+            outcome: "refused: 3 (unknown_flow): unknown flow \"F\"".into(),
+            dead_letter: None,
+        };
+        store.record_replay(first, &refused).unwrap();
+        assert_eq!(
+            store.superseded_by(first).unwrap(),
+            None,
+            "refused: still its own"
+        );
+        // Its replay is dead-lettered again, as a request of the replaying service.
+        let again = store
+            .insert(&letter("dlq-replay-1", "dlq-replay-1-0"), &[], 3)
+            .unwrap();
+        let found = store
+            .find("dlq-replay-1", "dlq-replay-1-0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.seq, again);
+        assert!(store.find("svc", "nope").unwrap().is_none());
+        let dead = Replay {
+            at_us: 4,
+            outcome: "dead-lettered again".into(),
+            dead_letter: Some(again),
+        };
+        store.record_replay(first, &dead).unwrap();
+        assert_eq!(store.replays(first).unwrap(), [refused, dead]);
+        assert_eq!(store.superseded_by(first).unwrap(), Some(again));
+        assert_eq!(store.superseded_by(again).unwrap(), None);
+        assert_eq!(store.get(first).unwrap().unwrap().replayed_us, None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

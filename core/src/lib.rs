@@ -23,6 +23,8 @@
 //!
 //! Messages on the wire:
 //! - [`envelope`]: the MessagePack map every message carries.
+//! - [`payload`]: the cheap check that a payload is exactly one
+//!   MessagePack value, nested at most so deep.
 //! - [`error_code`]: stable numbers of error results.
 //! - [`wire`]: frame layouts of each socket; decoding separates incomplete
 //!   from invalid.
@@ -84,6 +86,7 @@ pub mod journal;
 pub mod mapping;
 pub mod node;
 pub mod ordering;
+pub mod payload;
 pub mod registry;
 pub mod retry;
 pub mod service;

@@ -541,6 +541,20 @@ impl Service {
             .await
     }
 
+    /// Like [`Service::submit_bytes_after`], with an ordering key: a
+    /// request pushed again as it was first accepted (a replay) carries
+    /// its flow, the step it entered after, its `order_key` (needed by a
+    /// flow ordered by `envelope`, ignored by others) and its payload.
+    pub async fn submit_bytes_ordered(
+        &self,
+        flow: &str,
+        after: &str,
+        order_key: &str,
+        payload: Bytes,
+    ) -> Result<Submitted<'_>, ServiceError> {
+        self.submit_message(flow, after, order_key, payload).await
+    }
+
     async fn submit_message(
         &self,
         flow: &str,
@@ -603,8 +617,8 @@ impl Service {
     }
 }
 
-/// A request the node has accepted; [`Submitted::finished`] waits for its
-/// result.
+/// A request the node has accepted (or refused: then its error result is
+/// already here); [`Submitted::finished`] waits for its result.
 #[derive(Debug)]
 pub struct Submitted<'a> {
     service: &'a Service,
@@ -626,7 +640,20 @@ impl Submitted<'_> {
     /// lost while the node or the connection was down), the request is
     /// sent again with the same id: the node publishes the result again if
     /// it has it, or runs the request (at least once).
-    pub async fn finished(mut self) -> Result<Reply, ServiceError> {
+    pub async fn finished(self) -> Result<Reply, ServiceError> {
+        match self.outcome().await? {
+            Outcome::Done(reply) => Ok(reply),
+            Outcome::Refused { key, error } | Outcome::Failed { key, error } => {
+                Err(ServiceError::Failed { key, error })
+            }
+        }
+    }
+
+    /// Like [`Submitted::finished`], telling a request the node refused
+    /// from one it accepted that then failed: what a replay needs to know
+    /// (`zmanager dlq replay` marks a dead letter replayed only on
+    /// [`Outcome::Done`]). Errors are the connection's only.
+    pub async fn outcome(mut self) -> Result<Outcome, ServiceError> {
         let service = self.service;
         let result = match self.early.take() {
             Some(result) => result,
@@ -642,15 +669,46 @@ impl Submitted<'_> {
                 }
             },
         };
-        match (result.envelope.status, result.envelope.error.clone()) {
-            (Status::Error, Some(error)) => Err(ServiceError::Failed {
-                key: result.envelope.key,
+        Ok(Outcome::of(result))
+    }
+}
+
+/// How a request ended ([`Submitted::outcome`]).
+///
+/// Not `#[non_exhaustive]`: a caller handles every way a request can end,
+/// and a new one should fail its build, not fall into a catch-all arm.
+#[derive(Debug, Clone)]
+// One per request, moved once to its caller: boxing the success would add
+// an allocation to every request to shrink the rarer errors.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome {
+    /// A successful result.
+    Done(Reply),
+    /// The node refused the request on intake, before accepting it: it was
+    /// never recorded nor run (an unknown flow or step, an ordered flow's
+    /// request without its key, an unsupported version or kind). Such a
+    /// result keeps the `accepted_us` the request was sent with, 0: the
+    /// node sets it only when it accepts a request.
+    Refused { key: String, error: ErrorInfo },
+    /// The node accepted the request, and its flow ended in an error
+    /// result (an action's error, a dead letter, a full queue…).
+    Failed { key: String, error: ErrorInfo },
+}
+
+impl Outcome {
+    /// The outcome a result message tells.
+    fn of(result: Message) -> Self {
+        let Message { envelope, payload } = result;
+        match (envelope.status, envelope.error.clone()) {
+            (Status::Error, Some(error)) if envelope.accepted_us == 0 => Outcome::Refused {
+                key: envelope.key,
                 error,
-            }),
-            _ => Ok(Reply {
-                envelope: result.envelope,
-                payload: result.payload,
-            }),
+            },
+            (Status::Error, Some(error)) => Outcome::Failed {
+                key: envelope.key,
+                error,
+            },
+            _ => Outcome::Done(Reply { envelope, payload }),
         }
     }
 }
@@ -822,5 +880,37 @@ impl Subscription {
                 return Some(published);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(accepted_us: u64, error: Option<ErrorCode>) -> Message {
+        let mut envelope = Envelope::request("s-1", "F");
+        envelope.kind = Kind::Result;
+        envelope.key = "?F?a".into();
+        envelope.accepted_us = accepted_us;
+        if let Some(code) = error {
+            envelope = envelope.into_error(code, "why");
+        }
+        Message::new(envelope, Bytes::from_static(&[0xc0]))
+    }
+
+    #[test]
+    fn a_result_tells_refused_from_failed_by_its_acceptance_time() {
+        assert!(matches!(
+            Outcome::of(result(0, Some(ErrorCode::UnknownFlow))),
+            Outcome::Refused { error, .. } if error.code == ErrorCode::UnknownFlow
+        ));
+        assert!(matches!(
+            Outcome::of(result(17, Some(ErrorCode::DeadLettered))),
+            Outcome::Failed { key, error } if key == "?F?a" && error.code == ErrorCode::DeadLettered
+        ));
+        assert!(matches!(
+            Outcome::of(result(17, None)),
+            Outcome::Done(reply) if reply.payload[..] == [0xc0]
+        ));
     }
 }

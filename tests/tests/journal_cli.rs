@@ -426,7 +426,7 @@ fn replay_reprocesses_exactly_a_time_range() {
             );
         }
         assert!(
-            stderr(&out).contains("3 replayed: 3 ok, 0 failed"),
+            stderr(&out).contains("3 to replay: 3 ok, 0 refused, 0 failed, 0 without a result"),
             "{}",
             stderr(&out)
         );
@@ -454,4 +454,119 @@ fn replay_reprocesses_exactly_a_time_range() {
         println!("replay: {report}");
         report.assert_clean();
     });
+}
+
+/// `zmanager journal replay --since T0 --until T0+1h` of `dir` into `node`.
+fn replay_into(dir: &DataDir, node: &TestNode) -> Output {
+    zmanager()
+        .args(["journal", "replay", "--since", "1736935200000000"])
+        .args(["--until", "1736938800000000"])
+        .args(["--intake", &node.endpoints.intake])
+        .args(["--publish", &node.endpoints.publish])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run zmanager journal replay")
+}
+
+/// Requests of a flow ordered by `envelope`, as the node journals them
+/// (with their `order_key`): replayed with their keys (without one, the
+/// node refuses them with code 6), each key's in the order accepted.
+#[test]
+fn replay_carries_each_requests_order_key_and_keeps_its_order() {
+    let dir = DataDir::new("replay-ordered");
+    let log = dir.path().join("calls.log");
+    let mut events = Vec::new();
+    for seq in 0..10u64 {
+        for key in ["acc-1", "acc-2"] {
+            let payload = serde_json::json!({ "log": log, "key": key, "seq": seq });
+            let id = format!("{key}-{seq}");
+            let mut m = request("old-svc", &id, "OrderedByEnvelope", &payload);
+            m.envelope.order_key = key.into();
+            events.push(Event::accepted(T0 + seq * SECOND, m));
+        }
+    }
+    dir.record(&events);
+
+    let node = TestNode::start(2);
+    let out = replay_into(&dir, &node);
+    let printed = ok(&out);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 20, "{printed}");
+    assert!(
+        lines[0].starts_with("old-svc/acc-1-0 replayed as journal-replay-"),
+        "{printed}"
+    );
+    assert!(lines.iter().all(|l| l.contains(": ok {")), "{printed}");
+    assert!(
+        stderr(&out).contains("20 to replay: 20 ok, 0 refused, 0 failed, 0 without a result"),
+        "{}",
+        stderr(&out)
+    );
+    // What the component saw, per key: 0, 1, …, 9, each once.
+    let calls = std::fs::read_to_string(&log).expect("read the record log");
+    for key in ["acc-1", "acc-2"] {
+        let seqs: Vec<u64> = calls
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key} ")))
+            .map(|rest| {
+                rest.split(' ')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("seq")
+            })
+            .collect();
+        assert_eq!(seqs, (0..10).collect::<Vec<u64>>(), "{key}: {calls}");
+    }
+}
+
+/// What the node refuses on intake — a flow it does not have, an ordered
+/// flow's request without its key — is reported as refused, apart from
+/// what ran, and the command fails.
+#[test]
+fn replay_reports_the_requests_the_node_refuses() {
+    let dir = DataDir::new("replay-refused");
+    let log = dir.path().join("calls.log");
+    let unkeyed = serde_json::json!({ "log": log, "key": "", "seq": 0 });
+    dir.record(&[
+        Event::accepted(
+            T0,
+            request("old-svc", "1", "Echo", &serde_json::json!("hello")),
+        ),
+        Event::accepted(
+            T0 + SECOND,
+            request("old-svc", "2", "Gone", &serde_json::json!("gone")),
+        ),
+        // Journaled before its flow was ordered: no key.
+        Event::accepted(
+            T0 + 2 * SECOND,
+            request("old-svc", "3", "OrderedByEnvelope", &unkeyed),
+        ),
+    ]);
+
+    let node = TestNode::start(1);
+    let out = replay_into(&dir, &node);
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}\n{}", stderr(&out));
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 3, "{printed}");
+    assert!(
+        lines[0].starts_with("old-svc/1 replayed as journal-replay-"),
+        "{printed}"
+    );
+    assert!(lines[0].ends_with(": ok \"hello\""), "{printed}");
+    assert_eq!(
+        lines[1], "old-svc/2 refused: 3 (unknown_flow): unknown flow \"Gone\"",
+        "{printed}"
+    );
+    assert!(
+        lines[2].starts_with("old-svc/3 refused: 6 (bad_request): "),
+        "{printed}"
+    );
+    assert!(
+        stderr(&out).contains("3 to replay: 1 ok, 2 refused, 0 failed, 0 without a result"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!log.exists(), "the refused request did not run");
 }

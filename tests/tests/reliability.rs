@@ -6,11 +6,12 @@
 //! --test reliability -- --ignored`.
 
 use std::collections::HashSet;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zeromq::{PushSocket, Socket, SocketSend, SubSocket};
+use zmanager::config::Endpoints;
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
 use zmanager::service::{Service, ServiceOptions};
@@ -247,6 +248,217 @@ fn a_dead_letter_is_replayed_once_its_fault_is_gone() {
         .output()
         .expect("run zmanager dlq list");
     assert!(String::from_utf8_lossy(&out.stdout).contains("(replayed)"));
+}
+
+/// `zmanager dlq <args> --data-dir <node's>`, against the node at
+/// `endpoints` (for `replay`).
+fn dlq(data_dir: &std::path::Path, args: &[&str], endpoints: &Endpoints) -> Output {
+    let mut cmd = Command::new(zmanager_bin());
+    cmd.arg("dlq").args(args).arg("--data-dir").arg(data_dir);
+    if args.first() == Some(&"replay") {
+        cmd.args([
+            "--intake",
+            &endpoints.intake,
+            "--publish",
+            &endpoints.publish,
+        ]);
+    }
+    cmd.output().expect("run zmanager dlq")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Pushes `payload` into `flow` (ordered by `envelope` with `order_key`
+/// when given) and expects it dead-lettered.
+fn dead_letter(
+    endpoints: &Endpoints,
+    flow: &str,
+    order_key: Option<&str>,
+    payload: &serde_json::Value,
+) {
+    runtime().block_on(async {
+        let service = Service::connect(ServiceOptions::with_endpoints("doomed", endpoints))
+            .await
+            .expect("connect");
+        let submitted = match order_key {
+            Some(key) => service.submit_ordered(flow, key, payload).await,
+            None => service.submit(flow, payload).await,
+        };
+        match submitted.expect("submitted").finished().await {
+            Err(zmanager::service::ServiceError::Failed { error, .. }) => {
+                assert_eq!(error.code, ErrorCode::DeadLettered, "{error:?}");
+            }
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+    });
+}
+
+/// A directory that does not exist yet, removed on drop: a `record` log
+/// inside it cannot be written (a fault) until it is created.
+struct MissingDir(std::path::PathBuf);
+
+impl MissingDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("zmanager-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for MissingDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A request of a flow ordered by `envelope` carries its `order_key`; its
+/// dead letter's replay must carry it too, or the node refuses it (code 6).
+#[test]
+fn a_dead_letter_of_an_envelope_ordered_flow_is_replayed_with_its_order_key() {
+    let (node, _config) = node_with(1, "");
+    let dir = MissingDir::new("replay-ordered");
+    let log = dir.0.join("calls.log");
+    let payload = serde_json::json!({ "log": log, "key": "acc-7", "seq": 0 });
+    // `record` cannot open its log: action_failed, retried (the mapping's
+    // policy: 4 attempts), then dead-lettered.
+    dead_letter(
+        &node.endpoints,
+        "OrderedByEnvelope",
+        Some("acc-7"),
+        &payload,
+    );
+    let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
+    assert!(shown.contains("  order_key:  acc-7"), "{shown}");
+
+    std::fs::create_dir_all(&dir.0).expect("create the log's directory"); // the fault goes away
+    let out = dlq(&node.data_dir, &["replay", "1"], &node.endpoints);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("#1 ok {\"key\":\"acc-7\""), "{stdout}");
+    assert!(
+        stderr.contains("1 dead letter: 1 ok (marked replayed), 0 refused"),
+        "{stderr}"
+    );
+    let calls = std::fs::read_to_string(&log).expect("the replay reached the component");
+    assert!(calls.starts_with("acc-7 0 1 "), "{calls}");
+    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    assert!(listed.starts_with("#1 flow=OrderedByEnvelope"), "{listed}");
+    assert!(listed.contains("(replayed)"), "{listed}");
+    let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
+    assert!(shown.contains("  replays:\n    - "), "{shown}");
+    assert!(shown.contains(": ok {"), "{shown}");
+}
+
+/// A replay the node refuses — here, into a node whose flows no longer
+/// include the dead letter's — is not a replay: the letter stays
+/// unreplayed, the command says so and fails, and `--all` tries it again.
+#[test]
+fn a_refused_replay_stays_unreplayed_and_replay_all_tries_it_again() {
+    let (node, _config) = node_with(1, "max_attempts = 2\n");
+    let marker = TempFile::new("fault", "");
+    dead_letter(
+        &node.endpoints,
+        "Flaky",
+        None,
+        &serde_json::json!({ "marker": marker.path() }),
+    );
+    drop(marker); // the fault goes away
+
+    // A node with other flows (the built-in ones): no `Flaky`.
+    let other = TestNode::start_builtin(1);
+    let out = dlq(&node.data_dir, &["replay", "--all"], &other.endpoints);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    assert!(listed.starts_with("#1 flow=Flaky"), "{listed}");
+    assert!(!listed.contains("(replayed)"), "{listed}");
+    assert_eq!(
+        stdout,
+        "#1 refused: 3 (unknown_flow): unknown flow \"Flaky\" (not taken by the node); not replayed\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 dead letter: 0 ok (marked replayed), 1 refused, 0 failed"),
+        "{stderr}"
+    );
+
+    // Into the node that has the flow: `--all` tries #1 again.
+    let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("#1 ok {\"marker\":"), "{stdout}");
+    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    assert!(listed.contains("(replayed)"), "{listed}");
+    let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
+    let replays: Vec<&str> = shown
+        .lines()
+        .skip_while(|l| *l != "  replays:")
+        .skip(1)
+        .collect();
+    assert_eq!(replays.len(), 2, "{shown}");
+    assert!(
+        replays[0].contains(": refused: 3 (unknown_flow)"),
+        "{shown}"
+    );
+    assert!(replays[1].contains(": ok {"), "{shown}");
+
+    // Nothing is left to replay.
+    let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        text(&out.stderr).starts_with("0 dead letters: 0 ok"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A replay that is dead-lettered again becomes a new dead letter: the old
+/// one is not marked replayed, but `--all` replays only the new one, so
+/// the message is not run twice.
+#[test]
+fn a_replay_dead_lettered_again_is_superseded_by_its_new_dead_letter() {
+    let (node, _config) = node_with(1, "");
+    let dir = MissingDir::new("replay-again");
+    let payload = serde_json::json!({ "log": dir.0.join("calls.log"), "key": "k", "seq": 0 });
+    dead_letter(&node.endpoints, "OrderedByEnvelope", Some("k"), &payload);
+
+    // The fault is still there.
+    let out = dlq(&node.data_dir, &["replay", "1"], &node.endpoints);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("#1 dead-lettered again as #2: failed: 13 (dead_lettered)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("not replayed, #2 holds it now\n"),
+        "{stdout}"
+    );
+    assert!(stderr.contains(" 1 dead-lettered again, "), "{stderr}");
+    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].contains(" (dead-lettered again as #2): "),
+        "{listed}"
+    );
+    assert!(!lines[1].contains("(replayed)"), "{listed}");
+    let shown = text(&dlq(&node.data_dir, &["show", "2"], &node.endpoints).stdout);
+    assert!(
+        shown.contains("  order_key:  k"),
+        "the replay carried the key: {shown}"
+    );
+
+    std::fs::create_dir_all(&dir.0).expect("create the log's directory");
+    let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let replayed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(replayed.len(), 1, "only #2, not #1 as well: {stdout}");
+    assert!(replayed[0].starts_with("#2 ok {"), "{stdout}");
 }
 
 /// The node (Subject and Integration Manager) is killed and restarted under

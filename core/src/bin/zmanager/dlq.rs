@@ -5,12 +5,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use zmanager::catalog::Catalog;
 use zmanager::config::NodeConfig;
-use zmanager::dead_letter::{DeadLetter, DeadLetterStore, database_path};
+use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
 use zmanager::envelope::now_us;
-use zmanager::service::{Service, ServiceError, describe_failure};
+use zmanager::error_code::ErrorCode;
+use zmanager::service::Service;
 
 use crate::node_args::NodeArgs;
+use crate::replay::{Recorded, Replayed, replay};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -31,12 +34,16 @@ enum Command {
     },
     /// A dead letter in full: envelope, payload and the reason of every attempt.
     Show { seq: i64 },
-    /// Push dead letters into the node again and print their results.
+    /// Push dead letters into the node again, one at a time, and print
+    /// what came of each. A dead letter is marked replayed only when its
+    /// replay completed OK; exits with 1 unless every one did.
     Replay {
         /// The dead letters to replay.
         #[arg(required_unless_present = "all")]
         seqs: Vec<i64>,
-        /// Replay every dead letter not replayed yet.
+        /// Replay every dead letter not replayed yet, except those whose
+        /// replay was dead-lettered again (the new dead letter is replayed
+        /// instead).
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -67,10 +74,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             let letters = store.list(limit)?;
             for d in &letters {
                 let e = &d.message.envelope;
-                let replayed = if d.replayed_us.is_some() {
-                    " (replayed)"
-                } else {
-                    ""
+                let replayed = match (d.replayed_us, store.superseded_by(d.seq)?) {
+                    (Some(_), _) => " (replayed)".to_owned(),
+                    (None, Some(again)) => format!(" (dead-lettered again as #{again})"),
+                    (None, None) => String::new(),
                 };
                 let last = d.errors.last().map_or("", String::as_str);
                 println!(
@@ -85,7 +92,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             let d = store
                 .get(seq)?
                 .with_context(|| format!("no dead letter #{seq}"))?;
-            show(&d);
+            show(&d, &store.replays(seq)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -97,11 +104,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             timeout,
         } => {
             let letters = if all {
-                store
-                    .list(usize::MAX)?
-                    .into_iter()
-                    .filter(|d| d.replayed_us.is_none())
-                    .collect()
+                let mut letters = Vec::new();
+                for d in store.list(usize::MAX)? {
+                    if d.replayed_us.is_none() && store.superseded_by(d.seq)?.is_none() {
+                        letters.push(d);
+                    }
+                }
+                letters
             } else {
                 let mut letters = Vec::new();
                 for seq in seqs {
@@ -119,50 +128,34 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let (catalog, _) = config.load_catalog();
             let options = node.service("dlq-replay");
+            let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;
-                let mut failed = 0;
+                let mut tally = Tally::default();
+                // One at a time, oldest first: a flow ordered by key gets
+                // them in their order.
                 for d in &letters {
-                    let e = &d.message.envelope;
-                    // Resume at the step it was delivered at: after the step before it.
-                    let step = usize::try_from(e.step).unwrap_or(usize::MAX);
-                    let after = match step {
-                        0 | 1 => String::new(),
-                        _ => catalog
-                            .flow(&e.flow)
-                            .and_then(|f| f.flow.steps.get(step - 1))
-                            .map(|s| s.key.to_string())
-                            .with_context(|| {
-                                format!("#{}: flow {} has no step {}", d.seq, e.flow, step - 1)
-                            })?,
+                    let line = match resume_after(&catalog, d) {
+                        Ok(after) => {
+                            let e = &d.message.envelope;
+                            let request = Recorded {
+                                flow: &e.flow,
+                                after: &after,
+                                order_key: &e.order_key,
+                                payload: d.message.payload.clone(),
+                            };
+                            let replayed = replay(&service, request, limit, || {}).await?;
+                            settle(&store, d.seq, &service, &replayed, limit, &mut tally)?
+                        }
+                        Err(why) => {
+                            tally.not_sent += 1;
+                            format!("not sent: {why}; not replayed")
+                        }
                     };
-                    let limit = Duration::from_secs(timeout);
-                    let outcome = tokio::time::timeout(
-                        limit,
-                        service.request_bytes_after(&e.flow, &after, d.message.payload.clone()),
-                    )
-                    .await;
-                    match outcome {
-                        Ok(Ok(reply)) => {
-                            let value = zmanager_sdk::decode::<serde_json::Value>(&reply.payload)
-                                .map_or_else(|e| format!("<{e}>"), |v| v.to_string());
-                            println!("#{} ok {value}", d.seq);
-                            store.mark_replayed(d.seq, now_us())?;
-                        }
-                        Ok(Err(ServiceError::Failed { key, error })) => {
-                            failed += 1;
-                            println!("#{} error {}", d.seq, describe_failure(&key, &error));
-                            store.mark_replayed(d.seq, now_us())?;
-                        }
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(_) => {
-                            failed += 1;
-                            println!("#{} no result within {timeout}s", d.seq);
-                        }
-                    }
+                    println!("#{} {line}", d.seq);
                 }
-                eprintln!("{} replayed, {failed} failed", letters.len());
-                Ok(if failed == 0 {
+                eprintln!("{}", tally.summary(letters.len()));
+                Ok(if tally.ok == letters.len() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
@@ -172,12 +165,131 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn show(d: &DeadLetter) {
+/// The key of the step a dead letter resumes after: the step before the
+/// one it was delivered at (empty: the flow's entry), from the flows the
+/// command was given.
+fn resume_after(catalog: &Catalog, d: &DeadLetter) -> Result<String, String> {
+    let e = &d.message.envelope;
+    let step = usize::try_from(e.step).unwrap_or(usize::MAX);
+    match step {
+        0 | 1 => Ok(String::new()),
+        _ => catalog
+            .flow(&e.flow)
+            .and_then(|f| f.flow.steps.get(step - 1))
+            .map(|s| s.key.to_string())
+            .ok_or_else(|| {
+                format!(
+                    "flow {} has no step {} in these flows (see --flows)",
+                    e.flow,
+                    step - 1
+                )
+            }),
+    }
+}
+
+/// What became of the replays of one command.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    refused: usize,
+    failed: usize,
+    dead_lettered: usize,
+    no_result: usize,
+    not_sent: usize,
+}
+
+impl Tally {
+    fn summary(&self, letters: usize) -> String {
+        let s = if letters == 1 { "" } else { "s" };
+        format!(
+            "{letters} dead letter{s}: {} ok (marked replayed), {} refused, {} failed, \
+             {} dead-lettered again, {} without a result, {} not sent",
+            self.ok, self.refused, self.failed, self.dead_lettered, self.no_result, self.not_sent
+        )
+    }
+}
+
+/// Records what came of the replay of dead letter `seq` and marks it
+/// replayed if it completed OK; returns the line to print.
+///
+/// A replay the node refused, or that failed or got no result in time,
+/// leaves the letter unreplayed (`--all` tries it again). A replay that
+/// was dead-lettered again leaves it unreplayed too, but superseded: the
+/// new dead letter holds the message now, and `--all` replays that one
+/// instead of both.
+fn settle(
+    store: &DeadLetterStore,
+    seq: i64,
+    service: &Service,
+    replayed: &Replayed,
+    limit: Duration,
+    tally: &mut Tally,
+) -> anyhow::Result<String> {
+    let outcome = replayed.describe(limit);
+    let mut again = None;
+    let line = match replayed {
+        Replayed::Ok { .. } => {
+            tally.ok += 1;
+            store.mark_replayed(seq, now_us())?;
+            outcome.clone()
+        }
+        Replayed::Refused { .. } => {
+            tally.refused += 1;
+            format!("{outcome} (not taken by the node); not replayed")
+        }
+        Replayed::Failed { id, error, .. } if error.code == ErrorCode::DeadLettered => {
+            match store.find(service.id(), id)? {
+                Some(new) => {
+                    tally.dead_lettered += 1;
+                    again = Some(new.seq);
+                    format!(
+                        "dead-lettered again as #{}: {outcome}; not replayed, #{} holds it now",
+                        new.seq, new.seq
+                    )
+                }
+                None => {
+                    tally.failed += 1;
+                    format!(
+                        "{outcome} (its dead letter is not in this store: is --data-dir \
+                         the node's?); not replayed"
+                    )
+                }
+            }
+        }
+        Replayed::Failed { .. } => {
+            tally.failed += 1;
+            format!("{outcome}; not replayed")
+        }
+        Replayed::NotAccepted => {
+            tally.no_result += 1;
+            format!("{outcome}; not replayed")
+        }
+        Replayed::NoResult { .. } => {
+            tally.no_result += 1;
+            format!("{outcome}; not replayed (it may still run: check before replaying again)")
+        }
+    };
+    let record = Replay {
+        at_us: now_us(),
+        outcome: match replayed.id() {
+            Some(id) => format!("{outcome} (as {id})"),
+            None => outcome,
+        },
+        dead_letter: again,
+    };
+    store.record_replay(seq, &record)?;
+    Ok(line)
+}
+
+fn show(d: &DeadLetter, replays: &[Replay]) {
     let e = &d.message.envelope;
     println!("dead letter #{}", d.seq);
     println!("  at_us:      {}", d.at_us);
     println!("  flow:       {}", e.flow);
     println!("  step:       {} `{}`", e.step, e.key);
+    if !e.order_key.is_empty() {
+        println!("  order_key:  {}", e.order_key);
+    }
     println!("  id:         {}", e.id);
     println!("  service:    {}", e.service);
     println!("  reply_to:   {}", e.reply_to);
@@ -195,5 +307,11 @@ fn show(d: &DeadLetter) {
     println!("  errors:");
     for error in &d.errors {
         println!("    - {error}");
+    }
+    if !replays.is_empty() {
+        println!("  replays:");
+        for r in replays {
+            println!("    - {}: {}", r.at_us, r.outcome);
+        }
     }
 }

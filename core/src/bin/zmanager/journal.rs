@@ -4,18 +4,20 @@
 //! beside a live node, and closing it never touches the write-ahead log a
 //! crashed node left for its next start to look at.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use futures::StreamExt as _;
+use tokio::sync::oneshot;
 use zmanager::envelope::now_us;
 use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
-use zmanager::service::{Service, ServiceError, describe_failure};
+use zmanager::service::Service;
 
 use crate::node_args::NodeArgs;
+use crate::replay::{Recorded, Replayed, json, replay};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -63,8 +65,9 @@ enum Command {
         service: Option<String>,
     },
     /// Push every request accepted in [--since, --until) again into the
-    /// running node, as accepted (flow, entry step, payload), as new
-    /// requests; print each result.
+    /// running node, as accepted (flow, entry step, ordering key,
+    /// payload), as new requests; print what came of each (ok, refused by
+    /// the node, failed, no result). Exits with 1 unless all were ok.
     Replay {
         /// Accepted at or after this time.
         #[arg(long, value_name = "T", value_parser = parse_time)]
@@ -153,14 +156,6 @@ fn time(us: u64) -> String {
     humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
 }
 
-/// A MessagePack payload as JSON, or what is wrong with it.
-fn json(payload: &Bytes) -> String {
-    zmanager_sdk::decode::<serde_json::Value>(payload).map_or_else(
-        |e| format!("<{} bytes that do not decode: {e}>", payload.len()),
-        |v| v.to_string(),
-    )
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let journal = SqliteJournal::open_to_read(&args.data_dir).with_context(|| {
         format!(
@@ -222,8 +217,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if dry_run {
                 for m in &messages {
                     let e = &m.envelope;
+                    let keyed = if e.order_key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (order_key {:?})", e.order_key)
+                    };
                     println!(
-                        "{}/{} would be replayed into {} {}",
+                        "{}/{} would be replayed into {}{keyed} {}",
                         e.service,
                         e.id,
                         e.flow,
@@ -243,50 +243,66 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;
                 let service = &service;
+                // The order of one ordering key is the order the node
+                // accepts its requests in: each request of a key waits for
+                // the acceptance (or refusal) of the one before it; other
+                // keys, and unordered requests, go on in parallel.
+                let mut previous: HashMap<(&str, &str), oneshot::Receiver<()>> = HashMap::new();
                 let mut outcomes = futures::stream::iter(&messages)
-                    .map(|m| async move {
+                    .map(|m| {
                         let e = &m.envelope;
-                        // As accepted: the key it was pushed with (empty
-                        // for the flow's entry step).
-                        let sent = service.request_bytes_after(&e.flow, &e.key, m.payload.clone());
-                        (m, tokio::time::timeout(limit, sent).await)
+                        let (accepted, next) = oneshot::channel();
+                        let before = if e.order_key.is_empty() {
+                            None
+                        } else {
+                            previous.insert((e.flow.as_str(), e.order_key.as_str()), next)
+                        };
+                        async move {
+                            if let Some(before) = before {
+                                // Sent or dropped: either way it is the turn of this one.
+                                let _ = before.await;
+                            }
+                            let request = Recorded {
+                                flow: &e.flow,
+                                // As accepted: the key it was pushed with
+                                // (empty for the flow's entry step).
+                                after: &e.key,
+                                order_key: &e.order_key,
+                                payload: m.payload.clone(),
+                            };
+                            let replayed = replay(service, request, limit, || {
+                                let _ = accepted.send(());
+                            })
+                            .await;
+                            (m, replayed)
+                        }
                     })
                     .buffered(parallel.max(1));
-                let (mut ok, mut failed) = (0, 0);
-                while let Some((m, outcome)) = outcomes.next().await {
+                let mut tally = Tally::default();
+                while let Some((m, replayed)) = outcomes.next().await {
                     let e = &m.envelope;
-                    match outcome {
-                        Ok(Ok(reply)) => {
-                            ok += 1;
-                            println!(
-                                "{}/{} replayed as {}: ok {}",
-                                e.service,
-                                e.id,
-                                reply.envelope.id,
-                                json(&reply.payload)
-                            );
-                        }
-                        Ok(Err(ServiceError::Failed { key, error })) => {
-                            failed += 1;
-                            println!(
-                                "{}/{} replayed: error {}",
-                                e.service,
-                                e.id,
-                                describe_failure(&key, &error)
-                            );
-                        }
-                        Ok(Err(other)) => return Err(other.into()),
-                        Err(_) => {
-                            failed += 1;
-                            println!(
-                                "{}/{} replayed: no result within {timeout}s",
-                                e.service, e.id
-                            );
-                        }
+                    let replayed = replayed?;
+                    let outcome = replayed.describe(limit);
+                    match &replayed {
+                        Replayed::Ok { .. } => tally.ok += 1,
+                        Replayed::Refused { .. } => tally.refused += 1,
+                        Replayed::Failed { .. } => tally.failed += 1,
+                        Replayed::NotAccepted | Replayed::NoResult { .. } => tally.no_result += 1,
+                    }
+                    match replayed.id() {
+                        Some(id) => println!("{}/{} replayed as {id}: {outcome}", e.service, e.id),
+                        None => println!("{}/{} {outcome}", e.service, e.id),
                     }
                 }
-                eprintln!("{} replayed: {ok} ok, {failed} failed", messages.len());
-                Ok(if failed == 0 {
+                eprintln!(
+                    "{} to replay: {} ok, {} refused, {} failed, {} without a result",
+                    messages.len(),
+                    tally.ok,
+                    tally.refused,
+                    tally.failed,
+                    tally.no_result
+                );
+                Ok(if tally.ok == messages.len() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
@@ -294,6 +310,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// What became of a journal replay's requests.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    refused: usize,
+    failed: usize,
+    no_result: usize,
 }
 
 fn stats(journal: &SqliteJournal) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@ mod check;
 mod dlq;
 mod journal;
 mod node_args;
+mod replay;
 mod send;
 mod services;
 mod subscribe;
