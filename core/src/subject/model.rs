@@ -555,12 +555,11 @@ impl Harness {
         {
             let key = (service_name(*service), format!("i{id}"));
             match self.lives.get(&key) {
-                Some(life) if life.live => {
-                    if *ack {
-                        let n = life.accepted;
-                        self.acks_due.entry(key).or_default().push_back(n);
-                    }
+                Some(life) if life.live && *ack => {
+                    let n = life.accepted;
+                    self.acks_due.entry(key).or_default().push_back(n);
                 }
+                Some(life) if life.live => {}
                 Some(life) if life.accepted > 0 && !ended.contains(&key) => {
                     *self.republish_due.entry(key).or_default() += 1;
                 }
