@@ -6,13 +6,16 @@
 //!                             # for workers run by hand with `zmanager worker`)
 //! window = 256                # messages in flight per worker (its credits)
 //! batch = 64                  # messages per frame to a worker, at most
-//! max_pending = 10000         # requests waiting for a worker, at most
+//! max_pending = 10000         # requests waiting (for a worker, a key, a retry), at most
+//! max_pending_mb = 256        # ... and their bytes, with flows suspended at @ASYNC
+//! max_message_bytes = 1048576 # a request's envelope and payload, at most
 //! heartbeat_ms = 500          # how often the Subject and workers heartbeat
 //! liveness_ms = 3000          # silence after which a worker is declared lost
 //! message_timeout_ms = 30000  # the longest one action may run
 //! max_attempts = 5            # deliveries of a message before it is dead-lettered
 //! dedupe_window_ms = 60000    # a request pushed again within this is not run again
 //! dedupe_capacity = 10000     # results remembered for that, at most
+//! dedupe_max_mb = 64          # ... and their bytes
 //! drain_timeout_ms = 10000    # how long SIGTERM waits for in-flight work
 //! async_timeout_ms = 60000    # a flow suspended at @ASYNC fails after this
 //! max_suspended = 10000       # flows suspended at @ASYNC at once, at most
@@ -66,6 +69,12 @@ pub struct NodeConfig {
     /// Most requests queued in the Subject waiting for a free worker; past
     /// it the Subject stops reading its intake socket (backpressure).
     pub max_pending: usize,
+    /// Most bytes of requests waiting (for a worker, for their ordering key,
+    /// for a retry delay) and of flows suspended at `@ASYNC` steps, in MiB.
+    pub max_pending_mb: usize,
+    /// The largest request taken (envelope and payload); a larger one is
+    /// refused with `too_large`.
+    pub max_message_bytes: usize,
     /// How often the Subject and the workers heartbeat each other.
     pub heartbeat_ms: u64,
     /// Silence after which a worker is declared lost (and a worker
@@ -82,6 +91,9 @@ pub struct NodeConfig {
     pub dedupe_window_ms: u64,
     /// The most results remembered for duplicate suppression.
     pub dedupe_capacity: usize,
+    /// The most bytes of results remembered for duplicate suppression, in
+    /// MiB.
+    pub dedupe_max_mb: usize,
     /// How long a stopping node waits for in-flight work to finish.
     pub drain_timeout_ms: u64,
     /// How long a flow suspended at an `@ASYNC` step waits for its answer
@@ -175,12 +187,15 @@ impl Default for NodeConfig {
             window: 256,
             batch: 64,
             max_pending: 10_000,
+            max_pending_mb: 256,
+            max_message_bytes: 1 << 20,
             heartbeat_ms: 500,
             liveness_ms: 3_000,
             message_timeout_ms: 30_000,
             max_attempts: 5,
             dedupe_window_ms: 60_000,
             dedupe_capacity: 10_000,
+            dedupe_max_mb: 64,
             drain_timeout_ms: 10_000,
             async_timeout_ms: 60_000,
             max_suspended: 10_000,
@@ -271,6 +286,18 @@ impl NodeConfig {
         }
         if self.max_pending == 0 {
             problems.push("max_pending must be at least 1".to_owned());
+        }
+        if self.max_pending_mb == 0 {
+            problems.push("max_pending_mb must be at least 1".to_owned());
+        }
+        if self.max_message_bytes < 1024 {
+            problems.push("max_message_bytes must be at least 1024".to_owned());
+        }
+        if self.max_message_bytes > self.max_pending_mb << 20 {
+            problems.push(format!(
+                "max_message_bytes ({}) must not exceed max_pending_mb ({} MiB), or one request could never be taken",
+                self.max_message_bytes, self.max_pending_mb
+            ));
         }
         if self.max_attempts == 0 {
             problems.push("max_attempts must be at least 1".to_owned());

@@ -2,8 +2,11 @@
 //! (service, id), so a request pushed again within the window is not
 //! processed again — its result is published again instead.
 //!
-//! Bounded two ways: entries older than `window` are dropped, and at most
-//! `capacity` entries are kept (the oldest go first).
+//! Bounded three ways: entries older than `window` are dropped, and at most
+//! `capacity` entries and `max_bytes` bytes ([`Message::size`]) are kept
+//! (the oldest go first). So the window is `window` only while fewer than
+//! `capacity` results (and `max_bytes`) finish within it: at 100,000
+//! results a second, 10,000 entries last a tenth of a second.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,15 +19,19 @@ use crate::wire::Message;
 pub struct Recent {
     window: Duration,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     results: HashMap<MessageKey, (Instant, Message)>,
     order: VecDeque<(Instant, MessageKey)>,
 }
 
 impl Recent {
-    pub fn new(window: Duration, capacity: usize) -> Self {
+    pub fn new(window: Duration, capacity: usize, max_bytes: usize) -> Self {
         Self {
             window,
             capacity,
+            max_bytes,
+            bytes: 0,
             results: HashMap::new(),
             order: VecDeque::new(),
         }
@@ -32,17 +39,27 @@ impl Recent {
 
     /// Remembers the result of `key`, finished `now`.
     pub fn insert(&mut self, key: MessageKey, result: Message, now: Instant) {
-        if self.capacity == 0 || self.window.is_zero() {
+        let size = result.size();
+        if self.capacity == 0 || self.window.is_zero() || size > self.max_bytes {
             return;
         }
         self.expire(now);
-        while self.results.len() >= self.capacity {
+        if let Some((_, old)) = self.results.remove(&key) {
+            self.bytes -= old.size();
+        }
+        while self.results.len() >= self.capacity || self.bytes + size > self.max_bytes {
             if !self.pop_oldest() {
                 break;
             }
         }
         self.order.push_back((now, key.clone()));
+        self.bytes += size;
         self.results.insert(key, (now, result));
+    }
+
+    /// The bytes of the results kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The result of `key` if it finished within the window.
@@ -78,7 +95,9 @@ impl Recent {
         // Only if that entry is still the one recorded at `at` (the key may
         // have been inserted again since).
         if self.results.get(&key).is_some_and(|(t, _)| *t == at) {
-            self.results.remove(&key);
+            if let Some((_, old)) = self.results.remove(&key) {
+                self.bytes -= old.size();
+            }
         }
         true
     }
@@ -101,7 +120,7 @@ mod tests {
     #[test]
     fn remembers_within_the_window_only() {
         let start = Instant::now();
-        let mut r = Recent::new(Duration::from_secs(10), 100);
+        let mut r = Recent::new(Duration::from_secs(10), 100, 1 << 20);
         r.insert(key("a"), result("a"), start);
         assert!(r.get(&key("a"), start + Duration::from_secs(10)).is_some());
         assert!(r.get(&key("a"), start + Duration::from_secs(11)).is_none());
@@ -114,7 +133,7 @@ mod tests {
     #[test]
     fn capacity_bounds_it() {
         let start = Instant::now();
-        let mut r = Recent::new(Duration::from_secs(60), 3);
+        let mut r = Recent::new(Duration::from_secs(60), 3, 1 << 20);
         for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
         }
@@ -122,7 +141,18 @@ mod tests {
         let now = start + Duration::from_secs(1);
         assert!(r.get(&key("a"), now).is_none());
         assert!(r.get(&key("e"), now).is_some());
-        let mut off = Recent::new(Duration::from_secs(60), 0);
+        // And bytes: each result is its size; room for two.
+        let two = 2 * result("a").size();
+        let mut r = Recent::new(Duration::from_secs(60), 100, two);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
+        }
+        assert_eq!((r.len(), r.bytes()), (2, two));
+        assert!(r.get(&key("a"), now).is_none());
+        // The same key again replaces its entry, counted once.
+        r.insert(key("c"), result("c"), now);
+        assert_eq!((r.len(), r.bytes()), (2, two));
+        let mut off = Recent::new(Duration::from_secs(60), 0, 1 << 20);
         off.insert(key("a"), result("a"), start);
         assert!(off.is_empty());
     }

@@ -47,13 +47,16 @@ pub enum ErrorCode {
     AsyncTimeout,
     /// A service-management request names a service that is not registered.
     UnknownService,
+    /// The request (envelope and payload) is larger than the node's
+    /// `max_message_bytes`.
+    TooLarge,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::UnknownAsync,
         ErrorCode::AsyncTimeout,
         ErrorCode::UnknownService,
+        ErrorCode::TooLarge,
     ];
 
     /// The stable number.
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::UnknownAsync => 14,
             ErrorCode::AsyncTimeout => 15,
             ErrorCode::UnknownService => 16,
+            ErrorCode::TooLarge => 17,
             ErrorCode::Other(code) => code,
         }
     }
@@ -115,6 +120,7 @@ impl ErrorCode {
             ErrorCode::UnknownAsync => "unknown_async",
             ErrorCode::AsyncTimeout => "async_timeout",
             ErrorCode::UnknownService => "unknown_service",
+            ErrorCode::TooLarge => "too_large",
         }
     }
 }
@@ -174,6 +180,7 @@ mod tests {
                 (14, "unknown_async"),
                 (15, "async_timeout"),
                 (16, "unknown_service"),
+                (17, "too_large"),
             ]
         );
         for code in ErrorCode::ALL {

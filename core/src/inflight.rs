@@ -64,6 +64,8 @@ pub struct InFlightTable {
     /// Every message pending or in flight.
     known: HashSet<MessageKey>,
     max_pending: usize,
+    /// The bytes ([`Message::size`]) of the pending messages.
+    pending_bytes: usize,
 }
 
 impl InFlightTable {
@@ -74,6 +76,7 @@ impl InFlightTable {
             in_flight: HashMap::new(),
             known: HashSet::new(),
             max_pending,
+            pending_bytes: 0,
         }
     }
 
@@ -143,6 +146,7 @@ impl InFlightTable {
     pub fn requeue(&mut self, messages: Vec<Message>) {
         for m in messages.into_iter().rev() {
             self.known.insert(key_of(&m.envelope));
+            self.pending_bytes += m.size();
             self.pending.push_front(m);
         }
     }
@@ -225,6 +229,7 @@ impl InFlightTable {
         if !self.known.insert(key_of(&message.envelope)) {
             return Err((Refused::DuplicateId, Box::new(message)));
         }
+        self.pending_bytes += message.size();
         self.pending.push_back(message);
         Ok(())
     }
@@ -260,6 +265,7 @@ impl InFlightTable {
         let take = free.min(max_batch.max(1)).min(self.pending.len());
         let mut batch = Vec::with_capacity(take);
         for mut message in self.pending.drain(..take) {
+            self.pending_bytes -= message.size();
             message.envelope.attempt += 1;
             self.in_flight.insert(
                 key_of(&message.envelope),
@@ -293,6 +299,16 @@ impl InFlightTable {
 
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The pending messages, next first.
+    pub fn pending(&self) -> impl Iterator<Item = &Message> {
+        self.pending.iter()
+    }
+
+    /// The bytes of the pending messages.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     pub fn in_flight_len(&self) -> usize {

@@ -211,6 +211,13 @@ impl<T> KeyGate<T> {
         !self.ready.is_empty()
     }
 
+    /// The requests waiting for their key, in no particular order.
+    pub fn waiting(&self) -> impl Iterator<Item = &T> {
+        self.groups
+            .values()
+            .flat_map(|g| g.waiting.iter().map(|(_, item)| item))
+    }
+
     /// Requests waiting for their key (ready ones included).
     pub fn waiting_len(&self) -> usize {
         self.waiting

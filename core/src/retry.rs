@@ -219,6 +219,11 @@ impl<T> DelayQueue<T> {
         self.heap.len()
     }
 
+    /// The items waiting, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|Reverse(e)| &e.item)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

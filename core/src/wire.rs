@@ -24,6 +24,10 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// What [`Message::size`] counts for a message besides its strings and
+/// payload: the envelope's other fields and the structures that hold it.
+pub const MESSAGE_OVERHEAD: usize = 128;
+
 /// Why frames are not a message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,6 +83,25 @@ pub fn heartbeat() -> ZmqMessage {
 impl Message {
     pub fn new(envelope: Envelope, payload: Bytes) -> Self {
         Self { envelope, payload }
+    }
+
+    /// The bytes the node holds for this message: its payload, the strings
+    /// of its envelope, and a fixed allowance for the rest (what bounds in
+    /// bytes count).
+    pub fn size(&self) -> usize {
+        let e = &self.envelope;
+        self.payload.len()
+            + e.id.len()
+            + e.flow.len()
+            + e.key.len()
+            + e.service.len()
+            + e.reply_to.len()
+            + e.origin.len()
+            + e.order_key.len()
+            + e.error
+                .as_ref()
+                .map_or(0, |x| x.name.len() + x.message.len())
+            + MESSAGE_OVERHEAD
     }
 
     /// Decodes `envelope, payload` frames.

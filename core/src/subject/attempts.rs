@@ -87,6 +87,7 @@ impl SubjectCore {
         tracing::debug!(id = %message.envelope.id, attempt, delay_ms = delay.as_millis(), "retrying after a delay");
         self.counters.retried += 1;
         self.table.hold(key_of(&message.envelope));
+        self.held_bytes += message.size();
         self.delayed
             .push(tokio::time::Instant::from_std(self.now.at) + delay, message);
     }

@@ -31,14 +31,22 @@ use super::suspended::Suspended;
 pub struct SubjectOptions {
     /// Most messages per frame to a worker.
     pub batch: usize,
-    /// Most requests waiting for a worker.
+    /// Most requests waiting: for a worker, for their key, for a retry
+    /// delay.
     pub max_pending: usize,
+    /// Most bytes ([`Message::size`]) of those requests and of flows
+    /// suspended at `@ASYNC` steps.
+    pub max_pending_bytes: usize,
+    /// The largest request taken (envelope and payload frames).
+    pub max_message_bytes: usize,
     pub heartbeat: Duration,
     pub liveness: Duration,
     pub message_timeout: Duration,
     pub max_attempts: u32,
     pub dedupe_window: Duration,
     pub dedupe_capacity: usize,
+    /// Most bytes of results remembered for duplicates.
+    pub dedupe_max_bytes: usize,
     pub drain_timeout: Duration,
     /// How long a flow waits at an `@ASYNC` step for its answer.
     pub async_timeout: Duration,
@@ -159,6 +167,8 @@ pub struct SubjectCore {
     /// `table` while they wait.
     pub(super) delayed: DelayQueue<Message>,
     pub(super) jitter: Jitter,
+    /// The bytes of the messages in `gate`, `delayed` and `suspended`.
+    pub(super) held_bytes: usize,
     /// The journal's side: this turn's events, and what waits for commits.
     pub(super) commits: Commits,
     /// The number the next dead letter is stored under.
@@ -185,7 +195,11 @@ impl SubjectCore {
             catalog,
             table: InFlightTable::new(options.max_pending),
             options,
-            recent: Recent::new(options.dedupe_window, options.dedupe_capacity),
+            recent: Recent::new(
+                options.dedupe_window,
+                options.dedupe_capacity,
+                options.dedupe_max_bytes,
+            ),
             failures: HashMap::new(),
             suspended: HashMap::new(),
             services: ServiceRegistry::new(options.service_liveness, options.max_services),
@@ -194,6 +208,7 @@ impl SubjectCore {
             gate: KeyGate::default(),
             delayed: DelayQueue::default(),
             jitter: Jitter::default(),
+            held_bytes: 0,
             commits: Commits::new(journal),
             next_dead_letter,
             draining: false,
@@ -247,7 +262,15 @@ impl SubjectCore {
     /// Room for another request: the queue, the requests waiting for their
     /// key and those waiting out a retry delay share `max_pending`.
     pub fn has_room(&self) -> bool {
-        !self.draining && self.waiting_len() < self.options.max_pending
+        !self.draining
+            && self.waiting_len() < self.options.max_pending
+            && self.waiting_bytes() < self.options.max_pending_bytes
+    }
+
+    /// The bytes of what waits (see [`SubjectCore::waiting_len`]) and of the
+    /// flows suspended at `@ASYNC` steps.
+    pub fn waiting_bytes(&self) -> usize {
+        self.table.pending_bytes() + self.held_bytes
     }
 
     /// Accepted requests waiting: for a worker, for their key, or for a

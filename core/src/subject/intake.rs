@@ -13,6 +13,7 @@ use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status};
 use crate::error_code::ErrorCode;
 use crate::inflight::key_of;
 use crate::journal::Event;
+use crate::payload;
 use crate::service_registry;
 use crate::wire::{self, Message, WireError};
 
@@ -20,10 +21,17 @@ use crate::wire::{self, Message, WireError};
 /// payload to return.
 static NIL: Bytes = Bytes::from_static(&[0xc0]);
 
+/// How deep a payload may nest (as everywhere MessagePack is read here).
+const MAX_DEPTH: usize = 256;
+
 impl SubjectCore {
     pub(super) fn on_intake(&mut self, frames: &ZmqMessage) {
         match wire::decode_topic_message(frames) {
-            Ok((_topic, message)) => self.accept(message),
+            Ok((_topic, message)) => {
+                // The envelope and payload frames, as they came.
+                let bytes = frames.iter().skip(1).map(Bytes::len).sum();
+                self.accept(message, bytes);
+            }
             Err(WireError::Invalid { address, source }) => {
                 self.counters.malformed += 1;
                 let text = format!("the envelope does not decode: {source}");
@@ -41,7 +49,7 @@ impl SubjectCore {
         }
     }
 
-    fn accept(&mut self, mut message: Message) {
+    fn accept(&mut self, mut message: Message, bytes: usize) {
         let envelope = &message.envelope;
         if envelope.v != PROTOCOL_VERSION {
             let text = format!(
@@ -50,6 +58,22 @@ impl SubjectCore {
             );
             return self.refuse(message, ErrorCode::UnsupportedVersion, text);
         }
+        if bytes > self.options.max_message_bytes {
+            let text = format!(
+                "the message is {bytes} bytes (envelope and payload); this node takes at most {} (max_message_bytes)",
+                self.options.max_message_bytes
+            );
+            // Not echoed back: the payload is what is too large.
+            message.payload = NIL.clone();
+            return self.refuse(message, ErrorCode::TooLarge, text);
+        }
+        if matches!(envelope.kind, Kind::Request | Kind::Result) {
+            if let Err(e) = payload::check(&message.payload, MAX_DEPTH) {
+                let text = format!("the payload is not one MessagePack value: {e}");
+                return self.refuse(message, ErrorCode::BadRequest, text);
+            }
+        }
+        let envelope = &message.envelope;
         match envelope.kind {
             Kind::Request => {}
             Kind::Ping => {

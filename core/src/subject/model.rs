@@ -67,6 +67,11 @@ initial_delay_ms = 5000
 multiplier = 1.0
 "#;
 
+/// About the size ([`Message::size`]) of the model's messages: the bounds
+/// in bytes are a few of them, so they bind.
+const MODEL_MESSAGE: usize = 500;
+const MAX_PENDING_BYTES: usize = 2 * MODEL_MESSAGE;
+
 const FLOW_NAMES: [&str; 5] = ["Work", "Ordered", "Wait", "Chain", "Retried"];
 const WORKERS: u8 = 2;
 const MAX_CREDITS: u32 = 3;
@@ -74,13 +79,16 @@ const MAX_CREDITS: u32 = 3;
 fn options() -> SubjectOptions {
     SubjectOptions {
         batch: 4,
-        max_pending: 4,
+        max_pending: 8,
+        max_pending_bytes: MAX_PENDING_BYTES,
+        max_message_bytes: 1024,
         heartbeat: Duration::from_millis(100),
         liveness: Duration::from_millis(300),
         message_timeout: Duration::from_millis(1000),
         max_attempts: 3,
         dedupe_window: Duration::from_secs(60),
         dedupe_capacity: 4,
+        dedupe_max_bytes: 3 * MODEL_MESSAGE,
         drain_timeout: Duration::from_secs(1),
         async_timeout: Duration::from_millis(500),
         max_suspended: 2,
@@ -111,6 +119,10 @@ enum Refusal {
     Version,
     UnknownKind,
     AcceptedKind,
+    /// A payload that is not MessagePack (`0xc1`).
+    BadPayload,
+    /// Past `max_message_bytes`.
+    TooLarge,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +188,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Refusal::Version),
         Just(Refusal::UnknownKind),
         Just(Refusal::AcceptedKind),
+        Just(Refusal::BadPayload),
+        Just(Refusal::TooLarge),
     ];
     prop_oneof![
         8 => (0u8..2, 0u8..16, 0usize..FLOW_NAMES.len(), 0u8..2, any::<bool>())
@@ -205,6 +219,11 @@ fn event_key(event: &Event) -> MessageKey {
         | Event::Completed { key, .. }
         | Event::DeadLettered { key, .. } => key.clone(),
     }
+}
+
+/// A MessagePack string of `n` bytes.
+fn serde_bytes_like(n: usize) -> String {
+    "x".repeat(n)
 }
 
 /// One accepted request's life, as the journal tells it.
@@ -254,6 +273,8 @@ struct Harness {
     delivered: bool,
     /// Every result published on a result topic, in order.
     published: Vec<Message>,
+    /// Whether the last step's service message reached the core.
+    delivered_last: bool,
 }
 
 /// Whether the promise `name` is checked: all are, unless `MODEL_ONLY`
@@ -301,6 +322,7 @@ impl Harness {
             republish_due: HashMap::new(),
             delivered: false,
             published: Vec::new(),
+            delivered_last: false,
         }
     }
 
@@ -317,7 +339,13 @@ impl Harness {
         e.reply_to = format!("r{service}");
         e.ack = ack;
         e.order_key = format!("k{key}");
-        Message::new(e, Bytes::from_static(&[0x91, 0x01]))
+        // Ids from 8 up carry 300 bytes, so the bounds in bytes bind.
+        let payload = if id >= 8 {
+            Bytes::from(rmp_serde::to_vec(&serde_bytes_like(300)).expect("bytes"))
+        } else {
+            Bytes::from_static(&[0x91, 0x01])
+        };
+        Message::new(e, payload)
     }
 
     fn identity(&self, worker: u8) -> Bytes {
@@ -400,6 +428,11 @@ impl Harness {
                     Refusal::Version => message.envelope.v = 2,
                     Refusal::UnknownKind => message.envelope.kind = Kind::Unknown,
                     Refusal::AcceptedKind => message.envelope.kind = Kind::Accepted,
+                    Refusal::BadPayload => message.payload = Bytes::from_static(&[0xc1]),
+                    Refusal::TooLarge => {
+                        message.payload =
+                            Bytes::from(rmp_serde::to_vec(&vec![0u8; 1024]).expect("bytes"));
+                    }
                 }
                 self.intake(&message);
             }
@@ -566,6 +599,7 @@ impl Harness {
                 _ => {}
             }
         }
+        self.delivered_last = self.delivered;
         self.delivered = false;
         for effect in effects {
             match effect {
@@ -731,6 +765,8 @@ impl Harness {
                 matches!(
                     e.code,
                     ErrorCode::UnsupportedVersion
+                        | ErrorCode::BadRequest
+                        | ErrorCode::TooLarge
                         | ErrorCode::NotSupported
                         | ErrorCode::UnknownAsync
                         | ErrorCode::Overloaded
@@ -793,6 +829,26 @@ impl Harness {
         );
         prop_assert!(core.suspended.len() <= o.max_suspended);
         prop_assert!(core.recent.len() <= o.dedupe_capacity);
+        prop_assert!(core.recent.bytes() <= o.dedupe_max_bytes);
+        // The bytes counted as they come and go are the bytes there.
+        let there: usize = core.table.pending().map(Message::size).sum::<usize>()
+            + core.gate.waiting().map(|(m, _)| m.size()).sum::<usize>()
+            + core.delayed.iter().map(Message::size).sum::<usize>()
+            + core
+                .suspended
+                .values()
+                .map(|s| s.message.size())
+                .sum::<usize>();
+        prop_assert_eq!(core.waiting_bytes(), there, "bytes counted vs held");
+        // Intake stops at the bound, so what waits passes it by at most one
+        // message, and what comes back from lost workers.
+        prop_assert!(
+            !checking("bounds") || there <= MAX_PENDING_BYTES + (1 + credits) * MODEL_MESSAGE,
+            "{} bytes wait; the bound is {} + one message + {} in flight",
+            there,
+            MAX_PENDING_BYTES,
+            credits
+        );
         for key in core.failures.keys() {
             prop_assert!(
                 !checking("failures") || self.lives.get(key).is_some_and(|l| l.live),
@@ -908,4 +964,94 @@ fn request_fields_the_node_sets_do_not_reach_the_result() {
     assert_eq!(result.status, crate::envelope::Status::Ok);
     assert!(result.error.is_none(), "{:?}", result.error);
     assert!(result.origin.is_empty());
+}
+
+/// Intake stops at `max_pending_bytes` (past it by one message at most),
+/// and a flow reaching an `@ASYNC` step past it ends `overloaded`.
+#[test]
+fn the_bytes_waiting_stay_within_their_bound() {
+    let mut h = Harness::new();
+    let big = Harness::request(0, 8, 0, 0, false).size();
+    assert!(big > 300 && big <= MODEL_MESSAGE, "{big}");
+    let mut taken = 0;
+    for id in 8..16 {
+        h.apply(&Op::Request {
+            service: 0,
+            id,
+            flow: 0,
+            key: 0,
+            ack: false,
+        })
+        .expect("a request");
+        taken += usize::from(h.delivered_last);
+        assert!(h.core.waiting_bytes() < MAX_PENDING_BYTES + big);
+    }
+    assert_eq!(taken, MAX_PENDING_BYTES.div_ceil(big), "then intake stops");
+    assert!(!h.core.has_room());
+    // Big flows suspend at their @ASYNC step until the bytes run out; the
+    // next one ends overloaded.
+    let mut h = Harness::new();
+    for id in 8..11 {
+        h.apply(&Op::Request {
+            service: 1,
+            id,
+            flow: 2,
+            key: id,
+            ack: false,
+        })
+        .expect("a request");
+    }
+    assert_eq!(h.core.suspended_len(), 2, "the third does not fit");
+    let refused = h
+        .published
+        .iter()
+        .filter(|m| m.envelope.error.as_ref().map(|e| e.code) == Some(ErrorCode::Overloaded));
+    assert_eq!(refused.count(), 0, "its result waits for the commit");
+    while !h.appended.is_empty() {
+        h.apply(&Op::Commit).expect("a commit");
+    }
+    let refused: Vec<&Message> = h
+        .published
+        .iter()
+        .filter(|m| m.envelope.error.as_ref().map(|e| e.code) == Some(ErrorCode::Overloaded))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", h.published);
+    assert_eq!(refused[0].envelope.id, "i10");
+}
+
+/// A payload that is not one MessagePack value is refused at intake with
+/// `bad_request` (`0xc1` is a byte MessagePack never uses), a message past
+/// `max_message_bytes` with `too_large` (its payload not echoed); neither
+/// is accepted, journaled or run.
+#[test]
+fn bad_payloads_and_large_messages_are_refused_at_intake() {
+    let mut h = Harness::new();
+    h.apply(&Op::Ready {
+        worker: 0,
+        credits: 3,
+    })
+    .expect("ready");
+    for (how, code) in [
+        (Refusal::BadPayload, ErrorCode::BadRequest),
+        (Refusal::TooLarge, ErrorCode::TooLarge),
+    ] {
+        let before = h.published.len();
+        h.apply(&Op::Refused {
+            how,
+            service: 0,
+            id: 1,
+            flow: 0,
+            key: 0,
+        })
+        .expect("a refusal");
+        let got = &h.published[before..];
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].envelope.error.as_ref().map(|e| e.code), Some(code));
+        if code == ErrorCode::TooLarge {
+            assert_eq!(got[0].payload.as_ref(), [0xc0]);
+        }
+    }
+    assert!(h.lives.is_empty(), "nothing was accepted");
+    assert!(h.workers[&0].is_empty(), "nothing was run");
+    assert!(h.appended.is_empty(), "nothing was journaled");
 }

@@ -26,9 +26,11 @@ impl SubjectCore {
             return Some(message);
         };
         let id = key_of(&message.envelope);
+        let size = message.size();
         match self.gate.admit(group, id.clone(), (message, next)) {
             Some((message, _)) => Some(message),
             None => {
+                self.held_bytes += size;
                 self.table.hold(id);
                 self.counters.accepted += 1;
                 None
@@ -60,6 +62,7 @@ impl SubjectCore {
             if due <= now {
                 let mut again = Vec::new();
                 while let Some(message) = self.delayed.pop_due(now) {
+                    self.held_bytes -= message.size();
                     again.push(message);
                 }
                 self.table.requeue(again);
@@ -69,6 +72,7 @@ impl SubjectCore {
             let Some((message, next)) = self.gate.next_ready() else {
                 break;
             };
+            self.held_bytes -= message.size();
             self.table.forget(&message.envelope);
             self.advance(message, next);
         }

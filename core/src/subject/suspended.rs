@@ -34,6 +34,16 @@ impl SubjectCore {
             self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
             return false;
         }
+        let size = message.size();
+        if self.waiting_bytes() + size > self.options.max_pending_bytes && !self.recovering {
+            let text = format!(
+                "the node holds {} bytes of waiting requests and suspended flows (max_pending_mb)",
+                self.waiting_bytes()
+            );
+            self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
+            return false;
+        }
+        self.held_bytes += size;
         let key = key_of(&message.envelope);
         if !self.recovering {
             let at_us = self.now.wall_us;
@@ -80,6 +90,7 @@ impl SubjectCore {
             return;
         };
         self.counters.resumed += 1;
+        self.held_bytes -= suspended.message.size();
         let Suspended {
             mut message, step, ..
         } = suspended;
@@ -120,6 +131,7 @@ impl SubjectCore {
                 continue;
             };
             self.counters.async_timeouts += 1;
+            self.held_bytes -= suspended.message.size();
             let text = format!(
                 "no answer to `{}` within {} ms (async_timeout_ms)",
                 suspended.message.envelope.key,
