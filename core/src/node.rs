@@ -22,6 +22,7 @@ use crate::journal::{Journal, JournalError, JournalWriter, Retention, SqliteJour
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
+use crate::wire::Message;
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,7 @@ pub async fn run(
 
     // The journal first: opening it is what reads what a crash left in its
     // log, before any other connection touches the file.
-    let (writer, recovered) = open_journal(&config)?;
+    let (writer, recovered, remembered) = open_journal(&config)?;
     let retention = if config.journal.enabled {
         Some(Retention::start(&config.data_dir, &config.journal)?)
     } else {
@@ -123,6 +124,7 @@ pub async fn run(
             drain: drain.clone(),
             journal: writer,
             recovered,
+            remembered,
         },
     ));
 
@@ -161,21 +163,27 @@ pub async fn run(
 const JOURNAL_QUEUE: usize = 64;
 const JOURNAL_MAX_BATCH: usize = 8192;
 
-/// Opens the journal (when it is on) and reads what it has unfinished.
-fn open_journal(
-    config: &NodeConfig,
-) -> Result<(Option<JournalWriter>, Vec<Unfinished>), NodeError> {
+/// Opens the journal (when it is on) and reads what it has unfinished, and
+/// the results of what finished within the dedupe window (for duplicates
+/// sent again after a restart).
+fn open_journal(config: &NodeConfig) -> Result<Opened, NodeError> {
     if !config.journal.enabled {
         tracing::info!("journal off: work in flight is lost if the node dies");
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), Vec::new()));
     }
     let journal = SqliteJournal::open(&config.data_dir, config.journal.sync)?;
     let unfinished = journal.unfinished()?;
-    tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), "journal open");
+    let window_us = config.dedupe_window_ms.saturating_mul(1000);
+    let since_us = crate::envelope::now_us().saturating_sub(window_us);
+    let remembered = journal.recent_results(since_us, config.dedupe_capacity)?;
+    tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), remembered = remembered.len(), "journal open");
     let writer = JournalWriter::start(journal, JOURNAL_QUEUE, JOURNAL_MAX_BATCH)
         .map_err(NodeError::JournalWriter)?;
-    Ok((Some(writer), unfinished))
+    Ok((Some(writer), unfinished, remembered))
 }
+
+/// The writer, the unfinished messages, the recent results.
+type Opened = (Option<JournalWriter>, Vec<Unfinished>, Vec<(u64, Message)>);
 
 /// The arguments of `zmanager worker` for this configuration.
 fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {

@@ -112,6 +112,7 @@ fn prepared(name: &str) -> DataDir {
         ),
         dispatched(T0 + 10, "svc-a", "1", 1, "w-100"),
         Event::Completed {
+            result: None,
             at_us: T0 + 20,
             key: key("svc-a", "1"),
         },

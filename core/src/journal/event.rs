@@ -31,8 +31,14 @@ pub enum Event {
         step: u32,
         message: Message,
     },
-    /// The message's flow finished (its result was produced).
-    Completed { at_us: u64, key: MessageKey },
+    /// The message's flow finished; `result` is what was published for it
+    /// when a duplicate of it gets that result again (`None` when a request
+    /// sent again is taken again: a refusal after acceptance).
+    Completed {
+        at_us: u64,
+        key: MessageKey,
+        result: Option<Message>,
+    },
     /// The message went to the dead-letter store.
     DeadLettered {
         at_us: u64,

@@ -47,6 +47,15 @@ pub trait Journal {
     /// suspended or resumed) with the attempt of its latest dispatch.
     fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError>;
 
+    /// The results of the latest `limit` messages that completed at or
+    /// after `since_us` with a result recorded, oldest first, each with when
+    /// it completed: what a restarted node remembers for duplicates.
+    fn recent_results(
+        &self,
+        since_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, JournalError>;
+
     /// Every event recorded for the message `id` of `service`, in order.
     fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError>;
 

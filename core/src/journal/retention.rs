@@ -250,6 +250,7 @@ mod tests {
             m.payload = Bytes::from(vec![1u8; size]);
             events.push(Event::accepted(at_us, m));
             events.push(Event::Completed {
+                result: None,
                 at_us: at_us + 1,
                 key: key(&id),
             });

@@ -471,7 +471,14 @@ impl SqliteJournal {
                 step: u32::try_from(row.step.unwrap_or(0)).unwrap_or(0),
                 message: self.message(row.seq, row.envelope, row.payload)?,
             },
-            EventKind::Completed => Event::Completed { at_us, key },
+            EventKind::Completed => Event::Completed {
+                at_us,
+                key,
+                result: match row.envelope {
+                    Some(envelope) => Some(self.message(row.seq, Some(envelope), row.payload)?),
+                    None => None,
+                },
+            },
             EventKind::DeadLettered => Event::DeadLettered {
                 at_us,
                 key,
@@ -583,7 +590,12 @@ impl SqliteJournal {
                         envelope = Some(message.envelope.encode());
                         payload = Some(message.payload.as_ref());
                     }
-                    Event::Completed { .. } => {}
+                    Event::Completed { result, .. } => {
+                        if let Some(result) = result {
+                            envelope = Some(result.envelope.encode());
+                            payload = Some(result.payload.as_ref());
+                        }
+                    }
                     Event::DeadLettered { reason: r, .. } => reason = Some(r.as_str()),
                 }
                 insert
@@ -695,6 +707,43 @@ impl Journal for SqliteJournal {
         for r in rows {
             out.extend(self.event(r.map_err(|e| self.sqlite(e))?));
         }
+        Ok(out)
+    }
+
+    fn recent_results(
+        &self,
+        since_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, JournalError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, at_us, envelope, payload FROM journal_events
+                 WHERE kind = 'completed' AND envelope IS NOT NULL AND at_us >= ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(
+                params![int(since_us), i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (seq, at_us, envelope, payload) = r.map_err(|e| self.sqlite(e))?;
+            if let Some(m) = self.message(seq, envelope, payload) {
+                out.push((unsigned(at_us), m));
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -974,6 +1023,7 @@ mod tests {
                 worker: Bytes::from_static(b"w2"),
             },
             Event::Completed {
+                result: None,
                 at_us: 22,
                 key: key("svc", "2"),
             },
@@ -1050,6 +1100,7 @@ mod tests {
         j.append(&[
             accepted(1, "s", "1", "F"),
             Event::Completed {
+                result: None,
                 at_us: 2,
                 key: key("s", "1"),
             },
@@ -1057,6 +1108,46 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ids(&j.unfinished().unwrap()), [key("s", "1")]);
+    }
+
+    #[test]
+    fn results_are_kept_with_their_end_and_read_back_newest_within_a_window() {
+        let dir = TempDir::new("results");
+        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let result = |id: &str| {
+            let mut m = request("s", id, "F");
+            m.envelope.kind = crate::envelope::Kind::Result;
+            m
+        };
+        let mut events = Vec::new();
+        for (at, id) in [(100, "a"), (200, "b"), (300, "c"), (400, "d")] {
+            events.push(accepted(at, "s", id, "F"));
+            events.push(Event::Completed {
+                at_us: at + 1,
+                key: key("s", id),
+                // "b" ended with no result to give again (a refusal).
+                result: (id != "b").then(|| result(id)),
+            });
+        }
+        j.append(&events).unwrap();
+        let ids = |got: Vec<(u64, Message)>| -> Vec<(u64, String)> {
+            got.into_iter().map(|(t, m)| (t, m.envelope.id)).collect()
+        };
+        assert_eq!(
+            ids(j.recent_results(150, 10).unwrap()),
+            [(301, "c".to_owned()), (401, "d".to_owned())]
+        );
+        // The newest `limit`, oldest first.
+        assert_eq!(
+            ids(j.recent_results(0, 2).unwrap()),
+            [(301, "c".to_owned()), (401, "d".to_owned())]
+        );
+        // And the history shows the result with the end.
+        let history = j.history("s", "a").unwrap();
+        assert!(matches!(
+            &history[1].event,
+            Event::Completed { result: Some(m), .. } if m.envelope.kind == crate::envelope::Kind::Result
+        ));
     }
 
     #[test]
@@ -1069,6 +1160,7 @@ mod tests {
             accepted(300, "s", "c", "F"),
             accepted(400, "s", "d", "F"),
             Event::Completed {
+                result: None,
                 at_us: 250,
                 key: key("s", "a"),
             },
@@ -1103,6 +1195,7 @@ mod tests {
                 worker: Bytes::from_static(b"w"),
             },
             Event::Completed {
+                result: None,
                 at_us: 100,
                 key: key("s", "done"),
             },
@@ -1336,6 +1429,7 @@ mod tests {
 
     fn finished(at_us: u64, service: &str, id: &str) -> Event {
         Event::Completed {
+            result: None,
             at_us,
             key: key(service, id),
         }

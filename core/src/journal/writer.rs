@@ -259,6 +259,13 @@ mod tests {
         fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
             self.0.history(service, id)
         }
+        fn recent_results(
+            &self,
+            since_us: u64,
+            limit: usize,
+        ) -> Result<Vec<(u64, crate::wire::Message)>, JournalError> {
+            self.0.recent_results(since_us, limit)
+        }
         fn range(
             &self,
             since_us: u64,
@@ -344,6 +351,13 @@ mod tests {
             fn history(&self, _: &str, _: &str) -> Result<Vec<RecordedEvent>, JournalError> {
                 Ok(vec![])
             }
+            fn recent_results(
+                &self,
+                _: u64,
+                _: usize,
+            ) -> Result<Vec<(u64, crate::wire::Message)>, JournalError> {
+                Ok(vec![])
+            }
             fn range(
                 &self,
                 _: u64,
@@ -402,6 +416,13 @@ mod tests {
             }
             fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
                 self.0.history(service, id)
+            }
+            fn recent_results(
+                &self,
+                since_us: u64,
+                limit: usize,
+            ) -> Result<Vec<(u64, crate::wire::Message)>, JournalError> {
+                self.0.recent_results(since_us, limit)
             }
             fn range(
                 &self,

@@ -217,6 +217,17 @@ impl SubjectCore {
         }
     }
 
+    /// Remembers results recorded before a restart (at their wall-clock
+    /// times, oldest first), for duplicates within the dedupe window.
+    pub fn remember(&mut self, results: Vec<(u64, Message)>, now: Now) {
+        for (at_us, result) in results {
+            let age = Duration::from_micros(now.wall_us.saturating_sub(at_us));
+            let at = now.at.checked_sub(age).unwrap_or(now.at);
+            self.recent
+                .insert(crate::inflight::key_of(&result.envelope), result, at);
+        }
+    }
+
     /// Takes up what the journal had unfinished (before any input).
     pub fn recover(&mut self, unfinished: Vec<Unfinished>, now: Now) {
         self.now = now;

@@ -1055,3 +1055,76 @@ fn bad_payloads_and_large_messages_are_refused_at_intake() {
     assert!(h.workers[&0].is_empty(), "nothing was run");
     assert!(h.appended.is_empty(), "nothing was journaled");
 }
+
+/// A request sent again after a restart gets the result the journal kept
+/// for it (within the dedupe window), not a second run.
+#[test]
+fn a_restarted_node_republishes_what_finished_before_it_stopped() {
+    let mut before = Harness::new();
+    before
+        .apply(&Op::Ready {
+            worker: 0,
+            credits: 1,
+        })
+        .expect("ready");
+    before
+        .apply(&Op::Request {
+            service: 0,
+            id: 1,
+            flow: 0,
+            key: 0,
+            ack: false,
+        })
+        .expect("a request");
+    before
+        .apply(&Op::Result {
+            worker: 0,
+            pick: 0,
+            outcome: Outcome::Ok,
+        })
+        .expect("its result");
+    // What the journal recorded with the end.
+    let kept: Vec<(u64, Message)> = before
+        .appended
+        .iter()
+        .flat_map(|(_, events)| events)
+        .filter_map(|e| match e {
+            Event::Completed {
+                at_us,
+                result: Some(r),
+                ..
+            } => Some((*at_us, r.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let mut after = Harness::new();
+    after.elapsed = Duration::from_secs(5);
+    let now = after.now();
+    after.core.remember(kept.clone(), now);
+    // What the checker knows of that id: one life, ended with that result.
+    after.lives.insert(
+        ("s0".to_owned(), "i1".to_owned()),
+        Life {
+            live: false,
+            accepted: 1,
+            accepted_committed: 1,
+            results: vec![kept[0].1.clone()],
+        },
+    );
+    after
+        .apply(&Op::Request {
+            service: 0,
+            id: 1,
+            flow: 0,
+            key: 0,
+            ack: false,
+        })
+        .expect("sent again");
+    let life = &after.lives[&("s0".to_owned(), "i1".to_owned())];
+    assert_eq!(life.accepted, 1, "not accepted again");
+    while !after.appended.is_empty() {
+        after.apply(&Op::Commit).expect("a commit");
+    }
+    assert_eq!(after.published, [kept[0].1.clone()]);
+}

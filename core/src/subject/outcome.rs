@@ -61,11 +61,12 @@ impl SubjectCore {
             Ending::Finished => {
                 envelope.kind = Kind::Result;
                 self.counters.results += 1;
+                let result = Message::new(envelope, payload);
                 self.commits.record(|| Event::Completed {
                     at_us,
                     key: key.clone(),
+                    result: Some(result.clone()),
                 });
-                let result = Message::new(envelope, payload);
                 self.recent.insert(key, result.clone(), self.now.at);
                 self.publish_result(result_topic(&result.envelope), result);
             }
@@ -75,6 +76,7 @@ impl SubjectCore {
                 self.commits.record(|| Event::Completed {
                     at_us,
                     key: key.clone(),
+                    result: None,
                 });
                 let envelope = envelope.into_error(code, text);
                 self.publish_result(result_topic(&envelope), Message::new(envelope, payload));

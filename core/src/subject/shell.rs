@@ -37,6 +37,7 @@ use crate::dead_letter::DeadLetterStore;
 use crate::integration_manager::Publication;
 use crate::journal::{Committed, Health, JournalWriter, Unfinished};
 use crate::retry;
+use crate::wire::Message;
 
 /// What the Subject needs besides its sockets.
 #[derive(Debug)]
@@ -53,6 +54,9 @@ pub struct Links {
     pub journal: Option<JournalWriter>,
     /// What the journal had unfinished at start-up, in acceptance order.
     pub recovered: Vec<Unfinished>,
+    /// Results the journal recorded within the dedupe window, oldest first,
+    /// with when each was recorded.
+    pub remembered: Vec<(u64, Message)>,
 }
 
 /// The most events of one kind handled before dispatching: enough to fill
@@ -115,6 +119,7 @@ pub async fn run(
         drain,
         journal,
         recovered,
+        remembered,
     } = links;
     let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read the dead-letter store's last number");
@@ -136,6 +141,7 @@ pub async fn run(
         journal,
         appended: Some(appended_tx),
     };
+    core.remember(remembered, Now::read());
     core.recover(recovered, Now::read());
     core.end_turn(Now::read());
     shell.carry_out(&mut core).await;
