@@ -63,8 +63,8 @@ pub struct Links {
 /// batches under load, few enough that heartbeats stay on time.
 const BURST: usize = 256;
 
-/// Appended turns waiting for their commit to be reported. Past it the
-/// loop waits (backpressure, like the writer's own queue).
+/// Appended turns waiting for their commit to be watched. Past it the loop
+/// waits (backpressure, like the writer's own queue).
 const COMMIT_QUEUE: usize = 64;
 
 /// Runs the Subject until it has drained (see [`Links::drain`]).
@@ -78,7 +78,9 @@ pub async fn run(
     let (intake_tx, mut intake_rx) = mpsc::channel::<ZmqMessage>(64);
     let (worker_tx, mut worker_rx) = mpsc::channel::<Input>(1024);
     let (appended_tx, appended_rx) = mpsc::channel::<(u64, Committed)>(COMMIT_QUEUE);
-    let (commit_tx, mut commit_rx) = mpsc::channel::<Input>(COMMIT_QUEUE);
+    // The latest turn committed: a watch, not a queue, so the watcher never
+    // waits for the loop (which may be waiting for the watcher's queue).
+    let (commit_tx, mut commit_rx) = watch::channel::<u64>(0);
 
     let mut monitor = router.monitor();
     let (sender, mut receiver) = router.split();
@@ -182,7 +184,10 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => core.handle(Input::Tick, Now::read()),
-            Some(input) = commit_rx.recv() => core.handle(input, Now::read()),
+            Ok(()) = commit_rx.changed() => {
+                let turn = *commit_rx.borrow_and_update();
+                core.handle(Input::Committed(turn), Now::read());
+            }
             error = commit_failed(&mut health) => {
                 core.handle(Input::CommitFailed { error }, Now::read());
             }
@@ -213,10 +218,11 @@ pub async fn run(
     // What was appended is committed and acknowledged before the end.
     shell.appended = None;
     while core.awaits_commits() {
-        let Some(input) = commit_rx.recv().await else {
+        if commit_rx.changed().await.is_err() {
             break;
-        };
-        core.handle(input, Now::read());
+        }
+        let turn = *commit_rx.borrow_and_update();
+        core.handle(Input::Committed(turn), Now::read());
         core.end_turn(Now::read());
         shell.carry_out(&mut core).await;
     }
@@ -325,23 +331,16 @@ impl Shell {
     }
 }
 
-/// Reports each appended turn's commit, in the order of appending.
-async fn watch_commits(
-    mut appended: mpsc::Receiver<(u64, Committed)>,
-    report: mpsc::Sender<Input>,
-) {
+/// Reports each appended turn's commit, in the order of appending (the
+/// latest turn committed; commits are in order).
+async fn watch_commits(mut appended: mpsc::Receiver<(u64, Committed)>, report: watch::Sender<u64>) {
     while let Some((turn, committed)) = appended.recv().await {
-        let input = match committed.await {
-            Ok(()) => Input::Committed(turn),
+        if let Err(e) = committed.await {
             // Given up while stopping: what waited on it never goes out.
-            Err(e) => {
-                tracing::error!(turn, error = %e, "journal commit given up");
-                return;
-            }
-        };
-        if report.send(input).await.is_err() {
+            tracing::error!(turn, error = %e, "journal commit given up");
             return;
         }
+        report.send_replace(turn);
     }
 }
 
