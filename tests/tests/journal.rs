@@ -13,8 +13,9 @@
 //! request has its result or is finished in the journal (read beside the
 //! live node); only then does it send again what it missed, and the
 //! journal must show none of those run a second time ([`journal_view`]).
-//! The kill under load and the kill in the middle of a commit are checked
-//! so; one test keeps the service's patience path
+//! The kill under load, the kill in the middle of a commit and the full
+//! disk (a data directory on a 4 MiB tmpfs, copied to a larger disk after
+//! the kill) are checked so; one test keeps the service's patience path
 //! (send again what has had no result for a while) as a real service
 //! does it, which would hide a lost request.
 
@@ -28,7 +29,10 @@ use zmanager::error_code::ErrorCode;
 use zmanager::journal::{EventKind, Journal, MessageState, SqliteJournal, SummaryFilter};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
-use zmanager_tests::node::{StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints};
+use zmanager_tests::disk::SmallDisk;
+use zmanager_tests::node::{
+    StandaloneWorker, TempDir, TempFile, TestNode, config_file, fixed_endpoints,
+};
 use zmanager_tests::{kill, runtime, test_config, zmanager as zmanager_bin_command};
 
 const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
@@ -36,11 +40,21 @@ const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
 /// A node without workers of its own on fixed ports (so that it can be
 /// restarted where its services and workers expect it), with `extra` TOML.
 fn fixed_node(extra: &str) -> (TestNode, TempFile) {
+    fixed_node_in(extra, None)
+}
+
+/// [`fixed_node`] with `data_dir` as its data directory, if given.
+fn fixed_node_in(extra: &str, data_dir: Option<&Path>) -> (TestNode, TempFile) {
     let (_, endpoints) = fixed_endpoints();
     let toml = format!("heartbeat_ms = 200\nliveness_ms = 1000\n{extra}\n{endpoints}");
     let config = config_file(&toml);
     let (flows, mappings) = test_config();
-    let node = TestNode::start_fixed(0, Some((&flows, &mappings)), &["--config", config.path()]);
+    let catalog = Some((flows.as_path(), mappings.as_path()));
+    let args = ["--config", config.path()];
+    let node = match data_dir {
+        Some(dir) => TestNode::start_fixed_in(dir, 0, catalog, &args),
+        None => TestNode::start_fixed(0, catalog, &args),
+    };
     (node, config)
 }
 
@@ -1106,4 +1120,248 @@ fn take_ordered(r: &Received, acked: &mut HashSet<String>, results: &mut Checker
         }
         other => panic!("unexpected {other:?} message"),
     }
+}
+
+/// Files of the journal (and dead letters) in a data directory.
+const JOURNAL_FILES: [&str; 3] = ["zmanager.db", "zmanager.db-wal", "zmanager.db-shm"];
+
+/// The node's data directory on a 4 MiB disk that fills up under a load
+/// of 2 KiB requests asking for acknowledgements, from a service that
+/// sends each request not acknowledged yet again (same id) every second.
+/// Once the journal cannot commit, new requests are refused with code 12
+/// `overloaded`, and no acknowledgement goes out for what is not on disk.
+/// Then the node and its workers are SIGKILLed, the journal's files
+/// copied to a larger disk, and the node restarted there: recovery alone
+/// (nothing sent again) finishes every request acknowledged on the full
+/// disk; the service then sends again those whose result it missed, and
+/// none is run twice.
+///
+/// Needs root (to mount a tmpfs), as CI runs; elsewhere it says it is
+/// skipped and passes.
+#[test]
+fn a_full_disk_refuses_new_requests_and_loses_nothing_acknowledged() {
+    const SERVICE: &str = "full";
+    const PAYLOAD_BYTES: usize = 2 * 1024;
+    const WINDOW: usize = 500;
+    const RESEND_EVERY: Duration = Duration::from_secs(1);
+    /// How long the node runs on the full disk before the kill: resends
+    /// of requests it holds meet it failing at least twice.
+    const FULL_FOR: Duration = Duration::from_secs(3);
+    let disk = match SmallDisk::mount("4m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("skipped: needs root to mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let (mut node, _config) = fixed_node_in("[journal]\nsync = \"full\"", Some(disk.path()));
+    let larger = TempDir::new("full-disk-copy");
+    runtime().block_on(async {
+        let running = workers(&node, &["f-a", "f-b"]);
+        let mut client = RawClient::connect(&node.endpoints, SERVICE).await;
+        let padding = "x".repeat(PAYLOAD_BYTES);
+        let mut seen = Seen::default();
+        // Sent, not acknowledged, not answered: when each was last sent.
+        let mut unacked: HashMap<u64, Instant> = HashMap::new();
+        let mut refused = 0usize;
+        let mut refused_ids = HashSet::new();
+        let mut resent = 0usize;
+        let mut sent = 0u64;
+        let mut full_at: Option<Instant> = None;
+        // Requests first sent once the disk was full: each must be refused.
+        let mut probes: Vec<u64> = Vec::new();
+        let start = Instant::now();
+        loop {
+            // A window of unanswered requests, as long as the node takes
+            // them; refused ones stay in it (they are sent again).
+            while full_at.is_none() && seen.results.missing() < WINDOW {
+                seen.results.sent(&format!("m{sent}"));
+                send_work(&mut client, sent, &padding).await;
+                unacked.insert(sent, Instant::now());
+                sent += 1;
+            }
+            let mut next = client.recv(Duration::from_millis(20)).await;
+            while let Some(r) = next {
+                let code = r.envelope.error.as_ref().map(|e| e.code);
+                if code == Some(ErrorCode::Overloaded) {
+                    refused += 1;
+                    refused_ids.insert(r.envelope.id.clone());
+                    full_at.get_or_insert_with(Instant::now);
+                } else {
+                    seen.take(&r);
+                }
+                next = client.try_recv();
+            }
+            unacked.retain(|n, _| {
+                let id = format!("m{n}");
+                !seen.acked.contains(&id) && !seen.results.has_received(&id)
+            });
+            // Same id, every second, as a service unsure it was taken.
+            let due: Vec<u64> = unacked
+                .iter()
+                .filter(|(_, at)| at.elapsed() >= RESEND_EVERY)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in due {
+                send_work(&mut client, n, &padding).await;
+                unacked.insert(n, Instant::now());
+                resent += 1;
+            }
+            if full_at.is_none() && node.log().contains("the journal cannot commit") {
+                full_at = Some(Instant::now());
+            }
+            if let Some(at) = full_at {
+                if probes.is_empty() {
+                    for _ in 0..10 {
+                        seen.results.sent(&format!("m{sent}"));
+                        send_work(&mut client, sent, &padding).await;
+                        unacked.insert(sent, Instant::now());
+                        probes.push(sent);
+                        sent += 1;
+                    }
+                }
+                if at.elapsed() >= FULL_FOR {
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the 4 MiB disk did not fill in 30 s: acknowledged {}, answered {}\n{}",
+                seen.acked.len(),
+                seen.results.answered(),
+                node.log()
+            );
+        }
+        let full_after = full_at.map_or(Duration::ZERO, |at| at - start);
+        // Taken before the disk filled, their acceptance in a commit that
+        // failed: every send again was absorbed, none refused, none
+        // acknowledged (not promised to anyone: not acknowledged).
+        let absorbed = unacked
+            .keys()
+            .filter(|n| !refused_ids.contains(&format!("m{n}")))
+            .count();
+        node.signal("KILL");
+        for worker in &running {
+            kill("KILL", worker.pid());
+        }
+        while let Some(r) = client.recv(Duration::from_millis(300)).await {
+            if r.envelope.error.as_ref().map(|e| e.code) != Some(ErrorCode::Overloaded) {
+                seen.take(&r);
+            }
+        }
+        drop(running);
+        node.wait_exit(Duration::from_secs(5));
+        let log = node.log();
+        let before = seen.results.report();
+        let unanswered = seen.acked_unanswered_ids();
+        let mut copied = Vec::new();
+        for name in JOURNAL_FILES {
+            let from = disk.path().join(name);
+            if from.exists() {
+                let bytes =
+                    std::fs::copy(&from, larger.path().join(name)).expect("copy a journal file");
+                copied.push(format!("{name} {bytes} B"));
+            }
+        }
+        let restarted_us = now_us();
+        node.restart_on(larger.path());
+        let mut client = RawClient::connect(&node.endpoints, SERVICE).await;
+        let _workers = workers(&node, &["f-c", "f-d"]);
+        let recovered = recover_alone(
+            &mut client,
+            &node.data_dir,
+            SERVICE,
+            &mut seen,
+            Duration::from_secs(30),
+        )
+        .await;
+        let sent_again = resend_missed(
+            &mut client,
+            &mut seen,
+            PAYLOAD_BYTES,
+            Duration::from_secs(20),
+        )
+        .await;
+        let view = journal_view(&node.data_dir, SERVICE, &seen, &unanswered, restarted_us);
+        let after_log = node.log();
+        let after = seen.results.report();
+        let lost_acked = seen.acked_unanswered_ids();
+        let probes_refused = probes
+            .iter()
+            .filter(|n| refused_ids.contains(&format!("m{n}")))
+            .count();
+        println!(
+            "full disk (4 MiB tmpfs, 2 KiB requests): the journal could not commit after \
+             {:.1}s; sent {sent} ids ({resent} sends again of unacknowledged ones), acknowledged \
+             {}, answered before the kill {}, refused overloaded {refused} times ({} ids; of the \
+             {} first sent on the full disk, {probes_refused}), held unacknowledged at the kill \
+             with every send again absorbed {absorbed}; copied {copied:?}; acknowledged \
+             but unanswered at the kill {}: {} unfinished and taken up (journal open: \
+             unfinished {}), {} finished before the kill; by recovery alone in {:.1}s: {} \
+             answered; then sent again {sent_again} (run again {}); lost among acknowledged \
+             {}, duplicated {}, unexpected {}",
+            full_after.as_secs_f64(),
+            seen.acked.len(),
+            before.delivered,
+            refused_ids.len(),
+            probes.len(),
+            unanswered.len(),
+            view.taken_up,
+            journal_open(&after_log, "unfinished"),
+            view.finished_before,
+            recovered.took.as_secs_f64(),
+            recovered.answered,
+            view.reruns.len(),
+            lost_acked.len(),
+            after.duplicated,
+            after.unexpected,
+        );
+        if let Some(torn) = after_log
+            .lines()
+            .find(|l| l.contains("discarded an incomplete tail"))
+        {
+            println!("{torn}");
+        }
+        // The disk filled, and the node said so.
+        assert!(
+            log.contains("the journal cannot commit"),
+            "the node never said the journal cannot commit:\n{log}"
+        );
+        // While it cannot record a request, the node does not take one.
+        assert_eq!(
+            probes_refused,
+            probes.len(),
+            "requests first sent on the full disk not refused with overloaded"
+        );
+        assert!(
+            !unanswered.is_empty(),
+            "nothing acknowledged was unanswered at the kill: nothing to recover"
+        );
+        // An acknowledgement means "on disk", on a full disk too.
+        assert!(
+            view.not_accepted.is_empty(),
+            "acknowledged but not in the journal: {}",
+            first(&view.not_accepted, 20)
+        );
+        // At least once: every acknowledged request answered (recovery
+        // alone, then the missed results sent again).
+        assert!(
+            lost_acked.is_empty(),
+            "acknowledged, never answered: {}",
+            first(&lost_acked, 20)
+        );
+        // One result per id, and (where the journal shows it) one run:
+        // the sends again on the full disk were absorbed or refused, not
+        // taken as new requests.
+        assert_eq!(after.duplicated, 0, "duplicated results");
+        assert_eq!(after.unexpected, 0);
+        assert!(
+            view.reruns.is_empty(),
+            "{} acknowledged requests accepted or completed twice: {}",
+            view.reruns.len(),
+            first(&view.reruns, 5)
+        );
+    });
+    drop(node);
+    drop(disk);
 }
