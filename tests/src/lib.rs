@@ -6,11 +6,14 @@
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
 //!   library's `Service`), so the tests check the protocol as documented;
 //! - [`checker::Checker`] counts lost, duplicated and unexpected results;
+//! - [`disk::SmallDisk`] mounts a small tmpfs, for a data directory that
+//!   fills up;
 //! - [`load::echo_load`] pushes a windowed Echo load and checks every result;
 //!   [`load::EchoLoad`] runs one in stages, to compare their throughput.
 
 pub mod checker;
 pub mod client;
+pub mod disk;
 pub mod load;
 pub mod node;
 

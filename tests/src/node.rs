@@ -35,13 +35,25 @@ impl TestNode {
     /// Starts a node with the given flows and mappings (or the built-in
     /// ones) and extra arguments, on ports the system picks.
     pub fn start_with(workers: usize, catalog: Option<(&Path, &Path)>, extra: &[&str]) -> Self {
-        Self::spawn(workers, catalog, extra, !extra.contains(&"--ipc"))
+        Self::spawn(workers, catalog, extra, !extra.contains(&"--ipc"), None)
     }
 
     /// Like [`TestNode::start_with`], on the endpoints of the configuration
     /// (for a node restarted on the same ports).
     pub fn start_fixed(workers: usize, catalog: Option<(&Path, &Path)>, extra: &[&str]) -> Self {
-        Self::spawn(workers, catalog, extra, false)
+        Self::spawn(workers, catalog, extra, false, None)
+    }
+
+    /// Like [`TestNode::start_fixed`], with `data_dir` as its data
+    /// directory (a small disk, say) instead of a fresh one. It is still
+    /// emptied on drop, unless [`TestNode::restart_on`] moved the node.
+    pub fn start_fixed_in(
+        data_dir: &Path,
+        workers: usize,
+        catalog: Option<(&Path, &Path)>,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(workers, catalog, extra, false, Some(data_dir.to_path_buf()))
     }
 
     fn spawn(
@@ -49,13 +61,14 @@ impl TestNode {
         catalog: Option<(&Path, &Path)>,
         extra: &[&str],
         any_port: bool,
+        data_dir: Option<std::path::PathBuf>,
     ) -> Self {
         let stderr_log = std::env::temp_dir().join(format!(
             "zmanager-test-node-{}-{}.log",
             std::process::id(),
             next_id()
         ));
-        let data_dir = stderr_log.with_extension("data");
+        let data_dir = data_dir.unwrap_or_else(|| stderr_log.with_extension("data"));
         let mut args: Vec<OsString> =
             vec!["up".into(), "--workers".into(), workers.to_string().into()];
         args.extend(["--data-dir".into(), data_dir.clone().into_os_string()]);
@@ -92,6 +105,21 @@ impl TestNode {
         let (child, endpoints) = launch(&self.args, &self.stderr_log);
         assert_eq!(endpoints, self.endpoints, "restarted on other endpoints");
         self.child = Some(child);
+    }
+
+    /// Like [`TestNode::restart`], on `data_dir` instead of its own (where
+    /// the old one's files were copied): the node's data directory from
+    /// now on, removed on drop like the first.
+    pub fn restart_on(&mut self, data_dir: &Path) {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--data-dir")
+            .expect("a node is started with --data-dir")
+            + 1;
+        self.args[at] = data_dir.as_os_str().to_owned();
+        self.data_dir = data_dir.to_path_buf();
+        self.restart();
     }
 
     pub fn pid(&self) -> u32 {
@@ -197,7 +225,8 @@ fn launch(args: &[OsString], log: &Path) -> (Child, Endpoints) {
     (child, endpoints)
 }
 
-fn next_id() -> u64 {
+/// A number unique in this test process, for names of temp files.
+pub(crate) fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
@@ -256,6 +285,34 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A fresh directory in the temp directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// An empty directory named after `name`.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "zmanager-{name}-{}-{}",
+            std::process::id(),
+            next_id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp directory");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

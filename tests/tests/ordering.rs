@@ -171,7 +171,13 @@ fn keys_stay_in_order_while_workers_are_killed() {
         "no message was redelivered: nothing was tested"
     );
     assert_eq!(report.sent, KEYS * PER_KEY as usize);
-    assert_eq!((report.lost, report.unexpected), (0, 0), "{report}");
+    // Results, as the service sees them: each request answered (lost 0),
+    // once (duplicated 0: a redelivered message's result is published
+    // once, whichever attempt produced it), and nothing else.
+    report.assert_clean();
+    // Calls of the component, as its log shows them: in order per key and
+    // complete. `repeats` (the same request called again after a
+    // redelivery) is printed, not asserted: at least once allows it.
     assert_eq!((out_of_order, incomplete), (0, 0));
 }
 

@@ -58,7 +58,12 @@ fn chaos(total: usize, every: Duration) {
     );
     assert!(kills >= 1, "no worker was killed");
     assert_eq!(report.sent, total);
-    assert_eq!((report.lost, report.unexpected), (0, 0), "{report}");
+    // The promise: every request processed at least once (lost 0), and
+    // one published result per id however often its worker was killed
+    // under it (duplicated 0: a result from a worker that no longer holds
+    // the message is dropped). The client never resends here, so nothing
+    // may legitimately come twice.
+    report.assert_clean();
 }
 
 #[test]
