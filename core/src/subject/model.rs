@@ -914,7 +914,7 @@ impl Harness {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        cases: 1024,
         max_shrink_iters: 20_000,
         ..ProptestConfig::default()
     })]
