@@ -10,8 +10,14 @@ use std::process::Command;
 use zmanager_tests::node::TestNode;
 use zmanager_tests::workspace_root;
 
+/// The Python to run: `ZMANAGER_PYTHON` (CI points it at its virtual
+/// environment), or `python3`.
+fn python() -> String {
+    std::env::var("ZMANAGER_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 fn python_ready() -> bool {
-    Command::new("python3")
+    Command::new(python())
         .args(["-c", "import zmq, msgpack"])
         .status()
         .is_ok_and(|s| s.success())
@@ -28,7 +34,7 @@ fn the_python_quickstart_gets_its_results() {
         return;
     }
     let node = TestNode::start_builtin(2);
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(workspace_root().join("examples/python/quickstart.py"))
         .args(["--intake", &node.endpoints.intake])
         .args(["--publish", &node.endpoints.publish])
