@@ -34,6 +34,25 @@ fn shipped_files_pass_and_print_each_step() {
     assert!(stderr.contains(": 0 errors"), "{stderr}");
 }
 
+/// Run where there is no `flows/` directory, `check` checks what `up`
+/// would run there: the built-in flows and mappings.
+#[test]
+fn check_and_up_agree_on_the_defaults() {
+    let dir = temp_dir("defaults");
+    let empty = dir.join("empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let out = zmanager()
+        .arg("check")
+        .current_dir(&empty)
+        .output()
+        .expect("run zmanager check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("flow Greeting"), "{stdout}");
+    assert!(stdout.contains("flow Echo"), "{stdout}");
+}
+
 #[test]
 fn a_broken_configuration_reports_every_error_at_once() {
     let dir = temp_dir("broken");

@@ -16,12 +16,12 @@ pub(crate) struct Args {
     /// run (its flows, mappings and components).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Directory of flow files (`*.ini`, `*.toml`) [default: `flows`, or
-    /// the configuration's].
+    /// Directory of flow files (`*.ini`, `*.toml`) [default: the
+    /// configuration's, or the built-in flows, as `zmanager up`].
     #[arg(long)]
     flows: Option<PathBuf>,
-    /// Directory of action-mapping files (`*.ini`, `*.toml`) [default:
-    /// `action_mappings`, or the configuration's].
+    /// Directory of action-mapping files (`*.ini`, `*.toml`) [default: the
+    /// configuration's, or the built-in mappings, as `zmanager up`].
     #[arg(long)]
     mappings: Option<PathBuf>,
     /// A dynamic component's shared library to load and check (repeatable;
@@ -43,22 +43,18 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         }
         None => None,
     };
-    // Without a configuration, the directories of the current one.
-    let dir = |flag: &Option<PathBuf>, configured: Option<&PathBuf>, default: &str| {
-        flag.clone().or_else(|| match &config {
-            Some(_) => configured.cloned(),
-            None => Some(PathBuf::from(default)),
-        })
+    // What `zmanager up` would run: the flag's directory, else the
+    // configuration's, else the built-in files.
+    let dir = |flag: &Option<PathBuf>, configured: Option<&PathBuf>| {
+        flag.clone().or_else(|| configured.cloned())
     };
     let flows = dir(
         &args.flows,
         config.as_ref().and_then(|c| c.catalog.flows.as_ref()),
-        "flows",
     );
     let mappings = dir(
         &args.mappings,
         config.as_ref().and_then(|c| c.catalog.mappings.as_ref()),
-        "action_mappings",
     );
     let read =
         |dir: &Option<PathBuf>, builtin: fn() -> Vec<SourceFile>, d: &mut Diagnostics| match dir {
