@@ -30,12 +30,10 @@ use crate::wire::Message;
 pub enum NodeError {
     #[error("the flows, mappings and components have errors:\n{0}")]
     Catalog(Diagnostics),
-    #[error("cannot listen on {endpoint}: {source}")]
-    Bind {
-        endpoint: String,
-        #[source]
-        source: zeromq::ZmqError,
-    },
+    /// `reason` is the innermost cause (zmq.rs's error repeats its own
+    /// source in its message, so the chain would say it twice).
+    #[error("cannot listen on {endpoint}: {reason}")]
+    Bind { endpoint: String, reason: String },
     #[error(transparent)]
     DeadLetters(#[from] crate::dead_letter::StoreError),
     #[error(transparent)]
@@ -72,16 +70,8 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
 
-    // The journal first: opening it is what reads what a crash left in its
-    // log, before any other connection touches the file.
-    let (writer, recovered, remembered) = open_journal(&config)?;
-    let retention = if config.journal.enabled {
-        Some(Retention::start(&config.data_dir, &config.journal)?)
-    } else {
-        None
-    };
-    let dead_letters = DeadLetterStore::open(&config.data_dir)?;
-
+    // The sockets before the data directory: a second node started by
+    // mistake stops here, without touching the first one's journal.
     let mut intake = PullSocket::new();
     let mut router = RouterSocket::new();
     let mut publisher = PubSocket::new();
@@ -90,6 +80,17 @@ pub async fn run(
         workers: bind(&mut router, &config.endpoints.workers).await?,
         publish: bind(&mut publisher, &config.endpoints.publish).await?,
     };
+
+    // Then the journal, before the dead-letter store: opening it is what
+    // reads what a crash left in its log, before any other connection
+    // touches the file.
+    let (writer, recovered, remembered) = open_journal(&config)?;
+    let retention = if config.journal.enabled {
+        Some(Retention::start(&config.data_dir, &config.journal)?)
+    } else {
+        None
+    };
+    let dead_letters = DeadLetterStore::open(&config.data_dir)?;
 
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
     let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
@@ -214,6 +215,15 @@ fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
     args
 }
 
+/// The innermost cause of `error`, as text.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// Binds `socket`; returns the endpoint actually bound (a tcp port 0 is
 /// resolved). For ipc, the directory is created and a stale socket file
 /// left by a dead node is removed first.
@@ -226,7 +236,7 @@ async fn bind(socket: &mut impl Socket, endpoint: &str) -> Result<String, NodeEr
         .await
         .map_err(|source| NodeError::Bind {
             endpoint: endpoint.to_owned(),
-            source,
+            reason: root_cause(&source),
         })?;
     Ok(match bound {
         Endpoint::Tcp(host, port) => format!("tcp://{host}:{port}"),

@@ -92,7 +92,8 @@ impl ServiceOptions {
 pub enum ServiceError {
     #[error("service name {0:?} must be letters, digits, `_`, `-` and `.`")]
     Name(String),
-    #[error("cannot connect to {endpoint}: {source}")]
+    // The reason is the source (printed after it by `{:#}`), not repeated.
+    #[error("cannot connect to {endpoint}")]
     Connect {
         endpoint: String,
         #[source]

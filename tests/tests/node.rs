@@ -405,3 +405,41 @@ fn kill_9_of_the_node_leaves_no_orphan_worker() {
     let alive: Vec<u32> = workers.into_iter().filter(|p| is_alive(*p)).collect();
     assert!(alive.is_empty(), "orphan workers: {alive:?}");
 }
+
+/// A second node on the endpoints of a running one stops at once, says why
+/// once, and does not touch a data directory (it never opens a journal).
+#[test]
+fn a_second_node_on_the_same_endpoints_stops_before_touching_its_data() {
+    let node = TestNode::start(0);
+    let dir = std::env::temp_dir().join(format!("zmanager-second-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = dir.join("node.toml");
+    let e = &node.endpoints;
+    std::fs::write(
+        &config,
+        format!(
+            "workers = 0\n[endpoints]\nintake = {:?}\nworkers = {:?}\npublish = {:?}\n",
+            e.intake, e.workers, e.publish
+        ),
+    )
+    .expect("write the configuration");
+    let data = dir.join("data");
+    let out = std::process::Command::new(zmanager_tests::zmanager_bin())
+        .arg("up")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run zmanager up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!data.exists(), "a data directory was created: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -26,11 +26,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let payload: serde_json::Value = serde_json::from_str(&args.payload)
         .with_context(|| format!("--payload is not JSON: {}", args.payload))?;
     crate::runtime(false)?.block_on(async move {
-        let service = Service::connect(args.node.service("cli")).await?;
+        // `--timeout` bounds everything: connecting, the handshake and the
+        // result.
         let limit = Duration::from_secs(args.timeout);
-        let outcome = tokio::time::timeout(limit, service.request(&args.flow, &payload))
+        let started = tokio::time::Instant::now();
+        let mut options = args.node.service("cli");
+        options.handshake_timeout = options.handshake_timeout.min(limit);
+        let (intake, publish) = (options.intake.clone(), options.publish.clone());
+        let service = tokio::time::timeout(limit, Service::connect(options))
             .await
-            .with_context(|| format!("no result within {}s", args.timeout))?;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no node answered within {}s at {intake} and {publish}: is it running there?",
+                    args.timeout
+                )
+            })??;
+        let left = limit.saturating_sub(started.elapsed());
+        let outcome = tokio::time::timeout(left, service.request(&args.flow, &payload))
+            .await
+            .map_err(|_| anyhow::anyhow!("no result within {}s", args.timeout))?;
         match outcome {
             Ok(reply) => {
                 let value: serde_json::Value = reply.decode()?;
