@@ -121,3 +121,23 @@ fn bad_options_are_refused_before_anything_starts() {
         "refused before starting anything: {stderr}"
     );
 }
+
+/// Over ipc, each raw ZeroMQ run binds the same socket file again: the
+/// second run used to fail with "Address already in use".
+#[test]
+fn bench_over_ipc_runs_every_raw_baseline() {
+    let out = zmanager()
+        .args(["bench", "--transport", "ipc", "--requests", "200"])
+        .args(["--in-flight", "20", "--journal", "off", "--warmup", "10"])
+        .args(["--raw-messages", "2000", "--raw-runs", "3"])
+        .output()
+        .expect("run zmanager bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let raw = stdout
+        .lines()
+        .find(|l| l.starts_with("raw ZeroMQ"))
+        .unwrap_or_else(|| panic!("no raw line in:\n{stdout}"));
+    assert!(raw.contains("median of 3"), "{raw}");
+}

@@ -388,7 +388,13 @@ fn raw_baseline(
     });
     let bind = match options.transport {
         Transport::Tcp => "tcp://127.0.0.1:0".to_owned(),
-        Transport::Ipc => format!("ipc://{}", dir.path.join("raw.sock").display()),
+        Transport::Ipc => {
+            // The previous run's receiver has exited, leaving its socket
+            // file: binding again on it says "Address already in use".
+            let path = dir.path.join("raw.sock");
+            let _ = std::fs::remove_file(&path);
+            format!("ipc://{}", path.display())
+        }
     };
     let mut command = Command::new(&options.program);
     command.args([
