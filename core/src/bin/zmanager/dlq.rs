@@ -284,7 +284,7 @@ fn settle(
 fn show(d: &DeadLetter, replays: &[Replay]) {
     let e = &d.message.envelope;
     println!("dead letter #{}", d.seq);
-    println!("  at_us:      {}", d.at_us);
+    println!("  at:         {}", crate::times::time(d.at_us));
     println!("  flow:       {}", e.flow);
     println!("  step:       {} `{}`", e.step, e.key);
     if !e.order_key.is_empty() {
@@ -294,9 +294,9 @@ fn show(d: &DeadLetter, replays: &[Replay]) {
     println!("  service:    {}", e.service);
     println!("  reply_to:   {}", e.reply_to);
     println!("  attempts:   {}", e.attempt);
-    println!("  accepted:   {}", e.accepted_us);
+    println!("  accepted:   {}", crate::times::time(e.accepted_us));
     match d.replayed_us {
-        Some(t) => println!("  replayed:   {t}"),
+        Some(t) => println!("  replayed:   {}", crate::times::time(t)),
         None => println!("  replayed:   no"),
     }
     let payload = zmanager_sdk::decode::<serde_json::Value>(&d.message.payload).map_or_else(
@@ -311,7 +311,7 @@ fn show(d: &DeadLetter, replays: &[Replay]) {
     if !replays.is_empty() {
         println!("  replays:");
         for r in replays {
-            println!("    - {}: {}", r.at_us, r.outcome);
+            println!("    - {}: {}", crate::times::time(r.at_us), r.outcome);
         }
     }
 }

@@ -9,6 +9,7 @@ mod replay;
 mod send;
 mod services;
 mod subscribe;
+mod times;
 mod up;
 mod worker;
 

@@ -49,6 +49,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             let services: Vec<ServiceInfo> = list.decode()?;
             if services.is_empty() {
                 println!("no services registered");
+            } else {
+                println!("ID\tSTATUS\tLAST SEEN\tTOPICS\tFLOWS");
             }
             for s in services {
                 println!(

@@ -6,8 +6,10 @@ use zmanager::service::Subscription;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Topic prefixes (`Greeting~` for everything of one flow,
-    /// `Greeting~~~~done` for its results); none means every topic.
+    /// Topic prefixes (`Greeting~` for the `@PUBLISH` steps and results
+    /// of one flow published on its topics; `@reply~<service id>~` for one
+    /// service's results, which is where `zmanager send` and the Rust and
+    /// Python clients get theirs); none means every topic.
     topics: Vec<String>,
     /// The Integration Manager's endpoint.
     #[arg(long, default_value = "tcp://127.0.0.1:19034")]

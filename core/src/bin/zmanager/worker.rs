@@ -33,8 +33,12 @@ pub(crate) struct Args {
     /// The longest one action may run before this worker exits.
     #[arg(long, default_value_t = 30_000)]
     message_timeout_ms: u64,
+    /// Directory of flows (default: the built-in ones); must be the
+    /// node's.
     #[arg(long)]
     flows: Option<PathBuf>,
+    /// Directory of action mappings (default: the built-in ones); must be
+    /// the node's.
     #[arg(long)]
     mappings: Option<PathBuf>,
     /// A dynamic component's shared library to load (repeatable).
