@@ -83,7 +83,9 @@ impl Executor {
                     );
                 }
                 Ok(Err(error)) => {
-                    let text = format!("{target} at `{key}`: {}", error.message);
+                    // The step is the result's `key`: said once, by whoever
+                    // prints the error with it.
+                    let text = format!("{target}: {}", error.message);
                     return Message::new(envelope.into_error(error.kind.into(), text), payload);
                 }
                 Err(panic) => {

@@ -150,7 +150,7 @@ fn the_walkthrough_of_docs_components_md() {
     assert_eq!(code, Some(1));
     assert_eq!(
         stderr,
-        "error 6 (bad_request) at `?Reverse?reverse`: Reverse.reverse at `?Reverse?reverse`: text is empty"
+        "error 6 (bad_request) at `?Reverse?reverse`: Reverse.reverse: text is empty"
     );
 
     // The same node, from its configuration file (step 7's other form):
@@ -587,7 +587,7 @@ fn a_linked_component_that_no_code_names_serves_a_shipped_flow() {
         assert_eq!(error.code, ErrorCode::ActionFailed);
         assert_eq!(
             error.message,
-            "Iam.authorize at `?SecureGreeting?authorize`: forbidden: user \"guest\" may not \"SecureGreeting\""
+            "Iam.authorize: forbidden: user \"guest\" may not \"SecureGreeting\""
         );
     });
 }
