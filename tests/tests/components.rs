@@ -572,14 +572,22 @@ fn a_linked_component_that_no_code_names_serves_a_shipped_flow() {
     runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "iam").await;
         client
-            .request("SecureGreeting", "ada", &json!({"user": "ada", "name": "  ada "}))
+            .request(
+                "SecureGreeting",
+                "ada",
+                &json!({"user": "ada", "name": "  ada "}),
+            )
             .await;
         let r = recv(&mut client).await;
         assert_eq!(r.envelope.status, Status::Ok, "{:?}", r.envelope.error);
         assert_eq!(decoded(&r.payload), json!({"greeting": "HELLO, ADA!"}));
 
         client
-            .request("SecureGreeting", "guest", &json!({"user": "guest", "name": "eve"}))
+            .request(
+                "SecureGreeting",
+                "guest",
+                &json!({"user": "guest", "name": "eve"}),
+            )
             .await;
         let r = recv(&mut client).await;
         assert_eq!(r.envelope.key, "?SecureGreeting?authorize");

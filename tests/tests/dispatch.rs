@@ -198,3 +198,60 @@ fn send_without_a_node_gives_up_within_its_timeout() {
         assert!(line.matches(reason).count() <= 1, "{stderr}");
     }
 }
+
+/// A node on its own configuration is reached by every command with that
+/// file alone: `--config`, or `ZMANAGER_CONFIG` (issue 22: endpoints and
+/// the data directory had to be repeated on each command).
+#[test]
+fn commands_find_the_node_through_its_configuration() {
+    let node = TestNode::start_builtin(1);
+    let dir = std::env::temp_dir().join(format!("zmanager-config-cmds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = dir.join("node.toml");
+    let e = &node.endpoints;
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[endpoints]\nintake = {:?}\nworkers = {:?}\npublish = {:?}\n",
+            node.data_dir.display().to_string(),
+            e.intake,
+            e.workers,
+            e.publish
+        ),
+    )
+    .expect("write the configuration");
+    let run = |args: &[&str], env: bool| {
+        let mut command = Command::new(zmanager_bin());
+        command.args(args).current_dir(&dir);
+        if env {
+            command.env("ZMANAGER_CONFIG", &config);
+        } else {
+            command.arg("--config").arg(&config);
+        }
+        let out = command.output().expect("run zmanager");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+        stdout
+    };
+    let greeting = run(
+        &[
+            "send",
+            "Greeting",
+            "--payload",
+            r#"{"name": "ada"}"#,
+            "--timeout",
+            "20",
+        ],
+        false,
+    );
+    assert_eq!(greeting.trim(), r#"{"greeting":"HELLO, ADA!"}"#);
+    let again = run(&["send", "Echo", "--payload", "7", "--timeout", "20"], true);
+    assert_eq!(again.trim(), "7");
+    // The data directory too: the node's store, not ./zmanager-data.
+    run(&["dlq", "list"], false);
+    run(&["journal", "stats"], true);
+    assert!(!dir.join("zmanager-data").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

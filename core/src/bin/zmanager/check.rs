@@ -14,7 +14,7 @@ use zmanager::source::SourceFile;
 pub(crate) struct Args {
     /// Node configuration (TOML): check what `zmanager up --config` would
     /// run (its flows, mappings and components).
-    #[arg(long, short)]
+    #[arg(long, short, env = "ZMANAGER_CONFIG")]
     config: Option<PathBuf>,
     /// Directory of flow files (`*.ini`, `*.toml`) [default: the
     /// configuration's, or the built-in flows, as `zmanager up`].

@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use zmanager::catalog::Catalog;
-use zmanager::config::NodeConfig;
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
 use zmanager::envelope::now_us;
 use zmanager::error_code::ErrorCode;
 use zmanager::service::Service;
 
-use crate::node_args::NodeArgs;
+use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
 use crate::replay::{Recorded, Replayed, replay};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(subcommand)]
     command: Command,
-    /// The node's data directory.
-    #[arg(long, global = true, default_value = "zmanager-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -47,7 +47,7 @@ enum Command {
         #[arg(long)]
         all: bool,
         #[command(flatten)]
-        node: NodeArgs,
+        endpoints: EndpointArgs,
         /// The node's flows and mappings, to find where a message resumes
         /// when it was delivered past the first step (default: built-in).
         #[arg(long)]
@@ -61,14 +61,16 @@ enum Command {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = database_path(&args.data_dir);
+    let node = args.config.load()?;
+    let data_dir = args.data_dir.resolve(&node);
+    let path = database_path(&data_dir);
     if !path.exists() {
         bail!(
             "no dead-letter store at {} (is --data-dir the node's data directory?)",
             path.display()
         );
     }
-    let store = DeadLetterStore::open(&args.data_dir)?;
+    let store = DeadLetterStore::open(&data_dir)?;
     match args.command {
         Command::List { limit } => {
             let letters = store.list(limit)?;
@@ -98,7 +100,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Replay {
             seqs,
             all,
-            node,
+            endpoints,
             flows,
             mappings,
             timeout,
@@ -122,12 +124,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 letters
             };
-            let config = NodeConfig {
-                catalog: zmanager::config::CatalogPaths { flows, mappings },
-                ..NodeConfig::default()
-            };
+            // The node's catalog, unless the flags name other files.
+            let mut config = node.clone();
+            if flows.is_some() {
+                config.catalog.flows = flows;
+            }
+            if mappings.is_some() {
+                config.catalog.mappings = mappings;
+            }
             let (catalog, _) = config.load_catalog();
-            let options = node.service("dlq-replay");
+            let options = endpoints.service("dlq-replay", &node);
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;

@@ -5,7 +5,6 @@
 //! crashed node left for its next start to look at.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tokio::sync::oneshot;
 use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
 use zmanager::service::Service;
 
-use crate::node_args::NodeArgs;
+use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
 use crate::replay::{Recorded, Replayed, json, replay};
 use crate::times::{parse_time, time};
 
@@ -23,9 +22,10 @@ use crate::times::{parse_time, time};
 pub(crate) struct Args {
     #[command(subcommand)]
     command: Command,
-    /// The node's data directory.
-    #[arg(long, global = true, default_value = "zmanager-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 /// Times: RFC 3339 in UTC (`2026-11-25T10:00:00Z`), microseconds since the
@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
-        node: NodeArgs,
+        endpoints: EndpointArgs,
         /// Seconds to wait for each result.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
@@ -119,10 +119,12 @@ impl From<State> for StateFilter {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let journal = SqliteJournal::open_to_read(&args.data_dir).with_context(|| {
+    let node = args.config.load()?;
+    let data_dir = args.data_dir.resolve(&node);
+    let journal = SqliteJournal::open_to_read(&data_dir).with_context(|| {
         format!(
             "cannot read the journal in {} (is --data-dir the node's data directory?)",
-            args.data_dir.display()
+            data_dir.display()
         )
     })?;
     match args.command {
@@ -163,7 +165,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             until,
             flow,
             dry_run,
-            node,
+            endpoints,
             timeout,
             parallel,
         } => {
@@ -200,7 +202,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let options = node.service("journal-replay");
+            let options = endpoints.service("journal-replay", &node);
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;

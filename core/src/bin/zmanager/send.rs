@@ -30,7 +30,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         // result.
         let limit = Duration::from_secs(args.timeout);
         let started = tokio::time::Instant::now();
-        let mut options = args.node.service("cli");
+        let mut options = args.node.service("cli")?;
         options.handshake_timeout = options.handshake_timeout.min(limit);
         let (intake, publish) = (options.intake.clone(), options.publish.clone());
         let service = tokio::time::timeout(limit, Service::connect(options))

@@ -6,20 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zmanager::service::{Service, ServiceOptions};
+use zmanager::service::Service;
 use zmanager::service_management;
 use zmanager::service_registry::{self, ServiceInfo};
+
+use crate::node_args::NodeArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The Subject's intake endpoint.
-    #[arg(long, global = true, default_value = "tcp://127.0.0.1:19030")]
-    intake: String,
-    /// The Integration Manager's endpoint.
-    #[arg(long, global = true, default_value = "tcp://127.0.0.1:19034")]
-    publish: String,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -32,11 +30,7 @@ enum Command {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let options = ServiceOptions {
-        intake: args.intake,
-        publish: args.publish,
-        ..ServiceOptions::local("services")
-    };
+    let options = args.node.service("services")?;
     match args.command.unwrap_or(Command::List) {
         Command::List => crate::runtime(false)?.block_on(async move {
             let service = Service::connect(options).await?;

@@ -11,22 +11,27 @@ pub(crate) struct Args {
     /// service's results, which is where `zmanager send` and the Rust and
     /// Python clients get theirs); none means every topic.
     topics: Vec<String>,
-    /// The Integration Manager's endpoint.
-    #[arg(long, default_value = "tcp://127.0.0.1:19034")]
-    publish: String,
+    /// The Integration Manager's endpoint [default: the configuration's,
+    /// or tcp://127.0.0.1:19034].
+    #[arg(long, env = "ZMANAGER_PUBLISH")]
+    publish: Option<String>,
+    #[command(flatten)]
+    config: crate::node_args::ConfigArg,
     /// Stop after this many messages.
     #[arg(long, short = 'n')]
     count: Option<u64>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    let publish = args.publish.unwrap_or(config.endpoints.publish);
     let prefixes = if args.topics.is_empty() {
         vec![String::new()]
     } else {
         args.topics
     };
     crate::runtime(false)?.block_on(async move {
-        let mut subscription = Subscription::connect(&args.publish, &prefixes).await?;
+        let mut subscription = Subscription::connect(&publish, &prefixes).await?;
         let mut seen = 0u64;
         while let Some(published) = subscription.next().await {
             let payload = zmanager_sdk::decode::<serde_json::Value>(&published.payload)

@@ -9,7 +9,7 @@ use zmanager::config::{Endpoints, NodeConfig};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Node configuration (TOML); the built-in defaults when absent.
-    #[arg(long, short)]
+    #[arg(long, short, env = "ZMANAGER_CONFIG")]
     config: Option<PathBuf>,
     /// Number of worker processes (overrides the configuration; 0 for none:
     /// workers then connect from `zmanager worker` processes run separately).
