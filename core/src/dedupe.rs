@@ -94,10 +94,10 @@ impl Recent {
         };
         // Only if that entry is still the one recorded at `at` (the key may
         // have been inserted again since).
-        if self.results.get(&key).is_some_and(|(t, _)| *t == at) {
-            if let Some((_, old)) = self.results.remove(&key) {
-                self.bytes -= old.size();
-            }
+        if self.results.get(&key).is_some_and(|(t, _)| *t == at)
+            && let Some((_, old)) = self.results.remove(&key)
+        {
+            self.bytes -= old.size();
         }
         true
     }

@@ -194,7 +194,7 @@ fn decode_batch<'a>(
     frame: impl Fn(usize) -> Option<&'a Bytes>,
 ) -> Result<Vec<Result<Message, WireError>>, WireError> {
     let pairs = len.saturating_sub(1);
-    if pairs == 0 || pairs % 2 != 0 {
+    if pairs == 0 || !pairs.is_multiple_of(2) {
         return Err(WireError::Incomplete {
             expected: "a command and one or more envelope, payload pairs",
             got: len,

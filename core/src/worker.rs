@@ -316,8 +316,8 @@ async fn serve(
                 }
             }
             _ = tick.tick() => {
-                if let Some(running) = actions.running_for() {
-                    if running > options.message_timeout {
+                if let Some(running) = actions.running_for()
+                    && running > options.message_timeout {
                         tracing::error!(
                             running_ms = running.as_millis() as u64,
                             limit_ms = options.message_timeout.as_millis() as u64,
@@ -325,7 +325,6 @@ async fn serve(
                         );
                         std::process::exit(EXIT_STUCK);
                     }
-                }
                 if last_heard.elapsed() > options.liveness {
                     tracing::warn!(%identity, silent_ms = last_heard.elapsed().as_millis() as u64, "the Subject is silent; reconnecting");
                     break Ended::Lost;

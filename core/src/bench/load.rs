@@ -143,10 +143,9 @@ impl LoadGenerator {
             // cancel-safe); only pings travel now, and one is enough.
             if let Ok(Ok(frames)) =
                 tokio::time::timeout(Duration::from_millis(100), self.sub.recv()).await
+                && frames.len() == 3
             {
-                if frames.len() == 3 {
-                    return Ok(());
-                }
+                return Ok(());
             }
         }
         Err(BenchError::Protocol(

@@ -170,10 +170,10 @@ impl Retention {
 
     fn shut_down(&mut self) {
         self.stop = None;
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the journal retention thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the journal retention thread panicked");
         }
     }
 }

@@ -676,17 +676,17 @@ impl Journal for SqliteJournal {
                 (Some(s), _) => Some((Checkpoint::Suspended, s)),
                 (None, r) => r.map(|r| (Checkpoint::Resumed, r)),
             };
-            if let Some((kind, (s, _, envelope, payload))) = checkpoint {
-                if let Some(state) = self.message(s, envelope, payload) {
-                    message = state;
-                    since = s;
-                    at = kind;
-                }
+            if let Some((kind, (s, _, envelope, payload))) = checkpoint
+                && let Some(state) = self.message(s, envelope, payload)
+            {
+                message = state;
+                since = s;
+                at = kind;
             }
-            if let Some((d, Some(attempt), _, _)) = latest("dispatched")? {
-                if d > since {
-                    message.envelope.attempt = u32::try_from(attempt).unwrap_or(0);
-                }
+            if let Some((d, Some(attempt), _, _)) = latest("dispatched")?
+                && d > since
+            {
+                message.envelope.attempt = u32::try_from(attempt).unwrap_or(0);
             }
             out.push(Unfinished { message, at });
         }

@@ -159,10 +159,10 @@ impl Drop for JournalWriter {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.queue = None;
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the journal writer thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the journal writer thread panicked");
         }
     }
 }

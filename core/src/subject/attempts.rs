@@ -29,14 +29,14 @@ impl SubjectCore {
                 return;
             }
         }
-        if let Some(error) = &result.envelope.error {
-            if error.code == ErrorCode::ActionPanicked {
-                // A panic may be transient (a bad worker state, a resource):
-                // the message is delivered again, up to max_attempts.
-                let reason = error.message.clone();
-                self.retry_or_dead_letter(vec![in_flight.message], &reason);
-                return;
-            }
+        if let Some(error) = &result.envelope.error
+            && error.code == ErrorCode::ActionPanicked
+        {
+            // A panic may be transient (a bad worker state, a resource):
+            // the message is delivered again, up to max_attempts.
+            let reason = error.message.clone();
+            self.retry_or_dead_letter(vec![in_flight.message], &reason);
+            return;
         }
         let catalog = Arc::clone(&self.catalog);
         let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);

@@ -67,11 +67,11 @@ impl SubjectCore {
             message.payload = NIL.clone();
             return self.refuse(message, ErrorCode::TooLarge, text);
         }
-        if matches!(envelope.kind, Kind::Request | Kind::Result) {
-            if let Err(e) = payload::check(&message.payload, MAX_DEPTH) {
-                let text = format!("the payload is not one MessagePack value: {e}");
-                return self.refuse(message, ErrorCode::BadRequest, text);
-            }
+        if matches!(envelope.kind, Kind::Request | Kind::Result)
+            && let Err(e) = payload::check(&message.payload, MAX_DEPTH)
+        {
+            let text = format!("the payload is not one MessagePack value: {e}");
+            return self.refuse(message, ErrorCode::BadRequest, text);
         }
         let envelope = &message.envelope;
         match envelope.kind {

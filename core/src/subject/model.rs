@@ -535,10 +535,10 @@ impl Harness {
                     let group = self.group_of.get_mut(key).and_then(VecDeque::pop_front);
                     if let Some(Some(group)) = group {
                         // The oldest life of that id (a later one may wait).
-                        if let Some(queue) = self.order.get_mut(&group) {
-                            if let Some(at) = queue.iter().position(|k| k == key) {
-                                queue.remove(at);
-                            }
+                        if let Some(queue) = self.order.get_mut(&group)
+                            && let Some(at) = queue.iter().position(|k| k == key)
+                        {
+                            queue.remove(at);
                         }
                     }
                 }

@@ -347,14 +347,14 @@ async fn watch_commits(mut appended: mpsc::Receiver<(u64, Committed)>, report: w
 /// The error of the journal's next failed commit (never, with the
 /// journal off). Cancel-safe: it only waits on a watch.
 async fn commit_failed(health: &mut Option<watch::Receiver<Health>>) -> String {
-    if let Some(health) = health {
-        if health.changed().await.is_ok() {
-            return health
-                .borrow_and_update()
-                .last_error
-                .clone()
-                .unwrap_or_default();
-        }
+    if let Some(health) = health
+        && health.changed().await.is_ok()
+    {
+        return health
+            .borrow_and_update()
+            .last_error
+            .clone()
+            .unwrap_or_default();
     }
     std::future::pending().await
 }
