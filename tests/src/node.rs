@@ -292,6 +292,24 @@ impl Drop for TempFile {
 #[derive(Debug)]
 pub struct TempDir(pub std::path::PathBuf);
 
+impl TestNode {
+    /// Writes `dir/node.toml`: `extra` (top-level keys), then this node's
+    /// endpoints, so that another command or node can be pointed at it.
+    pub fn write_config(&self, dir: &Path, extra: &str) -> std::path::PathBuf {
+        let e = &self.endpoints;
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{extra}\n[endpoints]\nintake = {:?}\nworkers = {:?}\npublish = {:?}\n",
+                e.intake, e.workers, e.publish
+            ),
+        )
+        .expect("write the configuration");
+        path
+    }
+}
+
 impl TempDir {
     /// An empty directory named after `name`.
     pub fn new(name: &str) -> Self {

@@ -205,22 +205,10 @@ fn send_without_a_node_gives_up_within_its_timeout() {
 #[test]
 fn commands_find_the_node_through_its_configuration() {
     let node = TestNode::start_builtin(1);
-    let dir = std::env::temp_dir().join(format!("zmanager-config-cmds-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let config = dir.join("node.toml");
-    let e = &node.endpoints;
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[endpoints]\nintake = {:?}\nworkers = {:?}\npublish = {:?}\n",
-            node.data_dir.display().to_string(),
-            e.intake,
-            e.workers,
-            e.publish
-        ),
-    )
-    .expect("write the configuration");
+    let temp = zmanager_tests::node::TempDir::new("config-cmds");
+    let dir = temp.path().to_path_buf();
+    let data_dir = format!("data_dir = {:?}", node.data_dir.display().to_string());
+    let config = node.write_config(&dir, &data_dir);
     let run = |args: &[&str], env: bool| {
         let mut command = Command::new(zmanager_bin());
         command.args(args).current_dir(&dir);
@@ -253,5 +241,4 @@ fn commands_find_the_node_through_its_configuration() {
     run(&["dlq", "list"], false);
     run(&["journal", "stats"], true);
     assert!(!dir.join("zmanager-data").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -411,20 +411,9 @@ fn kill_9_of_the_node_leaves_no_orphan_worker() {
 #[test]
 fn a_second_node_on_the_same_endpoints_stops_before_touching_its_data() {
     let node = TestNode::start(0);
-    let dir = std::env::temp_dir().join(format!("zmanager-second-up-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let config = dir.join("node.toml");
-    let e = &node.endpoints;
-    std::fs::write(
-        &config,
-        format!(
-            "workers = 0\n[endpoints]\nintake = {:?}\nworkers = {:?}\npublish = {:?}\n",
-            e.intake, e.workers, e.publish
-        ),
-    )
-    .expect("write the configuration");
-    let data = dir.join("data");
+    let dir = zmanager_tests::node::TempDir::new("second-up");
+    let config = node.write_config(dir.path(), "workers = 0");
+    let data = dir.path().join("data");
     let out = std::process::Command::new(zmanager_tests::zmanager_bin())
         .arg("up")
         .arg("--config")
@@ -441,5 +430,4 @@ fn a_second_node_on_the_same_endpoints_stops_before_touching_its_data() {
         "{stderr}"
     );
     assert!(!data.exists(), "a data directory was created: {stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -210,22 +210,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn event_key(event: &Event) -> MessageKey {
-    match event {
-        Event::Accepted { message, .. } => key_of(&message.envelope),
-        Event::Dispatched { key, .. }
-        | Event::Suspended { key, .. }
-        | Event::Resumed { key, .. }
-        | Event::Completed { key, .. }
-        | Event::DeadLettered { key, .. } => key.clone(),
-    }
-}
-
-/// A MessagePack string of `n` bytes.
-fn serde_bytes_like(n: usize) -> String {
-    "x".repeat(n)
-}
-
 /// One accepted request's life, as the journal tells it.
 #[derive(Debug, Default)]
 struct Life {
@@ -341,7 +325,7 @@ impl Harness {
         e.order_key = format!("k{key}");
         // Ids from 8 up carry 300 bytes, so the bounds in bytes bind.
         let payload = if id >= 8 {
-            Bytes::from(rmp_serde::to_vec(&serde_bytes_like(300)).expect("bytes"))
+            Bytes::from(rmp_serde::to_vec(&"x".repeat(300)).expect("bytes"))
         } else {
             Bytes::from_static(&[0x91, 0x01])
         };
@@ -555,7 +539,7 @@ impl Harness {
             for e in &effects {
                 if let Effect::Append { events, .. } = e {
                     for ev in events {
-                        eprintln!("    {:?} {:?}", ev.kind(), event_key(ev));
+                        eprintln!("    {:?} {:?}", ev.kind(), ev.key());
                     }
                 } else if let Effect::Publish(p) = e {
                     eprintln!(
