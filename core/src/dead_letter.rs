@@ -132,23 +132,7 @@ impl DeadLetterStore {
         errors: &[String],
         at_us: u64,
     ) -> Result<i64, StoreError> {
-        let e = &message.envelope;
-        let errors = serde_json::to_string(errors).unwrap_or_default();
-        self.conn
-            .execute(
-                "INSERT INTO dead_letters (at_us, service, id, flow, errors, envelope, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    i64::try_from(at_us).unwrap_or(i64::MAX),
-                    e.service,
-                    e.id,
-                    e.flow,
-                    errors,
-                    e.encode(),
-                    message.payload.as_ref()
-                ],
-            )
-            .map_err(|e| self.sqlite(e))?;
+        self.write(None, message, errors, at_us)?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -176,6 +160,22 @@ impl DeadLetterStore {
         errors: &[String],
         at_us: u64,
     ) -> Result<(), StoreError> {
+        self.write(
+            Some(i64::try_from(seq).unwrap_or(i64::MAX)),
+            message,
+            errors,
+            at_us,
+        )
+    }
+
+    /// One row; a `seq` of `None` (NULL) takes the next number.
+    fn write(
+        &self,
+        seq: Option<i64>,
+        message: &Message,
+        errors: &[String],
+        at_us: u64,
+    ) -> Result<(), StoreError> {
         let e = &message.envelope;
         let errors = serde_json::to_string(errors).unwrap_or_default();
         self.conn
@@ -183,7 +183,7 @@ impl DeadLetterStore {
                 "INSERT INTO dead_letters (seq, at_us, service, id, flow, errors, envelope, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
-                    i64::try_from(seq).unwrap_or(i64::MAX),
+                    seq,
                     i64::try_from(at_us).unwrap_or(i64::MAX),
                     e.service,
                     e.id,
@@ -353,6 +353,25 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Subject numbers dead letters itself from `next_seq`: numbers go
+    /// on after what is stored, and after what was stored and deleted.
+    #[test]
+    fn numbers_given_by_the_subject_are_never_reused() {
+        let dir = std::env::temp_dir().join(format!("zmanager-dlq-seq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DeadLetterStore::open(&dir).unwrap();
+        assert_eq!(store.next_seq().unwrap(), 1);
+        let m = Message::new(Envelope::request("m1", "F"), Bytes::from_static(b"\xc0"));
+        store.insert_numbered(7, &m, &["e".into()], 1).unwrap();
+        assert_eq!(store.get(7).unwrap().unwrap().message, m);
+        assert_eq!(store.next_seq().unwrap(), 8);
+        // An automatic number comes after it too.
+        assert_eq!(store.insert(&m, &[], 2).unwrap(), 8);
+        store.conn.execute("DELETE FROM dead_letters", []).unwrap();
+        assert_eq!(store.next_seq().unwrap(), 9, "not reused after a delete");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn stores_lists_shows_and_marks() {

@@ -302,7 +302,8 @@ impl InFlightTable {
     }
 
     /// The pending messages, next first.
-    pub fn pending(&self) -> impl Iterator<Item = &Message> {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> impl Iterator<Item = &Message> {
         self.pending.iter()
     }
 

@@ -212,7 +212,8 @@ impl<T> KeyGate<T> {
     }
 
     /// The requests waiting for their key, in no particular order.
-    pub fn waiting(&self) -> impl Iterator<Item = &T> {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> impl Iterator<Item = &T> {
         self.groups
             .values()
             .flat_map(|g| g.waiting.iter().map(|(_, item)| item))

@@ -220,7 +220,8 @@ impl<T> DelayQueue<T> {
     }
 
     /// The items waiting, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.heap.iter().map(|Reverse(e)| &e.item)
     }
 

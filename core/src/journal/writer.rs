@@ -243,14 +243,21 @@ mod tests {
     use crate::journal::testing::{TempDir, request};
     use crate::journal::{JournalStats, RecordedEvent, SqliteJournal, SyncMode, Unfinished};
 
-    /// A journal whose commits take at least 5 ms, as a slow disk's would,
-    /// so that submissions pile up while one commits.
-    #[derive(Debug)]
-    struct Slow(SqliteJournal);
+    /// A SQLite journal whose appends run `before` first: a slow disk's
+    /// sleep, or a failure instead of the write.
+    struct Hooked<F>(SqliteJournal, F);
 
-    impl Journal for Slow {
+    impl<F> std::fmt::Debug for Hooked<F> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("Hooked")
+                .field(&self.0)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl<F: Fn() -> Result<(), JournalError>> Journal for Hooked<F> {
         fn append(&self, events: &[Event]) -> Result<(), JournalError> {
-            std::thread::sleep(Duration::from_millis(5));
+            (self.1)()?;
             self.0.append(events)
         }
         fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
@@ -294,11 +301,20 @@ mod tests {
         }
     }
 
+    /// A journal whose commits take at least 5 ms, as a slow disk's would,
+    /// so that submissions pile up while one commits.
+    fn slow(journal: SqliteJournal) -> impl Journal + Send + 'static {
+        Hooked(journal, || {
+            std::thread::sleep(Duration::from_millis(5));
+            Ok(())
+        })
+    }
+
     #[tokio::test]
     async fn concurrent_submits_share_commits() {
         let dir = TempDir::new("group");
         let journal = SqliteJournal::open(dir.path(), SyncMode::Full).unwrap();
-        let writer = JournalWriter::start(Slow(journal), 1024, 1000).unwrap();
+        let writer = JournalWriter::start(slow(journal), 1024, 1000).unwrap();
         let mut waiting = Vec::new();
         for i in 0..200 {
             let event = Event::accepted(i, request("s", &i.to_string(), "F"));
@@ -339,53 +355,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_is_reported_to_each_of_its_submitters() {
-        #[derive(Debug)]
-        struct Failing;
-        impl Journal for Failing {
-            fn append(&self, _: &[Event]) -> Result<(), JournalError> {
-                Err(JournalError::WriterStopped)
-            }
-            fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
-                Ok(vec![])
-            }
-            fn history(&self, _: &str, _: &str) -> Result<Vec<RecordedEvent>, JournalError> {
-                Ok(vec![])
-            }
-            fn recent_results(
-                &self,
-                _: u64,
-                _: usize,
-            ) -> Result<Vec<(u64, crate::wire::Message)>, JournalError> {
-                Ok(vec![])
-            }
-            fn range(
-                &self,
-                _: u64,
-                _: u64,
-                _: Option<&str>,
-            ) -> Result<Vec<crate::wire::Message>, JournalError> {
-                Ok(vec![])
-            }
-            fn stats(&self) -> Result<JournalStats, JournalError> {
-                Ok(Default::default())
-            }
-            fn compact(&self, _: u64) -> Result<u64, JournalError> {
-                Ok(0)
-            }
-            fn compact_oldest(&self, _: u64, _: u64) -> Result<u64, JournalError> {
-                Ok(0)
-            }
-            fn data_bytes(&self) -> Result<u64, JournalError> {
-                Ok(0)
-            }
-            fn summaries(
-                &self,
-                _: &crate::journal::SummaryFilter,
-            ) -> Result<Vec<crate::journal::MessageSummary>, JournalError> {
-                Ok(vec![])
-            }
-        }
-        let writer = JournalWriter::start(Failing, 4, 10).unwrap();
+        let dir = TempDir::new("failing");
+        let journal = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let failing = Hooked(journal, || Err(JournalError::WriterStopped));
+        let writer = JournalWriter::start(failing, 4, 10).unwrap();
         let mut health = writer.health();
         let a = writer.submit(vec![]).await;
         let b = writer.submit(vec![]).await;
@@ -401,59 +374,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_commit_is_tried_again_before_anything_after_it() {
-        /// Fails its first three appends, then writes.
-        #[derive(Debug)]
-        struct Flaky(SqliteJournal, AtomicU64);
-        impl Journal for Flaky {
-            fn append(&self, events: &[Event]) -> Result<(), JournalError> {
-                if self.1.fetch_add(1, Ordering::Relaxed) < 3 {
-                    return Err(JournalError::WriterStopped);
-                }
-                self.0.append(events)
-            }
-            fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
-                self.0.unfinished()
-            }
-            fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
-                self.0.history(service, id)
-            }
-            fn recent_results(
-                &self,
-                since_us: u64,
-                limit: usize,
-            ) -> Result<Vec<(u64, crate::wire::Message)>, JournalError> {
-                self.0.recent_results(since_us, limit)
-            }
-            fn range(
-                &self,
-                since_us: u64,
-                until_us: u64,
-                flow: Option<&str>,
-            ) -> Result<Vec<crate::wire::Message>, JournalError> {
-                self.0.range(since_us, until_us, flow)
-            }
-            fn stats(&self) -> Result<JournalStats, JournalError> {
-                self.0.stats()
-            }
-            fn compact(&self, before_us: u64) -> Result<u64, JournalError> {
-                self.0.compact(before_us)
-            }
-            fn compact_oldest(&self, before_us: u64, max: u64) -> Result<u64, JournalError> {
-                self.0.compact_oldest(before_us, max)
-            }
-            fn data_bytes(&self) -> Result<u64, JournalError> {
-                self.0.data_bytes()
-            }
-            fn summaries(
-                &self,
-                filter: &crate::journal::SummaryFilter,
-            ) -> Result<Vec<crate::journal::MessageSummary>, JournalError> {
-                self.0.summaries(filter)
-            }
-        }
         let dir = TempDir::new("flaky");
         let journal = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let writer = JournalWriter::start(Flaky(journal, AtomicU64::new(0)), 4, 1).unwrap();
+        // Fails its first three appends, then writes.
+        let tries = AtomicU64::new(0);
+        let flaky = Hooked(journal, move || {
+            if tries.fetch_add(1, Ordering::Relaxed) < 3 {
+                Err(JournalError::WriterStopped)
+            } else {
+                Ok(())
+            }
+        });
+        let writer = JournalWriter::start(flaky, 4, 1).unwrap();
         let first = writer
             .submit(vec![Event::accepted(1, request("s", "1", "F"))])
             .await;

@@ -44,7 +44,7 @@ pub(super) struct Commits {
     outstanding: VecDeque<u64>,
     /// Acknowledgements and results of ended turns, waiting for those turns
     /// to be durable.
-    waiting_acks: VecDeque<(u64, Vec<Publication>)>,
+    waiting: VecDeque<(u64, Vec<Publication>)>,
     /// Ordering keys whose holders ended, each with the turn that records
     /// the end.
     unreleased: VecDeque<(u64, GroupKey, MessageKey)>,
@@ -62,7 +62,7 @@ impl Commits {
             results: Vec::new(),
             turn: 1,
             outstanding: VecDeque::new(),
-            waiting_acks: VecDeque::new(),
+            waiting: VecDeque::new(),
             unreleased: VecDeque::new(),
             failing: None,
         }
@@ -140,7 +140,7 @@ impl SubjectCore {
         if !c.acks.is_empty() || !c.results.is_empty() {
             let mut out: Vec<Publication> = c.acks.drain(..).map(ack_message).collect();
             out.append(&mut c.results);
-            c.waiting_acks.push_back((turn, out));
+            c.waiting.push_back((turn, out));
         }
         self.release_durable();
     }
@@ -171,14 +171,14 @@ impl SubjectCore {
         self.commits.failing = Some(error.to_owned());
     }
 
-    /// Publishes the acknowledgements and frees the keys whose turns are
-    /// durable.
+    /// Publishes the acknowledgements and results, and frees the keys,
+    /// whose turns are durable.
     fn release_durable(&mut self) {
-        while let Some((turn, _)) = self.commits.waiting_acks.front() {
+        while let Some((turn, _)) = self.commits.waiting.front() {
             if !self.commits.durable(*turn) {
                 break;
             }
-            if let Some((_, acks)) = self.commits.waiting_acks.pop_front() {
+            if let Some((_, acks)) = self.commits.waiting.pop_front() {
                 self.effects.extend(acks.into_iter().map(Effect::Publish));
             }
         }
