@@ -240,5 +240,21 @@ fn commands_find_the_node_through_its_configuration() {
     // The data directory too: the node's store, not ./zmanager-data.
     run(&["dlq", "list"], false);
     run(&["journal", "stats"], true);
+    // And one value each, without a configuration.
+    let out = Command::new(zmanager_bin())
+        .args(["send", "Echo", "--payload", "8", "--timeout", "20"])
+        .env("ZMANAGER_INTAKE", &node.endpoints.intake)
+        .env("ZMANAGER_PUBLISH", &node.endpoints.publish)
+        .current_dir(&dir)
+        .output()
+        .expect("run zmanager send");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "{out:?}");
+    let out = Command::new(zmanager_bin())
+        .args(["journal", "stats"])
+        .env("ZMANAGER_DATA_DIR", &node.data_dir)
+        .current_dir(&dir)
+        .output()
+        .expect("run zmanager journal stats");
+    assert!(out.status.success(), "{out:?}");
     assert!(!dir.join("zmanager-data").exists());
 }

@@ -197,6 +197,14 @@ fn a_poison_message_is_dead_lettered_after_max_attempts_while_traffic_flows() {
         .filter(|l| l.trim_start().starts_with("- attempt"))
         .collect();
     assert_eq!(attempts.len(), 4, "{shown}");
+    // Times in RFC 3339, as `zmanager journal` prints them.
+    for field in ["  at: ", "  accepted: "] {
+        let line = shown.lines().find(|l| l.starts_with(field));
+        assert!(
+            line.is_some_and(|l| l.trim_end().ends_with('Z') && l.contains('T')),
+            "{field:?} in:\n{shown}"
+        );
+    }
     assert!(
         attempts[0].contains("- attempt 1:") && attempts[3].contains("- attempt 4:"),
         "{shown}"
