@@ -366,8 +366,12 @@ mod tests {
         health.changed().await.unwrap();
         assert!(health.borrow().last_error.is_some());
         // Given up only once the writer stops.
+        let stopping = Instant::now();
         let stopped = tokio::task::spawn_blocking(move || drop(writer));
         assert!(matches!(a.await, Err(JournalError::Batch(_))));
+        // Not before it tried for GIVE_UP_AFTER (docs/reliability.md: 2 s).
+        assert!(stopping.elapsed() >= GIVE_UP_AFTER);
+        assert_eq!(GIVE_UP_AFTER, Duration::from_secs(2));
         assert!(matches!(b.await, Err(JournalError::Batch(_))));
         stopped.await.unwrap();
     }
@@ -386,6 +390,7 @@ mod tests {
             }
         });
         let writer = JournalWriter::start(flaky, 4, 1).unwrap();
+        let started = Instant::now();
         let first = writer
             .submit(vec![Event::accepted(1, request("s", "1", "F"))])
             .await;
@@ -393,6 +398,13 @@ mod tests {
             .submit(vec![Event::accepted(2, request("s", "2", "F"))])
             .await;
         first.await.unwrap();
+        // Three failures waited 10, 20 and 40 ms first (docs/reliability.md:
+        // "10 ms doubling").
+        assert!(started.elapsed() >= Duration::from_millis(70));
+        assert_eq!(
+            (RETRY_FIRST, RETRY_MAX),
+            (Duration::from_millis(10), Duration::from_secs(1))
+        );
         second.await.unwrap();
         assert_eq!(writer.health().borrow().failures, 3);
         drop(writer);
