@@ -430,6 +430,20 @@ mod tests {
             e.to_string().contains("use tcp://host:port or ipc:///path"),
             "{e}"
         );
+        let e = NodeConfig::from_toml("n.toml", "max_message_bytes = 10\nmax_pending_mb = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_message_bytes must be at least 1024"), "{e}");
+        assert!(e.contains("max_pending_mb must be at least 1"), "{e}");
+        let e = NodeConfig::from_toml(
+            "n.toml",
+            "max_message_bytes = 4194304\nmax_pending_mb = 2\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("must not exceed max_pending_mb"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -63,6 +63,32 @@ fn the_documented_node_configurations_parse() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.workers, Some(2));
     assert_eq!(config.components.len(), 1);
+    // The bounds it shows are the defaults.
+    let defaults = zmanager::config::NodeConfig::default();
+    assert_eq!(
+        (
+            config.max_pending,
+            config.max_pending_mb,
+            config.max_message_bytes,
+            config.dedupe_capacity,
+            config.dedupe_max_mb
+        ),
+        (
+            defaults.max_pending,
+            defaults.max_pending_mb,
+            defaults.max_message_bytes,
+            defaults.dedupe_capacity,
+            defaults.dedupe_max_mb
+        )
+    );
+    assert_eq!(
+        (
+            defaults.max_pending_mb,
+            defaults.max_message_bytes,
+            defaults.dedupe_max_mb
+        ),
+        (256, 1 << 20, 64)
+    );
 
     let module =
         std::fs::read_to_string(workspace_root().join("core/src/config.rs")).expect("config.rs");
