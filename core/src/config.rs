@@ -115,6 +115,11 @@ pub struct NodeConfig {
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
     pub journal: JournalConfig,
+    /// Listen beyond this machine (a tcp address other than loopback)
+    /// although nothing authenticates peers. Only from `zmanager up
+    /// --insecure`, never from a file: see `docs/security.md`.
+    #[serde(skip)]
+    pub insecure: bool,
 }
 
 /// The durable journal (`docs/reliability.md`).
@@ -206,6 +211,7 @@ impl Default for NodeConfig {
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
             journal: JournalConfig::default(),
+            insecure: false,
         }
     }
 }
@@ -221,6 +227,24 @@ impl Default for Endpoints {
 }
 
 impl Endpoints {
+    /// The endpoints reachable from other machines, by name: tcp on any
+    /// address but loopback (`127.0.0.0/8`, `::1`, `localhost`). ipc is a
+    /// file, guarded by its directory's permissions.
+    pub fn exposed(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("intake", self.intake.as_str()),
+            ("workers", self.workers.as_str()),
+            ("publish", self.publish.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, endpoint)| {
+            endpoint
+                .strip_prefix("tcp://")
+                .is_some_and(|address| !is_loopback(address))
+        })
+        .collect()
+    }
+
     /// All three sockets as ipc files in `dir`.
     pub fn ipc(dir: &Path) -> Self {
         let at = |name: &str| format!("ipc://{}", dir.join(name).display());
@@ -230,6 +254,19 @@ impl Endpoints {
             publish: at("publish.sock"),
         }
     }
+}
+
+/// True when `address` (`host:port`) names a loopback host.
+fn is_loopback(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl NodeConfig {
@@ -466,5 +503,28 @@ mod tests {
         assert!(!diagnostics.has_errors(), "{diagnostics}");
         assert!(catalog.flow("Greeting").is_some());
         assert!(catalog.flow("Echo").is_some());
+    }
+
+    #[test]
+    fn only_tcp_beyond_loopback_is_exposed() {
+        let at = |intake: &str, workers: &str, publish: &str| Endpoints {
+            intake: intake.into(),
+            workers: workers.into(),
+            publish: publish.into(),
+        };
+        assert!(Endpoints::default().exposed().is_empty());
+        assert!(Endpoints::ipc(Path::new("/run/zm")).exposed().is_empty());
+        let local = at("tcp://localhost:1", "tcp://[::1]:2", "tcp://127.8.0.1:3");
+        assert!(local.exposed().is_empty());
+        let open = at("tcp://0.0.0.0:1", "tcp://127.0.0.1:2", "tcp://*:3");
+        assert_eq!(
+            open.exposed(),
+            [("intake", "tcp://0.0.0.0:1"), ("publish", "tcp://*:3")]
+        );
+        let named = at("tcp://10.1.2.3:1", "tcp://[::]:2", "tcp://node.example:3");
+        assert_eq!(named.exposed().len(), 3);
+        // Never from a file.
+        let e = NodeConfig::from_toml("n.toml", "insecure = true\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `insecure`"), "{e}");
     }
 }

@@ -113,6 +113,12 @@ pub struct Envelope {
     /// left out on the wire, when there is none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub order_key: String,
+    /// On a request from the node's own tools (`zmanager dlq replay`,
+    /// `journal replay`): the node's operator cookie (`crate::operator`),
+    /// which lets the request name any step of its flow. The Subject takes
+    /// it off at intake; empty, and left out on the wire, everywhere else.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operator: String,
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +162,7 @@ impl Envelope {
             origin: String::new(),
             ack: false,
             order_key: String::new(),
+            operator: String::new(),
             status: Status::Ok,
             error: None,
         }
@@ -194,7 +201,8 @@ impl Envelope {
             + self.service.len()
             + self.reply_to.len()
             + self.origin.len()
-            + self.order_key.len();
+            + self.order_key.len()
+            + self.operator.len();
         // Keys, markers and integers fit in 128 bytes; see `codec::encode`.
         let mut out = Vec::with_capacity(strings + 128);
         codec::encode(self, &mut out);
@@ -280,9 +288,10 @@ mod codec {
             + u8::from(!e.origin.is_empty())
             + u8::from(e.ack)
             + u8::from(!e.order_key.is_empty())
+            + u8::from(!e.operator.is_empty())
             + u8::from(e.error.is_some());
-        // Up to 15 entries fit a fixmap; every optional field present makes
-        // 16, a map16 (rmp writes the smallest form).
+        // Up to 15 entries fit a fixmap; more take a map16 (rmp writes the
+        // smallest form).
         if entries < 16 {
             out.push(0x80 | entries);
         } else {
@@ -321,6 +330,10 @@ mod codec {
         if !e.order_key.is_empty() {
             str(out, "order_key");
             str(out, &e.order_key);
+        }
+        if !e.operator.is_empty() {
+            str(out, "operator");
+            str(out, &e.operator);
         }
         str(out, "status");
         str(out, status_name(e.status));
@@ -398,7 +411,8 @@ mod codec {
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         let mut r = Reader { bytes };
         let entries = r.map_len()?;
-        if entries > 15 {
+        // Sixteen known keys, each at most once.
+        if entries > 16 {
             return None;
         }
         let mut e = Envelope::request(String::new(), String::new());
@@ -421,6 +435,7 @@ mod codec {
                 "origin" => 12,
                 "ack" => 13,
                 "order_key" => 14,
+                "operator" => 15,
                 _ => return None,
             };
             if seen & (1 << field) != 0 {
@@ -456,6 +471,7 @@ mod codec {
                     }
                 }
                 14 => r.str()?.clone_into(&mut e.order_key),
+                15 => r.str()?.clone_into(&mut e.operator),
                 _ => {
                     e.status = match r.str()? {
                         "ok" => Status::Ok,
@@ -627,6 +643,7 @@ mod tests {
                     any::<bool>(),
                     text.clone(),
                     any::<bool>(),
+                    text.clone(),
                     text,
                 ),
             )
@@ -634,7 +651,7 @@ mod tests {
                     |(
                         (v, kind, id, flow, step),
                         (key, service, reply_to, attempt),
-                        (created_us, accepted_us, status, error, origin, ack, order_key),
+                        (created_us, accepted_us, status, error, origin, ack, order_key, operator),
                     )| {
                         let mut e = Envelope {
                             v,
@@ -651,6 +668,7 @@ mod tests {
                             origin,
                             ack,
                             order_key,
+                            operator,
                             status: STATUSES[status],
                             error: None,
                         };
@@ -700,7 +718,7 @@ mod tests {
             ]
         }
 
-        const FIELDS: [(&str, bool); 13] = [
+        const FIELDS: [(&str, bool); 14] = [
             ("v", true),
             ("kind", false),
             ("id", false),
@@ -713,6 +731,7 @@ mod tests {
             ("created_us", true),
             ("accepted_us", true),
             ("order_key", false),
+            ("operator", false),
             ("status", false),
         ];
 

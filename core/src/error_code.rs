@@ -50,13 +50,16 @@ pub enum ErrorCode {
     /// The request (envelope and payload) is larger than the node's
     /// `max_message_bytes`.
     TooLarge,
+    /// The request's key names a step of its flow that is not an entry
+    /// point (step 0, or a step the flow marks `entry`).
+    NotAnEntry,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -74,6 +77,7 @@ impl ErrorCode {
         ErrorCode::AsyncTimeout,
         ErrorCode::UnknownService,
         ErrorCode::TooLarge,
+        ErrorCode::NotAnEntry,
     ];
 
     /// The stable number.
@@ -96,6 +100,7 @@ impl ErrorCode {
             ErrorCode::AsyncTimeout => 15,
             ErrorCode::UnknownService => 16,
             ErrorCode::TooLarge => 17,
+            ErrorCode::NotAnEntry => 18,
             ErrorCode::Other(code) => code,
         }
     }
@@ -121,6 +126,7 @@ impl ErrorCode {
             ErrorCode::AsyncTimeout => "async_timeout",
             ErrorCode::UnknownService => "unknown_service",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::NotAnEntry => "not_an_entry",
         }
     }
 }
@@ -181,6 +187,7 @@ mod tests {
                 (15, "async_timeout"),
                 (16, "unknown_service"),
                 (17, "too_large"),
+                (18, "not_an_entry"),
             ]
         );
         for code in ErrorCode::ALL {

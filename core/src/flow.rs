@@ -39,6 +39,22 @@
 //! order_by = "payload.account"
 //! steps = ["?Transfer?Push", "?Transfer?debit", "??done"]
 //! ```
+//!
+//! A request names the step it is at (its `key`, the entry step when
+//! empty) and the flow runs on from the step after it. It may name step 0
+//! and the steps its flow marks as *entry points* — `entry = KEY` lines in
+//! the INI section, an `entry = [...]` list in the TOML table — and no
+//! other: a step a service could name could skip the steps before it (an
+//! authorization step, say). The node's own replay tools may resume at any
+//! step (`docs/security.md`).
+//!
+//! ```ini
+//! [Greeting]
+//! entry = ?Greeting?trim
+//! ?Greeting?Push
+//! ?Greeting?trim
+//! ?Greeting?greet
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +74,9 @@ pub struct Flow {
     pub steps: Vec<Step>,
     /// Where its ordering key is read; `None` for an unordered flow.
     pub order_by: Option<OrderBy>,
+    /// The steps other than step 0 that a request may name (indices, in
+    /// order).
+    pub entries: Vec<usize>,
 }
 
 /// One step of a flow and the line that defines it.
@@ -72,6 +91,12 @@ impl Flow {
     /// (see [`ActionKey::matches`]).
     pub fn position(&self, key: &ActionKey) -> Option<usize> {
         self.steps.iter().position(|step| step.key.matches(key))
+    }
+
+    /// True when a request may name step `position`: step 0, or a step
+    /// the flow marks as an entry point.
+    pub fn is_entry(&self, position: usize) -> bool {
+        position == 0 || self.entries.contains(&position)
     }
 
     /// The step after the one matching `key`; `None` after the last step or
@@ -109,6 +134,33 @@ impl Flow {
             Err(e) => diagnostics.error(location, format!("flow {}: {e}", self.name)),
         }
     }
+
+    /// Marks the steps that `entries` name as entry points, once every
+    /// step is known; a name that is no step of the flow is an error.
+    fn mark_entries(&mut self, entries: Vec<(String, Location)>, diagnostics: &mut Diagnostics) {
+        for (text, location) in entries {
+            let key = match ActionKey::parse(&text) {
+                Ok(key) => key,
+                Err(e) => {
+                    diagnostics.error(location, format!("malformed entry key {text:?}: {e}"));
+                    continue;
+                }
+            };
+            match self.steps.iter().position(|s| s.key == key) {
+                Some(0) => {}
+                Some(i) if self.entries.contains(&i) => diagnostics.error(
+                    location,
+                    format!("entry `{key}` is marked twice in flow {}", self.name),
+                ),
+                Some(i) => self.entries.push(i),
+                None => diagnostics.error(
+                    location,
+                    format!("entry `{key}` is not a step of flow {}", self.name),
+                ),
+            }
+        }
+        self.entries.sort_unstable();
+    }
 }
 
 /// Checks a flow name: it is the first part of every topic of the flow.
@@ -133,9 +185,21 @@ pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> V
                 location,
                 steps: Vec::new(),
                 order_by: None,
+                entries: Vec::new(),
             };
+            let mut entries = Vec::new();
             for entry in section.entries {
                 let at = Location::new(file, entry.line);
+                if entry.key == "entry" {
+                    match entry.value {
+                        Some(value) => entries.push((value, at)),
+                        None => diagnostics.error(
+                            at,
+                            "entry has no value (expected `entry = <the key of a step>`)",
+                        ),
+                    }
+                    continue;
+                }
                 if entry.key == "order_by" {
                     match entry.value.as_deref() {
                         Some(value) => flow.set_order_by(value, at, diagnostics),
@@ -158,6 +222,7 @@ pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> V
                 }
                 flow.push_step(&entry.key, at, diagnostics);
             }
+            flow.mark_entries(entries, diagnostics);
             flow
         })
         .collect()
@@ -176,6 +241,8 @@ struct FlowTable {
     steps: Vec<toml::Spanned<String>>,
     #[serde(default)]
     order_by: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    entry: Vec<toml::Spanned<String>>,
 }
 
 /// Loads the flows of a TOML file (`[flow.Name] steps = [...]`).
@@ -199,11 +266,21 @@ pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> 
                 location,
                 steps: Vec::new(),
                 order_by: None,
+                entries: Vec::new(),
             };
             for step in table.steps {
                 let at = Location::at_offset(file, text, step.span().start);
                 flow.push_step(step.get_ref(), at, diagnostics);
             }
+            let entries = table
+                .entry
+                .into_iter()
+                .map(|e| {
+                    let at = Location::at_offset(file, text, e.span().start);
+                    (e.into_inner(), at)
+                })
+                .collect();
+            flow.mark_entries(entries, diagnostics);
             if let Some(by) = table.order_by {
                 let at = Location::at_offset(file, text, by.span().start);
                 flow.set_order_by(by.get_ref(), at, diagnostics);
@@ -387,5 +464,45 @@ Subject?ServiceManagement__GetServiceTopics@PUBLISH?get_service_topics
         assert_eq!(e.len(), 1, "{d}");
         assert_eq!(e[0].location.line, 2, "{d}");
         assert!(e[0].message.contains("step"), "{d}");
+    }
+
+    #[test]
+    fn entry_points_in_ini_and_toml() {
+        let (flows, d) = ini(
+            "[G]\nentry = ?G?Trimmed\n?G?Push\n?G?trim\n?G?Trimmed\n?G?greet\nentry = ?G?Push\n",
+        );
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(flows[0].entries, [2]);
+        let is_entry: Vec<bool> = (0..4).map(|i| flows[0].is_entry(i)).collect();
+        assert_eq!(is_entry, [true, false, true, false]);
+        let (flows, d) = toml(
+            "[flow.G]\nsteps = [\"?G?Push\", \"?G?a\", \"?G?b\", \"?G?c\"]\nentry = [\"?G?c\", \"?G?b\"]\n",
+        );
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(flows[0].entries, [2, 3]);
+        let (flows, _) = ini("[F]\n?F?Push\n?F?a\n");
+        assert_eq!(flows[0].entries, Vec::<usize>::new());
+        assert!(flows[0].is_entry(0) && !flows[0].is_entry(1));
+    }
+
+    #[test]
+    fn bad_entry_points_are_reported_with_their_lines() {
+        let (flows, d) = ini(
+            "[F]\n?F?Push\n?F?a\nentry = ?F?nope\nentry\nentry = bad key\nentry = ?F?a\nentry = ?F?a\n",
+        );
+        let lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
+        assert_eq!(lines, [5, 4, 6, 8], "{d}");
+        let text = d.to_string();
+        assert!(
+            text.contains("entry `?F?nope` is not a step of flow F"),
+            "{text}"
+        );
+        assert!(text.contains("entry has no value"), "{text}");
+        assert!(text.contains("malformed entry key \"bad key\""), "{text}");
+        assert!(text.contains("entry `?F?a` is marked twice"), "{text}");
+        assert_eq!(flows[0].entries, [1]);
+        let (_, d) = toml("[flow.T]\nsteps = [\"?T?Push\"]\nentry = [\"?T?x\"]\n");
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!((e.len(), e[0].location.line), (1, 3), "{d}");
     }
 }

@@ -85,6 +85,7 @@ pub mod integration_manager;
 pub mod journal;
 pub mod mapping;
 pub mod node;
+pub mod operator;
 pub mod ordering;
 pub mod payload;
 pub mod registry;

@@ -19,6 +19,7 @@ use crate::dead_letter::DeadLetterStore;
 use crate::diagnostic::Diagnostics;
 use crate::integration_manager;
 use crate::journal::{Journal, JournalError, JournalWriter, Retention, SqliteJournal, Unfinished};
+use crate::operator::OperatorCookie;
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
@@ -38,6 +39,12 @@ pub enum NodeError {
     DeadLetters(#[from] crate::dead_letter::StoreError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(
+        "{0} would listen beyond this machine, and nothing authenticates its peers: anyone who reaches it could push as any service, read every result and join as a worker. Listen on loopback or ipc, or start with --insecure on a network you trust (docs/security.md)"
+    )]
+    Exposed(String),
+    #[error(transparent)]
+    Operator(#[from] crate::operator::CookieError),
     #[error("cannot start the journal writer: {0}")]
     JournalWriter(#[source] std::io::Error),
     #[error("cannot prepare {path}: {source}")]
@@ -70,6 +77,20 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
 
+    let exposed: Vec<String> = config
+        .endpoints
+        .exposed()
+        .iter()
+        .map(|(name, endpoint)| format!("{name} {endpoint}"))
+        .collect();
+    if !exposed.is_empty() {
+        let exposed = exposed.join(", ");
+        if !config.insecure {
+            return Err(NodeError::Exposed(exposed));
+        }
+        tracing::warn!(endpoints = %exposed, "--insecure: listening beyond this machine with no authentication; anyone who reaches these endpoints can push as any service, read every result and join as a worker");
+    }
+
     // The sockets before the data directory: a second node started by
     // mistake stops here, without touching the first one's journal.
     let mut intake = PullSocket::new();
@@ -91,6 +112,7 @@ pub async fn run(
         None
     };
     let dead_letters = DeadLetterStore::open(&config.data_dir)?;
+    let operator = OperatorCookie::load_or_create(&config.data_dir)?;
 
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
     let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
@@ -126,6 +148,7 @@ pub async fn run(
             journal: writer,
             recovered,
             remembered,
+            operator: Some(operator),
         },
     ));
 

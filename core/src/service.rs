@@ -52,8 +52,14 @@ pub struct ServiceOptions {
     pub intake: String,
     /// The Integration Manager's endpoint (SUB connects here).
     pub publish: String,
-    /// A readable name; the service id is this plus a random suffix.
+    /// A readable name; the service id is this plus a random suffix,
+    /// unless `id` is set.
     pub name: String,
+    /// The service id exactly, when it must be a known one: the id a
+    /// policy names (`Iam`), or the one bound to the service's key when
+    /// the node has security on. Message ids stay unique across restarts
+    /// all the same (they carry a random part).
+    pub id: Option<String>,
     /// Most requests awaiting their results at once; more wait their turn.
     pub max_in_flight: usize,
     /// How long to wait for the subscription handshake.
@@ -65,6 +71,10 @@ pub struct ServiceOptions {
     /// A request not acknowledged as accepted after this long is sent
     /// again (same id), after the same connection check.
     pub ack_after: Duration,
+    /// The node's operator cookie (`crate::operator`), sent with every
+    /// request: for the node's own replay tools, whose requests may resume
+    /// at any step of their flow. `None` for services.
+    pub operator: Option<String>,
 }
 
 impl ServiceOptions {
@@ -78,10 +88,12 @@ impl ServiceOptions {
             intake: endpoints.intake.clone(),
             publish: endpoints.publish.clone(),
             name: name.to_owned(),
+            id: None,
             max_in_flight: 1024,
             handshake_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(5),
             ack_after: Duration::from_secs(1),
+            operator: None,
         }
     }
 }
@@ -207,6 +219,9 @@ impl Link {
 #[derive(Debug)]
 pub struct Service {
     id: String,
+    /// Unique to this connection: the start of its message ids and of its
+    /// reply topic (the service id itself when it was not given).
+    session: String,
     reply_to: String,
     options: ServiceOptions,
     link: Mutex<Link>,
@@ -238,12 +253,19 @@ impl Service {
         if options.name.is_empty() || !options.name.chars().all(crate::action_key::is_field_char) {
             return Err(ServiceError::Name(options.name));
         }
-        let id = format!("{}-{}", options.name, random_suffix());
-        let reply_to = format!("@reply~{id}~");
+        if let Some(id) = &options.id
+            && (id.is_empty() || !id.chars().all(crate::action_key::is_field_char))
+        {
+            return Err(ServiceError::Name(id.clone()));
+        }
+        let session = format!("{}-{}", options.name, random_suffix());
+        let id = options.id.clone().unwrap_or_else(|| session.clone());
+        let reply_to = format!("@reply~{session}~");
         let pending: Pending = Arc::default();
         let link = Link::open(&options, &reply_to, &pending).await?;
         let service = Self {
             id,
+            session,
             reply_to,
             link: Mutex::new(link),
             generation: AtomicU64::new(0),
@@ -275,7 +297,7 @@ impl Service {
     /// handshake, as on connect).
     pub async fn subscribe(&self, prefixes: &[String]) -> Result<Subscription, ServiceError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let probe = format!("@probe~{}-{n}~", self.id);
+        let probe = format!("@probe~{}-{n}~", self.session);
         let mut all = prefixes.to_vec();
         all.push(probe.clone());
         let mut subscription = Subscription::connect(&self.options.publish, &all).await?;
@@ -398,7 +420,7 @@ impl Service {
     /// `limit` passes.
     async fn ping(&self, limit: Duration) -> Result<(), ServiceError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-ping-{n}", self.id);
+        let id = format!("{}-ping-{n}", self.session);
         let (tx, mut rx) = oneshot::channel();
         let waiter = Waiter {
             accepted: None,
@@ -456,6 +478,9 @@ impl Service {
         envelope.service.clone_from(&self.id);
         envelope.reply_to.clone_from(&self.reply_to);
         envelope.created_us = now_us();
+        if let Some(cookie) = &self.options.operator {
+            envelope.operator.clone_from(cookie);
+        }
         envelope
     }
 
@@ -569,7 +594,7 @@ impl Service {
             .await
             .map_err(|_| ServiceError::Closed)?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{n}", self.id);
+        let id = format!("{}-{n}", self.session);
         let (done, result) = oneshot::channel();
         let (accepted, mut acknowledged) = oneshot::channel();
         let waiter = Waiter {

@@ -570,34 +570,66 @@ fn a_linked_component_that_no_code_names_serves_a_shipped_flow() {
 
     let node = TestNode::start_builtin(1);
     runtime().block_on(async {
-        let mut client = RawClient::connect(&node.endpoints, "iam").await;
-        client
-            .request(
-                "SecureGreeting",
-                "ada",
-                &json!({"user": "ada", "name": "  ada "}),
-            )
+        // Iam authorizes the service that pushed the request (the node's
+        // `service` field), not a `user` of the payload.
+        let mut ada = RawClient::connect(&node.endpoints, "ada").await;
+        ada.request("SecureGreeting", "r1", &json!({"name": "  ada "}))
             .await;
-        let r = recv(&mut client).await;
+        let r = recv(&mut ada).await;
         assert_eq!(r.envelope.status, Status::Ok, "{:?}", r.envelope.error);
         assert_eq!(decoded(&r.payload), json!({"greeting": "HELLO, ADA!"}));
 
-        client
+        let mut guest = RawClient::connect(&node.endpoints, "guest").await;
+        guest
             .request(
                 "SecureGreeting",
-                "guest",
-                &json!({"user": "guest", "name": "eve"}),
+                "r1",
+                &json!({"user": "ada", "name": "eve"}),
             )
             .await;
-        let r = recv(&mut client).await;
+        let r = recv(&mut guest).await;
         assert_eq!(r.envelope.key, "?SecureGreeting?authorize");
         let error = r.envelope.error.expect("forbidden");
         assert_eq!(error.code, ErrorCode::ActionFailed);
         assert_eq!(
             error.message,
-            "Iam.authorize: forbidden: user \"guest\" may not \"SecureGreeting\""
+            "Iam.authorize: forbidden: service \"guest\" may not \"SecureGreeting\""
         );
     });
+
+    // As the flow file and the README show it, from the command line.
+    let send = |service: &str| {
+        zmanager()
+            .args([
+                "send",
+                "SecureGreeting",
+                "--service",
+                service,
+                "-p",
+                r#"{"name": "ada"}"#,
+            ])
+            .args([
+                "--intake",
+                &node.endpoints.intake,
+                "--publish",
+                &node.endpoints.publish,
+            ])
+            .output()
+            .expect("run zmanager send")
+    };
+    let out = send("ada");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"greeting\":\"HELLO, ADA!\"}\n"
+    );
+    let out = send("mallory");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("forbidden: service \"mallory\""),
+        "{stderr}"
+    );
 }
 
 /// `unsafe` code lives in the two modules that cross a shared-library

@@ -414,6 +414,18 @@ fn replay_reprocesses_exactly_a_time_range() {
         .await
         .expect("replay ran");
         let printed = ok(&out);
+        // A journal from elsewhere has no operator cookie of this node:
+        // said once; requests at their flow's entry go all the same.
+        let warned = stderr(&out);
+        assert_eq!(
+            warned.matches("warning: operator cookie").count(),
+            1,
+            "{warned}"
+        );
+        assert!(
+            warned.contains("will be refused (not_an_entry)"),
+            "{warned}"
+        );
         let lines: Vec<&str> = printed.lines().collect();
         assert_eq!(lines.len(), 3, "{printed}");
         for (i, line) in lines.iter().enumerate() {

@@ -18,6 +18,7 @@ use crate::dedupe::Recent;
 use crate::inflight::{InFlightTable, MessageKey, WorkerId};
 use crate::integration_manager::Publication;
 use crate::journal::{Event, Unfinished};
+use crate::operator::OperatorCookie;
 use crate::ordering::KeyGate;
 use crate::retry::{DelayQueue, Jitter};
 use crate::service_registry::ServiceRegistry;
@@ -175,6 +176,9 @@ pub struct SubjectCore {
     pub(super) next_dead_letter: u64,
     /// Intake stopped (draining).
     pub(super) draining: bool,
+    /// The cookie that lets the node's own tools resume a request at any
+    /// step (`crate::operator`); `None`: nobody may.
+    pub(super) operator: Option<OperatorCookie>,
     pub(super) effects: Vec<Effect>,
     /// The moment of the input being handled.
     pub(super) now: Now,
@@ -212,9 +216,20 @@ impl SubjectCore {
             commits: Commits::new(journal),
             next_dead_letter,
             draining: false,
+            operator: None,
             effects: Vec::new(),
             now,
         }
+    }
+
+    /// Lets requests that carry `cookie` name any step of their flow.
+    pub fn trust_operator(&mut self, cookie: OperatorCookie) {
+        self.operator = Some(cookie);
+    }
+
+    /// True when `presented` is the operator cookie.
+    pub(super) fn is_operator(&self, presented: &str) -> bool {
+        !presented.is_empty() && self.operator.as_ref().is_some_and(|c| c.matches(presented))
     }
 
     /// Remembers results recorded before a restart (at their wall-clock

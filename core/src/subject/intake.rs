@@ -50,6 +50,8 @@ impl SubjectCore {
     }
 
     fn accept(&mut self, mut message: Message, bytes: usize) {
+        // Taken off first: no result, log line or journal record carries it.
+        let operator = std::mem::take(&mut message.envelope.operator);
         let envelope = &message.envelope;
         if envelope.v != PROTOCOL_VERSION {
             let text = format!(
@@ -142,6 +144,16 @@ impl SubjectCore {
             Ok(found) => found,
             Err((code, text)) => return self.refuse(message, code, text),
         };
+        if !routed.flow.is_entry(position) && !self.is_operator(&operator) {
+            let mut text = format!(
+                "key {:?} names step {position} of flow {}, which is not an entry point (a request starts at step 0, or at a step its flow marks `entry`)",
+                envelope.key, routed.flow.name
+            );
+            if !operator.is_empty() {
+                text.push_str("; the operator cookie it carries is not this node's");
+            }
+            return self.refuse(message, ErrorCode::NotAnEntry, text);
+        }
         if let Err(text) = super::steps::set_order_key(&mut message, routed.flow.order_by.as_ref())
         {
             return self.refuse(message, ErrorCode::BadRequest, text);

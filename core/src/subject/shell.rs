@@ -36,6 +36,7 @@ use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetterStore;
 use crate::integration_manager::Publication;
 use crate::journal::{Committed, Health, JournalWriter, Unfinished};
+use crate::operator::OperatorCookie;
 use crate::retry;
 use crate::wire::Message;
 
@@ -57,6 +58,9 @@ pub struct Links {
     /// Results the journal recorded within the dedupe window, oldest first,
     /// with when each was recorded.
     pub remembered: Vec<(u64, Message)>,
+    /// The cookie the node's own tools present to resume a request at any
+    /// step (`crate::operator`).
+    pub operator: Option<OperatorCookie>,
 }
 
 /// The most events of one kind handled before dispatching: enough to fill
@@ -122,6 +126,7 @@ pub async fn run(
         journal,
         recovered,
         remembered,
+        operator,
     } = links;
     let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read the dead-letter store's last number");
@@ -134,6 +139,9 @@ pub async fn run(
         next_dead_letter,
         Now::read(),
     );
+    if let Some(cookie) = operator {
+        core.trust_operator(cookie);
+    }
     let mut health = journal.as_ref().map(JournalWriter::health);
     let mut shell = Shell {
         sender,

@@ -140,7 +140,12 @@ fn print_catalog(catalog: &Catalog, registry: &Registry) {
                 .map(|v| format!("  [`{}` at {}]", v.key, v.location))
                 .unwrap_or_default();
             let key = step.key.to_string();
-            println!("  {index:>2}  {key:<width$}  {role}{via}");
+            let entry = if flow.entries.contains(&index) {
+                "  (entry point: a request at this step runs from the next)"
+            } else {
+                ""
+            };
+            println!("  {index:>2}  {key:<width$}  {role}{via}{entry}");
             if let Some(p) = catalog.retry_policy(&flow.name, index) {
                 let no_retry = if p.no_retry.is_empty() {
                     String::new()

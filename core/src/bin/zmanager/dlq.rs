@@ -9,10 +9,10 @@ use zmanager::catalog::Catalog;
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
 use zmanager::envelope::now_us;
 use zmanager::error_code::ErrorCode;
-use zmanager::service::Service;
+use zmanager::service::{Service, ServiceOptions};
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
-use crate::replay::{Recorded, Replayed, replay};
+use crate::replay::{Recorded, Replayed, operator_cookie, replay};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -133,7 +133,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 config.catalog.mappings = mappings;
             }
             let (catalog, _) = config.load_catalog();
-            let options = endpoints.service("dlq-replay", &node);
+            let options = ServiceOptions {
+                operator: operator_cookie(&data_dir),
+                ..endpoints.service("dlq-replay", &node)
+            };
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;

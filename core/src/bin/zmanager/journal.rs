@@ -12,10 +12,10 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use tokio::sync::oneshot;
 use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
-use zmanager::service::Service;
+use zmanager::service::{Service, ServiceOptions};
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
-use crate::replay::{Recorded, Replayed, json, replay};
+use crate::replay::{Recorded, Replayed, json, operator_cookie, replay};
 use crate::times::{parse_time, time};
 
 #[derive(Debug, clap::Args)]
@@ -202,7 +202,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let options = endpoints.service("journal-replay", &node);
+            let options = ServiceOptions {
+                operator: operator_cookie(&data_dir),
+                ..endpoints.service("journal-replay", &node)
+            };
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {
                 let service = Service::connect(options).await?;

@@ -1,11 +1,29 @@
 //! What `zmanager dlq replay` and `zmanager journal replay` share: one
 //! recorded request pushed into the node again, and how that ended.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use zmanager::envelope::ErrorInfo;
+use zmanager::operator::OperatorCookie;
 use zmanager::service::{Outcome, Service, ServiceError, describe_failure};
+
+/// The node's operator cookie, which lets a replay resume at the step it
+/// was recorded at (a service may start only at an entry point). Without
+/// it (a journal copied from elsewhere, another user), replays that start
+/// at step 0 still go; the others are refused `not_an_entry`, as warned.
+pub(crate) fn operator_cookie(data_dir: &Path) -> Option<String> {
+    match OperatorCookie::read(data_dir) {
+        Ok(cookie) => Some(cookie.as_str().to_owned()),
+        Err(e) => {
+            eprintln!(
+                "warning: {e}; requests that resume after their flow's entry will be refused (not_an_entry): run this as the node's user, with the node's --data-dir"
+            );
+            None
+        }
+    }
+}
 
 /// A request as it was recorded, to push again.
 #[derive(Debug)]

@@ -34,6 +34,11 @@ pub(crate) struct Args {
     /// (repeatable; added to the configuration's `components`).
     #[arg(long = "component", value_name = "PATH")]
     components: Vec<PathBuf>,
+    /// Listen on tcp addresses other than loopback although nothing
+    /// authenticates peers (logged as a warning at every start). Without
+    /// it, such a configuration is refused.
+    #[arg(long)]
+    insecure: bool,
     /// Stop, as on SIGTERM, when stdin closes: for a parent that starts the
     /// node (`zmanager bench`), so the node never outlives it.
     #[arg(long, hide = true)]
@@ -67,6 +72,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.data_dir {
         config.data_dir = std::path::absolute(dir)?;
     }
+    config.insecure = args.insecure;
     config.components.extend(args.components);
     // Workers get these paths: absolute, so they do not depend on a
     // working directory.
