@@ -9,6 +9,7 @@
 //! max_pending = 10000         # requests waiting (for a worker, a key, a retry), at most
 //! max_pending_mb = 256        # ... and their bytes, with flows suspended at @ASYNC
 //! max_message_bytes = 1048576 # a request's envelope and payload, at most
+//! handshake_timeout_ms = 5000 # a peer must finish its ZeroMQ handshake by then
 //! heartbeat_ms = 500          # how often the Subject and workers heartbeat
 //! liveness_ms = 3000          # silence after which a worker is declared lost
 //! message_timeout_ms = 30000  # the longest one action may run
@@ -73,8 +74,12 @@ pub struct NodeConfig {
     /// for a retry delay) and of flows suspended at `@ASYNC` steps, in MiB.
     pub max_pending_mb: usize,
     /// The largest request taken (envelope and payload); a larger one is
-    /// refused with `too_large`.
+    /// refused with `too_large`. It is also the largest frame a service may
+    /// send at all: a larger one closes its connection before it is read.
     pub max_message_bytes: usize,
+    /// How long a peer of any of the node's sockets has to complete its
+    /// ZeroMQ handshake before it is disconnected.
+    pub handshake_timeout_ms: u64,
     /// How often the Subject and the workers heartbeat each other.
     pub heartbeat_ms: u64,
     /// Silence after which a worker is declared lost (and a worker
@@ -194,6 +199,7 @@ impl Default for NodeConfig {
             max_pending: 10_000,
             max_pending_mb: 256,
             max_message_bytes: 1 << 20,
+            handshake_timeout_ms: 5_000,
             heartbeat_ms: 500,
             liveness_ms: 3_000,
             message_timeout_ms: 30_000,
@@ -353,6 +359,9 @@ impl NodeConfig {
         }
         if self.max_suspended == 0 {
             problems.push("max_suspended must be at least 1".to_owned());
+        }
+        if self.handshake_timeout_ms == 0 || self.handshake_timeout_ms > 3_600_000 {
+            problems.push("handshake_timeout_ms must be 1 to 3600000".to_owned());
         }
         if self.message_timeout_ms == 0 {
             problems.push("message_timeout_ms must be at least 1".to_owned());

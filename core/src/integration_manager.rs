@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
-use zeromq::{PubSocket, SocketSend};
 
+use crate::transport::AsyncSocket;
 use crate::wire::{self, Message};
 
 /// A message to publish and its topic.
@@ -22,23 +23,22 @@ pub struct Publication {
 /// The capacity of the channel into the Integration Manager.
 pub const QUEUE: usize = 1024;
 
-/// How long the socket is kept open after the last publication. zmq.rs has
-/// no linger: dropping a PUB socket discards what its queues still hold, so
-/// a stopping node waits this long for the last results to leave.
+/// How long closing the PUB socket waits for what its queues still hold
+/// (its `ZMQ_LINGER`): the last results of a stopping node.
 pub const LINGER: Duration = Duration::from_secs(1);
 
 /// Publishes everything received until every sender is dropped, then
-/// lingers (see [`LINGER`]).
-pub async fn run(mut socket: PubSocket, mut publications: mpsc::Receiver<Publication>) {
+/// closes the socket in a blocking thread (it lingers, see [`LINGER`]).
+pub async fn run(mut socket: AsyncSocket, mut publications: mpsc::Receiver<Publication>) {
     let mut published: u64 = 0;
     while let Some(Publication { topic, message }) = publications.recv().await {
-        // The topic's String becomes the frame without a copy.
-        if let Err(e) = socket.send(wire::publication(topic, &message)).await {
+        let frames = wire::publication(topic, &message);
+        if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
             tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
             continue;
         }
         published += 1;
     }
-    tokio::time::sleep(LINGER).await;
+    let _ = tokio::task::spawn_blocking(move || drop(socket)).await;
     tracing::debug!(published, "integration manager stopped");
 }

@@ -98,6 +98,7 @@ pub mod source;
 pub mod subject;
 pub mod supervisor;
 pub mod topic;
+pub mod transport;
 pub mod wire;
 pub mod worker;
 

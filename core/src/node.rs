@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zeromq::{Endpoint, PubSocket, PullSocket, RouterSocket, Socket};
 
 use crate::config::{Endpoints, NodeConfig};
 use crate::dead_letter::DeadLetterStore;
@@ -23,6 +22,7 @@ use crate::operator::OperatorCookie;
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
+use crate::transport::{self, AsyncSocket, Limits};
 use crate::wire::Message;
 
 /// Why a node did not start.
@@ -31,8 +31,6 @@ use crate::wire::Message;
 pub enum NodeError {
     #[error("the flows, mappings and components have errors:\n{0}")]
     Catalog(Diagnostics),
-    /// `reason` is the innermost cause (zmq.rs's error repeats its own
-    /// source in its message, so the chain would say it twice).
     #[error("cannot listen on {endpoint}: {reason}")]
     Bind { endpoint: String, reason: String },
     #[error(transparent)]
@@ -93,13 +91,44 @@ pub async fn run(
 
     // The sockets before the data directory: a second node started by
     // mistake stops here, without touching the first one's journal.
-    let mut intake = PullSocket::new();
-    let mut router = RouterSocket::new();
-    let mut publisher = PubSocket::new();
+    let context = zmq::Context::new();
+    let limits = |max_frame_bytes: usize, send_hwm: i32| Limits {
+        max_frame_bytes,
+        handshake: Duration::from_millis(config.handshake_timeout_ms),
+        send_hwm,
+        receive_hwm: 1000,
+        linger: Duration::ZERO,
+    };
+    let (intake, intake_at) = bind(
+        &context,
+        zmq::PULL,
+        &config.endpoints.intake,
+        &limits(config.max_message_bytes, 1000),
+    )?;
+    // Results come back one frame per payload; an action's result may be
+    // larger than a request (up to WORKER_FRAME_BYTES).
+    let worker_frame = config.max_message_bytes.max(WORKER_FRAME_BYTES);
+    let (router, workers_at) = bind(
+        &context,
+        zmq::ROUTER,
+        &config.endpoints.workers,
+        &limits(worker_frame, 100_000),
+    )?;
+    // A subscriber sends only subscriptions; what it is sent queues up to
+    // the high-water mark, then PUB drops for that subscriber alone.
+    let (publisher, publish_at) = bind(
+        &context,
+        zmq::PUB,
+        &config.endpoints.publish,
+        &Limits {
+            linger: integration_manager::LINGER,
+            ..limits(config.max_message_bytes, 100_000)
+        },
+    )?;
     let bound = Endpoints {
-        intake: bind(&mut intake, &config.endpoints.intake).await?,
-        workers: bind(&mut router, &config.endpoints.workers).await?,
-        publish: bind(&mut publisher, &config.endpoints.publish).await?,
+        intake: intake_at,
+        workers: workers_at,
+        publish: publish_at,
     };
 
     // Then the journal, before the dead-letter store: opening it is what
@@ -117,6 +146,7 @@ pub async fn run(
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
     let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
     let (kill_tx, kill_rx) = mpsc::channel(64);
+    let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
     let subject = tokio::spawn(subject::run(
         intake,
@@ -149,6 +179,7 @@ pub async fn run(
             recovered,
             remembered,
             operator: Some(operator),
+            exited: exited_rx,
         },
     ));
 
@@ -163,6 +194,7 @@ pub async fn run(
         Backoff::default(),
         workers_stop.clone(),
         kill_rx,
+        exited_tx,
     ));
     tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), "node listening");
     on_ready(&bound);
@@ -238,32 +270,24 @@ fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
     args
 }
 
-/// The innermost cause of `error`, as text.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
+/// The largest frame a worker may send: a result's payload.
+pub const WORKER_FRAME_BYTES: usize = 64 << 20;
 
-/// Binds `socket`; returns the endpoint actually bound (a tcp port 0 is
-/// resolved). For ipc, the directory is created and a stale socket file
-/// left by a dead node is removed first.
-async fn bind(socket: &mut impl Socket, endpoint: &str) -> Result<String, NodeError> {
+/// Binds a socket of `kind` with `limits`; returns it and the endpoint
+/// actually bound (a tcp port 0 is resolved). For ipc, the directory is
+/// created and a stale socket file left by a dead node is removed first.
+fn bind(
+    context: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &str,
+    limits: &Limits,
+) -> Result<(AsyncSocket, String), NodeError> {
     if let Some(path) = endpoint.strip_prefix("ipc://") {
         prepare_ipc(Path::new(path))?;
     }
-    let bound = socket
-        .bind(endpoint)
-        .await
-        .map_err(|source| NodeError::Bind {
-            endpoint: endpoint.to_owned(),
-            reason: root_cause(&source),
-        })?;
-    Ok(match bound {
-        Endpoint::Tcp(host, port) => format!("tcp://{host}:{port}"),
-        other => other.to_string(),
+    transport::bind(context, kind, endpoint, limits).map_err(|e| NodeError::Bind {
+        endpoint: endpoint.to_owned(),
+        reason: e.to_string(),
     })
 }
 

@@ -121,6 +121,7 @@ pub async fn run(
     backoff: Backoff,
     shutdown: CancellationToken,
     mut kill: mpsc::Receiver<u32>,
+    exited: mpsc::Sender<String>,
 ) {
     let (kill_tx, _) = broadcast::channel::<u32>(64);
     let tracker = TaskTracker::new();
@@ -132,6 +133,7 @@ pub async fn run(
             grace: backoff.grace,
             shutdown: shutdown.clone(),
             kill: kill_tx.subscribe(),
+            exited: exited.clone(),
         };
         let shutdown = shutdown.clone();
         tracker.spawn(async move { run_slot(slot, &mut process, backoff, &shutdown).await });
@@ -216,6 +218,8 @@ struct Process {
     grace: Duration,
     shutdown: CancellationToken,
     kill: broadcast::Receiver<u32>,
+    /// Told the identity of each worker that exited by itself.
+    exited: mpsc::Sender<String>,
 }
 
 impl Launch for Process {
@@ -240,7 +244,11 @@ impl Launch for Process {
         tracing::info!(slot, pid, %identity, "worker started");
         let status = loop {
             tokio::select! {
-                status = child.wait() => break status,
+                status = child.wait() => {
+                    // Its messages go elsewhere now, not after its silence.
+                    let _ = self.exited.try_send(identity.clone());
+                    break status;
+                }
                 () = self.shutdown.cancelled() => {
                     drop(pipe);
                     stop(child, self.grace).await;
@@ -490,6 +498,7 @@ mod tests {
             grace: Duration::from_secs(1),
             shutdown: CancellationToken::new(),
             kill: kill.subscribe(),
+            exited: mpsc::channel(4).0,
         };
         (process, kill)
     }

@@ -178,3 +178,178 @@ fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
         "{stderr}"
     );
 }
+
+/// A ZMTP 3.0 greeting (NULL mechanism) and a READY command naming
+/// `socket_type`, as any ZeroMQ peer opens a connection.
+fn zmtp_handshake(socket_type: &str) -> Vec<u8> {
+    let mut bytes = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0];
+    let mut mechanism = [0u8; 20];
+    mechanism[..4].copy_from_slice(b"NULL");
+    bytes.extend_from_slice(&mechanism);
+    bytes.push(0); // as-server
+    bytes.extend_from_slice(&[0; 31]);
+    let mut ready = vec![5];
+    ready.extend_from_slice(b"READY");
+    ready.push(11);
+    ready.extend_from_slice(b"Socket-Type");
+    ready.extend_from_slice(
+        &u32::try_from(socket_type.len())
+            .expect("short")
+            .to_be_bytes(),
+    );
+    ready.extend_from_slice(socket_type.as_bytes());
+    bytes.push(0x04); // a short command frame
+    bytes.push(u8::try_from(ready.len()).expect("short"));
+    bytes.extend_from_slice(&ready);
+    bytes
+}
+
+/// Sends `bytes` on a raw TCP connection to `endpoint` and waits for the
+/// node to close it: true when it did within `limit`.
+fn closed_by_the_node(endpoint: &str, bytes: &[u8], limit: Duration) -> bool {
+    use std::io::{Read, Write};
+    let address = endpoint.trim_start_matches("tcp://");
+    let mut tcp = std::net::TcpStream::connect(address).expect("connect");
+    // The node may hang up before reading all of it.
+    let _ = tcp.write_all(bytes);
+    tcp.set_read_timeout(Some(limit)).expect("a timeout");
+    let mut sink = Vec::new();
+    match tcp.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+    }
+}
+
+/// Twelve bytes after a handshake used to abort the node: a frame header
+/// declaring 2^62 bytes (zmq.rs reserved the length before reading). Now,
+/// on each of the three sockets, the node closes that connection, counts
+/// nothing against anyone else, and serves on.
+#[test]
+fn a_huge_frame_header_closes_that_connection_and_the_node_serves_on() {
+    let node = TestNode::start(1);
+    let e = &node.endpoints;
+    let worker_frame = u64::try_from(zmanager::node::WORKER_FRAME_BYTES).expect("fits");
+    for (endpoint, socket_type, limit) in [
+        (&e.intake, "PUSH", 1u64 << 20),
+        (&e.workers, "DEALER", worker_frame),
+        (&e.publish, "SUB", 1 << 20),
+    ] {
+        let mut attack = zmtp_handshake(socket_type);
+        attack.push(0x02); // a long message frame...
+        attack.extend_from_slice(&(1u64 << 62).to_be_bytes()); // ...of 2^62 bytes
+        assert!(
+            closed_by_the_node(endpoint, &attack, Duration::from_secs(10)),
+            "{socket_type} peer on {endpoint} was not disconnected"
+        );
+        // One byte past the socket's limit (max_message_bytes, 1 MiB, for
+        // services; a result's 64 MiB on the workers socket), declared:
+        // the same.
+        let mut attack = zmtp_handshake(socket_type);
+        attack.push(0x02);
+        attack.extend_from_slice(&(limit + 1).to_be_bytes());
+        attack.extend_from_slice(&[0; 4096]);
+        assert!(closed_by_the_node(
+            endpoint,
+            &attack,
+            Duration::from_secs(10)
+        ));
+    }
+    assert!(
+        zmanager_tests::node::is_alive(node.pid()),
+        "the node is alive"
+    );
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "after").await;
+        client.request("Echo", "after-1", &"still here").await;
+        let r = recv(&mut client).await;
+        assert_eq!(r.envelope.status, Status::Ok, "{r:?}");
+    });
+}
+
+/// Garbage at every socket — bad greetings, truncated handshakes, random
+/// bytes, a crowd of connections that never finish their handshake — and
+/// a million random frames from a peer that did: the node neither crashes
+/// nor grows, and answers a normal request afterwards.
+#[test]
+fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
+    let node = TestNode::start(1);
+    let e = node.endpoints.clone();
+    let mut rng = zmanager_tests::Lcg(0x5eed);
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| u8::try_from(rng.next(256)).expect("a byte"))
+            .collect()
+    };
+    for endpoint in [&e.intake, &e.workers, &e.publish] {
+        let mut truncated = zmtp_handshake("PUSH");
+        truncated.truncate(40);
+        let mut wrong_mechanism = zmtp_handshake("PUSH");
+        wrong_mechanism[12..16].copy_from_slice(b"NOPE");
+        let mut bad_command = zmtp_handshake("PUSH");
+        bad_command.extend_from_slice(&[0x06, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        for attack in [
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            vec![0xff; 64],
+            truncated,
+            wrong_mechanism,
+            bad_command,
+            random(10_000),
+        ] {
+            // Closed at once or at the handshake timeout (5 s); either way
+            // not left open.
+            assert!(closed_by_the_node(
+                endpoint,
+                &attack,
+                Duration::from_secs(10)
+            ));
+        }
+    }
+    // Half-open connections: connected, never a byte.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let endpoint = [&e.intake, &e.workers, &e.publish][i % 3];
+            std::net::TcpStream::connect(endpoint.trim_start_matches("tcp://")).expect("connect")
+        })
+        .collect();
+
+    let before = zmanager_tests::node::rss_kib(node.pid()).expect("the node's memory");
+    runtime().block_on(async {
+        use zeromq::{Socket, SocketSend};
+        let mut push = zeromq::PushSocket::new();
+        push.connect(&e.intake).await.expect("connect");
+        let mut frames_sent = 0usize;
+        let mut rng = zmanager_tests::Lcg(42);
+        while frames_sent < 1_000_000 {
+            let count = 1 + rng.next(5);
+            let frames: Vec<bytes::Bytes> = (0..count)
+                .map(|_| {
+                    let len = rng.next(48);
+                    let frame: Vec<u8> = (0..len)
+                        .map(|_| u8::try_from(rng.next(256)).expect("a byte"))
+                        .collect();
+                    bytes::Bytes::from(frame)
+                })
+                .collect();
+            frames_sent += count;
+            let message = zeromq::ZmqMessage::try_from(frames).expect("frames");
+            push.send(message).await.expect("send");
+        }
+        // Everything read: a ping through the same socket comes back last.
+        let mut client = RawClient::connect(&e, "after").await;
+        client.request("Echo", "after-garbage", &"still here").await;
+        let r = client
+            .recv(Duration::from_secs(120))
+            .await
+            .expect("a result");
+        assert_eq!(r.envelope.status, Status::Ok, "{r:?}");
+    });
+    let after = zmanager_tests::node::rss_kib(node.pid()).expect("the node is alive");
+    assert!(
+        after < before + 64 * 1024,
+        "the node grew from {before} KiB to {after} KiB"
+    );
+    drop(idle);
+}

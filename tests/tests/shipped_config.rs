@@ -71,14 +71,16 @@ fn the_documented_node_configurations_parse() {
             config.max_pending_mb,
             config.max_message_bytes,
             config.dedupe_capacity,
-            config.dedupe_max_mb
+            config.dedupe_max_mb,
+            config.handshake_timeout_ms,
         ),
         (
             defaults.max_pending,
             defaults.max_pending_mb,
             defaults.max_message_bytes,
             defaults.dedupe_capacity,
-            defaults.dedupe_max_mb
+            defaults.dedupe_max_mb,
+            defaults.handshake_timeout_ms,
         )
     );
     assert_eq!(
@@ -89,6 +91,7 @@ fn the_documented_node_configurations_parse() {
         ),
         (256, 1 << 20, 64)
     );
+    assert_eq!(defaults.handshake_timeout_ms, 5_000);
 
     let module =
         std::fs::read_to_string(workspace_root().join("core/src/config.rs")).expect("config.rs");

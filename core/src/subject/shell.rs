@@ -2,42 +2,44 @@
 //! the journal writer. It carries inputs in and effects out, in order, and
 //! decides nothing.
 //!
-//! Tasks and sockets:
+//! Tasks and sockets (libzmq sockets, `crate::transport`: one task each):
 //! - the intake task owns the PULL socket services push to, and feeds a
 //!   bounded channel;
-//! - the worker-reader task owns the ROUTER's receiving half, and a monitor
-//!   task reports worker disconnections, both into a second channel;
+//! - the router task owns the ROUTER workers connect to: it sends what the
+//!   loop hands it (an unbounded channel, so the loop never waits on it)
+//!   and feeds what workers send, and every failed send, into a second
+//!   channel, with the identities of worker processes the supervisor saw
+//!   exit;
 //! - a commit watcher awaits each appended turn's commit, in order, and
 //!   reports it back;
-//! - the loop ([`run`]) owns the ROUTER's sending half and the dead-letter
-//!   store, and hands publications to the Integration Manager.
+//! - the loop ([`run`]) owns the dead-letter store, and hands frames to the
+//!   router task and publications to the Integration Manager.
 //!
-//! Sends to workers are awaited without a timeout. A zmq.rs ROUTER `send`
-//! blocks only when that peer's 100,000-message queue is full, and that
-//! cannot happen here: `WORK` frames are bounded by the worker's credits,
-//! and a worker that stops reading is lost after `liveness` (a few
-//! heartbeats later), after which nothing more is sent to it. Whoever
-//! changes either bound must revisit this.
+//! What waits for the router task to send is bounded all the same: `WORK`
+//! frames by the workers' credits, heartbeats by one per worker per
+//! interval, and a worker that stops reading is lost after `liveness`,
+//! after which nothing more is sent to it. A send to a worker whose
+//! connection is gone fails at once (`ZMQ_ROUTER_MANDATORY`) and is
+//! reported as [`Input::SendFailed`]. Whoever changes those bounds must
+//! revisit this.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use zeromq::{
-    PullSocket, RouterSendHalf, RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend,
-    ZmqMessage,
-};
+use zeromq::ZmqMessage;
 
 use super::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetterStore;
+use crate::inflight::WorkerId;
 use crate::integration_manager::Publication;
 use crate::journal::{Committed, Health, JournalWriter, Unfinished};
 use crate::operator::OperatorCookie;
 use crate::retry;
+use crate::transport::AsyncSocket;
 use crate::wire::Message;
 
 /// What the Subject needs besides its sockets.
@@ -61,6 +63,10 @@ pub struct Links {
     /// The cookie the node's own tools present to resume a request at any
     /// step (`crate::operator`).
     pub operator: Option<OperatorCookie>,
+    /// The identities of worker processes that exited (from the
+    /// supervisor): their messages go elsewhere at once, without waiting
+    /// for their silence to last `liveness`.
+    pub exited: mpsc::Receiver<String>,
 }
 
 /// The most events of one kind handled before dispatching: enough to fill
@@ -73,46 +79,30 @@ const COMMIT_QUEUE: usize = 64;
 
 /// Runs the Subject until it has drained (see [`Links::drain`]).
 pub async fn run(
-    intake: PullSocket,
-    mut router: RouterSocket,
+    intake: AsyncSocket,
+    router: AsyncSocket,
     catalog: Arc<Catalog>,
     options: SubjectOptions,
-    links: Links,
+    mut links: Links,
 ) -> Counters {
     let (intake_tx, mut intake_rx) = mpsc::channel::<ZmqMessage>(64);
     let (worker_tx, mut worker_rx) = mpsc::channel::<Input>(1024);
+    let (to_workers, outgoing) = mpsc::unbounded_channel::<(WorkerId, ZmqMessage)>();
     let (appended_tx, appended_rx) = mpsc::channel::<(u64, Committed)>(COMMIT_QUEUE);
     // The latest turn committed: a watch, not a queue, so the watcher never
     // waits for the loop (which may be waiting for the watcher's queue).
     let (commit_tx, mut commit_rx) = watch::channel::<u64>(0);
 
-    let mut monitor = router.monitor();
-    let (sender, mut receiver) = router.split();
     let intake_task = tokio::spawn(read_socket(intake, intake_tx));
     let watcher = tokio::spawn(watch_commits(appended_rx, commit_tx));
+    let mut exited = std::mem::replace(&mut links.exited, mpsc::channel(1).1);
     let tasks = [
-        tokio::spawn({
-            let worker_tx = worker_tx.clone();
-            async move {
-                loop {
-                    match receiver.recv().await {
-                        Ok(frames) => {
-                            if worker_tx.send(Input::Worker(frames)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "worker socket receive failed"),
-                    }
-                }
-            }
-        }),
+        tokio::spawn(serve_router(router, outgoing, worker_tx.clone())),
         tokio::spawn(async move {
-            while let Some(event) = monitor.next().await {
-                if let SocketEvent::Disconnected(peer) = event {
-                    let id = Bytes::from(Vec::from(peer));
-                    if worker_tx.send(Input::WorkerGone(id)).await.is_err() {
-                        return;
-                    }
+            while let Some(identity) = exited.recv().await {
+                let id = Bytes::from(identity.into_bytes());
+                if worker_tx.send(Input::WorkerGone(id)).await.is_err() {
+                    return;
                 }
             }
         }),
@@ -127,6 +117,7 @@ pub async fn run(
         recovered,
         remembered,
         operator,
+        exited: _,
     } = links;
     let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read the dead-letter store's last number");
@@ -144,7 +135,7 @@ pub async fn run(
     }
     let mut health = journal.as_ref().map(JournalWriter::health);
     let mut shell = Shell {
-        sender,
+        to_workers,
         publish,
         kill,
         dead_letters,
@@ -265,7 +256,8 @@ pub async fn run(
 
 /// What carries the core's effects out.
 struct Shell {
-    sender: RouterSendHalf,
+    /// To the router task.
+    to_workers: mpsc::UnboundedSender<(WorkerId, ZmqMessage)>,
     publish: mpsc::Sender<Publication>,
     kill: mpsc::Sender<u32>,
     dead_letters: DeadLetterStore,
@@ -302,9 +294,8 @@ impl Shell {
     async fn carry(&mut self, effect: Effect) -> Option<Input> {
         match effect {
             Effect::ToWorker(worker, frames) => {
-                if let Err(e) = self.sender.send(frames).await {
-                    return Some(Input::SendFailed(worker, e.to_string()));
-                }
+                // The router task outlives the loop; reports a failure itself.
+                let _ = self.to_workers.send((worker, frames));
             }
             Effect::Publish(publication) => {
                 // The Integration Manager outlives the Subject's loop; a send
@@ -367,15 +358,49 @@ async fn commit_failed(health: &mut Option<watch::Receiver<Health>>) -> String {
     std::future::pending().await
 }
 
-async fn read_socket(mut socket: PullSocket, tx: mpsc::Sender<ZmqMessage>) {
+async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<ZmqMessage>) {
     loop {
-        match socket.recv().await {
-            Ok(frames) => {
+        match socket.recv().await.map(ZmqMessage::try_from) {
+            Ok(Ok(frames)) => {
                 if tx.send(frames).await.is_err() {
                     return;
                 }
             }
+            // libzmq never delivers a message of no frames.
+            Ok(Err(_)) => {}
             Err(e) => tracing::warn!(error = %e, "intake receive failed"),
+        }
+    }
+}
+
+/// Owns the ROUTER: sends what the loop hands it, and reports what
+/// workers send and which sends failed. Both waits are cancel-safe
+/// (`crate::transport`).
+async fn serve_router(
+    mut router: AsyncSocket,
+    mut outgoing: mpsc::UnboundedReceiver<(WorkerId, ZmqMessage)>,
+    inputs: mpsc::Sender<Input>,
+) {
+    loop {
+        let input = tokio::select! {
+            sent = outgoing.recv() => {
+                let Some((worker, frames)) = sent else { return };
+                match router.send(frames.iter().map(Bytes::as_ref)).await {
+                    Ok(()) => continue,
+                    Err(e) => Input::SendFailed(worker, e.to_string()),
+                }
+            }
+            received = router.recv() => match received.map(ZmqMessage::try_from) {
+                Ok(Ok(frames)) => Input::Worker(frames),
+                Ok(Err(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker socket receive failed");
+                    continue;
+                }
+            },
+        };
+        if inputs.send(input).await.is_err() {
+            return;
         }
     }
 }
