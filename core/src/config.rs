@@ -120,6 +120,9 @@ pub struct NodeConfig {
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
     pub journal: JournalConfig,
+    /// CurveZMQ keys (`crate::security`); `None`: peers are not
+    /// authenticated, and the node listens on loopback and ipc only.
+    pub security: Option<crate::security::SecurityConfig>,
     /// Listen beyond this machine (a tcp address other than loopback)
     /// although nothing authenticates peers. Only from `zmanager up
     /// --insecure`, never from a file: see `docs/security.md`.
@@ -217,6 +220,7 @@ impl Default for NodeConfig {
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
             journal: JournalConfig::default(),
+            security: None,
             insecure: false,
         }
     }
@@ -296,6 +300,9 @@ impl NodeConfig {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
+        }
+        if let Some(security) = &mut config.security {
+            security.resolve(base);
         }
         Ok(config)
     }
@@ -380,6 +387,15 @@ impl NodeConfig {
             if !(endpoint.starts_with("tcp://") || endpoint.starts_with("ipc://")) {
                 problems.push(format!(
                     "endpoints.{name} = {endpoint:?}: use tcp://host:port or ipc:///path"
+                ));
+            }
+        }
+        if let Some(security) = &self.security {
+            problems.extend(security.problems());
+            if !self.endpoints.workers.starts_with("ipc://") {
+                problems.push(format!(
+                    "with [security], endpoints.workers must be an ipc:// path (workers do not use keys yet; an ipc socket is guarded by its folder's permissions), not {:?}",
+                    self.endpoints.workers
                 ));
             }
         }
@@ -535,5 +551,16 @@ mod tests {
         // Never from a file.
         let e = NodeConfig::from_toml("n.toml", "insecure = true\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `insecure`"), "{e}");
+    }
+
+    #[test]
+    fn security_needs_an_ipc_workers_socket_and_sound_service_entries() {
+        let text = "[security]\nkey_file = \"node.key\"\n[[security.service]]\nid = \"ada\"\npublic_key = \"short\"\n";
+        let e = NodeConfig::from_toml("n.toml", text).unwrap_err().to_string();
+        assert!(e.contains("endpoints.workers must be an ipc:// path"), "{e}");
+        assert!(e.contains("security.service \"ada\": public_key: a key is 40 Z85 characters"), "{e}");
+        let ok = "[endpoints]\nworkers = \"ipc:///tmp/w.sock\"\n[security]\nkey_file = \"node.key\"\n";
+        let c = NodeConfig::from_toml("n.toml", ok).unwrap();
+        assert_eq!(c.security.unwrap().key_file, PathBuf::from("node.key"));
     }
 }

@@ -53,13 +53,16 @@ pub enum ErrorCode {
     /// The request's key names a step of its flow that is not an entry
     /// point (step 0, or a step the flow marks `entry`).
     NotAnEntry,
+    /// With security on: the message's `service` is not the id its key is
+    /// bound to, or its `reply_to` is another service's topic.
+    WrongService,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -78,6 +81,7 @@ impl ErrorCode {
         ErrorCode::UnknownService,
         ErrorCode::TooLarge,
         ErrorCode::NotAnEntry,
+        ErrorCode::WrongService,
     ];
 
     /// The stable number.
@@ -101,6 +105,7 @@ impl ErrorCode {
             ErrorCode::UnknownService => 16,
             ErrorCode::TooLarge => 17,
             ErrorCode::NotAnEntry => 18,
+            ErrorCode::WrongService => 19,
             ErrorCode::Other(code) => code,
         }
     }
@@ -127,6 +132,7 @@ impl ErrorCode {
             ErrorCode::UnknownService => "unknown_service",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::NotAnEntry => "not_an_entry",
+            ErrorCode::WrongService => "wrong_service",
         }
     }
 }
@@ -188,6 +194,7 @@ mod tests {
                 (16, "unknown_service"),
                 (17, "too_large"),
                 (18, "not_an_entry"),
+                (19, "wrong_service"),
             ]
         );
         for code in ErrorCode::ALL {

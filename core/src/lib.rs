@@ -90,6 +90,7 @@ pub mod ordering;
 pub mod payload;
 pub mod registry;
 pub mod retry;
+pub mod security;
 pub mod service;
 pub mod service_management;
 pub mod service_registry;

@@ -41,6 +41,8 @@ pub enum NodeError {
         "{0} would listen beyond this machine, and nothing authenticates its peers: anyone who reaches it could push as any service, read every result and join as a worker. Listen on loopback or ipc, or start with --insecure on a network you trust (docs/security.md)"
     )]
     Exposed(String),
+    #[error("security: {0}")]
+    Security(String),
     #[error(transparent)]
     Operator(#[from] crate::operator::CookieError),
     #[error("cannot start the journal writer: {0}")]
@@ -75,10 +77,17 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
 
+    // With keys, intake and publish authenticate their peers (the workers
+    // socket is ipc then: see `NodeConfig::check`).
+    let keys = match &config.security {
+        Some(security) => Some(security.load().map_err(NodeError::Security)?),
+        None => None,
+    };
     let exposed: Vec<String> = config
         .endpoints
         .exposed()
         .iter()
+        .filter(|_| keys.is_none())
         .map(|(name, endpoint)| format!("{name} {endpoint}"))
         .collect();
     if !exposed.is_empty() {
@@ -92,18 +101,31 @@ pub async fn run(
     // The sockets before the data directory: a second node started by
     // mistake stops here, without touching the first one's journal.
     let context = zmq::Context::new();
+    // Before any CURVE socket binds; it ends with the context.
+    let _zap = match &keys {
+        Some(keys) => Some(
+            transport::zap::start(&context, keys.services.clone())
+                .map_err(|e| NodeError::Security(format!("cannot start the ZAP handler: {e}")))?,
+        ),
+        None => None,
+    };
     let limits = |max_frame_bytes: usize, send_hwm: i32| Limits {
         max_frame_bytes,
         handshake: Duration::from_millis(config.handshake_timeout_ms),
         send_hwm,
         receive_hwm: 1000,
         linger: Duration::ZERO,
+        curve: None,
     };
+    let curve = keys.as_ref().map(|k| k.secret);
     let (intake, intake_at) = bind(
         &context,
         zmq::PULL,
         &config.endpoints.intake,
-        &limits(config.max_message_bytes, 1000),
+        &Limits {
+            curve,
+            ..limits(config.max_message_bytes, 1000)
+        },
     )?;
     // Results come back one frame per payload; an action's result may be
     // larger than a request (up to WORKER_FRAME_BYTES).
@@ -122,6 +144,7 @@ pub async fn run(
         &config.endpoints.publish,
         &Limits {
             linger: integration_manager::LINGER,
+            curve,
             ..limits(config.max_message_bytes, 100_000)
         },
     )?;
@@ -196,7 +219,10 @@ pub async fn run(
         kill_rx,
         exited_tx,
     ));
-    tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), "node listening");
+    tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), curve = keys.is_some(), "node listening");
+    if let Some(keys) = &keys {
+        tracing::info!(public_key = %crate::security::z85(&keys.public), services = keys.services.len(), "CURVE on intake and publish: only the services in [security] connect");
+    }
     on_ready(&bound);
 
     shutdown.cancelled().await;

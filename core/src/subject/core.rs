@@ -101,8 +101,9 @@ impl Now {
 /// Something that happened, carried in by the shell.
 #[derive(Debug)]
 pub enum Input {
-    /// Frames a service pushed to the intake.
-    Intake(ZmqMessage),
+    /// Frames a service pushed to the intake, and the service id its key
+    /// is bound to (security on; `None` without keys).
+    Intake(ZmqMessage, Option<String>),
     /// Frames from a worker, its ROUTER identity first.
     Worker(ZmqMessage),
     /// A worker's connection closed.
@@ -253,7 +254,7 @@ impl SubjectCore {
     pub fn handle(&mut self, input: Input, now: Now) {
         self.now = now;
         match input {
-            Input::Intake(frames) => self.on_intake(&frames),
+            Input::Intake(frames, service) => self.on_intake(&frames, service.as_deref()),
             Input::Worker(frames) => self.on_worker(frames),
             Input::WorkerGone(worker) => self.lose_worker(&worker, "its connection closed", false),
             Input::SendFailed(worker, error) => {

@@ -25,14 +25,23 @@ static NIL: Bytes = Bytes::from_static(&[0xc0]);
 const MAX_DEPTH: usize = 256;
 
 impl SubjectCore {
-    pub(super) fn on_intake(&mut self, frames: &ZmqMessage) {
+    /// `service`: the id the sender's key is bound to (security on).
+    pub(super) fn on_intake(&mut self, frames: &ZmqMessage, service: Option<&str>) {
         match wire::decode_topic_message(frames) {
             Ok((_topic, message)) => {
                 // The envelope and payload frames, as they came.
                 let bytes = frames.iter().skip(1).map(Bytes::len).sum();
-                self.accept(message, bytes);
+                self.accept(message, bytes, service);
             }
-            Err(WireError::Invalid { address, source }) => {
+            Err(WireError::Invalid {
+                mut address,
+                source,
+            }) => {
+                if let Some(who) = service {
+                    // Never to a topic of the sender's choosing.
+                    address.reply_to = format!("@reply~{who}~");
+                    who.clone_into(&mut address.service);
+                }
                 self.counters.malformed += 1;
                 let text = format!("the envelope does not decode: {source}");
                 tracing::warn!(id = %address.id, reply_to = %address.reply_to, "{text}");
@@ -49,9 +58,30 @@ impl SubjectCore {
         }
     }
 
-    fn accept(&mut self, mut message: Message, bytes: usize) {
+    fn accept(&mut self, mut message: Message, bytes: usize, authenticated: Option<&str>) {
         // Taken off first: no result, log line or journal record carries it.
         let operator = std::mem::take(&mut message.envelope.operator);
+        if let Some(who) = authenticated {
+            let own = format!("@reply~{who}~");
+            let envelope = &message.envelope;
+            let reply_to_ok = envelope.reply_to.is_empty() || envelope.reply_to == own;
+            if envelope.service != who || !reply_to_ok {
+                let text = if envelope.service == who {
+                    format!(
+                        "reply_to {:?} is not yours: a service's results go to {own:?} or its flow's results topic",
+                        envelope.reply_to
+                    )
+                } else {
+                    format!(
+                        "the message says service {:?}, but its key is {who:?}'s",
+                        envelope.service
+                    )
+                };
+                // Told to the sender, never to the service it named.
+                message.envelope.reply_to = own;
+                return self.refuse(message, ErrorCode::WrongService, text);
+            }
+        }
         let envelope = &message.envelope;
         if envelope.v != PROTOCOL_VERSION {
             let text = format!(

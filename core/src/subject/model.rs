@@ -352,7 +352,7 @@ impl Harness {
         if !self.delivered {
             return;
         }
-        let input = Input::Intake(wire::topic_message("", message));
+        let input = Input::Intake(wire::topic_message("", message), None);
         self.core.handle(input, self.now());
     }
 

@@ -85,7 +85,7 @@ pub async fn run(
     options: SubjectOptions,
     mut links: Links,
 ) -> Counters {
-    let (intake_tx, mut intake_rx) = mpsc::channel::<ZmqMessage>(64);
+    let (intake_tx, mut intake_rx) = mpsc::channel::<(ZmqMessage, Option<String>)>(64);
     let (worker_tx, mut worker_rx) = mpsc::channel::<Input>(1024);
     let (to_workers, outgoing) = mpsc::unbounded_channel::<(WorkerId, ZmqMessage)>();
     let (appended_tx, appended_rx) = mpsc::channel::<(u64, Committed)>(COMMIT_QUEUE);
@@ -157,8 +157,8 @@ pub async fn run(
                 drain_until = Some(Instant::now() + options.drain_timeout);
                 intake_task.abort();
                 // Requests already read from the socket are accepted too.
-                while let Ok(frames) = intake_rx.try_recv() {
-                    core.handle(Input::Intake(frames), Now::read());
+                while let Ok((frames, service)) = intake_rx.try_recv() {
+                    core.handle(Input::Intake(frames, service), Now::read());
                 }
                 core.stop_intake();
                 tracing::info!(pending = core.pending_len(), in_flight = core.in_flight_len(), "intake stopped; draining");
@@ -172,14 +172,14 @@ pub async fn run(
                     core.handle(input, Now::read());
                 }
             }
-            Some(frames) = intake_rx.recv(), if core.has_room() => {
-                core.handle(Input::Intake(frames), Now::read());
+            Some((frames, service)) = intake_rx.recv(), if core.has_room() => {
+                core.handle(Input::Intake(frames, service), Now::read());
                 for _ in 1..BURST {
                     if !core.has_room() {
                         break;
                     }
-                    let Ok(frames) = intake_rx.try_recv() else { break };
-                    core.handle(Input::Intake(frames), Now::read());
+                    let Ok((frames, service)) = intake_rx.try_recv() else { break };
+                    core.handle(Input::Intake(frames, service), Now::read());
                 }
             }
             _ = tick.tick() => core.handle(Input::Tick, Now::read()),
@@ -358,16 +358,18 @@ async fn commit_failed(health: &mut Option<watch::Receiver<Health>>) -> String {
     std::future::pending().await
 }
 
-async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<ZmqMessage>) {
+async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<(ZmqMessage, Option<String>)>) {
     loop {
-        match socket.recv().await.map(ZmqMessage::try_from) {
-            Ok(Ok(frames)) => {
-                if tx.send(frames).await.is_err() {
+        match socket.recv_from().await {
+            Ok((frames, service)) => {
+                // libzmq never delivers a message of no frames.
+                let Ok(frames) = ZmqMessage::try_from(frames) else {
+                    continue;
+                };
+                if tx.send((frames, service)).await.is_err() {
                     return;
                 }
             }
-            // libzmq never delivers a message of no frames.
-            Ok(Err(_)) => {}
             Err(e) => tracing::warn!(error = %e, "intake receive failed"),
         }
     }

@@ -18,6 +18,7 @@
 //! - `ZMQ_LINGER`: how long closing waits for queued messages to leave.
 
 mod socket;
+pub mod zap;
 
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct Limits {
     pub receive_hwm: i32,
     /// How long closing the socket waits for what it still has to send.
     pub linger: Duration,
+    /// The node's secret key: the socket speaks CURVE only, and asks the
+    /// ZAP handler ([`zap`]) which client keys may connect. `None`: NULL.
+    pub curve: Option<crate::security::Key>,
 }
 
 /// Why a socket could not listen.
@@ -71,6 +75,11 @@ pub fn bind(
     if kind == zmq::ROUTER {
         socket.set_router_mandatory(true).map_err(error)?;
     }
+    if let Some(secret) = &limits.curve {
+        socket.set_curve_server(true).map_err(error)?;
+        socket.set_curve_secretkey(secret).map_err(error)?;
+        socket.set_zap_domain(zap::DOMAIN).map_err(error)?;
+    }
     socket.bind(endpoint).map_err(error)?;
     let bound = match socket.get_last_endpoint().map_err(error)? {
         Ok(bound) => bound,
@@ -95,6 +104,7 @@ mod tests {
         send_hwm: 1000,
         receive_hwm: 1000,
         linger: Duration::ZERO,
+        curve: None,
     };
 
     fn runtime() -> tokio::runtime::Runtime {

@@ -106,13 +106,33 @@ impl AsyncSocket {
 
     /// The next whole message if one is there now; `EAGAIN` if not.
     pub fn try_recv(&mut self) -> Result<Vec<Bytes>, zmq::Error> {
-        let first = self.socket.recv_msg(zmq::DONTWAIT)?;
+        self.try_recv_from().map(|(frames, _)| frames)
+    }
+
+    /// The next whole message and the `User-Id` of the connection it came
+    /// in on: on a CURVE socket, the service id the ZAP handler bound to
+    /// the client's key (`None` on a NULL socket).
+    pub async fn recv_from(&mut self) -> Result<(Vec<Bytes>, Option<String>), zmq::Error> {
+        loop {
+            match self.try_recv_from() {
+                Err(zmq::Error::EAGAIN) => self.ready(zmq::POLLIN).await?,
+                done => return done,
+            }
+        }
+    }
+
+    fn try_recv_from(&mut self) -> Result<(Vec<Bytes>, Option<String>), zmq::Error> {
+        let mut first = self.socket.recv_msg(zmq::DONTWAIT)?;
+        let user = first
+            .gets("User-Id")
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
         // Each frame keeps libzmq's buffer: no copy.
         let mut frames = vec![Bytes::from_owner(Frame(first))];
         while self.socket.get_rcvmore()? {
             frames.push(Bytes::from_owner(Frame(self.socket.recv_msg(0)?)));
         }
-        Ok(frames)
+        Ok((frames, user))
     }
 
     /// Sends `frames` as one message, waiting while the socket is at its

@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod dlq;
 mod journal;
+mod keys;
 mod node_args;
 mod replay;
 mod send;
@@ -43,6 +44,8 @@ enum Command {
     /// Inspect the journal (stats, list, a message's history) and replay a
     /// time range of it.
     Journal(journal::Args),
+    /// Make and show CurveZMQ key pairs (`[security]`, docs/security.md).
+    Keys(keys::Args),
     /// Benchmark a node: throughput, latency, CPU and memory, against raw ZeroMQ.
     Bench(bench::Args),
     /// Run one worker process (`zmanager up` starts its own; run this by
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => report(dlq::run(args)),
         Command::Journal(args) => report(journal::run(args)),
         Command::Services(args) => report(services::run(args)),
+        Command::Keys(args) => report(keys::run(args)),
         Command::Bench(args) => report(bench::run(args)),
         Command::BenchClient(args) => report(bench::client(args)),
         Command::BenchRaw(args) => report(bench::raw(args)),

@@ -1,0 +1,44 @@
+//! `zmanager keys`: CurveZMQ key pairs for the node and its services.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use zmanager::security;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Make a key pair: NAME.key (both keys, readable by you only: the
+    /// node's `[security] key_file`, or a service's own) and NAME.pub (the
+    /// public key, to give the other side). Prints the public key.
+    New {
+        /// Where the files go, without extension (`keys/ada` makes
+        /// `keys/ada.key` and `keys/ada.pub`). Existing files are never
+        /// overwritten.
+        name: PathBuf,
+    },
+    /// Print the public key of a key file.
+    Show {
+        /// A `.key` file.
+        file: PathBuf,
+    },
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::New { name } => {
+            let public = security::write_new_pair(&name).map_err(anyhow::Error::msg)?;
+            println!("public_key = \"{}\"", security::z85(&public));
+        }
+        Command::Show { file } => {
+            let (public, _) = security::read_key_file(&file).map_err(anyhow::Error::msg)?;
+            println!("public_key = \"{}\"", security::z85(&public));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,301 @@
+//! CurveZMQ keys: the node's own pair and the services it knows, each
+//! public key bound to one service id (`[security]` in the node's
+//! configuration, `docs/security.md`).
+//!
+//! ```toml
+//! [security]
+//! key_file = "node.key"     # the node's key pair: `zmanager keys new node`
+//!
+//! [[security.service]]
+//! id = "ada"
+//! public_key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+//! ```
+//!
+//! With it, the intake and publish sockets speak CURVE only: a peer whose
+//! key is not listed cannot connect, and a request's `service` must be the
+//! id its key is bound to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A CURVE key, 32 bytes (40 characters in Z85).
+pub type Key = [u8; 32];
+
+/// `[security]` as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The node's key pair, a [`KeyFile`] (relative paths are relative to
+    /// the configuration file).
+    pub key_file: PathBuf,
+    /// The services allowed to connect.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceKey>,
+}
+
+/// A key pair's file, as `zmanager keys new` writes it (TOML, readable by
+/// its owner only). The public key alone goes in a `.pub` file beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub public_key: String,
+    pub secret_key: String,
+}
+
+/// One service: its id and the public key it connects with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceKey {
+    pub id: String,
+    pub public_key: String,
+}
+
+/// The keys a node serves with, read and checked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub public: Key,
+    pub secret: Key,
+    /// Each service's id, by its public key.
+    pub services: BTreeMap<Key, String>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("public", &z85(&self.public))
+            .field("services", &self.services.values().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key in Z85.
+pub fn z85(key: &Key) -> String {
+    zmq::z85_encode(key).unwrap_or_default()
+}
+
+/// The 85 characters of Z85 (ZeroMQ RFC 32).
+const Z85: &str =
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+
+/// A Z85 key, or what is wrong with it.
+pub fn parse_key(text: &str) -> Result<Key, String> {
+    let text = text.trim();
+    if text.len() != 40 {
+        return Err(format!(
+            "a key is 40 Z85 characters, this is {}",
+            text.len()
+        ));
+    }
+    if let Some(bad) = text.chars().find(|c| !Z85.contains(*c)) {
+        return Err(format!("not Z85: {bad:?} is not a Z85 character"));
+    }
+    let bytes = zmq::z85_decode(text).map_err(|e| format!("not Z85: {e}"))?;
+    Key::try_from(bytes.as_slice()).map_err(|_| "not a 32-byte key".to_owned())
+}
+
+/// A new key pair (public, secret), from libzmq.
+pub fn new_pair() -> Result<(Key, Key), String> {
+    let pair = zmq::CurveKeyPair::new()
+        .map_err(|e| format!("libzmq cannot make CURVE keys ({e}): it was built without CURVE"))?;
+    Ok((pair.public_key, pair.secret_key))
+}
+
+impl SecurityConfig {
+    /// Problems a configuration has before any file is read.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut ids = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        for service in &self.services {
+            let id = &service.id;
+            if id.is_empty() || !id.chars().all(crate::action_key::is_field_char) {
+                problems.push(format!(
+                    "security.service id {id:?}: use letters, digits, `_`, `-` and `.`"
+                ));
+            }
+            if ids.insert(id.clone(), ()).is_some() {
+                problems.push(format!("security.service {id:?} is listed twice"));
+            }
+            match parse_key(&service.public_key) {
+                Ok(key) => {
+                    if let Some(other) = keys.insert(key, id.clone()) {
+                        problems.push(format!(
+                            "security.service {id:?} has the public key of {other:?}: a key names one service"
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("security.service {id:?}: public_key: {e}")),
+            }
+        }
+        problems
+    }
+
+    /// Makes `key_file` relative to `base` (the configuration's folder)
+    /// when it is relative.
+    pub fn resolve(&mut self, base: &Path) {
+        if self.key_file.is_relative() {
+            self.key_file = base.join(&self.key_file);
+        }
+    }
+
+    /// Reads the node's key pair and the services' keys.
+    pub fn load(&self) -> Result<Keys, String> {
+        let pair = read_key_file(&self.key_file)?;
+        let services = self
+            .services
+            .iter()
+            .filter_map(|s| Some((parse_key(&s.public_key).ok()?, s.id.clone())))
+            .collect();
+        Ok(Keys {
+            public: pair.0,
+            secret: pair.1,
+            services,
+        })
+    }
+}
+
+/// The (public, secret) keys of a key file.
+pub fn read_key_file(path: &Path) -> Result<(Key, Key), String> {
+    let name = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("key file {name}: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(file = %name, "a secret key file is readable by other users: chmod 600 it");
+        }
+    }
+    let file: KeyFile = toml::from_str(&text).map_err(|e| format!("key file {name}: {e}"))?;
+    let public =
+        parse_key(&file.public_key).map_err(|e| format!("key file {name}: public_key: {e}"))?;
+    let secret =
+        parse_key(&file.secret_key).map_err(|e| format!("key file {name}: secret_key: {e}"))?;
+    Ok((public, secret))
+}
+
+/// Writes a new key pair to `PREFIX.key` (both keys, owner-only) and
+/// `PREFIX.pub` (the public key); returns the public key. Neither file may
+/// exist already.
+pub fn write_new_pair(prefix: &Path) -> Result<Key, String> {
+    use std::io::Write;
+    let (public, secret) = new_pair()?;
+    let with = |ext: &str| {
+        let mut name = prefix.as_os_str().to_owned();
+        name.push(ext);
+        PathBuf::from(name)
+    };
+    let (key_path, pub_path) = (with(".key"), with(".pub"));
+    let file = KeyFile {
+        public_key: z85(&public),
+        secret_key: z85(&secret),
+    };
+    let body = toml::to_string(&file).map_err(|e| e.to_string())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
+        .open(&key_path)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    out.write_all(
+        format!("# A CURVE key pair (zmanager keys new): keep this file secret.\n{body}")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    let mut out = options
+        .open(&pub_path)
+        .map_err(|e| format!("{}: {e}", pub_path.display()))?;
+    out.write_all(format!("public_key = {:?}\n", file.public_key).as_bytes())
+        .map_err(|e| format!("{}: {e}", pub_path.display()))?;
+    Ok(public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(services: &[(&str, &Key)]) -> SecurityConfig {
+        SecurityConfig {
+            key_file: PathBuf::from("node.key"),
+            services: services
+                .iter()
+                .map(|(id, key)| ServiceKey {
+                    id: (*id).to_owned(),
+                    public_key: z85(key),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_through_z85() {
+        let (public, secret) = new_pair().unwrap();
+        assert_ne!(public, secret);
+        assert_eq!(parse_key(&z85(&public)).unwrap(), public);
+        assert_eq!(z85(&public).len(), 40);
+        assert!(
+            parse_key("short")
+                .unwrap_err()
+                .contains("40 Z85 characters")
+        );
+        assert!(parse_key(&"\"".repeat(40)).unwrap_err().contains("not Z85"));
+    }
+
+    #[test]
+    fn a_key_names_one_service_and_a_service_has_one_entry() {
+        let (a, _) = new_pair().unwrap();
+        let (b, _) = new_pair().unwrap();
+        assert!(config(&[("ada", &a), ("bob", &b)]).problems().is_empty());
+        let problems = config(&[("ada", &a), ("bob", &a), ("ada", &b), ("bad id", &b)]).problems();
+        let text = problems.join("\n");
+        assert!(
+            text.contains("\"bob\" has the public key of \"ada\""),
+            "{text}"
+        );
+        assert!(text.contains("\"ada\" is listed twice"), "{text}");
+        assert!(text.contains("id \"bad id\""), "{text}");
+    }
+
+    #[test]
+    fn a_new_pair_is_written_once_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("zm-security-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let public = write_new_pair(&dir.join("node")).unwrap();
+        let (read, secret) = read_key_file(&dir.join("node.key")).unwrap();
+        assert_eq!(read, public);
+        assert_ne!(secret, public);
+        let shown = std::fs::read_to_string(dir.join("node.pub")).unwrap();
+        assert_eq!(shown, format!("public_key = \"{}\"\n", z85(&public)));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("node.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = write_new_pair(&dir.join("node")).unwrap_err();
+        assert!(again.contains("node.key"), "{again}");
+        let mut c = config(&[("ada", &public)]);
+        c.key_file = dir.join("node.key");
+        let keys = c.load().unwrap();
+        assert_eq!((keys.public, keys.secret), (public, secret));
+        assert_eq!(keys.services[&public], "ada");
+        std::fs::write(
+            dir.join("bad.key"),
+            "public_key = \"x\"\nsecret_key = \"y\"\n",
+        )
+        .unwrap();
+        let e = read_key_file(&dir.join("bad.key")).unwrap_err();
+        assert!(e.contains("public_key: a key is 40 Z85 characters"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

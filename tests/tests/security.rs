@@ -1,0 +1,251 @@
+//! A node with `[security]`: CurveZMQ on intake and publish, each key bound
+//! to a service id (`docs/security.md`). The clients are libzmq's, as a
+//! pyzmq service's would be.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zmanager::envelope::{Envelope, Kind, Status};
+use zmanager::error_code::ErrorCode;
+use zmanager::security::{self, Key};
+use zmanager_tests::client::msgpack;
+use zmanager_tests::node::{TempDir, TestNode};
+use zmanager_tests::zmanager;
+
+/// A service's two libzmq sockets, with its own key pair.
+struct Client {
+    push: zmq::Socket,
+    sub: zmq::Socket,
+    service: String,
+}
+
+impl Client {
+    fn connect(node: &TestNode, server: &Key, keys: (Key, Key), service: &str) -> Self {
+        let context = zmq::Context::new();
+        let secure = |kind| {
+            let socket = context.socket(kind).expect("a socket");
+            socket.set_curve_serverkey(server).expect("server key");
+            socket.set_curve_publickey(&keys.0).expect("public key");
+            socket.set_curve_secretkey(&keys.1).expect("secret key");
+            socket.set_linger(0).expect("linger");
+            socket
+        };
+        let push = secure(zmq::PUSH);
+        push.connect(&node.endpoints.intake)
+            .expect("connect intake");
+        let sub = secure(zmq::SUB);
+        sub.connect(&node.endpoints.publish)
+            .expect("connect publish");
+        sub.set_subscribe(format!("@reply~{service}~").as_bytes())
+            .expect("subscribe");
+        sub.set_rcvtimeo(200).expect("timeout");
+        Self {
+            push,
+            sub,
+            service: service.to_owned(),
+        }
+    }
+
+    fn envelope(&self, id: &str, flow: &str) -> Envelope {
+        let mut e = Envelope::request(id, flow);
+        e.service.clone_from(&self.service);
+        e.reply_to = format!("@reply~{}~", self.service);
+        e
+    }
+
+    fn send(&self, envelope: &Envelope, payload: &[u8]) {
+        let frames = [
+            format!("{}~", envelope.flow).into_bytes(),
+            envelope.encode(),
+            payload.to_vec(),
+        ];
+        self.push
+            .send_multipart(frames, zmq::DONTWAIT)
+            .unwrap_or_else(|e| panic!("send: {e}"));
+    }
+
+    /// The next message on its reply topic within `limit`.
+    fn recv(&self, limit: Duration) -> Option<Envelope> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(frames) = self.sub.recv_multipart(0) {
+                return Some(Envelope::decode(&frames[1]).expect("an envelope"));
+            }
+        }
+        None
+    }
+
+    /// Pings until the node answers (the subscription is then live); false
+    /// when nothing came back within `limit`.
+    fn handshake(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut n = 0;
+        while Instant::now() < until {
+            n += 1;
+            let mut ping = self.envelope(&format!("ping-{n}"), "");
+            ping.kind = Kind::Ping;
+            let _ = self
+                .push
+                .send_multipart([b"~".to_vec(), ping.encode(), vec![0xc0]], zmq::DONTWAIT);
+            if let Some(e) = self.recv(Duration::from_millis(200)) {
+                assert_eq!(e.kind, Kind::Ping);
+                while self.recv(Duration::from_millis(200)).is_some() {}
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A node whose `[security]` lists `services`, on ipc sockets in `dir`.
+fn secure_node(dir: &Path, services: &[(&str, &Key)]) -> (TestNode, Key) {
+    let server = security::write_new_pair(&dir.join("node")).expect("node keys");
+    let mut config = format!(
+        "[endpoints]\nintake = \"ipc://{0}/intake.sock\"\nworkers = \"ipc://{0}/workers.sock\"\npublish = \"ipc://{0}/publish.sock\"\n[security]\nkey_file = \"node.key\"\n",
+        dir.display()
+    );
+    for (id, key) in services {
+        config.push_str(&format!(
+            "[[security.service]]\nid = {id:?}\npublic_key = {:?}\n",
+            security::z85(key)
+        ));
+    }
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).expect("write the configuration");
+    let node = TestNode::start_fixed(1, None, &["--config", path.to_str().expect("utf-8")]);
+    (node, server)
+}
+
+fn pair() -> (Key, Key) {
+    security::new_pair().expect("CURVE keys")
+}
+
+/// What was measured before keys: a client pushing as service B with the
+/// id B would use next had B's own request absorbed as a duplicate and
+/// received B's result. Now the key decides the service: the forgery is
+/// refused (code 19, told to the forger alone) and B's request runs.
+#[test]
+fn a_service_is_the_id_its_key_is_bound_to_and_no_other() {
+    let dir = TempDir::new("secure");
+    let (ada_keys, mallory_keys) = (pair(), pair());
+    let (node, server) = secure_node(
+        dir.path(),
+        &[("ada", &ada_keys.0), ("mallory", &mallory_keys.0)],
+    );
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    let mallory = Client::connect(&node, &server, mallory_keys, "mallory");
+    assert!(
+        ada.handshake(Duration::from_secs(10)),
+        "ada connects with her key"
+    );
+    assert!(mallory.handshake(Duration::from_secs(10)));
+
+    // mallory claims to be ada, with the id ada will use, and ada's topic.
+    let forged = ada.envelope("g-1", "Greeting");
+    mallory.send(&forged, &msgpack(&json!({"name": "mallory"})));
+    let refused = mallory.recv(Duration::from_secs(10)).expect("told why");
+    assert_eq!(refused.id, "g-1");
+    let error = refused.error.expect("an error");
+    assert_eq!(error.code, ErrorCode::WrongService);
+    assert!(
+        error.message.contains("its key is \"mallory\"'s"),
+        "{}",
+        error.message
+    );
+    // mallory as herself, but with ada's reply topic: refused too.
+    let mut sneaky = mallory.envelope("s-1", "Greeting");
+    sneaky.reply_to = "@reply~ada~".into();
+    mallory.send(&sneaky, &msgpack(&json!({"name": "mallory"})));
+    let refused = mallory.recv(Duration::from_secs(10)).expect("told why");
+    assert_eq!(refused.error.map(|e| e.code), Some(ErrorCode::WrongService));
+
+    // ada's own request with that id runs: nothing was absorbed.
+    ada.send(
+        &ada.envelope("g-1", "Greeting"),
+        &msgpack(&json!({"name": "ada"})),
+    );
+    let result = ada.recv(Duration::from_secs(10)).expect("ada's result");
+    assert_eq!((result.id.as_str(), result.status), ("g-1", Status::Ok));
+    assert!(
+        ada.recv(Duration::from_millis(500)).is_none(),
+        "and nothing else"
+    );
+}
+
+/// A key not in `[security]`, or no key at all, does not connect: nothing
+/// it sends is read, and the node says whom it refused.
+#[test]
+fn a_key_the_node_does_not_know_cannot_connect() {
+    let dir = TempDir::new("secure-unknown");
+    let ada_keys = pair();
+    let (node, server) = secure_node(dir.path(), &[("ada", &ada_keys.0)]);
+    let stranger = Client::connect(&node, &server, pair(), "ada");
+    assert!(
+        !stranger.handshake(Duration::from_secs(3)),
+        "an unknown key gets nothing back"
+    );
+
+    // A client without keys (NULL mechanism), as every client was before.
+    let context = zmq::Context::new();
+    let push = context.socket(zmq::PUSH).expect("push");
+    push.set_linger(0).expect("linger");
+    push.connect(&node.endpoints.intake).expect("connect");
+    let sub = context.socket(zmq::SUB).expect("sub");
+    sub.connect(&node.endpoints.publish).expect("connect");
+    sub.set_subscribe(b"").expect("subscribe");
+    sub.set_rcvtimeo(200).expect("timeout");
+    let mut ping = Envelope::request("p", "");
+    ping.kind = Kind::Ping;
+    ping.service = "ada".into();
+    ping.reply_to = "@reply~ada~".into();
+    for _ in 0..10 {
+        let _ = push.send_multipart([b"~".to_vec(), ping.encode(), vec![0xc0]], zmq::DONTWAIT);
+        assert!(
+            sub.recv_multipart(0).is_err(),
+            "a NULL client reads nothing"
+        );
+    }
+    let log = node.log();
+    assert!(
+        log.contains("refused a connection: its key is not in [security]"),
+        "{log}"
+    );
+
+    // ada, with her key, is served all the while.
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    assert!(ada.handshake(Duration::from_secs(10)));
+}
+
+/// `zmanager keys new` makes the pair a configuration names; `keys show`
+/// prints its public half; an existing file is never overwritten.
+#[test]
+fn keys_new_writes_a_pair_once() {
+    let dir = TempDir::new("keys");
+    let name = dir.path().join("svc");
+    let out = zmanager()
+        .args(["keys", "new"])
+        .arg(&name)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (public, _) = security::read_key_file(&dir.path().join("svc.key")).expect("a key file");
+    assert_eq!(
+        printed,
+        format!("public_key = \"{}\"\n", security::z85(&public))
+    );
+    let shown = zmanager()
+        .args(["keys", "show"])
+        .arg(dir.path().join("svc.key"))
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), printed);
+    let again = zmanager()
+        .args(["keys", "new"])
+        .arg(&name)
+        .output()
+        .expect("run");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+}
