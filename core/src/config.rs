@@ -556,10 +556,19 @@ mod tests {
     #[test]
     fn security_needs_an_ipc_workers_socket_and_sound_service_entries() {
         let text = "[security]\nkey_file = \"node.key\"\n[[security.service]]\nid = \"ada\"\npublic_key = \"short\"\n";
-        let e = NodeConfig::from_toml("n.toml", text).unwrap_err().to_string();
-        assert!(e.contains("endpoints.workers must be an ipc:// path"), "{e}");
-        assert!(e.contains("security.service \"ada\": public_key: a key is 40 Z85 characters"), "{e}");
-        let ok = "[endpoints]\nworkers = \"ipc:///tmp/w.sock\"\n[security]\nkey_file = \"node.key\"\n";
+        let e = NodeConfig::from_toml("n.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("endpoints.workers must be an ipc:// path"),
+            "{e}"
+        );
+        assert!(
+            e.contains("security.service \"ada\": public_key: a key is 40 Z85 characters"),
+            "{e}"
+        );
+        let ok =
+            "[endpoints]\nworkers = \"ipc:///tmp/w.sock\"\n[security]\nkey_file = \"node.key\"\n";
         let c = NodeConfig::from_toml("n.toml", ok).unwrap();
         assert_eq!(c.security.unwrap().key_file, PathBuf::from("node.key"));
     }

@@ -56,13 +56,16 @@ pub enum ErrorCode {
     /// With security on: the message's `service` is not the id its key is
     /// bound to, or its `reply_to` is another service's topic.
     WrongService,
+    /// With security on: the service may not do this (push into this flow,
+    /// answer this `@ASYNC` step, use service management).
+    Forbidden,
     /// A code this build does not know (sent by a newer node): kept, so an
     /// older client still reads the rest of the result.
     Other(u16),
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownFlow,
@@ -82,6 +85,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::NotAnEntry,
         ErrorCode::WrongService,
+        ErrorCode::Forbidden,
     ];
 
     /// The stable number.
@@ -106,6 +110,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 17,
             ErrorCode::NotAnEntry => 18,
             ErrorCode::WrongService => 19,
+            ErrorCode::Forbidden => 20,
             ErrorCode::Other(code) => code,
         }
     }
@@ -133,6 +138,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::NotAnEntry => "not_an_entry",
             ErrorCode::WrongService => "wrong_service",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -195,6 +201,7 @@ mod tests {
                 (17, "too_large"),
                 (18, "not_an_entry"),
                 (19, "wrong_service"),
+                (20, "forbidden"),
             ]
         );
         for code in ErrorCode::ALL {

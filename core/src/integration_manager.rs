@@ -1,15 +1,17 @@
 //! The Integration Manager: the single publisher. It holds no business
 //! logic: it publishes what it is handed on the topic it is handed.
 //!
-//! One task owns the PUB socket and is fed by a bounded channel; when the
-//! channel is full, whoever publishes waits (backpressure), and the queue
-//! never grows without limit.
+//! One task owns the publish socket (an XPUB that applies a subscription
+//! only once the node allows it, [`Readers`]) and is fed by a bounded
+//! channel; when the channel is full, whoever publishes waits
+//! (backpressure), and the queue never grows without limit.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::security::Readers;
 use crate::transport::AsyncSocket;
 use crate::wire::{self, Message};
 
@@ -29,16 +31,51 @@ pub const LINGER: Duration = Duration::from_secs(1);
 
 /// Publishes everything received until every sender is dropped, then
 /// closes the socket in a blocking thread (it lingers, see [`LINGER`]).
-pub async fn run(mut socket: AsyncSocket, mut publications: mpsc::Receiver<Publication>) {
+/// Meanwhile it applies the subscriptions `readers` allow.
+pub async fn run(
+    mut socket: AsyncSocket,
+    mut publications: mpsc::Receiver<Publication>,
+    readers: Readers,
+) {
     let mut published: u64 = 0;
-    while let Some(Publication { topic, message }) = publications.recv().await {
-        let frames = wire::publication(topic, &message);
-        if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
-            tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
-            continue;
+    loop {
+        tokio::select! {
+            next = publications.recv() => {
+                let Some(Publication { topic, message }) = next else { break };
+                let frames = wire::publication(topic, &message);
+                if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
+                    tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
+                    continue;
+                }
+                published += 1;
+            }
+            // Receiving is cancel-safe (`crate::transport`).
+            subscription = socket.recv_from() => match subscription {
+                Ok((frames, service)) => decide(&socket, &readers, &frames, service.as_deref()),
+                Err(e) => tracing::warn!(error = %e, "subscription receive failed"),
+            },
         }
-        published += 1;
     }
     let _ = tokio::task::spawn_blocking(move || drop(socket)).await;
     tracing::debug!(published, "integration manager stopped");
+}
+
+/// Applies one (un)subscription message — `[1 or 0, prefix...]` — if
+/// `readers` allow it; it must be applied before the next is received.
+fn decide(socket: &AsyncSocket, readers: &Readers, frames: &[Bytes], service: Option<&str>) {
+    let Some((&verb, prefix)) = frames.first().and_then(|f| f.split_first()) else {
+        return;
+    };
+    let applied = match verb {
+        1 if readers.may_read(service, prefix) => socket.get_ref().set_subscribe(prefix),
+        1 => {
+            tracing::warn!(service = service.unwrap_or(""), prefix = %String::from_utf8_lossy(prefix), "refused a subscription: not this service's to read ([security] subscribe)");
+            return;
+        }
+        0 => socket.get_ref().set_unsubscribe(prefix),
+        _ => return,
+    };
+    if let Err(e) = applied {
+        tracing::warn!(error = %e, "cannot apply a subscription");
+    }
 }

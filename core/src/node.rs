@@ -140,7 +140,7 @@ pub async fn run(
     // the high-water mark, then PUB drops for that subscriber alone.
     let (publisher, publish_at) = bind(
         &context,
-        zmq::PUB,
+        zmq::XPUB,
         &config.endpoints.publish,
         &Limits {
             linger: integration_manager::LINGER,
@@ -167,7 +167,11 @@ pub async fn run(
     let operator = OperatorCookie::load_or_create(&config.data_dir)?;
 
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
-    let im = tokio::spawn(integration_manager::run(publisher, publish_rx));
+    let readers = config
+        .security
+        .as_ref()
+        .map_or_else(crate::security::Readers::open, crate::security::Readers::of);
+    let im = tokio::spawn(integration_manager::run(publisher, publish_rx, readers));
     let (kill_tx, kill_rx) = mpsc::channel(64);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
@@ -203,6 +207,10 @@ pub async fn run(
             remembered,
             operator: Some(operator),
             exited: exited_rx,
+            permissions: config.security.as_ref().map_or_else(
+                crate::security::Permissions::open,
+                crate::security::Permissions::of,
+            ),
         },
     ));
 

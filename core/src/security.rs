@@ -44,12 +44,129 @@ pub struct KeyFile {
     pub secret_key: String,
 }
 
-/// One service: its id and the public key it connects with.
+/// One service: its id, the public key it connects with, and what it may
+/// read besides its own results.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceKey {
     pub id: String,
     pub public_key: String,
+    /// Topic prefixes it may subscribe to (a subscription must start with
+    /// one of them): `["Announce~"]` for every `@PUBLISH` step of the
+    /// Announce flow, `["Greeting~~~~done"]` for its shared results, `[""]`
+    /// for everything. Its own `@reply~ID~` needs no entry.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// The flows it may push requests into (`"*"`: every flow). Default:
+    /// none.
+    #[serde(default)]
+    pub push: Vec<String>,
+    /// The `@ASYNC` steps it may answer: a flow's name (each of its
+    /// `@ASYNC` steps) or a step's key exactly. Default: none.
+    #[serde(default)]
+    pub answer: Vec<String>,
+    /// Whether it may use service management (register, heartbeat, list,
+    /// topics). Default: no.
+    #[serde(default)]
+    pub register: bool,
+}
+
+/// What each service may do at the intake (`[security]`); everything, for
+/// every service, on a node without keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// `None`: no keys (the node is on loopback and trusts its peers).
+    by_service: Option<BTreeMap<String, ServiceKey>>,
+}
+
+impl Permissions {
+    /// Everyone may do everything: a node without `[security]`.
+    pub fn open() -> Self {
+        Self { by_service: None }
+    }
+
+    /// What `[security]` grants each service.
+    pub fn of(config: &SecurityConfig) -> Self {
+        let by_service = config
+            .services
+            .iter()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect();
+        Self {
+            by_service: Some(by_service),
+        }
+    }
+
+    fn grants(&self, service: &str) -> Option<Option<&ServiceKey>> {
+        self.by_service.as_ref().map(|all| all.get(service))
+    }
+
+    /// True when `service` may push requests into `flow`.
+    pub fn may_push(&self, service: &str, flow: &str) -> bool {
+        match self.grants(service) {
+            None => true,
+            Some(grants) => grants.is_some_and(|g| g.push.iter().any(|f| f == "*" || f == flow)),
+        }
+    }
+
+    /// True when `service` may answer the `@ASYNC` step `step` of `flow`.
+    pub fn may_answer(&self, service: &str, flow: &str, step: &str) -> bool {
+        match self.grants(service) {
+            None => true,
+            Some(grants) => grants.is_some_and(|g| g.answer.iter().any(|a| a == flow || a == step)),
+        }
+    }
+
+    /// True when `service` may use service management.
+    pub fn may_register(&self, service: &str) -> bool {
+        match self.grants(service) {
+            None => true,
+            Some(grants) => grants.is_some_and(|g| g.register),
+        }
+    }
+}
+
+/// Who may subscribe to which topics on the publish socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readers {
+    /// `None`: no keys, every subscription goes (the node is on loopback).
+    grants: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl Readers {
+    /// Everyone reads everything: a node without `[security]`.
+    pub fn open() -> Self {
+        Self { grants: None }
+    }
+
+    /// Each service reads its own results and what `[security]` grants it.
+    pub fn of(config: &SecurityConfig) -> Self {
+        let grants = config
+            .services
+            .iter()
+            .map(|s| (s.id.clone(), s.subscribe.clone()))
+            .collect();
+        Self {
+            grants: Some(grants),
+        }
+    }
+
+    /// True when `service` (the id its key is bound to; `None` on a socket
+    /// without keys) may subscribe to `prefix`: every topic the
+    /// subscription matches must be one it may read.
+    pub fn may_read(&self, service: Option<&str>, prefix: &[u8]) -> bool {
+        let Some(grants) = &self.grants else {
+            return true;
+        };
+        let Some(service) = service else {
+            return false;
+        };
+        let own = format!("@reply~{service}~");
+        prefix.starts_with(own.as_bytes())
+            || grants
+                .get(service)
+                .is_some_and(|g| g.iter().any(|p| prefix.starts_with(p.as_bytes())))
+    }
 }
 
 /// The keys a node serves with, read and checked.
@@ -228,6 +345,10 @@ mod tests {
                 .map(|(id, key)| ServiceKey {
                     id: (*id).to_owned(),
                     public_key: z85(key),
+                    subscribe: Vec::new(),
+                    push: Vec::new(),
+                    answer: Vec::new(),
+                    register: false,
                 })
                 .collect(),
         }
@@ -297,5 +418,49 @@ mod tests {
         let e = read_key_file(&dir.join("bad.key")).unwrap_err();
         assert!(e.contains("public_key: a key is 40 Z85 characters"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_service_reads_its_own_results_and_what_it_is_granted() {
+        let mut c = config(&[("ada", &[1; 32]), ("bob", &[2; 32])]);
+        c.services[1].subscribe = vec!["Announce~".into()];
+        let readers = Readers::of(&c);
+        assert!(readers.may_read(Some("ada"), b"@reply~ada~"));
+        assert!(readers.may_read(Some("ada"), b"@reply~ada~x"));
+        for prefix in [
+            &b"@reply~bob~"[..],
+            b"@reply~",
+            b"@reply~ad",
+            b"",
+            b"Announce~",
+        ] {
+            assert!(!readers.may_read(Some("ada"), prefix), "{prefix:?}");
+        }
+        assert!(readers.may_read(Some("bob"), b"Announce~PUBLISH~x"));
+        assert!(!readers.may_read(Some("bob"), b"Ann"), "wider than granted");
+        assert!(!readers.may_read(None, b"@reply~ada~"));
+        assert!(!readers.may_read(Some("eve"), b"@reply~ada~"));
+        assert!(Readers::open().may_read(None, b""));
+    }
+
+    #[test]
+    fn a_service_may_do_what_it_is_granted_and_nothing_else() {
+        let mut c = config(&[("ada", &[1; 32]), ("ops", &[2; 32])]);
+        c.services[0].push = vec!["Greeting".into()];
+        c.services[0].answer = vec!["Ask".into(), "?Other@ASYNC?reply".into()];
+        c.services[1].push = vec!["*".into()];
+        c.services[1].register = true;
+        let p = Permissions::of(&c);
+        assert!(p.may_push("ada", "Greeting") && !p.may_push("ada", "Echo"));
+        assert!(p.may_push("ops", "Echo") && !p.may_push("eve", "Greeting"));
+        assert!(p.may_answer("ada", "Ask", "?Ask@ASYNC?x"));
+        assert!(p.may_answer("ada", "Other", "?Other@ASYNC?reply"));
+        assert!(!p.may_answer("ada", "Other", "?Other@ASYNC?else"));
+        assert!(!p.may_answer("ops", "Ask", "?Ask@ASYNC?x"));
+        assert!(p.may_register("ops") && !p.may_register("ada"));
+        let open = Permissions::open();
+        assert!(
+            open.may_push("x", "F") && open.may_answer("x", "F", "k") && open.may_register("x")
+        );
     }
 }

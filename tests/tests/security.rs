@@ -67,10 +67,16 @@ impl Client {
 
     /// The next message on its reply topic within `limit`.
     fn recv(&self, limit: Duration) -> Option<Envelope> {
+        self.recv_with_payload(limit).map(|(e, _)| e)
+    }
+
+    /// The same, with its payload.
+    fn recv_with_payload(&self, limit: Duration) -> Option<(Envelope, Vec<u8>)> {
         let until = Instant::now() + limit;
         while Instant::now() < until {
-            if let Ok(frames) = self.sub.recv_multipart(0) {
-                return Some(Envelope::decode(&frames[1]).expect("an envelope"));
+            if let Ok(mut frames) = self.sub.recv_multipart(0) {
+                let payload = frames.pop().expect("a payload");
+                return Some((Envelope::decode(&frames[1]).expect("an envelope"), payload));
             }
         }
         None
@@ -98,16 +104,26 @@ impl Client {
     }
 }
 
-/// A node whose `[security]` lists `services`, on ipc sockets in `dir`.
+/// A node whose `[security]` lists `services`, on ipc sockets in `dir`;
+/// each may push into Greeting and do nothing else.
 fn secure_node(dir: &Path, services: &[(&str, &Key)]) -> (TestNode, Key) {
+    let entries: Vec<(&str, &Key, &str)> = services
+        .iter()
+        .map(|(id, k)| (*id, *k, "push = [\"Greeting\"]\n"))
+        .collect();
+    secure_node_with(dir, &entries)
+}
+
+/// Like [`secure_node`], each service with the grants its TOML lines give.
+fn secure_node_with(dir: &Path, services: &[(&str, &Key, &str)]) -> (TestNode, Key) {
     let server = security::write_new_pair(&dir.join("node")).expect("node keys");
     let mut config = format!(
         "[endpoints]\nintake = \"ipc://{0}/intake.sock\"\nworkers = \"ipc://{0}/workers.sock\"\npublish = \"ipc://{0}/publish.sock\"\n[security]\nkey_file = \"node.key\"\n",
         dir.display()
     );
-    for (id, key) in services {
+    for (id, key, grants) in services {
         config.push_str(&format!(
-            "[[security.service]]\nid = {id:?}\npublic_key = {:?}\n",
+            "[[security.service]]\nid = {id:?}\npublic_key = {:?}\n{grants}",
             security::z85(key)
         ));
     }
@@ -171,6 +187,168 @@ fn a_service_is_the_id_its_key_is_bound_to_and_no_other() {
         ada.recv(Duration::from_millis(500)).is_none(),
         "and nothing else"
     );
+}
+
+/// Measured before: a third subscriber read 50 of B's 50 results. Now a
+/// service with a valid key of its own subscribes to B's reply topic, to
+/// the whole `@reply~` space and to everything, and reads none of them,
+/// while B reads its own and a service granted `Greeting~~~~done` reads
+/// the flow's shared results.
+#[test]
+fn a_rogue_subscriber_with_a_valid_key_reads_nothing_of_anothers() {
+    let dir = TempDir::new("secure-rogue");
+    let (ada_keys, mallory_keys, auditor_keys) = (pair(), pair(), pair());
+    let (node, server) = secure_node_with(
+        dir.path(),
+        &[
+            ("ada", &ada_keys.0, "push = [\"Greeting\"]\n"),
+            ("mallory", &mallory_keys.0, ""),
+            (
+                "auditor",
+                &auditor_keys.0,
+                "subscribe = [\"Greeting~~~~done\"]\n",
+            ),
+        ],
+    );
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    let mallory = Client::connect(&node, &server, mallory_keys, "mallory");
+    let auditor = Client::connect(&node, &server, auditor_keys, "auditor");
+    for prefix in ["@reply~ada~", "@reply~", ""] {
+        mallory
+            .sub
+            .set_subscribe(prefix.as_bytes())
+            .expect("subscribe");
+    }
+    auditor
+        .sub
+        .set_subscribe(b"Greeting~~~~done")
+        .expect("subscribe");
+    assert!(ada.handshake(Duration::from_secs(10)));
+    assert!(mallory.handshake(Duration::from_secs(10)));
+    assert!(auditor.handshake(Duration::from_secs(10)));
+
+    for i in 0..50 {
+        ada.send(
+            &ada.envelope(&format!("r-{i}"), "Greeting"),
+            &msgpack(&json!({"name": "ada"})),
+        );
+    }
+    // One request whose result goes to the flow's shared topic.
+    let mut shared = ada.envelope("shared-1", "Greeting");
+    shared.reply_to.clear();
+    ada.send(&shared, &msgpack(&json!({"name": "ada"})));
+    let mut got = 0;
+    while let Some(e) = ada.recv(Duration::from_secs(5)) {
+        assert_eq!(e.status, Status::Ok);
+        got += 1;
+        if got == 50 {
+            break;
+        }
+    }
+    assert_eq!(got, 50, "ada reads her 50");
+    let audited = auditor
+        .recv(Duration::from_secs(5))
+        .expect("the shared result");
+    assert_eq!(audited.id, "shared-1");
+    assert!(
+        auditor.recv(Duration::from_millis(500)).is_none(),
+        "and only that"
+    );
+    assert!(
+        mallory.recv(Duration::from_secs(1)).is_none(),
+        "mallory reads 0 of ada's"
+    );
+    let log = node.log();
+    assert!(log.contains("refused a subscription"), "{log}");
+}
+
+/// A service may push only into the flows it is granted, and use service
+/// management only with `register = true`: code 20, to its own topic.
+#[test]
+fn a_service_may_push_only_into_the_flows_it_is_granted() {
+    let dir = TempDir::new("secure-push");
+    let ada_keys = pair();
+    let (node, server) = secure_node(dir.path(), &[("ada", &ada_keys.0)]);
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    assert!(ada.handshake(Duration::from_secs(10)));
+    for (id, flow) in [("e-1", "Echo"), ("r-1", "ServiceManagement_Register")] {
+        ada.send(&ada.envelope(id, flow), &msgpack(&json!({"id": "ada"})));
+        let refused = ada.recv(Duration::from_secs(10)).expect("told why");
+        assert_eq!(refused.id, id);
+        let error = refused.error.expect("an error");
+        assert_eq!(
+            error.code,
+            ErrorCode::Forbidden,
+            "{flow}: {}",
+            error.message
+        );
+        assert!(error.message.contains("may not"), "{}", error.message);
+    }
+    ada.send(
+        &ada.envelope("g-1", "Greeting"),
+        &msgpack(&json!({"name": "ada"})),
+    );
+    let ok = ada.recv(Duration::from_secs(10)).expect("a result");
+    assert_eq!((ok.id.as_str(), ok.status), ("g-1", Status::Ok));
+}
+
+/// Measured before: an answer matched on `origin`/`id` only, so anyone
+/// could answer another service's `@ASYNC` step. Now only a service granted
+/// the step (`answer`) may: another's answer is refused with code 20 and
+/// the flow waits for the right one.
+#[test]
+fn only_a_service_granted_an_async_step_may_answer_it() {
+    let dir = TempDir::new("secure-answer");
+    let (ada_keys, mgr_keys, mallory_keys) = (pair(), pair(), pair());
+    let flow = "ServiceManagement_GetServiceTopics";
+    let (node, server) = secure_node_with(
+        dir.path(),
+        &[
+            ("ada", &ada_keys.0, &format!("push = [{flow:?}]\n")),
+            (
+                "mgr",
+                &mgr_keys.0,
+                &format!("subscribe = [\"{flow}~\"]\nanswer = [{flow:?}]\n"),
+            ),
+            ("mallory", &mallory_keys.0, ""),
+        ],
+    );
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    let mgr = Client::connect(&node, &server, mgr_keys, "mgr");
+    mgr.sub
+        .set_subscribe(format!("{flow}~").as_bytes())
+        .expect("subscribe");
+    let mallory = Client::connect(&node, &server, mallory_keys, "mallory");
+    assert!(ada.handshake(Duration::from_secs(10)));
+    assert!(mgr.handshake(Duration::from_secs(10)));
+    assert!(mallory.handshake(Duration::from_secs(10)));
+
+    ada.send(
+        &ada.envelope("q-1", flow),
+        &msgpack(&json!({"service": "ada"})),
+    );
+    let published = mgr
+        .recv(Duration::from_secs(10))
+        .expect("the published step");
+    assert_eq!(
+        (published.id.as_str(), published.service.as_str()),
+        ("q-1", "ada")
+    );
+    let answer = |client: &Client, text: &str| {
+        let mut e = client.envelope("q-1", flow);
+        e.kind = Kind::Result;
+        e.origin = "ada".into();
+        client.send(&e, &msgpack(&json!(text)));
+    };
+    answer(&mallory, "forged");
+    let refused = mallory.recv(Duration::from_secs(10)).expect("told why");
+    assert_eq!(refused.error.map(|e| e.code), Some(ErrorCode::Forbidden));
+    answer(&mgr, "topics");
+    let (result, payload) = ada
+        .recv_with_payload(Duration::from_secs(10))
+        .expect("ada's result");
+    assert_eq!(result.status, Status::Ok, "{:?}", result.error);
+    assert_eq!(zmanager_tests::client::json(&payload), json!("topics"));
 }
 
 /// A key not in `[security]`, or no key at all, does not connect: nothing

@@ -21,6 +21,7 @@ use crate::journal::{Event, Unfinished};
 use crate::operator::OperatorCookie;
 use crate::ordering::KeyGate;
 use crate::retry::{DelayQueue, Jitter};
+use crate::security::Permissions;
 use crate::service_registry::ServiceRegistry;
 use crate::wire::Message;
 
@@ -180,6 +181,8 @@ pub struct SubjectCore {
     /// The cookie that lets the node's own tools resume a request at any
     /// step (`crate::operator`); `None`: nobody may.
     pub(super) operator: Option<OperatorCookie>,
+    /// What each authenticated service may do (everything without keys).
+    pub(super) permissions: Permissions,
     pub(super) effects: Vec<Effect>,
     /// The moment of the input being handled.
     pub(super) now: Now,
@@ -218,9 +221,15 @@ impl SubjectCore {
             next_dead_letter,
             draining: false,
             operator: None,
+            permissions: Permissions::open(),
             effects: Vec::new(),
             now,
         }
+    }
+
+    /// What each service, authenticated by its key, may do.
+    pub fn set_permissions(&mut self, permissions: Permissions) {
+        self.permissions = permissions;
     }
 
     /// Lets requests that carry `cookie` name any step of their flow.

@@ -127,6 +127,24 @@ impl SubjectCore {
             }
             Kind::Result => return self.on_answer(message),
         }
+        if let Some(who) = authenticated {
+            let flow = &envelope.flow;
+            let (allowed, what) = if service_registry::is_builtin(flow) {
+                (
+                    self.permissions.may_register(who),
+                    "use service management (register = true)".to_owned(),
+                )
+            } else {
+                (
+                    self.permissions.may_push(who, flow),
+                    format!("push into flow {flow:?} (push = [...])"),
+                )
+            };
+            if !allowed {
+                let text = format!("service {who:?} may not {what} ([security])");
+                return self.refuse(message, ErrorCode::Forbidden, text);
+            }
+        }
         // What only the node sets on a request: a service's values mean
         // nothing, and must not reach its result (§3).
         message.envelope.status = Status::Ok;

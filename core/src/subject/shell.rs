@@ -67,6 +67,8 @@ pub struct Links {
     /// supervisor): their messages go elsewhere at once, without waiting
     /// for their silence to last `liveness`.
     pub exited: mpsc::Receiver<String>,
+    /// What each service may do (`[security]`).
+    pub permissions: crate::security::Permissions,
 }
 
 /// The most events of one kind handled before dispatching: enough to fill
@@ -118,6 +120,7 @@ pub async fn run(
         remembered,
         operator,
         exited: _,
+        permissions,
     } = links;
     let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read the dead-letter store's last number");
@@ -133,6 +136,7 @@ pub async fn run(
     if let Some(cookie) = operator {
         core.trust_operator(cookie);
     }
+    core.set_permissions(permissions);
     let mut health = journal.as_ref().map(JournalWriter::health);
     let mut shell = Shell {
         to_workers,

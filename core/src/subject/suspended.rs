@@ -74,6 +74,22 @@ impl SubjectCore {
     /// suspended flow is refused to the answering service.
     pub(super) fn on_answer(&mut self, answer: Message) {
         let key = (answer.envelope.origin.clone(), answer.envelope.id.clone());
+        if let Some(waiting) = self.suspended.get(&key) {
+            let (flow, step) = (
+                &waiting.message.envelope.flow,
+                &waiting.message.envelope.key,
+            );
+            if !self
+                .permissions
+                .may_answer(&answer.envelope.service, flow, step)
+            {
+                let text = format!(
+                    "service {:?} may not answer step {step} of flow {flow} ([security] answer)",
+                    answer.envelope.service
+                );
+                return self.refuse(answer, ErrorCode::Forbidden, text);
+            }
+        }
         let Some(suspended) = self.suspended.remove(&key) else {
             let why = if self.recent_result(&key).is_some() {
                 "that flow has already finished (answered twice, or timed out)"

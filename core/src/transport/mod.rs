@@ -15,7 +15,9 @@
 //!   a larger one closes that peer's connection, and the node serves on;
 //! - `ZMQ_HANDSHAKE_IVL`: a peer that has not completed its ZMTP handshake
 //!   in time is disconnected;
-//! - `ZMQ_LINGER`: how long closing waits for queued messages to leave.
+//! - `ZMQ_LINGER`: how long closing waits for queued messages to leave;
+//! - an XPUB, `ZMQ_XPUB_MANUAL`: no subscription counts until the node
+//!   has allowed it.
 
 mod socket;
 pub mod zap;
@@ -63,7 +65,11 @@ pub fn bind(
     limits: &Limits,
 ) -> Result<(AsyncSocket, String), BindError> {
     let error = |e: zmq::Error| BindError(e.to_string());
-    let socket = context.socket(kind).map_err(error)?;
+    let mut socket = context.socket(kind).map_err(error)?;
+    if kind == zmq::XPUB {
+        // The node decides each subscription (`crate::integration_manager`).
+        socket::set_xpub_manual(&mut socket).map_err(error)?;
+    }
     let max = i64::try_from(limits.max_frame_bytes).unwrap_or(i64::MAX);
     socket.set_maxmsgsize(max).map_err(error)?;
     socket
