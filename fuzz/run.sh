@@ -54,10 +54,18 @@ else
 fi
 echo "== built in $((SECONDS - start))s"
 
-mkdir -p target/logs target/tmp
-# The journal target's scratch databases (it removes those of processes
-# that are gone).
-export TMPDIR=$PWD/target/tmp
+mkdir -p target/logs
+# The journal target's scratch databases: on a tmpfs where there is one
+# (it runs about 2.5 times as many inputs there as on a disk), removed at
+# the end.
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+  scratch=$(mktemp -d /dev/shm/zmanager-fuzz.XXXXXX)
+else
+  mkdir -p target
+  scratch=$(mktemp -d "$PWD/target/tmp.XXXXXX")
+fi
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR=$scratch
 
 dict_of() {
   case $1 in
@@ -81,13 +89,20 @@ run_one() {
     echo "ok    $t: ${execs:-?} runs; ${last:-no status line}"
   else
     echo "CRASH $t (log: fuzz/$log)"
-    # libFuzzer's own words: what failed, then where the input is.
-    grep -E '^(==[0-9]+==ERROR|thread .* panicked|SUMMARY)' "$log" | head -3 | sed 's/^/      /'
-    grep -A3 -E 'panicked at' "$log" | head -4 | sed 's/^/      /'
+    # What failed, and the top frames of its stack.
+    if grep -q 'panicked at' "$log"; then
+      grep -m1 -A1 'panicked at' "$log" | sed 's/^/      /'
+      sed -n '/^stack backtrace:/,/rust_fuzzer_test_input/p' "$log" |
+        grep -vE '^stack backtrace:|rust_begin_unwind|core::panicking|panicking\.rs|rust_fuzzer_test_input' |
+        head -12 | sed 's/^/      /'
+    else
+      grep -m1 -E '^==[0-9]+== ?ERROR' "$log" | sed 's/^/      /'
+      grep -m12 -E '^ +#[0-9]+ ' "$log" | sed 's/^/      /'
+    fi
     local unit
     unit=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
     if [[ -n $unit ]]; then
-      echo "      input: fuzz/$unit"
+      echo "      input: $unit"
       echo "      again: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${flags[*]} $t $unit"
     else
       echo "      no input written: see the log"
