@@ -51,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     zmanager_fuzz::use_flows(
-        &catalog.flows.values().map(|r| r.flow.clone()).collect::<Vec<_>>(),
+        &catalog
+            .flows
+            .values()
+            .map(|r| r.flow.clone())
+            .collect::<Vec<_>>(),
         &diagnostics,
     );
 });

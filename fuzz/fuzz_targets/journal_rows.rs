@@ -111,7 +111,8 @@ fuzz_target!(|data: &[u8]| {
     let mut keys = BTreeSet::new();
     {
         let tx = scratch.writer.transaction().expect("transaction");
-        tx.execute("DELETE FROM journal_events", []).expect("delete");
+        tx.execute("DELETE FROM journal_events", [])
+            .expect("delete");
         let rows = input.byte() % 9;
         for _ in 0..rows {
             let flags = input.byte();

@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let mut rest = bytes;
         rmpv::decode::read_value(&mut rest).expect("what check passes, rmpv reads");
-        assert!(rest.is_empty(), "check passed {} trailing bytes", rest.len());
+        assert!(
+            rest.is_empty(),
+            "check passed {} trailing bytes",
+            rest.len()
+        );
     }
     let _ = payload::check(bytes, MAX_DEPTH);
     let _ = zmanager_sdk::decode_value(bytes);

@@ -116,7 +116,11 @@ pub fn use_flows(flows: &[Flow], diagnostics: &Diagnostics) {
 
 /// Puts loaded mappings in a table and resolves every key, as the catalog
 /// does; computes every retry delay a policy gives.
-pub fn use_mappings(mappings: Vec<Mapping>, policies: &[PolicyEntry], diagnostics: &mut Diagnostics) {
+pub fn use_mappings(
+    mappings: Vec<Mapping>,
+    policies: &[PolicyEntry],
+    diagnostics: &mut Diagnostics,
+) {
     let mut table = MappingTable::default();
     let keys: Vec<ActionKey> = mappings.iter().map(|m| m.key.clone()).collect();
     for m in mappings {
@@ -130,13 +134,25 @@ pub fn use_mappings(mappings: Vec<Mapping>, policies: &[PolicyEntry], diagnostic
             continue;
         }
         let found = table.resolve(key).map(|r| &r.mapping.key);
-        assert_eq!(found, Some(key), "mapped key {key} does not resolve to itself");
+        assert_eq!(
+            found,
+            Some(key),
+            "mapped key {key} does not resolve to itself"
+        );
     }
     let _ = table.iter().count();
     for entry in policies {
         check_key(&entry.key);
         let p = &entry.policy;
-        for attempt in [0, 1, 2, 3, p.max_attempts.saturating_sub(1), p.max_attempts, u32::MAX] {
+        for attempt in [
+            0,
+            1,
+            2,
+            3,
+            p.max_attempts.saturating_sub(1),
+            p.max_attempts,
+            u32::MAX,
+        ] {
             for spread in [0.0, 0.5, 0.999, 1.0] {
                 let delay = p.delay(attempt, spread);
                 assert!(delay <= p.max_delay, "delay {delay:?} over max_delay");
