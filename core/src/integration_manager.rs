@@ -2,7 +2,7 @@
 //! logic: it publishes what it is handed on the topic it is handed.
 //!
 //! One task owns the publish socket (an XPUB that applies a subscription
-//! only once the node allows it, [`Readers`]) and is fed by a bounded
+//! only once the node allows it, [`Permissions::may_read`]) and is fed by a bounded
 //! channel; when the channel is full, whoever publishes waits
 //! (backpressure), and the queue never grows without limit.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::security::Readers;
+use crate::security::Permissions;
 use crate::transport::AsyncSocket;
 use crate::wire::{self, Message};
 
@@ -35,7 +35,7 @@ pub const LINGER: Duration = Duration::from_secs(1);
 pub async fn run(
     mut socket: AsyncSocket,
     mut publications: mpsc::Receiver<Publication>,
-    readers: Readers,
+    readers: Permissions,
 ) {
     let mut published: u64 = 0;
     loop {
@@ -62,7 +62,7 @@ pub async fn run(
 
 /// Applies one (un)subscription message — `[1 or 0, prefix...]` — if
 /// `readers` allow it; it must be applied before the next is received.
-fn decide(socket: &AsyncSocket, readers: &Readers, frames: &[Bytes], service: Option<&str>) {
+fn decide(socket: &AsyncSocket, readers: &Permissions, frames: &[Bytes], service: Option<&str>) {
     let Some((&verb, prefix)) = frames.first().and_then(|f| f.split_first()) else {
         return;
     };

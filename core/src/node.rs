@@ -167,11 +167,15 @@ pub async fn run(
     let operator = OperatorCookie::load_or_create(&config.data_dir)?;
 
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
-    let readers = config
-        .security
-        .as_ref()
-        .map_or_else(crate::security::Readers::open, crate::security::Readers::of);
-    let im = tokio::spawn(integration_manager::run(publisher, publish_rx, readers));
+    let permissions = config.security.as_ref().map_or_else(
+        crate::security::Permissions::open,
+        crate::security::Permissions::of,
+    );
+    let im = tokio::spawn(integration_manager::run(
+        publisher,
+        publish_rx,
+        permissions.clone(),
+    ));
     let (kill_tx, kill_rx) = mpsc::channel(64);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
@@ -207,10 +211,7 @@ pub async fn run(
             remembered,
             operator: Some(operator),
             exited: exited_rx,
-            permissions: config.security.as_ref().map_or_else(
-                crate::security::Permissions::open,
-                crate::security::Permissions::of,
-            ),
+            permissions,
         },
     ));
 

@@ -71,8 +71,9 @@ pub struct ServiceKey {
     pub register: bool,
 }
 
-/// What each service may do at the intake (`[security]`); everything, for
-/// every service, on a node without keys.
+/// What each service may do (`[security]`): push, answer and register at
+/// the intake, subscribe on the publish socket; everything, for every
+/// service, on a node without keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
     /// `None`: no keys (the node is on loopback and trusts its peers).
@@ -117,55 +118,29 @@ impl Permissions {
         }
     }
 
+    /// True when `service` (the id its key is bound to; `None` on a socket
+    /// without keys) may subscribe to `prefix`: every topic the
+    /// subscription matches must be one it may read — its own results, or
+    /// topics starting with one of its `subscribe` grants.
+    pub fn may_read(&self, service: Option<&str>, prefix: &[u8]) -> bool {
+        let Some(all) = &self.by_service else {
+            return true;
+        };
+        let Some(service) = service else {
+            return false;
+        };
+        crate::topic::starts_with_reply_topic(prefix, service)
+            || all
+                .get(service)
+                .is_some_and(|g| g.subscribe.iter().any(|p| prefix.starts_with(p.as_bytes())))
+    }
+
     /// True when `service` may use service management.
     pub fn may_register(&self, service: &str) -> bool {
         match self.grants(service) {
             None => true,
             Some(grants) => grants.is_some_and(|g| g.register),
         }
-    }
-}
-
-/// Who may subscribe to which topics on the publish socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Readers {
-    /// `None`: no keys, every subscription goes (the node is on loopback).
-    grants: Option<BTreeMap<String, Vec<String>>>,
-}
-
-impl Readers {
-    /// Everyone reads everything: a node without `[security]`.
-    pub fn open() -> Self {
-        Self { grants: None }
-    }
-
-    /// Each service reads its own results and what `[security]` grants it.
-    pub fn of(config: &SecurityConfig) -> Self {
-        let grants = config
-            .services
-            .iter()
-            .map(|s| (s.id.clone(), s.subscribe.clone()))
-            .collect();
-        Self {
-            grants: Some(grants),
-        }
-    }
-
-    /// True when `service` (the id its key is bound to; `None` on a socket
-    /// without keys) may subscribe to `prefix`: every topic the
-    /// subscription matches must be one it may read.
-    pub fn may_read(&self, service: Option<&str>, prefix: &[u8]) -> bool {
-        let Some(grants) = &self.grants else {
-            return true;
-        };
-        let Some(service) = service else {
-            return false;
-        };
-        let own = format!("@reply~{service}~");
-        prefix.starts_with(own.as_bytes())
-            || grants
-                .get(service)
-                .is_some_and(|g| g.iter().any(|p| prefix.starts_with(p.as_bytes())))
     }
 }
 
@@ -424,7 +399,7 @@ mod tests {
     fn a_service_reads_its_own_results_and_what_it_is_granted() {
         let mut c = config(&[("ada", &[1; 32]), ("bob", &[2; 32])]);
         c.services[1].subscribe = vec!["Announce~".into()];
-        let readers = Readers::of(&c);
+        let readers = Permissions::of(&c);
         assert!(readers.may_read(Some("ada"), b"@reply~ada~"));
         assert!(readers.may_read(Some("ada"), b"@reply~ada~x"));
         for prefix in [
@@ -440,7 +415,7 @@ mod tests {
         assert!(!readers.may_read(Some("bob"), b"Ann"), "wider than granted");
         assert!(!readers.may_read(None, b"@reply~ada~"));
         assert!(!readers.may_read(Some("eve"), b"@reply~ada~"));
-        assert!(Readers::open().may_read(None, b""));
+        assert!(Permissions::open().may_read(None, b""));
     }
 
     #[test]

@@ -260,7 +260,7 @@ impl Service {
         }
         let session = format!("{}-{}", options.name, random_suffix());
         let id = options.id.clone().unwrap_or_else(|| session.clone());
-        let reply_to = format!("@reply~{session}~");
+        let reply_to = crate::topic::reply_topic(&session);
         let pending: Pending = Arc::default();
         let link = Link::open(&options, &reply_to, &pending).await?;
         let service = Self {

@@ -91,6 +91,20 @@ impl fmt::Display for Topic {
     }
 }
 
+/// The reply topic of service `id`: `@reply~<id>~`, where the node
+/// publishes the results of its requests.
+pub fn reply_topic(id: &str) -> String {
+    format!("@reply~{id}~")
+}
+
+/// True when `topic` starts with `id`'s reply topic (without building it).
+pub fn starts_with_reply_topic(topic: &[u8], id: &str) -> bool {
+    topic
+        .strip_prefix(b"@reply~")
+        .and_then(|rest| rest.strip_prefix(id.as_bytes()))
+        .is_some_and(|rest| rest.first() == Some(&b'~'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

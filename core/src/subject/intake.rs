@@ -15,6 +15,7 @@ use crate::inflight::key_of;
 use crate::journal::Event;
 use crate::payload;
 use crate::service_registry;
+use crate::topic::{self, starts_with_reply_topic};
 use crate::wire::{self, Message, WireError};
 
 /// A MessagePack nil: the payload of an error result that has no request
@@ -39,7 +40,7 @@ impl SubjectCore {
             }) => {
                 if let Some(who) = service {
                     // Never to a topic of the sender's choosing.
-                    address.reply_to = format!("@reply~{who}~");
+                    address.reply_to = topic::reply_topic(who);
                     who.clone_into(&mut address.service);
                 }
                 self.counters.malformed += 1;
@@ -62,10 +63,13 @@ impl SubjectCore {
         // Taken off first: no result, log line or journal record carries it.
         let operator = std::mem::take(&mut message.envelope.operator);
         if let Some(who) = authenticated {
-            let own = format!("@reply~{who}~");
             let envelope = &message.envelope;
-            let reply_to_ok = envelope.reply_to.is_empty() || envelope.reply_to == own;
+            let reply_to = envelope.reply_to.as_bytes();
+            let reply_to_ok = reply_to.is_empty()
+                || (starts_with_reply_topic(reply_to, who)
+                    && reply_to.len() == "@reply~~".len() + who.len());
             if envelope.service != who || !reply_to_ok {
+                let own = topic::reply_topic(who);
                 let text = if envelope.service == who {
                     format!(
                         "reply_to {:?} is not yours: a service's results go to {own:?} or its flow's results topic",
