@@ -392,12 +392,6 @@ impl NodeConfig {
         }
         if let Some(security) = &self.security {
             problems.extend(security.problems());
-            if !self.endpoints.workers.starts_with("ipc://") {
-                problems.push(format!(
-                    "with [security], endpoints.workers must be an ipc:// path (workers do not use keys yet; an ipc socket is guarded by its folder's permissions), not {:?}",
-                    self.endpoints.workers
-                ));
-            }
         }
         if problems.is_empty() {
             Ok(())
@@ -554,21 +548,18 @@ mod tests {
     }
 
     #[test]
-    fn security_needs_an_ipc_workers_socket_and_sound_service_entries() {
+    fn security_needs_sound_service_entries() {
         let text = "[security]\nkey_file = \"node.key\"\n[[security.service]]\nid = \"ada\"\npublic_key = \"short\"\n";
         let e = NodeConfig::from_toml("n.toml", text)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("endpoints.workers must be an ipc:// path"),
-            "{e}"
-        );
-        assert!(
             e.contains("security.service \"ada\": public_key: a key is 40 Z85 characters"),
             "{e}"
         );
+        // Every endpoint may be tcp: each socket authenticates its peers.
         let ok =
-            "[endpoints]\nworkers = \"ipc:///tmp/w.sock\"\n[security]\nkey_file = \"node.key\"\n";
+            "[endpoints]\nworkers = \"tcp://0.0.0.0:19031\"\n[security]\nkey_file = \"node.key\"\n";
         let c = NodeConfig::from_toml("n.toml", ok).unwrap();
         assert_eq!(c.security.unwrap().key_file, PathBuf::from("node.key"));
     }

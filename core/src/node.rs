@@ -22,7 +22,8 @@ use crate::operator::OperatorCookie;
 use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
-use crate::transport::{self, AsyncSocket, Limits};
+use crate::transport::zap::Domain;
+use crate::transport::{self, AsyncSocket, Limits, ServerKeys};
 use crate::wire::Message;
 
 /// Why a node did not start.
@@ -77,10 +78,22 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
 
-    // With keys, intake and publish authenticate their peers (the workers
-    // socket is ipc then: see `NodeConfig::check`).
+    // With keys, every socket authenticates its peers: services at intake
+    // and publish, workers at the workers socket — the node's own with a
+    // pair made for this start, given to them on their stdin.
     let keys = match &config.security {
         Some(security) => Some(security.load().map_err(NodeError::Security)?),
+        None => None,
+    };
+    let worker_keys = match &keys {
+        Some(keys) => {
+            let (public, secret) = crate::security::new_pair().map_err(NodeError::Security)?;
+            Some(transport::ClientKeys {
+                server: keys.public,
+                public,
+                secret,
+            })
+        }
         None => None,
     };
     let exposed: Vec<String> = config
@@ -104,8 +117,19 @@ pub async fn run(
     // Before any CURVE socket binds; it ends with the context.
     let _zap = match &keys {
         Some(keys) => Some(
-            transport::zap::start(&context, keys.services.clone())
-                .map_err(|e| NodeError::Security(format!("cannot start the ZAP handler: {e}")))?,
+            transport::zap::start(
+                &context,
+                transport::zap::Admitted {
+                    services: keys.services.clone(),
+                    workers: keys
+                        .workers
+                        .iter()
+                        .copied()
+                        .chain(worker_keys.as_ref().map(|w| w.public))
+                        .collect(),
+                },
+            )
+            .map_err(|e| NodeError::Security(format!("cannot start the ZAP handler: {e}")))?,
         ),
         None => None,
     };
@@ -117,13 +141,18 @@ pub async fn run(
         linger: Duration::ZERO,
         curve: None,
     };
-    let curve = keys.as_ref().map(|k| k.secret);
+    let curve = |domain| {
+        keys.as_ref().map(|k| ServerKeys {
+            secret: k.secret,
+            domain,
+        })
+    };
     let (intake, intake_at) = bind(
         &context,
         zmq::PULL,
         &config.endpoints.intake,
         &Limits {
-            curve,
+            curve: curve(Domain::Services),
             ..limits(config.max_message_bytes, 1000)
         },
     )?;
@@ -134,7 +163,10 @@ pub async fn run(
         &context,
         zmq::ROUTER,
         &config.endpoints.workers,
-        &limits(worker_frame, 100_000),
+        &Limits {
+            curve: curve(Domain::Workers),
+            ..limits(worker_frame, 100_000)
+        },
     )?;
     // A subscriber sends only subscriptions; what it is sent queues up to
     // the high-water mark, then PUB drops for that subscriber alone.
@@ -144,7 +176,7 @@ pub async fn run(
         &config.endpoints.publish,
         &Limits {
             linger: integration_manager::LINGER,
-            curve,
+            curve: curve(Domain::Services),
             ..limits(config.max_message_bytes, 100_000)
         },
     )?;
@@ -218,7 +250,8 @@ pub async fn run(
     let workers_stop = CancellationToken::new();
     let command = WorkerCommand {
         program: worker_program,
-        args: worker_args(&config, &bound.workers),
+        args: worker_args(&config, &bound.workers, worker_keys.is_some()),
+        keys: worker_keys,
     };
     let supervisor = tokio::spawn(supervisor::run(
         config.worker_count(),
@@ -230,7 +263,7 @@ pub async fn run(
     ));
     tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), curve = keys.is_some(), "node listening");
     if let Some(keys) = &keys {
-        tracing::info!(public_key = %crate::security::z85(&keys.public), services = keys.services.len(), "CURVE on intake and publish: only the services in [security] connect");
+        tracing::info!(public_key = %crate::security::z85(&keys.public), services = keys.services.len(), "CURVE on every socket: only the services and workers in [security], and this node's own workers, connect");
     }
     on_ready(&bound);
 
@@ -277,7 +310,7 @@ fn open_journal(config: &NodeConfig) -> Result<Opened, NodeError> {
 type Opened = (Option<JournalWriter>, Vec<Unfinished>, Vec<(u64, Message)>);
 
 /// The arguments of `zmanager worker` for this configuration.
-fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
+fn worker_args(config: &NodeConfig, endpoint: &str, keys: bool) -> Vec<String> {
     let mut args = vec![
         "worker".to_owned(),
         "--endpoint".to_owned(),
@@ -293,6 +326,9 @@ fn worker_args(config: &NodeConfig, endpoint: &str) -> Vec<String> {
         "--exit-with-parent".to_owned(),
         "--report-serving".to_owned(),
     ];
+    if keys {
+        args.push("--keys-on-stdin".to_owned());
+    }
     if let Some(dir) = &config.catalog.flows {
         args.extend(["--flows".to_owned(), dir.display().to_string()]);
     }

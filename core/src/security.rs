@@ -33,6 +33,11 @@ pub struct SecurityConfig {
     /// The services allowed to connect.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceKey>,
+    /// Public keys of workers started by hand (`zmanager worker
+    /// --key-file`). The node's own workers need no entry: it makes their
+    /// keys at each start.
+    #[serde(default)]
+    pub workers: Vec<String>,
 }
 
 /// A key pair's file, as `zmanager keys new` writes it (TOML, readable by
@@ -151,6 +156,8 @@ pub struct Keys {
     pub secret: Key,
     /// Each service's id, by its public key.
     pub services: BTreeMap<Key, String>,
+    /// The public keys of workers started by hand.
+    pub workers: std::collections::BTreeSet<Key>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -221,6 +228,18 @@ impl SecurityConfig {
                 Err(e) => problems.push(format!("security.service {id:?}: public_key: {e}")),
             }
         }
+        for (i, key) in self.workers.iter().enumerate() {
+            match parse_key(key) {
+                Ok(key) => {
+                    if let Some(service) = keys.get(&key) {
+                        problems.push(format!(
+                            "security.workers[{i}] is the public key of service {service:?}: a worker needs a key of its own"
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("security.workers[{i}]: {e}")),
+            }
+        }
         problems
     }
 
@@ -240,10 +259,16 @@ impl SecurityConfig {
             .iter()
             .filter_map(|s| Some((parse_key(&s.public_key).ok()?, s.id.clone())))
             .collect();
+        let workers = self
+            .workers
+            .iter()
+            .filter_map(|k| parse_key(k).ok())
+            .collect();
         Ok(Keys {
             public: pair.0,
             secret: pair.1,
             services,
+            workers,
         })
     }
 }
@@ -267,6 +292,29 @@ pub fn read_key_file(path: &Path) -> Result<(Key, Key), String> {
     let secret =
         parse_key(&file.secret_key).map_err(|e| format!("key file {name}: secret_key: {e}"))?;
     Ok((public, secret))
+}
+
+/// A public key given as its Z85 text, or as the file holding it (a
+/// `.pub` or `.key` file as `zmanager keys new` writes them).
+pub fn read_public_key(text_or_path: &str) -> Result<Key, String> {
+    if let Ok(key) = parse_key(text_or_path) {
+        return Ok(key);
+    }
+    let path = Path::new(text_or_path);
+    if !path.exists() {
+        let why = parse_key(text_or_path).err().unwrap_or_default();
+        return Err(format!(
+            "{text_or_path:?} is neither a key ({why}) nor a file"
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Public {
+        public_key: String,
+    }
+    let name = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let file: Public = toml::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
+    parse_key(&file.public_key).map_err(|e| format!("{name}: public_key: {e}"))
 }
 
 /// Writes a new key pair to `PREFIX.key` (both keys, owner-only) and
@@ -326,6 +374,7 @@ mod tests {
                     register: false,
                 })
                 .collect(),
+            workers: Vec::new(),
         }
     }
 
@@ -392,7 +441,36 @@ mod tests {
         .unwrap();
         let e = read_key_file(&dir.join("bad.key")).unwrap_err();
         assert!(e.contains("public_key: a key is 40 Z85 characters"), "{e}");
+        // The server key a client is given: the text, or either file.
+        for given in [
+            z85(&public),
+            dir.join("node.pub").display().to_string(),
+            dir.join("node.key").display().to_string(),
+        ] {
+            assert_eq!(read_public_key(&given).unwrap(), public, "{given}");
+        }
+        let e = read_public_key(&dir.join("none.pub").display().to_string()).unwrap_err();
+        assert!(
+            e.contains("neither a key") && e.contains("nor a file"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_worker_key_is_its_own() {
+        let (a, _) = new_pair().unwrap();
+        let (w, _) = new_pair().unwrap();
+        let mut c = config(&[("ada", &a)]);
+        c.workers = vec![z85(&w)];
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.workers = vec![z85(&a), "short".into()];
+        let text = c.problems().join("\n");
+        assert!(
+            text.contains("security.workers[0] is the public key of service \"ada\""),
+            "{text}"
+        );
+        assert!(text.contains("security.workers[1]: a key is 40"), "{text}");
     }
 
     #[test]

@@ -36,13 +36,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use zeromq::{PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket, ZmqMessage};
+use zeromq::ZmqMessage;
 
 use crate::config::Endpoints;
 use crate::envelope::{Envelope, ErrorInfo, Kind, Status, now_us};
 use crate::error_code::ErrorCode;
 use crate::service_registry::{self, Registration, ServiceInfo};
 use crate::topic::Topic;
+use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
 use crate::wire::{self, Message};
 
 /// Where and how a service connects.
@@ -75,6 +76,10 @@ pub struct ServiceOptions {
     /// request: for the node's own replay tools, whose requests may resume
     /// at any step of their flow. `None` for services.
     pub operator: Option<String>,
+    /// CURVE keys, for a node with `[security]`: this service's pair (its
+    /// public key listed under `[[security.service]]` with `id`) and the
+    /// node's public key. `None`: no keys (a node on loopback or ipc).
+    pub keys: Option<ClientKeys>,
 }
 
 impl ServiceOptions {
@@ -94,6 +99,7 @@ impl ServiceOptions {
             retry_after: Duration::from_secs(5),
             ack_after: Duration::from_secs(1),
             operator: None,
+            keys: None,
         }
     }
 }
@@ -109,9 +115,11 @@ pub enum ServiceError {
     Connect {
         endpoint: String,
         #[source]
-        source: zeromq::ZmqError,
+        source: transport::SocketError,
     },
-    #[error("no ping came back from the node within {0:?}: is it running at these endpoints?")]
+    #[error(
+        "no ping came back from the node within {0:?}: is it running at these endpoints? (With keys: does it list this service's public key, and is the server key its own?)"
+    )]
     Handshake(Duration),
     #[error("the connection to the node is closed")]
     Closed,
@@ -178,37 +186,58 @@ impl Drop for Link {
     }
 }
 
+/// How a service's sockets connect: results may be as large as a
+/// worker's (`crate::node::WORKER_FRAME_BYTES`), nothing larger is taken.
+fn peer(keys: Option<&ClientKeys>) -> Peer {
+    Peer {
+        max_frame_bytes: crate::node::WORKER_FRAME_BYTES,
+        send_hwm: 1000,
+        receive_hwm: 10_000,
+        linger: Duration::ZERO,
+        identity: None,
+        curve: keys.cloned(),
+    }
+}
+
+/// A SUB socket on `publish` subscribed to `prefixes`.
+fn subscriber(
+    publish: &str,
+    keys: Option<&ClientKeys>,
+    prefixes: &[String],
+) -> Result<AsyncSocket, ServiceError> {
+    let connect_error = |source| ServiceError::Connect {
+        endpoint: publish.to_owned(),
+        source,
+    };
+    let sub = transport::connect(zmq::SUB, publish, &peer(keys)).map_err(connect_error)?;
+    for prefix in prefixes {
+        sub.get_ref()
+            .set_subscribe(prefix.as_bytes())
+            .map_err(|e| connect_error(transport::SocketError::from(e)))?;
+    }
+    Ok(sub)
+}
+
 impl Link {
-    async fn open(
+    fn open(
         options: &ServiceOptions,
         reply_to: &str,
         pending: &Pending,
     ) -> Result<Self, ServiceError> {
-        let connect_error = |endpoint: &str| {
-            let endpoint = endpoint.to_owned();
-            move |source| ServiceError::Connect { endpoint, source }
-        };
-        let mut sub = SubSocket::with_options(connect_options(options.handshake_timeout));
-        sub.connect(&options.publish)
-            .await
-            .map_err(connect_error(&options.publish))?;
-        sub.subscribe(reply_to)
-            .await
-            .map_err(connect_error(&options.publish))?;
-        let push = new_push(&options.intake, options.handshake_timeout)
-            .await
-            .map_err(connect_error(&options.intake))?;
+        let keys = options.keys.as_ref();
+        let sub = subscriber(&options.publish, keys, &[reply_to.to_owned()])?;
+        let push =
+            transport::connect(zmq::PUSH, &options.intake, &peer(keys)).map_err(|source| {
+                ServiceError::Connect {
+                    endpoint: options.intake.clone(),
+                    source,
+                }
+            })?;
         let (push_tx, push_rx) = mpsc::channel(256);
-        let push_task = push_loop(
-            options.intake.clone(),
-            options.handshake_timeout,
-            push,
-            push_rx,
-        );
         Ok(Self {
             push: push_tx,
             tasks: [
-                tokio::spawn(push_task),
+                tokio::spawn(push_loop(options.intake.clone(), push, push_rx)),
                 tokio::spawn(sub_loop(sub, Arc::clone(pending))),
             ],
         })
@@ -260,9 +289,12 @@ impl Service {
         }
         let session = format!("{}-{}", options.name, random_suffix());
         let id = options.id.clone().unwrap_or_else(|| session.clone());
-        let reply_to = crate::topic::reply_topic(&session);
+        // A node with keys publishes a service's results on its id's topic
+        // only; two connections of one id each take the results of their
+        // own requests from it (ids start with the session).
+        let reply_to = crate::topic::reply_topic(&id);
         let pending: Pending = Arc::default();
-        let link = Link::open(&options, &reply_to, &pending).await?;
+        let link = Link::open(&options, &reply_to, &pending)?;
         let service = Self {
             id,
             session,
@@ -297,10 +329,17 @@ impl Service {
     /// handshake, as on connect).
     pub async fn subscribe(&self, prefixes: &[String]) -> Result<Subscription, ServiceError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let probe = format!("@probe~{}-{n}~", self.session);
+        // The ping comes back on a topic of this service's: with keys, the
+        // node takes no other reply topic than its own.
+        let probe = if self.options.keys.is_some() {
+            self.reply_to.clone()
+        } else {
+            format!("@probe~{}-{n}~", self.session)
+        };
         let mut all = prefixes.to_vec();
         all.push(probe.clone());
-        let mut subscription = Subscription::connect(&self.options.publish, &all).await?;
+        let mut subscription =
+            Subscription::connect_with(&self.options.publish, self.options.keys.as_ref(), &all)?;
         let limit = self.options.handshake_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -322,7 +361,10 @@ impl Service {
                 return Err(ServiceError::Handshake(limit));
             }
         }
-        subscription.skip = Some(probe);
+        // The probe's topic is not passed on, unless asked for.
+        if !prefixes.iter().any(|p| probe.starts_with(p.as_str())) {
+            subscription.skip = Some(probe);
+        }
         Ok(subscription)
     }
 
@@ -431,27 +473,31 @@ impl Service {
             pending: &self.pending,
             id: id.clone(),
         };
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let mut ping = self.envelope(&id, "");
-            ping.kind = Kind::Ping;
-            self.send(&Message::new(ping, Bytes::from_static(&[0xc0])))
-                .await?;
-            let wait = tokio::time::sleep(Duration::from_millis(100).min(limit));
-            tokio::select! {
-                answer = &mut rx => return answer.map(|_| ()).map_err(|_| ServiceError::Closed),
-                () = wait => {}
+        // Bounded as a whole: a send waits while the socket is full, which
+        // it stays while the node is down.
+        let pinging = async {
+            loop {
+                let mut ping = self.envelope(&id, "");
+                ping.kind = Kind::Ping;
+                self.send(&Message::new(ping, Bytes::from_static(&[0xc0])))
+                    .await?;
+                let wait = tokio::time::sleep(Duration::from_millis(100).min(limit));
+                tokio::select! {
+                    answer = &mut rx => return answer.map(|_| ()).map_err(|_| ServiceError::Closed),
+                    () = wait => {}
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ServiceError::Handshake(limit));
-            }
-        }
+        };
+        tokio::time::timeout(limit, pinging)
+            .await
+            .unwrap_or(Err(ServiceError::Handshake(limit)))
     }
 
     /// Called when a request got no result in time: checks the connection
-    /// with a ping and rebuilds it if the node does not answer (zmq.rs's
-    /// PUSH does not reconnect by itself when the node restarts). Only one
-    /// caller does it per connection generation.
+    /// with a ping and rebuilds it if the node does not answer (libzmq
+    /// reconnects by itself; a fresh pair of sockets also drops whatever
+    /// waited in the old ones for a node that is gone). Only one caller
+    /// does it per connection generation.
     async fn heal(&self, seen: u64) {
         let _healing = self.healing.lock().await;
         if self.generation.load(Ordering::Acquire) != seen {
@@ -461,7 +507,7 @@ impl Service {
             return;
         }
         tracing::warn!(service = %self.id, "the node does not answer; reconnecting");
-        match Link::open(&self.options, &self.reply_to, &self.pending).await {
+        match Link::open(&self.options, &self.reply_to, &self.pending) {
             Ok(link) => {
                 *lock(&self.link) = link;
                 self.generation.fetch_add(1, Ordering::AcqRel);
@@ -739,52 +785,22 @@ impl Outcome {
     }
 }
 
-/// Socket options that give up connecting after `limit` (zmq.rs retries for
-/// 30 s by default).
-fn connect_options(limit: Duration) -> SocketOptions {
-    let mut options = SocketOptions::default();
-    options.connect_timeout(limit);
-    options
-}
-
-async fn new_push(endpoint: &str, limit: Duration) -> Result<PushSocket, zeromq::ZmqError> {
-    let mut push = PushSocket::with_options(connect_options(limit));
-    push.connect(endpoint).await?;
-    Ok(push)
-}
-
-/// Owns the PUSH socket. zmq.rs's PUSH does not reconnect when the node
-/// restarts: on a send error the socket is rebuilt (with backoff); the frames
-/// that failed are sent again by their request's retry.
-async fn push_loop(
-    endpoint: String,
-    limit: Duration,
-    mut socket: PushSocket,
-    mut rx: mpsc::Receiver<ZmqMessage>,
-) {
+/// Owns the PUSH socket. libzmq reconnects it when the node restarts;
+/// while the node is away, sends wait at the high-water mark. A send that
+/// fails is dropped: its request's retry sends it again.
+async fn push_loop(endpoint: String, mut socket: AsyncSocket, mut rx: mpsc::Receiver<ZmqMessage>) {
     while let Some(frames) = rx.recv().await {
-        let Err(e) = socket.send(frames).await else {
-            continue;
-        };
-        tracing::warn!(error = %e, %endpoint, "push failed; rebuilding the socket");
-        let mut delay = Duration::from_millis(50);
-        socket = loop {
-            match new_push(&endpoint, limit).await {
-                Ok(socket) => break socket,
-                Err(e) => {
-                    tracing::debug!(error = %e, "reconnecting the push socket");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        };
+        if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
+            tracing::warn!(error = %e, %endpoint, "push failed");
+        }
     }
 }
 
-async fn sub_loop(mut socket: SubSocket, pending: Pending) {
+async fn sub_loop(mut socket: AsyncSocket, pending: Pending) {
     loop {
-        let frames = match socket.recv().await {
-            Ok(frames) => frames,
+        let frames = match socket.recv().await.map(ZmqMessage::try_from) {
+            Ok(Ok(frames)) => frames,
+            Ok(Err(_)) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "service subscription closed");
                 return;
@@ -861,20 +877,26 @@ impl Drop for Subscription {
 
 impl Subscription {
     /// Subscribes to every topic starting with one of `prefixes` (an empty
-    /// prefix receives everything).
-    pub async fn connect(publish: &str, prefixes: &[String]) -> Result<Self, ServiceError> {
-        let mut sub = SubSocket::new();
-        let connect_error = |source| ServiceError::Connect {
-            endpoint: publish.to_owned(),
-            source,
-        };
-        sub.connect(publish).await.map_err(connect_error)?;
-        for prefix in prefixes {
-            sub.subscribe(prefix).await.map_err(connect_error)?;
-        }
+    /// prefix receives everything), on a node without keys.
+    pub fn connect(publish: &str, prefixes: &[String]) -> Result<Self, ServiceError> {
+        Self::connect_with(publish, None, prefixes)
+    }
+
+    /// Like [`Subscription::connect`], with CURVE `keys` for a node with
+    /// `[security]` (which applies only the subscriptions the key's
+    /// service may read).
+    pub fn connect_with(
+        publish: &str,
+        keys: Option<&ClientKeys>,
+        prefixes: &[String],
+    ) -> Result<Self, ServiceError> {
+        let mut sub = subscriber(publish, keys, prefixes)?;
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(async move {
             while let Ok(frames) = sub.recv().await {
+                let Ok(frames) = ZmqMessage::try_from(frames) else {
+                    continue;
+                };
                 let published = match wire::decode_topic_message(&frames) {
                     Ok((topic, message)) => Published {
                         topic: String::from_utf8_lossy(&topic).into_owned(),

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep, timeout};
@@ -30,6 +30,10 @@ use crate::worker;
 pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Keys written on each worker's stdin as it starts (with
+    /// `--keys-on-stdin` in `args`): never on its command line, which every
+    /// user of the machine can read.
+    pub keys: Option<crate::transport::ClientKeys>,
 }
 
 /// Restart timing (see [`RestartPolicy`] for how it is used).
@@ -235,7 +239,12 @@ impl Launch for Process {
         };
         // Held here, not in `child`: `Child::wait` closes the stdin it
         // holds, which the worker would take as the node going away.
-        let pipe = child.stdin.take();
+        let mut pipe = child.stdin.take();
+        if let (Some(keys), Some(stdin)) = (&self.command.keys, pipe.as_mut())
+            && let Err(e) = stdin.write_all(keys.to_line().as_bytes()).await
+        {
+            tracing::warn!(slot, error = %e, "cannot give the worker its keys");
+        }
         let (served_tx, mut served) = oneshot::channel();
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(relay_stdout(stdout, served_tx));
@@ -494,6 +503,7 @@ mod tests {
             command: WorkerCommand {
                 program: "sh".into(),
                 args: vec!["-c".to_owned(), script.to_owned()],
+                keys: None,
             },
             grace: Duration::from_secs(1),
             shutdown: CancellationToken::new(),

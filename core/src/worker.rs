@@ -7,9 +7,9 @@
 //! - sends `HEARTBEAT` every `heartbeat` when idle, so the Subject can tell a
 //!   dead or stopped (SIGSTOP) worker from a busy one;
 //! - rebuilds its connection, with a new identity and a new `READY`, when the
-//!   Subject is silent for `liveness` or a send fails — zmq.rs's DEALER does
-//!   not reconnect by itself, so this is how a worker survives a Subject
-//!   restart;
+//!   Subject is silent for `liveness` or a send fails: libzmq's DEALER
+//!   reconnects by itself, but a restarted Subject does not know the old
+//!   identity, so this is how a worker survives a Subject restart;
 //! - exits the process when one action has run longer than
 //!   `message_timeout`: an action cannot be interrupted, so the worker gives
 //!   itself up, the supervisor starts a fresh one and the Subject sends its
@@ -26,14 +26,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
-use zeromq::util::PeerIdentity;
-use zeromq::{DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::ZmqMessage;
 
 use crate::envelope::now_us;
 use crate::executor::Executor;
+use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
 use crate::wire::{self, Message, Ready, ToWorker};
 
 /// The exit status of a worker that gave itself up over a stuck action.
@@ -61,14 +62,18 @@ pub struct WorkerOptions {
     /// Write [`SERVING`] on stdout after the first results are returned (for
     /// the node's supervisor; `zmanager worker --report-serving`).
     pub report_serving: bool,
+    /// CURVE keys, for a node with `[security]`.
+    pub keys: Option<ClientKeys>,
 }
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
-    #[error("identity {0:?} is not usable (1 to 255 bytes)")]
+    #[error("identity {0:?} is not usable (1 to 255 bytes, not starting with a zero byte)")]
     Identity(String),
+    #[error("cannot make a socket: {0}")]
+    Socket(#[from] transport::SocketError),
     #[error("the action thread stopped")]
     ActionThread,
 }
@@ -206,28 +211,34 @@ pub async fn run(
     Ok(())
 }
 
-/// A connected socket that has sent `READY`, or `None` to retry later.
+/// A socket connecting to the Subject with `READY` queued, or `None` to
+/// retry later. libzmq connects in the background: `READY` leaves when the
+/// connection (and its CURVE handshake) is up; a Subject that never answers
+/// is found silent after `liveness`.
 async fn connect(
     options: &WorkerOptions,
     identity: &str,
-) -> Result<Option<DealerSocket>, WorkerError> {
-    let peer = PeerIdentity::try_from(identity.as_bytes().to_vec())
-        .map_err(|_| WorkerError::Identity(identity.to_owned()))?;
-    let mut socket_options = SocketOptions::default();
-    socket_options.peer_identity(peer);
-    socket_options.connect_timeout(options.liveness);
-    let mut socket = DealerSocket::with_options(socket_options);
-    if let Err(e) = socket.connect(&options.endpoint).await {
-        tracing::warn!(endpoint = %options.endpoint, error = %e, "cannot reach the Subject");
-        return Ok(None);
+) -> Result<Option<AsyncSocket>, WorkerError> {
+    // libzmq reserves routing ids starting with a zero byte.
+    if identity.is_empty() || identity.len() > 255 || identity.starts_with('\0') {
+        return Err(WorkerError::Identity(identity.to_owned()));
     }
+    let peer = Peer {
+        max_frame_bytes: crate::node::WORKER_FRAME_BYTES,
+        send_hwm: 1000,
+        receive_hwm: 1000,
+        linger: Duration::ZERO,
+        identity: Some(identity.as_bytes().to_vec()),
+        curve: options.keys.clone(),
+    };
+    let mut socket = transport::connect(zmq::DEALER, &options.endpoint, &peer)?;
     let ready = Ready {
         credits: options.credits,
         pid: std::process::id(),
     };
-    match timeout(options.liveness, socket.send(wire::ready(ready))).await {
+    match timeout(options.liveness, send(&mut socket, &wire::ready(ready))).await {
         Ok(Ok(())) => {
-            tracing::info!(%identity, endpoint = %options.endpoint, credits = options.credits, "worker ready");
+            tracing::info!(%identity, endpoint = %options.endpoint, credits = options.credits, curve = options.keys.is_some(), "worker ready");
             Ok(Some(socket))
         }
         Ok(Err(e)) => {
@@ -241,32 +252,19 @@ async fn connect(
     }
 }
 
+async fn send(socket: &mut AsyncSocket, frames: &ZmqMessage) -> Result<(), zmq::Error> {
+    socket.send(frames.iter().map(Bytes::as_ref)).await
+}
+
 /// Serves one connection until it is lost or the worker is done.
 async fn serve(
-    socket: DealerSocket,
+    mut socket: AsyncSocket,
     options: &WorkerOptions,
     identity: &str,
     actions: &mut Actions,
     serving: &mut Serving,
     shutdown: &CancellationToken,
 ) -> Result<Ended, WorkerError> {
-    let (mut sender, mut receiver) = socket.split();
-    let (frames_tx, mut frames_rx) = mpsc::channel::<ZmqMessage>(16);
-    let reader = tokio::spawn(async move {
-        loop {
-            match receiver.recv().await {
-                Ok(frames) => {
-                    if frames_tx.send(frames).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "connection to the Subject failed");
-                    return;
-                }
-            }
-        }
-    });
     let send_limit = options.liveness;
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(options.heartbeat);
@@ -277,9 +275,14 @@ async fn serve(
         }
         tokio::select! {
             () = shutdown.cancelled(), if !stopping => stopping = true,
-            frames = frames_rx.recv() => {
-                let Some(frames) = frames else {
-                    break Ended::Lost;
+            frames = socket.recv() => {
+                let frames = match frames.map(ZmqMessage::try_from) {
+                    Ok(Ok(frames)) => frames,
+                    Ok(Err(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "connection to the Subject failed");
+                        break Ended::Lost;
+                    }
                 };
                 last_heard = Instant::now();
                 match wire::decode_to_worker(&frames) {
@@ -303,7 +306,7 @@ async fn serve(
                     return Err(WorkerError::ActionThread);
                 };
                 actions.outstanding = actions.outstanding.saturating_sub(1);
-                match timeout(send_limit, sender.send(wire::results(&results))).await {
+                match timeout(send_limit, send(&mut socket, &wire::results(&results))).await {
                     Ok(Ok(())) => serving.served(),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, results = results.len(), "cannot return results; reconnecting");
@@ -329,7 +332,7 @@ async fn serve(
                     tracing::warn!(%identity, silent_ms = last_heard.elapsed().as_millis() as u64, "the Subject is silent; reconnecting");
                     break Ended::Lost;
                 }
-                match timeout(send_limit, sender.send(wire::heartbeat())).await {
+                match timeout(send_limit, send(&mut socket, &wire::heartbeat())).await {
                     Ok(Ok(())) => {}
                     _ => {
                         tracing::warn!(%identity, "cannot heartbeat the Subject; reconnecting");
@@ -339,7 +342,6 @@ async fn serve(
             }
         }
     };
-    reader.abort();
     Ok(ended)
 }
 

@@ -395,6 +395,123 @@ fn a_key_the_node_does_not_know_cannot_connect() {
     assert!(ada.handshake(Duration::from_secs(10)));
 }
 
+/// A rogue DEALER on the workers socket, announcing itself as a worker
+/// with many credits: before, any peer that reached the socket took
+/// requests with their payloads and returned results the Subject trusted.
+/// Now the workers socket is CURVE too, and admits only the keys of the
+/// node's own workers (made at each start) and those `security.workers`
+/// lists: a NULL peer, a stranger's key and a service's key get no work,
+/// and every request is served by the node's own worker.
+#[test]
+fn a_rogue_worker_gets_no_work() {
+    let dir = TempDir::new("secure-rogue-worker");
+    let ada_keys = pair();
+    let (node, server) = secure_node(dir.path(), &[("ada", &ada_keys.0)]);
+    let context = zmq::Context::new();
+    let rogue = |name: &str, keys: Option<(Key, Key)>| {
+        let socket = context.socket(zmq::DEALER).expect("a dealer");
+        socket.set_linger(0).expect("linger");
+        socket.set_identity(name.as_bytes()).expect("identity");
+        if let Some((public, secret)) = keys {
+            socket.set_curve_serverkey(&server).expect("server key");
+            socket.set_curve_publickey(&public).expect("public key");
+            socket.set_curve_secretkey(&secret).expect("secret key");
+        }
+        socket.connect(&node.endpoints.workers).expect("connect");
+        let ready = zmanager::wire::ready(zmanager::wire::Ready {
+            credits: 1000,
+            pid: std::process::id(),
+        });
+        let frames: Vec<Vec<u8>> = ready.into_vec().iter().map(|f| f.to_vec()).collect();
+        socket.send_multipart(frames, 0).expect("queue READY");
+        socket.set_rcvtimeo(100).expect("timeout");
+        socket
+    };
+    let rogues = [
+        ("null", rogue("null", None)),
+        ("stranger", rogue("stranger", Some(pair()))),
+        ("ada's key", rogue("ada", Some(ada_keys))),
+    ];
+    std::thread::sleep(Duration::from_secs(1));
+
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    assert!(ada.handshake(Duration::from_secs(10)));
+    let n = 30;
+    for i in 0..n {
+        ada.send(
+            &ada.envelope(&format!("w-{i}"), "Greeting"),
+            &msgpack(&json!({"name": format!("ada {i}")})),
+        );
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while answered.len() < n && Instant::now() < until {
+        if let Some(e) = ada.recv(Duration::from_millis(200)) {
+            assert_eq!(e.status, Status::Ok, "{e:?}");
+            answered.insert(e.id);
+        }
+    }
+    assert_eq!(
+        answered.len(),
+        n,
+        "every request served by the node's worker"
+    );
+    for (name, socket) in &rogues {
+        let got = socket.recv_multipart(0);
+        assert!(got.is_err(), "the {name} rogue received {got:?}");
+    }
+    let log = node.log();
+    assert!(
+        log.contains("refused a connection: its key is not in [security]")
+            && log.contains("socket=\"workers\""),
+        "{log}"
+    );
+}
+
+/// A worker started by hand joins a node with `[security]` when its public
+/// key is in `security.workers`, and serves.
+#[test]
+fn a_worker_started_by_hand_joins_with_a_listed_key() {
+    let dir = TempDir::new("secure-hand-worker");
+    let ada_keys = pair();
+    let worker_public = security::write_new_pair(&dir.path().join("worker")).expect("worker keys");
+    let server = security::write_new_pair(&dir.path().join("node")).expect("node keys");
+    let config = format!(
+        "workers = 0\n[endpoints]\nintake = \"ipc://{0}/intake.sock\"\nworkers = \"ipc://{0}/workers.sock\"\npublish = \"ipc://{0}/publish.sock\"\n[security]\nkey_file = \"node.key\"\nworkers = [{1:?}]\n[[security.service]]\nid = \"ada\"\npublic_key = {2:?}\npush = [\"Greeting\"]\n",
+        dir.path().display(),
+        security::z85(&worker_public),
+        security::z85(&ada_keys.0),
+    );
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).expect("write the configuration");
+    let node = TestNode::start_fixed(0, None, &["--config", path.to_str().expect("utf-8")]);
+    let mut worker = zmanager()
+        .args(["worker", "--endpoint", &node.endpoints.workers])
+        .args(["--identity", "by-hand.1"])
+        .arg("--key-file")
+        .arg(dir.path().join("worker.key"))
+        .arg("--server-key")
+        .arg(dir.path().join("node.pub"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the worker");
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    assert!(ada.handshake(Duration::from_secs(10)));
+    ada.send(
+        &ada.envelope("h-1", "Greeting"),
+        &msgpack(&json!({"name": "ada"})),
+    );
+    let result = ada.recv_with_payload(Duration::from_secs(20));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let (envelope, payload) = result.expect("served by the worker started by hand");
+    assert_eq!(envelope.status, Status::Ok, "{envelope:?}");
+    let value: serde_json::Value = rmp_serde::from_slice(&payload).expect("msgpack");
+    assert_eq!(value, json!({"greeting": "HELLO, ADA!"}));
+}
+
 /// `zmanager keys new` makes the pair a configuration names; `keys show`
 /// prints its public half; an existing file is never overwritten.
 #[test]
@@ -426,4 +543,95 @@ fn keys_new_writes_a_pair_once() {
         .expect("run");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+}
+
+/// The Rust client with keys: `Service` as ada is served; without keys it
+/// cannot connect; `zmanager send --key-file` and `zmanager subscribe
+/// --key-file` take the service id the configuration binds the key to.
+#[test]
+fn the_rust_client_and_the_cli_connect_with_keys() {
+    use zmanager::service::{Service, ServiceError, ServiceOptions, Subscription};
+    use zmanager::transport::ClientKeys;
+
+    let dir = TempDir::new("secure-rust");
+    let ada_path = dir.path().join("ada");
+    let ada_public = security::write_new_pair(&ada_path).expect("ada's keys");
+    let (_, ada_secret) = security::read_key_file(&dir.path().join("ada.key")).expect("read");
+    let (node, server) = secure_node(dir.path(), &[("ada", &ada_public)]);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let mut options = ServiceOptions::with_endpoints("ada", &node.endpoints);
+        options.id = Some("ada".into());
+        options.handshake_timeout = Duration::from_secs(3);
+        let without = Service::connect(options.clone()).await;
+        assert!(
+            matches!(without, Err(ServiceError::Handshake(_))),
+            "a client without keys cannot connect: {without:?}"
+        );
+        options.handshake_timeout = Duration::from_secs(10);
+        options.keys = Some(ClientKeys {
+            server,
+            public: ada_public,
+            secret: ada_secret,
+        });
+        let ada = Service::connect(options.clone())
+            .await
+            .expect("ada connects");
+        let reply = ada
+            .request("Greeting", &json!({"name": "ada"}))
+            .await
+            .expect("served");
+        let value: serde_json::Value = reply.decode().expect("decodes");
+        assert_eq!(value, json!({"greeting": "HELLO, ADA!"}));
+        // A subscription with the key reads ada's own results only.
+        let mut own = Subscription::connect_with(
+            &node.endpoints.publish,
+            options.keys.as_ref(),
+            &["@reply~ada~".to_owned()],
+        )
+        .expect("subscribe");
+        // Give the subscription time to reach the node, then one more.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ada.request("Greeting", &json!({"name": "bo"}))
+            .await
+            .expect("served");
+        let seen = tokio::time::timeout(Duration::from_secs(10), own.next())
+            .await
+            .expect("the subscription gets ada's result")
+            .expect("a message");
+        assert!(seen.topic.starts_with("@reply~ada~"), "{}", seen.topic);
+        // `Service::subscribe`'s handshake works with keys too (its ping
+        // comes back on the service's own topic, the one it may read).
+        ada.subscribe(&[]).await.expect("a live subscription");
+    });
+
+    let config = dir.path().join("node.toml");
+    let out = zmanager()
+        .args([
+            "send",
+            "Greeting",
+            "--payload",
+            r#"{"name":"cy"}"#,
+            "--timeout",
+            "20",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--key-file")
+        .arg(dir.path().join("ada.key"))
+        .output()
+        .expect("run send");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("HELLO, CY!"), "{stdout}");
+    // Without the key, the same command gets nothing back and says why.
+    let out = zmanager()
+        .args(["send", "Greeting", "--payload", "{}", "--timeout", "3"])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run send");
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("With keys"), "{stderr}");
 }

@@ -18,6 +18,11 @@
 //! - `ZMQ_LINGER`: how long closing waits for queued messages to leave;
 //! - an XPUB, `ZMQ_XPUB_MANUAL`: no subscription counts until the node
 //!   has allowed it.
+//!
+//! The sockets that connect to a node (its workers, the Rust client) are
+//! libzmq's too ([`connect`]): they take the same frame limit, so a peer
+//! posing as the node cannot make them allocate what it declares, and they
+//! speak CURVE with the node's public key when it has one.
 
 mod socket;
 pub mod zap;
@@ -40,15 +45,137 @@ pub struct Limits {
     pub receive_hwm: i32,
     /// How long closing the socket waits for what it still has to send.
     pub linger: Duration,
-    /// The node's secret key: the socket speaks CURVE only, and asks the
-    /// ZAP handler ([`zap`]) which client keys may connect. `None`: NULL.
-    pub curve: Option<crate::security::Key>,
+    /// CURVE only, with the node's secret key, asking the ZAP handler
+    /// ([`zap`]) which client keys of its domain may connect. `None`: NULL.
+    pub curve: Option<ServerKeys>,
 }
 
-/// Why a socket could not listen.
+/// A listening socket's CURVE: the node's secret key, and whose keys it
+/// admits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ServerKeys {
+    pub secret: crate::security::Key,
+    pub domain: zap::Domain,
+}
+
+impl std::fmt::Debug for ServerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKeys")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a socket could not listen or connect.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BindError(String);
+pub struct SocketError(String);
+
+impl From<zmq::Error> for SocketError {
+    fn from(e: zmq::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A client's CURVE keys: its own pair and the public key of the node it
+/// connects to (the handshake fails unless the node has that key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKeys {
+    pub server: crate::security::Key,
+    pub public: crate::security::Key,
+    pub secret: crate::security::Key,
+}
+
+impl ClientKeys {
+    /// The three keys on one line, in Z85, as a worker reads them on its
+    /// stdin (`zmanager worker --keys-on-stdin`): server, public, secret.
+    pub fn to_line(&self) -> String {
+        use crate::security::z85;
+        format!(
+            "{} {} {}\n",
+            z85(&self.server),
+            z85(&self.public),
+            z85(&self.secret)
+        )
+    }
+
+    /// The keys of a line [`ClientKeys::to_line`] wrote.
+    pub fn from_line(line: &str) -> Result<Self, String> {
+        use crate::security::parse_key;
+        let keys: Vec<&str> = line.split_whitespace().collect();
+        let [server, public, secret] = keys[..] else {
+            return Err(format!(
+                "expected three keys (server, public, secret), got {}",
+                keys.len()
+            ));
+        };
+        Ok(Self {
+            server: parse_key(server).map_err(|e| format!("server key: {e}"))?,
+            public: parse_key(public).map_err(|e| format!("public key: {e}"))?,
+            secret: parse_key(secret).map_err(|e| format!("secret key: {e}"))?,
+        })
+    }
+}
+
+impl std::fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::security::z85;
+        f.debug_struct("ClientKeys")
+            .field("server", &z85(&self.server))
+            .field("public", &z85(&self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a connecting socket allows the node it connects to, and how it
+/// presents itself.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The largest frame the node may send it, in bytes.
+    pub max_frame_bytes: usize,
+    pub send_hwm: i32,
+    pub receive_hwm: i32,
+    pub linger: Duration,
+    /// Its routing id (a worker's), if it has one.
+    pub identity: Option<Vec<u8>>,
+    /// CURVE, when the node has keys; `None`: NULL.
+    pub curve: Option<ClientKeys>,
+}
+
+/// The context of the sockets a process connects with (one I/O thread,
+/// shared by every client socket of the process).
+pub fn client_context() -> &'static zmq::Context {
+    static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
+    CONTEXT.get_or_init(zmq::Context::new)
+}
+
+/// A socket of `kind` connecting to `endpoint` as `peer` says. libzmq
+/// connects in the background and reconnects by itself; what is sent
+/// before the connection is up waits in the socket (up to `send_hwm`).
+/// Call it inside a tokio runtime.
+pub fn connect(
+    kind: zmq::SocketType,
+    endpoint: &str,
+    peer: &Peer,
+) -> Result<AsyncSocket, SocketError> {
+    let error = |e: zmq::Error| SocketError(format!("{endpoint}: {e}"));
+    let socket = client_context().socket(kind).map_err(error)?;
+    let max = i64::try_from(peer.max_frame_bytes).unwrap_or(i64::MAX);
+    socket.set_maxmsgsize(max).map_err(error)?;
+    socket.set_linger(millis(peer.linger)).map_err(error)?;
+    socket.set_sndhwm(peer.send_hwm).map_err(error)?;
+    socket.set_rcvhwm(peer.receive_hwm).map_err(error)?;
+    if let Some(identity) = &peer.identity {
+        socket.set_identity(identity).map_err(error)?;
+    }
+    if let Some(keys) = &peer.curve {
+        socket.set_curve_serverkey(&keys.server).map_err(error)?;
+        socket.set_curve_publickey(&keys.public).map_err(error)?;
+        socket.set_curve_secretkey(&keys.secret).map_err(error)?;
+    }
+    socket.connect(endpoint).map_err(error)?;
+    AsyncSocket::new(socket).map_err(error)
+}
 
 fn millis(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
@@ -63,8 +190,8 @@ pub fn bind(
     kind: zmq::SocketType,
     endpoint: &str,
     limits: &Limits,
-) -> Result<(AsyncSocket, String), BindError> {
-    let error = |e: zmq::Error| BindError(e.to_string());
+) -> Result<(AsyncSocket, String), SocketError> {
+    let error = |e: zmq::Error| SocketError(e.to_string());
     let mut socket = context.socket(kind).map_err(error)?;
     if kind == zmq::XPUB {
         // The node decides each subscription (`crate::integration_manager`).
@@ -81,10 +208,10 @@ pub fn bind(
     if kind == zmq::ROUTER {
         socket.set_router_mandatory(true).map_err(error)?;
     }
-    if let Some(secret) = &limits.curve {
+    if let Some(keys) = &limits.curve {
         socket.set_curve_server(true).map_err(error)?;
-        socket.set_curve_secretkey(secret).map_err(error)?;
-        socket.set_zap_domain(zap::DOMAIN).map_err(error)?;
+        socket.set_curve_secretkey(&keys.secret).map_err(error)?;
+        socket.set_zap_domain(keys.domain.as_str()).map_err(error)?;
     }
     socket.bind(endpoint).map_err(error)?;
     let bound = match socket.get_last_endpoint().map_err(error)? {

@@ -135,7 +135,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             let (catalog, _) = config.load_catalog();
             let options = ServiceOptions {
                 operator: operator_cookie(&data_dir),
-                ..endpoints.service("dlq-replay", &node)
+                ..endpoints.service("dlq-replay", &node)?
             };
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {

@@ -204,7 +204,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let options = ServiceOptions {
                 operator: operator_cookie(&data_dir),
-                ..endpoints.service("journal-replay", &node)
+                ..endpoints.service("journal-replay", &node)?
             };
             let limit = Duration::from_secs(timeout);
             crate::runtime(false)?.block_on(async move {

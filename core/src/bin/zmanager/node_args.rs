@@ -6,8 +6,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use zmanager::config::NodeConfig;
+use zmanager::security::{read_key_file, read_public_key, z85};
 use zmanager::service::ServiceOptions;
+use zmanager::transport::ClientKeys;
 
 /// `--config`: the node's configuration file.
 #[derive(Debug, clap::Args)]
@@ -39,22 +42,88 @@ pub(crate) struct EndpointArgs {
     /// tcp://127.0.0.1:19034].
     #[arg(long, global = true, env = "ZMANAGER_PUBLISH")]
     publish: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
 }
 
 impl EndpointArgs {
     /// Options for a service named `name` connecting to the node of
-    /// `config` (the flags first).
-    pub(crate) fn service(self, name: &str, config: &NodeConfig) -> ServiceOptions {
-        ServiceOptions {
+    /// `config` (the flags first), with its keys when it has some.
+    pub(crate) fn service(self, name: &str, config: &NodeConfig) -> anyhow::Result<ServiceOptions> {
+        let keys = self.keys.load(config)?;
+        Ok(ServiceOptions {
             intake: self
                 .intake
                 .unwrap_or_else(|| config.endpoints.intake.clone()),
             publish: self
                 .publish
                 .unwrap_or_else(|| config.endpoints.publish.clone()),
+            // With a key, the service is the id the node binds it to.
+            id: keys.as_ref().and_then(|k| service_of(config, k)),
+            keys,
             ..ServiceOptions::local(name)
-        }
+        })
     }
+}
+
+/// `--key-file` and `--server-key`: CURVE, for a node with `[security]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeyArgs {
+    /// This client's key pair (`zmanager keys new`): its public key must be
+    /// one the node lists under `[[security.service]]`.
+    #[arg(long, global = true, env = "ZMANAGER_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The node's public key, as Z85 text or its `.pub` file [default: the
+    /// public key of the configuration's `security.key_file`].
+    #[arg(
+        long,
+        global = true,
+        env = "ZMANAGER_SERVER_KEY",
+        value_name = "KEY|FILE"
+    )]
+    server_key: Option<String>,
+}
+
+impl KeyArgs {
+    /// The keys named, if a key file is.
+    pub(crate) fn load(&self, config: &NodeConfig) -> anyhow::Result<Option<ClientKeys>> {
+        let Some(file) = &self.key_file else {
+            anyhow::ensure!(
+                self.server_key.is_none(),
+                "--server-key needs --key-file: the client's own key pair"
+            );
+            return Ok(None);
+        };
+        let (public, secret) = read_key_file(file).map_err(anyhow::Error::msg)?;
+        let server = match (&self.server_key, &config.security) {
+            (Some(given), _) => {
+                read_public_key(given).map_err(|e| anyhow::anyhow!("--server-key: {e}"))?
+            }
+            (None, Some(security)) => read_public_key(&security.key_file.display().to_string())
+                .map_err(anyhow::Error::msg)
+                .context("the node's public key, from its configuration's security.key_file")?,
+            (None, None) => anyhow::bail!(
+                "--key-file needs the node's public key: --server-key KEY|FILE, or --config with its [security]"
+            ),
+        };
+        Ok(Some(ClientKeys {
+            server,
+            public,
+            secret,
+        }))
+    }
+}
+
+/// The service id `config` binds `keys`' public key to, if it lists it.
+fn service_of(config: &NodeConfig, keys: &ClientKeys) -> Option<String> {
+    let public = z85(&keys.public);
+    config
+        .security
+        .as_ref()?
+        .services
+        .iter()
+        .find(|s| s.public_key == public)
+        .map(|s| s.id.clone())
 }
 
 /// `--data-dir`.
@@ -85,6 +154,6 @@ impl NodeArgs {
     /// Options for a service named `name` connecting to the node.
     pub(crate) fn service(self, name: &str) -> anyhow::Result<ServiceOptions> {
         let config = self.config.load()?;
-        Ok(self.endpoints.service(name, &config))
+        self.endpoints.service(name, &config)
     }
 }

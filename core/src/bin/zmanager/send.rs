@@ -20,7 +20,8 @@ pub(crate) struct Args {
     /// Seconds to wait for the result.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
-    /// The service id to push as (default: `cli-` and a random suffix):
+    /// The service id to push as (default: the id the configuration binds
+    /// `--key-file` to, else `cli-` and a random suffix):
     /// the id a policy names, such as `ada` for the SecureGreeting flow.
     #[arg(long, value_name = "ID")]
     service: Option<String>,
@@ -35,7 +36,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let limit = Duration::from_secs(args.timeout);
         let started = tokio::time::Instant::now();
         let mut options = args.node.service("cli")?;
-        options.id = args.service;
+        if args.service.is_some() {
+            options.id = args.service;
+        }
         options.handshake_timeout = options.handshake_timeout.min(limit);
         let (intake, publish) = (options.intake.clone(), options.publish.clone());
         let service = tokio::time::timeout(limit, Service::connect(options))

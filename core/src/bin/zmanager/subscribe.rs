@@ -17,6 +17,8 @@ pub(crate) struct Args {
     publish: Option<String>,
     #[command(flatten)]
     config: crate::node_args::ConfigArg,
+    #[command(flatten)]
+    keys: crate::node_args::KeyArgs,
     /// Stop after this many messages.
     #[arg(long, short = 'n')]
     count: Option<u64>,
@@ -24,14 +26,17 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
-    let publish = args.publish.unwrap_or(config.endpoints.publish);
+    let keys = args.keys.load(&config)?;
+    let publish = args
+        .publish
+        .unwrap_or_else(|| config.endpoints.publish.clone());
     let prefixes = if args.topics.is_empty() {
         vec![String::new()]
     } else {
         args.topics
     };
     crate::runtime(false)?.block_on(async move {
-        let mut subscription = Subscription::connect(&publish, &prefixes).await?;
+        let mut subscription = Subscription::connect_with(&publish, keys.as_ref(), &prefixes)?;
         let mut seen = 0u64;
         while let Some(published) = subscription.next().await {
             let payload = zmanager_sdk::decode::<serde_json::Value>(&published.payload)

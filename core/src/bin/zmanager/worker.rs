@@ -11,6 +11,8 @@ use anyhow::bail;
 use zmanager::config::{CatalogPaths, NodeConfig};
 use zmanager::executor::Executor;
 use zmanager::registry::Registry;
+use zmanager::security::{read_key_file, read_public_key};
+use zmanager::transport::ClientKeys;
 use zmanager::worker::WorkerOptions;
 
 #[derive(Debug, clap::Args)]
@@ -52,9 +54,44 @@ pub(crate) struct Args {
     /// when it dies, one that never did with backoff).
     #[arg(long)]
     report_serving: bool,
+    /// Read this worker's CURVE keys from the first line of stdin (how the
+    /// node gives its own workers theirs: server, public and secret key in
+    /// Z85).
+    #[arg(long, conflicts_with_all = ["key_file", "server_key"])]
+    keys_on_stdin: bool,
+    /// This worker's key pair (`zmanager keys new`), for a node with
+    /// `[security]` that lists its public key in `security.workers`.
+    #[arg(long, value_name = "FILE", requires = "server_key")]
+    key_file: Option<PathBuf>,
+    /// The node's public key: its Z85 text, or its `.pub` file.
+    #[arg(long, value_name = "KEY|FILE", requires = "key_file")]
+    server_key: Option<String>,
+}
+
+/// The keys the arguments name, if any.
+fn keys(args: &Args) -> anyhow::Result<Option<ClientKeys>> {
+    if args.keys_on_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let keys =
+            ClientKeys::from_line(&line).map_err(|e| anyhow::anyhow!("--keys-on-stdin: {e}"))?;
+        return Ok(Some(keys));
+    }
+    let (Some(file), Some(server)) = (&args.key_file, &args.server_key) else {
+        return Ok(None);
+    };
+    let (public, secret) = read_key_file(file).map_err(anyhow::Error::msg)?;
+    let server = read_public_key(server).map_err(|e| anyhow::anyhow!("--server-key: {e}"))?;
+    Ok(Some(ClientKeys {
+        server,
+        public,
+        secret,
+    }))
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // First: the node writes the keys as the worker starts.
+    let keys = keys(&args)?;
     let config = NodeConfig {
         catalog: CatalogPaths {
             flows: args.flows,
@@ -77,6 +114,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         liveness: Duration::from_millis(args.liveness_ms),
         message_timeout: Duration::from_millis(args.message_timeout_ms),
         report_serving: args.report_serving,
+        keys,
     };
     crate::runtime(false)?.block_on(async move {
         let shutdown = if args.exit_with_parent {
