@@ -10,6 +10,7 @@
 //! max_pending_mb = 256        # ... and their bytes, with flows suspended at @ASYNC
 //! max_message_bytes = 1048576 # a request's envelope and payload, at most
 //! handshake_timeout_ms = 5000 # a peer must finish its ZeroMQ handshake by then
+//! max_connections = 1024      # open connections per socket (intake, workers, publish)
 //! heartbeat_ms = 500          # how often the Subject and workers heartbeat
 //! liveness_ms = 3000          # silence after which a worker is declared lost
 //! message_timeout_ms = 30000  # the longest one action may run
@@ -80,6 +81,10 @@ pub struct NodeConfig {
     /// How long a peer of any of the node's sockets has to complete its
     /// ZeroMQ handshake before it is disconnected.
     pub handshake_timeout_ms: u64,
+    /// The most connections each of the node's sockets keeps open: a peer
+    /// completing its handshake beyond that is refused. Those still in
+    /// their handshake count.
+    pub max_connections: usize,
     /// How often the Subject and the workers heartbeat each other.
     pub heartbeat_ms: u64,
     /// Silence after which a worker is declared lost (and a worker
@@ -203,6 +208,7 @@ impl Default for NodeConfig {
             max_pending_mb: 256,
             max_message_bytes: 1 << 20,
             handshake_timeout_ms: 5_000,
+            max_connections: 1024,
             heartbeat_ms: 500,
             liveness_ms: 3_000,
             message_timeout_ms: 30_000,
@@ -369,6 +375,9 @@ impl NodeConfig {
         }
         if self.handshake_timeout_ms == 0 || self.handshake_timeout_ms > 3_600_000 {
             problems.push("handshake_timeout_ms must be 1 to 3600000".to_owned());
+        }
+        if self.max_connections == 0 {
+            problems.push("max_connections must be at least 1".to_owned());
         }
         if self.message_timeout_ms == 0 {
             problems.push("message_timeout_ms must be at least 1".to_owned());

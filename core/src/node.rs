@@ -23,7 +23,7 @@ use crate::registry::Registry;
 use crate::subject::{self, Counters, Links, SubjectOptions};
 use crate::supervisor::{self, Backoff, WorkerCommand};
 use crate::transport::zap::Domain;
-use crate::transport::{self, AsyncSocket, Limits, ServerKeys};
+use crate::transport::{self, AsyncSocket, Gatekeeper, Limits};
 use crate::wire::Message;
 
 /// Why a node did not start.
@@ -114,47 +114,42 @@ pub async fn run(
     // The sockets before the data directory: a second node started by
     // mistake stops here, without touching the first one's journal.
     let context = zmq::Context::new();
-    // Before any CURVE socket binds; it ends with the context.
-    let _zap = match &keys {
-        Some(keys) => Some(
-            transport::zap::start(
-                &context,
-                transport::zap::Admitted {
-                    services: keys.services.clone(),
-                    workers: keys
-                        .workers
-                        .iter()
-                        .copied()
-                        .chain(worker_keys.as_ref().map(|w| w.public))
-                        .collect(),
-                },
-            )
-            .map_err(|e| NodeError::Security(format!("cannot start the ZAP handler: {e}")))?,
-        ),
-        None => None,
-    };
-    let limits = |max_frame_bytes: usize, send_hwm: i32| Limits {
+    // Before any socket that asks it binds; it ends with the context.
+    let connections = transport::zap::Connections::default();
+    let _zap = transport::zap::start(
+        &context,
+        transport::zap::Gate {
+            admitted: keys.as_ref().map(|keys| transport::zap::Admitted {
+                services: keys.services.clone(),
+                workers: keys
+                    .workers
+                    .iter()
+                    .copied()
+                    .chain(worker_keys.as_ref().map(|w| w.public))
+                    .collect(),
+            }),
+            max_connections: config.max_connections,
+            connections: connections.clone(),
+        },
+    )
+    .map_err(|e| NodeError::Security(format!("cannot start the ZAP handler: {e}")))?;
+    let limits = |domain, max_frame_bytes: usize, send_hwm: i32| Limits {
         max_frame_bytes,
         handshake: Duration::from_millis(config.handshake_timeout_ms),
         send_hwm,
         receive_hwm: 1000,
         linger: Duration::ZERO,
-        curve: None,
-    };
-    let curve = |domain| {
-        keys.as_ref().map(|k| ServerKeys {
-            secret: k.secret,
+        curve: keys.as_ref().map(|k| k.secret),
+        gate: Some(Gatekeeper {
             domain,
-        })
+            connections: connections.clone(),
+        }),
     };
     let (intake, intake_at) = bind(
         &context,
         zmq::PULL,
         &config.endpoints.intake,
-        &Limits {
-            curve: curve(Domain::Services),
-            ..limits(config.max_message_bytes, 1000)
-        },
+        &limits(Domain::Intake, config.max_message_bytes, 1000),
     )?;
     // Results come back one frame per payload; an action's result may be
     // larger than a request (up to WORKER_FRAME_BYTES).
@@ -163,10 +158,7 @@ pub async fn run(
         &context,
         zmq::ROUTER,
         &config.endpoints.workers,
-        &Limits {
-            curve: curve(Domain::Workers),
-            ..limits(worker_frame, 100_000)
-        },
+        &limits(Domain::Workers, worker_frame, 100_000),
     )?;
     // A subscriber sends only subscriptions; what it is sent queues up to
     // the high-water mark, then PUB drops for that subscriber alone.
@@ -176,8 +168,7 @@ pub async fn run(
         &config.endpoints.publish,
         &Limits {
             linger: integration_manager::LINGER,
-            curve: curve(Domain::Services),
-            ..limits(config.max_message_bytes, 100_000)
+            ..limits(Domain::Publish, config.max_message_bytes, 100_000)
         },
     )?;
     let bound = Endpoints {

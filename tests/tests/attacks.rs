@@ -353,3 +353,97 @@ fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
     );
     drop(idle);
 }
+
+/// A ping through fresh libzmq PUSH and SUB sockets (NULL): true when the
+/// node answered within `limit`.
+fn pinged(node: &TestNode, context: &zmq::Context, service: &str, limit: Duration) -> bool {
+    use zmanager::envelope::{Envelope, Kind};
+    let push = context.socket(zmq::PUSH).expect("push");
+    push.set_linger(0).expect("linger");
+    push.connect(&node.endpoints.intake).expect("connect");
+    let sub = context.socket(zmq::SUB).expect("sub");
+    sub.set_linger(0).expect("linger");
+    sub.connect(&node.endpoints.publish).expect("connect");
+    sub.set_subscribe(format!("@reply~{service}~").as_bytes())
+        .expect("subscribe");
+    sub.set_rcvtimeo(100).expect("timeout");
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        let mut ping = Envelope::request(format!("{service}-ping"), "");
+        ping.kind = Kind::Ping;
+        service.clone_into(&mut ping.service);
+        ping.reply_to = format!("@reply~{service}~");
+        let _ = push.send_multipart([b"~".to_vec(), ping.encode(), vec![0xc0]], zmq::DONTWAIT);
+        if sub.recv_multipart(0).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// libzmq has no bound on a socket's connections: each one open holds a
+/// descriptor and queues of its own. Now a socket keeps at most
+/// `max_connections` open — a peer finishing its handshake beyond that is
+/// refused — and the count goes down as connections close, whichever way
+/// they close: a crowd of half-open, garbage and short-lived connections
+/// leaves no trace in it.
+#[test]
+fn a_socket_keeps_at_most_max_connections_open() {
+    let dir = TempDir::new("max-connections");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "max_connections = 8\nhandshake_timeout_ms = 500\n")
+        .expect("write the configuration");
+    let node = TestNode::start_with(1, None, &["--config", config.to_str().expect("utf-8")]);
+    let context = zmq::Context::new();
+    let idle: Vec<zmq::Socket> = (0..8)
+        .map(|_| {
+            let push = context.socket(zmq::PUSH).expect("push");
+            push.set_linger(0).expect("linger");
+            push.connect(&node.endpoints.intake).expect("connect");
+            push
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !pinged(&node, &context, "ninth", Duration::from_secs(2)),
+        "a ninth connection to the intake is refused"
+    );
+    let log = node.log();
+    assert!(
+        log.contains("refused a connection: too many open") && log.contains("zmanager-intake"),
+        "{log}"
+    );
+
+    // Connections closing every way there is, while four idle ones stay.
+    drop(idle.into_iter().skip(4).collect::<Vec<_>>());
+    let address = node
+        .endpoints
+        .intake
+        .trim_start_matches("tcp://")
+        .to_owned();
+    let half_open: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    for _ in 0..50 {
+        assert!(closed_by_the_node(
+            &node.endpoints.intake,
+            b"GET / HTTP/1.1\r\n\r\n",
+            Duration::from_secs(5)
+        ));
+    }
+    for _ in 0..50 {
+        let push = context.socket(zmq::PUSH).expect("push");
+        push.set_linger(0).expect("linger");
+        push.connect(&node.endpoints.intake).expect("connect");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The half-open ones are reaped at the handshake timeout (still open
+    // on this side).
+    std::thread::sleep(Duration::from_secs(2));
+    // 4 idle + 1: within the bound, if nothing leaked from the count.
+    assert!(
+        pinged(&node, &context, "after", Duration::from_secs(10)),
+        "a connection is taken again once others closed"
+    );
+    drop(half_open);
+}

@@ -463,7 +463,7 @@ fn a_rogue_worker_gets_no_work() {
     let log = node.log();
     assert!(
         log.contains("refused a connection: its key is not in [security]")
-            && log.contains("socket=\"workers\""),
+            && log.contains("socket=\"zmanager-workers\""),
         "{log}"
     );
 }

@@ -24,6 +24,7 @@
 //! posing as the node cannot make them allocate what it declares, and they
 //! speak CURVE with the node's public key when it has one.
 
+mod monitor;
 mod socket;
 pub mod zap;
 
@@ -32,7 +33,7 @@ use std::time::Duration;
 pub use socket::AsyncSocket;
 
 /// What a listening socket allows its peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// The largest frame a peer may send, in bytes.
     pub max_frame_bytes: usize,
@@ -45,26 +46,28 @@ pub struct Limits {
     pub receive_hwm: i32,
     /// How long closing the socket waits for what it still has to send.
     pub linger: Duration,
-    /// CURVE only, with the node's secret key, asking the ZAP handler
-    /// ([`zap`]) which client keys of its domain may connect. `None`: NULL.
-    pub curve: Option<ServerKeys>,
+    /// CURVE only, with the node's secret key (needs `gate`: the ZAP
+    /// handler decides which client keys may connect). `None`: NULL.
+    pub curve: Option<crate::security::Key>,
+    /// The ZAP handler ([`zap`]) decides each connection, and the socket's
+    /// monitor keeps its count of open connections. `None`: neither.
+    pub gate: Option<Gatekeeper>,
 }
 
-/// A listening socket's CURVE: the node's secret key, and whose keys it
-/// admits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ServerKeys {
-    pub secret: crate::security::Key,
+/// How a socket is known to the ZAP handler.
+#[derive(Debug, Clone)]
+pub struct Gatekeeper {
     pub domain: zap::Domain,
+    pub connections: zap::Connections,
 }
 
-impl std::fmt::Debug for ServerKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerKeys")
-            .field("domain", &self.domain)
-            .finish_non_exhaustive()
+impl PartialEq for Gatekeeper {
+    fn eq(&self, other: &Self) -> bool {
+        self.domain == other.domain
     }
 }
+
+impl Eq for Gatekeeper {}
 
 /// Why a socket could not listen or connect.
 #[derive(Debug, thiserror::Error)]
@@ -208,10 +211,19 @@ pub fn bind(
     if kind == zmq::ROUTER {
         socket.set_router_mandatory(true).map_err(error)?;
     }
-    if let Some(keys) = &limits.curve {
+    if let Some(gate) = &limits.gate {
+        socket.set_zap_domain(gate.domain.as_str()).map_err(error)?;
+    }
+    if let Some(secret) = &limits.curve {
+        if limits.gate.is_none() {
+            // libzmq would take any client key.
+            return Err(SocketError("CURVE without the ZAP handler".to_owned()));
+        }
         socket.set_curve_server(true).map_err(error)?;
-        socket.set_curve_secretkey(&keys.secret).map_err(error)?;
-        socket.set_zap_domain(keys.domain.as_str()).map_err(error)?;
+        socket.set_curve_secretkey(secret).map_err(error)?;
+    }
+    if let Some(gate) = &limits.gate {
+        monitor::watch(context, &socket, gate).map_err(error)?;
     }
     socket.bind(endpoint).map_err(error)?;
     let bound = match socket.get_last_endpoint().map_err(error)? {
@@ -238,6 +250,7 @@ mod tests {
         receive_hwm: 1000,
         linger: Duration::ZERO,
         curve: None,
+        gate: None,
     };
 
     fn runtime() -> tokio::runtime::Runtime {

@@ -44,10 +44,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let service = tokio::time::timeout(limit, Service::connect(options))
             .await
             .map_err(|_| {
-                anyhow::anyhow!(
-                    "no node answered within {}s at {intake} and {publish}: is it running there?",
-                    args.timeout
-                )
+                anyhow::anyhow!("{intake} and {publish}: {}", ServiceError::Handshake(limit))
             })??;
         let left = limit.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(left, service.request(&args.flow, &payload))
