@@ -4,7 +4,8 @@
 A standalone client that needs only pyzmq and msgpack. It follows
 docs/protocol.md step by step:
 
-1. pick a service id `py-<8 hex>` and the reply topic `@reply~<id>~`;
+1. pick a service id `py-<8 hex>` (or take --service-id) and the reply topic
+   `@reply~<id>~`;
 2. SUBscribe to the reply topic on the node's publish endpoint, and connect a
    PUSH socket to its intake endpoint;
 3. ping every 100 ms until the node publishes a ping back on the reply topic
@@ -15,20 +16,32 @@ docs/protocol.md step by step:
    node sends for requests that ask for them (docs/protocol.md §7b); exit 0
    when all N came back ok.
 
+With keys (a node whose configuration has a `[security]` table, see
+docs/security.md), give the service's fixed id, its key file and the node's
+public key; both sockets then speak CURVE:
+
+    python3 examples/python/quickstart.py --service-id ada \
+        --key-file ada.key --server-key node.pub
+
 Exit status: 0 all results ok; 1 an error result, or results missing after the
-timeout; 2 the node never answered the ping (is `zmanager up` running?).
+timeout; 2 the node never answered the ping (is `zmanager up` running? with
+keys: does the node know this key?); 3 a wrong option or key file.
 
     python3 examples/python/quickstart.py [--intake tcp://127.0.0.1:19030]
         [--publish tcp://127.0.0.1:19034] [--count 3] [--timeout 10]
+        [--service-id ID] [--key-file ID.key --server-key node.pub]
 """
 
 import argparse
+import os
 import secrets
+import string
 import sys
 import time
 
 import msgpack
 import zmq
+from zmq.utils import z85
 
 PROTOCOL_VERSION = 1
 FLOW = "Greeting"
@@ -40,6 +53,22 @@ NIL = msgpack.packb(None)  # b"\xc0": the payload of a ping
 PING_EVERY_S = 0.1
 LINGER_MS = 2000  # how long close() may wait for queued requests to go out
 DRAIN_S = 0.2  # how long to keep listening once every result is in
+# Z85 (ZeroMQ RFC 32): a CURVE key is 32 bytes, 40 of these characters.
+Z85_CHARS = string.digits + string.ascii_letters + ".-:+=^!/*?&<>()[]{}@%$#"
+# A service id: no `~`, so that `@reply~<id>~` keeps its shape (protocol.md §6).
+SERVICE_ID_CHARS = set(string.ascii_letters + string.digits + "_-.")
+
+
+class SetupError(Exception):
+    """An option or a key file that cannot be used (exit status 3)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on exit status 3 (2 means "no ping")."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(3, f"{self.prog}: error: {message}\n")
 
 
 def now_us():
@@ -95,10 +124,121 @@ def read_message(frames):
     return env, payload, None
 
 
-def handshake(push, sub, service, reply_to, timeout_s):
+def check_key(text, what):
+    """A Z85 key as str, or SetupError saying what is wrong with it."""
+    key = text.strip()
+    if len(key) != 40:
+        raise SetupError(f"{what}: a key is 40 Z85 characters, this one is {len(key)}")
+    bad = [c for c in key if c not in Z85_CHARS]
+    if bad:
+        raise SetupError(f"{what}: not Z85: {bad[0]!r} is not a Z85 character")
+    try:
+        z85.decode(key)
+    except Exception:  # noqa: BLE001 - a 5-character group above 2**32
+        raise SetupError(f"{what}: not Z85: it does not decode to 32 bytes") from None
+    return key
+
+
+def parse_key_lines(text):
+    """The `name = "value"` lines of a key file, for Pythons without tomllib.
+
+    `zmanager keys new` writes a comment and two such lines; Z85 has no
+    quote or backslash, so a value needs no unescaping.
+    """
+    fields = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.partition("=")
+        value = value.strip()
+        quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'"
+        if not eq or not quoted or value[0] in value[1:-1]:
+            raise SetupError(f"line {number} is not `name = \"value\"`")
+        fields[name.strip()] = value[1:-1]
+    return fields
+
+
+def read_fields(path, what):
+    """The fields of the TOML key file at path (tomllib when there is one)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SetupError(f"{what} {path}: {e.strerror}") from None
+    try:
+        import tomllib  # Python 3.11 and later
+    except ImportError:
+        tomllib = None
+    try:
+        if tomllib is None:
+            return parse_key_lines(text)
+        return tomllib.loads(text)
+    except (SetupError, ValueError) as e:  # tomllib.TOMLDecodeError is a ValueError
+        raise SetupError(f"{what} {path}: {e}") from None
+
+
+def read_key_file(path):
+    """(public, secret) Z85 keys of a service's `.key` file."""
+    what = "--key-file"
+    fields = read_fields(path, what)
+    for name in ("public_key", "secret_key"):
+        if not isinstance(fields.get(name), str):
+            raise SetupError(
+                f"{what} {path}: no {name}; give the `.key` file that "
+                f"`zmanager keys new` writes (the `.pub` file has only the public key)"
+            )
+    public = check_key(fields["public_key"], f"{what} {path}: public_key")
+    secret = check_key(fields["secret_key"], f"{what} {path}: secret_key")
+    if zmq.curve_public(secret.encode()).decode() != public:
+        raise SetupError(f"{what} {path}: public_key is not the public half of secret_key")
+    return public, secret
+
+
+def read_server_key(value):
+    """The node's public key: value itself, or the public_key of file value."""
+    what = "--server-key"
+    if os.path.isfile(value):
+        key = read_fields(value, what).get("public_key")
+        if not isinstance(key, str):
+            raise SetupError(f"{what} {value}: no public_key (give the node's `.pub` file)")
+        return check_key(key, f"{what} {value}: public_key")
+    if len(value.strip()) != 40:
+        raise SetupError(
+            f"{what} {value}: no such file, nor a 40-character Z85 key"
+        )
+    return check_key(value, what)
+
+
+def curve_keys(args):
+    """(server, public, secret) keys from the options, or None without keys."""
+    if (args.key_file is None) != (args.server_key is None):
+        given, missing = (
+            ("--key-file", "--server-key") if args.server_key is None
+            else ("--server-key", "--key-file")
+        )
+        raise SetupError(
+            f"{given} needs {missing} too: CURVE takes the service's key pair "
+            f"(--key-file) and the node's public key (--server-key)"
+        )
+    if args.key_file is None:
+        return None
+    if args.service_id is None:
+        raise SetupError(
+            "--key-file needs --service-id: the id the node's [security] table "
+            "lists this key under"
+        )
+    if not zmq.has("curve"):
+        raise SetupError(f"this libzmq ({zmq.zmq_version()}) was built without CURVE")
+    public, secret = read_key_file(args.key_file)
+    return read_server_key(args.server_key), public, secret
+
+
+def handshake(push, sub, service, reply_to, timeout_s, id_prefix, why):
     """Pings until the node publishes a ping back on reply_to.
 
-    Returns None on success, or a message saying why it failed.
+    Returns None on success, or a message saying why it failed; `why` is
+    what to check when nothing comes back.
     """
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
@@ -110,11 +250,10 @@ def handshake(push, sub, service, reply_to, timeout_s):
         if now >= deadline:
             return (
                 f"no ping came back on {reply_to!r} within {timeout_s:g} s "
-                f"({sent} sent): is `zmanager up` running, and are the "
-                f"endpoints right?"
+                f"({sent} sent): {why}"
             )
         if now >= next_ping:
-            ping_id = f"{service}-ping-{sent}"
+            ping_id = f"{id_prefix}-ping-{sent}"
             try:
                 push.send_multipart(
                     [reply_to.encode(), envelope("ping", ping_id, service, reply_to), NIL],
@@ -142,7 +281,7 @@ def handshake(push, sub, service, reply_to, timeout_s):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--intake", default="tcp://127.0.0.1:19030",
                         help="the node's intake endpoint (PUSH requests here)")
     parser.add_argument("--publish", default="tcp://127.0.0.1:19034",
@@ -150,42 +289,97 @@ def main():
     parser.add_argument("--count", type=int, default=3, help="requests to push (default 3)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds for the handshake, then for all results (default 10)")
+    parser.add_argument("--service-id", metavar="ID",
+                        help="a fixed service id (default py-<8 random hex digits>); "
+                             "with keys, the id the node's [security] lists the key under")
+    parser.add_argument("--key-file", metavar="PATH",
+                        help="this service's key pair, the .key file `zmanager keys new` writes")
+    parser.add_argument("--server-key", metavar="KEY_OR_PATH",
+                        help="the node's public key in Z85, or its .pub file")
     args = parser.parse_args()
     if args.count < 0:
         parser.error("--count must be 0 or more")
+    if args.service_id is not None and (
+        not args.service_id or not set(args.service_id) <= SERVICE_ID_CHARS
+    ):
+        parser.error("--service-id: use letters, digits, `_`, `-` and `.`")
+    try:
+        keys = curve_keys(args)
+    except SetupError as e:
+        parser.error(str(e))
 
-    service = f"py-{secrets.token_hex(4)}"
+    if args.service_id is None:
+        service = f"py-{secrets.token_hex(4)}"
+        id_prefix = service
+    else:
+        service = args.service_id
+        # The node runs a service's id once: a request pushed again with an
+        # id it finished less than a minute ago (dedupe_window_ms) gets the
+        # old result back instead of running (protocol.md §8). A fixed
+        # service id therefore takes a fresh random part for every run.
+        id_prefix = f"{service}-{secrets.token_hex(4)}"
     # The trailing `~` keeps one service's topic from being a prefix of
     # another's (`@reply~py-1~` vs `@reply~py-10~`); `@` cannot start a flow
-    # name, so no flow's topics match either.
+    # name, so no flow's topics match either. With keys, the node accepts
+    # only this reply_to (or an empty one): the topic of the key's own id.
     reply_to = f"@reply~{service}~"
 
     ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
+
+    def socket(kind):
+        s = ctx.socket(kind)
+        if keys is not None:
+            # Before connect: the handshake of every connection uses them.
+            server, public, secret = keys
+            s.curve_serverkey = server.encode()
+            s.curve_publickey = public.encode()
+            s.curve_secretkey = secret.encode()
+        return s
+
+    sub = socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, reply_to.encode())
     sub.connect(args.publish)
-    push = ctx.socket(zmq.PUSH)
+    push = socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, LINGER_MS)
     push.connect(args.intake)
 
     try:
-        return run(args, service, reply_to, push, sub)
+        return run(args, service, id_prefix, reply_to, keys, push, sub)
     finally:
         push.close()  # waits up to LINGER_MS for queued messages to be sent
         sub.close()
         ctx.term()
 
 
-def run(args, service, reply_to, push, sub):
-    print(f"service {service}, results on {reply_to!r}")
-    failure = handshake(push, sub, service, reply_to, args.timeout)
+def run(args, service, id_prefix, reply_to, keys, push, sub):
+    ids = "" if id_prefix == service else f", request ids {id_prefix}-<n>"
+    print(f"service {service}, results on {reply_to!r}{ids}")
+    if keys is None:
+        why = (
+            "is `zmanager up` running, and are the endpoints right? (A node "
+            "with [security] takes only clients with keys: --key-file, --server-key.)"
+        )
+    else:
+        print(f"CURVE: node key {keys[0]}, this service's public key {keys[1]}")
+        # A key the node refuses fails the CURVE handshake; libzmq connects
+        # again and again, and this script does not watch socket events.
+        why = (
+            f"the node may have refused the keys. Is the public key of "
+            f"{args.key_file} ({keys[1]}) listed in the node's [security] "
+            f"with id {service!r}, and is --server-key the node's public key? "
+            f"(The node logs \"refused a connection\" with a key it does not "
+            f"know.) Or is `zmanager up` not running, or are the endpoints wrong?"
+        )
+    failure = handshake(push, sub, service, reply_to, args.timeout, id_prefix, why)
     if failure:
+        # The queued pings are of no use now: do not wait LINGER_MS for them.
+        push.setsockopt(zmq.LINGER, 0)
         print(failure, file=sys.stderr)
         return 2
     print(f"subscribed: the node answered the ping; pushing {args.count} request(s)")
 
-    expected = [f"{service}-{n}" for n in range(args.count)]
+    expected = [f"{id_prefix}-{n}" for n in range(args.count)]
     for n, message_id in enumerate(expected):
         push.send_multipart([
             ENTRY_TOPIC,

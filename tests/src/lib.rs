@@ -3,6 +3,7 @@
 //! - [`zmanager_bin`] builds and finds the real `zmanager` binary, and
 //!   [`library`] the shared libraries of dynamic components;
 //! - [`node::TestNode`] runs `zmanager up` on free ports and stops it on drop;
+//!   [`secure::node_with`] one with `[security]` (CURVE keys);
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
 //!   library's `Service`), so the tests check the protocol as documented;
 //! - [`checker::Checker`] counts lost, duplicated and unexpected results;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod disk;
 pub mod load;
 pub mod node;
+pub mod secure;
 
 /// The Tokio runtime the tests drive their clients with.
 pub fn runtime() -> tokio::runtime::Runtime {

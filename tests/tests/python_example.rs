@@ -1,14 +1,19 @@
 //! The Python client in `examples/python/` gets its results from the Rust
-//! node: the wire protocol as documented works from another language.
+//! node: the wire protocol as documented works from another language, with
+//! CURVE keys too (`docs/security.md`).
 //!
 //! Needs python3 with pyzmq and msgpack (`.ci/run` installs them). Without
-//! them the test says so and passes locally, but fails under CI (`CI` set),
-//! where it must run.
+//! them the tests say so and pass locally, but fail under CI (`CI` set),
+//! where they must run.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use zmanager_tests::node::TestNode;
-use zmanager_tests::workspace_root;
+use zmanager::security;
+use zmanager_tests::node::{TempDir, TestNode};
+use zmanager_tests::{kill, secure, workspace_root, zmanager};
 
 /// The Python to run: `ZMANAGER_PYTHON` (CI points it at its virtual
 /// environment), or `python3`.
@@ -16,33 +21,89 @@ fn python() -> String {
     std::env::var("ZMANAGER_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
+/// True when python has pyzmq and msgpack; false (and the test is skipped)
+/// when not, except under CI.
 fn python_ready() -> bool {
-    Command::new(python())
+    let ready = Command::new(python())
         .args(["-c", "import zmq, msgpack"])
         .status()
-        .is_ok_and(|s| s.success())
-}
-
-#[test]
-fn the_python_quickstart_gets_its_results() {
-    if !python_ready() {
+        .is_ok_and(|s| s.success());
+    if !ready {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must have python3 with pyzmq and msgpack (pip install -r examples/python/requirements.txt)"
         );
         eprintln!("SKIPPED: python3 with pyzmq and msgpack is not installed");
-        return;
     }
-    let node = TestNode::start_builtin(2);
-    let out = Command::new(python())
-        .arg(workspace_root().join("examples/python/quickstart.py"))
+    ready
+}
+
+fn script() -> std::path::PathBuf {
+    workspace_root().join("examples/python/quickstart.py")
+}
+
+/// `quickstart.py` pointed at `node`.
+fn quickstart(node: &TestNode) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(script())
         .args(["--intake", &node.endpoints.intake])
-        .args(["--publish", &node.endpoints.publish])
-        .args(["--count", "20"])
-        .output()
-        .expect("run the python example");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .args(["--publish", &node.endpoints.publish]);
+    cmd
+}
+
+/// A command running to its end in the background, its output collected.
+struct Run {
+    pid: u32,
+    started: Instant,
+    done: mpsc::Receiver<std::io::Result<Output>>,
+}
+
+impl Run {
+    fn start(mut cmd: Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the python example");
+        let (tx, done) = mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        Self {
+            pid,
+            started: Instant::now(),
+            done,
+        }
+    }
+
+    /// Its output and how long it ran; panics (and kills it) if it has not
+    /// ended `limit` after it started.
+    fn finish(self, limit: Duration) -> (Output, Duration) {
+        let left = limit.saturating_sub(self.started.elapsed());
+        match self.done.recv_timeout(left) {
+            Ok(out) => (
+                out.expect("the python example's output"),
+                self.started.elapsed(),
+            ),
+            Err(_) => {
+                kill("KILL", self.pid);
+                panic!("the python example still ran after {limit:?}");
+            }
+        }
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The run got all `count` results, each ok and acknowledged; returns the
+/// request ids it printed.
+fn assert_every_result(out: &Output, count: usize) -> Vec<String> {
+    let (stdout, stderr) = text(out);
     assert!(
         out.status.success(),
         "exit {:?}\n{stdout}\n{stderr}",
@@ -50,12 +111,312 @@ fn the_python_quickstart_gets_its_results() {
     );
     // Every request was acknowledged (the ids come in the `accepted`
     // messages' payloads).
+    let summary = format!("{count}/{count} result(s), {count} accepted,");
     assert!(
-        stdout.contains("20/20 result(s), 20 accepted,"),
-        "missing the acknowledgements in:\n{stdout}"
+        stdout.contains(&summary),
+        "missing {summary:?} in:\n{stdout}"
     );
-    for i in [0, 7, 19] {
+    for i in [0, 7, count - 1] {
         let line = format!("-{i} ok {{'greeting': 'HELLO, ADA {i}!'}}");
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
+    stdout
+        .lines()
+        .filter(|l| l.contains(" ok {'greeting'"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The run did not get through the handshake within its `--timeout 3`:
+/// exit status 2, no request pushed, no result.
+fn assert_refused(out: &Output, took: Duration, what: &str) -> String {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: exit {:?}\n{stdout}\n{stderr}",
+        out.status.code()
+    );
+    assert!(stderr.contains("no ping came back on"), "{what}:\n{stderr}");
+    assert!(
+        !stdout.contains("pushing") && !stdout.contains(" ok "),
+        "{what}: got through:\n{stdout}"
+    );
+    // 3 s of handshake, then no wait for the queued pings (linger 0).
+    assert!(took < Duration::from_secs(8), "{what}: took {took:?}");
+    stderr
+}
+
+#[test]
+fn the_python_quickstart_gets_its_results() {
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(2);
+    let mut cmd = quickstart(&node);
+    cmd.args(["--count", "20"]);
+    let (out, _) = Run::start(cmd).finish(Duration::from_secs(60));
+    assert_every_result(&out, 20);
+}
+
+/// `zmanager keys new NAME` in `dir`, as the README says.
+fn keys_new(dir: &Path, name: &str) {
+    let out = zmanager()
+        .current_dir(dir)
+        .args(["keys", "new", name])
+        .output()
+        .expect("run zmanager keys new");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The README's "With keys": keys made with `zmanager keys new`, a node
+/// with `[security]` granting `ada` the Greeting flow, and the script with
+/// `--service-id ada --key-file ada.key --server-key node.pub`. The same
+/// script with a key the node does not list, or with no keys at all, or as
+/// another service than its key's, gets nothing.
+#[test]
+fn the_python_quickstart_connects_to_a_node_with_keys() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("python-keys");
+    let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    for name in ["node", "ada", "stranger"] {
+        keys_new(dir.path(), name);
+    }
+    let mode = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join(name)).expect("a key file");
+        meta.permissions().mode() & 0o777
+    };
+    assert_eq!(
+        mode("node.key"),
+        0o600,
+        "the secret stays the node's user's"
+    );
+    let (ada, _) = security::read_key_file(&dir.path().join("ada.key")).expect("ada.key");
+    let (stranger, _) =
+        security::read_key_file(&dir.path().join("stranger.key")).expect("stranger.key");
+    let (server, _) = security::read_key_file(&dir.path().join("node.key")).expect("node.key");
+    let config = secure::write_config(dir.path(), &[("ada", &ada, "push = [\"Greeting\"]\n")]);
+    let node = secure::start(&config);
+    let limit = Duration::from_secs(60);
+
+    let mut cmd = quickstart(&node);
+    cmd.args(["--service-id", "ada", "--count", "20"]).args([
+        "--key-file",
+        &at("ada.key"),
+        "--server-key",
+        &at("node.pub"),
+    ]);
+    let (out, _) = Run::start(cmd).finish(limit);
+    let first = assert_every_result(&out, 20);
+    let (stdout, _) = text(&out);
+    let intro = format!(
+        "service ada, results on '@reply~ada~', request ids ada-\
+         {}-<n>\nCURVE: node key {}, this service's public key {}\n",
+        first[0].split('-').nth(1).unwrap_or_default(),
+        security::z85(&server),
+        security::z85(&ada)
+    );
+    assert!(stdout.starts_with(&intro), "not {intro:?}:\n{stdout}");
+
+    // Again, as on a Python without tomllib (before 3.11): the key file is
+    // read by the script's own two-line reader. The node's key is given in
+    // Z85 this time. The ids differ from the first run's: the node would
+    // otherwise take them for the same requests (dedupe_window_ms) and not
+    // run them again.
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import runpy, sys; sys.modules['tomllib'] = None; sys.argv = sys.argv[1:]; \
+         runpy.run_path(sys.argv[0], run_name='__main__')",
+    ])
+    .arg(script())
+    .args(["--intake", &node.endpoints.intake])
+    .args(["--publish", &node.endpoints.publish])
+    .args(["--service-id", "ada", "--count", "20"])
+    .args(["--key-file", &at("ada.key")])
+    .args(["--server-key", &security::z85(&server)]);
+    let (out, _) = Run::start(cmd).finish(limit);
+    let second = assert_every_result(&out, 20);
+    assert_eq!((first.len(), second.len()), (20, 20));
+    assert!(
+        first.iter().all(|id| !second.contains(id)),
+        "the second run reused ids: {first:?} {second:?}"
+    );
+    assert!(
+        first[0].starts_with("ada-") && second[0].starts_with("ada-"),
+        "{first:?}"
+    );
+
+    // The three that fail, at once: each waits out its 3 s handshake.
+    let failing = |extra: &[&str]| {
+        let mut cmd = quickstart(&node);
+        cmd.args(["--timeout", "3"]).args(extra);
+        Run::start(cmd)
+    };
+    let stranger_run = failing(&[
+        "--service-id",
+        "ada",
+        "--key-file",
+        &at("stranger.key"),
+        "--server-key",
+        &at("node.pub"),
+    ]);
+    // No keys: the NULL mechanism, which a CURVE-only socket does not
+    // speak. That this gets nothing where the runs above got everything is
+    // what shows they used CURVE.
+    let null_run = failing(&["--service-id", "ada"]);
+    // ada's key, but another service's id: its pings are refused (code 19,
+    // on ada's topic) and its subscription too.
+    let bob_run = failing(&[
+        "--service-id",
+        "bob",
+        "--key-file",
+        &at("ada.key"),
+        "--server-key",
+        &at("node.pub"),
+    ]);
+
+    let (out, took) = stranger_run.finish(limit);
+    let stderr = assert_refused(&out, took, "an unknown key");
+    assert!(
+        stderr.contains("the node may have refused the keys"),
+        "{stderr}"
+    );
+    let (out, took) = null_run.finish(limit);
+    let stderr = assert_refused(&out, took, "no keys");
+    assert!(stderr.contains("takes only clients with keys"), "{stderr}");
+    let (out, took) = bob_run.finish(limit);
+    assert_refused(&out, took, "another service's id");
+
+    let log = node.log();
+    let refused = format!(
+        "refused a connection: its key is not in [security] key={}",
+        security::z85(&stranger)
+    );
+    assert!(log.contains(&refused), "no {refused:?} in:\n{log}");
+    assert!(
+        log.contains("the message says service \"bob\", but its key is \"ada\"'s"),
+        "{log}"
+    );
+}
+
+/// What `quickstart.py` says, with exit status 3 and before it connects
+/// anywhere, about keys it cannot use.
+#[test]
+fn the_python_quickstart_says_what_is_wrong_with_its_keys() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("python-bad-keys");
+    let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    keys_new(dir.path(), "node");
+    keys_new(dir.path(), "ada");
+    let ada = std::fs::read_to_string(dir.path().join("ada.key")).expect("ada.key");
+    let write =
+        |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    // A secret key one character short, one with a character Z85 lacks, and
+    // a secret key from another pair.
+    let secret_at = ada.find("secret_key = \"").expect("a secret_key line") + 14;
+    write(
+        "short.key",
+        &format!("{}{}", &ada[..secret_at], &ada[secret_at + 1..]),
+    );
+    write(
+        "tilde.key",
+        &format!("{}~{}", &ada[..secret_at], &ada[secret_at + 1..]),
+    );
+    keys_new(dir.path(), "other");
+    let other = std::fs::read_to_string(dir.path().join("other.key")).expect("other.key");
+    let other_secret = other
+        .lines()
+        .find(|l| l.starts_with("secret_key"))
+        .expect("a secret_key line");
+    let mixed: Vec<&str> = ada
+        .lines()
+        .map(|l| {
+            if l.starts_with("secret_key") {
+                other_secret
+            } else {
+                l
+            }
+        })
+        .collect();
+    write("mixed.key", &mixed.join("\n"));
+
+    let (ada_key, node_pub) = (at("ada.key"), at("node.pub"));
+    let (missing, ada_pub) = (at("missing.key"), at("ada.pub"));
+    let (short, tilde, mixed) = (at("short.key"), at("tilde.key"), at("mixed.key"));
+    let with_keys = |key_file: &str, server_key: &str| {
+        vec![
+            "--service-id".to_owned(),
+            "ada".to_owned(),
+            "--key-file".to_owned(),
+            key_file.to_owned(),
+            "--server-key".to_owned(),
+            server_key.to_owned(),
+        ]
+    };
+    let only = |args: &[&str]| -> Vec<String> { args.iter().map(|&a| a.to_owned()).collect() };
+    let cases = [
+        (
+            with_keys(&missing, &node_pub),
+            "missing.key: No such file or directory",
+        ),
+        (with_keys(&ada_pub, &node_pub), "ada.pub: no secret_key"),
+        (
+            with_keys(&short, &node_pub),
+            "secret_key: a key is 40 Z85 characters, this one is 39",
+        ),
+        (
+            with_keys(&tilde, &node_pub),
+            "secret_key: not Z85: '~' is not a Z85 character",
+        ),
+        (
+            with_keys(&mixed, &node_pub),
+            "public_key is not the public half of secret_key",
+        ),
+        (
+            with_keys(&ada_key, "node.pub.missing"),
+            "--server-key node.pub.missing: no such file, nor a 40-character Z85 key",
+        ),
+        (
+            only(&["--service-id", "ada", "--key-file", &ada_key]),
+            "--key-file needs --server-key too",
+        ),
+        (
+            only(&["--service-id", "ada", "--server-key", &node_pub]),
+            "--server-key needs --key-file too",
+        ),
+        // The node would take its key's id only.
+        (
+            only(&["--key-file", &ada_key, "--server-key", &node_pub]),
+            "--key-file needs --service-id",
+        ),
+        (
+            only(&["--service-id", "a~b"]),
+            "--service-id: use letters, digits",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut cmd = Command::new(python());
+        cmd.arg(script()).args(&args);
+        let (out, _) = Run::start(cmd).finish(Duration::from_secs(30));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: exit {:?}\n{stdout}\n{stderr}",
+            out.status.code()
+        );
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: {expected:?} not in:\n{stderr}"
+        );
+        // Nothing printed: it stopped before it connected.
+        assert!(stdout.is_empty(), "{args:?}: it went on:\n{stdout}");
     }
 }
