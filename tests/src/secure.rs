@@ -8,7 +8,7 @@ use zmanager::security::{self, Key};
 use crate::node::TestNode;
 
 /// Writes `dir/node.toml` and returns its path: the three endpoints as ipc
-/// sockets in `dir` (with `[security]` the workers endpoint must be ipc),
+/// sockets in `dir` (a test's own, where no other test's node listens),
 /// `[security] key_file = "node.key"` (that is `dir/node.key`, which this
 /// does not write), and a `[[security.service]]` for each of `services`:
 /// its id, its public key and the TOML lines of its grants, such as

@@ -116,21 +116,7 @@ fn secure_node(dir: &Path, services: &[(&str, &Key)]) -> (TestNode, Key) {
 
 /// Like [`secure_node`], each service with the grants its TOML lines give.
 fn secure_node_with(dir: &Path, services: &[(&str, &Key, &str)]) -> (TestNode, Key) {
-    let server = security::write_new_pair(&dir.join("node")).expect("node keys");
-    let mut config = format!(
-        "[endpoints]\nintake = \"ipc://{0}/intake.sock\"\nworkers = \"ipc://{0}/workers.sock\"\npublish = \"ipc://{0}/publish.sock\"\n[security]\nkey_file = \"node.key\"\n",
-        dir.display()
-    );
-    for (id, key, grants) in services {
-        config.push_str(&format!(
-            "[[security.service]]\nid = {id:?}\npublic_key = {:?}\n{grants}",
-            security::z85(key)
-        ));
-    }
-    let path = dir.join("node.toml");
-    std::fs::write(&path, config).expect("write the configuration");
-    let node = TestNode::start_fixed(1, None, &["--config", path.to_str().expect("utf-8")]);
-    (node, server)
+    zmanager_tests::secure::node_with(dir, services)
 }
 
 fn pair() -> (Key, Key) {
