@@ -90,10 +90,11 @@ enum Body {
     Open { per_entry: u64 },
 }
 
-/// Checks that `bytes` are exactly one MessagePack value with arrays and
-/// maps nested at most `max_depth` deep (a value inside 256 arrays passes
-/// with 256, inside 257 it does not), without recursion and without
-/// allocating more than the stack of open arrays and maps.
+/// Checks that `bytes` are exactly one MessagePack value with arrays, maps
+/// and extensions nested at most `max_depth` deep (a value inside 256
+/// arrays passes with 256, inside 257 it does not; an extension inside 256
+/// arrays does not either), without recursion and without allocating more
+/// than the stack of open arrays and maps.
 pub fn check(bytes: &[u8], max_depth: usize) -> Result<(), PayloadError> {
     if bytes.is_empty() {
         return Err(PayloadError::Empty);
@@ -128,7 +129,16 @@ pub fn check(bytes: &[u8], max_depth: usize) -> Result<(), PayloadError> {
                 }
                 pos += 1 + n;
             }
-            Some(Body::Data | Body::Ext) => {
+            Some(body @ (Body::Data | Body::Ext)) => {
+                // An extension is a level as an array is (as `rmp_serde`
+                // counts it).
+                if matches!(body, Body::Ext) && open.len() >= max_depth {
+                    return Err(PayloadError::TooDeep {
+                        what: name(marker),
+                        offset: start,
+                        max_depth,
+                    });
+                }
                 let mut reader = rest;
                 let len = match marker {
                     Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
@@ -592,6 +602,27 @@ mod tests {
                 check(&more, DEPTH),
                 Err(PayloadError::Trailing { offset: bytes.len(), count: 1 })
             );
+        }
+
+        /// The node's check and the SDK's decoders agree on every payload
+        /// (the intake passes `MAX_DEPTH - 1`): what the node accepts, a
+        /// component can read, and nothing it refuses would have been.
+        #[test]
+        fn the_check_agrees_with_the_sdk_decoder(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            depth in 250usize..260,
+            inner in prop_oneof![Just(vec![0x07]), Just(vec![0xd4, 1, 2]), Just(vec![0x80]), Just(vec![0xa1, b'x'])],
+            wrap in prop_oneof![Just(vec![0x91]), Just(vec![0x81, 0xc0])],
+        ) {
+            let depth_limit = zmanager_sdk::MAX_DEPTH - 1;
+            let nested = [wrap.repeat(depth), inner].concat();
+            for b in [&bytes, &nested] {
+                prop_assert_eq!(
+                    check(b, depth_limit).is_ok(),
+                    zmanager_sdk::decode_value(b).is_ok(),
+                    "{:x?}", &b[..b.len().min(16)]
+                );
+            }
         }
 
         #[test]

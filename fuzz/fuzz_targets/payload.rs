@@ -3,11 +3,12 @@
 //! key an ordered flow reads from a payload (`OrderBy::key_of`).
 //!
 //! The first byte is the depth limit given to `check` (0xff: the node's
-//! own, `MAX_DEPTH`; any other byte, that byte mod 64); the rest is the
+//! own, `MAX_DEPTH - 1`; any other byte, that byte mod 64); the rest is the
 //! payload.
 //!
-//! Invariant (`payload.rs`'s own property test): what `check` passes,
-//! `rmpv` reads as exactly one value, nothing left over.
+//! Invariants (`payload.rs`'s own property tests): what `check` passes,
+//! `rmpv` reads as exactly one value, nothing left over; and with the
+//! intake's limit, `check` passes exactly what `decode_value` decodes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,9 +21,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&depth, bytes)) = data.split_first() else {
         return;
     };
-    // Small limits, and the node's own (intake checks with MAX_DEPTH).
+    // Small limits, and the node's own (the intake checks with MAX_DEPTH - 1).
     let depth = match depth {
-        0xff => MAX_DEPTH,
+        0xff => MAX_DEPTH - 1,
         d => usize::from(d % 64),
     };
     let checked = payload::check(bytes, depth);
@@ -37,8 +38,12 @@ fuzz_target!(|data: &[u8]| {
             rest.len()
         );
     }
-    let _ = payload::check(bytes, MAX_DEPTH);
-    let _ = zmanager_sdk::decode_value(bytes);
+    // The intake's limit (`subject/intake.rs`): the node and the SDK agree.
+    assert_eq!(
+        payload::check(bytes, MAX_DEPTH - 1).is_ok(),
+        zmanager_sdk::decode_value(bytes).is_ok(),
+        "the intake's check and the SDK's decoder disagree"
+    );
 
     let envelope = Envelope::request("id", "F");
     for path in ["payload.k", "payload.a.b"] {

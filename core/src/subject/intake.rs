@@ -22,8 +22,10 @@ use crate::wire::{self, Message, WireError};
 /// payload to return.
 static NIL: Bytes = Bytes::from_static(&[0xc0]);
 
-/// How deep a payload may nest (as everywhere MessagePack is read here).
-const MAX_DEPTH: usize = 256;
+/// How deep a payload may nest: as deep as every decoder here reads
+/// (`zmanager_sdk::decode`, whose `rmp_serde` limit of 256 takes 255
+/// levels of arrays, maps and extensions).
+const MAX_DEPTH: usize = zmanager_sdk::MAX_DEPTH - 1;
 
 impl SubjectCore {
     /// `service`: the id the sender's key is bound to (security on).
