@@ -206,6 +206,16 @@ fn mapping(
             return None;
         }
     };
+    // `resolve` never tries the form with every field a wildcard.
+    if key.sender().is_empty() && key.context_is_empty() && key.action().is_empty() {
+        diagnostics.error(
+            location,
+            format!(
+                "`{key}` would never match: a mapping key needs a sender, a context or an action"
+            ),
+        );
+        return None;
+    }
     match value {
         Ok(route) => Some(Mapping {
             key,
@@ -396,6 +406,27 @@ mod tests {
             assert_eq!(target, all[skip].1);
         }
         assert_eq!(resolved(&table(&[("x??", "C.x")]), "s?c?a"), None);
+    }
+
+    /// `??` loaded without a word and never matched (resolution skips the
+    /// all-wildcard form); it is an error now, in both formats.
+    #[test]
+    fn an_all_wildcard_key_is_refused() {
+        let file: Arc<str> = Arc::from("m.ini");
+        let mut d = Diagnostics::default();
+        let loaded = load_ini(
+            &file,
+            "[actionmapping]\n?? = Echo.echo\n??a = Echo.echo\n",
+            &mut d,
+        );
+        assert_eq!(loaded.len(), 1, "the other key loads");
+        let text = d.to_string();
+        assert!(text.contains("`??` would never match"), "{text}");
+        let toml: Arc<str> = Arc::from("m.toml");
+        let mut d = Diagnostics::default();
+        let loaded = load_toml(&toml, "[actionmapping]\n\"??\" = \"Echo.echo\"\n", &mut d);
+        assert!(loaded.is_empty());
+        assert!(d.to_string().contains("would never match"), "{d}");
     }
 
     #[test]
