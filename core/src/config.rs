@@ -23,6 +23,10 @@
 //! max_suspended = 10000       # flows suspended at @ASYNC at once, at most
 //! service_liveness_ms = 10000 # a service silent this long is listed as down
 //! max_services = 1000         # registered services, at most
+//! service_step_timeout_ms = 30000 # a service's answer to a step it was given, at most
+//! service_retry_ms = 1000     # the recoverer's first delay for a service that is DOWN
+//! service_retry_max_ms = 60000 # ... doubled at each failure, up to this
+//! max_service_steps = 10000   # steps waiting for one service, at most
 //! data_dir = "zmanager-data"  # the journal and dead letters (relative to the config file)
 //!
 //! # Components loaded from shared libraries by every worker, besides the
@@ -117,6 +121,17 @@ pub struct NodeConfig {
     pub service_liveness_ms: u64,
     /// The most services registered at once (down ones are forgotten first).
     pub max_services: usize,
+    /// How long a service has to answer a step it was given (`[services]`)
+    /// before it is marked DOWN and the step is given again.
+    pub service_step_timeout_ms: u64,
+    /// The recoverer's first delay before it gives a DOWN service its
+    /// oldest step again; doubled at each failure, up to
+    /// `service_retry_max_ms`.
+    pub service_retry_ms: u64,
+    pub service_retry_max_ms: u64,
+    /// The most steps waiting for one service; a flow reaching its step
+    /// past that ends with code 12 (`overloaded`).
+    pub max_service_steps: usize,
     /// Where the node keeps its journal and dead-letter store.
     pub data_dir: PathBuf,
     /// Shared libraries of dynamic components, loaded by the node (to check
@@ -221,6 +236,10 @@ impl Default for NodeConfig {
             max_suspended: 10_000,
             service_liveness_ms: 10_000,
             max_services: 1_000,
+            service_step_timeout_ms: 30_000,
+            service_retry_ms: 1_000,
+            service_retry_max_ms: 60_000,
+            max_service_steps: 10_000,
             data_dir: PathBuf::from("zmanager-data"),
             components: Vec::new(),
             endpoints: Endpoints::default(),
@@ -375,6 +394,16 @@ impl NodeConfig {
         }
         if self.handshake_timeout_ms == 0 || self.handshake_timeout_ms > 3_600_000 {
             problems.push("handshake_timeout_ms must be 1 to 3600000".to_owned());
+        }
+        if self.service_step_timeout_ms == 0 || self.service_retry_ms == 0 {
+            problems
+                .push("service_step_timeout_ms and service_retry_ms must be at least 1".to_owned());
+        }
+        if self.service_retry_max_ms < self.service_retry_ms {
+            problems.push("service_retry_max_ms must be at least service_retry_ms".to_owned());
+        }
+        if self.max_service_steps == 0 {
+            problems.push("max_service_steps must be at least 1".to_owned());
         }
         if self.max_connections == 0 {
             problems.push("max_connections must be at least 1".to_owned());

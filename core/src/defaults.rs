@@ -21,6 +21,7 @@ pub fn flows() -> Vec<SourceFile> {
         "announce.ini" => Ini,
         "echo.toml" => Toml,
         "greeting.ini" => Ini,
+        "review.ini" => Ini,
         "secure_greeting.ini" => Ini,
         "service_management.ini" => Ini,
     )
@@ -32,6 +33,7 @@ pub fn mappings() -> Vec<SourceFile> {
         "action_mappings",
         "greeter.toml" => Toml,
         "iam.ini" => Ini,
+        "review.ini" => Ini,
         "text.ini" => Ini,
     )
 }

@@ -29,6 +29,15 @@ pub enum Kind {
     /// the request asked for it with `ack`): with the journal on, the
     /// request is recorded on disk and survives a crash of the node.
     Accepted,
+    /// A service's instance taking the steps flows give its service
+    /// (`[services]`): its payload is how many it takes at once, its
+    /// `reply_to` the topic it takes them on. Sent again every so often,
+    /// it is the instance's heartbeat; 0 stops it.
+    Take,
+    /// A step the node gives to a service, on the topic its instance took
+    /// it on; the service answers it as an `@ASYNC` step (a `result` with
+    /// `origin` and `id`).
+    Step,
     /// A kind this build does not know (from a newer peer); refused.
     #[serde(other)]
     Unknown,
@@ -234,6 +243,8 @@ mod codec {
             Kind::Result => "result",
             Kind::Ping => "ping",
             Kind::Accepted => "accepted",
+            Kind::Take => "take",
+            Kind::Step => "step",
             Kind::Unknown => "unknown",
         }
     }
@@ -450,6 +461,8 @@ mod codec {
                         "result" => Kind::Result,
                         "ping" => Kind::Ping,
                         "accepted" => Kind::Accepted,
+                        "take" => Kind::Take,
+                        "step" => Kind::Step,
                         _ => Kind::Unknown,
                     }
                 }
@@ -612,11 +625,13 @@ mod tests {
             rmp_serde::to_vec_named(e).unwrap()
         }
 
-        const KINDS: [Kind; 5] = [
+        const KINDS: [Kind; 7] = [
             Kind::Request,
             Kind::Result,
             Kind::Ping,
             Kind::Accepted,
+            Kind::Take,
+            Kind::Step,
             Kind::Unknown,
         ];
         const STATUSES: [Status; 3] = [Status::Ok, Status::Error, Status::Unknown];

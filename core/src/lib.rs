@@ -94,6 +94,7 @@ pub mod security;
 pub mod service;
 pub mod service_management;
 pub mod service_registry;
+pub mod service_steps;
 pub mod shutdown;
 pub mod source;
 pub mod subject;

@@ -223,6 +223,12 @@ pub async fn run(
             max_suspended: config.max_suspended,
             service_liveness: Duration::from_millis(config.service_liveness_ms),
             max_services: config.max_services,
+            service_step_timeout: Duration::from_millis(config.service_step_timeout_ms),
+            service_backoff: crate::service_steps::Backoff {
+                initial: Duration::from_millis(config.service_retry_ms),
+                max: Duration::from_millis(config.service_retry_max_ms),
+            },
+            max_service_steps: config.max_service_steps,
         },
         Links {
             publish: publish_tx,

@@ -91,6 +91,30 @@ pub fn zmanager_bin() -> &'static Path {
     })
 }
 
+/// The path of example `name` of the `zmanager-examples` package (a
+/// service in Rust, such as `moderator`), built on first use with the
+/// test's profile.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
+        let status = cargo_build()
+            .args(["-p", "zmanager-examples", "--example", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of example {name} failed");
+        built.push(name.to_owned());
+    }
+    let bin = profile_dir()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
+}
+
 /// The shared libraries the tests load, built together on first use with
 /// the test's profile (as [`zmanager_bin`]): the example dynamic component
 /// and the fixtures under `tests/fixtures/`.

@@ -58,6 +58,12 @@ pub struct SubjectOptions {
     pub service_liveness: Duration,
     /// The most services registered at once.
     pub max_services: usize,
+    /// How long a service has to answer a step it was given.
+    pub service_step_timeout: Duration,
+    /// The recoverer's delays for a service that is DOWN.
+    pub service_backoff: crate::service_steps::Backoff,
+    /// The most steps waiting for one service.
+    pub max_service_steps: usize,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -159,6 +165,8 @@ pub struct SubjectCore {
     pub(super) suspended: HashMap<MessageKey, Suspended>,
     /// Service management's registry (`service_registry`).
     pub(super) services: ServiceRegistry,
+    /// The steps given to each service (`[services]`), by its name.
+    pub(super) outboxes: std::collections::BTreeMap<String, crate::service_steps::Outbox>,
     /// True while taking up recovered work: it was accepted before, so it
     /// is queued even past `max_pending` and `max_suspended`.
     pub(super) recovering: bool,
@@ -211,6 +219,7 @@ impl SubjectCore {
             failures: HashMap::new(),
             suspended: HashMap::new(),
             services: ServiceRegistry::new(options.service_liveness, options.max_services),
+            outboxes: std::collections::BTreeMap::new(),
             recovering: false,
             counters: Counters::default(),
             gate: KeyGate::default(),
@@ -282,6 +291,7 @@ impl SubjectCore {
     pub fn end_turn(&mut self, now: Now) {
         self.now = now;
         self.dispatch();
+        self.send_service_steps();
         self.flush_journal();
     }
 

@@ -67,9 +67,11 @@ impl SubjectCore {
         if let Some(who) = authenticated {
             let envelope = &message.envelope;
             let reply_to = envelope.reply_to.as_bytes();
+            // A take names a topic of the service's own for its instance.
             let reply_to_ok = reply_to.is_empty()
                 || (starts_with_reply_topic(reply_to, who)
-                    && reply_to.len() == "@reply~~".len() + who.len());
+                    && (reply_to.len() == "@reply~~".len() + who.len()
+                        || envelope.kind == Kind::Take));
             if envelope.service != who || !reply_to_ok {
                 let own = topic::reply_topic(who);
                 let text = if envelope.service == who {
@@ -132,6 +134,11 @@ impl SubjectCore {
                 return self.refuse(message, ErrorCode::NotSupported, text);
             }
             Kind::Result => return self.on_answer(message),
+            Kind::Take => return self.on_take(message),
+            Kind::Step => {
+                let text = "`step` is sent by the node, not to it".to_owned();
+                return self.refuse(message, ErrorCode::NotSupported, text);
+            }
         }
         if let Some(who) = authenticated {
             let flow = &envelope.flow;

@@ -14,6 +14,7 @@
 //! - `intake`: a service's message: checks, duplicates, acceptance;
 //! - `steps`: moving a message along its flow, the ordering gate;
 //! - `suspended`: flows waiting at `@ASYNC` steps for their answer;
+//! - `service_steps`: steps given to services, sent by their outboxes;
 //! - `attempts`: failed attempts, redelivery, retry delays, dead letters;
 //! - `outcome`: every way a message ends;
 //! - `commits`: what waits for the journal (acknowledgements, keys);
@@ -59,6 +60,7 @@ mod intake;
 mod model;
 mod outcome;
 mod recovery;
+mod service_steps;
 mod shell;
 mod steps;
 mod suspended;

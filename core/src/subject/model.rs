@@ -94,6 +94,12 @@ fn options() -> SubjectOptions {
         max_suspended: 2,
         service_liveness: Duration::from_secs(1),
         max_services: 4,
+        service_step_timeout: Duration::from_millis(400),
+        service_backoff: crate::service_steps::Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(800),
+        },
+        max_service_steps: 3,
     }
 }
 

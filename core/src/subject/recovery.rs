@@ -2,7 +2,9 @@
 
 use super::core::SubjectCore;
 use super::outcome::Ending;
+use crate::catalog::StepRole;
 use crate::journal::{Checkpoint, Unfinished};
+use crate::wire::Message;
 
 impl SubjectCore {
     /// Flows run again from their entry, or from after the `@ASYNC` step
@@ -34,7 +36,7 @@ impl SubjectCore {
                     suspended += 1;
                     let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
                     if let Some(message) = self.admit(message, step) {
-                        self.suspend(message, step);
+                        self.wait_again(message, step);
                     }
                 }
                 Checkpoint::Resumed => {
@@ -53,5 +55,27 @@ impl SubjectCore {
             suspended,
             "took up the journal's unfinished work"
         );
+    }
+}
+
+impl SubjectCore {
+    /// A flow the journal has waiting at step `step`: for its service's
+    /// answer if the step is given to a service (in the order of the
+    /// journal, which is the order it first waited in), else at its
+    /// `@ASYNC` step.
+    fn wait_again(&mut self, message: Message, step: usize) {
+        let role = self
+            .catalog
+            .flow(&message.envelope.flow)
+            .and_then(|routed| routed.roles.get(step))
+            .map(|(role, _)| role.clone());
+        match role {
+            Some(StepRole::Service(name)) => {
+                self.give_to_service(message, step, &name);
+            }
+            _ => {
+                self.suspend(message, step);
+            }
+        }
     }
 }

@@ -133,6 +133,10 @@ impl SubjectCore {
                     next += 1;
                 }
                 (_, Some(StepRole::Async)) => return self.suspend(message, next),
+                (_, Some(StepRole::Service(name))) => {
+                    let name = name.clone();
+                    return self.give_to_service(message, next, &name);
+                }
                 (_, Some(role)) => {
                     let text = not_supported(role, &message.envelope.key);
                     self.conclude(message, Ending::Failed(ErrorCode::NotSupported, text));

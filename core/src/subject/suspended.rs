@@ -19,7 +19,12 @@ pub(super) struct Suspended {
     pub(super) message: Message,
     /// The index of the `@ASYNC` step; the flow resumes after it.
     pub(super) step: usize,
-    pub(super) deadline: Instant,
+    /// When `async_timeout` ends it; `None` for a step given to a service,
+    /// which waits for its answer however long the service is DOWN.
+    pub(super) deadline: Option<Instant>,
+    /// The service the step was given to (`[services]`); `None`: an
+    /// `@ASYNC` step, which any service granted it may answer.
+    pub(super) owner: Option<String>,
 }
 
 impl SubjectCore {
@@ -56,13 +61,14 @@ impl SubjectCore {
         }
         tracing::debug!(id = %key.1, service = %key.0, step, "suspended at an @ASYNC step");
         self.counters.suspended += 1;
-        let deadline = self.now.at + self.options.async_timeout;
+        let deadline = Some(self.now.at + self.options.async_timeout);
         self.suspended.insert(
             key,
             Suspended {
                 message,
                 step,
                 deadline,
+                owner: None,
             },
         );
         true
@@ -79,7 +85,15 @@ impl SubjectCore {
                 &waiting.message.envelope.flow,
                 &waiting.message.envelope.key,
             );
-            if !self
+            if let Some(owner) = &waiting.owner {
+                if &answer.envelope.service != owner {
+                    let text = format!(
+                        "service {:?} may not answer step {step} of flow {flow}: it is given to service {owner:?}",
+                        answer.envelope.service
+                    );
+                    return self.refuse(answer, ErrorCode::Forbidden, text);
+                }
+            } else if !self
                 .permissions
                 .may_answer(&answer.envelope.service, flow, step)
             {
@@ -107,6 +121,11 @@ impl SubjectCore {
         };
         self.counters.resumed += 1;
         self.held_bytes -= suspended.message.size();
+        if let Some(owner) = &suspended.owner
+            && let Some(outbox) = self.outboxes.get_mut(owner)
+        {
+            outbox.answered(&key, self.now.at);
+        }
         let Suspended {
             mut message, step, ..
         } = suspended;
@@ -137,8 +156,7 @@ impl SubjectCore {
         let mut expired: Vec<(Instant, MessageKey)> = self
             .suspended
             .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(key, s)| (s.deadline, key.clone()))
+            .filter_map(|(key, s)| s.deadline.filter(|&d| d <= now).map(|d| (d, key.clone())))
             .collect();
         // Oldest deadline first, in a stable order.
         expired.sort();

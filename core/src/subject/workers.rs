@@ -73,6 +73,7 @@ impl SubjectCore {
     pub(super) fn on_tick(&mut self) {
         let now = self.now.at;
         self.expire_suspended();
+        self.tick_services();
         for worker in self.table.silent_workers(now, self.options.liveness) {
             let reason = format!("no heartbeat for {} ms", self.options.liveness.as_millis());
             self.lose_worker(&worker, &reason, true);

@@ -46,6 +46,10 @@ use crate::topic::Topic;
 use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
 use crate::wire::{self, Message};
 
+mod steps;
+
+pub use steps::{StepError, StepServer, TAKE_EVERY};
+
 /// Where and how a service connects.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -813,6 +817,11 @@ async fn sub_loop(mut socket: AsyncSocket, pending: Pending) {
                 continue;
             }
         };
+        if message.envelope.kind == Kind::Step {
+            // A step for an instance of this service ([`Service::serve_steps`]),
+            // on a topic under this one: not a result, whatever its id.
+            continue;
+        }
         if message.envelope.kind == Kind::Accepted {
             // One acknowledgement for many requests: their ids.
             let ids: Vec<String> = zmanager_sdk::decode(&message.payload)

@@ -1,0 +1,198 @@
+//! Steps given to a service (`[services]`), served by a separate process:
+//! the `moderator` example, in the shipped `Review` flow (Text.trim →
+//! moderator → Text.upper). `docs/service-steps.md` states the promise.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zmanager::envelope::Status;
+use zmanager::error_code::ErrorCode;
+use zmanager_tests::client::{RawClient, json, msgpack};
+use zmanager_tests::node::{TestNode, config_file};
+use zmanager_tests::{example_bin, runtime};
+
+/// The steps each moderator process printed, in the order it got them:
+/// (process number, request id).
+type Seen = Arc<Mutex<Vec<(usize, String)>>>;
+
+/// Starts moderator process number `n`, taking `credits` steps at once;
+/// its lines go to `seen`.
+fn moderator(node: &TestNode, n: usize, credits: u32, seen: &Seen) -> Child {
+    let mut child = Command::new(example_bin("moderator"))
+        .arg(credits.to_string())
+        .arg(&node.endpoints.intake)
+        .arg(&node.endpoints.publish)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the moderator");
+    let stdout = child.stdout.take().expect("its stdout");
+    let seen = Arc::clone(seen);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(id) = line.split_whitespace().nth(2) {
+                seen.lock().expect("lock").push((n, id.to_owned()));
+            }
+        }
+    });
+    child
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_service_step_is_answered_by_the_service_and_the_flow_goes_on() {
+    let node = TestNode::start_builtin(1);
+    let seen = Seen::default();
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        // Given before any moderator is there: the step waits for one.
+        client.request("Review", "r-1", &"  a fine text ").await;
+        let moderator = moderator(&node, 1, 4, &seen);
+        client.request("Review", "r-2", &"spam, spam").await;
+        let mut results = BTreeMap::new();
+        for _ in 0..2 {
+            let r = client
+                .recv(Duration::from_secs(30))
+                .await
+                .expect("a result");
+            results.insert(r.envelope.id.clone(), r);
+        }
+        kill(moderator);
+        let approved = &results["r-1"];
+        assert_eq!(approved.envelope.status, Status::Ok, "{approved:?}");
+        assert_eq!(
+            json(&approved.payload),
+            serde_json::json!("A FINE TEXT (APPROVED)")
+        );
+        let refused = &results["r-2"];
+        let error = refused.envelope.error.as_ref().expect("an error");
+        assert_eq!(error.code, ErrorCode::ActionFailed);
+        assert_eq!(error.message, "refused by the moderator");
+        assert_eq!(refused.envelope.key, "?Review?moderate");
+    });
+    let seen = seen.lock().expect("lock");
+    assert_eq!(
+        seen.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),
+        ["r-1", "r-2"]
+    );
+}
+
+/// 10,000 requests; the service is killed (SIGKILL) part way, stays away
+/// 5 s, and a new process of it starts. Every request is answered once,
+/// and the service saw its steps in acceptance order: the first time each
+/// step reached it, in increasing order; a step seen again is one given
+/// again after the kill (it had not been answered).
+#[test]
+fn a_service_killed_under_load_loses_nothing_and_sees_its_steps_in_order() {
+    let config = config_file(
+        "service_step_timeout_ms = 2000\nservice_retry_ms = 200\nservice_retry_max_ms = 1000\nservice_liveness_ms = 1000\nmax_service_steps = 20000\nmax_pending = 20000\n",
+    );
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    let seen = Seen::default();
+    let n = 10_000usize;
+    let id = |i: usize| format!("r-{i:05}");
+    let first = moderator(&node, 1, 16, &seen);
+    let (results, killed_after) = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        for i in 0..n {
+            let envelope = client.envelope(&id(i), "Review");
+            client
+                .send(&envelope, msgpack(&format!(" text {i} ")))
+                .await;
+        }
+        // Kill the service once it has seen a third of the steps.
+        let until = Instant::now() + Duration::from_secs(60);
+        while seen.lock().expect("lock").len() < n / 3 {
+            assert!(Instant::now() < until, "the moderator got no steps");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        kill(first);
+        let killed_after = seen.lock().expect("lock").len();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let second = moderator(&node, 2, 16, &seen);
+        let mut results: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        let until = Instant::now() + Duration::from_secs(240);
+        let mut answered = 0;
+        while answered < n && Instant::now() < until {
+            let Some(r) = client.recv(Duration::from_secs(10)).await else {
+                continue;
+            };
+            assert_eq!(r.envelope.status, Status::Ok, "{r:?}");
+            let entry = results.entry(r.envelope.id.clone()).or_default();
+            if entry.is_empty() {
+                answered += 1;
+            }
+            entry.push(json(&r.payload));
+        }
+        // Anything late would show up now as a duplicate.
+        while let Some(r) = client.recv(Duration::from_secs(1)).await {
+            results
+                .entry(r.envelope.id.clone())
+                .or_default()
+                .push(json(&r.payload));
+        }
+        kill(second);
+        (results, killed_after)
+    });
+    let lost: Vec<String> = (0..n)
+        .map(id)
+        .filter(|i| !results.contains_key(i))
+        .collect();
+    let duplicated: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| r.len() > 1)
+        .map(|(id, _)| id)
+        .collect();
+    for (i, got) in results.iter().take(5) {
+        let k: usize = i[2..].parse().expect("a number");
+        assert_eq!(got[0], serde_json::json!(format!("TEXT {k} (APPROVED)")));
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let mut firsts = Vec::new();
+    let mut again = 0;
+    let mut known = std::collections::HashSet::new();
+    for (_, id) in &seen {
+        if known.insert(id.clone()) {
+            firsts.push(id.clone());
+        } else {
+            again += 1;
+        }
+    }
+    let out_of_order = firsts.windows(2).filter(|w| w[0] >= w[1]).count();
+    let given_again_by_second = seen
+        .iter()
+        .skip(killed_after)
+        .filter(|(_, id)| seen[..killed_after].iter().any(|(_, s)| s == id))
+        .count();
+    eprintln!(
+        "service steps: {n} requests, the service killed after {killed_after} steps and away 5 s: answered {}, lost {}, duplicated {}, steps seen {} ({again} given again after the kill), first sightings out of order {out_of_order}",
+        results.len(),
+        lost.len(),
+        duplicated.len(),
+        seen.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} of {n}: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(duplicated.is_empty(), "duplicated: {duplicated:?}");
+    assert_eq!(out_of_order, 0, "steps reached the service out of order");
+    assert_eq!(
+        again, given_again_by_second,
+        "a step is seen again only when given again after the kill"
+    );
+    assert!(
+        again <= 16,
+        "at most the killed instance's credits are given again: {again}"
+    );
+}
