@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, json, msgpack};
-use zmanager_tests::node::{TestNode, config_file};
-use zmanager_tests::{example_bin, runtime};
+use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
+use zmanager_tests::{example_bin, kill as signal, runtime};
 
 /// The steps each moderator process printed, in the order it got them:
 /// (process number, request id).
@@ -195,4 +195,212 @@ fn a_service_killed_under_load_loses_nothing_and_sees_its_steps_in_order() {
         again <= 16,
         "at most the killed instance's credits are given again: {again}"
     );
+}
+
+/// What the node refuses around service steps, each with its code, told
+/// to the service that sent it: a take for a service no step is given to
+/// (11), a take whose topic is not under the service's own (6), an answer
+/// from a service the step is not given to (20, and the flow still waits
+/// for its own), and a second answer to a step already answered (14).
+#[test]
+fn takes_and_answers_that_do_not_fit_are_refused_with_their_code() {
+    use zmanager::envelope::Kind;
+    let node = TestNode::start_builtin(1);
+    runtime().block_on(async {
+        let e = &node.endpoints;
+        let limit = Duration::from_secs(20);
+        let topic = "@reply~moderator~steps-t~";
+        let mut m = RawClient::connect_with_prefix(e, "moderator", Some(topic)).await;
+        let mut stranger = RawClient::connect(e, "nobody").await;
+        let mut writer = RawClient::connect(e, "writer").await;
+        let take = |client: &RawClient, reply_to: &str| {
+            let mut t = client.envelope("take-1", "");
+            t.kind = Kind::Take;
+            reply_to.clone_into(&mut t.reply_to);
+            t
+        };
+
+        stranger
+            .send(&take(&stranger, "@reply~nobody~steps~"), msgpack(&4u32))
+            .await;
+        let r = stranger.recv(limit).await.expect("refused");
+        assert_eq!(
+            r.envelope.error.map(|e| e.code),
+            Some(ErrorCode::NotSupported)
+        );
+
+        m.send(&take(&m, "@reply~writer~"), msgpack(&4u32)).await;
+        let r = m.recv(limit).await.expect("refused");
+        assert_eq!(r.topic, "@reply~moderator~", "told on its own topic");
+        assert_eq!(
+            r.envelope.error.map(|e| e.code),
+            Some(ErrorCode::BadRequest)
+        );
+
+        m.send(&take(&m, topic), msgpack(&1u32)).await;
+        writer.request("Review", "r-1", &" hello ").await;
+        let step = m.recv(limit).await.expect("the step");
+        assert_eq!(step.topic, topic);
+        assert_eq!(step.envelope.kind, Kind::Step);
+        assert_eq!(
+            (step.envelope.id.as_str(), step.envelope.service.as_str()),
+            ("r-1", "writer")
+        );
+        assert_eq!(json(&step.payload), serde_json::json!("hello"));
+
+        let answer = |client: &RawClient| {
+            let mut a = client.envelope("r-1", "Review");
+            a.kind = Kind::Result;
+            a.origin = "writer".into();
+            a
+        };
+        stranger.send(&answer(&stranger), msgpack(&"forged")).await;
+        let r = stranger.recv(limit).await.expect("refused");
+        assert_eq!(r.envelope.error.map(|e| e.code), Some(ErrorCode::Forbidden));
+
+        m.send(&answer(&m), msgpack(&"hello (approved)")).await;
+        let result = writer.recv(limit).await.expect("the result");
+        assert_eq!(json(&result.payload), serde_json::json!("HELLO (APPROVED)"));
+
+        m.send(&answer(&m), msgpack(&"again")).await;
+        let r = m.recv(limit).await.expect("refused");
+        assert_eq!(
+            r.envelope.error.map(|e| e.code),
+            Some(ErrorCode::UnknownAsync)
+        );
+        assert!(
+            writer.recv(Duration::from_millis(500)).await.is_none(),
+            "one result"
+        );
+    });
+}
+
+/// The whole node killed (`kill -9`) while its service is away, with every
+/// request acknowledged and waiting at the service's step: after the
+/// restart, each is given to the service when it comes, in acceptance
+/// order, and answered once.
+#[test]
+fn steps_waiting_for_a_service_survive_a_kill_of_the_node() {
+    use zmanager::envelope::Kind;
+    let (_, endpoints) = fixed_endpoints();
+    let config = config_file(&format!(
+        "service_liveness_ms = 1000\nservice_retry_ms = 200\n{endpoints}"
+    ));
+    let mut node = TestNode::start_fixed(1, None, &["--config", config.path()]);
+    let n = 300usize;
+    let id = |i: usize| format!("k-{i:04}");
+    runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        for i in 0..n {
+            let mut envelope = writer.envelope(&id(i), "Review");
+            envelope.ack = true;
+            writer
+                .send(&envelope, msgpack(&format!(" text {i} ")))
+                .await;
+        }
+        let mut acked = std::collections::HashSet::new();
+        while acked.len() < n {
+            let Some(r) = writer.recv(Duration::from_secs(20)).await else {
+                panic!(
+                    "{} of {n} acknowledged; the node's log:\n{}",
+                    acked.len(),
+                    node.log()
+                );
+            };
+            assert_eq!(r.envelope.kind, Kind::Accepted, "no result yet: {r:?}");
+            let ids: Vec<String> = rmp_serde::from_slice(&r.payload).expect("ids");
+            acked.extend(ids);
+        }
+        // Their first step done, every one waits for the moderator.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    });
+    signal("KILL", node.pid());
+    node.restart();
+    let seen = Seen::default();
+    let (results, moderator) = runtime().block_on(async {
+        // Subscribed first: a result published before is not received.
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        let moderator = moderator(&node, 1, 8, &seen);
+        let mut results: BTreeMap<String, usize> = BTreeMap::new();
+        let until = Instant::now() + Duration::from_secs(60);
+        while results.len() < n && Instant::now() < until {
+            if let Some(r) = writer.recv(Duration::from_secs(5)).await {
+                assert_eq!(r.envelope.status, Status::Ok, "{r:?}");
+                *results.entry(r.envelope.id).or_default() += 1;
+            }
+        }
+        while let Some(r) = writer.recv(Duration::from_secs(1)).await {
+            *results.entry(r.envelope.id).or_default() += 1;
+        }
+        (results, moderator)
+    });
+    kill(moderator);
+    let lost = (0..n).filter(|&i| !results.contains_key(&id(i))).count();
+    let duplicated = results.values().filter(|&&c| c > 1).count();
+    let seen: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, id)| id.clone())
+        .collect();
+    let out_of_order = seen.windows(2).filter(|w| w[0] >= w[1]).count();
+    eprintln!(
+        "node kill: {n} acknowledged and waiting for the service: answered {}, lost {lost}, duplicated {duplicated}, steps seen {}, out of order {out_of_order}",
+        results.len(),
+        seen.len()
+    );
+    let log = node.log();
+    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+    assert_eq!(lost, 0, "the node's log, last lines first: {tail:#?}");
+    assert_eq!(duplicated, 0);
+    assert_eq!(
+        out_of_order, 0,
+        "given in acceptance order after the restart"
+    );
+}
+
+/// A service's queue is bounded: with `max_service_steps = 3` and no
+/// instance, three requests wait at its step and the next ones end at once
+/// with code 12 (`overloaded`), saying why; once the service comes, the
+/// three are answered.
+#[test]
+fn a_services_queue_is_bounded_and_past_it_a_flow_ends_with_code_12() {
+    let config = config_file("max_service_steps = 3\n");
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    let seen = Seen::default();
+    runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        for i in 0..5 {
+            writer
+                .request("Review", &format!("b-{i}"), &format!("text {i}"))
+                .await;
+        }
+        let mut refused = Vec::new();
+        for _ in 0..2 {
+            let r = writer
+                .recv(Duration::from_secs(20))
+                .await
+                .expect("refusals");
+            let error = r.envelope.error.expect("an error");
+            assert_eq!(error.code, ErrorCode::Overloaded);
+            assert!(
+                error.message.contains("max_service_steps"),
+                "{}",
+                error.message
+            );
+            refused.push(r.envelope.id);
+        }
+        refused.sort();
+        assert_eq!(refused, ["b-3", "b-4"]);
+        let moderator = moderator(&node, 1, 4, &seen);
+        let mut answered = Vec::new();
+        for _ in 0..3 {
+            let r = writer.recv(Duration::from_secs(20)).await.expect("answers");
+            assert_eq!(r.envelope.status, Status::Ok, "{r:?}");
+            answered.push(r.envelope.id);
+        }
+        kill(moderator);
+        answered.sort();
+        assert_eq!(answered, ["b-0", "b-1", "b-2"]);
+    });
 }

@@ -74,14 +74,16 @@ impl SubjectCore {
 
     /// An instance of the service `message.envelope.service` takes its
     /// steps on its `reply_to` topic, as many at once as the payload says.
-    pub(super) fn on_take(&mut self, message: Message) {
+    pub(super) fn on_take(&mut self, mut message: Message) {
         let envelope = &message.envelope;
         let name = envelope.service.clone();
         if !starts_with_reply_topic(envelope.reply_to.as_bytes(), &name) {
+            let own = crate::topic::reply_topic(&name);
             let text = format!(
-                "a take names the topic its steps go to in reply_to, which must start with the service's own {:?}",
-                crate::topic::reply_topic(&name)
+                "a take names the topic its steps go to in reply_to, which must start with the service's own {own:?}"
             );
+            // Told on the service's own topic, not the one it named.
+            message.envelope.reply_to = own;
             return self.refuse(message, ErrorCode::BadRequest, text);
         }
         let credits: u32 = match zmanager_sdk::decode(&message.payload) {
