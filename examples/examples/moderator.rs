@@ -56,20 +56,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// Approves a text, or refuses it if it is spam.
 async fn moderate(step: zmanager::service::Published) -> Result<Bytes, StepError> {
-    let text: String = zmanager_sdk::decode(&step.payload).map_err(|e| StepError {
-        code: ErrorCode::BadRequest,
-        message: format!("a Review payload is a string: {e}"),
-    })?;
+    let text: String = zmanager_sdk::decode(&step.payload)?;
     if text.contains("spam") {
         return Err(StepError {
             code: ErrorCode::ActionFailed,
             message: "refused by the moderator".into(),
         });
     }
-    let approved = format!("{text} (approved)");
-    let payload = rmp_serde::to_vec(&approved).map_err(|e| StepError {
-        code: ErrorCode::ActionFailed,
-        message: e.to_string(),
-    })?;
-    Ok(Bytes::from(payload))
+    Ok(Bytes::from(rmp_serde::to_vec(&format!(
+        "{text} (approved)"
+    ))?))
 }

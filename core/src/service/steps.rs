@@ -33,6 +33,26 @@ pub struct StepError {
     pub message: String,
 }
 
+/// A payload that does not decode is the step's fault: `bad_request`.
+impl From<rmp_serde::decode::Error> for StepError {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        Self {
+            code: ErrorCode::BadRequest,
+            message: format!("the step's payload does not decode: {e}"),
+        }
+    }
+}
+
+/// An answer that does not encode is the handler's: `action_failed`.
+impl From<rmp_serde::encode::Error> for StepError {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        Self {
+            code: ErrorCode::ActionFailed,
+            message: format!("the answer does not encode: {e}"),
+        }
+    }
+}
+
 /// An instance serving steps; [`StepServer::stop`] (or dropping it) stops
 /// it.
 #[derive(Debug)]
