@@ -470,6 +470,9 @@ impl NodeConfig {
         };
         let (catalog, found) = Catalog::build(&flows, &mappings);
         diagnostics.extend(found);
+        if let Some(security) = &self.security {
+            security.check_steps(&catalog, &mut diagnostics);
+        }
         (catalog, diagnostics)
     }
 }

@@ -273,6 +273,33 @@ impl SecurityConfig {
     }
 }
 
+impl SecurityConfig {
+    /// Warns of each step given to a service that `[security]` does not
+    /// list: with keys, only a listed service can take it, so such a step
+    /// would hold every request that reaches it.
+    pub fn check_steps(
+        &self,
+        catalog: &crate::catalog::Catalog,
+        diagnostics: &mut crate::diagnostic::Diagnostics,
+    ) {
+        for routed in catalog.flows.values() {
+            for (step, (role, _)) in routed.flow.steps.iter().zip(&routed.roles) {
+                if let crate::catalog::StepRole::Service(name) = role
+                    && !self.services.iter().any(|s| &s.id == name)
+                {
+                    diagnostics.warning(
+                        step.location.clone(),
+                        format!(
+                            "step `{}` of flow {} is given to service {name:?}, which [security] does not list: no one can take it, and every request reaching it waits",
+                            step.key, routed.flow.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The (public, secret) keys of a key file.
 pub fn read_key_file(path: &Path) -> Result<(Key, Key), String> {
     let name = path.display();

@@ -13,6 +13,7 @@
 //! | [`HEARTBEAT`] | `{"id"}` or nil | the entry; `unknown_service` if not registered |
 //! | [`LIST`] | nil | every entry, `status` `"up"` or `"down"` |
 //! | [`ADD_TOPIC`], [`REMOVE_TOPIC`] | `{"service", "topic"}` | the entry |
+//! | [`STEPS`] | nil | each service given steps: UP or DOWN, backlog, last error (answered by the Subject from its outboxes) |
 //!
 //! An empty or absent `id`/`service` means the requesting service. DigitalPy's
 //! four service-management flows (`flows/service_management.ini`) are
@@ -30,10 +31,13 @@ pub const HEARTBEAT: &str = "ServiceManagement_Heartbeat";
 pub const LIST: &str = "ServiceManagement_List";
 pub const ADD_TOPIC: &str = "ServiceManagement_AddTopic";
 pub const REMOVE_TOPIC: &str = "ServiceManagement_RemoveTopic";
+/// The steps given to each service (`[services]`): a list of
+/// [`crate::service_steps::StepsInfo`].
+pub const STEPS: &str = "ServiceManagement_Steps";
 
 /// True for the flows the Subject answers itself.
 pub fn is_builtin(flow: &str) -> bool {
-    [REGISTER, HEARTBEAT, LIST, ADD_TOPIC, REMOVE_TOPIC].contains(&flow)
+    [REGISTER, HEARTBEAT, LIST, ADD_TOPIC, REMOVE_TOPIC, STEPS].contains(&flow)
 }
 
 /// A request to the registry (every field optional).

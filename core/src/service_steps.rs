@@ -90,6 +90,41 @@ pub struct Outbox {
     backoff: Backoff,
 }
 
+/// A service's steps as `ServiceManagement_Steps` answers them (`zmanager
+/// services`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepsInfo {
+    pub service: String,
+    /// `"up"` or `"down"`.
+    pub status: String,
+    /// Steps waiting: not sent, and sent without an answer.
+    pub backlog: usize,
+    pub sent: usize,
+    pub instances: usize,
+    /// How long the oldest waiting step has waited, in milliseconds.
+    pub oldest_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// In how many milliseconds the recoverer tries (DOWN only).
+    pub next_try_ms: Option<u64>,
+}
+
+impl StepsInfo {
+    /// `state` of service `service`, its times counted from `now`.
+    pub fn of(service: &str, state: &OutboxState, now: Instant) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            service: service.to_owned(),
+            status: if state.up { "up" } else { "down" }.to_owned(),
+            backlog: state.backlog,
+            sent: state.sent,
+            instances: state.instances,
+            oldest_ms: state.oldest.map(|t| ms(now.saturating_duration_since(t))),
+            last_error: state.last_error.clone(),
+            next_try_ms: state.next_try.map(|t| ms(t.saturating_duration_since(now))),
+        }
+    }
+}
+
 /// What an outbox reports of itself (`zmanager services`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxState {
@@ -120,7 +155,7 @@ impl Outbox {
                 next_try: now,
             },
             probe: None,
-            last_error: None,
+            last_error: Some("no instance has taken its steps yet".to_owned()),
             backoff,
         }
     }

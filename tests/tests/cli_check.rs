@@ -117,3 +117,37 @@ fn a_missing_directory_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// With `[security]`, a step given to a service the configuration does not
+/// list can never be taken: `check` warns of it (the shipped `Review`
+/// flow's `moderator`), and says nothing once the service is listed.
+#[test]
+fn a_step_given_to_a_service_security_does_not_list_is_a_warning() {
+    let dir = temp_dir("service-steps");
+    let key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    let check = |services: &str| {
+        write(
+            &dir,
+            "node.toml",
+            &format!("[security]\nkey_file = \"node.key\"\n{services}"),
+        );
+        let out = zmanager()
+            .args(["check", "--quiet", "--config"])
+            .arg(dir.join("node.toml"))
+            .output()
+            .expect("run zmanager check");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = check(&format!(
+        "[[security.service]]\nid = \"ada\"\npublic_key = \"{key}\"\n"
+    ));
+    assert!(
+        warned.contains("warning: step `?Review?moderate` of flow Review is given to service \"moderator\", which [security] does not list"),
+        "{warned}"
+    );
+    let listed = check(&format!(
+        "[[security.service]]\nid = \"moderator\"\npublic_key = \"{key}\"\n"
+    ));
+    assert!(!listed.contains("does not list"), "{listed}");
+}

@@ -404,3 +404,52 @@ fn a_services_queue_is_bounded_and_past_it_a_flow_ends_with_code_12() {
         assert_eq!(answered, ["b-0", "b-1", "b-2"]);
     });
 }
+
+/// `zmanager services` shows each service given steps: DOWN with its
+/// backlog and why while no instance takes them, UP with nothing waiting
+/// once one has answered them.
+#[test]
+fn zmanager_services_shows_a_services_steps_up_or_down() {
+    let node = TestNode::start_builtin(1);
+    let list = || {
+        let out = zmanager_tests::zmanager()
+            .args(["services", "--intake", &node.endpoints.intake])
+            .args(["--publish", &node.endpoints.publish])
+            .output()
+            .expect("run zmanager services");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let seen = Seen::default();
+    runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        for i in 0..2 {
+            writer.request("Review", &format!("l-{i}"), &"text").await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let shown = list();
+        assert!(shown.contains("STEPS FOR\tSTATUS\tBACKLOG"), "{shown}");
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with("moderator\t"))
+            .unwrap_or_else(|| panic!("{shown}"));
+        let fields: Vec<&str> = row.split('\t').collect();
+        assert_eq!(&fields[1..5], ["down", "2", "0", "0"], "{row}");
+        assert_eq!(fields[7], "no instance has taken its steps yet", "{row}");
+        let moderator = moderator(&node, 1, 4, &seen);
+        for _ in 0..2 {
+            writer
+                .recv(Duration::from_secs(20))
+                .await
+                .expect("answered");
+        }
+        let shown = list();
+        kill(moderator);
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with("moderator\t"))
+            .unwrap_or_else(|| panic!("{shown}"));
+        let fields: Vec<&str> = row.split('\t').collect();
+        assert_eq!(&fields[1..5], ["up", "0", "0", "1"], "{row}");
+    });
+}

@@ -178,6 +178,13 @@ impl SubjectCore {
             self.publish_result(result_topic(&result.envelope), result);
             return;
         }
+        if envelope.flow == service_registry::STEPS {
+            let steps = self.steps_info();
+            // A list of plain structs always encodes.
+            message.payload = Bytes::from(rmp_serde::to_vec_named(&steps).unwrap_or_default());
+            message.envelope.accepted_us = self.now.wall_us;
+            return self.answer_now(message);
+        }
         if service_registry::is_builtin(&envelope.flow) {
             let answer = self.services.handle(
                 &envelope.flow,

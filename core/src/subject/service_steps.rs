@@ -12,7 +12,7 @@ use crate::envelope::Kind;
 use crate::error_code::ErrorCode;
 use crate::inflight::key_of;
 use crate::journal::Event;
-use crate::service_steps::{Outbox, OutboxState};
+use crate::service_steps::{Outbox, StepsInfo};
 use crate::topic::starts_with_reply_topic;
 use crate::wire::Message;
 
@@ -150,11 +150,12 @@ impl SubjectCore {
         }
     }
 
-    /// Each service's steps: UP or DOWN, backlog, last error.
-    pub fn service_steps(&self) -> Vec<(String, OutboxState)> {
+    /// Each service's steps: UP or DOWN, backlog, last error (the answer
+    /// to `ServiceManagement_Steps`).
+    pub(super) fn steps_info(&self) -> Vec<StepsInfo> {
         self.outboxes
             .iter()
-            .map(|(name, outbox)| (name.clone(), outbox.state()))
+            .map(|(name, outbox)| StepsInfo::of(name, &outbox.state(), self.now.at))
             .collect()
     }
 }

@@ -65,6 +65,9 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     let mapping_files = read(&mappings, zmanager::defaults::mappings, &mut diagnostics);
     let (catalog, found) = Catalog::build(&flow_files, &mapping_files);
     diagnostics.extend(found);
+    if let Some(security) = config.as_ref().and_then(|c| c.security.as_ref()) {
+        security.check_steps(&catalog, &mut diagnostics);
+    }
 
     let mut libraries: Vec<PathBuf> = config.map(|c| c.components).unwrap_or_default();
     libraries.extend(args.components.iter().cloned());

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use zmanager::service::Service;
 use zmanager::service_management;
 use zmanager::service_registry::{self, ServiceInfo};
+use zmanager::service_steps::StepsInfo;
 
 use crate::node_args::NodeArgs;
 
@@ -22,7 +23,9 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// List registered services, up or down (the default).
+    /// List registered services, up or down, and the services given steps:
+    /// UP or DOWN, backlog, oldest wait, next retry, last error (the
+    /// default).
     List,
     /// Run the service that answers the ServiceManagement_* flows of
     /// flows/service_management.ini, until Ctrl-C.
@@ -54,6 +57,38 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     s.last_seen_ms,
                     s.topics.join(","),
                     s.flows.join(",")
+                );
+            }
+            let steps = tokio::time::timeout(
+                Duration::from_secs(10),
+                service.request(service_registry::STEPS, &()),
+            )
+            .await
+            .context("no answer from the node within 10s")??;
+            let steps: Vec<StepsInfo> = steps.decode()?;
+            if !steps.is_empty() {
+                println!();
+                println!(
+                    "STEPS FOR\tSTATUS\tBACKLOG\tSENT\tINSTANCES\tOLDEST\tNEXT TRY\tLAST ERROR"
+                );
+            }
+            for s in steps {
+                let seconds = |ms: Option<u64>| {
+                    ms.map_or_else(
+                        || "-".to_owned(),
+                        |ms| format!("{:.1}s", ms as f64 / 1000.0),
+                    )
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    s.service,
+                    s.status,
+                    s.backlog,
+                    s.sent,
+                    s.instances,
+                    seconds(s.oldest_ms),
+                    seconds(s.next_try_ms),
+                    s.last_error.as_deref().unwrap_or("-")
                 );
             }
             Ok(ExitCode::SUCCESS)
