@@ -621,3 +621,71 @@ fn the_rust_client_and_the_cli_connect_with_keys() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("With keys"), "{stderr}");
 }
+
+/// With keys, the service a step is given to takes it with its own key:
+/// `moderator`'s instance takes steps on a topic under its own reply topic
+/// and answers them; a requester with a key of its own gets the result;
+/// another key cannot take the moderator's steps (its take says it is
+/// someone else: code 19).
+#[test]
+fn a_service_takes_its_steps_with_its_key() {
+    use std::sync::Arc;
+    use zmanager::service::{Service, ServiceOptions, StepError};
+    use zmanager::transport::ClientKeys;
+
+    let dir = TempDir::new("secure-steps");
+    let moderator_public = security::write_new_pair(&dir.path().join("moderator")).expect("keys");
+    let (_, moderator_secret) =
+        security::read_key_file(&dir.path().join("moderator.key")).expect("read");
+    let ada_keys = pair();
+    let mallory_keys = pair();
+    let (node, server) = secure_node_with(
+        dir.path(),
+        &[
+            ("moderator", &moderator_public, ""),
+            ("ada", &ada_keys.0, "push = [\"Review\"]\n"),
+            ("mallory", &mallory_keys.0, ""),
+        ],
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    // Kept to the end: the instance serves on the runtime's threads.
+    let _server = runtime.block_on(async {
+        let mut options = ServiceOptions::with_endpoints("moderator", &node.endpoints);
+        options.id = Some("moderator".into());
+        options.keys = Some(ClientKeys {
+            server,
+            public: moderator_public,
+            secret: moderator_secret,
+        });
+        let moderator = Arc::new(Service::connect(options).await.expect("connects"));
+        moderator
+            .serve_steps(4, |step| async move {
+                let text: String = zmanager_sdk::decode(&step.payload)?;
+                Ok::<_, StepError>(bytes::Bytes::from(rmp_serde::to_vec(&format!(
+                    "{text} ok"
+                ))?))
+            })
+            .await
+            .expect("serves its steps")
+    });
+    let ada = Client::connect(&node, &server, ada_keys, "ada");
+    assert!(ada.handshake(Duration::from_secs(10)));
+    ada.send(&ada.envelope("s-1", "Review"), &msgpack(&json!(" hi ")));
+    let (result, payload) = ada
+        .recv_with_payload(Duration::from_secs(20))
+        .expect("the result");
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let value: serde_json::Value = rmp_serde::from_slice(&payload).expect("msgpack");
+    assert_eq!(value, json!("HI OK"));
+
+    // mallory's take for the moderator's steps: refused, told to her.
+    let mallory = Client::connect(&node, &server, mallory_keys, "mallory");
+    assert!(mallory.handshake(Duration::from_secs(10)));
+    let mut take = mallory.envelope("t-1", "");
+    take.kind = Kind::Take;
+    take.service = "moderator".into();
+    take.reply_to = "@reply~moderator~steps-m~".into();
+    mallory.send(&take, &msgpack(&json!(4)));
+    let refused = mallory.recv(Duration::from_secs(10)).expect("told why");
+    assert_eq!(refused.error.map(|e| e.code), Some(ErrorCode::WrongService));
+}
