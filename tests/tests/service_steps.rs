@@ -453,3 +453,41 @@ fn zmanager_services_shows_a_services_steps_up_or_down() {
         assert_eq!(&fields[1..5], ["up", "0", "0", "1"], "{row}");
     });
 }
+
+/// The recoverer's delays on real time: an instance that takes a step and
+/// never answers it is given it again after `service_step_timeout_ms` plus
+/// `service_retry_ms` doubled at each failure, capped at
+/// `service_retry_max_ms`, each shortened by up to a fifth. A gap can come
+/// late on a loaded machine, never early.
+#[test]
+fn the_recoverer_backs_off_as_configured() {
+    use zmanager::envelope::Kind;
+    let config = config_file(
+        "heartbeat_ms = 50\nservice_step_timeout_ms = 300\nservice_retry_ms = 400\nservice_retry_max_ms = 1600\n",
+    );
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    runtime().block_on(async {
+        let topic = "@reply~moderator~steps-silent~";
+        let mut silent = RawClient::connect_with_prefix(&node.endpoints, "moderator", Some(topic)).await;
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        let mut take = silent.envelope("take", "");
+        take.kind = Kind::Take;
+        take.reply_to = topic.into();
+        silent.send(&take, msgpack(&1u32)).await;
+        writer.request("Review", "slow-1", &"text").await;
+        let mut at = Vec::new();
+        while at.len() < 6 {
+            let r = silent.recv(Duration::from_secs(10)).await.expect("the step, again");
+            assert_eq!((r.envelope.kind, r.envelope.id.as_str()), (Kind::Step, "slow-1"));
+            at.push(Instant::now());
+        }
+        let gaps: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
+        eprintln!("recoverer: gaps between deliveries {gaps:?} ms (timeout 300 + 400, 800, 1600, 1600, 1600 less up to a fifth)");
+        for (gap, delay) in gaps.iter().zip([400u64, 800, 1600, 1600, 1600]) {
+            let earliest = 300 + delay * 4 / 5;
+            let latest = 300 + delay + 1000;
+            assert!(*gap >= earliest, "a retry came early: {gap} ms < {earliest} ({gaps:?})");
+            assert!(*gap <= latest, "a retry came {gap} ms after the last, past {latest} ({gaps:?})");
+        }
+    });
+}
