@@ -1,7 +1,8 @@
 //! The model test of the Subject: random interleavings of everything that
 //! can happen to it — requests (duplicates, refused ones whose ids collide
 //! with live ones), worker results, errors, panics, workers lost and hung,
-//! commits that succeed or fail, `@ASYNC` answers, time passing — driven
+//! commits that succeed or fail, `@ASYNC` answers, a service's instances
+//! taking, holding, answering and forgetting its steps, time passing — driven
 //! through [`SubjectCore`], with its promises checked after every step:
 //!
 //! - every accepted `(service, id)` ends exactly once, with one result
@@ -11,6 +12,9 @@
 //!   key has ended and that end is committed, so only a request's own end
 //!   frees its key;
 //! - every table and queue stays within its bound;
+//! - a step given to a service goes out only once its suspension is
+//!   committed; every flow waiting at a service's step is in that
+//!   service's outbox, and nothing else is;
 //! - nothing panics; and after the faults stop, everything accepted ends.
 //!
 //! The journal is played by the test: appended turns wait in a queue until
@@ -54,12 +58,19 @@ steps = ["?Chain?Push", "?Chain?run", "?Chain@ASYNC?answer", "??done"]
 
 [flow.Retried]
 steps = ["?Retried?Push", "?Retried?run", "??done"]
+
+# An action, then a step given to service `svc` (`[services]`).
+[flow.Serve]
+steps = ["?Serve?Push", "?Serve?run", "?Serve?moderate", "??done"]
 "#;
 
 const MAPPINGS: &str = r#"
 [actionmapping]
 "??run" = "M.run"
 "?Retried?run" = "M.run"
+
+[services]
+"?Serve?moderate" = "svc"
 
 [retry."?Retried?run"]
 max_attempts = 3
@@ -72,7 +83,11 @@ multiplier = 1.0
 const MODEL_MESSAGE: usize = 500;
 const MAX_PENDING_BYTES: usize = 2 * MODEL_MESSAGE;
 
-const FLOW_NAMES: [&str; 5] = ["Work", "Ordered", "Wait", "Chain", "Retried"];
+const FLOW_NAMES: [&str; 6] = ["Work", "Ordered", "Wait", "Chain", "Retried", "Serve"];
+/// The service the `Serve` flow gives its step to, and its instances.
+const SERVICE: &str = "svc";
+const INSTANCES: u8 = 2;
+const MAX_STEP_CREDITS: u32 = 2;
 const WORKERS: u8 = 2;
 const MAX_CREDITS: u32 = 3;
 
@@ -176,6 +191,26 @@ enum Op {
     Tick {
         ms: u64,
     },
+    /// An instance of `svc` takes its steps (again: its heartbeat), or
+    /// stops (0 credits).
+    Take {
+        instance: u8,
+        credits: u32,
+    },
+    /// An instance answers one of the steps it holds.
+    StepAnswer {
+        instance: u8,
+        pick: usize,
+        error: bool,
+    },
+    /// An instance answers a step it held before (a duplicate answer).
+    StaleAnswer {
+        pick: usize,
+    },
+    /// An instance's process dies: what it held is lost with it.
+    Vanish {
+        instance: u8,
+    },
 }
 
 /// Whether commits may fail: not when `MODEL_NO_FAILED_COMMITS` is set
@@ -213,6 +248,11 @@ fn op() -> impl Strategy<Value = Op> {
         6 => Just(Op::Commit),
         2 => Just(if failed_commits() { Op::FailCommit } else { Op::Commit }),
         3 => (0u64..400).prop_map(|ms| Op::Tick { ms }),
+        3 => (0..INSTANCES, 0..=MAX_STEP_CREDITS).prop_map(|(instance, credits)| Op::Take { instance, credits }),
+        4 => (0..INSTANCES, 0usize..4, any::<bool>())
+            .prop_map(|(instance, pick, error)| Op::StepAnswer { instance, pick, error }),
+        1 => (0usize..4).prop_map(|pick| Op::StaleAnswer { pick }),
+        1 => (0..INSTANCES).prop_map(|instance| Op::Vanish { instance }),
     ]
 }
 
@@ -265,6 +305,14 @@ struct Harness {
     published: Vec<Message>,
     /// Whether the last step's service message reached the core.
     delivered_last: bool,
+    /// The steps each instance of `svc` holds (received, not answered), by
+    /// its topic, and the credits it took last.
+    instances: HashMap<String, (u32, Vec<Message>)>,
+    /// Steps answered once, for duplicate answers.
+    answered_steps: Vec<Message>,
+    /// Requests whose suspension at a step is committed in their current
+    /// life (cleared when the id is accepted again).
+    suspension_committed: HashSet<MessageKey>,
 }
 
 /// Whether the promise `name` is checked: all are, unless `MODEL_ONLY`
@@ -313,7 +361,27 @@ impl Harness {
             delivered: false,
             published: Vec::new(),
             delivered_last: false,
+            instances: HashMap::new(),
+            answered_steps: Vec::new(),
+            suspension_committed: HashSet::new(),
         }
+    }
+
+    fn instance_topic(instance: u8) -> String {
+        format!("@reply~{SERVICE}~i{instance}~")
+    }
+
+    /// `svc`'s answer to `step`.
+    fn step_answer(step: &Message, error: bool) -> Message {
+        let mut e = Envelope::request(step.envelope.id.clone(), step.envelope.flow.clone());
+        e.kind = Kind::Result;
+        e.service = SERVICE.into();
+        e.reply_to = format!("@reply~{SERVICE}~");
+        e.origin.clone_from(&step.envelope.service);
+        if error {
+            e = e.into_error(ErrorCode::ActionFailed, "the service says no");
+        }
+        Message::new(e, Bytes::from_static(&[0x91, 0x04]))
     }
 
     fn now(&self) -> Now {
@@ -509,6 +577,47 @@ impl Harness {
                 self.elapsed += Duration::from_millis(ms);
                 self.core.handle(Input::Tick, self.now());
             }
+            Op::Take { instance, credits } => {
+                let topic = Self::instance_topic(instance);
+                let mut e = Envelope::request(format!("take-{instance}"), "");
+                e.kind = Kind::Take;
+                e.service = SERVICE.into();
+                e.reply_to.clone_from(&topic);
+                let payload = Bytes::from(rmp_serde::to_vec(&credits).expect("an int"));
+                if credits == 0 {
+                    // It stops: what it held goes back to the node.
+                    self.instances.remove(&topic);
+                } else {
+                    self.instances.entry(topic).or_default().0 = credits;
+                }
+                self.intake(&Message::new(e, payload));
+            }
+            Op::StepAnswer {
+                instance,
+                pick,
+                error,
+            } => {
+                let topic = Self::instance_topic(instance);
+                let Some((_, held)) = self.instances.get_mut(&topic) else {
+                    return self.end_turn(op);
+                };
+                if held.is_empty() {
+                    return self.end_turn(op);
+                }
+                let step = held.remove(pick % held.len());
+                let answer = Self::step_answer(&step, error);
+                self.answered_steps.push(step);
+                self.intake(&answer);
+            }
+            Op::StaleAnswer { pick } => {
+                if !self.answered_steps.is_empty() {
+                    let step = self.answered_steps[pick % self.answered_steps.len()].clone();
+                    self.intake(&Self::step_answer(&step, false));
+                }
+            }
+            Op::Vanish { instance } => {
+                self.instances.remove(&Self::instance_topic(instance));
+            }
         }
         self.end_turn(op)
     }
@@ -520,6 +629,9 @@ impl Harness {
                 Event::Accepted { message, .. } => {
                     let life = self.lives.entry(key_of(&message.envelope)).or_default();
                     life.accepted_committed += 1;
+                }
+                Event::Suspended { key, .. } => {
+                    self.suspension_committed.insert(key.clone());
                 }
                 Event::Completed { key, .. } | Event::DeadLettered { key, .. } => {
                     let group = self.group_of.get_mut(key).and_then(VecDeque::pop_front);
@@ -638,6 +750,29 @@ impl Harness {
                         self.published.push(p.message.clone());
                         results.push(p.message);
                     }
+                    Kind::Step => {
+                        let key = key_of(&p.message.envelope);
+                        // A delivery queued behind a commit may go out
+                        // after the flow ended (an answer to it gets 14):
+                        // what matters is that it follows the commit.
+                        prop_assert!(
+                            self.suspension_committed.contains(&key),
+                            "a step given for {:?} before its suspension was committed",
+                            key
+                        );
+                        prop_assert_eq!(&p.message.envelope.key, "?Serve?moderate");
+                        // An instance that stopped or vanished gets it
+                        // nowhere: the node gives it again later.
+                        // A step given again replaces the copy the
+                        // instance held (the node took it back). How many
+                        // an instance holds at once is the outbox's unit
+                        // tests' to check: the node may take steps back
+                        // that the instance still holds here.
+                        if let Some((_, held)) = self.instances.get_mut(&p.topic) {
+                            held.retain(|m| key_of(&m.envelope) != key);
+                            held.push(p.message);
+                        }
+                    }
                     _ => {}
                 },
                 Effect::Append { turn, events } => self.appended.push_back((turn, events)),
@@ -669,6 +804,7 @@ impl Harness {
                 );
                 life.live = true;
                 life.accepted += 1;
+                self.suspension_committed.remove(&key);
                 let group = (!message.envelope.order_key.is_empty()).then(|| {
                     (
                         message.envelope.flow.clone(),
@@ -749,6 +885,10 @@ impl Harness {
                     key == (service_name(service), format!("i{id}"))
                 }
                 Op::Answer { id, .. } => key == ("answerer".to_owned(), format!("i{id}")),
+                Op::Take { instance, .. } => {
+                    key == (SERVICE.to_owned(), format!("take-{instance}"))
+                }
+                Op::StepAnswer { .. } | Op::StaleAnswer { .. } => key.0 == SERVICE,
                 _ => false,
             };
             let refused = result.envelope.error.as_ref().is_some_and(|e| {
@@ -759,6 +899,7 @@ impl Harness {
                         | ErrorCode::TooLarge
                         | ErrorCode::NotSupported
                         | ErrorCode::UnknownAsync
+                        | ErrorCode::Forbidden
                         | ErrorCode::Overloaded
                 )
             });
@@ -817,7 +958,47 @@ impl Harness {
             o.max_pending,
             credits
         );
-        prop_assert!(core.suspended.len() <= o.max_suspended);
+        let at_async = core
+            .suspended
+            .values()
+            .filter(|s| s.owner.is_none())
+            .count();
+        prop_assert!(at_async <= o.max_suspended);
+        for (name, outbox) in &core.outboxes {
+            prop_assert!(
+                !checking("bounds") || outbox.len() <= o.max_service_steps,
+                "{} steps wait for {}; the bound is {}",
+                outbox.len(),
+                name,
+                o.max_service_steps
+            );
+        }
+        // Every flow at a service's step is in its outbox, and the reverse.
+        for (key, s) in &core.suspended {
+            if let Some(owner) = &s.owner {
+                prop_assert!(
+                    core.outboxes.get(owner).is_some_and(|o| o.contains(key)),
+                    "{:?} waits for {} but is not in its outbox",
+                    key,
+                    owner
+                );
+            }
+        }
+        let in_outboxes: usize = core
+            .outboxes
+            .values()
+            .map(crate::service_steps::Outbox::len)
+            .sum();
+        let owned = core
+            .suspended
+            .values()
+            .filter(|s| s.owner.is_some())
+            .count();
+        prop_assert_eq!(
+            in_outboxes,
+            owned,
+            "outboxes vs flows waiting at a service's step"
+        );
         prop_assert!(core.recent.len() <= o.dedupe_capacity);
         prop_assert!(core.recent.bytes() <= o.dedupe_max_bytes);
         // The bytes counted as they come and go are the bytes there.
@@ -863,6 +1044,23 @@ impl Harness {
         for _ in 0..400 {
             while !self.appended.is_empty() {
                 self.apply(&Op::Commit)?;
+            }
+            // An instance takes the steps (its heartbeat too) and answers
+            // them all.
+            self.apply(&Op::Take {
+                instance: 0,
+                credits: MAX_STEP_CREDITS,
+            })?;
+            while self
+                .instances
+                .get(&Self::instance_topic(0))
+                .is_some_and(|(_, h)| !h.is_empty())
+            {
+                self.apply(&Op::StepAnswer {
+                    instance: 0,
+                    pick: 0,
+                    error: false,
+                })?;
             }
             for worker in 0..WORKERS {
                 while self.workers.get(&worker).is_some_and(|h| !h.is_empty()) {
