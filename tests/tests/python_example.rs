@@ -1,19 +1,27 @@
-//! The Python client in `examples/python/` gets its results from the Rust
-//! node: the wire protocol as documented works from another language, with
-//! CURVE keys too (`docs/security.md`).
+//! The Python clients in `examples/python/` get along with the Rust node:
+//! `quickstart.py` gets its results, `moderator.py` takes the steps the
+//! `Review` flow gives to service `moderator` (protocol §7c). The wire
+//! protocol as documented works from another language, with CURVE keys too
+//! (`docs/security.md`).
 //!
 //! Needs python3 with pyzmq and msgpack (`.ci/run` installs them). Without
 //! them the tests say so and pass locally, but fail under CI (`CI` set),
 //! where they must run.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use zmanager::config::Endpoints;
+use zmanager::envelope::Status;
+use zmanager::error_code::ErrorCode;
 use zmanager::security;
-use zmanager_tests::node::{TempDir, TestNode};
-use zmanager_tests::{kill, secure, workspace_root, zmanager};
+use zmanager_tests::client::{RawClient, Received, json};
+use zmanager_tests::node::{TempDir, TestNode, config_file};
+use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
 
 /// The Python to run: `ZMANAGER_PYTHON` (CI points it at its virtual
 /// environment), or `python3`.
@@ -419,4 +427,396 @@ fn the_python_quickstart_says_what_is_wrong_with_its_keys() {
         // Nothing printed: it stopped before it connected.
         assert!(stdout.is_empty(), "{args:?}: it went on:\n{stdout}");
     }
+}
+
+/// `moderator.py` running beside a node, its output read as it comes:
+/// stdout has one `step ORIGIN ID` line per step, stderr the rest.
+struct Moderator {
+    child: Child,
+    lines: mpsc::Receiver<(bool, String)>,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+}
+
+/// What a `moderator.py` that ended left: its exit status, its `step`
+/// lines and its stderr.
+struct Ended {
+    status: ExitStatus,
+    steps: Vec<String>,
+    stderr: String,
+}
+
+impl Moderator {
+    fn start(endpoints: &Endpoints, extra: &[&str]) -> Self {
+        let mut child = Command::new(python())
+            .arg(workspace_root().join("examples/python/moderator.py"))
+            .args(["--intake", &endpoints.intake])
+            .args(["--publish", &endpoints.publish])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run moderator.py");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("its stdout");
+        let err = child.stderr.take().expect("its stderr");
+        for (reader, is_stderr) in [
+            (Box::new(out) as Box<dyn std::io::Read + Send>, false),
+            (Box::new(err), true),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines() {
+                    let Ok(line) = line else { return };
+                    if tx.send((is_stderr, line)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Self {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Takes one line, waiting until `until` at most; false when none came
+    /// (or both streams are closed).
+    fn read_line(&mut self, until: Instant) -> bool {
+        let left = until.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok((true, line)) => self.stderr.push(line),
+            Ok((false, line)) => self.stdout.push(line),
+            Err(_) => return false,
+        }
+        true
+    }
+
+    /// Waits for a line of stderr containing `what`.
+    fn wait_for(&mut self, what: &str, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.stderr.iter().any(|l| l.contains(what)) {
+            if !self.read_line(until) {
+                let _ = self.child.kill();
+                panic!(
+                    "moderator.py did not say {what:?} within {limit:?}:\n{}\n{}",
+                    self.stdout.join("\n"),
+                    self.stderr.join("\n")
+                );
+            }
+        }
+    }
+
+    /// Waits for it to exit (within `limit`), and everything it wrote.
+    fn finish(&mut self, limit: Duration) -> Ended {
+        let until = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for moderator.py") {
+                break status;
+            }
+            if Instant::now() >= until {
+                let _ = self.child.kill();
+                panic!(
+                    "moderator.py still ran after {limit:?}:\n{}\n{}",
+                    self.stdout.join("\n"),
+                    self.stderr.join("\n")
+                );
+            }
+            self.read_line(Instant::now() + Duration::from_millis(50));
+        };
+        // What it wrote last, until both pipes are closed.
+        while self.read_line(Instant::now() + Duration::from_secs(5)) {}
+        Ended {
+            status,
+            steps: self.stdout.clone(),
+            stderr: self.stderr.join("\n"),
+        }
+    }
+
+    /// SIGTERM (as Ctrl-C), then [`Moderator::finish`].
+    fn stop(&mut self, limit: Duration) -> Ended {
+        kill("TERM", self.pid());
+        self.finish(limit)
+    }
+}
+
+impl Drop for Moderator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The line `moderator.py` writes on stderr once it takes steps.
+const TAKING: &str = "steps at once on '@reply~moderator~steps-";
+
+/// The results of `ids`, by id, as they come to `client`; panics if one
+/// has not come within `limit`.
+async fn results(
+    client: &mut RawClient,
+    ids: &[&str],
+    limit: Duration,
+) -> BTreeMap<String, Received> {
+    let until = Instant::now() + limit;
+    let mut got = BTreeMap::new();
+    while got.len() < ids.len() {
+        let left = until.saturating_duration_since(Instant::now());
+        let Some(r) = client.recv(left).await else {
+            panic!(
+                "results missing after {limit:?}: have {:?} of {ids:?}",
+                got.keys()
+            );
+        };
+        assert!(ids.contains(&r.envelope.id.as_str()), "unexpected: {r:?}");
+        got.insert(r.envelope.id.clone(), r);
+    }
+    got
+}
+
+/// `"<text> (approved)"`, uppercased by the flow's last step.
+fn assert_approved(r: &Received, expected: &str) {
+    assert_eq!(r.envelope.status, Status::Ok, "{r:?}");
+    assert_eq!(json(&r.payload), serde_json::json!(expected), "{r:?}");
+}
+
+/// The moderator's error answer ends the flow, at the step it was given;
+/// the result carries what that step received (the text, trimmed), which
+/// the answer sent back.
+fn assert_refused_by_moderator(r: &Received, text: &str) {
+    assert_eq!(r.envelope.status, Status::Error, "{r:?}");
+    assert_eq!(json(&r.payload), serde_json::json!(text), "{r:?}");
+    let error = r.envelope.error.as_ref().expect("an error");
+    assert_eq!(error.code, ErrorCode::ActionFailed, "{error:?}");
+    assert_eq!(error.name, "action_failed");
+    assert_eq!(error.message, "refused by the moderator");
+    assert_eq!(r.envelope.key, "?Review?moderate");
+}
+
+/// The shipped `Review` flow (Text.trim → the step given to service
+/// `moderator` → Text.upper) with `moderator.py --count 3` taking its
+/// steps: two texts approved, one refused, one `step` line each, and the
+/// script stops by itself.
+#[test]
+fn the_python_moderator_takes_the_steps_of_review() {
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let limit = Duration::from_secs(30);
+    let mut moderator = Moderator::start(&node.endpoints, &["--count", "3"]);
+    moderator.wait_for(TAKING, limit);
+    let got = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        client.request("Review", "r-1", &"  a fine text ").await;
+        client.request("Review", "r-2", &"  spam, spam ").await;
+        client.request("Review", "r-3", &"another one  ").await;
+        results(&mut client, &["r-1", "r-2", "r-3"], limit).await
+    });
+    assert_approved(&got["r-1"], "A FINE TEXT (APPROVED)");
+    assert_approved(&got["r-3"], "ANOTHER ONE (APPROVED)");
+    assert_refused_by_moderator(&got["r-2"], "spam, spam");
+    let ended = moderator.finish(limit);
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    // One line per step. Their order is the order the flows reached the
+    // step, after a Text.trim each on the worker: not necessarily r-1's
+    // first.
+    let mut steps = ended.steps.clone();
+    steps.sort();
+    assert_eq!(
+        steps,
+        ["step writer r-1", "step writer r-2", "step writer r-3"],
+        "{}",
+        ended.stderr
+    );
+}
+
+/// A request pushed before any moderator runs waits at the step given to
+/// the service; `moderator.py` started later takes it.
+#[test]
+fn the_python_moderator_takes_a_step_that_waited_for_it() {
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let limit = Duration::from_secs(30);
+    let (got, mut moderator) = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        client.request("Review", "early", &"  pushed first ").await;
+        let none = client.recv(Duration::from_secs(1)).await;
+        assert!(none.is_none(), "no moderator, yet a result: {none:?}");
+        let moderator = Moderator::start(&node.endpoints, &["--count", "1"]);
+        (results(&mut client, &["early"], limit).await, moderator)
+    });
+    assert_approved(&got["early"], "PUSHED FIRST (APPROVED)");
+    let ended = moderator.finish(limit);
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    assert_eq!(ended.steps, ["step writer early"], "{}", ended.stderr);
+}
+
+/// A step whose answer is late is given again (same origin and id):
+/// `moderator.py`, stopped (SIGSTOP) past `service_step_timeout_ms`, gets
+/// it more than once and answers each copy; the first answer continues the
+/// flow (one result), the later ones are refused (code 14).
+#[test]
+fn the_python_moderator_answers_a_step_given_again() {
+    if !python_ready() {
+        return;
+    }
+    let config = config_file(
+        "heartbeat_ms = 100\nservice_step_timeout_ms = 1000\nservice_retry_ms = 200\nservice_retry_max_ms = 400\n",
+    );
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    let limit = Duration::from_secs(30);
+    let mut moderator = Moderator::start(&node.endpoints, &[]);
+    moderator.wait_for(TAKING, limit);
+    let got = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        kill("STOP", moderator.pid());
+        client.request("Review", "again", &" twice ").await;
+        // Three step timeouts (the node ticks every 100 ms here): the step
+        // is given again at least once while the moderator cannot answer.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        kill("CONT", moderator.pid());
+        let got = results(&mut client, &["again"], limit).await;
+        let late = client.recv(Duration::from_secs(1)).await;
+        assert!(late.is_none(), "a second result: {late:?}");
+        got
+    });
+    assert_approved(&got["again"], "TWICE (APPROVED)");
+    let ended = moderator.stop(limit);
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    assert!(
+        ended.steps.len() >= 2 && ended.steps.iter().all(|l| l == "step writer again"),
+        "{:?}",
+        ended.steps
+    );
+    eprintln!(
+        "moderator.py was given the step {} times",
+        ended.steps.len()
+    );
+    // Each copy was answered: every answer but the first is refused.
+    let refused = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("code=\"unknown_async\"") && l.contains("id=again"))
+            .count()
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while refused(&node.log()) < ended.steps.len() - 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        refused(&node.log()),
+        ended.steps.len() - 1,
+        "{}",
+        node.log()
+    );
+}
+
+/// `moderator.py` with keys, against a node with `[security]`: its
+/// handshake pings on the service's own reply topic (the only reply_to the
+/// node takes on a ping with keys), and it takes and answers the steps of
+/// a writer's requests.
+#[test]
+fn the_python_moderator_takes_steps_with_keys() {
+    use zmanager::service::{Service, ServiceError, ServiceOptions};
+    use zmanager::transport::ClientKeys;
+
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("python-moderator-keys");
+    let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    for name in ["node", "moderator", "writer"] {
+        keys_new(dir.path(), name);
+    }
+    let key = |name: &str| {
+        security::read_key_file(&dir.path().join(format!("{name}.key"))).expect("a key file")
+    };
+    let ((server, _), (moderator_key, _), (writer, writer_secret)) =
+        (key("node"), key("moderator"), key("writer"));
+    let config = secure::write_config(
+        dir.path(),
+        &[
+            ("moderator", &moderator_key, ""),
+            ("writer", &writer, "push = [\"Review\"]\n"),
+        ],
+    );
+    let node = secure::start(&config);
+    let limit = Duration::from_secs(30);
+    let mut moderator = Moderator::start(
+        &node.endpoints,
+        &[
+            "--count",
+            "2",
+            "--key-file",
+            &at("moderator.key"),
+            "--server-key",
+            &at("node.pub"),
+        ],
+    );
+    moderator.wait_for(TAKING, limit);
+    runtime().block_on(async {
+        let mut options = ServiceOptions::with_endpoints("writer", &node.endpoints);
+        options.id = Some("writer".into());
+        options.keys = Some(ClientKeys {
+            server,
+            public: writer,
+            secret: writer_secret,
+        });
+        let writer = Service::connect(options)
+            .await
+            .expect("the writer connects");
+        let approved = writer
+            .request("Review", &"  with keys ")
+            .await
+            .expect("approved");
+        let text: String = approved.decode().expect("a string");
+        assert_eq!(text, "WITH KEYS (APPROVED)");
+        match writer.request("Review", &"keyed spam").await {
+            Err(ServiceError::Failed { key, error }) => {
+                assert_eq!(error.code, ErrorCode::ActionFailed, "{error:?}");
+                assert_eq!(error.message, "refused by the moderator");
+                assert_eq!(key, "?Review?moderate");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    });
+    let ended = moderator.finish(limit);
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    assert_eq!(ended.steps.len(), 2, "{:?}", ended.steps);
+    assert!(
+        ended.steps.iter().all(|l| l.starts_with("step writer ")),
+        "{:?}",
+        ended.steps
+    );
+    // Nothing of the moderator's was refused as not its own (code 19).
+    let log = node.log();
+    assert!(!log.contains("wrong_service"), "{log}");
 }
