@@ -9,7 +9,14 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
     let json = std::env::temp_dir().join(format!("zmanager-bench-{}.json", std::process::id()));
     let out = zmanager()
         .args(["bench", "--requests", "300", "--in-flight", "20"])
-        .args(["--services", "2", "--workers", "2", "--payload", "100"])
+        .args([
+            "--services",
+            "2",
+            "--workers",
+            "2",
+            "--payload-bytes",
+            "100",
+        ])
         .args([
             "--warmup",
             "10",

@@ -134,6 +134,25 @@ pub fn decode_value(bytes: &[u8]) -> Result<rmpv::Value, String> {
     Ok(value)
 }
 
+/// A serde error in MessagePack's words, for the people who send payloads:
+/// `invalid type: unit value, expected struct Person` becomes `invalid
+/// type: nil, expected a map (Person)`.
+fn plain(error: &str) -> String {
+    let mut text = error
+        .replace("unit value", "nil")
+        .replace("a sequence", "an array")
+        .replace("sequence", "array");
+    if let Some(at) = text.find("expected struct ") {
+        let name_at = at + "expected struct ".len();
+        let end = text[name_at..]
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(text.len(), |n| name_at + n);
+        let name = text[name_at..end].to_owned();
+        text.replace_range(at..end, &format!("expected a map ({name})"));
+    }
+    text
+}
+
 impl<'a> Request<'a> {
     /// A request with an empty [`Context`]: for tests.
     pub fn new(payload: &'a [u8]) -> Self {
@@ -146,8 +165,9 @@ impl<'a> Request<'a> {
     /// Decodes the payload into `T`; a payload that does not decode is a
     /// [`ErrorKind::BadRequest`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ActionError> {
-        decode(self.payload)
-            .map_err(|e| ActionError::bad_request(format!("payload does not decode: {e}")))
+        decode(self.payload).map_err(|e| {
+            ActionError::bad_request(format!("payload does not decode: {}", plain(&e.to_string())))
+        })
     }
 
     /// The payload as a dynamically typed value (see [`decode_value`]); a
@@ -266,6 +286,24 @@ mod tests {
     }
 
     #[test]
+    fn decode_errors_speak_messagepack_not_serde() {
+        assert_eq!(
+            plain("invalid type: unit value, expected struct Person"),
+            "invalid type: nil, expected a map (Person)"
+        );
+        assert_eq!(
+            plain("invalid type: sequence, expected struct Person at x"),
+            "invalid type: array, expected a map (Person) at x"
+        );
+        let nil = [0xc0];
+        let error = Request::new(&nil).decode::<Person>().unwrap_err();
+        assert_eq!(
+            error.message,
+            "payload does not decode: invalid type: nil, expected a map (Person)"
+        );
+    }
+
+    #[test]
     fn decode_and_respond_round_trip() {
         let bytes = respond(&Person { name: "ada".into() }).unwrap();
         let request = Request {
@@ -287,6 +325,7 @@ mod tests {
         };
         let error = request.decode::<Person>().unwrap_err();
         assert_eq!(error.kind, ErrorKind::BadRequest);
+        assert!(!error.message.contains("struct"), "{error}");
         assert!(
             error.message.starts_with("payload does not decode"),
             "{error}"

@@ -34,20 +34,26 @@ enum TransportArg {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Worker processes of the node (N).
-    #[arg(long, short = 'n', default_value_t = 2)]
+    /// Worker processes of the node (N; `-w` as for `zmanager up`).
+    #[arg(long, short = 'w', default_value_t = 2)]
     workers: usize,
     /// Requests measured, over all services (K).
     #[arg(long, short = 'k', default_value_t = 1_000_000)]
     requests: u64,
     /// Requests outstanding at once, over all services (W).
-    #[arg(long, short = 'w', default_value_t = 1000)]
+    #[arg(long, short = 'i', default_value_t = 1000)]
     in_flight: usize,
     /// Service processes pushing requests (S).
     #[arg(long, short = 's', default_value_t = 1)]
     services: usize,
-    /// Bytes of each request's payload (P).
-    #[arg(long, short = 'p', default_value_t = 64)]
+    /// Bytes of each request's payload (P; `send --payload` is JSON, so
+    /// this one is named for what it counts).
+    #[arg(
+        long = "payload-bytes",
+        short = 'b',
+        alias = "payload",
+        default_value_t = 64
+    )]
     payload: usize,
     /// Run the node with the journal on, off, or both (alternating runs,
     /// compared). With it on, services wait for each request's `accepted`

@@ -59,6 +59,12 @@ enum Command {
     BenchRaw(bench::RawArgs),
 }
 
+/// Whether the log is colored: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+fn colored(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -67,7 +73,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colored(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     match cli.command {
         Command::Check(args) => check::run(&args),
@@ -100,4 +109,56 @@ fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_current_thread()
     };
     Ok(builder.enable_all().build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
+    use super::{Cli, colored};
+
+    #[test]
+    fn no_color_turns_the_colors_off() {
+        assert!(colored(true, None));
+        assert!(!colored(true, Some("1".into())));
+        assert!(colored(true, Some("".into())), "empty: as if unset");
+        assert!(!colored(false, None), "not a terminal");
+    }
+
+    /// Every command and subcommand, with its path.
+    fn commands(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), command.clone()));
+        for sub in command.get_subcommands() {
+            commands(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// A short flag means the same long flag in every command (`-w` was
+    /// workers for `up` and requests in flight for `bench`).
+    #[test]
+    fn a_short_flag_means_the_same_everywhere() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), "zmanager".to_owned(), &mut all);
+        let mut meaning: BTreeMap<char, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for (path, command) in &all {
+            for arg in command.get_arguments() {
+                if let (Some(short), Some(long)) = (arg.get_short(), arg.get_long()) {
+                    meaning
+                        .entry(short)
+                        .or_default()
+                        .entry(long.to_owned())
+                        .or_default()
+                        .push(path.clone());
+                }
+            }
+        }
+        let clashes: Vec<String> = meaning
+            .iter()
+            .filter(|(_, longs)| longs.len() > 1)
+            .map(|(short, longs)| format!("-{short}: {longs:?}"))
+            .collect();
+        assert!(clashes.is_empty(), "{}", clashes.join("\n"));
+    }
 }
