@@ -43,6 +43,9 @@ impl Backoff {
     }
 }
 
+/// Why a service is DOWN before any instance answered a step.
+const NEVER_TAKEN: &str = "no instance has taken its steps yet";
+
 /// Whether the service is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -155,7 +158,7 @@ impl Outbox {
                 next_try: now,
             },
             probe: None,
-            last_error: Some("no instance has taken its steps yet".to_owned()),
+            last_error: Some(NEVER_TAKEN.to_owned()),
             backoff,
         }
     }
@@ -292,6 +295,11 @@ impl Outbox {
             self.probe = None;
             if self.health != Health::Up {
                 self.health = Health::Up;
+                // What kept it DOWN before its first answer is over; a
+                // failure since then stays, for `zmanager services`.
+                if self.last_error.as_deref() == Some(NEVER_TAKEN) {
+                    self.last_error = None;
+                }
             }
         }
         found

@@ -648,26 +648,36 @@ fn a_service_takes_its_steps_with_its_key() {
         ],
     );
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    // Kept to the end: the instance serves on the runtime's threads.
-    let _server = runtime.block_on(async {
-        let mut options = ServiceOptions::with_endpoints("moderator", &node.endpoints);
-        options.id = Some("moderator".into());
-        options.keys = Some(ClientKeys {
-            server,
-            public: moderator_public,
-            secret: moderator_secret,
-        });
-        let moderator = Arc::new(Service::connect(options).await.expect("connects"));
-        moderator
-            .serve_steps(4, |step| async move {
-                let text: String = zmanager_sdk::decode(&step.payload)?;
-                Ok::<_, StepError>(bytes::Bytes::from(rmp_serde::to_vec(&format!(
-                    "{text} ok"
-                ))?))
+    // Two instances with the one key; each counts the steps it handles.
+    // Kept to the end: they serve on the runtime's threads.
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _servers: Vec<_> = (0..2)
+        .map(|_| {
+            let handled = Arc::clone(&handled);
+            runtime.block_on(async {
+                let mut options = ServiceOptions::with_endpoints("moderator", &node.endpoints);
+                options.id = Some("moderator".into());
+                options.keys = Some(ClientKeys {
+                    server,
+                    public: moderator_public,
+                    secret: moderator_secret,
+                });
+                let moderator = Arc::new(Service::connect(options).await.expect("connects"));
+                moderator
+                    .serve_steps(4, move |step| {
+                        handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async move {
+                            let text: String = zmanager_sdk::decode(&step.payload)?;
+                            Ok::<_, StepError>(bytes::Bytes::from(rmp_serde::to_vec(&format!(
+                                "{text} ok"
+                            ))?))
+                        }
+                    })
+                    .await
+                    .expect("serves its steps")
             })
-            .await
-            .expect("serves its steps")
-    });
+        })
+        .collect();
     let ada = Client::connect(&node, &server, ada_keys, "ada");
     assert!(ada.handshake(Duration::from_secs(10)));
     ada.send(&ada.envelope("s-1", "Review"), &msgpack(&json!(" hi ")));
@@ -677,6 +687,25 @@ fn a_service_takes_its_steps_with_its_key() {
     assert_eq!(result.status, Status::Ok, "{result:?}");
     let value: serde_json::Value = rmp_serde::from_slice(&payload).expect("msgpack");
     assert_eq!(value, json!("HI OK"));
+    // Each step is handled by the instance it was given to alone (both
+    // hear the service's reply topic, under which each takes its steps).
+    for i in 2..=20 {
+        ada.send(
+            &ada.envelope(&format!("s-{i}"), "Review"),
+            &msgpack(&json!("x")),
+        );
+    }
+    let mut got = 1;
+    while got < 20 && ada.recv(Duration::from_secs(20)).is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 20, "every request answered");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        handled.load(std::sync::atomic::Ordering::Relaxed),
+        20,
+        "a step handled once"
+    );
 
     // mallory's take for the moderator's steps: refused, told to her.
     let mallory = Client::connect(&node, &server, mallory_keys, "mallory");

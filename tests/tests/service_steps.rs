@@ -257,6 +257,17 @@ fn takes_and_answers_that_do_not_fit_are_refused_with_their_code() {
         stranger.send(&answer(&stranger), msgpack(&"forged")).await;
         let r = stranger.recv(limit).await.expect("refused");
         assert_eq!(r.envelope.error.map(|e| e.code), Some(ErrorCode::Forbidden));
+        // Without a reply_to, the refusal is dropped: not published on the
+        // flow's results topic, where it would be news of the flow's.
+        let mut watcher =
+            RawClient::connect_with_prefix(e, "watcher", Some("Review~~~~done")).await;
+        let mut quiet = answer(&stranger);
+        quiet.reply_to.clear();
+        stranger.send(&quiet, msgpack(&"forged")).await;
+        assert!(
+            watcher.recv(Duration::from_millis(700)).await.is_none(),
+            "nothing on Review~~~~done"
+        );
 
         m.send(&answer(&m), msgpack(&"hello (approved)")).await;
         let result = writer.recv(limit).await.expect("the result");
@@ -272,6 +283,20 @@ fn takes_and_answers_that_do_not_fit_are_refused_with_their_code() {
             writer.recv(Duration::from_millis(500)).await.is_none(),
             "one result"
         );
+
+        // `status: error` without an error map ends the flow all the same.
+        writer.request("Review", "r-2", &" bye ").await;
+        let step = m.recv(limit).await.expect("the step");
+        assert_eq!(step.envelope.id, "r-2");
+        let mut bare = m.envelope("r-2", "Review");
+        bare.kind = Kind::Result;
+        bare.origin = "writer".into();
+        bare.status = Status::Error;
+        m.send(&bare, msgpack(&"bye")).await;
+        let result = writer.recv(limit).await.expect("the result");
+        let error = result.envelope.error.expect("an error result");
+        assert_eq!(error.code, ErrorCode::ActionFailed);
+        assert!(error.message.contains("no error map"), "{}", error.message);
     });
 }
 
@@ -451,6 +476,7 @@ fn zmanager_services_shows_a_services_steps_up_or_down() {
             .unwrap_or_else(|| panic!("{shown}"));
         let fields: Vec<&str> = row.split('\t').collect();
         assert_eq!(&fields[1..5], ["up", "0", "0", "1"], "{row}");
+        assert_eq!(fields[7], "-", "no error once it answered: {row}");
     });
 }
 

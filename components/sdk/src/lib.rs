@@ -166,7 +166,10 @@ impl<'a> Request<'a> {
     /// [`ErrorKind::BadRequest`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ActionError> {
         decode(self.payload).map_err(|e| {
-            ActionError::bad_request(format!("payload does not decode: {}", plain(&e.to_string())))
+            ActionError::bad_request(format!(
+                "payload does not decode: {}",
+                plain(&e.to_string())
+            ))
         })
     }
 

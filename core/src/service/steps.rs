@@ -112,7 +112,10 @@ impl Service {
                 tokio::select! {
                     step = steps.next() => {
                         let Some(step) = step else { return };
-                        if step.envelope.kind != Kind::Step {
+                        // With keys the subscription also covers the
+                        // service's reply topic, under which every instance
+                        // of it takes its steps: only this one's are ours.
+                        if step.envelope.kind != Kind::Step || step.topic != take_topic {
                             continue;
                         }
                         // Called here, in the order the steps came; its

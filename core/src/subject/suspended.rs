@@ -91,7 +91,7 @@ impl SubjectCore {
                         "service {:?} may not answer step {step} of flow {flow}: it is given to service {owner:?}",
                         answer.envelope.service
                     );
-                    return self.refuse(answer, ErrorCode::Forbidden, text);
+                    return self.refuse_answer(answer, ErrorCode::Forbidden, text);
                 }
             } else if !self
                 .permissions
@@ -101,7 +101,7 @@ impl SubjectCore {
                     "service {:?} may not answer step {step} of flow {flow} ([security] answer)",
                     answer.envelope.service
                 );
-                return self.refuse(answer, ErrorCode::Forbidden, text);
+                return self.refuse_answer(answer, ErrorCode::Forbidden, text);
             }
         }
         let Some(suspended) = self.suspended.remove(&key) else {
@@ -111,13 +111,7 @@ impl SubjectCore {
                 "no flow is suspended for it"
             };
             let text = format!("answer for id {:?} of service {:?}: {why}", key.1, key.0);
-            if answer.envelope.reply_to.is_empty() {
-                self.counters.rejected += 1;
-                tracing::warn!(id = %key.1, origin = %key.0, "{text} (no reply_to to tell the answering service)");
-            } else {
-                self.refuse(answer, ErrorCode::UnknownAsync, text);
-            }
-            return;
+            return self.refuse_answer(answer, ErrorCode::UnknownAsync, text);
         };
         self.counters.resumed += 1;
         self.held_bytes -= suspended.message.size();
@@ -131,6 +125,19 @@ impl SubjectCore {
         } = suspended;
         tracing::debug!(id = %key.1, service = %key.0, answered_by = %answer.envelope.service, "resumed after an @ASYNC step");
         message.payload = answer.payload;
+        // `status: error` without its `error` map still ends the flow.
+        let mut answer_error = answer.envelope.error;
+        if answer.envelope.status == Status::Error && answer_error.is_none() {
+            let code = ErrorCode::ActionFailed;
+            answer_error = Some(crate::envelope::ErrorInfo {
+                code,
+                name: code.name().to_owned(),
+                message: format!(
+                    "service {:?} answered with status error and no error map",
+                    answer.envelope.service
+                ),
+            });
+        }
         if answer.envelope.status != Status::Error {
             let at_us = self.now.wall_us;
             self.commits.record(|| Event::Resumed {
@@ -140,7 +147,7 @@ impl SubjectCore {
                 message: message.clone(),
             });
         }
-        if let (Status::Error, Some(error)) = (answer.envelope.status, answer.envelope.error) {
+        if let (Status::Error, Some(error)) = (answer.envelope.status, answer_error) {
             message.envelope.status = Status::Error;
             message.envelope.error = Some(error);
             message.envelope.kind = Kind::Result;
@@ -148,6 +155,19 @@ impl SubjectCore {
             return;
         }
         self.advance(message, step + 1);
+    }
+
+    /// Refuses an answer to the answering service's `reply_to`; without
+    /// one, only counts and logs it: a refusal published on the flow's
+    /// results topic would tell the flow's subscribers of an error that is
+    /// not the flow's.
+    fn refuse_answer(&mut self, answer: Message, code: ErrorCode, text: String) {
+        if answer.envelope.reply_to.is_empty() {
+            self.counters.rejected += 1;
+            tracing::warn!(id = %answer.envelope.id, origin = %answer.envelope.origin, answered_by = %answer.envelope.service, code = u16::from(code), "{text} (no reply_to to tell the answering service)");
+        } else {
+            self.refuse(answer, code, text);
+        }
     }
 
     /// Ends the flows whose answer did not come in time.
