@@ -51,6 +51,14 @@ enum Command {
     /// Run one worker process (`zmanager up` starts its own; run this by
     /// hand against a node started with `--workers 0`).
     Worker(worker::Args),
+    /// Print a shell completion script: `zmanager completions bash >
+    /// ~/.local/share/bash-completion/completions/zmanager`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `zmanager man | man -l -`.
+    Man,
     /// Run one service process of `zmanager bench`.
     #[command(hide = true)]
     BenchClient(bench::ClientArgs),
@@ -84,6 +92,25 @@ fn main() -> ExitCode {
         Command::Send(args) => report(send::run(args)),
         Command::Subscribe(args) => report(subscribe::run(args)),
         Command::Worker(args) => report(worker::run(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "zmanager",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            report(
+                clap_mangen::Man::new(Cli::command())
+                    .render(&mut std::io::stdout())
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(anyhow::Error::from),
+            )
+        }
         Command::Dlq(args) => report(dlq::run(args)),
         Command::Journal(args) => report(journal::run(args)),
         Command::Services(args) => report(services::run(args)),
@@ -118,6 +145,69 @@ mod tests {
     use clap::CommandFactory;
 
     use super::{Cli, colored};
+
+    #[test]
+    fn completions_and_the_man_page_cover_every_command() {
+        use clap::CommandFactory;
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "zmanager",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).expect("utf-8");
+        assert!(bash.contains("complete -F _zmanager"), "{bash}");
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut man)
+            .expect("renders");
+        let man = String::from_utf8(man).expect("utf-8");
+        assert!(
+            man.starts_with(".ie \\n(.g .ds Aq") || man.contains(".TH zmanager"),
+            "{man}"
+        );
+        for command in [
+            "up",
+            "send",
+            "subscribe",
+            "check",
+            "services",
+            "dlq",
+            "journal",
+            "keys",
+            "bench",
+            "worker",
+        ] {
+            assert!(bash.contains(command), "completions lack {command}");
+            assert!(man.contains(command), "the man page lacks {command}");
+        }
+    }
+
+    /// The shipped systemd unit starts the node with arguments this CLI
+    /// takes, on a configuration that loads.
+    #[test]
+    fn the_systemd_unit_runs_a_command_this_cli_takes() {
+        use clap::Parser;
+        let unit = include_str!("../../../../packaging/zmanager.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let mut words: Vec<&str> = exec.split_whitespace().collect();
+        words[0] = "zmanager";
+        let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert!(matches!(cli.command, super::Command::Up(_)), "{exec}");
+        let config = include_str!("../../../../packaging/node.toml");
+        let parsed = zmanager::config::NodeConfig::from_toml("node.toml", config)
+            .unwrap_or_else(|e| panic!("packaging/node.toml: {e}"));
+        assert_eq!(
+            parsed.data_dir,
+            std::path::Path::new("/var/lib/zmanager"),
+            "the unit's StateDirectory"
+        );
+        assert!(unit.contains("StateDirectory=zmanager"));
+    }
 
     #[test]
     fn no_color_turns_the_colors_off() {
