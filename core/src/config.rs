@@ -27,6 +27,10 @@
 //! service_retry_ms = 1000     # the recoverer's first delay for a service that is DOWN
 //! service_retry_max_ms = 60000 # ... doubled at each failure, up to this
 //! max_service_steps = 10000   # steps waiting for one service, at most
+//! max_durables = 64           # durable subscriptions, at most
+//! durable_max_messages = 10000 # what one keeps, at most: messages,
+//! durable_max_mb = 8          # ... bytes,
+//! durable_max_age_ms = 3600000 # ... and age
 //! data_dir = "zmanager-data"  # the journal and dead letters (relative to the config file)
 //!
 //! # Components loaded from shared libraries by every worker, besides the
@@ -132,6 +136,13 @@ pub struct NodeConfig {
     /// The most steps waiting for one service; a flow reaching its step
     /// past that ends with code 12 (`overloaded`).
     pub max_service_steps: usize,
+    /// The most durable subscriptions at once.
+    pub max_durables: usize,
+    /// What one durable subscription keeps unacknowledged, at most: past
+    /// any of these the oldest messages are dropped (and counted).
+    pub durable_max_messages: usize,
+    pub durable_max_mb: usize,
+    pub durable_max_age_ms: u64,
     /// Where the node keeps its journal and dead-letter store.
     pub data_dir: PathBuf,
     /// Shared libraries of dynamic components, loaded by the node (to check
@@ -240,6 +251,10 @@ impl Default for NodeConfig {
             service_retry_ms: 1_000,
             service_retry_max_ms: 60_000,
             max_service_steps: 10_000,
+            max_durables: 64,
+            durable_max_messages: 10_000,
+            durable_max_mb: 8,
+            durable_max_age_ms: 3_600_000,
             data_dir: PathBuf::from("zmanager-data"),
             components: Vec::new(),
             endpoints: Endpoints::default(),
@@ -401,6 +416,12 @@ impl NodeConfig {
         }
         if self.service_retry_max_ms < self.service_retry_ms {
             problems.push("service_retry_max_ms must be at least service_retry_ms".to_owned());
+        }
+        if self.max_durables == 0 || self.durable_max_messages == 0 || self.durable_max_mb == 0 {
+            problems.push(
+                "max_durables, durable_max_messages and durable_max_mb must be at least 1"
+                    .to_owned(),
+            );
         }
         if self.max_service_steps == 0 {
             problems.push("max_service_steps must be at least 1".to_owned());

@@ -38,6 +38,12 @@ pub enum Kind {
     /// it on; the service answers it as an `@ASYNC` step (a `result` with
     /// `origin` and `id`).
     Step,
+    /// A subscriber's durable subscription: its payload `{name, prefixes,
+    /// window}`, its `reply_to` the topic deliveries go to
+    /// (`docs/durable.md`).
+    Subscribe,
+    /// A durable subscriber acknowledges what it got: `{name, seq}`.
+    Ack,
     /// A kind this build does not know (from a newer peer); refused.
     #[serde(other)]
     Unknown,
@@ -245,6 +251,8 @@ mod codec {
             Kind::Accepted => "accepted",
             Kind::Take => "take",
             Kind::Step => "step",
+            Kind::Subscribe => "subscribe",
+            Kind::Ack => "ack",
             Kind::Unknown => "unknown",
         }
     }
@@ -463,6 +471,8 @@ mod codec {
                         "accepted" => Kind::Accepted,
                         "take" => Kind::Take,
                         "step" => Kind::Step,
+                        "subscribe" => Kind::Subscribe,
+                        "ack" => Kind::Ack,
                         _ => Kind::Unknown,
                     }
                 }
@@ -625,13 +635,15 @@ mod tests {
             rmp_serde::to_vec_named(e).unwrap()
         }
 
-        const KINDS: [Kind; 7] = [
+        const KINDS: [Kind; 9] = [
             Kind::Request,
             Kind::Result,
             Kind::Ping,
             Kind::Accepted,
             Kind::Take,
             Kind::Step,
+            Kind::Subscribe,
+            Kind::Ack,
             Kind::Unknown,
         ];
         const STATUSES: [Status; 3] = [Status::Ok, Status::Error, Status::Unknown];

@@ -48,6 +48,13 @@
 //! - [`integration_manager`]: the single publisher.
 //! - [`service_registry`]: service management's state (registered services,
 //!   their topics, up/down by heartbeat), answered by the Subject.
+//! - [`service_steps`]: the outbox of the steps given to each service, and
+//!   its recoverer.
+//! - [`durable`]: durable subscriptions: what was published for a named
+//!   subscriber, kept in order until it acknowledges it.
+//! - [`transport`]: libzmq sockets on tokio, with their limits and keys.
+//! - [`security`]: keys, the services they are bound to, and what each
+//!   may do.
 //! - [`journal`]: the durable journal: events, the `Journal` trait, its
 //!   SQLite backend, the group-commit writer (which tries a failed commit
 //!   again before anything after it) and retention.
@@ -74,6 +81,7 @@ pub mod dead_letter;
 pub mod dedupe;
 pub mod defaults;
 pub mod diagnostic;
+pub mod durable;
 pub mod dynamic;
 pub mod envelope;
 pub mod error_code;

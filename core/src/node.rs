@@ -229,6 +229,12 @@ pub async fn run(
                 max: Duration::from_millis(config.service_retry_max_ms),
             },
             max_service_steps: config.max_service_steps,
+            durable_retention: crate::durable::Retention {
+                max_messages: config.durable_max_messages,
+                max_bytes: config.durable_max_mb << 20,
+                max_age: Duration::from_millis(config.durable_max_age_ms),
+            },
+            max_durables: config.max_durables,
         },
         Links {
             publish: publish_tx,

@@ -34,10 +34,21 @@ pub const REMOVE_TOPIC: &str = "ServiceManagement_RemoveTopic";
 /// The steps given to each service (`[services]`): a list of
 /// [`crate::service_steps::StepsInfo`].
 pub const STEPS: &str = "ServiceManagement_Steps";
+/// The durable subscriptions: a list of [`crate::durable::DurableInfo`].
+pub const DURABLES: &str = "ServiceManagement_Durables";
 
 /// True for the flows the Subject answers itself.
 pub fn is_builtin(flow: &str) -> bool {
-    [REGISTER, HEARTBEAT, LIST, ADD_TOPIC, REMOVE_TOPIC, STEPS].contains(&flow)
+    [
+        REGISTER,
+        HEARTBEAT,
+        LIST,
+        ADD_TOPIC,
+        REMOVE_TOPIC,
+        STEPS,
+        DURABLES,
+    ]
+    .contains(&flow)
 }
 
 /// A request to the registry (every field optional).

@@ -46,8 +46,10 @@ use crate::topic::Topic;
 use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
 use crate::wire::{self, Message};
 
+mod durable;
 mod steps;
 
+pub use durable::{Delivery, DurableSubscription};
 pub use steps::{StepError, StepServer, TAKE_EVERY};
 
 /// Where and how a service connects.

@@ -64,6 +64,10 @@ pub struct SubjectOptions {
     pub service_backoff: crate::service_steps::Backoff,
     /// The most steps waiting for one service.
     pub max_service_steps: usize,
+    /// What each durable subscription keeps.
+    pub durable_retention: crate::durable::Retention,
+    /// The most durable subscriptions at once.
+    pub max_durables: usize,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -167,6 +171,8 @@ pub struct SubjectCore {
     pub(super) services: ServiceRegistry,
     /// The steps given to each service (`[services]`), by its name.
     pub(super) outboxes: std::collections::BTreeMap<String, crate::service_steps::Outbox>,
+    /// Durable subscriptions, by (service, name).
+    pub(super) durables: std::collections::BTreeMap<(String, String), crate::durable::Durable>,
     /// True while taking up recovered work: it was accepted before, so it
     /// is queued even past `max_pending` and `max_suspended`.
     pub(super) recovering: bool,
@@ -220,6 +226,7 @@ impl SubjectCore {
             suspended: HashMap::new(),
             services: ServiceRegistry::new(options.service_liveness, options.max_services),
             outboxes: std::collections::BTreeMap::new(),
+            durables: std::collections::BTreeMap::new(),
             recovering: false,
             counters: Counters::default(),
             gate: KeyGate::default(),
@@ -293,6 +300,7 @@ impl SubjectCore {
         self.dispatch();
         self.send_service_steps();
         self.flush_journal();
+        self.tend_durables();
     }
 
     /// The effects of what was handled, in order.

@@ -71,7 +71,7 @@ impl SubjectCore {
             let reply_to_ok = reply_to.is_empty()
                 || (starts_with_reply_topic(reply_to, who)
                     && (reply_to.len() == "@reply~~".len() + who.len()
-                        || envelope.kind == Kind::Take));
+                        || matches!(envelope.kind, Kind::Take | Kind::Subscribe)));
             if envelope.service != who || !reply_to_ok {
                 let own = topic::reply_topic(who);
                 let text = if envelope.service == who {
@@ -135,6 +135,8 @@ impl SubjectCore {
             }
             Kind::Result => return self.on_answer(message),
             Kind::Take => return self.on_take(message),
+            Kind::Subscribe => return self.on_subscribe(message),
+            Kind::Ack => return self.on_ack(message),
             Kind::Step => {
                 let text = "`step` is sent by the node, not to it".to_owned();
                 return self.refuse(message, ErrorCode::NotSupported, text);
@@ -177,6 +179,11 @@ impl SubjectCore {
             // Behind the commit of its end, like the first time.
             self.publish_result(result_topic(&result.envelope), result);
             return;
+        }
+        if envelope.flow == service_registry::DURABLES {
+            message.payload = self.durables_info();
+            message.envelope.accepted_us = self.now.wall_us;
+            return self.answer_now(message);
         }
         if envelope.flow == service_registry::STEPS {
             let steps = self.steps_info();

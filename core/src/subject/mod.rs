@@ -15,6 +15,7 @@
 //! - `steps`: moving a message along its flow, the ordering gate;
 //! - `suspended`: flows waiting at `@ASYNC` steps for their answer;
 //! - `service_steps`: steps given to services, sent by their outboxes;
+//! - `durables`: durable subscriptions, kept and delivered each turn;
 //! - `attempts`: failed attempts, redelivery, retry delays, dead letters;
 //! - `outcome`: every way a message ends;
 //! - `commits`: what waits for the journal (acknowledgements, keys);
@@ -55,6 +56,7 @@
 mod attempts;
 mod commits;
 mod core;
+mod durables;
 mod intake;
 #[cfg(test)]
 mod model;

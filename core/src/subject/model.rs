@@ -115,6 +115,12 @@ fn options() -> SubjectOptions {
             max: Duration::from_millis(800),
         },
         max_service_steps: 3,
+        durable_retention: crate::durable::Retention {
+            max_messages: 4,
+            max_bytes: 4 * MODEL_MESSAGE,
+            max_age: Duration::from_secs(5),
+        },
+        max_durables: 2,
     }
 }
 

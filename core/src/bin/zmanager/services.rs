@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use zmanager::durable::DurableInfo;
 use zmanager::service::Service;
 use zmanager::service_management;
 use zmanager::service_registry::{self, ServiceInfo};
@@ -89,6 +90,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     seconds(s.oldest_ms),
                     seconds(s.next_try_ms),
                     s.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            let durables = tokio::time::timeout(
+                Duration::from_secs(10),
+                service.request(service_registry::DURABLES, &()),
+            )
+            .await
+            .context("no answer from the node within 10s")??;
+            let durables: Vec<DurableInfo> = durables.decode()?;
+            if !durables.is_empty() {
+                println!();
+                println!("DURABLE OF\tNAME\tPREFIXES\tBACKLOG\tUNACKED\tACKED\tDROPPED");
+            }
+            for d in durables {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    d.service,
+                    d.name,
+                    d.prefixes.join(","),
+                    d.backlog,
+                    d.unacked,
+                    d.acked,
+                    d.dropped
                 );
             }
             Ok(ExitCode::SUCCESS)

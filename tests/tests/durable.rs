@@ -1,0 +1,249 @@
+//! Durable subscriptions on a real node (`docs/durable.md`): a subscriber
+//! away while messages are published on its prefix gets them all when it
+//! comes back, in order, then live ones; past the retention bound it sees
+//! how many were dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zmanager::durable::DurableInfo;
+use zmanager::service::{Service, ServiceOptions};
+use zmanager::service_registry;
+use zmanager_tests::client::{RawClient, msgpack};
+use zmanager_tests::node::{TestNode, config_file};
+use zmanager_tests::runtime;
+
+const PREFIX: &str = "Echo~~~~done";
+
+async fn subscriber(node: &TestNode) -> Arc<Service> {
+    let mut options = ServiceOptions::with_endpoints("audit", &node.endpoints);
+    options.id = Some("audit".into());
+    Arc::new(Service::connect(options).await.expect("connects"))
+}
+
+/// Pushes `n` Echo requests whose results go to the flow's results topic
+/// (no `reply_to`), numbered from `from`.
+async fn publish(client: &mut RawClient, from: usize, n: usize) {
+    for i in from..from + n {
+        let mut envelope = client.envelope(&format!("e-{i:05}"), "Echo");
+        envelope.reply_to.clear();
+        client.send(&envelope, msgpack(&i)).await;
+    }
+}
+
+/// The node's durable subscriptions (`ServiceManagement_Durables`).
+async fn durables(service: &Service) -> Vec<DurableInfo> {
+    service
+        .request(service_registry::DURABLES, &())
+        .await
+        .expect("answered")
+        .decode()
+        .expect("a list")
+}
+
+/// Waits until the node keeps `backlog` messages for the subscription.
+async fn wait_for_backlog(service: &Service, backlog: usize) -> DurableInfo {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = durables(service).await;
+        if let Some(d) = all.iter().find(|d| d.name == "log" && d.backlog >= backlog) {
+            return d.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "backlog never reached {backlog}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_subscriber_away_gets_everything_it_missed_in_order_then_live_ones() {
+    let config = config_file("durable_max_messages = 20000\ndurable_max_mb = 64\n");
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        let audit = subscriber(&node).await;
+        let mut log = audit
+            .subscribe_durable("log", &[PREFIX.to_owned()], 200)
+            .await
+            .expect("subscribes");
+        // Live first, to see it works before the subscriber goes away.
+        publish(&mut writer, 0, 10).await;
+        for seq in 1..=10 {
+            let d = log.next().await.expect("no error").expect("a message");
+            assert_eq!(d.seq, seq);
+            assert_eq!(d.topic, PREFIX);
+            log.ack(d.seq).await.expect("acked");
+        }
+        // The node has the acknowledgements (what a process had not
+        // acknowledged when it went away it would get again).
+        let watcher = Service::connect(ServiceOptions::with_endpoints("watch", &node.endpoints))
+            .await
+            .expect("connects");
+        let until = Instant::now() + Duration::from_secs(10);
+        while durables(&watcher).await.iter().all(|d| d.acked < 10) {
+            assert!(Instant::now() < until, "the acknowledgements never arrived");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Away: its process (sockets and all) is gone.
+        drop(log);
+        drop(audit);
+        let away = Instant::now();
+        let n: usize = std::env::var("DURABLE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        publish(&mut writer, 10, n).await;
+        let kept = wait_for_backlog(&watcher, n).await;
+        assert_eq!((kept.dropped, kept.acked), (0, 10), "{kept:?}");
+        let waited = away.elapsed();
+        if waited < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_secs(5) - waited).await;
+        }
+
+        // Back, under the same name.
+        let audit = subscriber(&node).await;
+        let mut log = audit
+            .subscribe_durable("log", &[PREFIX.to_owned()], 200)
+            .await
+            .expect("subscribes again");
+        let mut ids = Vec::with_capacity(n);
+        for expected in 11..=(10 + n as u64) {
+            let d = tokio::time::timeout(Duration::from_secs(30), log.next())
+                .await
+                .unwrap_or_else(|_| panic!("no message {expected} within 30 s"))
+                .expect("no error")
+                .expect("a message");
+            assert_eq!(d.seq, expected, "in order, each once");
+            ids.push(d.envelope.id.clone());
+            log.ack(d.seq).await.expect("acked");
+        }
+        let sorted = {
+            let mut s = ids.clone();
+            s.sort();
+            s
+        };
+        assert_eq!(ids, sorted, "in the order they were published");
+        assert_eq!(ids.first().map(String::as_str), Some("e-00010"));
+        assert_eq!(ids.last().map(String::as_str), Some("e-10009"));
+        // Then live ones.
+        publish(&mut writer, 20_000, 5).await;
+        for expected in (11 + n as u64)..(16 + n as u64) {
+            let d = log.next().await.expect("no error").expect("a message");
+            assert_eq!(d.seq, expected);
+        }
+        let after = durables(&watcher).await;
+        let log_info = after.iter().find(|d| d.name == "log").expect("listed");
+        eprintln!(
+            "durable: away {:?} while {n} were published: got {} in order, then 5 live; {log_info:?}",
+            away.elapsed(),
+            ids.len()
+        );
+        assert_eq!(log_info.dropped, 0);
+    });
+}
+
+#[test]
+fn past_its_retention_bound_a_subscription_counts_what_it_dropped() {
+    let config = config_file("durable_max_messages = 100\n");
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        let audit = subscriber(&node).await;
+        let log = audit
+            .subscribe_durable("log", &[PREFIX.to_owned()], 50)
+            .await
+            .expect("subscribes");
+        drop(log);
+        drop(audit);
+        publish(&mut writer, 0, 300).await;
+        let watcher = Service::connect(ServiceOptions::with_endpoints("watch", &node.endpoints))
+            .await
+            .expect("connects");
+        let until = Instant::now() + Duration::from_secs(30);
+        let info = loop {
+            let all = durables(&watcher).await;
+            let d = all.into_iter().find(|d| d.name == "log").expect("listed");
+            if d.dropped + d.backlog as u64 >= 300 || Instant::now() > until {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!((info.backlog, info.dropped), (100, 200), "{info:?}");
+        let audit = subscriber(&node).await;
+        let mut log = audit
+            .subscribe_durable("log", &[PREFIX.to_owned()], 50)
+            .await
+            .expect("subscribes again");
+        let first = log.next().await.expect("no error").expect("a message");
+        assert_eq!(first.seq, 201, "the kept ones: after the 200 dropped");
+        let out = zmanager_tests::zmanager()
+            .args(["services", "--intake", &node.endpoints.intake])
+            .args(["--publish", &node.endpoints.publish])
+            .output()
+            .expect("run zmanager services");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with("audit\tlog\t"))
+            .unwrap_or_else(|| panic!("{shown}"));
+        assert!(row.ends_with("\t200"), "DROPPED is the last column: {row}");
+    });
+}
+
+/// `zmanager subscribe --durable NAME` prints each message with its
+/// sequence number and acknowledges it; run again under the same name, it
+/// goes on after the last one it printed.
+#[test]
+fn zmanager_subscribe_durable_goes_on_where_it_stopped() {
+    let node = TestNode::start_builtin(1);
+    let (intake, publish_at) = (
+        node.endpoints.intake.clone(),
+        node.endpoints.publish.clone(),
+    );
+    let cli = move |count: &str| {
+        let mut cmd = zmanager_tests::zmanager();
+        cmd.args(["subscribe", "--durable", "cli", "--service", "audit"])
+            .args(["--intake", intake.as_str()])
+            .args(["--publish", publish_at.as_str()])
+            .args(["-n", count, PREFIX])
+            .stdout(std::process::Stdio::piped());
+        cmd
+    };
+    runtime().block_on(async {
+        let first = cli("2").spawn().expect("run zmanager subscribe");
+        let watcher = Service::connect(ServiceOptions::with_endpoints("watch", &node.endpoints))
+            .await
+            .expect("connects");
+        let until = Instant::now() + Duration::from_secs(20);
+        while !durables(&watcher).await.iter().any(|d| d.name == "cli") {
+            assert!(Instant::now() < until, "the subscription never appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        publish(&mut writer, 0, 3).await;
+        let out = tokio::task::spawn_blocking(move || first.wait_with_output())
+            .await
+            .expect("joined")
+            .expect("ran");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = printed.lines().collect();
+        assert_eq!(lines.len(), 2, "{printed}");
+        assert!(
+            lines[0].starts_with("1 Echo~~~~done id=e-00000 "),
+            "{printed}"
+        );
+        assert!(
+            lines[1].starts_with("2 Echo~~~~done id=e-00001 "),
+            "{printed}"
+        );
+        let again = cli.clone();
+        let second = tokio::task::spawn_blocking(move || again("1").output())
+            .await
+            .expect("joined")
+            .expect("ran");
+        let printed = String::from_utf8_lossy(&second.stdout).into_owned();
+        assert!(
+            printed.starts_with("3 Echo~~~~done id=e-00002 "),
+            "the next one, not one again: {printed}"
+        );
+    });
+}
