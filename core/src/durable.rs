@@ -92,9 +92,11 @@ impl Durable {
         self.sent = self.acked;
     }
 
-    /// True when a publication on `topic` is this subscription's.
+    /// True when a publication on `topic` is this subscription's (never
+    /// what goes to its own subscriber's topic).
     pub fn wants(&self, topic: &str) -> bool {
-        self.prefixes.iter().any(|p| topic.starts_with(p.as_str()))
+        !topic.starts_with(self.topic.as_str())
+            && self.prefixes.iter().any(|p| topic.starts_with(p.as_str()))
     }
 
     /// Keeps a publication; drops the oldest past the bounds.
@@ -221,6 +223,8 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Durable::new(vec!["A~".into()], "@reply~s~d~".into(), 2, retention());
         assert!(d.wants("A~x") && !d.wants("B~"));
+        let all = Durable::new(vec![String::new()], "@reply~s~d~".into(), 2, retention());
+        assert!(!all.wants("@reply~s~d~7~A~x"), "not its own deliveries");
         for n in 0..5 {
             d.keep("A~x", message(n), t0);
         }

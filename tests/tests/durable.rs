@@ -247,3 +247,63 @@ fn zmanager_subscribe_durable_goes_on_where_it_stopped() {
         );
     });
 }
+
+/// What the node refuses around durable subscriptions, told to the
+/// subscriber with its code: deliveries to a topic not its own (6), a
+/// subscription past `max_durables` (12), an ack under a name it has no
+/// subscription under (6).
+#[test]
+fn subscribes_and_acks_that_do_not_fit_are_refused_with_their_code() {
+    use zmanager::envelope::Kind;
+    use zmanager::error_code::ErrorCode;
+    let config = config_file("max_durables = 1\n");
+    let node = TestNode::start_with(1, None, &["--config", config.path()]);
+    runtime().block_on(async {
+        let topic = "@reply~audit~durable-x~";
+        let mut audit = RawClient::connect_with_prefix(&node.endpoints, "audit", Some(topic)).await;
+        let limit = Duration::from_secs(20);
+        let control = |client: &RawClient, kind: Kind, reply_to: &str| {
+            let mut e = client.envelope("c-1", "");
+            e.kind = kind;
+            reply_to.clone_into(&mut e.reply_to);
+            e
+        };
+        let subscribe =
+            |name: &str| msgpack(&serde_json::json!({"name": name, "prefixes": [PREFIX]}));
+        audit
+            .send(
+                &control(&audit, Kind::Subscribe, "@reply~writer~"),
+                subscribe("a"),
+            )
+            .await;
+        let r = audit.recv(limit).await.expect("refused");
+        assert_eq!(r.topic, "@reply~audit~", "told on its own topic");
+        assert_eq!(
+            r.envelope.error.map(|e| e.code),
+            Some(ErrorCode::BadRequest)
+        );
+
+        audit
+            .send(&control(&audit, Kind::Subscribe, topic), subscribe("a"))
+            .await;
+        let made = audit.recv(limit).await.expect("made");
+        assert_eq!(made.envelope.kind, Kind::Accepted);
+        let acked: u64 = rmp_serde::from_slice(&made.payload).expect("a number");
+        assert_eq!(acked, 0);
+        audit
+            .send(&control(&audit, Kind::Subscribe, topic), subscribe("b"))
+            .await;
+        let r = audit.recv(limit).await.expect("refused");
+        let error = r.envelope.error.expect("an error");
+        assert_eq!(error.code, ErrorCode::Overloaded);
+        assert!(error.message.contains("max_durables"), "{}", error.message);
+
+        let ack = msgpack(&serde_json::json!({"name": "nope", "seq": 1}));
+        audit.send(&control(&audit, Kind::Ack, topic), ack).await;
+        let r = audit.recv(limit).await.expect("refused");
+        assert_eq!(
+            r.envelope.error.map(|e| e.code),
+            Some(ErrorCode::BadRequest)
+        );
+    });
+}

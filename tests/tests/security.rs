@@ -718,3 +718,41 @@ fn a_service_takes_its_steps_with_its_key() {
     let refused = mallory.recv(Duration::from_secs(10)).expect("told why");
     assert_eq!(refused.error.map(|e| e.code), Some(ErrorCode::WrongService));
 }
+
+/// With keys, a durable subscription's prefixes are checked as a
+/// subscription's are: mallory may keep her own results, not ada's.
+#[test]
+fn a_durable_subscription_reads_only_what_its_service_may() {
+    use std::sync::Arc;
+    use zmanager::service::{Service, ServiceError, ServiceOptions};
+    use zmanager::transport::ClientKeys;
+
+    let dir = TempDir::new("secure-durable");
+    let mallory_public = security::write_new_pair(&dir.path().join("mallory")).expect("keys");
+    let (_, mallory_secret) =
+        security::read_key_file(&dir.path().join("mallory.key")).expect("read");
+    let (node, server) = secure_node(dir.path(), &[("mallory", &mallory_public)]);
+    tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            let mut options = ServiceOptions::with_endpoints("mallory", &node.endpoints);
+            options.id = Some("mallory".into());
+            options.keys = Some(ClientKeys {
+                server,
+                public: mallory_public,
+                secret: mallory_secret,
+            });
+            let mallory = Arc::new(Service::connect(options).await.expect("connects"));
+            let refused = mallory
+                .subscribe_durable("spy", &["@reply~ada~".to_owned()], 10)
+                .await;
+            assert!(
+                matches!(&refused, Err(ServiceError::Failed { error, .. }) if error.code == ErrorCode::Forbidden),
+                "{refused:?}"
+            );
+            mallory
+                .subscribe_durable("own", &["@reply~mallory~".to_owned()], 10)
+                .await
+                .expect("her own results she may keep");
+        });
+}
