@@ -2,7 +2,8 @@
 //! can happen to it — requests (duplicates, refused ones whose ids collide
 //! with live ones), worker results, errors, panics, workers lost and hung,
 //! commits that succeed or fail, `@ASYNC` answers, a service's instances
-//! taking, holding, answering and forgetting its steps, time passing — driven
+//! taking, holding, answering and forgetting its steps, durable
+//! subscriptions made, acknowledged and made again, time passing — driven
 //! through [`SubjectCore`], with its promises checked after every step:
 //!
 //! - every accepted `(service, id)` ends exactly once, with one result
@@ -15,6 +16,9 @@
 //! - a step given to a service goes out only once its suspension is
 //!   committed; every flow waiting at a service's step is in that
 //!   service's outbox, and nothing else is;
+//! - a durable subscription delivers, under each sequence number, the very
+//!   publication that number was given to, in the order published, never
+//!   past its window;
 //! - nothing panics; and after the faults stop, everything accepted ends.
 //!
 //! The journal is played by the test: appended turns wait in a queue until
@@ -217,7 +221,19 @@ enum Op {
     Vanish {
         instance: u8,
     },
+    /// A durable subscriber of service 0's results subscribes (again).
+    DurableSubscribe {
+        name: u8,
+    },
+    /// It acknowledges the last it got.
+    DurableAck {
+        name: u8,
+    },
 }
+
+/// The prefix the model's durable subscriptions keep: service 0's results.
+const DURABLE_PREFIX: &str = "r0";
+const DURABLE_WINDOW: u32 = 2;
 
 /// Whether commits may fail: not when `MODEL_NO_FAILED_COMMITS` is set
 /// (to hunt what else breaks a promise).
@@ -259,6 +275,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(instance, pick, error)| Op::StepAnswer { instance, pick, error }),
         1 => (0usize..4).prop_map(|pick| Op::StaleAnswer { pick }),
         1 => (0..INSTANCES).prop_map(|instance| Op::Vanish { instance }),
+        1 => (0u8..2).prop_map(|name| Op::DurableSubscribe { name }),
+        2 => (0u8..2).prop_map(|name| Op::DurableAck { name }),
     ]
 }
 
@@ -316,6 +334,12 @@ struct Harness {
     instances: HashMap<String, (u32, Vec<Message>)>,
     /// Steps answered once, for duplicate answers.
     answered_steps: Vec<Message>,
+    /// Every publication on [`DURABLE_PREFIX`] topics, in order.
+    on_prefix: Vec<Message>,
+    /// Per durable name: how many publications on the prefix came before
+    /// it was made (its sequence number 1 is the next one), and the
+    /// highest sequence number it got.
+    durable: HashMap<u8, (usize, u64)>,
     /// Requests whose suspension at a step is committed in their current
     /// life (cleared when the id is accepted again).
     suspension_committed: HashSet<MessageKey>,
@@ -369,8 +393,14 @@ impl Harness {
             delivered_last: false,
             instances: HashMap::new(),
             answered_steps: Vec::new(),
+            on_prefix: Vec::new(),
+            durable: HashMap::new(),
             suspension_committed: HashSet::new(),
         }
+    }
+
+    fn durable_topic(name: u8) -> String {
+        format!("@reply~d~durable-{name}~")
     }
 
     fn instance_topic(instance: u8) -> String {
@@ -624,6 +654,43 @@ impl Harness {
             Op::Vanish { instance } => {
                 self.instances.remove(&Self::instance_topic(instance));
             }
+            Op::DurableSubscribe { name } => {
+                let mut e = Envelope::request(format!("sub-{name}"), "");
+                e.kind = Kind::Subscribe;
+                e.service = "d".into();
+                e.reply_to = Self::durable_topic(name);
+                let payload = rmp_serde::to_vec_named(&serde_json::json!({
+                    "name": format!("n{name}"),
+                    "prefixes": [DURABLE_PREFIX],
+                    "window": DURABLE_WINDOW,
+                }))
+                .expect("a map");
+                let known = self
+                    .core
+                    .durables
+                    .contains_key(&("d".to_owned(), format!("n{name}")));
+                self.intake(&Message::new(e, Bytes::from(payload)));
+                let made = self
+                    .core
+                    .durables
+                    .contains_key(&("d".to_owned(), format!("n{name}")));
+                if made && !known {
+                    self.durable.insert(name, (self.on_prefix.len(), 0));
+                }
+            }
+            Op::DurableAck { name } => {
+                if let Some(&(_, got)) = self.durable.get(&name) {
+                    let mut e = Envelope::request(format!("ack-{name}"), "");
+                    e.kind = Kind::Ack;
+                    e.service = "d".into();
+                    e.reply_to = Self::durable_topic(name);
+                    let payload = rmp_serde::to_vec_named(
+                        &serde_json::json!({"name": format!("n{name}"), "seq": got}),
+                    )
+                    .expect("a map");
+                    self.intake(&Message::new(e, Bytes::from(payload)));
+                }
+            }
         }
         self.end_turn(op)
     }
@@ -709,6 +776,15 @@ impl Harness {
         }
         self.delivered_last = self.delivered;
         self.delivered = false;
+        // What durable subscriptions may deliver this turn includes this
+        // turn's publications.
+        for effect in &effects {
+            if let Effect::Publish(p) = effect
+                && p.topic.starts_with(DURABLE_PREFIX)
+            {
+                self.on_prefix.push(p.message.clone());
+            }
+        }
         for effect in effects {
             match effect {
                 Effect::ToWorker(worker, message) => {
@@ -728,6 +804,9 @@ impl Harness {
                         }
                         prop_assert!(held.len() <= MAX_CREDITS as usize, "credits exceeded");
                     }
+                }
+                Effect::Publish(p) if p.topic.starts_with("@reply~d~durable-") => {
+                    self.delivered_durable(&p.topic, &p.message)?;
                 }
                 Effect::Publish(p) => match p.message.envelope.kind {
                     Kind::Accepted => {
@@ -791,6 +870,49 @@ impl Harness {
         }
         self.check_results(op, &ended, results)?;
         self.check_bounds()
+    }
+
+    /// A durable delivery: the publication its sequence number was given
+    /// to, within the window.
+    fn delivered_durable(&mut self, topic: &str, message: &Message) -> Result<(), TestCaseError> {
+        let rest = topic.trim_start_matches("@reply~d~durable-");
+        let (name, rest) = rest.split_once('~').expect("NAME~");
+        let name: u8 = name.parse().expect("a model name");
+        if rest.is_empty() {
+            // The node's answer to a subscribe (or its refusal).
+            return Ok(());
+        }
+        let (seq, original) = rest.split_once('~').expect("SEQ~TOPIC");
+        let seq: u64 = seq.parse().expect("a number");
+        prop_assert!(original.starts_with(DURABLE_PREFIX), "{}", topic);
+        let Some(&(made_at, got)) = self.durable.get(&name) else {
+            return Err(TestCaseError::fail(format!(
+                "a delivery for {name}, never made"
+            )));
+        };
+        let index = made_at + usize::try_from(seq).unwrap_or(usize::MAX) - 1;
+        prop_assert_eq!(
+            self.on_prefix.get(index),
+            Some(message),
+            "durable n{} delivered under {} something else than publication {}",
+            name,
+            seq,
+            index
+        );
+        let acked = self
+            .core
+            .durables
+            .get(&("d".to_owned(), format!("n{name}")))
+            .map_or(0, crate::durable::Durable::acked);
+        prop_assert!(
+            seq <= acked + u64::from(DURABLE_WINDOW),
+            "durable n{} delivered {} past its window (acknowledged {})",
+            name,
+            seq,
+            acked
+        );
+        self.durable.insert(name, (made_at, got.max(seq)));
+        Ok(())
     }
 
     /// What the core recorded, against the lives so far.
