@@ -429,27 +429,30 @@ fn the_python_quickstart_says_what_is_wrong_with_its_keys() {
     }
 }
 
-/// `moderator.py` running beside a node, its output read as it comes:
-/// stdout has one `step ORIGIN ID` line per step, stderr the rest.
-struct Moderator {
+/// A script of `examples/python/` running beside a node, its output read
+/// as it comes: stdout has one line per thing it handled (`moderator.py`:
+/// `step ORIGIN ID` per step; `durable.py`: `SEQ TOPIC ID` per delivery),
+/// stderr the rest.
+struct Script {
+    name: &'static str,
     child: Child,
     lines: mpsc::Receiver<(bool, String)>,
     stdout: Vec<String>,
     stderr: Vec<String>,
 }
 
-/// What a `moderator.py` that ended left: its exit status, its `step`
-/// lines and its stderr.
+/// What a script that ended left: its exit status, its stdout lines and
+/// its stderr.
 struct Ended {
     status: ExitStatus,
-    steps: Vec<String>,
+    lines: Vec<String>,
     stderr: String,
 }
 
-impl Moderator {
-    fn start(endpoints: &Endpoints, extra: &[&str]) -> Self {
+impl Script {
+    fn start(name: &'static str, endpoints: &Endpoints, extra: &[&str]) -> Self {
         let mut child = Command::new(python())
-            .arg(workspace_root().join("examples/python/moderator.py"))
+            .arg(workspace_root().join("examples/python").join(name))
             .args(["--intake", &endpoints.intake])
             .args(["--publish", &endpoints.publish])
             .args(extra)
@@ -457,7 +460,7 @@ impl Moderator {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run moderator.py");
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().expect("its stdout");
         let err = child.stderr.take().expect("its stderr");
@@ -476,6 +479,7 @@ impl Moderator {
             });
         }
         Self {
+            name,
             child,
             lines,
             stdout: Vec::new(),
@@ -506,7 +510,8 @@ impl Moderator {
             if !self.read_line(until) {
                 let _ = self.child.kill();
                 panic!(
-                    "moderator.py did not say {what:?} within {limit:?}:\n{}\n{}",
+                    "{} did not say {what:?} within {limit:?}:\n{}\n{}",
+                    self.name,
                     self.stdout.join("\n"),
                     self.stderr.join("\n")
                 );
@@ -518,13 +523,14 @@ impl Moderator {
     fn finish(&mut self, limit: Duration) -> Ended {
         let until = Instant::now() + limit;
         let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for moderator.py") {
+            if let Some(status) = self.child.try_wait().expect("wait for the script") {
                 break status;
             }
             if Instant::now() >= until {
                 let _ = self.child.kill();
                 panic!(
-                    "moderator.py still ran after {limit:?}:\n{}\n{}",
+                    "{} still ran after {limit:?}:\n{}\n{}",
+                    self.name,
                     self.stdout.join("\n"),
                     self.stderr.join("\n")
                 );
@@ -535,23 +541,28 @@ impl Moderator {
         while self.read_line(Instant::now() + Duration::from_secs(5)) {}
         Ended {
             status,
-            steps: self.stdout.clone(),
+            lines: self.stdout.clone(),
             stderr: self.stderr.join("\n"),
         }
     }
 
-    /// SIGTERM (as Ctrl-C), then [`Moderator::finish`].
+    /// SIGTERM (as Ctrl-C), then [`Script::finish`].
     fn stop(&mut self, limit: Duration) -> Ended {
         kill("TERM", self.pid());
         self.finish(limit)
     }
 }
 
-impl Drop for Moderator {
+impl Drop for Script {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `moderator.py` beside the node at `endpoints`.
+fn moderator(endpoints: &Endpoints, extra: &[&str]) -> Script {
+    Script::start("moderator.py", endpoints, extra)
 }
 
 /// The line `moderator.py` writes on stderr once it takes steps.
@@ -610,7 +621,7 @@ fn the_python_moderator_takes_the_steps_of_review() {
     }
     let node = TestNode::start_builtin(1);
     let limit = Duration::from_secs(30);
-    let mut moderator = Moderator::start(&node.endpoints, &["--count", "3"]);
+    let mut moderator = moderator(&node.endpoints, &["--count", "3"]);
     moderator.wait_for(TAKING, limit);
     let got = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "writer").await;
@@ -632,7 +643,7 @@ fn the_python_moderator_takes_the_steps_of_review() {
     // One line per step. Their order is the order the flows reached the
     // step, after a Text.trim each on the worker: not necessarily r-1's
     // first.
-    let mut steps = ended.steps.clone();
+    let mut steps = ended.lines.clone();
     steps.sort();
     assert_eq!(
         steps,
@@ -656,7 +667,7 @@ fn the_python_moderator_takes_a_step_that_waited_for_it() {
         client.request("Review", "early", &"  pushed first ").await;
         let none = client.recv(Duration::from_secs(1)).await;
         assert!(none.is_none(), "no moderator, yet a result: {none:?}");
-        let moderator = Moderator::start(&node.endpoints, &["--count", "1"]);
+        let moderator = moderator(&node.endpoints, &["--count", "1"]);
         (results(&mut client, &["early"], limit).await, moderator)
     });
     assert_approved(&got["early"], "PUSHED FIRST (APPROVED)");
@@ -667,7 +678,7 @@ fn the_python_moderator_takes_a_step_that_waited_for_it() {
         ended.status,
         ended.stderr
     );
-    assert_eq!(ended.steps, ["step writer early"], "{}", ended.stderr);
+    assert_eq!(ended.lines, ["step writer early"], "{}", ended.stderr);
 }
 
 /// A step whose answer is late is given again (same origin and id):
@@ -684,7 +695,7 @@ fn the_python_moderator_answers_a_step_given_again() {
     );
     let node = TestNode::start_with(1, None, &["--config", config.path()]);
     let limit = Duration::from_secs(30);
-    let mut moderator = Moderator::start(&node.endpoints, &[]);
+    let mut moderator = moderator(&node.endpoints, &[]);
     moderator.wait_for(TAKING, limit);
     let got = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "writer").await;
@@ -708,13 +719,13 @@ fn the_python_moderator_answers_a_step_given_again() {
         ended.stderr
     );
     assert!(
-        ended.steps.len() >= 2 && ended.steps.iter().all(|l| l == "step writer again"),
+        ended.lines.len() >= 2 && ended.lines.iter().all(|l| l == "step writer again"),
         "{:?}",
-        ended.steps
+        ended.lines
     );
     eprintln!(
         "moderator.py was given the step {} times",
-        ended.steps.len()
+        ended.lines.len()
     );
     // Each copy was answered: every answer but the first is refused.
     let refused = |log: &str| {
@@ -723,12 +734,12 @@ fn the_python_moderator_answers_a_step_given_again() {
             .count()
     };
     let until = Instant::now() + Duration::from_secs(5);
-    while refused(&node.log()) < ended.steps.len() - 1 && Instant::now() < until {
+    while refused(&node.log()) < ended.lines.len() - 1 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
         refused(&node.log()),
-        ended.steps.len() - 1,
+        ended.lines.len() - 1,
         "{}",
         node.log()
     );
@@ -765,7 +776,7 @@ fn the_python_moderator_takes_steps_with_keys() {
     );
     let node = secure::start(&config);
     let limit = Duration::from_secs(30);
-    let mut moderator = Moderator::start(
+    let mut moderator = moderator(
         &node.endpoints,
         &[
             "--count",
@@ -810,11 +821,11 @@ fn the_python_moderator_takes_steps_with_keys() {
         ended.status,
         ended.stderr
     );
-    assert_eq!(ended.steps.len(), 2, "{:?}", ended.steps);
+    assert_eq!(ended.lines.len(), 2, "{:?}", ended.lines);
     assert!(
-        ended.steps.iter().all(|l| l.starts_with("step writer ")),
+        ended.lines.iter().all(|l| l.starts_with("step writer ")),
         "{:?}",
-        ended.steps
+        ended.lines
     );
     // Nothing of the moderator's was refused as not its own (code 19).
     let log = node.log();
