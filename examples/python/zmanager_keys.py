@@ -1,4 +1,4 @@
-"""CURVE keys for the Python examples (quickstart.py, moderator.py).
+"""CURVE keys for the Python examples (quickstart.py, moderator.py, durable.py).
 
 Reads the key files `zmanager keys new` writes (docs/security.md) and puts
 the keys on a socket. Only pyzmq: `tomllib` when the Python has it (3.11

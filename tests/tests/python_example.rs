@@ -1,8 +1,9 @@
 //! The Python clients in `examples/python/` get along with the Rust node:
 //! `quickstart.py` gets its results, `moderator.py` takes the steps the
-//! `Review` flow gives to service `moderator` (protocol §7c). The wire
-//! protocol as documented works from another language, with CURVE keys too
-//! (`docs/security.md`).
+//! `Review` flow gives to service `moderator` (protocol §7c), `durable.py`
+//! goes on where it stopped in a durable subscription (protocol §7d). The
+//! wire protocol as documented works from another language, with CURVE
+//! keys too (`docs/security.md`).
 //!
 //! Needs python3 with pyzmq and msgpack (`.ci/run` installs them). Without
 //! them the tests say so and pass locally, but fail under CI (`CI` set),
@@ -19,7 +20,7 @@ use zmanager::config::Endpoints;
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
 use zmanager::security;
-use zmanager_tests::client::{RawClient, Received, json};
+use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::node::{TempDir, TestNode, config_file};
 use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
 
@@ -429,27 +430,30 @@ fn the_python_quickstart_says_what_is_wrong_with_its_keys() {
     }
 }
 
-/// `moderator.py` running beside a node, its output read as it comes:
-/// stdout has one `step ORIGIN ID` line per step, stderr the rest.
-struct Moderator {
+/// A script of `examples/python/` running beside a node, its output read
+/// as it comes: stdout has one line per thing it handled (`moderator.py`:
+/// `step ORIGIN ID` per step; `durable.py`: `SEQ TOPIC ID` per delivery),
+/// stderr the rest.
+struct Script {
+    name: &'static str,
     child: Child,
     lines: mpsc::Receiver<(bool, String)>,
     stdout: Vec<String>,
     stderr: Vec<String>,
 }
 
-/// What a `moderator.py` that ended left: its exit status, its `step`
-/// lines and its stderr.
+/// What a script that ended left: its exit status, its stdout lines and
+/// its stderr.
 struct Ended {
     status: ExitStatus,
-    steps: Vec<String>,
+    lines: Vec<String>,
     stderr: String,
 }
 
-impl Moderator {
-    fn start(endpoints: &Endpoints, extra: &[&str]) -> Self {
+impl Script {
+    fn start(name: &'static str, endpoints: &Endpoints, extra: &[&str]) -> Self {
         let mut child = Command::new(python())
-            .arg(workspace_root().join("examples/python/moderator.py"))
+            .arg(workspace_root().join("examples/python").join(name))
             .args(["--intake", &endpoints.intake])
             .args(["--publish", &endpoints.publish])
             .args(extra)
@@ -457,7 +461,7 @@ impl Moderator {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run moderator.py");
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().expect("its stdout");
         let err = child.stderr.take().expect("its stderr");
@@ -476,6 +480,7 @@ impl Moderator {
             });
         }
         Self {
+            name,
             child,
             lines,
             stdout: Vec::new(),
@@ -506,7 +511,24 @@ impl Moderator {
             if !self.read_line(until) {
                 let _ = self.child.kill();
                 panic!(
-                    "moderator.py did not say {what:?} within {limit:?}:\n{}\n{}",
+                    "{} did not say {what:?} within {limit:?}:\n{}\n{}",
+                    self.name,
+                    self.stdout.join("\n"),
+                    self.stderr.join("\n")
+                );
+            }
+        }
+    }
+
+    /// Waits until it has written `n` lines on stdout.
+    fn wait_for_lines(&mut self, n: usize, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.stdout.len() < n {
+            if !self.read_line(until) {
+                let _ = self.child.kill();
+                panic!(
+                    "{} did not write {n} lines within {limit:?}:\n{}\n{}",
+                    self.name,
                     self.stdout.join("\n"),
                     self.stderr.join("\n")
                 );
@@ -518,13 +540,14 @@ impl Moderator {
     fn finish(&mut self, limit: Duration) -> Ended {
         let until = Instant::now() + limit;
         let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for moderator.py") {
+            if let Some(status) = self.child.try_wait().expect("wait for the script") {
                 break status;
             }
             if Instant::now() >= until {
                 let _ = self.child.kill();
                 panic!(
-                    "moderator.py still ran after {limit:?}:\n{}\n{}",
+                    "{} still ran after {limit:?}:\n{}\n{}",
+                    self.name,
                     self.stdout.join("\n"),
                     self.stderr.join("\n")
                 );
@@ -535,23 +558,28 @@ impl Moderator {
         while self.read_line(Instant::now() + Duration::from_secs(5)) {}
         Ended {
             status,
-            steps: self.stdout.clone(),
+            lines: self.stdout.clone(),
             stderr: self.stderr.join("\n"),
         }
     }
 
-    /// SIGTERM (as Ctrl-C), then [`Moderator::finish`].
+    /// SIGTERM (as Ctrl-C), then [`Script::finish`].
     fn stop(&mut self, limit: Duration) -> Ended {
         kill("TERM", self.pid());
         self.finish(limit)
     }
 }
 
-impl Drop for Moderator {
+impl Drop for Script {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `moderator.py` beside the node at `endpoints`.
+fn moderator(endpoints: &Endpoints, extra: &[&str]) -> Script {
+    Script::start("moderator.py", endpoints, extra)
 }
 
 /// The line `moderator.py` writes on stderr once it takes steps.
@@ -610,7 +638,7 @@ fn the_python_moderator_takes_the_steps_of_review() {
     }
     let node = TestNode::start_builtin(1);
     let limit = Duration::from_secs(30);
-    let mut moderator = Moderator::start(&node.endpoints, &["--count", "3"]);
+    let mut moderator = moderator(&node.endpoints, &["--count", "3"]);
     moderator.wait_for(TAKING, limit);
     let got = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "writer").await;
@@ -632,7 +660,7 @@ fn the_python_moderator_takes_the_steps_of_review() {
     // One line per step. Their order is the order the flows reached the
     // step, after a Text.trim each on the worker: not necessarily r-1's
     // first.
-    let mut steps = ended.steps.clone();
+    let mut steps = ended.lines.clone();
     steps.sort();
     assert_eq!(
         steps,
@@ -656,7 +684,7 @@ fn the_python_moderator_takes_a_step_that_waited_for_it() {
         client.request("Review", "early", &"  pushed first ").await;
         let none = client.recv(Duration::from_secs(1)).await;
         assert!(none.is_none(), "no moderator, yet a result: {none:?}");
-        let moderator = Moderator::start(&node.endpoints, &["--count", "1"]);
+        let moderator = moderator(&node.endpoints, &["--count", "1"]);
         (results(&mut client, &["early"], limit).await, moderator)
     });
     assert_approved(&got["early"], "PUSHED FIRST (APPROVED)");
@@ -667,7 +695,7 @@ fn the_python_moderator_takes_a_step_that_waited_for_it() {
         ended.status,
         ended.stderr
     );
-    assert_eq!(ended.steps, ["step writer early"], "{}", ended.stderr);
+    assert_eq!(ended.lines, ["step writer early"], "{}", ended.stderr);
 }
 
 /// A step whose answer is late is given again (same origin and id):
@@ -684,7 +712,7 @@ fn the_python_moderator_answers_a_step_given_again() {
     );
     let node = TestNode::start_with(1, None, &["--config", config.path()]);
     let limit = Duration::from_secs(30);
-    let mut moderator = Moderator::start(&node.endpoints, &[]);
+    let mut moderator = moderator(&node.endpoints, &[]);
     moderator.wait_for(TAKING, limit);
     let got = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "writer").await;
@@ -708,13 +736,13 @@ fn the_python_moderator_answers_a_step_given_again() {
         ended.stderr
     );
     assert!(
-        ended.steps.len() >= 2 && ended.steps.iter().all(|l| l == "step writer again"),
+        ended.lines.len() >= 2 && ended.lines.iter().all(|l| l == "step writer again"),
         "{:?}",
-        ended.steps
+        ended.lines
     );
     eprintln!(
         "moderator.py was given the step {} times",
-        ended.steps.len()
+        ended.lines.len()
     );
     // Each copy was answered: every answer but the first is refused.
     let refused = |log: &str| {
@@ -723,12 +751,12 @@ fn the_python_moderator_answers_a_step_given_again() {
             .count()
     };
     let until = Instant::now() + Duration::from_secs(5);
-    while refused(&node.log()) < ended.steps.len() - 1 && Instant::now() < until {
+    while refused(&node.log()) < ended.lines.len() - 1 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
         refused(&node.log()),
-        ended.steps.len() - 1,
+        ended.lines.len() - 1,
         "{}",
         node.log()
     );
@@ -765,7 +793,7 @@ fn the_python_moderator_takes_steps_with_keys() {
     );
     let node = secure::start(&config);
     let limit = Duration::from_secs(30);
-    let mut moderator = Moderator::start(
+    let mut moderator = moderator(
         &node.endpoints,
         &[
             "--count",
@@ -810,13 +838,209 @@ fn the_python_moderator_takes_steps_with_keys() {
         ended.status,
         ended.stderr
     );
-    assert_eq!(ended.steps.len(), 2, "{:?}", ended.steps);
+    assert_eq!(ended.lines.len(), 2, "{:?}", ended.lines);
     assert!(
-        ended.steps.iter().all(|l| l.starts_with("step writer ")),
+        ended.lines.iter().all(|l| l.starts_with("step writer ")),
         "{:?}",
-        ended.steps
+        ended.lines
     );
     // Nothing of the moderator's was refused as not its own (code 19).
     let log = node.log();
     assert!(!log.contains("wrong_service"), "{log}");
+}
+
+/// The prefix `durable.py` keeps in these tests: the Echo flow's results,
+/// where the result of a request without `reply_to` goes.
+const ECHO_DONE: &str = "Echo~~~~done";
+
+/// What `durable.py` says on stderr once the node made its subscription,
+/// up to the sequence number acknowledged so far.
+const SUBSCRIBED: &str =
+    "durable: subscribed as 'log' of 'audit' to Echo~~~~done, acknowledged so far ";
+
+/// `durable.py` as service `audit`, subscription `log` on `Echo~~~~done`,
+/// with the options `extra` (`--count N`, keys).
+fn durable(endpoints: &Endpoints, extra: &[&str]) -> Script {
+    let mut args = vec!["--service-id", "audit", "--name", "log"];
+    args.extend_from_slice(extra);
+    args.push(ECHO_DONE);
+    Script::start("durable.py", endpoints, &args)
+}
+
+/// The lines `durable.py` prints for the results of Echo requests
+/// `e-00000`, `e-00001`…, kept in that order: sequence numbers `seqs`.
+fn echo_lines(seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    seqs.map(|seq| format!("{seq} {ECHO_DONE} e-{:05}", seq - 1))
+        .collect()
+}
+
+/// The run exited 0, having printed `expected` (and nothing else on
+/// stdout) after the node said it had acknowledged `acked` so far.
+fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    assert_eq!(ended.lines, expected, "{}", ended.stderr);
+    let subscribed = format!("{SUBSCRIBED}{acked};");
+    assert!(ended.stderr.contains(&subscribed), "{}", ended.stderr);
+}
+
+/// `durable.py --count 3`, subscribed before 5 Echo results are published
+/// on `Echo~~~~done`, prints the first 3 and exits; run again with
+/// `--count 2`, it prints the 2 it missed while away, and none of the
+/// first 3 again: the node had its acknowledgements, the last one too
+/// (the script's ping after it), so it starts after 3. The node then has
+/// everything acknowledged, nothing kept.
+#[test]
+fn the_python_durable_subscriber_goes_on_where_it_stopped() {
+    use zmanager::durable::DurableInfo;
+    use zmanager::service_registry;
+
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let limit = Duration::from_secs(30);
+    let mut first = durable(&node.endpoints, &["--count", "3"]);
+    first.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+    let endpoints = node.endpoints.clone();
+    let (first, second, kept) = runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        for i in 0..5 {
+            // No reply_to: the result goes to the flow's results topic.
+            let mut envelope = writer.envelope(&format!("e-{i:05}"), "Echo");
+            envelope.reply_to.clear();
+            writer.send(&envelope, msgpack(&i)).await;
+        }
+        let first = tokio::task::spawn_blocking(move || first.finish(limit))
+            .await
+            .expect("joined");
+        let second = tokio::task::spawn_blocking(move || {
+            durable(&endpoints, &["--count", "2"]).finish(limit)
+        })
+        .await
+        .expect("joined");
+        // Asked right after it exited, on another connection: the node
+        // has its last ack already, because the script waited for it.
+        writer
+            .request(service_registry::DURABLES, "durables", &())
+            .await;
+        let answer = writer.recv(limit).await.expect("the durables");
+        let all: Vec<DurableInfo> = rmp_serde::from_slice(&answer.payload).expect("a list");
+        (first, second, all)
+    });
+    assert_printed(&first, 0, &echo_lines(1..=3));
+    assert_printed(&second, 3, &echo_lines(4..=5));
+    let log = kept
+        .iter()
+        .find(|d| (d.service.as_str(), d.name.as_str()) == ("audit", "log"))
+        .unwrap_or_else(|| panic!("no subscription log: {kept:?}"));
+    assert_eq!(
+        (log.acked, log.unacked, log.backlog, log.dropped),
+        (5, 0, 0, 0),
+        "{log:?}"
+    );
+}
+
+/// `durable.py` with keys, against a node with `[security]` that lets
+/// `audit` read `Echo~~~~done`: it pings and acknowledges on `audit`'s own
+/// reply topic, the only `reply_to` the node takes on those with keys
+/// (protocol.md §7d), so the second run goes on after the first.
+#[test]
+fn the_python_durable_subscriber_acknowledges_with_keys() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("python-durable-keys");
+    let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    for name in ["node", "audit", "writer"] {
+        keys_new(dir.path(), name);
+    }
+    let key = |name: &str| {
+        security::read_key_file(&dir.path().join(format!("{name}.key"))).expect("a key file")
+    };
+    let ((server, _), (audit, _), (writer, writer_secret)) =
+        (key("node"), key("audit"), key("writer"));
+    let config = secure::write_config(
+        dir.path(),
+        &[
+            ("audit", &audit, "subscribe = [\"Echo~~~~done\"]\n"),
+            ("writer", &writer, "push = [\"Echo\"]\n"),
+        ],
+    );
+    let node = secure::start(&config);
+    let limit = Duration::from_secs(30);
+    let (key_file, node_pub) = (at("audit.key"), at("node.pub"));
+    let with_keys = |count| {
+        let keys = ["--key-file", &key_file, "--server-key", &node_pub];
+        durable(&node.endpoints, &[&["--count", count], &keys[..]].concat())
+    };
+    let mut first = with_keys("2");
+    first.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+
+    // The writer: a libzmq PUSH with its keys.
+    let context = zmq::Context::new();
+    let push = context.socket(zmq::PUSH).expect("a socket");
+    push.set_curve_serverkey(&server).expect("server key");
+    push.set_curve_publickey(&writer).expect("public key");
+    push.set_curve_secretkey(&writer_secret)
+        .expect("secret key");
+    push.set_linger(0).expect("linger");
+    push.connect(&node.endpoints.intake)
+        .expect("connect intake");
+    for i in 0..3 {
+        let mut envelope = zmanager::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
+        envelope.service = "writer".into();
+        let frames = [b"Echo~".to_vec(), envelope.encode(), msgpack(&i).to_vec()];
+        push.send_multipart(frames, 0).expect("send");
+    }
+    assert_printed(&first.finish(limit), 0, &echo_lines(1..=2));
+    let second = with_keys("1").finish(limit);
+    assert_printed(&second, 2, &echo_lines(3..=3));
+    let log = node.log();
+    assert!(!log.contains("wrong_service"), "{log}");
+}
+
+/// Stopped (SIGTERM, as Ctrl-C) while the node is frozen (SIGSTOP),
+/// `durable.py` does not exit before the node has its last ack: it waits
+/// for the ping it sent behind the ack, and exits once the node goes on.
+/// (A script that exited at once could leave its last ack on the way, and
+/// the next run would get that message again.)
+#[test]
+fn the_python_durable_subscriber_exits_once_the_node_has_its_last_ack() {
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let limit = Duration::from_secs(30);
+    let mut run = durable(&node.endpoints, &[]);
+    run.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+    let ended = runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        for i in 0..3 {
+            let mut envelope = writer.envelope(&format!("e-{i:05}"), "Echo");
+            envelope.reply_to.clear();
+            writer.send(&envelope, msgpack(&i)).await;
+        }
+        tokio::task::spawn_blocking(move || {
+            run.wait_for_lines(3, limit);
+            node.signal("STOP");
+            kill("TERM", run.pid());
+            std::thread::sleep(Duration::from_millis(1500));
+            let exited = run.child.try_wait().expect("wait for durable.py");
+            node.signal("CONT");
+            assert!(
+                exited.is_none(),
+                "exited ({exited:?}) while the node was stopped:\n{}",
+                run.stderr.join("\n")
+            );
+            run.finish(limit)
+        })
+        .await
+        .expect("joined")
+    });
+    assert_printed(&ended, 0, &echo_lines(1..=3));
 }
