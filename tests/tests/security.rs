@@ -731,7 +731,10 @@ fn a_durable_subscription_reads_only_what_its_service_may() {
     let mallory_public = security::write_new_pair(&dir.path().join("mallory")).expect("keys");
     let (_, mallory_secret) =
         security::read_key_file(&dir.path().join("mallory.key")).expect("read");
-    let (node, server) = secure_node(dir.path(), &[("mallory", &mallory_public)]);
+    let (node, server) = secure_node_with(
+        dir.path(),
+        &[("mallory", &mallory_public, "register = true\n")],
+    );
     tokio::runtime::Runtime::new()
         .expect("a runtime")
         .block_on(async {
@@ -750,9 +753,27 @@ fn a_durable_subscription_reads_only_what_its_service_may() {
                 matches!(&refused, Err(ServiceError::Failed { error, .. }) if error.code == ErrorCode::Forbidden),
                 "{refused:?}"
             );
-            mallory
+            let mut own = mallory
                 .subscribe_durable("own", &["@reply~mallory~".to_owned()], 10)
                 .await
                 .expect("her own results she may keep");
+            // A ping's echo on her reply topic is kept, delivered and, with
+            // keys too, acknowledged (an ack naming another topic than her
+            // own would be refused: code 19).
+            let ping = mallory.subscribe(&[]).await.expect("a ping round trip");
+            drop(ping);
+            let d = own.next().await.expect("no error").expect("a delivery");
+            own.ack(d.seq).await.expect("sent");
+            own.flush().await.expect("flushed");
+            let info: Vec<zmanager::durable::DurableInfo> = mallory
+                .request(zmanager::service_registry::DURABLES, &())
+                .await
+                .expect("answered (register = true)")
+                .decode()
+                .expect("a list");
+            assert!(
+                info.iter().any(|i| i.name == "own" && i.acked == d.seq),
+                "the ack was taken: {info:?}"
+            );
         });
 }

@@ -136,7 +136,11 @@ impl DurableSubscription {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut envelope = service.envelope(&format!("{}-durable-{n}", service.session), "");
         envelope.kind = kind;
-        self.topic.clone_into(&mut envelope.reply_to);
+        // A subscribe names the deliveries' topic; anything else keeps the
+        // service's own reply topic, the only other a node with keys takes.
+        if kind == Kind::Subscribe {
+            self.topic.clone_into(&mut envelope.reply_to);
+        }
         service
             .send(&Message::new(envelope, Bytes::from(payload)))
             .await
