@@ -6,12 +6,10 @@
 
 use super::core::SubjectCore;
 use super::outcome::Ending;
-use super::suspended::Suspended;
 use crate::catalog::StepRole;
 use crate::envelope::Kind;
 use crate::error_code::ErrorCode;
 use crate::inflight::key_of;
-use crate::journal::Event;
 use crate::service_steps::{Outbox, StepsInfo};
 use crate::topic::starts_with_reply_topic;
 use crate::wire::Message;
@@ -27,48 +25,19 @@ impl SubjectCore {
             .entry(name.to_owned())
             .or_insert_with(|| Outbox::new(backoff, now))
             .len();
-        if !self.recovering {
-            if waiting >= self.options.max_service_steps {
-                let text = format!(
-                    "{waiting} steps already wait for service {name:?} (max_service_steps)"
-                );
-                self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
-                return false;
-            }
-            if self.waiting_bytes() + message.size() > self.options.max_pending_bytes {
-                let text = format!(
-                    "the node holds {} bytes of waiting requests and suspended flows (max_pending_mb)",
-                    self.waiting_bytes()
-                );
-                self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
-                return false;
-            }
+        if waiting >= self.options.max_service_steps && !self.recovering {
+            let text =
+                format!("{waiting} steps already wait for service {name:?} (max_service_steps)");
+            self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
+            return false;
         }
         let key = key_of(&message.envelope);
-        if !self.recovering {
-            let at_us = self.now.wall_us;
-            self.commits.record(|| Event::Suspended {
-                at_us,
-                key: key.clone(),
-                step: u32::try_from(step).unwrap_or(u32::MAX),
-                message: message.clone(),
-            });
+        if !self.hold(message, step, None, Some(name.to_owned())) {
+            return false;
         }
-        tracing::debug!(id = %key.1, service = %key.0, owner = name, step, "given to a service");
-        self.counters.suspended += 1;
-        self.held_bytes += message.size();
         if let Some(outbox) = self.outboxes.get_mut(name) {
-            outbox.push(key.clone(), now);
+            outbox.push(key, now);
         }
-        self.suspended.insert(
-            key,
-            Suspended {
-                message,
-                step,
-                deadline: None,
-                owner: Some(name.to_owned()),
-            },
-        );
         true
     }
 

@@ -39,6 +39,21 @@ impl SubjectCore {
             self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
             return false;
         }
+        let deadline = Some(self.now.at + self.options.async_timeout);
+        self.hold(message, step, deadline, None)
+    }
+
+    /// Keeps `message` waiting at step `step` — an `@ASYNC` step (with its
+    /// deadline), or a step given to service `owner` — within the bytes
+    /// bound, journaled as suspended (unless it is being recovered).
+    /// False when it could not (an error result was published instead).
+    pub(super) fn hold(
+        &mut self,
+        message: Message,
+        step: usize,
+        deadline: Option<Instant>,
+        owner: Option<String>,
+    ) -> bool {
         let size = message.size();
         if self.waiting_bytes() + size > self.options.max_pending_bytes && !self.recovering {
             let text = format!(
@@ -59,16 +74,15 @@ impl SubjectCore {
                 message: message.clone(),
             });
         }
-        tracing::debug!(id = %key.1, service = %key.0, step, "suspended at an @ASYNC step");
+        tracing::debug!(id = %key.1, service = %key.0, step, owner = owner.as_deref().unwrap_or("@ASYNC"), "waiting at a step");
         self.counters.suspended += 1;
-        let deadline = Some(self.now.at + self.options.async_timeout);
         self.suspended.insert(
             key,
             Suspended {
                 message,
                 step,
                 deadline,
-                owner: None,
+                owner,
             },
         );
         true
