@@ -80,8 +80,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(3, f"{self.prog}: error: {message}\n")
 
 
-class Stop(Exception):
-    """Ctrl-C or SIGTERM: acknowledge, flush and exit 0."""
+class Stop(BaseException):
+    """Ctrl-C or SIGTERM: acknowledge, flush and exit 0. A BaseException,
+    as KeyboardInterrupt is: no `except Exception` swallows it."""
 
 
 class Refused(Exception):
