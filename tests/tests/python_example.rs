@@ -875,7 +875,8 @@ fn echo_lines(seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
 }
 
 /// The run exited 0, having printed `expected` (and nothing else on
-/// stdout) after the node said it had acknowledged `acked` so far.
+/// stdout) after the node said it had acknowledged `acked` so far, and
+/// said last that the node had the ack of the last one.
 fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
     assert!(
         ended.status.success(),
@@ -886,6 +887,9 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
     assert_eq!(ended.lines, expected, "{}", ended.stderr);
     let subscribed = format!("{SUBSCRIBED}{acked};");
     assert!(ended.stderr.contains(&subscribed), "{}", ended.stderr);
+    let last = acked + u64::try_from(expected.len()).expect("a few lines");
+    let flushed = format!("durable: the node has the ack of {last}");
+    assert!(ended.stderr.ends_with(&flushed), "{}", ended.stderr);
 }
 
 /// `durable.py --count 3`, subscribed before 5 Echo results are published
