@@ -23,7 +23,7 @@ twin is `Service::subscribe_durable` (core/src/service/durable.rs).
    send the subscribe again, once, until the next one in order comes;
 5. after --count messages, or on Ctrl-C (or SIGTERM), make sure the last
    ack reached the node (a ping's round trip behind it: the node takes one
-   PUSH connection's messages in order) and exit 0.
+   PUSH connection's messages in order), say so on stderr, and exit 0.
 
     python3 examples/python/durable.py --service-id audit --name log \
         'Greeting~~~~done'
@@ -80,8 +80,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(3, f"{self.prog}: error: {message}\n")
 
 
-class Stop(Exception):
-    """Ctrl-C or SIGTERM: acknowledge, flush and exit 0."""
+class Stop(BaseException):
+    """Ctrl-C or SIGTERM: acknowledge, flush and exit 0. A BaseException,
+    as KeyboardInterrupt is: no `except Exception` swallows it."""
 
 
 class Refused(Exception):
@@ -443,6 +444,8 @@ def run(subscriber):
     if failure:
         print(failure, file=sys.stderr)
         return 2 if status == 0 else status
+    if subscriber.acks:
+        print(f"durable: the node has the ack of {subscriber.acked}", file=sys.stderr)
     return status
 
 

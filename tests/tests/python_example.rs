@@ -875,7 +875,8 @@ fn echo_lines(seqs: std::ops::RangeInclusive<u64>) -> Vec<String> {
 }
 
 /// The run exited 0, having printed `expected` (and nothing else on
-/// stdout) after the node said it had acknowledged `acked` so far.
+/// stdout) after the node said it had acknowledged `acked` so far, and
+/// said last that the node had the ack of the last one.
 fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
     assert!(
         ended.status.success(),
@@ -886,6 +887,9 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
     assert_eq!(ended.lines, expected, "{}", ended.stderr);
     let subscribed = format!("{SUBSCRIBED}{acked};");
     assert!(ended.stderr.contains(&subscribed), "{}", ended.stderr);
+    let last = acked + u64::try_from(expected.len()).expect("a few lines");
+    let flushed = format!("durable: the node has the ack of {last}");
+    assert!(ended.stderr.ends_with(&flushed), "{}", ended.stderr);
 }
 
 /// `durable.py --count 3`, subscribed before 5 Echo results are published
@@ -1004,6 +1008,30 @@ fn the_python_durable_subscriber_acknowledges_with_keys() {
     assert!(!log.contains("wrong_service"), "{log}");
 }
 
+/// Waits until every thread of process `pid` is stopped (SIGSTOP). `kill`
+/// returns before they are: one thread takes the signal and then stops the
+/// others, which run on until it has (a node stopped so answered 14 of 500
+/// pings sent right after `kill -STOP` returned, on a loaded machine; none
+/// once this said it was stopped).
+fn wait_stopped(pid: u32) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
+        let stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // pid (comm) STATE …; comm may hold spaces and parentheses.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
+        });
+        if stopped {
+            return;
+        }
+        assert!(Instant::now() < until, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Stopped (SIGTERM, as Ctrl-C) while the node is frozen (SIGSTOP),
 /// `durable.py` does not exit before the node has its last ack: it waits
 /// for the ping it sent behind the ack, and exits once the node goes on.
@@ -1018,7 +1046,7 @@ fn the_python_durable_subscriber_exits_once_the_node_has_its_last_ack() {
     let limit = Duration::from_secs(30);
     let mut run = durable(&node.endpoints, &[]);
     run.wait_for(&format!("{SUBSCRIBED}0;"), limit);
-    let ended = runtime().block_on(async {
+    let (early, ended) = runtime().block_on(async {
         let mut writer = RawClient::connect(&node.endpoints, "writer").await;
         for i in 0..3 {
             let mut envelope = writer.envelope(&format!("e-{i:05}"), "Echo");
@@ -1028,19 +1056,21 @@ fn the_python_durable_subscriber_exits_once_the_node_has_its_last_ack() {
         tokio::task::spawn_blocking(move || {
             run.wait_for_lines(3, limit);
             node.signal("STOP");
+            wait_stopped(node.pid());
             kill("TERM", run.pid());
             std::thread::sleep(Duration::from_millis(1500));
-            let exited = run.child.try_wait().expect("wait for durable.py");
+            let early = run.child.try_wait().expect("wait for durable.py");
             node.signal("CONT");
-            assert!(
-                exited.is_none(),
-                "exited ({exited:?}) while the node was stopped:\n{}",
-                run.stderr.join("\n")
-            );
-            run.finish(limit)
+            (early, run.finish(limit))
         })
         .await
         .expect("joined")
     });
+    assert!(
+        early.is_none(),
+        "exited ({early:?}) while the node was stopped:\n{}\n{}",
+        ended.lines.join("\n"),
+        ended.stderr
+    );
     assert_printed(&ended, 0, &echo_lines(1..=3));
 }
