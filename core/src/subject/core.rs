@@ -167,6 +167,9 @@ pub struct SubjectCore {
     /// Flows waiting at an `@ASYNC` step for their answer (DigitalPy's
     /// `prev_flow`), by (service, id) of the request.
     pub(super) suspended: HashMap<MessageKey, Suspended>,
+    /// How many of `suspended` wait at an `@ASYNC` step (no owner): what
+    /// `max_suspended` bounds.
+    pub(super) at_async: usize,
     /// Service management's registry (`service_registry`).
     pub(super) services: ServiceRegistry,
     /// The steps given to each service (`[services]`), by its name.
@@ -224,6 +227,7 @@ impl SubjectCore {
             ),
             failures: HashMap::new(),
             suspended: HashMap::new(),
+            at_async: 0,
             services: ServiceRegistry::new(options.service_liveness, options.max_services),
             outboxes: std::collections::BTreeMap::new(),
             durables: std::collections::BTreeMap::new(),

@@ -367,6 +367,10 @@ fn frames(mut message: ZmqMessage, identity: Bytes) -> ZmqMessage {
 
 impl Harness {
     fn new() -> Self {
+        Self::with(options())
+    }
+
+    fn with(options: SubjectOptions) -> Self {
         let catalog = catalog();
         let start = Instant::now();
         let now = Now {
@@ -374,7 +378,7 @@ impl Harness {
             wall_us: 1_000_000,
         };
         Self {
-            core: SubjectCore::new(Arc::clone(&catalog), options(), true, 1, now),
+            core: SubjectCore::new(Arc::clone(&catalog), options, true, 1, now),
             catalog,
             start,
             elapsed: Duration::ZERO,
@@ -1092,6 +1096,7 @@ impl Harness {
             .filter(|s| s.owner.is_none())
             .count();
         prop_assert!(at_async <= o.max_suspended);
+        prop_assert_eq!(at_async, core.at_async, "the count of @ASYNC flows drifted");
         for (name, outbox) in &core.outboxes {
             prop_assert!(
                 !checking("bounds") || outbox.len() <= o.max_service_steps,
@@ -1333,6 +1338,64 @@ fn the_bytes_waiting_stay_within_their_bound() {
         .collect();
     assert_eq!(refused.len(), 1, "{:?}", h.published);
     assert_eq!(refused[0].envelope.id, "i10");
+}
+
+/// `max_suspended` bounds the flows at `@ASYNC` steps only: flows waiting
+/// for a service's steps (bounded by `max_service_steps`) leave room for
+/// them.
+#[test]
+fn steps_given_to_services_do_not_count_against_max_suspended() {
+    let mut h = Harness::with(SubjectOptions {
+        max_suspended: 1,
+        max_pending_bytes: 100 * MODEL_MESSAGE,
+        ..options()
+    });
+    h.apply(&Op::Ready {
+        worker: 0,
+        credits: 2,
+    })
+    .expect("ready");
+    for id in 1..=2 {
+        h.apply(&Op::Request {
+            service: 0,
+            id,
+            flow: 5,
+            key: id,
+            ack: false,
+        })
+        .expect("a request to Serve");
+        h.apply(&Op::Result {
+            worker: 0,
+            pick: 0,
+            outcome: Outcome::Ok,
+        })
+        .expect("its action's result");
+    }
+    let given = h.core.suspended.values().filter(|s| s.owner.is_some());
+    assert_eq!(given.count(), 2, "both wait for {SERVICE}");
+    for id in 3..=4 {
+        h.apply(&Op::Request {
+            service: 0,
+            id,
+            flow: 2,
+            key: id,
+            ack: false,
+        })
+        .expect("a request to Wait");
+    }
+    while !h.appended.is_empty() {
+        h.apply(&Op::Commit).expect("a commit");
+    }
+    let refused: Vec<&str> = h
+        .published
+        .iter()
+        .filter_map(|m| m.envelope.error.as_ref())
+        .filter(|e| e.code == ErrorCode::Overloaded)
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(h.core.at_async, 1, "one @ASYNC flow suspends");
+    assert_eq!(refused.len(), 1, "the second is refused: {refused:?}");
+    assert!(refused[0].contains("1 flows are already suspended"), "{refused:?}");
 }
 
 /// A payload that is not one MessagePack value is refused at intake with

@@ -31,10 +31,11 @@ impl SubjectCore {
     /// Keeps `message` until its answer comes (see [`SubjectCore::on_answer`])
     /// or `async_timeout` passes.
     pub(super) fn suspend(&mut self, message: Message, step: usize) -> bool {
-        if self.suspended.len() >= self.options.max_suspended && !self.recovering {
+        // Only @ASYNC flows count: a service's steps have `max_service_steps`.
+        if self.at_async >= self.options.max_suspended && !self.recovering {
             let text = format!(
                 "{} flows are already suspended at @ASYNC steps (max_suspended)",
-                self.suspended.len()
+                self.at_async
             );
             self.conclude(message, Ending::Failed(ErrorCode::Overloaded, text));
             return false;
@@ -76,6 +77,7 @@ impl SubjectCore {
         }
         tracing::debug!(id = %key.1, service = %key.0, step, owner = owner.as_deref().unwrap_or("@ASYNC"), "waiting at a step");
         self.counters.suspended += 1;
+        self.at_async += usize::from(owner.is_none());
         self.suspended.insert(
             key,
             Suspended {
@@ -86,6 +88,15 @@ impl SubjectCore {
             },
         );
         true
+    }
+
+    /// Takes the flow waiting as `key` out of [`SubjectCore::hold`]'s
+    /// bookkeeping.
+    fn unhold(&mut self, key: &MessageKey) -> Option<Suspended> {
+        let suspended = self.suspended.remove(key)?;
+        self.held_bytes -= suspended.message.size();
+        self.at_async -= usize::from(suspended.owner.is_none());
+        Some(suspended)
     }
 
     /// A service's answer to a suspended flow: `origin` and `id` name the
@@ -118,7 +129,7 @@ impl SubjectCore {
                 return self.refuse_answer(answer, ErrorCode::Forbidden, text);
             }
         }
-        let Some(suspended) = self.suspended.remove(&key) else {
+        let Some(suspended) = self.unhold(&key) else {
             let why = if self.recent_result(&key).is_some() {
                 "that flow has already finished (answered twice, or timed out)"
             } else {
@@ -128,7 +139,6 @@ impl SubjectCore {
             return self.refuse_answer(answer, ErrorCode::UnknownAsync, text);
         };
         self.counters.resumed += 1;
-        self.held_bytes -= suspended.message.size();
         if let Some(owner) = &suspended.owner
             && let Some(outbox) = self.outboxes.get_mut(owner)
         {
@@ -195,11 +205,10 @@ impl SubjectCore {
         // Oldest deadline first, in a stable order.
         expired.sort();
         for (_, key) in expired {
-            let Some(suspended) = self.suspended.remove(&key) else {
+            let Some(suspended) = self.unhold(&key) else {
                 continue;
             };
             self.counters.async_timeouts += 1;
-            self.held_bytes -= suspended.message.size();
             let text = format!(
                 "no answer to `{}` within {} ms (async_timeout_ms)",
                 suspended.message.envelope.key,
