@@ -50,6 +50,10 @@ pub struct Durable {
     sent: u64,
     dropped: u64,
     retention: Retention,
+    /// When it was made, microseconds since the Unix epoch: what tells a
+    /// subscriber this subscription from an earlier one of the same name
+    /// (one the node lost when it restarted).
+    made_us: u64,
 }
 
 /// What `zmanager services` shows of a durable subscription.
@@ -68,8 +72,15 @@ pub struct DurableInfo {
 }
 
 impl Durable {
-    pub fn new(prefixes: Vec<String>, topic: String, window: u32, retention: Retention) -> Self {
+    pub fn new(
+        prefixes: Vec<String>,
+        topic: String,
+        window: u32,
+        retention: Retention,
+        made_us: u64,
+    ) -> Self {
         Self {
+            made_us,
             prefixes,
             topic,
             window: window.max(1),
@@ -176,6 +187,13 @@ impl Durable {
         self.bytes
     }
 
+    /// When it was made (microseconds since the Unix epoch): unique among
+    /// the node's subscriptions of one name, and later than any before a
+    /// restart unless the clock went back.
+    pub fn made_us(&self) -> u64 {
+        self.made_us
+    }
+
     pub fn info(&self, service: &str, name: &str) -> DurableInfo {
         DurableInfo {
             service: service.to_owned(),
@@ -221,9 +239,9 @@ mod tests {
     #[test]
     fn messages_go_out_in_order_within_the_window_and_acks_free_it() {
         let t0 = Instant::now();
-        let mut d = Durable::new(vec!["A~".into()], "@reply~s~d~".into(), 2, retention());
+        let mut d = Durable::new(vec!["A~".into()], "@reply~s~d~".into(), 2, retention(), 1);
         assert!(d.wants("A~x") && !d.wants("B~"));
-        let all = Durable::new(vec![String::new()], "@reply~s~d~".into(), 2, retention());
+        let all = Durable::new(vec![String::new()], "@reply~s~d~".into(), 2, retention(), 1);
         assert!(!all.wants("@reply~s~d~7~A~x"), "not its own deliveries");
         for n in 0..5 {
             d.keep("A~x", message(n), t0);
@@ -243,7 +261,7 @@ mod tests {
     #[test]
     fn subscribing_again_sends_the_unacknowledged_again_in_order() {
         let t0 = Instant::now();
-        let mut d = Durable::new(vec![String::new()], "@reply~s~d~".into(), 10, retention());
+        let mut d = Durable::new(vec![String::new()], "@reply~s~d~".into(), 10, retention(), 1);
         for n in 0..4 {
             d.keep("T", message(n), t0);
         }
@@ -261,7 +279,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_age: Duration::from_secs(10),
         };
-        let mut d = Durable::new(vec![String::new()], "@reply~s~d~".into(), 10, r);
+        let mut d = Durable::new(vec![String::new()], "@reply~s~d~".into(), 10, r, 1);
         for n in 0..5 {
             d.keep("T", message(n), t0);
         }
@@ -282,7 +300,7 @@ mod tests {
             max_bytes: 2 * bytes,
             max_age: Duration::from_secs(10),
         };
-        let mut d = Durable::new(vec![String::new()], "x".into(), 10, r);
+        let mut d = Durable::new(vec![String::new()], "x".into(), 10, r, 1);
         for n in 0..3 {
             d.keep("T", message(n), t0);
         }

@@ -176,6 +176,8 @@ pub struct SubjectCore {
     pub(super) outboxes: std::collections::BTreeMap<String, crate::service_steps::Outbox>,
     /// Durable subscriptions, by (service, name).
     pub(super) durables: std::collections::BTreeMap<(String, String), crate::durable::Durable>,
+    /// When the last durable subscription was made (its `made_us`).
+    pub(super) durable_made_us: u64,
     /// True while taking up recovered work: it was accepted before, so it
     /// is queued even past `max_pending` and `max_suspended`.
     pub(super) recovering: bool,
@@ -231,6 +233,7 @@ impl SubjectCore {
             services: ServiceRegistry::new(options.service_liveness, options.max_services),
             outboxes: std::collections::BTreeMap::new(),
             durables: std::collections::BTreeMap::new(),
+            durable_made_us: 0,
             recovering: false,
             counters: Counters::default(),
             gate: KeyGate::default(),

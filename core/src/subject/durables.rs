@@ -91,19 +91,28 @@ impl SubjectCore {
                     return self.refuse(message, ErrorCode::Overloaded, text);
                 }
                 tracing::info!(%service, name = %asked.name, "durable subscription made");
+                // Never the time of one made before it by this node (a
+                // delete and a subscribe in one turn share the turn's time).
+                let made_us = self.now.wall_us.max(self.durable_made_us + 1);
+                self.durable_made_us = made_us;
                 let durable = Durable::new(
                     asked.prefixes,
                     topic.clone(),
                     asked.window,
                     self.options.durable_retention,
+                    made_us,
                 );
                 self.durables.insert(key.clone(), durable);
             }
         }
         // Told on its topic once made, before anything is delivered on
         // it: the sequence number acknowledged so far, after which the
-        // deliveries go on.
-        let acked = self.durables.get(&key).map_or(0, Durable::acked);
+        // deliveries go on, and (as `accepted_us`) when the subscription
+        // was made: another time than before means another subscription
+        // (the node restarted and lost the old one), numbered from 1.
+        let durable = self.durables.get(&key);
+        made.accepted_us = durable.map_or(0, Durable::made_us);
+        let acked = durable.map_or(0, Durable::acked);
         let acked = rmp_serde::to_vec(&acked).unwrap_or_default();
         self.publish(topic, Message::new(made, Bytes::from(acked)));
     }
