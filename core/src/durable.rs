@@ -261,7 +261,13 @@ mod tests {
     #[test]
     fn subscribing_again_sends_the_unacknowledged_again_in_order() {
         let t0 = Instant::now();
-        let mut d = Durable::new(vec![String::new()], "@reply~s~d~".into(), 10, retention(), 1);
+        let mut d = Durable::new(
+            vec![String::new()],
+            "@reply~s~d~".into(),
+            10,
+            retention(),
+            1,
+        );
         for n in 0..4 {
             d.keep("T", message(n), t0);
         }

@@ -10,7 +10,7 @@ use zmanager::durable::DurableInfo;
 use zmanager::service::{Service, ServiceOptions};
 use zmanager::service_registry;
 use zmanager_tests::client::{RawClient, msgpack};
-use zmanager_tests::node::{TestNode, config_file};
+use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
 use zmanager_tests::runtime;
 
 const PREFIX: &str = "Echo~~~~done";
@@ -245,6 +245,74 @@ fn zmanager_subscribe_durable_goes_on_where_it_stopped() {
             printed.starts_with("3 Echo~~~~done id=e-00002 "),
             "the next one, not one again: {printed}"
         );
+    });
+}
+
+/// The node keeps durable subscriptions in memory: restarted, it has lost
+/// them, and libzmq reconnects without a word. The subscriber notices (it
+/// subscribes again when nothing comes), the node makes the subscription
+/// afresh (another `accepted_us`), and the subscriber takes its numbering
+/// from 1 again instead of skipping its first messages as ones it had.
+#[test]
+fn after_the_node_restarts_the_subscriber_gets_the_new_subscriptions_messages() {
+    let (_, endpoints) = fixed_endpoints();
+    let config = config_file(&endpoints);
+    let mut node = TestNode::start_fixed(1, None, &["--config", config.path()]);
+    let limit = Duration::from_secs(30);
+    runtime().block_on(async {
+        let audit = subscriber(&node).await;
+        let mut log = audit
+            .subscribe_durable("log", &[PREFIX.to_owned()], 10)
+            .await
+            .expect("subscribes");
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        publish(&mut writer, 0, 3).await;
+        for seq in 1..=3 {
+            let d = tokio::time::timeout(limit, log.next())
+                .await
+                .expect("in time")
+                .expect("no error")
+                .expect("a message");
+            assert_eq!(
+                (d.seq, d.envelope.id.as_str()),
+                (seq, format!("e-{:05}", seq - 1).as_str())
+            );
+            log.ack(d.seq).await.expect("acked");
+        }
+        log.flush().await.expect("the acks reached the node");
+        drop(writer);
+
+        node.restart();
+        node.wait_for_workers(1);
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let d = log.next().await.expect("no error").expect("a message");
+                log.ack(d.seq).await.expect("acked");
+                got.push((d.seq, d.envelope.id));
+            }
+            got
+        });
+        // Published once the node has the subscription again (before, it
+        // keeps nothing for it: what a restart loses).
+        let until = Instant::now() + limit;
+        while !durables(&audit).await.iter().any(|d| d.name == "log") {
+            assert!(
+                Instant::now() < until,
+                "the subscriber never subscribed again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        publish(&mut writer, 3, 3).await;
+        let got = tokio::time::timeout(limit, reading)
+            .await
+            .expect("the new messages came")
+            .expect("joined");
+        let expected: Vec<(u64, String)> = (1..=3)
+            .map(|seq| (seq, format!("e-{:05}", seq + 2)))
+            .collect();
+        assert_eq!(got, expected, "numbered from 1 again, none skipped");
     });
 }
 

@@ -9,14 +9,26 @@
 //! in order; a gap (a delivery lost on the way, as a publisher drops for a
 //! slow subscriber) makes it subscribe again, and the node sends again
 //! everything not acknowledged.
+//!
+//! The node keeps subscriptions in memory: one that restarted has lost
+//! them, and libzmq reconnects without a word. So the subscriber also
+//! subscribes again when nothing came for [`RESUBSCRIBE_IDLE`] and when
+//! an ack is refused; the `accepted` of a subscription made afresh has
+//! another `accepted_us`, and the numbering starts over from it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{Published, Service, ServiceError, Subscription};
 use crate::envelope::{Envelope, Kind, Status};
 use crate::wire::Message;
+
+/// How long [`DurableSubscription::next`] waits with nothing coming before
+/// it subscribes again (the node answers, and sends again what is not
+/// acknowledged; a node that restarted makes the subscription afresh).
+pub const RESUBSCRIBE_IDLE: Duration = Duration::from_secs(2);
 
 /// One message of a durable subscription.
 #[derive(Debug, Clone)]
@@ -41,6 +53,12 @@ pub struct DurableSubscription {
     subscription: Subscription,
     /// The last sequence number returned.
     last: u64,
+    /// When the node made the subscription (the `accepted_us` of its
+    /// `accepted`): another value is another subscription.
+    made_us: u64,
+    /// The id of the last subscribe sent: a refusal with it refuses the
+    /// subscription; one with another id refuses an ack.
+    subscribe_id: String,
     /// A gap was seen and a subscribe sent again: more gaps until the next
     /// message in order are the same one.
     resyncing: bool,
@@ -68,6 +86,8 @@ impl Service {
             topic,
             subscription,
             last: 0,
+            made_us: 0,
+            subscribe_id: String::new(),
             resyncing: false,
         };
         let mut durable = durable;
@@ -97,6 +117,7 @@ impl DurableSubscription {
                         // new process of the subscriber starts there.
                         let acked: u64 = zmanager_sdk::decode(&published.payload)?;
                         self.last = acked;
+                        self.made_us = published.envelope.accepted_us;
                         return Ok(());
                     }
                     (_, Some(error)) => {
@@ -114,7 +135,7 @@ impl DurableSubscription {
             .unwrap_or(Err(ServiceError::Handshake(limit)))
     }
 
-    async fn send_subscribe(&self) -> Result<(), ServiceError> {
+    async fn send_subscribe(&mut self) -> Result<(), ServiceError> {
         #[derive(serde::Serialize)]
         struct Subscribe<'a> {
             name: &'a str,
@@ -126,15 +147,18 @@ impl DurableSubscription {
             prefixes: &self.prefixes,
             window: self.window,
         })?;
-        self.control(Kind::Subscribe, payload).await
+        self.subscribe_id = self.control(Kind::Subscribe, payload).await?;
+        Ok(())
     }
 
-    async fn control(&self, kind: Kind, payload: Vec<u8>) -> Result<(), ServiceError> {
+    /// Sends a `subscribe` or an `ack`; returns its id.
+    async fn control(&self, kind: Kind, payload: Vec<u8>) -> Result<String, ServiceError> {
         let service = &self.service;
         let n = service
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut envelope = service.envelope(&format!("{}-durable-{n}", service.session), "");
+        let id = format!("{}-durable-{n}", service.session);
+        let mut envelope = service.envelope(&id, "");
         envelope.kind = kind;
         // A subscribe names the deliveries' topic; anything else keeps the
         // service's own reply topic, the only other a node with keys takes.
@@ -143,7 +167,8 @@ impl DurableSubscription {
         }
         service
             .send(&Message::new(envelope, Bytes::from(payload)))
-            .await
+            .await?;
+        Ok(id)
     }
 
     /// The next message, in order, each once; `None` when the connection
@@ -151,28 +176,20 @@ impl DurableSubscription {
     /// read, say) is an error.
     pub async fn next(&mut self) -> Result<Option<Delivery>, ServiceError> {
         loop {
-            let Some(published) = self.subscription.next().await else {
-                return Ok(None);
-            };
+            let published =
+                match tokio::time::timeout(RESUBSCRIBE_IDLE, self.subscription.next()).await {
+                    Ok(Some(published)) => published,
+                    Ok(None) => return Ok(None),
+                    Err(_) => {
+                        // Quiet: the node may have restarted and lost the
+                        // subscription. Its answer says.
+                        self.send_subscribe().await?;
+                        continue;
+                    }
+                };
             let Some((seq, topic)) = self.parse(&published) else {
-                // The node's answer to a subscribe sent again: deliveries
-                // go on after what it has acknowledged (past anything its
-                // retention dropped meanwhile).
-                if published.topic == self.topic
-                    && published.envelope.kind == Kind::Accepted
-                    && let Ok(acked) = zmanager_sdk::decode::<u64>(&published.payload)
-                {
-                    self.last = self.last.max(acked);
-                    self.resyncing = false;
-                    continue;
-                }
-                if published.envelope.status == Status::Error
-                    && let Some(error) = published.envelope.error
-                {
-                    return Err(ServiceError::Failed {
-                        key: String::new(),
-                        error,
-                    });
+                if published.topic == self.topic {
+                    self.on_word(published).await?;
                 }
                 continue;
             };
@@ -201,6 +218,44 @@ impl DurableSubscription {
         }
     }
 
+    /// The node's word on the subscription's topic that is not a delivery:
+    /// the `accepted` of a subscribe sent again, or a refusal.
+    async fn on_word(&mut self, published: Published) -> Result<(), ServiceError> {
+        let envelope = published.envelope;
+        if envelope.kind == Kind::Accepted
+            && let Ok(acked) = zmanager_sdk::decode::<u64>(&published.payload)
+        {
+            if envelope.accepted_us == self.made_us {
+                // Deliveries go on after what it has acknowledged (past
+                // anything its retention dropped meanwhile).
+                self.last = self.last.max(acked);
+            } else {
+                tracing::info!(name = %self.name, from = acked, "the node made the durable subscription afresh (did it restart?)");
+                self.made_us = envelope.accepted_us;
+                self.last = acked;
+            }
+            self.resyncing = false;
+            return Ok(());
+        }
+        let Some(error) = envelope.error.filter(|_| envelope.status == Status::Error) else {
+            return Ok(()); // a late ping echo
+        };
+        if envelope.id == self.subscribe_id {
+            return Err(ServiceError::Failed {
+                key: String::new(),
+                error,
+            });
+        }
+        // An ack refused: the node does not know the subscription (it
+        // restarted). Subscribing again makes it afresh.
+        if !self.resyncing {
+            tracing::debug!(name = %self.name, error = %error.message, "an ack refused; subscribing again");
+            self.resyncing = true;
+            self.send_subscribe().await?;
+        }
+        Ok(())
+    }
+
     /// `SEQ~TOPIC` after the subscription's topic.
     fn parse(&self, published: &Published) -> Option<(u64, String)> {
         let rest = published.topic.strip_prefix(&self.topic)?;
@@ -220,7 +275,7 @@ impl DurableSubscription {
             name: &self.name,
             seq,
         })?;
-        self.control(Kind::Ack, payload).await
+        self.control(Kind::Ack, payload).await.map(drop)
     }
 
     /// Returns once every acknowledgement sent before has reached the node
@@ -244,6 +299,6 @@ impl DurableSubscription {
             name: &self.name,
             prefixes: [],
         })?;
-        self.control(Kind::Subscribe, payload).await
+        self.control(Kind::Subscribe, payload).await.map(drop)
     }
 }

@@ -49,7 +49,7 @@ use crate::wire::{self, Message};
 mod durable;
 mod steps;
 
-pub use durable::{Delivery, DurableSubscription};
+pub use durable::{Delivery, DurableSubscription, RESUBSCRIBE_IDLE};
 pub use steps::{StepError, StepServer, TAKE_EVERY};
 
 /// Where and how a service connects.

@@ -1395,7 +1395,10 @@ fn steps_given_to_services_do_not_count_against_max_suspended() {
         .collect();
     assert_eq!(h.core.at_async, 1, "one @ASYNC flow suspends");
     assert_eq!(refused.len(), 1, "the second is refused: {refused:?}");
-    assert!(refused[0].contains("1 flows are already suspended"), "{refused:?}");
+    assert!(
+        refused[0].contains("1 flows are already suspended"),
+        "{refused:?}"
+    );
 }
 
 /// A payload that is not one MessagePack value is refused at intake with
