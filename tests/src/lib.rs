@@ -44,8 +44,37 @@ impl Lcg {
     }
 }
 
+/// Stops `pid` with `SIGSTOP` and returns once every thread of it is
+/// stopped. `kill -STOP` returns before they are: one thread takes the
+/// signal and then stops the others, which run on until it has (a node so
+/// stopped answered 14 of 500 pings sent right after `kill` returned, on a
+/// loaded machine; none once this returned).
+pub fn freeze(pid: u32) {
+    kill("STOP", pid);
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // pid (comm) STATE …; comm may hold spaces and parentheses.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
+        })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stopped() {
+        assert!(
+            std::time::Instant::now() < until,
+            "process {pid} did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
 /// Sends `signal` (`"KILL"`, `"STOP"`, …) to `pid`; a process already gone
-/// is not an error.
+/// is not an error. To stop one, [`freeze`] it.
 pub fn kill(signal: &str, pid: u32) {
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))

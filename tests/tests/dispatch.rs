@@ -32,7 +32,7 @@ fn a_stalled_worker_holds_at_most_its_window() {
     runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "stall").await;
         // Both workers are ready (the handshake went through the node); stop one.
-        kill("STOP", workers[0]);
+        zmanager_tests::freeze(workers[0]);
         let total = 200;
         let mut checker = Checker::default();
         for i in 0..total {

@@ -199,8 +199,7 @@ async fn load_then_kill(node: &TestNode, workers: Vec<StandaloneWorker>, load: &
         }
         // Freeze the node, and kill it if a commit is half written;
         // otherwise let it go on and look again a moment later.
-        node.signal("STOP");
-        wait_stopped(node.pid());
+        zmanager_tests::freeze(node.pid());
         if mid_commit(&node.data_dir) {
             break;
         }
@@ -231,28 +230,6 @@ async fn load_then_kill(node: &TestNode, workers: Vec<StandaloneWorker>, load: &
     }
     drop(workers);
     seen
-}
-
-/// Waits until every thread of `pid` is stopped (a signal is delivered
-/// asynchronously: `kill -STOP` returning does not mean it took effect).
-fn wait_stopped(pid: u32) {
-    let stopped = || {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return true;
-        };
-        tasks.flatten().all(|task| {
-            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-                // The state follows the command name's closing parenthesis.
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
-            })
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !stopped() {
-        assert!(Instant::now() < deadline, "the node did not stop");
-        std::thread::sleep(Duration::from_micros(200));
-    }
 }
 
 /// Whether the journal's write-ahead log holds frames of a commit still

@@ -89,7 +89,7 @@ fn a_stopped_worker_is_detected_and_its_messages_complete_elsewhere() {
     let stopped = workers[0];
     let elapsed = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "hang").await;
-        kill("STOP", stopped);
+        zmanager_tests::freeze(stopped);
         let mut checker = Checker::default();
         let start = Instant::now();
         for i in 0..100 {
