@@ -4,7 +4,7 @@
 //! rustc drops a dependency that no code names, registration and all. This
 //! script reads `core/Cargo.toml` and writes, for every dependency called
 //! `zmanager-component-*`, a `use zmanager_component_… as _;` line to
-//! `$OUT_DIR/linked_components.rs`, which `src/registry.rs` includes. Adding
+//! `$OUT_DIR/linked_components.rs`, which `src/components/registry.rs` includes. Adding
 //! the dependency is all it takes to link a component into the node: there
 //! is no list to edit. (`docs/components.md` says more.)
 

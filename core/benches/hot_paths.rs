@@ -12,16 +12,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use zmanager::action_key::ActionKey;
+use zmanager::catalog::action_key::ActionKey;
+use zmanager::catalog::source::{Format, SourceFile};
+use zmanager::catalog::topic::Topic;
 use zmanager::catalog::{Catalog, StepRole};
-use zmanager::config::NodeConfig;
-use zmanager::envelope::{Envelope, Kind, now_us};
-use zmanager::executor::Executor;
+use zmanager::components::registry::Registry;
 use zmanager::inflight::InFlightTable;
-use zmanager::registry::Registry;
-use zmanager::source::{Format, SourceFile};
-use zmanager::topic::Topic;
+use zmanager::node::config::NodeConfig;
+use zmanager::wire::envelope::{Envelope, Kind, now_us};
 use zmanager::wire::{self, Message};
+use zmanager::worker::executor::Executor;
 
 /// A request as `zmanager bench`'s services send it.
 fn request(id: u64) -> Envelope {
@@ -283,10 +283,10 @@ fn payloads(c: &mut Criterion) {
     let mut g = c.benchmark_group("payload");
     for size in [64, 1024] {
         let bytes = payload(size);
-        zmanager::payload::check(&bytes, 256).unwrap();
+        zmanager::wire::payload::check(&bytes, 256).unwrap();
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(format!("check {size} B"), |b| {
-            b.iter(|| zmanager::payload::check(black_box(&bytes), 256))
+            b.iter(|| zmanager::wire::payload::check(black_box(&bytes), 256))
         });
     }
     g.finish();

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::envelope::Envelope;
 use crate::wire::Message;
+use crate::wire::envelope::Envelope;
 
 /// The database file in a data directory.
 pub fn database_path(data_dir: &Path) -> PathBuf {

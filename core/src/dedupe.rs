@@ -106,7 +106,7 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Envelope;
+    use crate::wire::envelope::Envelope;
     use bytes::Bytes;
 
     fn key(id: &str) -> MessageKey {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::envelope::Envelope;
 use crate::wire::Message;
+use crate::wire::envelope::Envelope;
 
 /// A worker's identity on the Subject's ROUTER socket.
 pub type WorkerId = Bytes;
@@ -332,7 +332,7 @@ impl InFlightTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Envelope;
+    use crate::wire::envelope::Envelope;
     use proptest::prelude::*;
 
     fn message(id: u32) -> Message {

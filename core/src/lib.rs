@@ -8,111 +8,83 @@
 //!
 //! # Layout
 //!
-//! Configuration (what a node runs):
-//! - [`action_key`]: `Sender?Context@Decorator?Action` keys, decorators,
-//!   wildcard matching.
-//! - [`topic`]: `flow~decorator~sender~context~action` topics.
-//! - [`flow`]: flows (ordered steps) from INI or TOML files.
-//! - [`mapping`]: action mappings (key → component action or service) and
-//!   DigitalPy's resolution order.
+//! What a node runs:
 //! - [`catalog`]: all flows and mappings validated together, each step
-//!   resolved to its [`catalog::StepRole`].
-//! - [`diagnostic`]: errors and warnings with file and line, all collected.
-//! - [`source`]: configuration files read from disk.
-//! - `ini` (private): the INI dialect of DigitalPy's files, with line numbers.
+//!   resolved to its [`StepRole`]; with its parts: `Sender?Context@Decorator?Action`
+//!   keys ([`catalog::action_key`]), topics ([`catalog::topic`]), flows
+//!   from INI or TOML ([`catalog::flow`]), action mappings and DigitalPy's
+//!   resolution order ([`catalog::mapping`]), diagnostics with file and line
+//!   ([`catalog::diagnostic`]), files read from disk ([`catalog::source`]),
+//!   the built-in flows ([`catalog::defaults`]) and the INI dialect of
+//!   DigitalPy's files (private).
 //!
-//! Messages on the wire:
-//! - [`envelope`]: the MessagePack map every message carries.
-//! - [`payload`]: the cheap check that a payload is exactly one
-//!   MessagePack value, nested at most so deep.
-//! - [`error_code`]: stable numbers of error results.
-//! - [`wire`]: frame layouts of each socket; decoding separates incomplete
-//!   from invalid.
+//! Messages on the wire ([`wire`]): frame layouts of each socket, decoding
+//! that separates incomplete from invalid; the MessagePack map every
+//! message carries ([`wire::envelope`]); the cheap check that a payload is
+//! one MessagePack value nested at most so deep ([`wire::payload`]); the
+//! stable numbers of error results ([`wire::error_code`]).
 //!
 //! The node (`docs/architecture.md` says why it is built this way):
-//! - [`node`]: one node: binds the sockets, starts everything, stops it in order.
+//! - [`node`]: one node: binds the sockets, starts everything, stops it in
+//!   order; its configuration ([`node::config`]), the supervisor that
+//!   starts and restarts worker processes ([`node::supervisor`]), SIGINT
+//!   and SIGTERM ([`node::shutdown`]).
 //! - [`subject`]: takes requests, finds the next step, dispatches to workers;
 //!   a state machine without I/O ([`subject::SubjectCore`]) in a thin shell
 //!   around the sockets, one file per concept, with its model test.
 //! - [`inflight`]: the Subject's credits, pending queue and in-flight table.
 //! - [`ordering`]: ordering keys of ordered flows and the per-key gate that
 //!   runs one request per key at a time.
+//! - [`dedupe`]: the results kept to answer a request sent again.
 //! - [`retry`]: retry policies of actions (from the mapping files) and the
 //!   delay queue where retried messages wait.
-//! - [`worker`]: a worker process's socket loop.
-//! - [`executor`]: runs a message through its flow's component actions.
-//! - [`registry`]: the components a worker can call: linked into the
-//!   binary (they register themselves) or loaded from shared libraries.
-//! - [`dynamic`]: loading a component from a shared library through the
-//!   versioned C ABI; the only module with `unsafe` code.
+//! - [`dead_letter`]: messages that ran out of attempts, kept to be replayed.
 //! - [`integration_manager`]: the single publisher.
-//! - [`service_registry`]: service management's state (registered services,
-//!   their topics, up/down by heartbeat), answered by the Subject.
-//! - [`service_steps`]: the outbox of the steps given to each service, and
-//!   its recoverer.
-//! - [`durable`]: durable subscriptions: what was published for a named
-//!   subscriber, kept in order until it acknowledges it.
-//! - [`transport`]: libzmq sockets on tokio, with their limits and keys.
-//! - [`security`]: keys, the services they are bound to, and what each
-//!   may do.
+//! - [`services`]: what the node keeps for services: their registry, the
+//!   steps given to them, durable subscriptions, and the service-management
+//!   service.
 //! - [`journal`]: the durable journal: events, the `Journal` trait, its
 //!   SQLite backend, the group-commit writer (which tries a failed commit
 //!   again before anything after it) and retention.
-//! - [`supervisor`]: starts worker processes and restarts them: at once
-//!   after one that served, with exponential backoff while they die before.
-//! - [`config`], [`defaults`]: node configuration and built-in flows.
-//! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`transport`]: libzmq sockets on tokio, with their limits and keys.
+//! - [`security`]: keys, the services they are bound to, what each may do,
+//!   and the operator's cookie ([`security::operator`]).
+//!
+//! A worker process:
+//! - [`worker`]: its socket loop; [`worker::executor`] runs a message
+//!   through its flow's component actions.
+//! - [`components`]: the components it can call, linked into the binary or
+//!   loaded from shared libraries.
 //!
 //! Services:
-//! - [`service`]: the Rust client: requests as futures, subscriptions,
-//!   registration and heartbeats, answers to `@ASYNC` steps.
-//! - [`service_management`]: the service that answers DigitalPy's
-//!   service-management flows (`zmanager services serve`).
+//! - [`client`]: the Rust client: requests as futures, subscriptions,
+//!   registration and heartbeats, answers to `@ASYNC` steps, steps given to
+//!   the service, durable subscriptions.
 //!
 //! Measuring:
 //! - [`bench`](mod@bench): `zmanager bench`, the whole-system benchmark, and its load
 //!   generator, latency histogram, `/proc` readings and raw ZeroMQ baseline.
 
-pub mod action_key;
 pub mod bench;
 pub mod catalog;
-pub mod config;
+pub mod client;
+pub mod components;
 pub mod dead_letter;
 pub mod dedupe;
-pub mod defaults;
-pub mod diagnostic;
-pub mod durable;
-pub mod dynamic;
-pub mod envelope;
-pub mod error_code;
-pub mod executor;
-pub mod flow;
 pub mod inflight;
-mod ini;
 pub mod integration_manager;
 pub mod journal;
-pub mod mapping;
 pub mod node;
-pub mod operator;
 pub mod ordering;
-pub mod payload;
-pub mod registry;
 pub mod retry;
 pub mod security;
-pub mod service;
-pub mod service_management;
-pub mod service_registry;
-pub mod service_steps;
-pub mod shutdown;
-pub mod source;
+pub mod services;
 pub mod subject;
-pub mod supervisor;
-pub mod topic;
 pub mod transport;
 pub mod wire;
 pub mod worker;
 
-pub use action_key::{ActionKey, Decorator};
+pub use catalog::action_key::{ActionKey, Decorator};
+pub use catalog::diagnostic::{Diagnostic, Diagnostics, Location};
+pub use catalog::topic::Topic;
 pub use catalog::{Catalog, StepRole};
-pub use diagnostic::{Diagnostic, Diagnostics, Location};
-pub use topic::Topic;

@@ -17,8 +17,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::envelope::Envelope;
 use crate::inflight::MessageKey;
+use crate::wire::envelope::Envelope;
 
 /// Where an ordered flow reads each request's key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,9 +48,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::action_key::ActionKey;
-use crate::diagnostic::{Diagnostics, Location};
-use crate::ini;
+use crate::catalog::action_key::ActionKey;
+use crate::catalog::diagnostic::{Diagnostics, Location};
+use crate::catalog::ini;
 
 /// The error kinds an action step can end with: the `name` of an error
 /// result made by a worker (`docs/protocol.md` lists the codes). These are
@@ -404,7 +404,7 @@ pub(crate) fn ini_section_key(name: &str) -> Option<&str> {
 }
 
 /// Reads the `[retry <key>]` sections of an INI mapping file. (Lines that
-/// cannot be read at all are reported by [`crate::mapping::load_ini`],
+/// cannot be read at all are reported by [`crate::catalog::mapping::load_ini`],
 /// which reads the same file.)
 pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<PolicyEntry> {
     let mut out = Vec::new();
@@ -449,7 +449,7 @@ struct RetryFile {
 }
 
 /// Reads the `[retry."<key>"]` tables of a TOML mapping file. (A file that
-/// is not TOML is reported by [`crate::mapping::load_toml`].)
+/// is not TOML is reported by [`crate::catalog::mapping::load_toml`].)
 pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<PolicyEntry> {
     let parsed: RetryFile = match toml::from_str(text) {
         Ok(parsed) => parsed,

@@ -18,9 +18,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use zmanager::config::Endpoints;
-use zmanager::error_code::ErrorCode;
-use zmanager::service::{Service, ServiceOptions, StepError};
+use zmanager::client::{Service, ServiceOptions, StepError};
+use zmanager::node::config::Endpoints;
+use zmanager::wire::error_code::ErrorCode;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Approves a text, or refuses it if it is spam.
-async fn moderate(step: zmanager::service::Published) -> Result<Bytes, StepError> {
+async fn moderate(step: zmanager::client::Published) -> Result<Bytes, StepError> {
     let text: String = zmanager_sdk::decode(&step.payload)?;
     if text.contains("spam") {
         return Err(StepError {

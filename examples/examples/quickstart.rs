@@ -10,8 +10,8 @@
 //! Arguments: `[COUNT] [INTAKE] [PUBLISH]` (defaults: 5 and the node's
 //! default endpoints).
 
-use zmanager::config::Endpoints;
-use zmanager::service::{Service, ServiceOptions};
+use zmanager::client::{Service, ServiceOptions};
+use zmanager::node::config::Endpoints;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use zmanager::Catalog;
-use zmanager::source::{Format, SourceFile};
+use zmanager::catalog::source::{Format, SourceFile};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&formats, rest)) = data.split_first() else {

@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zmanager::envelope::{Envelope, ReplyAddress};
+use zmanager::wire::envelope::{Envelope, ReplyAddress};
 
 fuzz_target!(|data: &[u8]| {
     let _ = ReplyAddress::salvage(data);

@@ -1,4 +1,4 @@
-//! `zmanager::flow::load_ini` on arbitrary text (non-UTF-8 input lossily),
+//! `zmanager::catalog::flow::load_ini` on arbitrary text (non-UTF-8 input lossily),
 //! and the loaded flows used as the node uses them (see `use_flows`).
 #![no_main]
 
@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
     let text = zmanager_fuzz::text(data);
     let file: Arc<str> = Arc::from("fuzz.ini");
     let mut diagnostics = Diagnostics::default();
-    let flows = zmanager::flow::load_ini(&file, &text, &mut diagnostics);
+    let flows = zmanager::catalog::flow::load_ini(&file, &text, &mut diagnostics);
     zmanager_fuzz::use_flows(&flows, &diagnostics);
 });

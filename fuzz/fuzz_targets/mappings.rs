@@ -1,4 +1,4 @@
-//! The mapping loaders, `zmanager::mapping::load_ini` and `load_toml`, and
+//! The mapping loaders, `zmanager::catalog::mapping::load_ini` and `load_toml`, and
 //! the retry policies read from the same files (`zmanager::retry`), on
 //! arbitrary text: the first byte picks the format (even: INI, odd: TOML),
 //! the rest is the file (non-UTF-8 lossily). The mappings then go in a
@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use zmanager::{Diagnostics, mapping, retry};
+use zmanager::catalog::mapping;
+use zmanager::{Diagnostics, retry};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&format, text)) = data.split_first() else {

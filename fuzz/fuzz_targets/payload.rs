@@ -1,4 +1,4 @@
-//! The payload check, `zmanager::payload::check(bytes, depth)`, and the
+//! The payload check, `zmanager::wire::payload::check(bytes, depth)`, and the
 //! SDK's `zmanager_sdk::decode_value`, on arbitrary bytes; and the ordering
 //! key an ordered flow reads from a payload (`OrderBy::key_of`).
 //!
@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zmanager::envelope::Envelope;
+use zmanager::wire::envelope::Envelope;
 use zmanager::ordering::OrderBy;
-use zmanager::payload;
+use zmanager::wire::payload;
 use zmanager_sdk::MAX_DEPTH;
 
 fuzz_target!(|data: &[u8]| {

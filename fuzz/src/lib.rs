@@ -59,11 +59,11 @@ pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 use zmanager::Diagnostics;
-use zmanager::action_key::ActionKey;
-use zmanager::flow::Flow;
-use zmanager::mapping::{Mapping, MappingTable};
+use zmanager::catalog::action_key::ActionKey;
+use zmanager::catalog::flow::Flow;
+use zmanager::catalog::mapping::{Mapping, MappingTable};
 use zmanager::retry::PolicyEntry;
-use zmanager::topic::Topic;
+use zmanager::catalog::topic::Topic;
 
 /// Every key a loader returns prints as text that parses back to it.
 pub fn check_key(key: &ActionKey) {

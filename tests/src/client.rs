@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use zeromq::{PushSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
-use zmanager::config::Endpoints;
-use zmanager::envelope::{Envelope, Kind};
+use zmanager::node::config::Endpoints;
+use zmanager::wire::envelope::{Envelope, Kind};
 
 /// A message received on the reply topic.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use zmanager::envelope::Status;
+use zmanager::wire::envelope::Status;
 
 use crate::checker::{Checker, Report};
 use crate::client::RawClient;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use zmanager::config::Endpoints;
+use zmanager::node::config::Endpoints;
 
 /// A running `zmanager up`; killed (and its workers with it) on drop.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zmanager::envelope::{Kind, Status};
-use zmanager::error_code::ErrorCode;
-use zmanager::service::{Service, ServiceOptions};
+use zmanager::client::{Service, ServiceOptions};
+use zmanager::wire::envelope::{Kind, Status};
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, json, msgpack};
 use zmanager_tests::node::{TestNode, config_file};
 use zmanager_tests::runtime;

@@ -7,9 +7,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use zmanager::envelope::Status;
-use zmanager::error_code::ErrorCode;
-use zmanager::operator::OperatorCookie;
+use zmanager::security::operator::OperatorCookie;
+use zmanager::wire::envelope::Status;
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, Received, msgpack};
 use zmanager_tests::node::{TempDir, TestNode};
 use zmanager_tests::{runtime, zmanager};
@@ -357,7 +357,7 @@ fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
 /// A ping through fresh libzmq PUSH and SUB sockets (NULL): true when the
 /// node answered within `limit`.
 fn pinged(node: &TestNode, context: &zmq::Context, service: &str, limit: Duration) -> bool {
-    use zmanager::envelope::{Envelope, Kind};
+    use zmanager::wire::envelope::{Envelope, Kind};
     let push = context.socket(zmq::PUSH).expect("push");
     push.set_linger(0).expect("linger");
     push.connect(&node.endpoints.intake).expect("connect");

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 use zmanager::catalog::Catalog;
-use zmanager::diagnostic::Diagnostics;
-use zmanager::envelope::{Envelope, Status};
-use zmanager::error_code::ErrorCode;
-use zmanager::executor::Executor;
-use zmanager::registry::Registry;
-use zmanager::source::SourceFile;
+use zmanager::catalog::diagnostic::Diagnostics;
+use zmanager::catalog::source::SourceFile;
+use zmanager::components::registry::Registry;
 use zmanager::wire::Message;
+use zmanager::wire::envelope::{Envelope, Status};
+use zmanager::wire::error_code::ErrorCode;
+use zmanager::worker::executor::Executor;
 use zmanager_sdk::{ActionError, Component, Context, ErrorKind, Request};
 use zmanager_tests::client::{RawClient, Received, json as decoded};
 use zmanager_tests::node::TestNode;
@@ -302,7 +302,9 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
         ),
     ];
     for (path, reason) in &cases {
-        let shown = zmanager::dynamic::absolute(path).display().to_string();
+        let shown = zmanager::components::dynamic::absolute(path)
+            .display()
+            .to_string();
         let expected = format!("{shown}: {reason}");
 
         let (code, stdout, stderr) = check(&["--quiet", "--component", text(path)]);
@@ -350,12 +352,12 @@ fn a_shared_object_that_is_not_a_component_is_refused() {
         println!("SKIPPED: no libc.so.6 found at the usual paths");
         return;
     };
-    let error = zmanager::dynamic::load(libc).expect_err("libc is not a component");
+    let error = zmanager::components::dynamic::load(libc).expect_err("libc is not a component");
     assert_eq!(
         error.to_string(),
         format!(
             "{}: not a zmanager component: it does not export `zmanager_component_abi_version`",
-            zmanager::dynamic::absolute(libc).display()
+            zmanager::components::dynamic::absolute(libc).display()
         )
     );
 }
@@ -383,7 +385,9 @@ fn check_compares_loaded_components_with_the_mappings() {
     .expect("write");
     let (flows, mappings) = (dir.join("flows"), dir.join("mappings"));
     let base = ["--flows", text(&flows), "--mappings", text(&mappings)];
-    let lib_shown = zmanager::dynamic::absolute(&lib).display().to_string();
+    let lib_shown = zmanager::components::dynamic::absolute(&lib)
+        .display()
+        .to_string();
 
     let (code, stdout, stderr) = check(&[&base[..], &["--quiet"]].concat());
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
@@ -431,7 +435,8 @@ fn check_compares_loaded_components_with_the_mappings() {
 #[test]
 fn the_same_component_behaves_the_same_linked_or_loaded() {
     let linked = zmanager_component_reverse::Reverse;
-    let loaded = zmanager::dynamic::load(&library("zmanager-component-reverse")).expect("loads");
+    let loaded =
+        zmanager::components::dynamic::load(&library("zmanager-component-reverse")).expect("loads");
     assert_eq!(
         (linked.name(), linked.version(), linked.actions()),
         (loaded.name(), loaded.version(), loaded.actions())
@@ -640,7 +645,7 @@ fn a_linked_component_that_no_code_names_serves_a_shipped_flow() {
 fn unsafe_code_is_confined_to_the_abi_modules() {
     let allowed: BTreeSet<&str> = [
         "components/sdk/src/abi.rs",
-        "core/src/dynamic.rs",
+        "core/src/components/dynamic.rs",
         "core/src/transport/socket.rs",
         "tests/fixtures/missing-symbol/src/lib.rs",
         "tests/fixtures/wrong-abi/src/lib.rs",

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use zmanager::envelope::Status;
+use zmanager::wire::envelope::Status;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::load::collect;

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zmanager::durable::DurableInfo;
-use zmanager::service::{Service, ServiceOptions};
-use zmanager::service_registry;
+use zmanager::client::{Service, ServiceOptions};
+use zmanager::services::durable::DurableInfo;
+use zmanager::services::registry;
 use zmanager_tests::client::{RawClient, msgpack};
 use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
 use zmanager_tests::runtime;
@@ -34,7 +34,7 @@ async fn publish(client: &mut RawClient, from: usize, n: usize) {
 /// The node's durable subscriptions (`ServiceManagement_Durables`).
 async fn durables(service: &Service) -> Vec<DurableInfo> {
     service
-        .request(service_registry::DURABLES, &())
+        .request(registry::DURABLES, &())
         .await
         .expect("answered")
         .decode()
@@ -322,8 +322,8 @@ fn after_the_node_restarts_the_subscriber_gets_the_new_subscriptions_messages() 
 /// subscription under (6).
 #[test]
 fn subscribes_and_acks_that_do_not_fit_are_refused_with_their_code() {
-    use zmanager::envelope::Kind;
-    use zmanager::error_code::ErrorCode;
+    use zmanager::wire::envelope::Kind;
+    use zmanager::wire::error_code::ErrorCode;
     let config = config_file("max_durables = 1\n");
     let node = TestNode::start_with(1, None, &["--config", config.path()]);
     runtime().block_on(async {

@@ -24,9 +24,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zmanager::envelope::{Kind, Status};
-use zmanager::error_code::ErrorCode;
 use zmanager::journal::{EventKind, Journal, MessageState, SqliteJournal, SummaryFilter};
+use zmanager::wire::envelope::{Kind, Status};
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::disk::SmallDisk;

@@ -7,9 +7,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zmanager::envelope::{Envelope, Kind};
 use zmanager::journal::{Event, Journal, SqliteJournal, SyncMode};
 use zmanager::wire::Message;
+use zmanager::wire::envelope::{Envelope, Kind};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::node::TestNode;

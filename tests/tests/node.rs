@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zeromq::{DealerSocket, Socket, SocketSend, ZmqMessage};
-use zmanager::envelope::{Kind, Status};
-use zmanager::error_code::ErrorCode;
-use zmanager::service::{Service, ServiceError, ServiceOptions};
+use zmanager::client::{Service, ServiceError, ServiceOptions};
+use zmanager::wire::envelope::{Kind, Status};
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::load::echo_load;

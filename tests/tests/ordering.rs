@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use zmanager::envelope::Status;
-use zmanager::error_code::ErrorCode;
-use zmanager::service::{Service, ServiceOptions};
+use zmanager::client::{Service, ServiceOptions};
+use zmanager::wire::envelope::Status;
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received};
 use zmanager_tests::node::{TempFile, node_with};

@@ -16,10 +16,10 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use zmanager::config::Endpoints;
-use zmanager::envelope::Status;
-use zmanager::error_code::ErrorCode;
+use zmanager::node::config::Endpoints;
 use zmanager::security;
+use zmanager::wire::envelope::Status;
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::node::{TempDir, TestNode, config_file};
 use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
@@ -768,7 +768,7 @@ fn the_python_moderator_answers_a_step_given_again() {
 /// a writer's requests.
 #[test]
 fn the_python_moderator_takes_steps_with_keys() {
-    use zmanager::service::{Service, ServiceError, ServiceOptions};
+    use zmanager::client::{Service, ServiceError, ServiceOptions};
     use zmanager::transport::ClientKeys;
 
     if !python_ready() {
@@ -900,8 +900,8 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
 /// everything acknowledged, nothing kept.
 #[test]
 fn the_python_durable_subscriber_goes_on_where_it_stopped() {
-    use zmanager::durable::DurableInfo;
-    use zmanager::service_registry;
+    use zmanager::services::durable::DurableInfo;
+    use zmanager::services::registry;
 
     if !python_ready() {
         return;
@@ -929,9 +929,7 @@ fn the_python_durable_subscriber_goes_on_where_it_stopped() {
         .expect("joined");
         // Asked right after it exited, on another connection: the node
         // has its last ack already, because the script waited for it.
-        writer
-            .request(service_registry::DURABLES, "durables", &())
-            .await;
+        writer.request(registry::DURABLES, "durables", &()).await;
         let answer = writer.recv(limit).await.expect("the durables");
         let all: Vec<DurableInfo> = rmp_serde::from_slice(&answer.payload).expect("a list");
         (first, second, all)
@@ -996,7 +994,7 @@ fn the_python_durable_subscriber_acknowledges_with_keys() {
     push.connect(&node.endpoints.intake)
         .expect("connect intake");
     for i in 0..3 {
-        let mut envelope = zmanager::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
+        let mut envelope = zmanager::wire::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
         envelope.service = "writer".into();
         let frames = [b"Echo~".to_vec(), envelope.encode(), msgpack(&i).to_vec()];
         push.send_multipart(frames, 0).expect("send");

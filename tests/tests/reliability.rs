@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zeromq::{PushSocket, Socket, SocketSend, SubSocket};
-use zmanager::config::Endpoints;
-use zmanager::envelope::Status;
-use zmanager::error_code::ErrorCode;
-use zmanager::service::{Service, ServiceOptions};
+use zmanager::client::{Service, ServiceOptions};
+use zmanager::node::config::Endpoints;
+use zmanager::wire::envelope::Status;
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::RawClient;
 use zmanager_tests::load::{collect, echo_load};
@@ -231,7 +231,7 @@ fn a_dead_letter_is_replayed_once_its_fault_is_gone() {
             .expect("connect");
         let payload = serde_json::json!({ "marker": marker.path() });
         match service.request("Flaky", &payload).await {
-            Err(zmanager::service::ServiceError::Failed { error, .. }) => {
+            Err(zmanager::client::ServiceError::Failed { error, .. }) => {
                 assert_eq!(error.code, ErrorCode::DeadLettered);
             }
             other => panic!("expected a dead letter, got {other:?}"),
@@ -300,7 +300,7 @@ fn dead_letter(
             None => service.submit(flow, payload).await,
         };
         match submitted.expect("submitted").finished().await {
-            Err(zmanager::service::ServiceError::Failed { error, .. }) => {
+            Err(zmanager::client::ServiceError::Failed { error, .. }) => {
                 assert_eq!(error.code, ErrorCode::DeadLettered, "{error:?}");
             }
             other => panic!("expected a dead letter, got {other:?}"),
@@ -559,7 +559,8 @@ fn a_flood_and_a_slow_subscriber_keep_memory_bounded() {
                 let start = Instant::now();
                 let mut sent = 0u64;
                 while start.elapsed() < Duration::from_secs(6) && sent < 400_000 {
-                    let mut e = zmanager::envelope::Envelope::request(format!("f{sent}"), "Echo");
+                    let mut e =
+                        zmanager::wire::envelope::Envelope::request(format!("f{sent}"), "Echo");
                     e.service = "flood".into();
                     e.reply_to = "@reply~flood~".into();
                     let m = zmanager::wire::Message::new(e, payload.clone());

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use zmanager::envelope::{Envelope, Kind, Status};
-use zmanager::error_code::ErrorCode;
 use zmanager::security::{self, Key};
+use zmanager::wire::envelope::{Envelope, Kind, Status};
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::msgpack;
 use zmanager_tests::node::{TempDir, TestNode};
 use zmanager_tests::zmanager;
@@ -536,7 +536,7 @@ fn keys_new_writes_a_pair_once() {
 /// --key-file` take the service id the configuration binds the key to.
 #[test]
 fn the_rust_client_and_the_cli_connect_with_keys() {
-    use zmanager::service::{Service, ServiceError, ServiceOptions, Subscription};
+    use zmanager::client::{Service, ServiceError, ServiceOptions, Subscription};
     use zmanager::transport::ClientKeys;
 
     let dir = TempDir::new("secure-rust");
@@ -630,7 +630,7 @@ fn the_rust_client_and_the_cli_connect_with_keys() {
 #[test]
 fn a_service_takes_its_steps_with_its_key() {
     use std::sync::Arc;
-    use zmanager::service::{Service, ServiceOptions, StepError};
+    use zmanager::client::{Service, ServiceOptions, StepError};
     use zmanager::transport::ClientKeys;
 
     let dir = TempDir::new("secure-steps");
@@ -724,7 +724,7 @@ fn a_service_takes_its_steps_with_its_key() {
 #[test]
 fn a_durable_subscription_reads_only_what_its_service_may() {
     use std::sync::Arc;
-    use zmanager::service::{Service, ServiceError, ServiceOptions};
+    use zmanager::client::{Service, ServiceError, ServiceOptions};
     use zmanager::transport::ClientKeys;
 
     let dir = TempDir::new("secure-durable");
@@ -765,8 +765,8 @@ fn a_durable_subscription_reads_only_what_its_service_may() {
             let d = own.next().await.expect("no error").expect("a delivery");
             own.ack(d.seq).await.expect("sent");
             own.flush().await.expect("flushed");
-            let info: Vec<zmanager::durable::DurableInfo> = mallory
-                .request(zmanager::service_registry::DURABLES, &())
+            let info: Vec<zmanager::services::durable::DurableInfo> = mallory
+                .request(zmanager::services::registry::DURABLES, &())
                 .await
                 .expect("answered (register = true)")
                 .decode()

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zmanager::envelope::Status;
-use zmanager::error_code::ErrorCode;
+use zmanager::wire::envelope::Status;
+use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, json, msgpack};
 use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
 use zmanager_tests::{example_bin, kill as signal, runtime};
@@ -204,7 +204,7 @@ fn a_service_killed_under_load_loses_nothing_and_sees_its_steps_in_order() {
 /// for its own), and a second answer to a step already answered (14).
 #[test]
 fn takes_and_answers_that_do_not_fit_are_refused_with_their_code() {
-    use zmanager::envelope::Kind;
+    use zmanager::wire::envelope::Kind;
     let node = TestNode::start_builtin(1);
     runtime().block_on(async {
         let e = &node.endpoints;
@@ -306,7 +306,7 @@ fn takes_and_answers_that_do_not_fit_are_refused_with_their_code() {
 /// order, and answered once.
 #[test]
 fn steps_waiting_for_a_service_survive_a_kill_of_the_node() {
-    use zmanager::envelope::Kind;
+    use zmanager::wire::envelope::Kind;
     let (_, endpoints) = fixed_endpoints();
     let config = config_file(&format!(
         "service_liveness_ms = 1000\nservice_retry_ms = 200\n{endpoints}"
@@ -487,7 +487,7 @@ fn zmanager_services_shows_a_services_steps_up_or_down() {
 /// late on a loaded machine, never early.
 #[test]
 fn the_recoverer_backs_off_as_configured() {
-    use zmanager::envelope::Kind;
+    use zmanager::wire::envelope::Kind;
     let config = config_file(
         "heartbeat_ms = 50\nservice_step_timeout_ms = 300\nservice_retry_ms = 400\nservice_retry_max_ms = 1600\n",
     );

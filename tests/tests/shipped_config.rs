@@ -1,8 +1,8 @@
 //! Every file under `flows/` and `action_mappings/` loads without error.
 
+use zmanager::catalog::diagnostic::Diagnostics;
+use zmanager::catalog::source::SourceFile;
 use zmanager::catalog::{Catalog, StepRole};
-use zmanager::diagnostic::Diagnostics;
-use zmanager::source::SourceFile;
 use zmanager_tests::workspace_root;
 
 #[test]
@@ -42,9 +42,12 @@ fn the_built_in_defaults_embed_every_shipped_file() {
         names.sort();
         names
     };
-    assert_eq!(embedded(zmanager::defaults::flows()), names("flows"));
     assert_eq!(
-        embedded(zmanager::defaults::mappings()),
+        embedded(zmanager::catalog::defaults::flows()),
+        names("flows")
+    );
+    assert_eq!(
+        embedded(zmanager::catalog::defaults::mappings()),
         names("action_mappings")
     );
 }
@@ -59,12 +62,12 @@ fn the_documented_node_configurations_parse() {
         .nth(1)
         .expect("a configuration section");
     let example = toml_block(section).expect("a toml block");
-    let config = zmanager::config::NodeConfig::from_toml("README.md", &example)
+    let config = zmanager::node::config::NodeConfig::from_toml("README.md", &example)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.workers, Some(2));
     assert_eq!(config.components.len(), 1);
     // The bounds it shows are the defaults.
-    let defaults = zmanager::config::NodeConfig::default();
+    let defaults = zmanager::node::config::NodeConfig::default();
     assert_eq!(
         (
             config.max_pending,
@@ -93,15 +96,15 @@ fn the_documented_node_configurations_parse() {
     );
     assert_eq!(defaults.handshake_timeout_ms, 5_000);
 
-    let module =
-        std::fs::read_to_string(workspace_root().join("core/src/config.rs")).expect("config.rs");
+    let module = std::fs::read_to_string(workspace_root().join("core/src/node/config.rs"))
+        .expect("config.rs");
     let docs: String = module
         .lines()
         .filter_map(|l| l.strip_prefix("//!"))
         .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
         .collect();
     let example = toml_block(&docs).expect("a toml block in config.rs docs");
-    zmanager::config::NodeConfig::from_toml("config.rs", &example)
+    zmanager::node::config::NodeConfig::from_toml("config.rs", &example)
         .unwrap_or_else(|e| panic!("{e}"));
 }
 

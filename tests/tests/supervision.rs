@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use zmanager::supervisor::Backoff;
+use zmanager::node::supervisor::Backoff;
 use zmanager_tests::client::RawClient;
 use zmanager_tests::load::EchoLoad;
 use zmanager_tests::node::node_with;

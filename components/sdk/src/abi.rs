@@ -1,6 +1,6 @@
 //! The C ABI of a dynamically loaded component, version [`ABI_VERSION`]:
 //! the exporting side ([`export_component!`](crate::export_component)) and
-//! the encodings both sides share. The loading side is `core/src/dynamic.rs`
+//! the encodings both sides share. The loading side is `core/src/components/dynamic.rs`
 //! in the `zmanager` crate.
 //!
 //! Only bytes cross the boundary, never a Rust type: requests, contexts,

@@ -249,8 +249,8 @@ pub(crate) mod testing {
 
     use bytes::Bytes;
 
-    use crate::envelope::Envelope;
     use crate::wire::Message;
+    use crate::wire::envelope::Envelope;
 
     /// A fresh directory, removed when dropped.
     #[derive(Debug)]

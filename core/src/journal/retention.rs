@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Journal, JournalError, SqliteJournal};
-use crate::config::JournalConfig;
-use crate::envelope::now_us;
+use crate::node::config::JournalConfig;
+use crate::wire::envelope::now_us;
 
 /// What retention keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

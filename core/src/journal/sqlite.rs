@@ -30,8 +30,8 @@ use super::{
     MessageSummary, RecordedEvent, SummaryFilter, Unfinished, wal,
 };
 use crate::dead_letter::database_path;
-use crate::envelope::Envelope;
 use crate::wire::Message;
+use crate::wire::envelope::Envelope;
 
 /// How hard a commit tries to reach the disk: SQLite's `synchronous`
 /// setting (in WAL mode). Named `SyncMode`, not `Sync`, so as not to shadow
@@ -1116,7 +1116,7 @@ mod tests {
         let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
         let result = |id: &str| {
             let mut m = request("s", id, "F");
-            m.envelope.kind = crate::envelope::Kind::Result;
+            m.envelope.kind = crate::wire::envelope::Kind::Result;
             m
         };
         let mut events = Vec::new();
@@ -1146,7 +1146,7 @@ mod tests {
         let history = j.history("s", "a").unwrap();
         assert!(matches!(
             &history[1].event,
-            Event::Completed { result: Some(m), .. } if m.envelope.kind == crate::envelope::Kind::Result
+            Event::Completed { result: Some(m), .. } if m.envelope.kind == crate::wire::envelope::Kind::Result
         ));
     }
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use super::core::SubjectCore;
 use crate::catalog::StepRole;
-use crate::envelope::{Kind, Status};
-use crate::error_code::ErrorCode;
 use crate::inflight::{WorkerId, key_of};
 use crate::retry::RetryPolicy;
 use crate::wire::Message;
+use crate::wire::envelope::{Kind, Status};
+use crate::wire::error_code::ErrorCode;
 
 use super::outcome::Ending;
 

@@ -20,12 +20,12 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::core::{Effect, SubjectCore};
-use crate::envelope::{Envelope, Kind};
 use crate::inflight::MessageKey;
 use crate::integration_manager::Publication;
 use crate::journal::Event;
 use crate::ordering::GroupKey;
 use crate::wire::Message;
+use crate::wire::envelope::{Envelope, Kind};
 
 /// The journal's side of the Subject.
 #[derive(Debug)]

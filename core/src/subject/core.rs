@@ -18,11 +18,11 @@ use crate::dedupe::Recent;
 use crate::inflight::{InFlightTable, MessageKey, WorkerId};
 use crate::integration_manager::Publication;
 use crate::journal::{Event, Unfinished};
-use crate::operator::OperatorCookie;
 use crate::ordering::KeyGate;
 use crate::retry::{DelayQueue, Jitter};
 use crate::security::Permissions;
-use crate::service_registry::ServiceRegistry;
+use crate::security::operator::OperatorCookie;
+use crate::services::registry::ServiceRegistry;
 use crate::wire::Message;
 
 use super::commits::Commits;
@@ -61,11 +61,11 @@ pub struct SubjectOptions {
     /// How long a service has to answer a step it was given.
     pub service_step_timeout: Duration,
     /// The recoverer's delays for a service that is DOWN.
-    pub service_backoff: crate::service_steps::Backoff,
+    pub service_backoff: crate::services::steps::Backoff,
     /// The most steps waiting for one service.
     pub max_service_steps: usize,
     /// What each durable subscription keeps.
-    pub durable_retention: crate::durable::Retention,
+    pub durable_retention: crate::services::durable::Retention,
     /// The most durable subscriptions at once.
     pub max_durables: usize,
 }
@@ -104,7 +104,7 @@ impl Now {
     pub fn read() -> Self {
         Self {
             at: Instant::now(),
-            wall_us: crate::envelope::now_us(),
+            wall_us: crate::wire::envelope::now_us(),
         }
     }
 }
@@ -173,9 +173,10 @@ pub struct SubjectCore {
     /// Service management's registry (`service_registry`).
     pub(super) services: ServiceRegistry,
     /// The steps given to each service (`[services]`), by its name.
-    pub(super) outboxes: std::collections::BTreeMap<String, crate::service_steps::Outbox>,
+    pub(super) outboxes: std::collections::BTreeMap<String, crate::services::steps::Outbox>,
     /// Durable subscriptions, by (service, name).
-    pub(super) durables: std::collections::BTreeMap<(String, String), crate::durable::Durable>,
+    pub(super) durables:
+        std::collections::BTreeMap<(String, String), crate::services::durable::Durable>,
     /// When the last durable subscription was made (its `made_us`).
     pub(super) durable_made_us: u64,
     /// True while taking up recovered work: it was accepted before, so it
@@ -198,7 +199,7 @@ pub struct SubjectCore {
     /// Intake stopped (draining).
     pub(super) draining: bool,
     /// The cookie that lets the node's own tools resume a request at any
-    /// step (`crate::operator`); `None`: nobody may.
+    /// step (`crate::security::operator`); `None`: nobody may.
     pub(super) operator: Option<OperatorCookie>,
     /// What each authenticated service may do (everything without keys).
     pub(super) permissions: Permissions,

@@ -1,17 +1,17 @@
 //! Durable subscriptions in the Subject: a `subscribe` names one, an `ack`
 //! moves it on, and at the end of each turn every publication of the turn
 //! is kept by the subscriptions whose prefixes it matches, and what their
-//! windows allow is delivered (`crate::durable`).
+//! windows allow is delivered (`crate::services::durable`).
 
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::core::{Effect, SubjectCore};
-use crate::durable::{Durable, DurableInfo};
-use crate::error_code::ErrorCode;
+use crate::catalog::topic::starts_with_reply_topic;
 use crate::integration_manager::Publication;
-use crate::topic::starts_with_reply_topic;
+use crate::services::durable::{Durable, DurableInfo};
 use crate::wire::Message;
+use crate::wire::error_code::ErrorCode;
 
 /// A `subscribe` message's payload.
 #[derive(Debug, Deserialize)]
@@ -40,7 +40,7 @@ impl SubjectCore {
     pub(super) fn on_subscribe(&mut self, mut message: Message) {
         let service = message.envelope.service.clone();
         if !starts_with_reply_topic(message.envelope.reply_to.as_bytes(), &service) {
-            let own = crate::topic::reply_topic(&service);
+            let own = crate::catalog::topic::reply_topic(&service);
             let text = format!(
                 "a subscribe names the topic its deliveries go to in reply_to, which must start with the service's own {own:?}"
             );
@@ -55,7 +55,12 @@ impl SubjectCore {
                 return self.refuse(message, ErrorCode::BadRequest, text);
             }
         };
-        if asked.name.is_empty() || !asked.name.chars().all(crate::action_key::is_field_char) {
+        if asked.name.is_empty()
+            || !asked
+                .name
+                .chars()
+                .all(crate::catalog::action_key::is_field_char)
+        {
             let text = format!(
                 "durable name {:?}: use letters, digits, `_`, `-` and `.`",
                 asked.name
@@ -79,7 +84,7 @@ impl SubjectCore {
         }
         let topic = message.envelope.reply_to.clone();
         let mut made = message.envelope.clone();
-        made.kind = crate::envelope::Kind::Accepted;
+        made.kind = crate::wire::envelope::Kind::Accepted;
         match self.durables.get_mut(&key) {
             Some(durable) => durable.resubscribe(asked.prefixes, topic.clone(), asked.window),
             None => {

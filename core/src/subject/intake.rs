@@ -9,13 +9,13 @@ use zeromq::ZmqMessage;
 
 use super::core::SubjectCore;
 use super::result_topic;
-use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status};
-use crate::error_code::ErrorCode;
+use crate::catalog::topic::{self, starts_with_reply_topic};
 use crate::inflight::key_of;
 use crate::journal::Event;
-use crate::payload;
-use crate::service_registry;
-use crate::topic::{self, starts_with_reply_topic};
+use crate::services::registry;
+use crate::wire::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status};
+use crate::wire::error_code::ErrorCode;
+use crate::wire::payload;
 use crate::wire::{self, Message, WireError};
 
 /// A MessagePack nil: the payload of an error result that has no request
@@ -144,7 +144,7 @@ impl SubjectCore {
         }
         if let Some(who) = authenticated {
             let flow = &envelope.flow;
-            let (allowed, what) = if service_registry::is_builtin(flow) {
+            let (allowed, what) = if registry::is_builtin(flow) {
                 (
                     self.permissions.may_register(who),
                     "use service management (register = true)".to_owned(),
@@ -180,19 +180,19 @@ impl SubjectCore {
             self.publish_result(result_topic(&result.envelope), result);
             return;
         }
-        if envelope.flow == service_registry::DURABLES {
+        if envelope.flow == registry::DURABLES {
             message.payload = self.durables_info();
             message.envelope.accepted_us = self.now.wall_us;
             return self.answer_now(message);
         }
-        if envelope.flow == service_registry::STEPS {
+        if envelope.flow == registry::STEPS {
             let steps = self.steps_info();
             // A list of plain structs always encodes.
             message.payload = Bytes::from(rmp_serde::to_vec_named(&steps).unwrap_or_default());
             message.envelope.accepted_us = self.now.wall_us;
             return self.answer_now(message);
         }
-        if service_registry::is_builtin(&envelope.flow) {
+        if registry::is_builtin(&envelope.flow) {
             let answer = self.services.handle(
                 &envelope.flow,
                 &envelope.service,

@@ -71,8 +71,8 @@ mod workers;
 pub use self::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 pub use self::shell::{Links, run};
 
-use crate::envelope::Envelope;
-use crate::topic::Topic;
+use crate::catalog::topic::Topic;
+use crate::wire::envelope::Envelope;
 
 /// The topic dead letters of `flow` are published on.
 pub fn dead_letter_topic(flow: &str) -> String {

@@ -34,13 +34,13 @@ use proptest::prelude::*;
 use zeromq::ZmqMessage;
 
 use super::core::{Effect, Input, Now, SubjectCore, SubjectOptions};
+use crate::catalog::source::{Format, SourceFile};
 use crate::catalog::{Catalog, StepRole};
-use crate::envelope::{Envelope, Kind};
-use crate::error_code::ErrorCode;
 use crate::inflight::{MessageKey, key_of};
 use crate::journal::Event;
 use crate::ordering::GroupKey;
-use crate::source::{Format, SourceFile};
+use crate::wire::envelope::{Envelope, Kind};
+use crate::wire::error_code::ErrorCode;
 use crate::wire::{self, Message, Ready, ToWorker};
 
 const FLOWS: &str = r#"
@@ -114,12 +114,12 @@ fn options() -> SubjectOptions {
         service_liveness: Duration::from_secs(1),
         max_services: 4,
         service_step_timeout: Duration::from_millis(400),
-        service_backoff: crate::service_steps::Backoff {
+        service_backoff: crate::services::steps::Backoff {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(800),
         },
         max_service_steps: 3,
-        durable_retention: crate::durable::Retention {
+        durable_retention: crate::services::durable::Retention {
             max_messages: 4,
             max_bytes: 4 * MODEL_MESSAGE,
             max_age: Duration::from_secs(5),
@@ -907,7 +907,7 @@ impl Harness {
             .core
             .durables
             .get(&("d".to_owned(), format!("n{name}")))
-            .map_or(0, crate::durable::Durable::acked);
+            .map_or(0, crate::services::durable::Durable::acked);
         prop_assert!(
             seq <= acked + u64::from(DURABLE_WINDOW),
             "durable n{} delivered {} past its window (acknowledged {})",
@@ -1120,7 +1120,7 @@ impl Harness {
         let in_outboxes: usize = core
             .outboxes
             .values()
-            .map(crate::service_steps::Outbox::len)
+            .map(crate::services::steps::Outbox::len)
             .sum();
         let owned = core
             .suspended
@@ -1270,7 +1270,7 @@ fn request_fields_the_node_sets_do_not_reach_the_result() {
     h.end_turn(&Op::Commit).expect("the turn");
     let work = h.workers[&0].first().cloned();
     let work = work.expect("the request went to the worker");
-    assert_eq!(work.envelope.status, crate::envelope::Status::Ok);
+    assert_eq!(work.envelope.status, crate::wire::envelope::Status::Ok);
     assert!(work.envelope.error.is_none());
     assert!(work.envelope.origin.is_empty());
     let result = h.result(&work, Outcome::Ok);
@@ -1282,7 +1282,7 @@ fn request_fields_the_node_sets_do_not_reach_the_result() {
     }
     assert_eq!(h.published.len(), 1, "{:?}", h.published);
     let result = &h.published[0].envelope;
-    assert_eq!(result.status, crate::envelope::Status::Ok);
+    assert_eq!(result.status, crate::wire::envelope::Status::Ok);
     assert!(result.error.is_none(), "{:?}", result.error);
     assert!(result.origin.is_empty());
 }

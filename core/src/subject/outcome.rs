@@ -8,12 +8,12 @@
 
 use super::core::{Effect, SubjectCore};
 use super::{dead_letter_topic, result_topic};
-use crate::envelope::{Envelope, Kind};
-use crate::error_code::ErrorCode;
 use crate::inflight::key_of;
 use crate::integration_manager::Publication;
 use crate::journal::Event;
 use crate::wire::Message;
+use crate::wire::envelope::{Envelope, Kind};
+use crate::wire::error_code::ErrorCode;
 
 /// How an accepted message ends.
 #[derive(Debug)]

@@ -7,12 +7,12 @@
 use super::core::SubjectCore;
 use super::outcome::Ending;
 use crate::catalog::StepRole;
-use crate::envelope::Kind;
-use crate::error_code::ErrorCode;
+use crate::catalog::topic::starts_with_reply_topic;
 use crate::inflight::key_of;
-use crate::service_steps::{Outbox, StepsInfo};
-use crate::topic::starts_with_reply_topic;
+use crate::services::steps::{Outbox, StepsInfo};
 use crate::wire::Message;
+use crate::wire::envelope::Kind;
+use crate::wire::error_code::ErrorCode;
 
 impl SubjectCore {
     /// `message` reached step `step`, given to service `name`: it waits for
@@ -47,7 +47,7 @@ impl SubjectCore {
         let envelope = &message.envelope;
         let name = envelope.service.clone();
         if !starts_with_reply_topic(envelope.reply_to.as_bytes(), &name) {
-            let own = crate::topic::reply_topic(&name);
+            let own = crate::catalog::topic::reply_topic(&name);
             let text = format!(
                 "a take names the topic its steps go to in reply_to, which must start with the service's own {own:?}"
             );

@@ -37,8 +37,8 @@ use crate::dead_letter::DeadLetterStore;
 use crate::inflight::WorkerId;
 use crate::integration_manager::Publication;
 use crate::journal::{Committed, Health, JournalWriter, Unfinished};
-use crate::operator::OperatorCookie;
 use crate::retry;
+use crate::security::operator::OperatorCookie;
 use crate::transport::AsyncSocket;
 use crate::wire::Message;
 
@@ -61,7 +61,7 @@ pub struct Links {
     /// with when each was recorded.
     pub remembered: Vec<(u64, Message)>,
     /// The cookie the node's own tools present to resume a request at any
-    /// step (`crate::operator`).
+    /// step (`crate::security::operator`).
     pub operator: Option<OperatorCookie>,
     /// The identities of worker processes that exited (from the
     /// supervisor): their messages go elsewhere at once, without waiting

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use super::core::SubjectCore;
-use crate::action_key::ActionKey;
+use crate::catalog::action_key::ActionKey;
+use crate::catalog::topic::Topic;
 use crate::catalog::{Catalog, RoutedFlow, StepRole};
-use crate::envelope::{Envelope, Kind};
-use crate::error_code::ErrorCode;
 use crate::inflight::{Refused, key_of};
 use crate::ordering::{self, OrderBy};
-use crate::topic::Topic;
 use crate::wire::Message;
+use crate::wire::envelope::{Envelope, Kind};
+use crate::wire::error_code::ErrorCode;
 
 use super::outcome::Ending;
 

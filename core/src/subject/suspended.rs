@@ -4,11 +4,11 @@
 use std::time::Instant;
 
 use super::core::SubjectCore;
-use crate::envelope::{Kind, Status};
-use crate::error_code::ErrorCode;
 use crate::inflight::{MessageKey, key_of};
 use crate::journal::Event;
 use crate::wire::Message;
+use crate::wire::envelope::{Kind, Status};
+use crate::wire::error_code::ErrorCode;
 
 use super::outcome::Ending;
 
@@ -153,7 +153,7 @@ impl SubjectCore {
         let mut answer_error = answer.envelope.error;
         if answer.envelope.status == Status::Error && answer_error.is_none() {
             let code = ErrorCode::ActionFailed;
-            answer_error = Some(crate::envelope::ErrorInfo {
+            answer_error = Some(crate::wire::envelope::ErrorInfo {
                 code,
                 name: code.name().to_owned(),
                 message: format!(

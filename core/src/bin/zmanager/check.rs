@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use zmanager::catalog::diagnostic::Diagnostics;
+use zmanager::catalog::source::SourceFile;
 use zmanager::catalog::{Catalog, StepRole};
-use zmanager::config::NodeConfig;
-use zmanager::diagnostic::Diagnostics;
-use zmanager::registry::Registry;
-use zmanager::source::SourceFile;
+use zmanager::components::registry::Registry;
+use zmanager::node::config::NodeConfig;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -61,8 +61,12 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             Some(dir) => SourceFile::read_dir(dir, d),
             None => builtin(),
         };
-    let flow_files = read(&flows, zmanager::defaults::flows, &mut diagnostics);
-    let mapping_files = read(&mappings, zmanager::defaults::mappings, &mut diagnostics);
+    let flow_files = read(&flows, zmanager::catalog::defaults::flows, &mut diagnostics);
+    let mapping_files = read(
+        &mappings,
+        zmanager::catalog::defaults::mappings,
+        &mut diagnostics,
+    );
     let (catalog, found) = Catalog::build(&flow_files, &mapping_files);
     diagnostics.extend(found);
     if let Some(security) = config.as_ref().and_then(|c| c.security.as_ref()) {
@@ -130,7 +134,7 @@ fn print_catalog(catalog: &Catalog, registry: &Registry) {
                 StepRole::Async => "ASYNC (suspends until a response arrives)".to_owned(),
                 StepRole::Service(name) => format!("service {name}"),
                 StepRole::Action(target) => match registry.origin(&target.component) {
-                    Some(zmanager::registry::Origin::Loaded { .. }) => {
+                    Some(zmanager::components::registry::Origin::Loaded { .. }) => {
                         format!("-> {target} (loaded)")
                     }
                     Some(_) => format!("-> {target}"),

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use zmanager::catalog::Catalog;
+use zmanager::client::{Service, ServiceOptions};
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
-use zmanager::envelope::now_us;
-use zmanager::error_code::ErrorCode;
-use zmanager::service::{Service, ServiceOptions};
+use zmanager::wire::envelope::now_us;
+use zmanager::wire::error_code::ErrorCode;
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
 use crate::replay::{Recorded, Replayed, operator_cookie, replay};

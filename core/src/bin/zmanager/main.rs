@@ -199,7 +199,7 @@ mod tests {
         let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
         assert!(matches!(cli.command, super::Command::Up(_)), "{exec}");
         let config = include_str!("../../../../packaging/node.toml");
-        let parsed = zmanager::config::NodeConfig::from_toml("node.toml", config)
+        let parsed = zmanager::node::config::NodeConfig::from_toml("node.toml", config)
             .unwrap_or_else(|e| panic!("packaging/node.toml: {e}"));
         assert_eq!(
             parsed.data_dir,

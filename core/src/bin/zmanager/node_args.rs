@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use zmanager::config::NodeConfig;
+use zmanager::client::ServiceOptions;
+use zmanager::node::config::NodeConfig;
 use zmanager::security::{read_key_file, read_public_key, z85};
-use zmanager::service::ServiceOptions;
 use zmanager::transport::ClientKeys;
 
 /// `--config`: the node's configuration file.

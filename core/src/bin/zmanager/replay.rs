@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use zmanager::envelope::ErrorInfo;
-use zmanager::operator::OperatorCookie;
-use zmanager::service::{Outcome, Service, ServiceError, describe_failure};
+use zmanager::client::{Outcome, Service, ServiceError, describe_failure};
+use zmanager::security::operator::OperatorCookie;
+use zmanager::wire::envelope::ErrorInfo;
 
 /// The node's operator cookie, which lets a replay resume at the step it
 /// was recorded at (a service may start only at an entry point). Without

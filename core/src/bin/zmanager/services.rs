@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zmanager::durable::DurableInfo;
-use zmanager::service::Service;
-use zmanager::service_management;
-use zmanager::service_registry::{self, ServiceInfo};
-use zmanager::service_steps::StepsInfo;
+use zmanager::client::Service;
+use zmanager::services::durable::DurableInfo;
+use zmanager::services::management;
+use zmanager::services::registry::{self, ServiceInfo};
+use zmanager::services::steps::StepsInfo;
 
 use crate::node_args::NodeArgs;
 
@@ -40,7 +40,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             let service = Service::connect(options).await?;
             let list = tokio::time::timeout(
                 Duration::from_secs(10),
-                service.request(service_registry::LIST, &()),
+                service.request(registry::LIST, &()),
             )
             .await
             .context("no answer from the node within 10s")??;
@@ -62,7 +62,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let steps = tokio::time::timeout(
                 Duration::from_secs(10),
-                service.request(service_registry::STEPS, &()),
+                service.request(registry::STEPS, &()),
             )
             .await
             .context("no answer from the node within 10s")??;
@@ -94,7 +94,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let durables = tokio::time::timeout(
                 Duration::from_secs(10),
-                service.request(service_registry::DURABLES, &()),
+                service.request(registry::DURABLES, &()),
             )
             .await
             .context("no answer from the node within 10s")??;
@@ -119,19 +119,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
         Command::Serve => crate::runtime(true)?.block_on(async move {
             let service = Arc::new(Service::connect(options).await?);
-            let topics: Vec<String> = service_management::FLOWS
+            let topics: Vec<String> = management::FLOWS
                 .iter()
                 .map(|f| format!("{f}~PUBLISH~"))
                 .collect();
-            let flows: Vec<String> = service_management::FLOWS
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect();
+            let flows: Vec<String> = management::FLOWS.iter().map(|f| (*f).to_owned()).collect();
             service.register(&topics, &flows).await?;
             let beat = service.heartbeat_every(Duration::from_secs(3), topics, flows);
-            let stop = zmanager::shutdown::on_signal();
+            let stop = zmanager::node::shutdown::on_signal();
             let id = service.id().to_owned();
-            let served = service_management::serve(&service, stop, || {
+            let served = management::serve(&service, stop, || {
                 // One line a script or test can read, once requests will be seen.
                 println!("service management serving as {id}");
             })

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use zmanager::envelope::now_us;
+use zmanager::wire::envelope::now_us;
 
 /// A time on the command line, in microseconds since the Unix epoch.
 pub(crate) fn parse_time(text: &str) -> Result<u64, String> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use zmanager::config::{Endpoints, NodeConfig};
+use zmanager::node::config::{Endpoints, NodeConfig};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -84,7 +84,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let data_dir = config.data_dir.clone();
     crate::runtime(true)?.block_on(async move {
-        let shutdown = zmanager::shutdown::on_signal();
+        let shutdown = zmanager::node::shutdown::on_signal();
         if args.exit_with_parent {
             let token = shutdown.clone();
             std::thread::spawn(move || {

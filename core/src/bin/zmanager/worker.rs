@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use zmanager::config::{CatalogPaths, NodeConfig};
-use zmanager::executor::Executor;
-use zmanager::registry::Registry;
+use zmanager::components::registry::Registry;
+use zmanager::node::config::{CatalogPaths, NodeConfig};
 use zmanager::security::{read_key_file, read_public_key};
 use zmanager::transport::ClientKeys;
 use zmanager::worker::WorkerOptions;
+use zmanager::worker::executor::Executor;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -118,9 +118,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     crate::runtime(false)?.block_on(async move {
         let shutdown = if args.exit_with_parent {
-            zmanager::shutdown::on_terminate_only()
+            zmanager::node::shutdown::on_terminate_only()
         } else {
-            zmanager::shutdown::on_signal()
+            zmanager::node::shutdown::on_signal()
         };
         if args.exit_with_parent {
             let token = shutdown.clone();

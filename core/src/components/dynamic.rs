@@ -4,7 +4,7 @@
 //! [`load`] opens a library, refuses it unless it reports this ABI version
 //! and exports every function of the ABI, reads its descriptor (name,
 //! version, actions) and checks it, and returns a [`DynamicComponent`]
-//! that a [`Registry`](crate::registry::Registry) holds like any linked one.
+//! that a [`Registry`](crate::components::registry::Registry) holds like any linked one.
 //! Every refusal is a [`LoadError`] that names the file and says why.
 //!
 //! Only MessagePack bytes cross the boundary. Buffers a library returns are
@@ -28,7 +28,7 @@ use zmanager_sdk::abi::{
 };
 use zmanager_sdk::{ActionError, Component, Request};
 
-use crate::mapping::is_identifier;
+use crate::catalog::mapping::is_identifier;
 
 /// Why a library was refused. Every message starts with the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,8 +16,8 @@
 //! once, so resending is safe. [`Service::request`] does both.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zmanager::service::ServiceError> {
-//! use zmanager::service::{Service, ServiceOptions};
+//! # async fn demo() -> Result<(), zmanager::client::ServiceError> {
+//! use zmanager::client::{Service, ServiceOptions};
 //!
 //! let service = Service::connect(ServiceOptions::local("quickstart")).await?;
 //! let reply = service.request("Greeting", &serde_json::json!({"name": "ada"})).await?;
@@ -38,12 +38,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zeromq::ZmqMessage;
 
-use crate::config::Endpoints;
-use crate::envelope::{Envelope, ErrorInfo, Kind, Status, now_us};
-use crate::error_code::ErrorCode;
-use crate::service_registry::{self, Registration, ServiceInfo};
-use crate::topic::Topic;
+use crate::catalog::topic::Topic;
+use crate::node::config::Endpoints;
+use crate::services::registry::{self, Registration, ServiceInfo};
 use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
+use crate::wire::envelope::{Envelope, ErrorInfo, Kind, Status, now_us};
+use crate::wire::error_code::ErrorCode;
 use crate::wire::{self, Message};
 
 mod durable;
@@ -78,7 +78,7 @@ pub struct ServiceOptions {
     /// A request not acknowledged as accepted after this long is sent
     /// again (same id), after the same connection check.
     pub ack_after: Duration,
-    /// The node's operator cookie (`crate::operator`), sent with every
+    /// The node's operator cookie (`crate::security::operator`), sent with every
     /// request: for the node's own replay tools, whose requests may resume
     /// at any step of their flow. `None` for services.
     pub operator: Option<String>,
@@ -285,11 +285,16 @@ impl Drop for PendingGuard<'_> {
 impl Service {
     /// Connects to a node and completes the subscription handshake.
     pub async fn connect(options: ServiceOptions) -> Result<Self, ServiceError> {
-        if options.name.is_empty() || !options.name.chars().all(crate::action_key::is_field_char) {
+        if options.name.is_empty()
+            || !options
+                .name
+                .chars()
+                .all(crate::catalog::action_key::is_field_char)
+        {
             return Err(ServiceError::Name(options.name));
         }
         if let Some(id) = &options.id
-            && (id.is_empty() || !id.chars().all(crate::action_key::is_field_char))
+            && (id.is_empty() || !id.chars().all(crate::catalog::action_key::is_field_char))
         {
             return Err(ServiceError::Name(id.clone()));
         }
@@ -298,7 +303,7 @@ impl Service {
         // A node with keys publishes a service's results on its id's topic
         // only; two connections of one id each take the results of their
         // own requests from it (ids start with the session).
-        let reply_to = crate::topic::reply_topic(&id);
+        let reply_to = crate::catalog::topic::reply_topic(&id);
         let pending: Pending = Arc::default();
         let link = Link::open(&options, &reply_to, &pending)?;
         let service = Self {
@@ -388,7 +393,7 @@ impl Service {
             flows: flows.to_vec(),
             topic: String::new(),
         };
-        self.request(service_registry::REGISTER, &registration)
+        self.request(registry::REGISTER, &registration)
             .await?
             .decode()
     }
@@ -409,7 +414,7 @@ impl Service {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let beat = service.request(service_registry::HEARTBEAT, &());
+                let beat = service.request(registry::HEARTBEAT, &());
                 match tokio::time::timeout(every.max(Duration::from_secs(1)), beat).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(ServiceError::Failed { error, .. }))

@@ -212,7 +212,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::envelope::Envelope;
+    use crate::wire::envelope::Envelope;
 
     fn message(n: u32) -> Message {
         Message::new(

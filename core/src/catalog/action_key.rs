@@ -211,7 +211,7 @@ impl ActionKey {
     }
 
     /// The same key with some fields emptied: the wildcard forms tried by
-    /// resolution (see [`crate::mapping`]).
+    /// resolution (see [`crate::catalog::mapping`]).
     pub(crate) fn with_wildcards(&self, sender: bool, context: bool, action: bool) -> ActionKey {
         ActionKey {
             sender: if sender {

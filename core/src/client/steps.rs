@@ -18,9 +18,9 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::{Published, Service, ServiceError};
-use crate::envelope::Kind;
-use crate::error_code::ErrorCode;
 use crate::wire::Message;
+use crate::wire::envelope::Kind;
+use crate::wire::error_code::ErrorCode;
 
 /// How often an instance tells the node it is there (well inside the
 /// node's `service_liveness_ms`, 10 s by default).

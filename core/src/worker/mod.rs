@@ -1,5 +1,5 @@
 //! A worker process: connects to the Subject, announces its credits, runs
-//! every message it is sent through its flow (see [`crate::executor`]), and
+//! every message it is sent through its flow (see [`crate::worker::executor`]), and
 //! returns the results in batches.
 //!
 //! Two threads: actions run on a dedicated thread, so a long action does not
@@ -22,6 +22,8 @@
 //! loaded, connected and ran actions, which the supervisor's restart policy
 //! uses to tell a worker killed after it served from a crash loop.
 
+pub mod executor;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,10 +34,10 @@ use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use zeromq::ZmqMessage;
 
-use crate::envelope::now_us;
-use crate::executor::Executor;
 use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
+use crate::wire::envelope::now_us;
 use crate::wire::{self, Message, Ready, ToWorker};
+use crate::worker::executor::Executor;
 
 /// The exit status of a worker that gave itself up over a stuck action.
 pub const EXIT_STUCK: i32 = 70;

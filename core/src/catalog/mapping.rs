@@ -34,9 +34,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::action_key::ActionKey;
-use crate::diagnostic::{Diagnostics, Location};
-use crate::ini;
+use crate::catalog::action_key::ActionKey;
+use crate::catalog::diagnostic::{Diagnostics, Location};
+use crate::catalog::ini;
 
 /// The component action a key maps to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -253,7 +253,7 @@ impl Section {
 }
 
 fn service_name(name: &str) -> Result<Route, String> {
-    if name.is_empty() || !name.chars().all(crate::action_key::is_field_char) {
+    if name.is_empty() || !name.chars().all(crate::catalog::action_key::is_field_char) {
         return Err(format!(
             "service name {name:?} must be letters, digits, `_`, `-` and `.`"
         ));

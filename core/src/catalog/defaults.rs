@@ -2,13 +2,13 @@
 //! no files around it. They are the files of the repository's `flows/` and
 //! `action_mappings/` directories (a test checks that none is missing).
 
-use crate::source::{Format, SourceFile};
+use crate::catalog::source::{Format, SourceFile};
 
 macro_rules! embedded {
     ($dir:literal, $($name:literal => $format:ident),* $(,)?) => {
         vec![$(SourceFile::new(
             concat!("<built-in>/", $dir, "/", $name),
-            include_str!(concat!("../../", $dir, "/", $name)),
+            include_str!(concat!("../../../", $dir, "/", $name)),
             Format::$format,
         )),*]
     };

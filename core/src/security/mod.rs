@@ -15,6 +15,8 @@
 //! key is not listed cannot connect, and a request's `service` must be the
 //! id its key is bound to.
 
+pub mod operator;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -134,7 +136,7 @@ impl Permissions {
         let Some(service) = service else {
             return false;
         };
-        crate::topic::starts_with_reply_topic(prefix, service)
+        crate::catalog::topic::starts_with_reply_topic(prefix, service)
             || all
                 .get(service)
                 .is_some_and(|g| g.subscribe.iter().any(|p| prefix.starts_with(p.as_bytes())))
@@ -209,7 +211,7 @@ impl SecurityConfig {
         let mut keys = BTreeMap::new();
         for service in &self.services {
             let id = &service.id;
-            if id.is_empty() || !id.chars().all(crate::action_key::is_field_char) {
+            if id.is_empty() || !id.chars().all(crate::catalog::action_key::is_field_char) {
                 problems.push(format!(
                     "security.service id {id:?}: use letters, digits, `_`, `-` and `.`"
                 ));
@@ -280,7 +282,7 @@ impl SecurityConfig {
     pub fn check_steps(
         &self,
         catalog: &crate::catalog::Catalog,
-        diagnostics: &mut crate::diagnostic::Diagnostics,
+        diagnostics: &mut crate::catalog::diagnostic::Diagnostics,
     ) {
         for routed in catalog.flows.values() {
             for (step, (role, _)) in routed.flow.steps.iter().zip(&routed.roles) {

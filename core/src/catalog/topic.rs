@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::action_key::ActionKey;
+use crate::catalog::action_key::ActionKey;
 
 /// The separator between a topic's parts.
 pub const SEPARATOR: char = '~';

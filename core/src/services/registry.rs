@@ -17,14 +17,14 @@
 //!
 //! An empty or absent `id`/`service` means the requesting service. DigitalPy's
 //! four service-management flows (`flows/service_management.ini`) are
-//! answered by [`crate::service_management`] over these.
+//! answered by [`crate::services::management`] over these.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error_code::ErrorCode;
+use crate::wire::error_code::ErrorCode;
 
 pub const REGISTER: &str = "ServiceManagement_Register";
 pub const HEARTBEAT: &str = "ServiceManagement_Heartbeat";
@@ -32,9 +32,9 @@ pub const LIST: &str = "ServiceManagement_List";
 pub const ADD_TOPIC: &str = "ServiceManagement_AddTopic";
 pub const REMOVE_TOPIC: &str = "ServiceManagement_RemoveTopic";
 /// The steps given to each service (`[services]`): a list of
-/// [`crate::service_steps::StepsInfo`].
+/// [`crate::services::steps::StepsInfo`].
 pub const STEPS: &str = "ServiceManagement_Steps";
-/// The durable subscriptions: a list of [`crate::durable::DurableInfo`].
+/// The durable subscriptions: a list of [`crate::services::durable::DurableInfo`].
 pub const DURABLES: &str = "ServiceManagement_Durables";
 
 /// True for the flows the Subject answers itself.

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use zmanager_sdk::{Context, ErrorKind, Request, panic_message};
 
-use crate::action_key::ActionKey;
+use crate::catalog::action_key::ActionKey;
 use crate::catalog::{Catalog, StepRole};
-use crate::envelope::Kind;
-use crate::error_code::ErrorCode;
-use crate::registry::Registry;
+use crate::components::registry::Registry;
 use crate::wire::Message;
+use crate::wire::envelope::Kind;
+use crate::wire::error_code::ErrorCode;
 
 /// Runs messages through flows with the components of a registry (linked
 /// and loaded).
@@ -118,8 +118,8 @@ fn set_key(into: &mut String, key: &ActionKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Envelope, Status};
-    use crate::source::{Format, SourceFile};
+    use crate::catalog::source::{Format, SourceFile};
+    use crate::wire::envelope::{Envelope, Status};
 
     fn executor() -> Executor {
         let flows = [SourceFile::new(

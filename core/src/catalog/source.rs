@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::diagnostic::{Diagnostics, Location};
+use crate::catalog::diagnostic::{Diagnostics, Location};
 
 /// The two configuration formats, chosen by file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,9 +61,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::action_key::{ActionKey, is_field_char};
-use crate::diagnostic::{Diagnostics, Location};
-use crate::ini;
+use crate::catalog::action_key::{ActionKey, is_field_char};
+use crate::catalog::diagnostic::{Diagnostics, Location};
+use crate::catalog::ini;
 use crate::ordering::OrderBy;
 
 /// A flow: its name, where it is defined, and its steps in order.

@@ -6,7 +6,7 @@
 //! them here: `core`'s build script names every `zmanager-component-*`
 //! dependency in the `use` lines it generates (included just below), which
 //! is what makes rustc link those crates at all. Dynamic components are
-//! added with [`Registry::load`] (see [`crate::dynamic`]).
+//! added with [`Registry::load`] (see [`crate::components::dynamic`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,9 +15,9 @@ use std::sync::Arc;
 use zmanager_sdk::Component;
 
 use crate::catalog::Catalog;
-use crate::diagnostic::{Diagnostics, Location};
-use crate::dynamic;
-use crate::mapping::{Mapping, Route};
+use crate::catalog::diagnostic::{Diagnostics, Location};
+use crate::catalog::mapping::{Mapping, Route};
+use crate::components::dynamic;
 
 // `use zmanager_component_… as _;` for each component crate `core` depends on.
 include!(concat!(env!("OUT_DIR"), "/linked_components.rs"));
@@ -256,7 +256,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{Format, SourceFile};
+    use crate::catalog::source::{Format, SourceFile};
 
     fn catalog(mappings: &str) -> Catalog {
         let (catalog, d) = Catalog::build(&[], &[SourceFile::new("m.ini", mappings, Format::Ini)]);

@@ -60,10 +60,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::catalog::Catalog;
-use crate::defaults;
-use crate::diagnostic::Diagnostics;
+use crate::catalog::defaults;
+use crate::catalog::diagnostic::Diagnostics;
+use crate::catalog::source::SourceFile;
 use crate::journal::SyncMode;
-use crate::source::SourceFile;
 
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

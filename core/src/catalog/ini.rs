@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::diagnostic::{Diagnostics, Location};
+use crate::catalog::diagnostic::{Diagnostics, Location};
 
 /// One `[section]` and its entries, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]

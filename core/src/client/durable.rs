@@ -22,8 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Published, Service, ServiceError, Subscription};
-use crate::envelope::{Envelope, Kind, Status};
 use crate::wire::Message;
+use crate::wire::envelope::{Envelope, Kind, Status};
 
 /// How long [`DurableSubscription::next`] waits with nothing coming before
 /// it subscribes again (the node answers, and sends again what is not

@@ -5,14 +5,23 @@
 //! catalog it could build and every diagnostic; callers refuse to run when
 //! [`Diagnostics::has_errors`] is true.
 
+pub mod action_key;
+pub mod defaults;
+pub mod diagnostic;
+pub mod flow;
+pub(crate) mod ini;
+pub mod mapping;
+pub mod source;
+pub mod topic;
+
 use std::collections::{BTreeMap, HashMap};
 
-use crate::action_key::{ActionKey, Decorator};
-use crate::diagnostic::{Diagnostics, Location};
-use crate::flow::{self, Flow};
-use crate::mapping::{self, MappingTable, Route, Target};
+use crate::catalog::action_key::{ActionKey, Decorator};
+use crate::catalog::diagnostic::{Diagnostics, Location};
+use crate::catalog::flow::Flow;
+use crate::catalog::mapping::{MappingTable, Route, Target};
+use crate::catalog::source::{Format, SourceFile};
 use crate::retry::{self, RetryPolicy};
-use crate::source::{Format, SourceFile};
 
 /// What happens at a step of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! Each of those flows publishes its request at a `@PUBLISH` step and
 //! suspends at the `@ASYNC` step after it. This service subscribes to those
 //! `@PUBLISH` topics, reads or changes the node's registry through the
-//! built-in flows of [`crate::service_registry`], and answers, which resumes
+//! built-in flows of [`crate::services::registry`], and answers, which resumes
 //! the flow; `done` then publishes the answer to the requester. It is an
 //! ordinary service (any number may run; the first answer wins, the others
 //! get `unknown_async`), run by `zmanager services serve`.
@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::error_code::ErrorCode;
-use crate::service::{Published, Service, ServiceError};
-use crate::service_registry::{self, Registration, ServiceInfo};
+use crate::client::{Published, Service, ServiceError};
+use crate::services::registry::{self, Registration, ServiceInfo};
+use crate::wire::error_code::ErrorCode;
 
 /// The flows answered, and the `@PUBLISH` topic prefix of each.
 pub const FLOWS: [&str; 4] = [
@@ -96,16 +96,16 @@ async fn answer(service: &Service, published: &Published) -> Result<(), ServiceE
     }
     let flow = published.envelope.flow.as_str();
     let registry_flow = match flow {
-        "ServiceManagement_PutServiceTopic" => service_registry::ADD_TOPIC,
-        "ServiceManagement_DeleteServiceTopic" => service_registry::REMOVE_TOPIC,
-        _ => service_registry::LIST,
+        "ServiceManagement_PutServiceTopic" => registry::ADD_TOPIC,
+        "ServiceManagement_DeleteServiceTopic" => registry::REMOVE_TOPIC,
+        _ => registry::LIST,
     };
     let request = Registration {
         id: query.service.clone(),
         topic: query.topic,
         ..Registration::default()
     };
-    let info: ServiceInfo = if registry_flow == service_registry::LIST {
+    let info: ServiceInfo = if registry_flow == registry::LIST {
         let all: Vec<ServiceInfo> = service.request(registry_flow, &()).await?.decode()?;
         match all.into_iter().find(|s| s.id == query.service) {
             Some(info) => info,

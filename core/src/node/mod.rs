@@ -6,6 +6,10 @@
 //! `drain_timeout` passes — then the workers stop, then the Integration
 //! Manager once everything before it has handed over what it had.
 
+pub mod config;
+pub mod shutdown;
+pub mod supervisor;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +17,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Endpoints, NodeConfig};
+use crate::catalog::diagnostic::Diagnostics;
+use crate::components::registry::Registry;
 use crate::dead_letter::DeadLetterStore;
-use crate::diagnostic::Diagnostics;
 use crate::integration_manager;
 use crate::journal::{Journal, JournalError, JournalWriter, Retention, SqliteJournal, Unfinished};
-use crate::operator::OperatorCookie;
-use crate::registry::Registry;
+use crate::node::config::{Endpoints, NodeConfig};
+use crate::node::supervisor::{Backoff, WorkerCommand};
+use crate::security::operator::OperatorCookie;
 use crate::subject::{self, Counters, Links, SubjectOptions};
-use crate::supervisor::{self, Backoff, WorkerCommand};
 use crate::transport::zap::Domain;
 use crate::transport::{self, AsyncSocket, Gatekeeper, Limits};
 use crate::wire::Message;
@@ -45,7 +49,7 @@ pub enum NodeError {
     #[error("security: {0}")]
     Security(String),
     #[error(transparent)]
-    Operator(#[from] crate::operator::CookieError),
+    Operator(#[from] crate::security::operator::CookieError),
     #[error("cannot start the journal writer: {0}")]
     JournalWriter(#[source] std::io::Error),
     #[error("cannot prepare {path}: {source}")]
@@ -224,12 +228,12 @@ pub async fn run(
             service_liveness: Duration::from_millis(config.service_liveness_ms),
             max_services: config.max_services,
             service_step_timeout: Duration::from_millis(config.service_step_timeout_ms),
-            service_backoff: crate::service_steps::Backoff {
+            service_backoff: crate::services::steps::Backoff {
                 initial: Duration::from_millis(config.service_retry_ms),
                 max: Duration::from_millis(config.service_retry_max_ms),
             },
             max_service_steps: config.max_service_steps,
-            durable_retention: crate::durable::Retention {
+            durable_retention: crate::services::durable::Retention {
                 max_messages: config.durable_max_messages,
                 max_bytes: config.durable_max_mb << 20,
                 max_age: Duration::from_millis(config.durable_max_age_ms),
@@ -301,7 +305,7 @@ fn open_journal(config: &NodeConfig) -> Result<Opened, NodeError> {
     let journal = SqliteJournal::open(&config.data_dir, config.journal.sync)?;
     let unfinished = journal.unfinished()?;
     let window_us = config.dedupe_window_ms.saturating_mul(1000);
-    let since_us = crate::envelope::now_us().saturating_sub(window_us);
+    let since_us = crate::wire::envelope::now_us().saturating_sub(window_us);
     let remembered = journal.recent_results(since_us, config.dedupe_capacity)?;
     tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), remembered = remembered.len(), "journal open");
     let writer = JournalWriter::start(journal, JOURNAL_QUEUE, JOURNAL_MAX_BATCH)

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error_code::ErrorCode;
+use crate::wire::error_code::ErrorCode;
 
 /// The protocol version this node speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -129,7 +129,7 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub order_key: String,
     /// On a request from the node's own tools (`zmanager dlq replay`,
-    /// `journal replay`): the node's operator cookie (`crate::operator`),
+    /// `journal replay`): the node's operator cookie (`crate::security::operator`),
     /// which lets the request name any step of its flow. The Subject takes
     /// it off at intake; empty, and left out on the wire, everywhere else.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -11,11 +11,15 @@
 //! Decoding separates a message that is *incomplete* (wrong frame count)
 //! from one that is *invalid* (a frame that does not decode).
 
+pub mod envelope;
+pub mod error_code;
+pub mod payload;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use zeromq::ZmqMessage;
 
-use crate::envelope::{Envelope, ReplyAddress};
+use crate::wire::envelope::{Envelope, ReplyAddress};
 
 /// A message: its envelope and its payload bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
