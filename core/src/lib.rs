@@ -61,11 +61,10 @@
 //!   registration and heartbeats, answers to `@ASYNC` steps, steps given to
 //!   the service, durable subscriptions.
 //!
-//! Measuring:
-//! - [`bench`](mod@bench): `zmanager bench`, the whole-system benchmark, and its load
-//!   generator, latency histogram, `/proc` readings and raw ZeroMQ baseline.
+//! The `zmanager` command is the `zmanager-cli` crate (`cli/`), and its
+//! whole-system benchmark, `zmanager bench`, the `zmanager-bench` crate
+//! (`bench/`).
 
-pub mod bench;
 pub mod catalog;
 pub mod client;
 pub mod components;

@@ -3,9 +3,9 @@
 //! and the flow goes on with its answer. Run it beside a node:
 //!
 //! ```sh
-//! cargo run --release -p zmanager -- up                 # terminal 1
+//! cargo run --release -p zmanager-cli -- up                 # terminal 1
 //! cargo run -p zmanager-examples --example moderator    # terminal 2
-//! cargo run -p zmanager -- send Review -p '"  a fine text "'   # terminal 3
+//! cargo run -p zmanager-cli -- send Review -p '"  a fine text "'   # terminal 3
 //! ```
 //!
 //! The third prints `"A FINE TEXT (APPROVED)"`; a text containing `spam`

@@ -3,7 +3,7 @@
 //! a running node and prints each result.
 //!
 //! ```sh
-//! cargo run --release -p zmanager -- up                  # terminal 1
+//! cargo run --release -p zmanager-cli -- up                  # terminal 1
 //! cargo run -p zmanager-examples --example quickstart    # terminal 2
 //! ```
 //!

@@ -107,7 +107,7 @@ pub fn zmanager_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = cargo_build()
-            .args(["-p", "zmanager", "--bin", "zmanager"])
+            .args(["-p", "zmanager-cli", "--bin", "zmanager"])
             .status()
             .expect("run cargo build");
         assert!(

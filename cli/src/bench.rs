@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use zmanager::bench::load::LoadOptions;
-use zmanager::bench::{self, BenchOptions, JournalMode, Progress, Report, Transport};
 use zmanager::journal::SyncMode;
+use zmanager_bench::load::LoadOptions;
+use zmanager_bench::{self as bench, BenchOptions, JournalMode, Progress, Report, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum JournalArg {

@@ -18,8 +18,8 @@ use super::{
     BenchError, BenchOptions, JournalComparison, JournalMode, Latency, ProcessReport, Progress,
     RawSummary, Report, ReportConfig, Transport,
 };
-use crate::journal::SyncMode;
-use crate::node::config::NodeConfig;
+use zmanager::journal::SyncMode;
+use zmanager::node::config::NodeConfig;
 
 /// How often the progress callback is called.
 const TICK: Duration = Duration::from_millis(250);

@@ -31,7 +31,7 @@ use serde::Serialize;
 pub use driver::run;
 use proc_stats::Machine;
 
-use crate::journal::SyncMode;
+use zmanager::journal::SyncMode;
 
 /// Which journal settings to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

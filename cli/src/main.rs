@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn the_systemd_unit_runs_a_command_this_cli_takes() {
         use clap::Parser;
-        let unit = include_str!("../../../../packaging/zmanager.service");
+        let unit = include_str!("../../packaging/zmanager.service");
         let exec = unit
             .lines()
             .find_map(|l| l.strip_prefix("ExecStart="))
@@ -198,7 +198,7 @@ mod tests {
         words[0] = "zmanager";
         let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
         assert!(matches!(cli.command, super::Command::Up(_)), "{exec}");
-        let config = include_str!("../../../../packaging/node.toml");
+        let config = include_str!("../../packaging/node.toml");
         let parsed = zmanager::node::config::NodeConfig::from_toml("node.toml", config)
             .unwrap_or_else(|e| panic!("packaging/node.toml: {e}"));
         assert_eq!(
