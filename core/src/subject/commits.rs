@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::core::{Effect, SubjectCore};
-use crate::inflight::MessageKey;
+use crate::inflight::{MessageKey, key_of};
 use crate::integration_manager::Publication;
 use crate::journal::Event;
 use crate::ordering::GroupKey;
@@ -171,6 +171,24 @@ impl SubjectCore {
         self.commits.failing = Some(error.to_owned());
     }
 
+    /// False for a step given to a service whose flow no longer waits for
+    /// it, as sent (answered meanwhile, or the same id accepted again
+    /// since): a step queued behind a commit goes out that much later, and
+    /// an instance that got the old one could answer the new life with it.
+    fn still_due(&self, p: &Publication) -> bool {
+        let step = &p.message;
+        if step.envelope.kind != Kind::Step {
+            return true;
+        }
+        self.suspended
+            .get(&key_of(&step.envelope))
+            .is_some_and(|w| {
+                w.message.envelope.accepted_us == step.envelope.accepted_us
+                    && w.message.envelope.step == step.envelope.step
+                    && w.message.payload == step.payload
+            })
+    }
+
     /// Publishes the acknowledgements and results, and frees the keys,
     /// whose turns are durable.
     fn release_durable(&mut self) {
@@ -178,8 +196,12 @@ impl SubjectCore {
             if !self.commits.durable(*turn) {
                 break;
             }
-            if let Some((_, acks)) = self.commits.waiting.pop_front() {
-                self.effects.extend(acks.into_iter().map(Effect::Publish));
+            if let Some((_, out)) = self.commits.waiting.pop_front() {
+                for p in out {
+                    if self.still_due(&p) {
+                        self.effects.push(Effect::Publish(p));
+                    }
+                }
             }
         }
         while let Some((turn, _, _)) = self.commits.unreleased.front() {

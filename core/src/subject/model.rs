@@ -841,12 +841,22 @@ impl Harness {
                     }
                     Kind::Step => {
                         let key = key_of(&p.message.envelope);
-                        // A delivery queued behind a commit may go out
-                        // after the flow ended (an answer to it gets 14):
-                        // what matters is that it follows the commit.
+                        // After the commit, and only while the flow waits
+                        // for it as it was given: a step queued behind a
+                        // commit that goes out after the flow ended, or
+                        // after its id was accepted again, could be
+                        // answered for another life.
                         prop_assert!(
                             self.suspension_committed.contains(&key),
                             "a step given for {:?} before its suspension was committed",
+                            key
+                        );
+                        prop_assert!(
+                            self.core.suspended.get(&key).is_some_and(|w| {
+                                w.message.envelope.accepted_us == p.message.envelope.accepted_us
+                                    && w.message.payload == p.message.payload
+                            }),
+                            "a step given for {:?}, whose flow no longer waits for it",
                             key
                         );
                         prop_assert_eq!(&p.message.envelope.key, "?Serve?moderate");
