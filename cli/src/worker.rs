@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::bail;
 use zmanager::components::registry::Registry;
 use zmanager::node::config::{CatalogPaths, NodeConfig};
+use zmanager::node::duration;
 use zmanager::security::{read_key_file, read_public_key};
 use zmanager::transport::ClientKeys;
 use zmanager::worker::WorkerOptions;
@@ -26,15 +27,17 @@ pub(crate) struct Args {
     /// Messages this worker takes at once.
     #[arg(long, default_value_t = 256)]
     credits: u32,
-    /// How often to heartbeat the Subject.
-    #[arg(long, default_value_t = 500)]
-    heartbeat_ms: u64,
-    /// Silence from the Subject after which to reconnect.
-    #[arg(long, default_value_t = 3000)]
-    liveness_ms: u64,
-    /// The longest one action may run before this worker exits.
-    #[arg(long, default_value_t = 30_000)]
-    message_timeout_ms: u64,
+    /// How often to heartbeat the Subject: "500ms", "1s", or milliseconds
+    /// (default: the node's default, 500ms). Must be the node's.
+    #[arg(long, alias = "heartbeat-ms", value_name = "DURATION", value_parser = duration::parse)]
+    heartbeat: Option<Duration>,
+    /// Silence from the Subject after which to reconnect (default 3s).
+    #[arg(long, alias = "liveness-ms", value_name = "DURATION", value_parser = duration::parse)]
+    liveness: Option<Duration>,
+    /// The longest one action may run before this worker exits (default
+    /// 30s).
+    #[arg(long, alias = "message-timeout-ms", value_name = "DURATION", value_parser = duration::parse)]
+    message_timeout: Option<Duration>,
     /// Directory of flows (default: the built-in ones); must be the
     /// node's.
     #[arg(long)]
@@ -110,9 +113,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         endpoint: args.endpoint,
         identity: args.identity,
         credits: args.credits,
-        heartbeat: Duration::from_millis(args.heartbeat_ms),
-        liveness: Duration::from_millis(args.liveness_ms),
-        message_timeout: Duration::from_millis(args.message_timeout_ms),
+        heartbeat: args.heartbeat.unwrap_or(config.heartbeat),
+        liveness: args.liveness.unwrap_or(config.liveness),
+        message_timeout: args.message_timeout.unwrap_or(config.message_timeout),
         report_serving: args.report_serving,
         keys,
     };

@@ -63,7 +63,7 @@ SERVICE = "moderator"
 REPLY_TO = f"@reply~{SERVICE}~"
 NIL = msgpack.packb(None)  # b"\xc0": the payload of a ping
 PING_EVERY_S = 0.1
-TAKE_EVERY_S = 1.0  # well inside the node's service_liveness_ms (10 s)
+TAKE_EVERY_S = 1.0  # well inside the node's service_liveness (10 s)
 LINGER_MS = 2000  # how long close() may wait for the last answers and take
 # How many answers are kept, to answer a step given again the same way.
 REMEMBERED = 10_000

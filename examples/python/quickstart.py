@@ -214,7 +214,7 @@ def main():
     else:
         service = args.service_id
         # The node runs a service's id once: a request pushed again with an
-        # id it finished less than a minute ago (dedupe_window_ms) gets the
+        # id it finished less than a minute ago (dedupe_window) gets the
         # old result back instead of running (protocol.md §8). A fixed
         # service id therefore takes a fresh random part for every run.
         id_prefix = f"{service}-{secrets.token_hex(4)}"

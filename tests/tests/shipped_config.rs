@@ -75,7 +75,7 @@ fn the_documented_node_configurations_parse() {
             config.max_message_bytes,
             config.dedupe_capacity,
             config.dedupe_max_mb,
-            config.handshake_timeout_ms,
+            config.handshake_timeout,
         ),
         (
             defaults.max_pending,
@@ -83,7 +83,7 @@ fn the_documented_node_configurations_parse() {
             defaults.max_message_bytes,
             defaults.dedupe_capacity,
             defaults.dedupe_max_mb,
-            defaults.handshake_timeout_ms,
+            defaults.handshake_timeout,
         )
     );
     assert_eq!(
@@ -94,7 +94,10 @@ fn the_documented_node_configurations_parse() {
         ),
         (256, 1 << 20, 64)
     );
-    assert_eq!(defaults.handshake_timeout_ms, 5_000);
+    assert_eq!(
+        defaults.handshake_timeout,
+        std::time::Duration::from_secs(5)
+    );
 
     let module = std::fs::read_to_string(workspace_root().join("core/src/node/config.rs"))
         .expect("config.rs");

@@ -23,7 +23,7 @@ use crate::wire::envelope::Kind;
 use crate::wire::error_code::ErrorCode;
 
 /// How often an instance tells the node it is there (well inside the
-/// node's `service_liveness_ms`, 10 s by default).
+/// node's `service_liveness`, 10 s by default).
 pub const TAKE_EVERY: Duration = Duration::from_secs(1);
 
 /// A handler's error: the flow ends with it.

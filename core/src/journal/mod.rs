@@ -10,7 +10,7 @@
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
 //! - [`retention`]: [`Retention`], which removes finished messages after
-//!   `retain_ms` or past `max_mb`, on its own thread.
+//!   `retain` or past `max_mb`, on its own thread.
 //! - `wal` (private): reading SQLite's write-ahead log to tell what a crash
 //!   left in it ([`OpenReport`]).
 

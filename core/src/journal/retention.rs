@@ -1,9 +1,9 @@
 //! Retention: finished messages are removed from the journal after
-//! `retain_ms`, or sooner, oldest first, while the journal's data is over
+//! `retain`, or sooner, oldest first, while the journal's data is over
 //! `max_mb`, so it does not grow without bound. Unfinished messages
 //! (accepted, suspended, resumed) are never removed: recovery needs them.
 //!
-//! [`Retention`] runs [`run_pass`] every `compact_every_ms` on its own
+//! [`Retention`] runs [`run_pass`] every `compact_every` on its own
 //! thread with its own connection, beside the group-commit writer (WAL
 //! lets them work on one file at once). It deletes in bounded transactions
 //! of [`Policy::chunk`] messages and pauses between them at least as long
@@ -49,7 +49,7 @@ const MIN_PAUSE: Duration = Duration::from_millis(25);
 impl Policy {
     pub fn from_config(config: &JournalConfig) -> Self {
         Self {
-            retain_us: config.retain_ms.saturating_mul(1_000),
+            retain_us: u64::try_from(config.retain.as_micros()).unwrap_or(u64::MAX),
             max_bytes: config.max_mb.saturating_mul(1024 * 1024),
             chunk: DEFAULT_CHUNK,
         }
@@ -134,14 +134,14 @@ pub struct Retention {
 impl Retention {
     /// Starts retention on the journal in `data_dir` (opened once more,
     /// beside the node's own connection: open that first) with `config`'s
-    /// `retain_ms`, `max_mb` and `compact_every_ms`. The first pass runs
+    /// `retain`, `max_mb` and `compact_every`. The first pass runs
     /// one interval after the start.
     pub fn start(data_dir: &Path, config: &JournalConfig) -> Result<Self, JournalError> {
         let journal = SqliteJournal::open_beside(data_dir, config.sync)?;
         Self::start_with(
             journal,
             Policy::from_config(config),
-            Duration::from_millis(config.compact_every_ms.max(1)),
+            config.compact_every.max(Duration::from_millis(1)),
         )
     }
 
@@ -203,7 +203,7 @@ fn run(journal: &impl Journal, policy: &Policy, every: Duration, stopped: &mpsc:
                         expired = pass.expired,
                         over_size = pass.over_size,
                         data_bytes = pass.data_bytes,
-                        "journal retention: removed {} finished messages ({} finished more than retain_ms ago, {} oldest over max_mb)",
+                        "journal retention: removed {} finished messages ({} finished more than retain ago, {} oldest over max_mb)",
                         pass.removed(),
                         pass.expired,
                         pass.over_size
@@ -345,8 +345,8 @@ mod tests {
         j.append(&[Event::accepted(1, request("s", "open", "F"))])
             .unwrap();
         let config = JournalConfig {
-            retain_ms: 0,
-            compact_every_ms: 10,
+            retain: Duration::ZERO,
+            compact_every: Duration::from_millis(10),
             ..JournalConfig::default()
         };
         let retention = Retention::start(dir.path(), &config).unwrap();
@@ -362,7 +362,7 @@ mod tests {
 
         // Stopped in the middle of a long interval: no waiting it out.
         let hourly = JournalConfig {
-            compact_every_ms: 3_600_000,
+            compact_every: Duration::from_secs(3600),
             ..config
         };
         let retention = Retention::start(dir.path(), &hourly).unwrap();
@@ -381,8 +381,8 @@ mod tests {
                 .unwrap();
         }
         let config = JournalConfig {
-            retain_ms: 0,
-            compact_every_ms: 1,
+            retain: Duration::ZERO,
+            compact_every: Duration::from_millis(1),
             sync: SyncMode::Normal,
             ..JournalConfig::default()
         };

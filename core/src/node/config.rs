@@ -1,6 +1,10 @@
 //! The node's configuration: TOML with defaults that run a whole node on one
 //! machine, so no file is needed.
 //!
+//! Durations are written with units, `"500ms"`, `"30s"`, `"1h 30m"`
+//! ([`duration`](crate::node::duration)); an integer is milliseconds, and
+//! each one's old key with `_ms` (`heartbeat_ms = 500`) is still read.
+//!
 //! ```toml
 //! workers = 2                 # worker processes (default: one per core; 0: none,
 //!                             # for workers run by hand with `zmanager worker`)
@@ -9,28 +13,28 @@
 //! max_pending = 10000         # requests waiting (for a worker, a key, a retry), at most
 //! max_pending_mb = 256        # ... and their bytes, with flows suspended at @ASYNC
 //! max_message_bytes = 1048576 # a request's envelope and payload, at most
-//! handshake_timeout_ms = 5000 # a peer must finish its ZeroMQ handshake by then
+//! handshake_timeout = "5s"    # a peer must finish its ZeroMQ handshake by then
 //! max_connections = 1024      # open connections per socket (intake, workers, publish)
-//! heartbeat_ms = 500          # how often the Subject and workers heartbeat
-//! liveness_ms = 3000          # silence after which a worker is declared lost
-//! message_timeout_ms = 30000  # the longest one action may run
+//! heartbeat = "500ms"         # how often the Subject and workers heartbeat
+//! liveness = "3s"             # silence after which a worker is declared lost
+//! message_timeout = "30s"     # the longest one action may run
 //! max_attempts = 5            # deliveries of a message before it is dead-lettered
-//! dedupe_window_ms = 60000    # a request pushed again within this is not run again
+//! dedupe_window = "1m"        # a request pushed again within this is not run again
 //! dedupe_capacity = 10000     # results remembered for that, at most
 //! dedupe_max_mb = 64          # ... and their bytes
-//! drain_timeout_ms = 10000    # how long SIGTERM waits for in-flight work
-//! async_timeout_ms = 60000    # a flow suspended at @ASYNC fails after this
+//! drain_timeout = "10s"       # how long SIGTERM waits for in-flight work
+//! async_timeout = "1m"        # a flow suspended at @ASYNC fails after this
 //! max_suspended = 10000       # flows suspended at @ASYNC at once, at most
-//! service_liveness_ms = 10000 # a service silent this long is listed as down
+//! service_liveness = "10s"    # a service silent this long is listed as down
 //! max_services = 1000         # registered services, at most
-//! service_step_timeout_ms = 30000 # a service's answer to a step it was given, at most
-//! service_retry_ms = 1000     # the recoverer's first delay for a service that is DOWN
-//! service_retry_max_ms = 60000 # ... doubled at each failure, up to this
+//! service_step_timeout = "30s" # a service's answer to a step it was given, at most
+//! service_retry = "1s"        # the recoverer's first delay for a service that is DOWN
+//! service_retry_max = "1m"    # ... doubled at each failure, up to this
 //! max_service_steps = 10000   # steps waiting for one service, at most
 //! max_durables = 64           # durable subscriptions, at most
 //! durable_max_messages = 10000 # what one keeps, at most: messages,
 //! durable_max_mb = 8          # ... bytes,
-//! durable_max_age_ms = 3600000 # ... and age
+//! durable_max_age = "1h"      # ... and age
 //! data_dir = "zmanager-data"  # the journal and dead letters (relative to the config file)
 //!
 //! # Components loaded from shared libraries by every worker, besides the
@@ -49,9 +53,9 @@
 //! [journal]                   # docs/reliability.md says what each setting promises
 //! enabled = true              # record every request before acknowledging it
 //! sync = "full"               # full | normal | off: how hard a commit reaches the disk
-//! retain_ms = 3600000         # finished messages are compacted after this
+//! retain = "1h"               # finished messages are compacted after this
 //! max_mb = 1024               # ... or sooner, oldest first, past this much data
-//! compact_every_ms = 10000    # how often retention runs
+//! compact_every = "10s"       # how often retention runs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,6 +68,10 @@ use crate::catalog::defaults;
 use crate::catalog::diagnostic::Diagnostics;
 use crate::catalog::source::SourceFile;
 use crate::journal::SyncMode;
+use crate::node::duration;
+
+/// The shortest duration most settings take.
+const MS: Duration = Duration::from_millis(1);
 
 /// The whole node configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -88,51 +96,65 @@ pub struct NodeConfig {
     pub max_message_bytes: usize,
     /// How long a peer of any of the node's sockets has to complete its
     /// ZeroMQ handshake before it is disconnected.
-    pub handshake_timeout_ms: u64,
+    #[serde(alias = "handshake_timeout_ms", deserialize_with = "duration::setting")]
+    pub handshake_timeout: Duration,
     /// The most connections each of the node's sockets keeps open: a peer
     /// completing its handshake beyond that is refused. Those still in
     /// their handshake count.
     pub max_connections: usize,
     /// How often the Subject and the workers heartbeat each other.
-    pub heartbeat_ms: u64,
+    #[serde(alias = "heartbeat_ms", deserialize_with = "duration::setting")]
+    pub heartbeat: Duration,
     /// Silence after which a worker is declared lost (and a worker
     /// reconnects to a silent Subject).
-    pub liveness_ms: u64,
+    #[serde(alias = "liveness_ms", deserialize_with = "duration::setting")]
+    pub liveness: Duration,
     /// The longest one action may run; past it the worker exits and its
     /// messages go elsewhere.
-    pub message_timeout_ms: u64,
+    #[serde(alias = "message_timeout_ms", deserialize_with = "duration::setting")]
+    pub message_timeout: Duration,
     /// Deliveries of a message (crashes, hangs, panics) before it goes to
     /// the dead-letter store.
     pub max_attempts: u32,
     /// A request pushed again with the same service and id within this
     /// window is not processed again; its result is published again.
-    pub dedupe_window_ms: u64,
+    #[serde(alias = "dedupe_window_ms", deserialize_with = "duration::setting")]
+    pub dedupe_window: Duration,
     /// The most results remembered for duplicate suppression.
     pub dedupe_capacity: usize,
     /// The most bytes of results remembered for duplicate suppression, in
     /// MiB.
     pub dedupe_max_mb: usize,
     /// How long a stopping node waits for in-flight work to finish.
-    pub drain_timeout_ms: u64,
+    #[serde(alias = "drain_timeout_ms", deserialize_with = "duration::setting")]
+    pub drain_timeout: Duration,
     /// How long a flow suspended at an `@ASYNC` step waits for its answer
     /// before it ends with an `async_timeout` error result.
-    pub async_timeout_ms: u64,
+    #[serde(alias = "async_timeout_ms", deserialize_with = "duration::setting")]
+    pub async_timeout: Duration,
     /// The most flows suspended at `@ASYNC` steps at once; past it a flow
     /// reaching one ends with an `overloaded` error result.
     pub max_suspended: usize,
     /// A registered service with no heartbeat for this long is listed as
     /// down.
-    pub service_liveness_ms: u64,
+    #[serde(alias = "service_liveness_ms", deserialize_with = "duration::setting")]
+    pub service_liveness: Duration,
     /// The most services registered at once (down ones are forgotten first).
     pub max_services: usize,
     /// How long a service has to answer a step it was given (`[services]`)
     /// before it is marked DOWN and the step is given again.
-    pub service_step_timeout_ms: u64,
+    #[serde(
+        alias = "service_step_timeout_ms",
+        deserialize_with = "duration::setting"
+    )]
+    pub service_step_timeout: Duration,
     /// The recoverer's first delay before it gives a DOWN service its
     /// oldest step again; doubled at each failure, up to
-    /// `service_retry_max_ms`.
-    pub service_retry_ms: u64,
-    pub service_retry_max_ms: u64,
+    /// `service_retry_max`.
+    #[serde(alias = "service_retry_ms", deserialize_with = "duration::setting")]
+    pub service_retry: Duration,
+    #[serde(alias = "service_retry_max_ms", deserialize_with = "duration::setting")]
+    pub service_retry_max: Duration,
     /// The most steps waiting for one service; a flow reaching its step
     /// past that ends with code 12 (`overloaded`).
     pub max_service_steps: usize,
@@ -142,7 +164,8 @@ pub struct NodeConfig {
     /// any of these the oldest messages are dropped (and counted).
     pub durable_max_messages: usize,
     pub durable_max_mb: usize,
-    pub durable_max_age_ms: u64,
+    #[serde(alias = "durable_max_age_ms", deserialize_with = "duration::setting")]
+    pub durable_max_age: Duration,
     /// Where the node keeps its journal and dead-letter store.
     pub data_dir: PathBuf,
     /// Shared libraries of dynamic components, loaded by the node (to check
@@ -173,12 +196,14 @@ pub struct JournalConfig {
     pub sync: SyncMode,
     /// Messages that finished (completed or dead-lettered) longer ago than
     /// this are removed from the journal.
-    pub retain_ms: u64,
+    #[serde(alias = "retain_ms", deserialize_with = "duration::setting")]
+    pub retain: Duration,
     /// Past this many megabytes of journal data, finished messages are
-    /// removed oldest first before `retain_ms`.
+    /// removed oldest first before `retain`.
     pub max_mb: u64,
     /// How often retention runs.
-    pub compact_every_ms: u64,
+    #[serde(alias = "compact_every_ms", deserialize_with = "duration::setting")]
+    pub compact_every: Duration,
 }
 
 impl Default for JournalConfig {
@@ -186,9 +211,9 @@ impl Default for JournalConfig {
         Self {
             enabled: true,
             sync: SyncMode::Full,
-            retain_ms: 3_600_000,
+            retain: Duration::from_secs(3600),
             max_mb: 1_024,
-            compact_every_ms: 10_000,
+            compact_every: Duration::from_secs(10),
         }
     }
 }
@@ -233,28 +258,28 @@ impl Default for NodeConfig {
             max_pending: 10_000,
             max_pending_mb: 256,
             max_message_bytes: 1 << 20,
-            handshake_timeout_ms: 5_000,
+            handshake_timeout: Duration::from_secs(5),
             max_connections: 1024,
-            heartbeat_ms: 500,
-            liveness_ms: 3_000,
-            message_timeout_ms: 30_000,
+            heartbeat: Duration::from_millis(500),
+            liveness: Duration::from_secs(3),
+            message_timeout: Duration::from_secs(30),
             max_attempts: 5,
-            dedupe_window_ms: 60_000,
+            dedupe_window: Duration::from_secs(60),
             dedupe_capacity: 10_000,
             dedupe_max_mb: 64,
-            drain_timeout_ms: 10_000,
-            async_timeout_ms: 60_000,
+            drain_timeout: Duration::from_secs(10),
+            async_timeout: Duration::from_secs(60),
             max_suspended: 10_000,
-            service_liveness_ms: 10_000,
+            service_liveness: Duration::from_secs(10),
             max_services: 1_000,
-            service_step_timeout_ms: 30_000,
-            service_retry_ms: 1_000,
-            service_retry_max_ms: 60_000,
+            service_step_timeout: Duration::from_secs(30),
+            service_retry: Duration::from_secs(1),
+            service_retry_max: Duration::from_secs(60),
             max_service_steps: 10_000,
             max_durables: 64,
             durable_max_messages: 10_000,
             durable_max_mb: 8,
-            durable_max_age_ms: 3_600_000,
+            durable_max_age: Duration::from_secs(3600),
             data_dir: PathBuf::from("zmanager-data"),
             components: Vec::new(),
             endpoints: Endpoints::default(),
@@ -392,30 +417,30 @@ impl NodeConfig {
         if self.max_attempts == 0 {
             problems.push("max_attempts must be at least 1".to_owned());
         }
-        if self.heartbeat_ms == 0 {
-            problems.push("heartbeat_ms must be at least 1".to_owned());
+        if self.heartbeat < MS {
+            problems.push("heartbeat must be at least 1ms".to_owned());
         }
-        if self.liveness_ms < 2 * self.heartbeat_ms {
+        if self.liveness < 2 * self.heartbeat {
             problems.push(format!(
-                "liveness_ms ({}) must be at least twice heartbeat_ms ({}), or busy peers look dead",
-                self.liveness_ms, self.heartbeat_ms
+                "liveness ({}) must be at least twice heartbeat ({}), or busy peers look dead",
+                duration::show(self.liveness),
+                duration::show(self.heartbeat)
             ));
         }
-        if self.async_timeout_ms == 0 {
-            problems.push("async_timeout_ms must be at least 1".to_owned());
+        if self.async_timeout < MS {
+            problems.push("async_timeout must be at least 1ms".to_owned());
         }
         if self.max_suspended == 0 {
             problems.push("max_suspended must be at least 1".to_owned());
         }
-        if self.handshake_timeout_ms == 0 || self.handshake_timeout_ms > 3_600_000 {
-            problems.push("handshake_timeout_ms must be 1 to 3600000".to_owned());
+        if self.handshake_timeout < MS || self.handshake_timeout > Duration::from_secs(3600) {
+            problems.push("handshake_timeout must be 1ms to 1h".to_owned());
         }
-        if self.service_step_timeout_ms == 0 || self.service_retry_ms == 0 {
-            problems
-                .push("service_step_timeout_ms and service_retry_ms must be at least 1".to_owned());
+        if self.service_step_timeout < MS || self.service_retry < MS {
+            problems.push("service_step_timeout and service_retry must be at least 1ms".to_owned());
         }
-        if self.service_retry_max_ms < self.service_retry_ms {
-            problems.push("service_retry_max_ms must be at least service_retry_ms".to_owned());
+        if self.service_retry_max < self.service_retry {
+            problems.push("service_retry_max must be at least service_retry".to_owned());
         }
         if self.max_durables == 0 || self.durable_max_messages == 0 || self.durable_max_mb == 0 {
             problems.push(
@@ -429,14 +454,14 @@ impl NodeConfig {
         if self.max_connections == 0 {
             problems.push("max_connections must be at least 1".to_owned());
         }
-        if self.message_timeout_ms == 0 {
-            problems.push("message_timeout_ms must be at least 1".to_owned());
+        if self.message_timeout < MS {
+            problems.push("message_timeout must be at least 1ms".to_owned());
         }
         if self.journal.max_mb == 0 {
             problems.push("journal.max_mb must be at least 1".to_owned());
         }
-        if self.journal.compact_every_ms == 0 {
-            problems.push("journal.compact_every_ms must be at least 1".to_owned());
+        if self.journal.compact_every < MS {
+            problems.push("journal.compact_every must be at least 1ms".to_owned());
         }
         for (name, endpoint) in [
             ("intake", &self.endpoints.intake),
@@ -457,18 +482,6 @@ impl NodeConfig {
         } else {
             Err(problems.join("; "))
         }
-    }
-
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms)
-    }
-
-    pub fn liveness(&self) -> Duration {
-        Duration::from_millis(self.liveness_ms)
-    }
-
-    pub fn message_timeout(&self) -> Duration {
-        Duration::from_millis(self.message_timeout_ms)
     }
 
     /// The number of worker processes to run.
@@ -522,9 +535,13 @@ mod tests {
         assert_eq!(c.endpoints.publish, Endpoints::default().publish);
         assert_eq!(c.catalog.flows, Some(PathBuf::from("f")));
 
-        let e =
-            NodeConfig::from_toml("n.toml", "heartbeat_ms = 500\nliveness_ms = 600\n").unwrap_err();
-        assert!(e.to_string().contains("at least twice heartbeat_ms"), "{e}");
+        let e = NodeConfig::from_toml("n.toml", "heartbeat_ms = 500\nliveness = \"600ms\"\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("liveness (600ms) must be at least twice heartbeat (500ms)"),
+            "{e}"
+        );
         let e = NodeConfig::from_toml("n.toml", "window = 0\nbatch = 0\n").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -7,6 +7,7 @@
 //! Manager once everything before it has handed over what it had.
 
 pub mod config;
+pub mod duration;
 pub mod shutdown;
 pub mod supervisor;
 
@@ -139,7 +140,7 @@ pub async fn run(
     .map_err(|e| NodeError::Security(format!("cannot start the ZAP handler: {e}")))?;
     let limits = |domain, max_frame_bytes: usize, send_hwm: i32| Limits {
         max_frame_bytes,
-        handshake: Duration::from_millis(config.handshake_timeout_ms),
+        handshake: config.handshake_timeout,
         send_hwm,
         receive_hwm: 1000,
         linger: Duration::ZERO,
@@ -215,28 +216,28 @@ pub async fn run(
             max_pending: config.max_pending,
             max_pending_bytes: config.max_pending_mb << 20,
             max_message_bytes: config.max_message_bytes,
-            heartbeat: config.heartbeat(),
-            liveness: config.liveness(),
-            message_timeout: config.message_timeout(),
+            heartbeat: config.heartbeat,
+            liveness: config.liveness,
+            message_timeout: config.message_timeout,
             max_attempts: config.max_attempts,
-            dedupe_window: Duration::from_millis(config.dedupe_window_ms),
+            dedupe_window: config.dedupe_window,
             dedupe_capacity: config.dedupe_capacity,
             dedupe_max_bytes: config.dedupe_max_mb << 20,
-            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-            async_timeout: Duration::from_millis(config.async_timeout_ms),
+            drain_timeout: config.drain_timeout,
+            async_timeout: config.async_timeout,
             max_suspended: config.max_suspended,
-            service_liveness: Duration::from_millis(config.service_liveness_ms),
+            service_liveness: config.service_liveness,
             max_services: config.max_services,
-            service_step_timeout: Duration::from_millis(config.service_step_timeout_ms),
+            service_step_timeout: config.service_step_timeout,
             service_backoff: crate::services::steps::Backoff {
-                initial: Duration::from_millis(config.service_retry_ms),
-                max: Duration::from_millis(config.service_retry_max_ms),
+                initial: config.service_retry,
+                max: config.service_retry_max,
             },
             max_service_steps: config.max_service_steps,
             durable_retention: crate::services::durable::Retention {
                 max_messages: config.durable_max_messages,
                 max_bytes: config.durable_max_mb << 20,
-                max_age: Duration::from_millis(config.durable_max_age_ms),
+                max_age: config.durable_max_age,
             },
             max_durables: config.max_durables,
         },
@@ -304,7 +305,7 @@ fn open_journal(config: &NodeConfig) -> Result<Opened, NodeError> {
     }
     let journal = SqliteJournal::open(&config.data_dir, config.journal.sync)?;
     let unfinished = journal.unfinished()?;
-    let window_us = config.dedupe_window_ms.saturating_mul(1000);
+    let window_us = u64::try_from(config.dedupe_window.as_micros()).unwrap_or(u64::MAX);
     let since_us = crate::wire::envelope::now_us().saturating_sub(window_us);
     let remembered = journal.recent_results(since_us, config.dedupe_capacity)?;
     tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), remembered = remembered.len(), "journal open");
@@ -324,12 +325,12 @@ fn worker_args(config: &NodeConfig, endpoint: &str, keys: bool) -> Vec<String> {
         endpoint.to_owned(),
         "--credits".to_owned(),
         config.window.to_string(),
-        "--heartbeat-ms".to_owned(),
-        config.heartbeat_ms.to_string(),
-        "--liveness-ms".to_owned(),
-        config.liveness_ms.to_string(),
-        "--message-timeout-ms".to_owned(),
-        config.message_timeout_ms.to_string(),
+        "--heartbeat".to_owned(),
+        duration::show(config.heartbeat),
+        "--liveness".to_owned(),
+        duration::show(config.liveness),
+        "--message-timeout".to_owned(),
+        duration::show(config.message_timeout),
         "--exit-with-parent".to_owned(),
         "--report-serving".to_owned(),
     ];

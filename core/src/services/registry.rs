@@ -70,7 +70,7 @@ pub struct ServiceInfo {
     pub id: String,
     pub topics: Vec<String>,
     pub flows: Vec<String>,
-    /// `"up"` or `"down"` (no heartbeat for `service_liveness_ms`).
+    /// `"up"` or `"down"` (no heartbeat for `service_liveness`).
     pub status: String,
     /// Milliseconds since its last registration or heartbeat.
     pub last_seen_ms: u64,

@@ -210,7 +210,7 @@ impl SubjectCore {
             };
             self.counters.async_timeouts += 1;
             let text = format!(
-                "no answer to `{}` within {} ms (async_timeout_ms)",
+                "no answer to `{}` within {} ms (async_timeout)",
                 suspended.message.envelope.key,
                 self.options.async_timeout.as_millis()
             );

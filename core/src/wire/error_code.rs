@@ -43,7 +43,7 @@ pub enum ErrorCode {
     /// `origin`/`id`, already answered, or timed out.
     UnknownAsync,
     /// A flow suspended at an `@ASYNC` step got no answer within
-    /// `async_timeout_ms`.
+    /// `async_timeout`.
     AsyncTimeout,
     /// A service-management request names a service that is not registered.
     UnknownService,
