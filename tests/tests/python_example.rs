@@ -17,9 +17,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zmanager::config::Endpoints;
+use zmanager::durable::DurableInfo;
 use zmanager::envelope::Status;
 use zmanager::error_code::ErrorCode;
 use zmanager::security;
+use zmanager::service_registry;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::node::{TempDir, TestNode, config_file};
 use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
@@ -892,6 +894,61 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
     assert!(ended.stderr.ends_with(&flushed), "{}", ended.stderr);
 }
 
+/// A libzmq PUSH to a node's intake as service `writer`, for Echo requests
+/// without `reply_to`: their results go to the flow's results topic,
+/// [`ECHO_DONE`]. It reconnects by itself when the node restarts.
+struct EchoWriter {
+    push: zmq::Socket,
+    _context: zmq::Context,
+}
+
+/// The CURVE keys of [`EchoWriter`] for a node with `[security]`: the
+/// node's public key, then the writer's public and secret keys.
+type WriterKeys = (security::Key, security::Key, security::Key);
+
+impl EchoWriter {
+    fn connect(intake: &str, keys: Option<&WriterKeys>) -> Self {
+        let context = zmq::Context::new();
+        let push = context.socket(zmq::PUSH).expect("a socket");
+        if let Some((server, public, secret)) = keys {
+            push.set_curve_serverkey(server).expect("server key");
+            push.set_curve_publickey(public).expect("public key");
+            push.set_curve_secretkey(secret).expect("secret key");
+        }
+        push.set_linger(0).expect("linger");
+        push.connect(intake).expect("connect intake");
+        Self {
+            push,
+            _context: context,
+        }
+    }
+
+    /// Pushes the Echo requests `e-NNNNN` for `ids` (their payloads the
+    /// numbers).
+    fn push(&self, ids: std::ops::Range<usize>) {
+        for i in ids {
+            let mut envelope = zmanager::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
+            envelope.service = "writer".into();
+            let frames = [b"Echo~".to_vec(), envelope.encode(), msgpack(&i).to_vec()];
+            self.push.send_multipart(frames, 0).expect("send");
+        }
+    }
+}
+
+/// The node's durable subscription `log` of `audit`, asked with request id
+/// `id` on `client`'s connection (`ServiceManagement_Durables`); None when
+/// it has none.
+async fn subscription_log(client: &mut RawClient, id: &str) -> Option<DurableInfo> {
+    client.request(service_registry::DURABLES, id, &()).await;
+    let answer = client
+        .recv(Duration::from_secs(30))
+        .await
+        .expect("the durables");
+    let all: Vec<DurableInfo> = rmp_serde::from_slice(&answer.payload).expect("a list");
+    all.into_iter()
+        .find(|d| (d.service.as_str(), d.name.as_str()) == ("audit", "log"))
+}
+
 /// `durable.py --count 3`, subscribed before 5 Echo results are published
 /// on `Echo~~~~done`, prints the first 3 and exits; run again with
 /// `--count 2`, it prints the 2 it missed while away, and none of the
@@ -900,9 +957,6 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
 /// everything acknowledged, nothing kept.
 #[test]
 fn the_python_durable_subscriber_goes_on_where_it_stopped() {
-    use zmanager::durable::DurableInfo;
-    use zmanager::service_registry;
-
     if !python_ready() {
         return;
     }
@@ -929,24 +983,47 @@ fn the_python_durable_subscriber_goes_on_where_it_stopped() {
         .expect("joined");
         // Asked right after it exited, on another connection: the node
         // has its last ack already, because the script waited for it.
-        writer
-            .request(service_registry::DURABLES, "durables", &())
-            .await;
-        let answer = writer.recv(limit).await.expect("the durables");
-        let all: Vec<DurableInfo> = rmp_serde::from_slice(&answer.payload).expect("a list");
-        (first, second, all)
+        let kept = subscription_log(&mut writer, "durables").await;
+        (first, second, kept)
     });
     assert_printed(&first, 0, &echo_lines(1..=3));
     assert_printed(&second, 3, &echo_lines(4..=5));
-    let log = kept
-        .iter()
-        .find(|d| (d.service.as_str(), d.name.as_str()) == ("audit", "log"))
-        .unwrap_or_else(|| panic!("no subscription log: {kept:?}"));
+    let log = kept.expect("the subscription log");
     assert_eq!(
         (log.acked, log.unacked, log.backlog, log.dropped),
         (5, 0, 0, 0),
         "{log:?}"
     );
+}
+
+/// In `dir`: key pairs for the node, `audit` and `writer` (`zmanager keys
+/// new`), and the node's configuration with `[security]` letting `audit`
+/// read `Echo~~~~done` and `writer` push into `Echo`. Returns the
+/// configuration's path, the writer's keys, and `durable.py`'s key options
+/// (audit's key file, the node's public key).
+fn durable_keys(dir: &Path) -> (std::path::PathBuf, WriterKeys, Vec<String>) {
+    for name in ["node", "audit", "writer"] {
+        keys_new(dir, name);
+    }
+    let key =
+        |name: &str| security::read_key_file(&dir.join(format!("{name}.key"))).expect("a key file");
+    let ((server, _), (audit, _), (writer, writer_secret)) =
+        (key("node"), key("audit"), key("writer"));
+    let config = secure::write_config(
+        dir,
+        &[
+            ("audit", &audit, "subscribe = [\"Echo~~~~done\"]\n"),
+            ("writer", &writer, "push = [\"Echo\"]\n"),
+        ],
+    );
+    let at = |name: &str| dir.join(name).to_str().expect("utf-8").to_owned();
+    let options = vec![
+        "--key-file".to_owned(),
+        at("audit.key"),
+        "--server-key".to_owned(),
+        at("node.pub"),
+    ];
+    (config, (server, writer, writer_secret), options)
 }
 
 /// `durable.py` with keys, against a node with `[security]` that lets
@@ -959,48 +1036,18 @@ fn the_python_durable_subscriber_acknowledges_with_keys() {
         return;
     }
     let dir = TempDir::new("python-durable-keys");
-    let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
-    for name in ["node", "audit", "writer"] {
-        keys_new(dir.path(), name);
-    }
-    let key = |name: &str| {
-        security::read_key_file(&dir.path().join(format!("{name}.key"))).expect("a key file")
-    };
-    let ((server, _), (audit, _), (writer, writer_secret)) =
-        (key("node"), key("audit"), key("writer"));
-    let config = secure::write_config(
-        dir.path(),
-        &[
-            ("audit", &audit, "subscribe = [\"Echo~~~~done\"]\n"),
-            ("writer", &writer, "push = [\"Echo\"]\n"),
-        ],
-    );
+    let (config, writer_keys, options) = durable_keys(dir.path());
     let node = secure::start(&config);
     let limit = Duration::from_secs(30);
-    let (key_file, node_pub) = (at("audit.key"), at("node.pub"));
     let with_keys = |count| {
-        let keys = ["--key-file", &key_file, "--server-key", &node_pub];
+        let keys: Vec<&str> = options.iter().map(String::as_str).collect();
         durable(&node.endpoints, &[&["--count", count], &keys[..]].concat())
     };
     let mut first = with_keys("2");
     first.wait_for(&format!("{SUBSCRIBED}0;"), limit);
-
-    // The writer: a libzmq PUSH with its keys.
-    let context = zmq::Context::new();
-    let push = context.socket(zmq::PUSH).expect("a socket");
-    push.set_curve_serverkey(&server).expect("server key");
-    push.set_curve_publickey(&writer).expect("public key");
-    push.set_curve_secretkey(&writer_secret)
-        .expect("secret key");
-    push.set_linger(0).expect("linger");
-    push.connect(&node.endpoints.intake)
-        .expect("connect intake");
-    for i in 0..3 {
-        let mut envelope = zmanager::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
-        envelope.service = "writer".into();
-        let frames = [b"Echo~".to_vec(), envelope.encode(), msgpack(&i).to_vec()];
-        push.send_multipart(frames, 0).expect("send");
-    }
+    // Kept to the end: closed, it drops what it has not sent yet.
+    let echo = EchoWriter::connect(&node.endpoints.intake, Some(&writer_keys));
+    echo.push(0..3);
     assert_printed(&first.finish(limit), 0, &echo_lines(1..=2));
     let second = with_keys("1").finish(limit);
     assert_printed(&second, 2, &echo_lines(3..=3));
