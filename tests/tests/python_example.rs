@@ -23,7 +23,7 @@ use zmanager::error_code::ErrorCode;
 use zmanager::security;
 use zmanager::service_registry;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
-use zmanager_tests::node::{TempDir, TestNode, config_file};
+use zmanager_tests::node::{TempDir, TestNode, config_file, fixed_endpoints};
 use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
 
 /// The Python to run: `ZMANAGER_PYTHON` (CI points it at its virtual
@@ -1120,4 +1120,242 @@ fn the_python_durable_subscriber_exits_once_the_node_has_its_last_ack() {
         ended.stderr
     );
     assert_printed(&ended, 0, &echo_lines(1..=3));
+}
+
+/// What `durable.py` says on stderr when the node answers a subscribe with
+/// another subscription than the one it had (another `accepted_us`), up to
+/// the number it goes on from.
+const AFRESH: &str =
+    "durable: the node made the subscription afresh (did it restart?); going on from ";
+
+/// The script said once that the node made the subscription afresh, going
+/// on from 0, and never for another subscribe.
+fn assert_afresh_once(ended: &Ended) {
+    let afresh: Vec<&str> = ended
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(AFRESH))
+        .collect();
+    assert_eq!(afresh, [format!("{AFRESH}0")], "{}", ended.stderr);
+}
+
+/// `durable.py --count 5` (and `extra`, keys say) beside `node`, which is
+/// killed and started again on the same endpoints once the script printed
+/// 3 Echo results and then heard nothing for longer than 2 s (so it sent
+/// the subscribe again once before, to the subscription it had: the same
+/// `accepted_us`, nothing said); 2 more are published once the script says
+/// the node made the subscription afresh (published before, the new
+/// subscription would not have been there to keep them). Returns how the
+/// script ended.
+fn restart_under_durable(node: &mut TestNode, echo: &EchoWriter, extra: &[&str]) -> Ended {
+    let limit = Duration::from_secs(30);
+    let mut run = durable(&node.endpoints, &[&["--count", "5"], extra].concat());
+    run.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+    echo.push(0..3);
+    run.wait_for_lines(3, limit);
+    std::thread::sleep(Duration::from_secs(3));
+    node.restart();
+    node.wait_for_workers(1);
+    run.wait_for(&format!("{AFRESH}0"), limit);
+    echo.push(3..5);
+    run.finish(limit)
+}
+
+/// [`restart_under_durable`] went as it should: the 3 results of before
+/// the restart, then the 2 of after it, numbered from 1 again; the new
+/// subscription told once (not for the subscribe of before the restart);
+/// and the node has the ack of 2, the last of the new subscription.
+fn assert_went_on_afresh(ended: &Ended) {
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    let mut expected = echo_lines(1..=3);
+    expected.extend([
+        "1 Echo~~~~done e-00003".to_owned(),
+        "2 Echo~~~~done e-00004".to_owned(),
+    ]);
+    assert_eq!(ended.lines, expected, "{}", ended.stderr);
+    assert_afresh_once(ended);
+    let flushed = "durable: the node has the ack of 2";
+    assert!(ended.stderr.ends_with(flushed), "{}", ended.stderr);
+}
+
+/// The node keeps durable subscriptions in memory: killed and started
+/// again, it has lost `durable.py`'s, and libzmq reconnects the script
+/// without telling it. Heard nothing for 2 s, the script subscribes again
+/// (or an ack of its on the way is refused); the node's accepted says
+/// acknowledged 0, with an `accepted_us` that is not the one the script
+/// had, so it goes on from 0, not from the 3 it printed: the 2 results
+/// published after the restart, numbered 1 and 2, are printed too, and
+/// the node has both acknowledged.
+#[test]
+fn the_python_durable_subscriber_goes_on_after_the_node_restarts() {
+    if !python_ready() {
+        return;
+    }
+    let (_, endpoints) = fixed_endpoints();
+    let config = config_file(&endpoints);
+    let mut node = TestNode::start_fixed(1, None, &["--config", config.path()]);
+    let echo = EchoWriter::connect(&node.endpoints.intake, None);
+    let ended = restart_under_durable(&mut node, &echo, &[]);
+    assert_went_on_afresh(&ended);
+    let log = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        subscription_log(&mut client, "durables").await
+    });
+    let log = log.expect("the subscription log");
+    assert_eq!(
+        (log.acked, log.unacked, log.backlog, log.dropped),
+        (2, 0, 0, 0),
+        "{log:?}"
+    );
+}
+
+/// The same with keys: an ack's refusal then goes to `@reply~audit~`,
+/// which the script does not listen to outside its pings, so only the
+/// quiet tells it that the restarted node lost the subscription.
+#[test]
+fn the_python_durable_subscriber_goes_on_after_the_node_restarts_with_keys() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("python-durable-restart-keys");
+    let (config, writer_keys, options) = durable_keys(dir.path());
+    let mut node = secure::start(&config);
+    let echo = EchoWriter::connect(&node.endpoints.intake, Some(&writer_keys));
+    let keys: Vec<&str> = options.iter().map(String::as_str).collect();
+    let ended = restart_under_durable(&mut node, &echo, &keys);
+    assert_went_on_afresh(&ended);
+    let log = node.log();
+    assert!(!log.contains("wrong_service"), "{log}");
+}
+
+/// Asks for the subscription `log` of `audit` on `client` until `done`
+/// holds of it (`what` it waits for); panics after 20 s.
+async fn wait_for_log(
+    client: &mut RawClient,
+    what: &str,
+    done: impl Fn(Option<&DurableInfo>) -> bool,
+) {
+    let until = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        // A new id each time: the same one again would get the first
+        // answer again (dedupe_window_ms).
+        let log = subscription_log(client, &format!("durables-{n}")).await;
+        if done(log.as_ref()) {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: still {log:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pushes the Echo requests `e-NNNNN` for `ids` from `writer`, without
+/// `reply_to`: their results go to [`ECHO_DONE`].
+async fn publish_echo(writer: &mut RawClient, ids: std::ops::Range<usize>) {
+    for i in ids {
+        let mut envelope = writer.envelope(&format!("e-{i:05}"), "Echo");
+        envelope.reply_to.clear();
+        writer.send(&envelope, msgpack(&i)).await;
+    }
+}
+
+/// An ack the node refuses (code 6: it has no subscription under the name,
+/// as after a restart) makes `durable.py` subscribe again, once, instead
+/// of exiting. Here the subscription is deleted (a subscribe without
+/// prefixes) while the script is frozen (SIGSTOP) with results 4 and 5
+/// sent to it; let go, it prints them, both acks are refused, it
+/// subscribes again once, and the node makes the subscription afresh: the
+/// script goes on from 0 and prints the 2 results published then, as 1
+/// and 2. (Frozen well under 2 s, it does not subscribe again for the
+/// quiet first: then the acks would not be refused.)
+#[test]
+fn the_python_durable_subscriber_subscribes_again_when_an_ack_is_refused() {
+    use zmanager::envelope::Kind;
+
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let limit = Duration::from_secs(30);
+    let mut run = durable(&node.endpoints, &["--count", "7"]);
+    run.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+    let (ended, log) = runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        publish_echo(&mut writer, 0..3).await;
+        let mut run = tokio::task::spawn_blocking(move || {
+            run.wait_for_lines(3, limit);
+            kill("STOP", run.pid());
+            wait_stopped(run.pid());
+            run
+        })
+        .await
+        .expect("joined");
+        publish_echo(&mut writer, 3..5).await;
+        wait_for_log(&mut writer, "4 and 5 sent", |log| {
+            log.is_some_and(|l| l.acked + l.unacked == 5)
+        })
+        .await;
+        let mut delete = writer.envelope("delete-log", "");
+        delete.kind = Kind::Subscribe;
+        delete.service = "audit".into();
+        delete.reply_to = "@reply~audit~durable-log~".into();
+        let no_prefixes = serde_json::json!({"name": "log", "prefixes": []});
+        writer.send(&delete, msgpack(&no_prefixes)).await;
+        wait_for_log(&mut writer, "deleted", |log| log.is_none()).await;
+        kill("CONT", run.pid());
+        let mut run = tokio::task::spawn_blocking(move || {
+            run.wait_for(&format!("{AFRESH}0"), limit);
+            run
+        })
+        .await
+        .expect("joined");
+        publish_echo(&mut writer, 5..7).await;
+        let ended = tokio::task::spawn_blocking(move || run.finish(limit))
+            .await
+            .expect("joined");
+        (ended, subscription_log(&mut writer, "durables").await)
+    });
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    let mut expected = echo_lines(1..=5);
+    expected.extend([
+        "1 Echo~~~~done e-00005".to_owned(),
+        "2 Echo~~~~done e-00006".to_owned(),
+    ]);
+    assert_eq!(ended.lines, expected, "{}", ended.stderr);
+    // One refused ack said, and one subscribe for them all.
+    let refused: Vec<&str> = ended
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("durable: the node refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{}", ended.stderr);
+    assert!(
+        refused[0].contains("-ack-")
+            && refused[0]
+                .contains("6 bad_request: service \"audit\" has no durable subscription \"log\"")
+            && refused[0].ends_with("; subscribing again"),
+        "{}",
+        ended.stderr
+    );
+    assert_afresh_once(&ended);
+    assert!(
+        ended.stderr.ends_with("durable: the node has the ack of 2"),
+        "{}",
+        ended.stderr
+    );
+    let log = log.expect("the subscription log");
+    assert_eq!(
+        (log.acked, log.unacked, log.backlog, log.dropped),
+        (2, 0, 0, 0),
+        "{log:?}"
+    );
 }
