@@ -15,13 +15,22 @@ twin is `Service::subscribe_durable` (core/src/client/durable.rs).
    a ping then (as moderator.py does);
 3. send a `subscribe` {name, prefixes, window} and wait for the node's
    `accepted` on the topic: its payload is the sequence number acknowledged
-   so far, and the deliveries go on after it. It says so on stderr;
+   so far, and the deliveries go on after it; its envelope's `accepted_us`
+   says when the node made the subscription. It says so on stderr;
 4. print one line per delivery on stdout, `SEQ TOPIC ID` (the sequence
    number, the topic the message was published on, its id), flushed, and
    `ack` it. A number it printed already is skipped; a number missing (a
    delivery lost on the way, or dropped by the node's retention) makes it
    send the subscribe again, once, until the next one in order comes;
-5. after --count messages, or on Ctrl-C (or SIGTERM), make sure the last
+5. send the subscribe again when nothing at all came on the topic for
+   RESUBSCRIBE_IDLE_S (2 s), and when the node refuses an ack (once, until
+   the next `accepted`; with keys a refusal goes to `@reply~ID~`, not
+   heard then, and the quiet tells instead): the node keeps subscriptions
+   in memory, one that restarted has lost this one, and libzmq reconnects
+   without a word. An `accepted` whose `accepted_us` is not the one it had
+   is a subscription the node made afresh, numbered from 1 again: it goes
+   on from that accepted's number, and says so on stderr;
+6. after --count messages, or on Ctrl-C (or SIGTERM), make sure the last
    ack reached the node (a ping's round trip behind it: the node takes one
    PUSH connection's messages in order), say so on stderr, and exit 0.
 
@@ -35,9 +44,9 @@ one listed under --service-id, and the prefixes ones it may read:
         --key-file audit.key --server-key node.pub 'Greeting~~~~done'
 
 Exit status: 0 stopped (Ctrl-C, SIGTERM, or --count messages printed); 1 the
-node refused the subscribe or an ack (its error is printed); 2 the node did
-not answer the ping, the subscribe or the last ping in time; 3 a wrong
-option or key file.
+node refused the subscribe, or the last ack as it exits (its error is
+printed); 2 the node did not answer the ping, the subscribe or the last
+ping in time; 3 a wrong option or key file.
 
     python3 examples/python/durable.py --service-id ID --name NAME
         [--intake tcp://127.0.0.1:19030] [--publish tcp://127.0.0.1:19034]
@@ -65,6 +74,11 @@ from zmanager_keys import SetupError  # noqa: E402
 PROTOCOL_VERSION = 1
 NIL = msgpack.packb(None)  # b"\xc0": the payload of a ping
 PING_EVERY_S = 0.1
+# Nothing at all on the subscription's topic this long, while waiting for
+# deliveries: send the subscribe again. A node that restarted has lost the
+# subscription and sends nothing, and libzmq reconnects without a word;
+# the accepted that answers says whether the subscription is the same.
+RESUBSCRIBE_IDLE_S = 2.0
 LINGER_MS = 2000  # how long close() may wait for the last acks
 # A service id or a durable name: no `~`, so that the topics keep their
 # shape (protocol.md §6, §7d).
@@ -86,7 +100,7 @@ class Stop(BaseException):
 
 
 class Refused(Exception):
-    """The node refused the subscribe or an ack (exit status 1)."""
+    """The node refused the subscribe, or an ack as it exits (exit status 1)."""
 
 
 def now_us():
@@ -142,7 +156,13 @@ class Subscriber:
         self.last = 0  # the last sequence number printed (or acknowledged before)
         self.acked = 0  # the last sequence number acknowledged
         self.acks = 0  # acks this run sent
+        # When the node made the subscription (the accepted's accepted_us):
+        # another value is another subscription, numbered from 1 again.
+        self.made = None
         self.resyncing = False
+        # An ack was refused and the subscribe sent again: until the next
+        # accepted, the other acks refused say the same.
+        self.asking_again = False
         self.poller = zmq.Poller()
         self.poller.register(sub, zmq.POLLIN)
 
@@ -166,11 +186,13 @@ class Subscriber:
         self.acked = seq
         self.acks += 1
 
-    def ours(self, env):
+    def ours(self, env, kind=""):
         """True when a message the node sent back is about one of this
-        run's: the ids carry run_id. (Another process of the service, or
-        under the same name, hears the same topics.)"""
-        return str(env.get("id", "")).startswith(f"{self.run_id}-")
+        run's (of `kind`, such as "ack", when given): the ids carry run_id
+        and the kind. (Another process of the service, or under the same
+        name, hears the same topics.)"""
+        prefix = f"{self.run_id}-{kind}-" if kind else f"{self.run_id}-"
+        return str(env.get("id", "")).startswith(prefix)
 
     def ping_round_trip(self, what, why):
         """Pings every PING_EVERY_S until one of these pings comes back on
@@ -240,10 +262,31 @@ class Subscriber:
             # The answer is the subscribe's envelope, its kind "accepted".
             if env.get("kind") == "accepted" and env.get("id") == sent:
                 self.last = self.acked = self.acked_in(raw_payload)
+                self.made = env.get("accepted_us")
                 return None
             if env.get("status") == "error" and self.ours(env):
                 raise Refused(refusal(env))
             # Anything else (a late ping echo) is not the answer.
+
+    def on_accepted(self, env, raw_payload):
+        """The answer to a subscribe sent again (§7d point 2)."""
+        acked = self.acked_in(raw_payload)
+        made = env.get("accepted_us")
+        if made != self.made:
+            # Not the subscription this run had: the node lost that one
+            # (it restarted) and made this one afresh, numbered from 1
+            # again. What the new one had acknowledged is where it goes
+            # on, even below what was printed.
+            self.made = made
+            self.last = self.acked = acked
+            print("durable: the node made the subscription afresh (did it restart?); "
+                  f"going on from {acked}", file=sys.stderr, flush=True)
+        else:
+            # Deliveries go on after what the node has acknowledged, past
+            # what its retention dropped meanwhile.
+            self.last = max(self.last, acked)
+        self.resyncing = False
+        self.asking_again = False
 
     @staticmethod
     def acked_in(raw_payload):
@@ -271,9 +314,17 @@ class Subscriber:
         """Prints and acknowledges each delivery once, in order, until
         --count of them (or forever)."""
         printed = 0
+        idle_until = time.monotonic() + RESUBSCRIBE_IDLE_S
         while self.args.count is None or printed < self.args.count:
-            if not dict(self.poller.poll(1000)):
+            wait_ms = int(1000 * (idle_until - time.monotonic()))
+            if wait_ms <= 0 or not dict(self.poller.poll(wait_ms)):
+                if time.monotonic() >= idle_until:
+                    # Nothing at all for a while: has the node still
+                    # got the subscription? Its accepted says (on_accepted).
+                    self.send_subscribe()
+                    idle_until = time.monotonic() + RESUBSCRIBE_IDLE_S
                 continue
+            idle_until = time.monotonic() + RESUBSCRIBE_IDLE_S
             decoded = decode(self.sub.recv_multipart())
             if decoded is None:
                 continue
@@ -287,11 +338,16 @@ class Subscriber:
                 if topic != self.topic or not self.ours(env):
                     continue
                 if env.get("kind") == "accepted":
-                    # The answer to a subscribe sent again: deliveries go on
-                    # after what the node has acknowledged, past what its
-                    # retention dropped meanwhile.
-                    self.last = max(self.last, self.acked_in(raw_payload))
-                    self.resyncing = False
+                    self.on_accepted(env, raw_payload)
+                elif env.get("status") == "error" and self.ours(env, "ack"):
+                    # The node has no subscription under the name: it
+                    # restarted (or the subscription was deleted). Once:
+                    # the acks on the way are refused too.
+                    if not self.asking_again:
+                        print(f"durable: {refusal(env)}; subscribing again",
+                              file=sys.stderr, flush=True)
+                        self.asking_again = True
+                        self.send_subscribe()
                 elif env.get("status") == "error":
                     raise Refused(refusal(env))
                 continue  # a late ping echo

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use zmanager::node::config::Endpoints;
 use zmanager::security;
+use zmanager::services::durable::DurableInfo;
+use zmanager::services::registry;
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
-use zmanager_tests::node::{TempDir, TestNode, config_file};
+use zmanager_tests::node::{TempDir, TestNode, config_file, fixed_endpoints};
 use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
 
 /// The Python to run: `ZMANAGER_PYTHON` (CI points it at its virtual
@@ -716,7 +718,7 @@ fn the_python_moderator_answers_a_step_given_again() {
     moderator.wait_for(TAKING, limit);
     let got = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "writer").await;
-        kill("STOP", moderator.pid());
+        zmanager_tests::freeze(moderator.pid());
         client.request("Review", "again", &" twice ").await;
         // Three step timeouts (the node ticks every 100 ms here): the step
         // is given again at least once while the moderator cannot answer.
@@ -892,6 +894,62 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
     assert!(ended.stderr.ends_with(&flushed), "{}", ended.stderr);
 }
 
+/// A libzmq PUSH to a node's intake as service `writer`, for Echo requests
+/// without `reply_to`: their results go to the flow's results topic,
+/// [`ECHO_DONE`]. It reconnects by itself when the node restarts.
+struct EchoWriter {
+    push: zmq::Socket,
+    _context: zmq::Context,
+}
+
+/// The CURVE keys of [`EchoWriter`] for a node with `[security]`: the
+/// node's public key, then the writer's public and secret keys.
+type WriterKeys = (security::Key, security::Key, security::Key);
+
+impl EchoWriter {
+    fn connect(intake: &str, keys: Option<&WriterKeys>) -> Self {
+        let context = zmq::Context::new();
+        let push = context.socket(zmq::PUSH).expect("a socket");
+        if let Some((server, public, secret)) = keys {
+            push.set_curve_serverkey(server).expect("server key");
+            push.set_curve_publickey(public).expect("public key");
+            push.set_curve_secretkey(secret).expect("secret key");
+        }
+        push.set_linger(0).expect("linger");
+        push.connect(intake).expect("connect intake");
+        Self {
+            push,
+            _context: context,
+        }
+    }
+
+    /// Pushes the Echo requests `e-NNNNN` for `ids` (their payloads the
+    /// numbers).
+    fn push(&self, ids: std::ops::Range<usize>) {
+        for i in ids {
+            let mut envelope =
+                zmanager::wire::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
+            envelope.service = "writer".into();
+            let frames = [b"Echo~".to_vec(), envelope.encode(), msgpack(&i).to_vec()];
+            self.push.send_multipart(frames, 0).expect("send");
+        }
+    }
+}
+
+/// The node's durable subscription `log` of `audit`, asked with request id
+/// `id` on `client`'s connection (`ServiceManagement_Durables`); None when
+/// it has none.
+async fn subscription_log(client: &mut RawClient, id: &str) -> Option<DurableInfo> {
+    client.request(registry::DURABLES, id, &()).await;
+    let answer = client
+        .recv(Duration::from_secs(30))
+        .await
+        .expect("the durables");
+    let all: Vec<DurableInfo> = rmp_serde::from_slice(&answer.payload).expect("a list");
+    all.into_iter()
+        .find(|d| (d.service.as_str(), d.name.as_str()) == ("audit", "log"))
+}
+
 /// `durable.py --count 3`, subscribed before 5 Echo results are published
 /// on `Echo~~~~done`, prints the first 3 and exits; run again with
 /// `--count 2`, it prints the 2 it missed while away, and none of the
@@ -900,9 +958,6 @@ fn assert_printed(ended: &Ended, acked: u64, expected: &[String]) {
 /// everything acknowledged, nothing kept.
 #[test]
 fn the_python_durable_subscriber_goes_on_where_it_stopped() {
-    use zmanager::services::durable::DurableInfo;
-    use zmanager::services::registry;
-
     if !python_ready() {
         return;
     }
@@ -929,22 +984,47 @@ fn the_python_durable_subscriber_goes_on_where_it_stopped() {
         .expect("joined");
         // Asked right after it exited, on another connection: the node
         // has its last ack already, because the script waited for it.
-        writer.request(registry::DURABLES, "durables", &()).await;
-        let answer = writer.recv(limit).await.expect("the durables");
-        let all: Vec<DurableInfo> = rmp_serde::from_slice(&answer.payload).expect("a list");
-        (first, second, all)
+        let kept = subscription_log(&mut writer, "durables").await;
+        (first, second, kept)
     });
     assert_printed(&first, 0, &echo_lines(1..=3));
     assert_printed(&second, 3, &echo_lines(4..=5));
-    let log = kept
-        .iter()
-        .find(|d| (d.service.as_str(), d.name.as_str()) == ("audit", "log"))
-        .unwrap_or_else(|| panic!("no subscription log: {kept:?}"));
+    let log = kept.expect("the subscription log");
     assert_eq!(
         (log.acked, log.unacked, log.backlog, log.dropped),
         (5, 0, 0, 0),
         "{log:?}"
     );
+}
+
+/// In `dir`: key pairs for the node, `audit` and `writer` (`zmanager keys
+/// new`), and the node's configuration with `[security]` letting `audit`
+/// read `Echo~~~~done` and `writer` push into `Echo`. Returns the
+/// configuration's path, the writer's keys, and `durable.py`'s key options
+/// (audit's key file, the node's public key).
+fn durable_keys(dir: &Path) -> (std::path::PathBuf, WriterKeys, Vec<String>) {
+    for name in ["node", "audit", "writer"] {
+        keys_new(dir, name);
+    }
+    let key =
+        |name: &str| security::read_key_file(&dir.join(format!("{name}.key"))).expect("a key file");
+    let ((server, _), (audit, _), (writer, writer_secret)) =
+        (key("node"), key("audit"), key("writer"));
+    let config = secure::write_config(
+        dir,
+        &[
+            ("audit", &audit, "subscribe = [\"Echo~~~~done\"]\n"),
+            ("writer", &writer, "push = [\"Echo\"]\n"),
+        ],
+    );
+    let at = |name: &str| dir.join(name).to_str().expect("utf-8").to_owned();
+    let options = vec![
+        "--key-file".to_owned(),
+        at("audit.key"),
+        "--server-key".to_owned(),
+        at("node.pub"),
+    ];
+    (config, (server, writer, writer_secret), options)
 }
 
 /// `durable.py` with keys, against a node with `[security]` that lets
@@ -957,77 +1037,23 @@ fn the_python_durable_subscriber_acknowledges_with_keys() {
         return;
     }
     let dir = TempDir::new("python-durable-keys");
-    let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
-    for name in ["node", "audit", "writer"] {
-        keys_new(dir.path(), name);
-    }
-    let key = |name: &str| {
-        security::read_key_file(&dir.path().join(format!("{name}.key"))).expect("a key file")
-    };
-    let ((server, _), (audit, _), (writer, writer_secret)) =
-        (key("node"), key("audit"), key("writer"));
-    let config = secure::write_config(
-        dir.path(),
-        &[
-            ("audit", &audit, "subscribe = [\"Echo~~~~done\"]\n"),
-            ("writer", &writer, "push = [\"Echo\"]\n"),
-        ],
-    );
+    let (config, writer_keys, options) = durable_keys(dir.path());
     let node = secure::start(&config);
     let limit = Duration::from_secs(30);
-    let (key_file, node_pub) = (at("audit.key"), at("node.pub"));
     let with_keys = |count| {
-        let keys = ["--key-file", &key_file, "--server-key", &node_pub];
+        let keys: Vec<&str> = options.iter().map(String::as_str).collect();
         durable(&node.endpoints, &[&["--count", count], &keys[..]].concat())
     };
     let mut first = with_keys("2");
     first.wait_for(&format!("{SUBSCRIBED}0;"), limit);
-
-    // The writer: a libzmq PUSH with its keys.
-    let context = zmq::Context::new();
-    let push = context.socket(zmq::PUSH).expect("a socket");
-    push.set_curve_serverkey(&server).expect("server key");
-    push.set_curve_publickey(&writer).expect("public key");
-    push.set_curve_secretkey(&writer_secret)
-        .expect("secret key");
-    push.set_linger(0).expect("linger");
-    push.connect(&node.endpoints.intake)
-        .expect("connect intake");
-    for i in 0..3 {
-        let mut envelope = zmanager::wire::envelope::Envelope::request(format!("e-{i:05}"), "Echo");
-        envelope.service = "writer".into();
-        let frames = [b"Echo~".to_vec(), envelope.encode(), msgpack(&i).to_vec()];
-        push.send_multipart(frames, 0).expect("send");
-    }
+    // Kept to the end: closed, it drops what it has not sent yet.
+    let echo = EchoWriter::connect(&node.endpoints.intake, Some(&writer_keys));
+    echo.push(0..3);
     assert_printed(&first.finish(limit), 0, &echo_lines(1..=2));
     let second = with_keys("1").finish(limit);
     assert_printed(&second, 2, &echo_lines(3..=3));
     let log = node.log();
     assert!(!log.contains("wrong_service"), "{log}");
-}
-
-/// Waits until every thread of process `pid` is stopped (SIGSTOP). `kill`
-/// returns before they are: one thread takes the signal and then stops the
-/// others, which run on until it has (a node stopped so answered 14 of 500
-/// pings sent right after `kill -STOP` returned, on a loaded machine; none
-/// once this said it was stopped).
-fn wait_stopped(pid: u32) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
-        let stopped = tasks.flatten().all(|task| {
-            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-                // pid (comm) STATE …; comm may hold spaces and parentheses.
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
-            })
-        });
-        if stopped {
-            return;
-        }
-        assert!(Instant::now() < until, "process {pid} did not stop");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Stopped (SIGTERM, as Ctrl-C) while the node is frozen (SIGSTOP),
@@ -1053,8 +1079,7 @@ fn the_python_durable_subscriber_exits_once_the_node_has_its_last_ack() {
         }
         tokio::task::spawn_blocking(move || {
             run.wait_for_lines(3, limit);
-            node.signal("STOP");
-            wait_stopped(node.pid());
+            zmanager_tests::freeze(node.pid());
             kill("TERM", run.pid());
             std::thread::sleep(Duration::from_millis(1500));
             let early = run.child.try_wait().expect("wait for durable.py");
@@ -1071,4 +1096,241 @@ fn the_python_durable_subscriber_exits_once_the_node_has_its_last_ack() {
         ended.stderr
     );
     assert_printed(&ended, 0, &echo_lines(1..=3));
+}
+
+/// What `durable.py` says on stderr when the node answers a subscribe with
+/// another subscription than the one it had (another `accepted_us`), up to
+/// the number it goes on from.
+const AFRESH: &str =
+    "durable: the node made the subscription afresh (did it restart?); going on from ";
+
+/// The script said once that the node made the subscription afresh, going
+/// on from 0, and never for another subscribe.
+fn assert_afresh_once(ended: &Ended) {
+    let afresh: Vec<&str> = ended
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(AFRESH))
+        .collect();
+    assert_eq!(afresh, [format!("{AFRESH}0")], "{}", ended.stderr);
+}
+
+/// `durable.py --count 5` (and `extra`, keys say) beside `node`, which is
+/// killed and started again on the same endpoints once the script printed
+/// 3 Echo results and then heard nothing for longer than 2 s (so it sent
+/// the subscribe again once before, to the subscription it had: the same
+/// `accepted_us`, nothing said); 2 more are published once the script says
+/// the node made the subscription afresh (published before, the new
+/// subscription would not have been there to keep them). Returns how the
+/// script ended.
+fn restart_under_durable(node: &mut TestNode, echo: &EchoWriter, extra: &[&str]) -> Ended {
+    let limit = Duration::from_secs(30);
+    let mut run = durable(&node.endpoints, &[&["--count", "5"], extra].concat());
+    run.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+    echo.push(0..3);
+    run.wait_for_lines(3, limit);
+    std::thread::sleep(Duration::from_secs(3));
+    node.restart();
+    node.wait_for_workers(1);
+    run.wait_for(&format!("{AFRESH}0"), limit);
+    echo.push(3..5);
+    run.finish(limit)
+}
+
+/// [`restart_under_durable`] went as it should: the 3 results of before
+/// the restart, then the 2 of after it, numbered from 1 again; the new
+/// subscription told once (not for the subscribe of before the restart);
+/// and the node has the ack of 2, the last of the new subscription.
+fn assert_went_on_afresh(ended: &Ended) {
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    let mut expected = echo_lines(1..=3);
+    expected.extend([
+        "1 Echo~~~~done e-00003".to_owned(),
+        "2 Echo~~~~done e-00004".to_owned(),
+    ]);
+    assert_eq!(ended.lines, expected, "{}", ended.stderr);
+    assert_afresh_once(ended);
+    let flushed = "durable: the node has the ack of 2";
+    assert!(ended.stderr.ends_with(flushed), "{}", ended.stderr);
+}
+
+/// The node keeps durable subscriptions in memory: killed and started
+/// again, it has lost `durable.py`'s, and libzmq reconnects the script
+/// without telling it. Heard nothing for 2 s, the script subscribes again
+/// (or an ack of its on the way is refused); the node's accepted says
+/// acknowledged 0, with an `accepted_us` that is not the one the script
+/// had, so it goes on from 0, not from the 3 it printed: the 2 results
+/// published after the restart, numbered 1 and 2, are printed too, and
+/// the node has both acknowledged.
+#[test]
+fn the_python_durable_subscriber_goes_on_after_the_node_restarts() {
+    if !python_ready() {
+        return;
+    }
+    let (_, endpoints) = fixed_endpoints();
+    let config = config_file(&endpoints);
+    let mut node = TestNode::start_fixed(1, None, &["--config", config.path()]);
+    let echo = EchoWriter::connect(&node.endpoints.intake, None);
+    let ended = restart_under_durable(&mut node, &echo, &[]);
+    assert_went_on_afresh(&ended);
+    let log = runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "writer").await;
+        subscription_log(&mut client, "durables").await
+    });
+    let log = log.expect("the subscription log");
+    assert_eq!(
+        (log.acked, log.unacked, log.backlog, log.dropped),
+        (2, 0, 0, 0),
+        "{log:?}"
+    );
+}
+
+/// The same with keys: an ack's refusal then goes to `@reply~audit~`,
+/// which the script does not listen to outside its pings, so only the
+/// quiet tells it that the restarted node lost the subscription.
+#[test]
+fn the_python_durable_subscriber_goes_on_after_the_node_restarts_with_keys() {
+    if !python_ready() {
+        return;
+    }
+    let dir = TempDir::new("python-durable-restart-keys");
+    let (config, writer_keys, options) = durable_keys(dir.path());
+    let mut node = secure::start(&config);
+    let echo = EchoWriter::connect(&node.endpoints.intake, Some(&writer_keys));
+    let keys: Vec<&str> = options.iter().map(String::as_str).collect();
+    let ended = restart_under_durable(&mut node, &echo, &keys);
+    assert_went_on_afresh(&ended);
+    let log = node.log();
+    assert!(!log.contains("wrong_service"), "{log}");
+}
+
+/// Asks for the subscription `log` of `audit` on `client` until `done`
+/// holds of it (`what` it waits for); panics after 20 s.
+async fn wait_for_log(
+    client: &mut RawClient,
+    what: &str,
+    done: impl Fn(Option<&DurableInfo>) -> bool,
+) {
+    let until = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        // A new id each time: the same one again would get the first
+        // answer again (dedupe_window_ms).
+        let log = subscription_log(client, &format!("durables-{n}")).await;
+        if done(log.as_ref()) {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: still {log:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pushes the Echo requests `e-NNNNN` for `ids` from `writer`, without
+/// `reply_to`: their results go to [`ECHO_DONE`].
+async fn publish_echo(writer: &mut RawClient, ids: std::ops::Range<usize>) {
+    for i in ids {
+        let mut envelope = writer.envelope(&format!("e-{i:05}"), "Echo");
+        envelope.reply_to.clear();
+        writer.send(&envelope, msgpack(&i)).await;
+    }
+}
+
+/// An ack the node refuses (code 6: it has no subscription under the name,
+/// as after a restart) makes `durable.py` subscribe again, once, instead
+/// of exiting. Here the subscription is deleted (a subscribe without
+/// prefixes) while the script is frozen (SIGSTOP) with results 4 and 5
+/// sent to it; let go, it prints them, both acks are refused, it
+/// subscribes again once, and the node makes the subscription afresh: the
+/// script goes on from 0 and prints the 2 results published then, as 1
+/// and 2. (Frozen well under 2 s, it does not subscribe again for the
+/// quiet first: then the acks would not be refused.)
+#[test]
+fn the_python_durable_subscriber_subscribes_again_when_an_ack_is_refused() {
+    use zmanager::wire::envelope::Kind;
+
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let limit = Duration::from_secs(30);
+    let mut run = durable(&node.endpoints, &["--count", "7"]);
+    run.wait_for(&format!("{SUBSCRIBED}0;"), limit);
+    let (ended, log) = runtime().block_on(async {
+        let mut writer = RawClient::connect(&node.endpoints, "writer").await;
+        publish_echo(&mut writer, 0..3).await;
+        let mut run = tokio::task::spawn_blocking(move || {
+            run.wait_for_lines(3, limit);
+            zmanager_tests::freeze(run.pid());
+            run
+        })
+        .await
+        .expect("joined");
+        publish_echo(&mut writer, 3..5).await;
+        wait_for_log(&mut writer, "4 and 5 sent", |log| {
+            log.is_some_and(|l| l.acked + l.unacked == 5)
+        })
+        .await;
+        let mut delete = writer.envelope("delete-log", "");
+        delete.kind = Kind::Subscribe;
+        delete.service = "audit".into();
+        delete.reply_to = "@reply~audit~durable-log~".into();
+        let no_prefixes = serde_json::json!({"name": "log", "prefixes": []});
+        writer.send(&delete, msgpack(&no_prefixes)).await;
+        wait_for_log(&mut writer, "deleted", |log| log.is_none()).await;
+        kill("CONT", run.pid());
+        let mut run = tokio::task::spawn_blocking(move || {
+            run.wait_for(&format!("{AFRESH}0"), limit);
+            run
+        })
+        .await
+        .expect("joined");
+        publish_echo(&mut writer, 5..7).await;
+        let ended = tokio::task::spawn_blocking(move || run.finish(limit))
+            .await
+            .expect("joined");
+        (ended, subscription_log(&mut writer, "durables").await)
+    });
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        ended.stderr
+    );
+    let mut expected = echo_lines(1..=5);
+    expected.extend([
+        "1 Echo~~~~done e-00005".to_owned(),
+        "2 Echo~~~~done e-00006".to_owned(),
+    ]);
+    assert_eq!(ended.lines, expected, "{}", ended.stderr);
+    // One refused ack said, and one subscribe for them all.
+    let refused: Vec<&str> = ended
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("durable: the node refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{}", ended.stderr);
+    assert!(
+        refused[0].contains("-ack-")
+            && refused[0]
+                .contains("6 bad_request: service \"audit\" has no durable subscription \"log\"")
+            && refused[0].ends_with("; subscribing again"),
+        "{}",
+        ended.stderr
+    );
+    assert_afresh_once(&ended);
+    assert!(
+        ended.stderr.ends_with("durable: the node has the ack of 2"),
+        "{}",
+        ended.stderr
+    );
+    let log = log.expect("the subscription log");
+    assert_eq!(
+        (log.acked, log.unacked, log.backlog, log.dropped),
+        (2, 0, 0, 0),
+        "{log:?}"
+    );
 }
