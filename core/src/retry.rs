@@ -40,14 +40,13 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::catalog::action_key::ActionKey;
 use crate::catalog::diagnostic::{Diagnostics, Location};
 use crate::catalog::ini;
@@ -101,50 +100,27 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The waits of this policy, as a [`Backoff`].
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.initial_delay,
+            multiplier: self.multiplier,
+            max: self.max_delay,
+            jitter: self.jitter,
+        }
+    }
+
     /// The wait after attempt `attempt` (1-based) failed, before the next:
     /// `min(initial × multiplier^(attempt−1), max)`, times `1 − jitter ×
-    /// spread`, where `spread` is a random number in `[0, 1)` (see [`Jitter`]).
+    /// spread`, where `spread` is a random number in `[0, 1)` (from a
+    /// [`crate::backoff::Jitter`]); see [`Backoff::delay`].
     pub fn delay(&self, attempt: u32, spread: f64) -> Duration {
-        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let max = self.max_delay.as_secs_f64();
-        let base = (self.initial_delay.as_secs_f64() * self.multiplier.powi(exponent)).min(max);
-        let factor = 1.0 - self.jitter * spread.clamp(0.0, 1.0);
-        Duration::from_secs_f64((base * factor).clamp(0.0, max))
+        self.backoff().delay(attempt, spread)
     }
 
     /// True when an error of `kind` may be retried.
     pub fn retries(&self, kind: &str) -> bool {
         !self.no_retry.iter().any(|k| k == kind)
-    }
-}
-
-/// Random numbers for jitter: SplitMix64, seeded from the standard
-/// library's per-process random hasher keys (no dependency needed for
-/// spreading delays).
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Default for Jitter {
-    fn default() -> Self {
-        Self(RandomState::new().hash_one(std::process::id()))
-    }
-}
-
-impl Jitter {
-    /// A fixed sequence, for tests.
-    pub fn seeded(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// A number in `[0, 1)`.
-    pub fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // The top 53 bits, as a fraction.
-        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -517,7 +493,7 @@ mod tests {
             jitter: 0.2,
             ..policy()
         };
-        let mut jitter = Jitter::seeded(7);
+        let mut jitter = crate::backoff::Jitter::seeded(7);
         let mut seen = Vec::new();
         for _ in 0..1000 {
             let d = p.delay(2, jitter.next_unit());
@@ -529,8 +505,6 @@ mod tests {
             seen[0] < ms(165) && seen[999] > ms(195),
             "spread over the range"
         );
-        let u = Jitter::default().next_unit();
-        assert!((0.0..1.0).contains(&u));
     }
 
     /// On paused time: each retried item comes out when its delay has

@@ -228,10 +228,10 @@ pub async fn run(
             service_liveness: Duration::from_millis(config.service_liveness_ms),
             max_services: config.max_services,
             service_step_timeout: Duration::from_millis(config.service_step_timeout_ms),
-            service_backoff: crate::services::steps::Backoff {
-                initial: Duration::from_millis(config.service_retry_ms),
-                max: Duration::from_millis(config.service_retry_max_ms),
-            },
+            service_backoff: crate::services::steps::recoverer_backoff(
+                Duration::from_millis(config.service_retry_ms),
+                Duration::from_millis(config.service_retry_max_ms),
+            ),
             max_service_steps: config.max_service_steps,
             durable_retention: crate::services::durable::Retention {
                 max_messages: config.durable_max_messages,
