@@ -10,8 +10,6 @@
 //! computation draws nothing itself: the Subject's state machine keeps its
 //! one [`Jitter`], and tests pass the spread they want.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 /// Waits that grow by a factor up to a cap, shortened at random.
@@ -68,33 +66,22 @@ impl Backoff {
     }
 }
 
-/// Random numbers for jitter: SplitMix64, seeded from the standard
-/// library's per-process random hasher keys (no dependency needed for
-/// spreading delays).
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Default for Jitter {
-    fn default() -> Self {
-        Self(RandomState::new().hash_one(std::process::id()))
-    }
-}
+/// The random spreads of jitter: a [`fastrand::Rng`], seeded at random per
+/// process (from the clock and the thread, as `fastrand` seeds), or with a
+/// fixed seed for tests. Jitter needs numbers spread evenly, not secret
+/// ones; a secret comes from `getrandom` (`crate::security::operator`).
+#[derive(Debug, Clone, Default)]
+pub struct Jitter(fastrand::Rng);
 
 impl Jitter {
-    /// A fixed sequence, for tests.
+    /// A fixed sequence, for tests: the same seed gives the same numbers.
     pub fn seeded(seed: u64) -> Self {
-        Self(seed)
+        Self(fastrand::Rng::with_seed(seed))
     }
 
     /// A number in `[0, 1)`.
     pub fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // The top 53 bits, as a fraction.
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.0.f64()
     }
 }
 
