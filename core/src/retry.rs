@@ -127,7 +127,11 @@ impl RetryPolicy {
 /// Items that wait until a moment: the Subject's retried messages.
 ///
 /// Due items come out earliest first, and in insertion order among equal
-/// moments. It uses Tokio's clock, so tests run it on paused time.
+/// moments. It keeps no clock: [`DelayQueue::pop_due`] is told the moment,
+/// so the Subject's core pops what is due at its input's `Now`, and its
+/// shell sleeps on Tokio's clock until [`DelayQueue::next_due`]. That is
+/// why this is not `tokio_util::time::DelayQueue`, which judges expiry on
+/// Tokio's clock and must be polled from a task (`docs/dependencies.md`).
 #[derive(Debug)]
 pub struct DelayQueue<T> {
     heap: BinaryHeap<Reverse<Entry<T>>>,
