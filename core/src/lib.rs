@@ -36,8 +36,10 @@
 //! - [`ordering`]: ordering keys of ordered flows and the per-key gate that
 //!   runs one request per key at a time.
 //! - [`dedupe`]: the results kept to answer a request sent again.
-//! - [`retry`]: retry policies of actions (from the mapping files) and the
-//!   delay queue where retried messages wait.
+//! - [`retry`]: retry policies of actions (read with the mapping files) and
+//!   the delay queue where retried messages wait.
+//! - [`backoff`]: the exponential backoff that retry delays, worker restarts
+//!   and a service's recoverer share, and the jitter that spreads it.
 //! - [`dead_letter`]: messages that ran out of attempts, kept to be replayed.
 //! - [`integration_manager`]: the single publisher.
 //! - [`services`]: what the node keeps for services: their registry, the
@@ -65,6 +67,7 @@
 //! whole-system benchmark, `zmanager bench`, the `zmanager-bench` crate
 //! (`bench/`).
 
+pub mod backoff;
 pub mod catalog;
 pub mod client;
 pub mod components;

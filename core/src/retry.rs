@@ -2,7 +2,9 @@
 //! wait (`docs/ordering.md` explains both with examples).
 //!
 //! A policy is written in an action-mapping file, for one mapping key, in a
-//! section (INI) or table (TOML) of its own:
+//! section (INI) or table (TOML) of its own; the mapping parser
+//! ([`crate::catalog::mapping`]) reads it with the rest of the file, and
+//! checks its settings here:
 //!
 //! ```ini
 //! [actionmapping]
@@ -30,27 +32,24 @@
 //! no_retry = ["bad_request", "unknown_action"]
 //! ```
 //!
-//! The policy applies to every flow step that resolves to that mapping.
-//! After attempt `n` fails, the next waits `min(initial × multiplierⁿ⁻¹,
-//! max)`, shortened by up to `jitter` of itself at random ([`RetryPolicy::delay`]).
-//! An error whose kind — the `name` of the error result ([`KINDS`]) — is in
+//! The policy applies to every flow step that resolves to that mapping
+//! ([`crate::Catalog::retry_policy`]). After attempt `n` fails, the next
+//! waits `min(initial × multiplierⁿ⁻¹, max)`, shortened by up to `jitter`
+//! of itself at random ([`RetryPolicy::delay`], a [`Backoff`]). An error
+//! whose kind — the `name` of the error result ([`KINDS`]) — is in
 //! `no_retry`, or the failure of attempt `max_attempts`, sends the message
 //! to the dead-letter store. Waiting happens in the Subject's
 //! [`DelayQueue`], never on a worker.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::catalog::action_key::ActionKey;
 use crate::catalog::diagnostic::{Diagnostics, Location};
-use crate::catalog::ini;
 
 /// The error kinds an action step can end with: the `name` of an error
 /// result made by a worker (`docs/protocol.md` lists the codes). These are
@@ -101,15 +100,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The waits of this policy, as a [`Backoff`].
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.initial_delay,
+            multiplier: self.multiplier,
+            max: self.max_delay,
+            jitter: self.jitter,
+        }
+    }
+
     /// The wait after attempt `attempt` (1-based) failed, before the next:
     /// `min(initial × multiplier^(attempt−1), max)`, times `1 − jitter ×
-    /// spread`, where `spread` is a random number in `[0, 1)` (see [`Jitter`]).
+    /// spread`, where `spread` is a random number in `[0, 1)` (from a
+    /// [`crate::backoff::Jitter`]); see [`Backoff::delay`].
     pub fn delay(&self, attempt: u32, spread: f64) -> Duration {
-        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let max = self.max_delay.as_secs_f64();
-        let base = (self.initial_delay.as_secs_f64() * self.multiplier.powi(exponent)).min(max);
-        let factor = 1.0 - self.jitter * spread.clamp(0.0, 1.0);
-        Duration::from_secs_f64((base * factor).clamp(0.0, max))
+        self.backoff().delay(attempt, spread)
     }
 
     /// True when an error of `kind` may be retried.
@@ -118,40 +124,14 @@ impl RetryPolicy {
     }
 }
 
-/// Random numbers for jitter: SplitMix64, seeded from the standard
-/// library's per-process random hasher keys (no dependency needed for
-/// spreading delays).
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Default for Jitter {
-    fn default() -> Self {
-        Self(RandomState::new().hash_one(std::process::id()))
-    }
-}
-
-impl Jitter {
-    /// A fixed sequence, for tests.
-    pub fn seeded(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// A number in `[0, 1)`.
-    pub fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // The top 53 bits, as a fraction.
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Items that wait until a moment: the Subject's retried messages.
 ///
 /// Due items come out earliest first, and in insertion order among equal
-/// moments. It uses Tokio's clock, so tests run it on paused time.
+/// moments. It keeps no clock: [`DelayQueue::pop_due`] is told the moment,
+/// so the Subject's core pops what is due at its input's `Now`, and its
+/// shell sleeps on Tokio's clock until [`DelayQueue::next_due`]. That is
+/// why this is not `tokio_util::time::DelayQueue`, which judges expiry on
+/// Tokio's clock and must be polled from a task (`docs/dependencies.md`).
 #[derive(Debug)]
 pub struct DelayQueue<T> {
     heap: BinaryHeap<Reverse<Entry<T>>>,
@@ -248,27 +228,37 @@ pub struct PolicyEntry {
     pub location: Location,
 }
 
-/// A setting's value as read: INI text, or a TOML value.
-enum Raw<'a> {
+/// A setting's value as the mapping parser read it: INI text, or a TOML
+/// value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Value<'a> {
     Text(&'a str),
     Toml(&'a toml::Value),
 }
 
-impl Raw<'_> {
+/// One `name = value` line of a policy, and where it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Setting<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) value: Value<'a>,
+    pub(crate) location: Location,
+}
+
+impl Value<'_> {
     fn number(&self) -> Option<f64> {
         match self {
-            Raw::Text(text) => text.trim().parse().ok(),
-            Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
-            Raw::Toml(toml::Value::Float(f)) => Some(*f),
-            Raw::Toml(_) => None,
+            Value::Text(text) => text.trim().parse().ok(),
+            Value::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+            Value::Toml(toml::Value::Float(f)) => Some(*f),
+            Value::Toml(_) => None,
         }
     }
 
     fn whole(&self) -> Option<u64> {
         match self {
-            Raw::Text(text) => text.trim().parse().ok(),
-            Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok(),
-            Raw::Toml(_) => None,
+            Value::Text(text) => text.trim().parse().ok(),
+            Value::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok(),
+            Value::Toml(_) => None,
         }
     }
 
@@ -281,22 +271,25 @@ impl Raw<'_> {
                 .collect()
         };
         match self {
-            Raw::Text(text) => Some(split(text)),
-            Raw::Toml(toml::Value::String(text)) => Some(split(text)),
-            Raw::Toml(toml::Value::Array(items)) => items
+            Value::Text(text) => Some(split(text)),
+            Value::Toml(toml::Value::String(text)) => Some(split(text)),
+            Value::Toml(toml::Value::Array(items)) => items
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect(),
-            Raw::Toml(_) => None,
+            Value::Toml(_) => None,
         }
     }
 }
 
-/// Builds a policy from its settings, reporting every bad one.
-fn build(
+/// The policy for mapping key `key`, written at `at`, from its settings
+/// (each is optional: [`RetryPolicy::default`] gives the rest). Reports
+/// every bad setting with its line; `None` when there is one, or when `key`
+/// is not an action key.
+pub(crate) fn read_policy(
     key: &str,
     at: Location,
-    settings: Vec<(&str, Raw<'_>, Location)>,
+    settings: Vec<Setting<'_>>,
     diagnostics: &mut Diagnostics,
 ) -> Option<PolicyEntry> {
     let key = match ActionKey::parse(key) {
@@ -313,7 +306,12 @@ fn build(
     let mut seen: Vec<&str> = Vec::new();
     let mut ok = true;
     let mut max_delay_at: Option<Location> = None;
-    for (name, value, location) in settings {
+    for Setting {
+        name,
+        value,
+        location,
+    } in settings
+    {
         let mut bad = |what: String| {
             diagnostics.error(location.clone(), format!("retry `{name}`: {what}"));
             false
@@ -396,89 +394,6 @@ fn build(
     })
 }
 
-/// The name of the INI sections that hold retry policies: `[retry <key>]`.
-pub(crate) fn ini_section_key(name: &str) -> Option<&str> {
-    name.strip_prefix("retry")
-        .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
-        .map(str::trim)
-}
-
-/// Reads the `[retry <key>]` sections of an INI mapping file. (Lines that
-/// cannot be read at all are reported by [`crate::catalog::mapping::load_ini`],
-/// which reads the same file.)
-pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<PolicyEntry> {
-    let mut out = Vec::new();
-    for section in ini::parse(file, text, &mut Diagnostics::default()) {
-        let Some(key) = ini_section_key(&section.name) else {
-            continue;
-        };
-        let at = Location::new(file, section.line);
-        if key.is_empty() {
-            diagnostics.error(at, "[retry] names no action key (expected `[retry <key>]`)");
-            continue;
-        }
-        let mut settings = Vec::new();
-        let mut complete = true;
-        for entry in &section.entries {
-            let location = Location::new(file, entry.line);
-            match entry.value.as_deref() {
-                Some(value) => settings.push((entry.key.as_str(), Raw::Text(value), location)),
-                None => {
-                    diagnostics.error(
-                        location,
-                        format!("retry setting {:?} has no value", entry.key),
-                    );
-                    complete = false;
-                }
-            }
-        }
-        if let Some(entry) = build(key, at, settings, diagnostics).filter(|_| complete) {
-            out.push(entry);
-        }
-    }
-    out
-}
-
-#[derive(Deserialize)]
-struct RetryFile {
-    #[serde(default)]
-    retry: std::collections::BTreeMap<
-        toml::Spanned<String>,
-        std::collections::BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>,
-    >,
-}
-
-/// Reads the `[retry."<key>"]` tables of a TOML mapping file. (A file that
-/// is not TOML is reported by [`crate::catalog::mapping::load_toml`].)
-pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<PolicyEntry> {
-    let parsed: RetryFile = match toml::from_str(text) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            if text.parse::<toml::Table>().is_ok() {
-                // TOML, but `retry` is not a table of tables.
-                diagnostics.toml_error(file, text, &e);
-            }
-            return Vec::new();
-        }
-    };
-    let mut out = Vec::new();
-    for (key, table) in &parsed.retry {
-        let at = Location::at_offset(file, text, key.span().start);
-        let settings = table
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.get_ref().as_str(),
-                    Raw::Toml(value.get_ref()),
-                    Location::at_offset(file, text, name.span().start),
-                )
-            })
-            .collect();
-        out.extend(build(key.get_ref(), at, settings, diagnostics));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,7 +432,7 @@ mod tests {
             jitter: 0.2,
             ..policy()
         };
-        let mut jitter = Jitter::seeded(7);
+        let mut jitter = crate::backoff::Jitter::seeded(7);
         let mut seen = Vec::new();
         for _ in 0..1000 {
             let d = p.delay(2, jitter.next_unit());
@@ -529,8 +444,6 @@ mod tests {
             seen[0] < ms(165) && seen[999] > ms(195),
             "spread over the range"
         );
-        let u = Jitter::default().next_unit();
-        assert!((0.0..1.0).contains(&u));
     }
 
     /// On paused time: each retried item comes out when its delay has
@@ -569,72 +482,5 @@ mod tests {
         // With nothing queued, the sleep never ends.
         let never = tokio::time::timeout(ms(10_000), sleep_until(None)).await;
         assert!(never.is_err());
-    }
-
-    fn ini(text: &str) -> (Vec<PolicyEntry>, Diagnostics) {
-        let mut d = Diagnostics::default();
-        (load_ini(&Arc::from("m.ini"), text, &mut d), d)
-    }
-
-    fn toml(text: &str) -> (Vec<PolicyEntry>, Diagnostics) {
-        let mut d = Diagnostics::default();
-        (load_toml(&Arc::from("m.toml"), text, &mut d), d)
-    }
-
-    #[test]
-    fn ini_and_toml_say_the_same() {
-        let (from_ini, d) = ini(
-            "[actionmapping]\n??x = C.x\n[retry ??x]\nmax_attempts = 6\ninitial_delay_ms = 100\nmultiplier = 2\nmax_delay_ms = 500\nno_retry = bad_request\n",
-        );
-        assert!(d.is_empty(), "{d}");
-        let (from_toml, d) = toml(
-            "[actionmapping]\n\"??x\" = \"C.x\"\n[retry.\"??x\"]\nmax_attempts = 6\ninitial_delay_ms = 100\nmultiplier = 2\nmax_delay_ms = 500\nno_retry = [\"bad_request\"]\n",
-        );
-        assert!(d.is_empty(), "{d}");
-        assert_eq!(from_ini.len(), 1);
-        assert_eq!(from_ini[0].policy, policy());
-        assert_eq!(from_toml[0].policy, policy());
-        assert_eq!(from_ini[0].key.to_string(), "??x");
-        assert_eq!(
-            (from_ini[0].location.line, from_toml[0].location.line),
-            (3, 3)
-        );
-        // Unset settings keep their defaults.
-        let (entries, d) = ini("[retry ??y]\n");
-        assert!(d.is_empty(), "{d}");
-        assert_eq!(entries[0].policy, RetryPolicy::default());
-    }
-
-    #[test]
-    fn every_bad_setting_is_reported_with_its_line() {
-        let (entries, d) = ini(
-            "[retry ??x]\nmax_attempts = 0\nmultiplier = 0.5\njitter = 2\nno_retry = bad_request, oops\ndelay = 3\nmax_attempts = 2\nmax_delay_ms\n[retry]\n[retry bad key]\n[retry ??z]\ninitial_delay_ms = 100\nmax_delay_ms = 50\n",
-        );
-        assert!(entries.is_empty());
-        let mut lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
-        lines.sort_unstable();
-        assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8, 9, 10, 13], "{d}");
-        let text = d.to_string();
-        for expected in [
-            "m.ini:2: error: retry `max_attempts`: must be a whole number from 1 to 1000",
-            "m.ini:5: error: retry `no_retry`: unknown error kind \"oops\"",
-            "m.ini:6: error: retry `delay`: unknown setting",
-            "m.ini:7: error: retry `max_attempts`: set twice",
-            "m.ini:8: error: retry setting \"max_delay_ms\" has no value",
-            "m.ini:9: error: [retry] names no action key",
-            "m.ini:10: error: retry policy for malformed action key \"bad key\"",
-            "m.ini:13: error: retry: max_delay_ms (50) is less than initial_delay_ms (100)",
-        ] {
-            assert!(text.contains(expected), "{expected}\nin\n{text}");
-        }
-        let (_, d) = toml("[retry.\"??x\"]\nmax_attempts = \"five\"\njitter = -1\n");
-        let mut lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
-        lines.sort_unstable();
-        assert_eq!(lines, [2, 3], "{d}");
-        let (_, d) = toml("retry = 5\n");
-        assert_eq!(d.errors().count(), 1, "{d}");
-        // Not TOML at all: left to the mapping loader.
-        let (_, d) = toml("[[[\n");
-        assert!(d.is_empty(), "{d}");
     }
 }

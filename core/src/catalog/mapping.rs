@@ -24,6 +24,11 @@
 //! "?Orders?ship" = "shipping"
 //! ```
 //!
+//! A file may also give a retry policy to a mapping, in a `[retry <key>]`
+//! section (TOML: a `[retry."<key>"]` table): the parser reads it with the
+//! rest of the file, once, and [`crate::retry`] says what its settings
+//! mean. The catalog attaches each policy to its mapping.
+//!
 //! A key is resolved against the table by trying, in order, the forms
 //! `s?c?a`, `s??a`, `?c?a`, `s?c?`, `s??`, `??a`, `?c?` — DigitalPy's order.
 //! The context and its decorator count as one field (`c` is `Context@DECO`).
@@ -37,6 +42,7 @@ use serde::Deserialize;
 use crate::catalog::action_key::ActionKey;
 use crate::catalog::diagnostic::{Diagnostics, Location};
 use crate::catalog::ini;
+use crate::retry::{self, PolicyEntry, Setting};
 
 /// The component action a key maps to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,6 +64,14 @@ pub struct Mapping {
     pub key: ActionKey,
     pub route: Route,
     pub location: Location,
+}
+
+/// What one mapping file says: its mappings, sorted by line, and the retry
+/// policies it gives them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MappingFile {
+    pub mappings: Vec<Mapping>,
+    pub retry: Vec<PolicyEntry>,
 }
 
 /// A mapping found for a key, and the wildcard form that found it.
@@ -261,12 +275,21 @@ fn service_name(name: &str) -> Result<Route, String> {
     Ok(Route::Service(name.to_owned()))
 }
 
-/// Loads the mappings of a DigitalPy-style INI file.
-pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Mapping> {
-    let mut out = Vec::new();
+/// The key of a `[retry <key>]` section (empty for `[retry]`), or `None`
+/// for any other section.
+fn retry_section_key(name: &str) -> Option<&str> {
+    name.strip_prefix("retry")
+        .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+        .map(str::trim)
+}
+
+/// Loads the mappings and retry policies of a DigitalPy-style INI file.
+pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> MappingFile {
+    let mut out = MappingFile::default();
     for section in ini::parse(file, text, diagnostics) {
-        if crate::retry::ini_section_key(&section.name).is_some() {
-            // Retry policies: read by `retry::load_ini`.
+        if let Some(key) = retry_section_key(&section.name) {
+            out.retry
+                .extend(retry_ini(file, key, &section, diagnostics));
             continue;
         }
         let Some(kind) = Section::from_name(&section.name) else {
@@ -286,22 +309,58 @@ pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> V
                 (Section::ActionMapping, Some(path)) => Target::parse(path).map(Route::Action),
                 (Section::Services, Some(name)) => service_name(name),
             };
-            out.extend(mapping(kind, &entry.key, value, location, diagnostics));
+            out.mappings
+                .extend(mapping(kind, &entry.key, value, location, diagnostics));
         }
     }
     out
 }
 
+/// The policy of a `[retry <key>]` section.
+fn retry_ini(
+    file: &Arc<str>,
+    key: &str,
+    section: &ini::Section,
+    diagnostics: &mut Diagnostics,
+) -> Option<PolicyEntry> {
+    let at = Location::new(file, section.line);
+    if key.is_empty() {
+        diagnostics.error(at, "[retry] names no action key (expected `[retry <key>]`)");
+        return None;
+    }
+    let mut settings = Vec::new();
+    let mut complete = true;
+    for entry in &section.entries {
+        let location = Location::new(file, entry.line);
+        match entry.value.as_deref() {
+            Some(value) => settings.push(Setting {
+                name: &entry.key,
+                value: retry::Value::Text(value),
+                location,
+            }),
+            None => {
+                diagnostics.error(
+                    location,
+                    format!("retry setting {:?} has no value", entry.key),
+                );
+                complete = false;
+            }
+        }
+    }
+    retry::read_policy(key, at, settings, diagnostics).filter(|_| complete)
+}
+
+/// A TOML mapping file, with the place of every key.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MappingFile {
+struct TomlFile {
     #[serde(default)]
     actionmapping: BTreeMap<toml::Spanned<String>, TargetToml>,
     #[serde(default)]
     services: BTreeMap<toml::Spanned<String>, String>,
-    /// Retry policies: read by `retry::load_toml`.
-    #[serde(default, rename = "retry")]
-    _retry: Option<toml::Value>,
+    /// `[retry."<key>"]` tables: each setting by name.
+    #[serde(default)]
+    retry: BTreeMap<toml::Spanned<String>, BTreeMap<toml::Spanned<String>, toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -318,16 +377,16 @@ struct TargetTable {
     action: String,
 }
 
-/// Loads the mappings of a TOML file.
-pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> Vec<Mapping> {
-    let parsed: MappingFile = match toml::from_str(text) {
+/// Loads the mappings and retry policies of a TOML file.
+pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> MappingFile {
+    let parsed: TomlFile = match toml::from_str(text) {
         Ok(parsed) => parsed,
         Err(e) => {
             diagnostics.toml_error(file, text, &e);
-            return Vec::new();
+            return MappingFile::default();
         }
     };
-    let mut out = Vec::new();
+    let mut mappings = Vec::new();
     for (key, target) in parsed.actionmapping {
         let location = Location::at_offset(file, text, key.span().start);
         let value = match target {
@@ -335,7 +394,7 @@ pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> 
             TargetToml::Table(t) => Target::new(&t.component, &t.action),
         };
         let route = value.map(Route::Action);
-        out.extend(mapping(
+        mappings.extend(mapping(
             Section::ActionMapping,
             key.get_ref(),
             route,
@@ -346,7 +405,7 @@ pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> 
     for (key, name) in parsed.services {
         let location = Location::at_offset(file, text, key.span().start);
         let route = service_name(&name);
-        out.extend(mapping(
+        mappings.extend(mapping(
             Section::Services,
             key.get_ref(),
             route,
@@ -354,8 +413,21 @@ pub fn load_toml(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> 
             diagnostics,
         ));
     }
-    out.sort_by(|a, b| a.location.cmp(&b.location));
-    out
+    mappings.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut retry = Vec::new();
+    for (key, table) in &parsed.retry {
+        let at = Location::at_offset(file, text, key.span().start);
+        let settings = table
+            .iter()
+            .map(|(name, value)| Setting {
+                name: name.get_ref(),
+                value: retry::Value::Toml(value),
+                location: Location::at_offset(file, text, name.span().start),
+            })
+            .collect();
+        retry.extend(retry::read_policy(key.get_ref(), at, settings, diagnostics));
+    }
+    MappingFile { mappings, retry }
 }
 
 #[cfg(test)]
@@ -418,13 +490,14 @@ mod tests {
             &file,
             "[actionmapping]\n?? = Echo.echo\n??a = Echo.echo\n",
             &mut d,
-        );
+        )
+        .mappings;
         assert_eq!(loaded.len(), 1, "the other key loads");
         let text = d.to_string();
         assert!(text.contains("`??` would never match"), "{text}");
         let toml: Arc<str> = Arc::from("m.toml");
         let mut d = Diagnostics::default();
-        let loaded = load_toml(&toml, "[actionmapping]\n\"??\" = \"Echo.echo\"\n", &mut d);
+        let loaded = load_toml(&toml, "[actionmapping]\n\"??\" = \"Echo.echo\"\n", &mut d).mappings;
         assert!(loaded.is_empty());
         assert!(d.to_string().contains("would never match"), "{d}");
     }
@@ -453,7 +526,7 @@ mod tests {
 
 ??stop_service = digitalpy.core.service_management.service_management_facade.ServiceManagement.stop_service
 ";
-        let m = load_ini(&file, text, &mut d);
+        let m = load_ini(&file, text, &mut d).mappings;
         assert!(d.is_empty(), "{d}");
         assert_eq!(m.len(), 2);
         assert_eq!(
@@ -474,12 +547,14 @@ mod tests {
             &Arc::from("m.ini"),
             "[actionmapping]\n?c?a = x.C.a\n??b = C.b\n[services]\n?o?ship = shipping\n",
             &mut d,
-        );
+        )
+        .mappings;
         let toml = load_toml(
             &Arc::from("m.toml"),
             "[actionmapping]\n\"?c?a\" = \"x.C.a\"\n\"??b\" = { component = \"C\", action = \"b\" }\n\n[services]\n\"?o?ship\" = \"shipping\"\n",
             &mut d,
-        );
+        )
+        .mappings;
         assert!(d.is_empty(), "{d}");
         let routes = |m: &[Mapping]| -> Vec<(String, Route, u32)> {
             m.iter()
@@ -499,10 +574,10 @@ mod tests {
     fn a_key_is_mapped_once() {
         let mut d = Diagnostics::default();
         let mut t = MappingTable::default();
-        for m in load_ini(&Arc::from("a.ini"), "[actionmapping]\n??x = C.x\n", &mut d) {
+        for m in load_ini(&Arc::from("a.ini"), "[actionmapping]\n??x = C.x\n", &mut d).mappings {
             t.insert(m, &mut d);
         }
-        for m in load_ini(&Arc::from("b.ini"), "[services]\n??x = svc\n", &mut d) {
+        for m in load_ini(&Arc::from("b.ini"), "[services]\n??x = svc\n", &mut d).mappings {
             t.insert(m, &mut d);
         }
         let errors: Vec<String> = d.errors().map(ToString::to_string).collect();
@@ -517,7 +592,7 @@ mod tests {
     fn every_bad_line_is_reported() {
         let mut d = Diagnostics::default();
         let text = "[actionmapping]\nbad = C.x\n??a\n??b = C\n??c = C.bad-name\n[other]\n??d = C.d\n[services]\n??e = bad~name\n??f = ok\n";
-        let m = load_ini(&Arc::from("m.ini"), text, &mut d);
+        let m = load_ini(&Arc::from("m.ini"), text, &mut d).mappings;
         let lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 9], "{d}");
         assert_eq!(m.len(), 1);
@@ -540,5 +615,95 @@ mod tests {
         let mut d = Diagnostics::default();
         load_toml(&Arc::from("m.toml"), "[actionmaping]\n", &mut d);
         assert_eq!(d.errors().next().map(|e| e.location.line), Some(1), "{d}");
+    }
+
+    fn policies_ini(text: &str) -> (Vec<PolicyEntry>, Diagnostics) {
+        let mut d = Diagnostics::default();
+        (load_ini(&Arc::from("m.ini"), text, &mut d).retry, d)
+    }
+
+    fn policies_toml(text: &str) -> (Vec<PolicyEntry>, Diagnostics) {
+        let mut d = Diagnostics::default();
+        (load_toml(&Arc::from("m.toml"), text, &mut d).retry, d)
+    }
+
+    #[test]
+    fn retry_policies_are_read_with_the_mappings_and_say_the_same_in_both_formats() {
+        let expected = crate::retry::RetryPolicy {
+            max_attempts: 6,
+            initial_delay: std::time::Duration::from_millis(100),
+            multiplier: 2.0,
+            max_delay: std::time::Duration::from_millis(500),
+            jitter: 0.0,
+            no_retry: vec!["bad_request".into()],
+        };
+        let mut d = Diagnostics::default();
+        let from_ini = load_ini(
+            &Arc::from("m.ini"),
+            "[actionmapping]\n??x = C.x\n[retry ??x]\nmax_attempts = 6\ninitial_delay_ms = 100\nmultiplier = 2\nmax_delay_ms = 500\nno_retry = bad_request\n",
+            &mut d,
+        );
+        assert!(d.is_empty(), "{d}");
+        let from_toml = load_toml(
+            &Arc::from("m.toml"),
+            "[actionmapping]\n\"??x\" = \"C.x\"\n[retry.\"??x\"]\nmax_attempts = 6\ninitial_delay_ms = 100\nmultiplier = 2\nmax_delay_ms = 500\nno_retry = [\"bad_request\"]\n",
+            &mut d,
+        );
+        assert!(d.is_empty(), "{d}");
+        for file in [&from_ini, &from_toml] {
+            assert_eq!(file.mappings.len(), 1);
+            assert_eq!(file.retry.len(), 1);
+            assert_eq!(file.retry[0].policy, expected);
+            assert_eq!(file.retry[0].key.to_string(), "??x");
+            assert_eq!(file.retry[0].location.line, 3);
+        }
+        // Unset settings keep their defaults.
+        let (entries, d) = policies_ini("[retry ??y]\n");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(entries[0].policy, crate::retry::RetryPolicy::default());
+    }
+
+    #[test]
+    fn every_bad_retry_setting_is_reported_with_its_line() {
+        let (entries, d) = policies_ini(
+            "[retry ??x]\nmax_attempts = 0\nmultiplier = 0.5\njitter = 2\nno_retry = bad_request, oops\ndelay = 3\nmax_attempts = 2\nmax_delay_ms\n[retry]\n[retry bad key]\n[retry ??z]\ninitial_delay_ms = 100\nmax_delay_ms = 50\n",
+        );
+        assert!(entries.is_empty());
+        let mut lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
+        lines.sort_unstable();
+        assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8, 9, 10, 13], "{d}");
+        let text = d.to_string();
+        for expected in [
+            "m.ini:2: error: retry `max_attempts`: must be a whole number from 1 to 1000",
+            "m.ini:5: error: retry `no_retry`: unknown error kind \"oops\"",
+            "m.ini:6: error: retry `delay`: unknown setting",
+            "m.ini:7: error: retry `max_attempts`: set twice",
+            "m.ini:8: error: retry setting \"max_delay_ms\" has no value",
+            "m.ini:9: error: [retry] names no action key",
+            "m.ini:10: error: retry policy for malformed action key \"bad key\"",
+            "m.ini:13: error: retry: max_delay_ms (50) is less than initial_delay_ms (100)",
+        ] {
+            assert!(text.contains(expected), "{expected}\nin\n{text}");
+        }
+        let (_, d) = policies_toml("[retry.\"??x\"]\nmax_attempts = \"five\"\njitter = -1\n");
+        let mut lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
+        lines.sort_unstable();
+        assert_eq!(lines, [2, 3], "{d}");
+        // A `retry` that is not a table of tables is a shape error at its
+        // line, reported once, like any other section of the wrong shape.
+        for text in [
+            "retry = 5\n",
+            "[actionmapping]\n\"??x\" = \"C.x\"\n[retry]\nx = 5\n",
+        ] {
+            let (_, d) = policies_toml(text);
+            assert_eq!(d.errors().count(), 1, "{d}");
+        }
+        // Not TOML at all: one error, not one per reader.
+        let (_, d) = policies_toml("[[[\n");
+        assert_eq!(d.errors().count(), 1, "{d}");
+        // A line that is not INI is reported once too.
+        let (entries, d) = policies_ini("[retry ??x]\nmax_attempts = 2\n= 3\n");
+        assert_eq!(d.errors().count(), 1, "{d}");
+        assert_eq!(entries.len(), 1, "the rest of the section is read");
     }
 }

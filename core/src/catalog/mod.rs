@@ -1,5 +1,5 @@
-//! The catalog: every flow and mapping of a node, validated together, with
-//! each flow step resolved once to the role it plays.
+//! The catalog: every flow, mapping and retry policy of a node, validated
+//! together, with each flow step resolved once to the role it plays.
 //!
 //! [`Catalog::build`] never stops at the first problem. It returns the
 //! catalog it could build and every diagnostic; callers refuse to run when
@@ -21,7 +21,7 @@ use crate::catalog::diagnostic::{Diagnostics, Location};
 use crate::catalog::flow::Flow;
 use crate::catalog::mapping::{MappingTable, Route, Target};
 use crate::catalog::source::{Format, SourceFile};
-use crate::retry::{self, RetryPolicy};
+use crate::retry::{PolicyEntry, RetryPolicy};
 
 /// What happens at a step of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,14 +78,11 @@ impl Catalog {
                 Format::Ini => mapping::load_ini(&file.name, &file.text, &mut diagnostics),
                 Format::Toml => mapping::load_toml(&file.name, &file.text, &mut diagnostics),
             };
-            for m in loaded {
+            for m in loaded.mappings {
                 warn_decorator(m.key.decorator(), &m.location, &mut diagnostics);
                 mappings.insert(m, &mut diagnostics);
             }
-            policies.extend(match file.format {
-                Format::Ini => retry::load_ini(&file.name, &file.text, &mut diagnostics),
-                Format::Toml => retry::load_toml(&file.name, &file.text, &mut diagnostics),
-            });
+            policies.extend(loaded.retry);
         }
         let retry = attach_policies(policies, &mappings, &mut diagnostics);
 
@@ -135,7 +132,7 @@ impl Catalog {
 
 /// Each policy belongs to a mapping of a component action, once.
 fn attach_policies(
-    policies: Vec<retry::PolicyEntry>,
+    policies: Vec<PolicyEntry>,
     mappings: &MappingTable,
     diagnostics: &mut Diagnostics,
 ) -> HashMap<ActionKey, RetryPolicy> {

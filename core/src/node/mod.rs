@@ -229,10 +229,10 @@ pub async fn run(
             service_liveness: config.service_liveness,
             max_services: config.max_services,
             service_step_timeout: config.service_step_timeout,
-            service_backoff: crate::services::steps::Backoff {
-                initial: config.service_retry,
-                max: config.service_retry_max,
-            },
+            service_backoff: crate::services::steps::recoverer_backoff(
+                config.service_retry,
+                config.service_retry_max,
+            ),
             max_service_steps: config.max_service_steps,
             durable_retention: crate::services::durable::Retention {
                 max_messages: config.durable_max_messages,

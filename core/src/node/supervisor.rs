@@ -63,6 +63,14 @@ impl Default for Backoff {
     }
 }
 
+impl Backoff {
+    /// The delays of a crash loop: `initial` doubled up to `max`, without
+    /// jitter (`docs/reliability.md` gives them exactly: 100, 200, 400 ms…).
+    pub fn restarts(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::doubling(self.initial, self.max)
+    }
+}
+
 /// When a slot starts its next worker, from how the last one ended.
 ///
 /// A worker is *healthy* once it has served: it returned results to the
@@ -85,7 +93,8 @@ impl Default for Backoff {
 /// loop costs at most one start per `max` per slot.
 #[derive(Debug, Clone)]
 pub struct RestartPolicy {
-    backoff: Backoff,
+    delays: crate::backoff::Backoff,
+    reset_after: Duration,
     /// Workers of this slot in a row that died before they were healthy.
     failures: u32,
 }
@@ -93,7 +102,8 @@ pub struct RestartPolicy {
 impl RestartPolicy {
     pub fn new(backoff: Backoff) -> Self {
         Self {
-            backoff,
+            delays: backoff.restarts(),
+            reset_after: backoff.reset_after,
             failures: 0,
         }
     }
@@ -102,17 +112,12 @@ impl RestartPolicy {
     /// and had (`served`) or had not returned results ended — or could not
     /// be started (`Duration::ZERO`, `false`).
     pub fn after_exit(&mut self, ran_for: Duration, served: bool) -> Duration {
-        if served || ran_for >= self.backoff.reset_after {
+        if served || ran_for >= self.reset_after {
             self.failures = 0;
-            return self.backoff.initial;
+            return self.delays.initial;
         }
-        let delay = self
-            .backoff
-            .initial
-            .saturating_mul(2u32.saturating_pow(self.failures))
-            .min(self.backoff.max);
         self.failures = self.failures.saturating_add(1);
-        delay
+        self.delays.base(self.failures)
     }
 }
 

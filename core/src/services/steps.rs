@@ -22,26 +22,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::inflight::MessageKey;
 
-/// Delays of the recoverer: `initial` after the first failure, doubled at
+/// The recoverer's delays: `initial` after the first failure, doubled at
 /// each one after, at most `max`; each is shortened by up to a fifth at
 /// random (so that services that failed together are not retried
 /// together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
+pub fn recoverer_backoff(initial: Duration, max: Duration) -> Backoff {
+    Backoff::doubling(initial, max).with_jitter(RECOVERER_JITTER)
 }
 
-impl Backoff {
-    /// The delay before retry number `failures` (1 after the first
-    /// failure), before jitter.
-    pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(30);
-        self.initial.saturating_mul(1u32 << doublings).min(self.max)
-    }
-}
+/// The fraction of its delay by which the recoverer's wait is shortened at
+/// most.
+const RECOVERER_JITTER: f64 = 0.2;
 
 /// Why a service is DOWN before any instance answered a step.
 const NEVER_TAKEN: &str = "no instance has taken its steps yet";
@@ -323,7 +317,8 @@ impl Outbox {
 
     /// Time passes: instances silent past `liveness` are gone (their steps
     /// go back); a step sent more than `timeout` ago makes the service
-    /// DOWN. `jitter` in [0, 1) shortens the backoff by up to a fifth.
+    /// DOWN. `jitter` in [0, 1) shortens the backoff by up to its jitter
+    /// (a fifth, with [`recoverer_backoff`]).
     pub fn tick(&mut self, now: Instant, timeout: Duration, liveness: Duration, jitter: f64) {
         let silent: Vec<String> = self
             .instances
@@ -363,8 +358,7 @@ impl Outbox {
             Health::Up => 1,
             Health::Down { failures, .. } => failures.saturating_add(1),
         };
-        let delay = self.backoff.delay(failures);
-        let delay = delay.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0));
+        let delay = self.backoff.delay(failures, jitter);
         self.health = Health::Down {
             failures,
             next_try: now + delay,
@@ -427,13 +421,7 @@ mod tests {
     }
 
     fn outbox(t0: Instant) -> Outbox {
-        Outbox::new(
-            Backoff {
-                initial: 100 * MS,
-                max: 1000 * MS,
-            },
-            t0,
-        )
+        Outbox::new(recoverer_backoff(100 * MS, 1000 * MS), t0)
     }
 
     #[test]
@@ -520,13 +508,10 @@ mod tests {
 
     #[test]
     fn the_backoff_doubles_to_its_cap_and_jitter_shortens_it() {
-        let b = Backoff {
-            initial: 100 * MS,
-            max: 1000 * MS,
-        };
-        let delays: Vec<u64> = (1..8).map(|f| b.delay(f).as_millis() as u64).collect();
+        let b = recoverer_backoff(100 * MS, 1000 * MS);
+        let delays: Vec<u64> = (1..8).map(|f| b.base(f).as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000, 1000]);
-        assert_eq!(b.delay(u32::MAX), 1000 * MS);
+        assert_eq!(b.base(u32::MAX), 1000 * MS);
         let t0 = Instant::now();
         let mut o = outbox(t0);
         o.take("a", 1, t0);

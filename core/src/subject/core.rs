@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use zeromq::ZmqMessage;
 
+use crate::backoff::Jitter;
 use crate::catalog::Catalog;
 use crate::dedupe::Recent;
 use crate::inflight::{InFlightTable, MessageKey, WorkerId};
 use crate::integration_manager::Publication;
 use crate::journal::{Event, Unfinished};
 use crate::ordering::KeyGate;
-use crate::retry::{DelayQueue, Jitter};
+use crate::retry::DelayQueue;
 use crate::security::Permissions;
 use crate::security::operator::OperatorCookie;
 use crate::services::registry::ServiceRegistry;
@@ -61,7 +62,7 @@ pub struct SubjectOptions {
     /// How long a service has to answer a step it was given.
     pub service_step_timeout: Duration,
     /// The recoverer's delays for a service that is DOWN.
-    pub service_backoff: crate::services::steps::Backoff,
+    pub service_backoff: crate::backoff::Backoff,
     /// The most steps waiting for one service.
     pub max_service_steps: usize,
     /// What each durable subscription keeps.

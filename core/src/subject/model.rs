@@ -114,10 +114,10 @@ fn options() -> SubjectOptions {
         service_liveness: Duration::from_secs(1),
         max_services: 4,
         service_step_timeout: Duration::from_millis(400),
-        service_backoff: crate::services::steps::Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(800),
-        },
+        service_backoff: crate::services::steps::recoverer_backoff(
+            Duration::from_millis(100),
+            Duration::from_millis(800),
+        ),
         max_service_steps: 3,
         durable_retention: crate::services::durable::Retention {
             max_messages: 4,
