@@ -12,9 +12,9 @@
 //!
 //! [retry ?Orders?charge]
 //! max_attempts = 5
-//! initial_delay_ms = 100
+//! initial_delay = 100ms
 //! multiplier = 2
-//! max_delay_ms = 5000
+//! max_delay = 5s
 //! jitter = 0.2
 //! no_retry = bad_request, unknown_action
 //! ```
@@ -25,9 +25,9 @@
 //!
 //! [retry."?Orders?charge"]
 //! max_attempts = 5
-//! initial_delay_ms = 100
+//! initial_delay = "100ms"
 //! multiplier = 2.0
-//! max_delay_ms = 5000
+//! max_delay = "5s"
 //! jitter = 0.2
 //! no_retry = ["bad_request", "unknown_action"]
 //! ```
@@ -262,6 +262,19 @@ impl Value<'_> {
         }
     }
 
+    /// A duration: text with units (`"100ms"`, `"5s"`) or a whole number
+    /// of milliseconds (`crate::node::duration`).
+    fn duration(&self) -> Option<Duration> {
+        match self {
+            Value::Text(text) => crate::node::duration::parse(text).ok(),
+            Value::Toml(toml::Value::String(text)) => crate::node::duration::parse(text).ok(),
+            Value::Toml(toml::Value::Integer(i)) => {
+                u64::try_from(*i).ok().map(Duration::from_millis)
+            }
+            Value::Toml(_) => None,
+        }
+    }
+
     fn names(&self) -> Option<Vec<String>> {
         let split = |text: &str| {
             text.split(',')
@@ -316,35 +329,45 @@ pub(crate) fn read_policy(
             diagnostics.error(location.clone(), format!("retry `{name}`: {what}"));
             false
         };
-        if seen.contains(&name) {
+        // `initial_delay_ms` is `initial_delay` written the old way.
+        let setting = match name {
+            "initial_delay_ms" => "initial_delay",
+            "max_delay_ms" => "max_delay",
+            other => other,
+        };
+        if seen.contains(&setting) {
             ok &= bad("set twice".to_owned());
             continue;
         }
-        seen.push(name);
+        seen.push(setting);
         let whole = |max: u64| value.whole().filter(|v| *v <= max);
+        let delay = || {
+            value
+                .duration()
+                .filter(|d| *d <= Duration::from_millis(MAX_DELAY_MS))
+        };
+        let delay_error = || {
+            format!(
+                "must be a duration from 0 to {} (\"100ms\", \"5s\"), or whole milliseconds",
+                crate::node::duration::show(Duration::from_millis(MAX_DELAY_MS))
+            )
+        };
         match name {
             "max_attempts" => match whole(u64::from(MAX_ATTEMPTS)).filter(|v| *v >= 1) {
                 Some(v) => policy.max_attempts = u32::try_from(v).unwrap_or(MAX_ATTEMPTS),
                 None => ok &= bad(format!("must be a whole number from 1 to {MAX_ATTEMPTS}")),
             },
-            "initial_delay_ms" => match whole(MAX_DELAY_MS) {
-                Some(v) => policy.initial_delay = Duration::from_millis(v),
-                None => {
-                    ok &= bad(format!(
-                        "must be a whole number of ms from 0 to {MAX_DELAY_MS}"
-                    ))
-                }
+            // The `_ms` names are the old ones, read the same.
+            "initial_delay" | "initial_delay_ms" => match delay() {
+                Some(v) => policy.initial_delay = v,
+                None => ok &= bad(delay_error()),
             },
-            "max_delay_ms" => match whole(MAX_DELAY_MS) {
+            "max_delay" | "max_delay_ms" => match delay() {
                 Some(v) => {
-                    policy.max_delay = Duration::from_millis(v);
+                    policy.max_delay = v;
                     max_delay_at = Some(location.clone());
                 }
-                None => {
-                    ok &= bad(format!(
-                        "must be a whole number of ms from 0 to {MAX_DELAY_MS}"
-                    ))
-                }
+                None => ok &= bad(delay_error()),
             },
             "multiplier" => match value.number().filter(|v| (1.0..=100.0).contains(v)) {
                 Some(v) => policy.multiplier = v,
@@ -371,7 +394,7 @@ pub(crate) fn read_policy(
                 None => ok &= bad("must be a list of error kinds".to_owned()),
             },
             _ => {
-                ok &= bad("unknown setting (expected max_attempts, initial_delay_ms, multiplier, max_delay_ms, jitter, no_retry)".to_owned());
+                ok &= bad("unknown setting (expected max_attempts, initial_delay, multiplier, max_delay, jitter, no_retry)".to_owned());
             }
         }
     }
@@ -379,9 +402,9 @@ pub(crate) fn read_policy(
         diagnostics.error(
             max_delay_at.unwrap_or_else(|| at.clone()),
             format!(
-                "retry: max_delay_ms ({}) is less than initial_delay_ms ({})",
-                policy.max_delay.as_millis(),
-                policy.initial_delay.as_millis()
+                "retry: max_delay ({}) is less than initial_delay ({})",
+                crate::node::duration::show(policy.max_delay),
+                crate::node::duration::show(policy.initial_delay)
             ),
         );
         ok = false;

@@ -663,6 +663,47 @@ mod tests {
         assert_eq!(entries[0].policy, crate::retry::RetryPolicy::default());
     }
 
+    /// Delays are durations as the node's settings are (`"100ms"`), the
+    /// old `_ms` names still read, and one delay written both ways is set
+    /// twice.
+    #[test]
+    fn retry_delays_are_durations_and_the_old_names_still_read() {
+        let (entries, d) = policies_ini("[retry ??x]\ninitial_delay = 250ms\nmax_delay = 1m\n");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(
+            entries[0].policy.initial_delay,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(
+            entries[0].policy.max_delay,
+            std::time::Duration::from_secs(60)
+        );
+        let (entries, d) =
+            policies_toml("[retry.\"??x\"]\ninitial_delay = \"2s\"\nmax_delay_ms = 5000\n");
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(
+            entries[0].policy.initial_delay,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(
+            entries[0].policy.max_delay,
+            std::time::Duration::from_secs(5)
+        );
+        let (entries, d) = policies_ini(
+            "[retry ??x]\ninitial_delay = 1s\ninitial_delay_ms = 1000\nmax_delay = soon\n",
+        );
+        assert!(entries.is_empty());
+        let text = d.to_string();
+        assert!(
+            text.contains("m.ini:3: error: retry `initial_delay_ms`: set twice"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m.ini:4: error: retry `max_delay`: must be a duration from 0 to"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn every_bad_retry_setting_is_reported_with_its_line() {
         let (entries, d) = policies_ini(
@@ -681,7 +722,7 @@ mod tests {
             "m.ini:8: error: retry setting \"max_delay_ms\" has no value",
             "m.ini:9: error: [retry] names no action key",
             "m.ini:10: error: retry policy for malformed action key \"bad key\"",
-            "m.ini:13: error: retry: max_delay_ms (50) is less than initial_delay_ms (100)",
+            "m.ini:13: error: retry: max_delay (50ms) is less than initial_delay (100ms)",
         ] {
             assert!(text.contains(expected), "{expected}\nin\n{text}");
         }
