@@ -2,7 +2,7 @@
 //! machine, so no file is needed.
 //!
 //! Durations are written with units, `"500ms"`, `"30s"`, `"1h 30m"`
-//! ([`duration`](crate::node::duration)); an integer is milliseconds, and
+//! ([`crate::node::duration`]); an integer is milliseconds, and
 //! each one's old key with `_ms` (`heartbeat_ms = 500`) is still read.
 //!
 //! ```toml
