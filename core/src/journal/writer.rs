@@ -45,11 +45,16 @@ pub struct JournalWriter {
     health: watch::Receiver<Health>,
 }
 
-/// Failed commits so far, and the last one's error.
+/// Failed commits so far, the last one's error, and whether the writer is
+/// failing now: true from a failed commit until one succeeds. The Subject
+/// takes requests again on that success, told on this one channel, in
+/// order: a commit notice of an earlier batch that arrives after a failure
+/// must not look like the journal recovered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
     pub failures: u64,
     pub last_error: Option<String>,
+    pub failing: bool,
 }
 
 /// How long a stopping writer goes on trying a failing commit.
@@ -212,13 +217,19 @@ fn commit(journal: &impl Journal, batches: &[Vec<Event>], count: usize, state: &
         let result = journal.append_batches(batches);
         state.commits.fetch_add(1, Ordering::Relaxed);
         let e = match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if state.report.borrow().failing {
+                    state.report.send_modify(|health| health.failing = false);
+                }
+                return Ok(());
+            }
             Err(e) => e,
         };
         let failures = state.report.borrow().failures + 1;
         state.report.send_replace(Health {
             failures,
             last_error: Some(e.to_string()),
+            failing: true,
         });
         if state.stopping.load(Ordering::Relaxed) {
             let since = *stopping_since.get_or_insert_with(Instant::now);
@@ -364,7 +375,7 @@ mod tests {
         let b = writer.submit(vec![]).await;
         // Tried again while the writer runs: reported, not given up.
         health.changed().await.unwrap();
-        assert!(health.borrow().last_error.is_some());
+        assert!(health.borrow().last_error.is_some() && health.borrow().failing);
         // Given up only once the writer stops.
         let stopping = Instant::now();
         let stopped = tokio::task::spawn_blocking(move || drop(writer));
@@ -407,6 +418,8 @@ mod tests {
         );
         second.await.unwrap();
         assert_eq!(writer.health().borrow().failures, 3);
+        // It says it commits again: what lets the Subject take requests.
+        assert!(!writer.health().borrow().failing);
         drop(writer);
         let check = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
         let ids: Vec<String> = check

@@ -147,13 +147,18 @@ impl SubjectCore {
 
     /// The journal committed every turn up to `turn`.
     pub(super) fn on_committed(&mut self, turn: u64) {
-        if self.commits.failing.take().is_some() {
-            tracing::info!(turn, "the journal commits again: requests are taken again");
-        }
         while self.commits.outstanding.front().is_some_and(|&o| o <= turn) {
             self.commits.outstanding.pop_front();
         }
         self.release_durable();
+    }
+
+    /// The journal's writer committed after failing: requests are taken
+    /// again.
+    pub(super) fn on_commits_again(&mut self) {
+        if self.commits.failing.take().is_some() {
+            tracing::info!("the journal commits again: requests are taken again");
+        }
     }
 
     /// The journal could not commit its oldest appended turn; the writer

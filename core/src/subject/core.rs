@@ -127,6 +127,10 @@ pub enum Input {
     /// The journal could not commit its oldest appended turn (the writer
     /// tries it again first).
     CommitFailed { error: String },
+    /// The journal commits again after [`Input::CommitFailed`] (said by the
+    /// writer, not inferred from an [`Input::Committed`], which may be an
+    /// earlier batch's, told late).
+    CommitsAgain,
     /// The heartbeat period passed: heartbeats, liveness, `@ASYNC` deadlines.
     Tick,
 }
@@ -297,6 +301,7 @@ impl SubjectCore {
             }
             Input::Committed(turn) => self.on_committed(turn),
             Input::CommitFailed { error } => self.on_commit_failed(&error),
+            Input::CommitsAgain => self.on_commits_again(),
             Input::Tick => self.on_tick(),
         }
     }

@@ -343,6 +343,8 @@ struct Harness {
     /// Requests whose suspension at a step is committed in their current
     /// life (cleared when the id is accepted again).
     suspension_committed: HashSet<MessageKey>,
+    /// A commit failed and none succeeded since (the writer's health).
+    writer_failing: bool,
 }
 
 /// Whether the promise `name` is checked: all are, unless `MODEL_ONLY`
@@ -400,6 +402,7 @@ impl Harness {
             on_prefix: Vec::new(),
             durable: HashMap::new(),
             suspension_committed: HashSet::new(),
+            writer_failing: false,
         }
     }
 
@@ -600,6 +603,11 @@ impl Harness {
             Op::Commit => {
                 if let Some((turn, events)) = self.appended.pop_front() {
                     self.committed(&events);
+                    // The writer says it commits again on its health
+                    // channel, before the commit's notice comes.
+                    if std::mem::take(&mut self.writer_failing) {
+                        self.core.handle(Input::CommitsAgain, self.now());
+                    }
                     self.core.handle(Input::Committed(turn), self.now());
                 }
             }
@@ -610,6 +618,7 @@ impl Harness {
                     let input = Input::CommitFailed {
                         error: "database or disk is full".into(),
                     };
+                    self.writer_failing = true;
                     self.core.handle(input, self.now());
                 }
             }
@@ -1409,6 +1418,50 @@ fn steps_given_to_services_do_not_count_against_max_suspended() {
         refused[0].contains("1 flows are already suspended"),
         "{refused:?}"
     );
+}
+
+/// The notice that an earlier turn was committed may come after the
+/// writer said a later one fails (two channels): it does not mean the
+/// journal commits again, and requests are still refused until the writer
+/// says it does. (Taken, they would wait unacknowledged on a full disk.)
+#[test]
+fn a_late_commit_notice_does_not_end_a_failing_journal() {
+    let mut h = Harness::new();
+    for id in 1..=2 {
+        h.apply(&Op::Request {
+            service: 0,
+            id,
+            flow: 0,
+            key: 0,
+            ack: true,
+        })
+        .expect("a request");
+    }
+    let (first, _) = h.appended.pop_front().expect("the first turn");
+    // The second turn fails; then the first one's notice comes, late.
+    h.core.handle(
+        Input::CommitFailed {
+            error: "database or disk is full".into(),
+        },
+        h.now(),
+    );
+    h.core.handle(Input::Committed(first), h.now());
+    h.core.end_turn(h.now());
+    let _ = h.core.effects().count();
+    let overloaded = |h: &mut Harness, id: u8| {
+        let message = wire::topic_message("", &Harness::request(0, id, 0, 0, false));
+        h.core.handle(Input::Intake(message, None), h.now());
+        h.core.end_turn(h.now());
+        h.core.effects().any(|e| {
+            matches!(e, Effect::Publish(p) if p.message.envelope.error.as_ref().map(|e| e.code) == Some(ErrorCode::Overloaded))
+        })
+    };
+    assert!(
+        overloaded(&mut h, 3),
+        "refused while the writer still fails"
+    );
+    h.core.handle(Input::CommitsAgain, h.now());
+    assert!(!overloaded(&mut h, 4), "taken once it commits again");
 }
 
 /// A payload that is not one MessagePack value is refused at intake with

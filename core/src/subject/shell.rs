@@ -191,8 +191,12 @@ pub async fn run(
                 let turn = *commit_rx.borrow_and_update();
                 core.handle(Input::Committed(turn), Now::read());
             }
-            error = commit_failed(&mut health) => {
-                core.handle(Input::CommitFailed { error }, Now::read());
+            failing = commit_health(&mut health) => {
+                let input = match failing {
+                    Some(error) => Input::CommitFailed { error },
+                    None => Input::CommitsAgain,
+                };
+                core.handle(input, Now::read());
             }
             // A retried message's delay is over (`end_turn` requeues it).
             () = retry::sleep_until(core.next_due()) => {}
@@ -347,17 +351,17 @@ async fn watch_commits(mut appended: mpsc::Receiver<(u64, Committed)>, report: w
     }
 }
 
-/// The error of the journal's next failed commit (never, with the
-/// journal off). Cancel-safe: it only waits on a watch.
-async fn commit_failed(health: &mut Option<watch::Receiver<Health>>) -> String {
+/// The journal writer's next word on its health: the error while it
+/// fails, `None` once it commits again (never a word with the journal
+/// off). Cancel-safe: it only waits on a watch.
+async fn commit_health(health: &mut Option<watch::Receiver<Health>>) -> Option<String> {
     if let Some(health) = health
         && health.changed().await.is_ok()
     {
-        return health
-            .borrow_and_update()
-            .last_error
-            .clone()
-            .unwrap_or_default();
+        let now = health.borrow_and_update();
+        return now
+            .failing
+            .then(|| now.last_error.clone().unwrap_or_default());
     }
     std::future::pending().await
 }
