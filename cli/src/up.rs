@@ -39,6 +39,13 @@ pub(crate) struct Args {
     /// it, such a configuration is refused.
     #[arg(long)]
     insecure: bool,
+    /// Where the HTTP server (health, readiness, metrics) listens, `ip:port`
+    /// (overrides the configuration's `[http] listen`).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    http: Option<String>,
+    /// No HTTP server.
+    #[arg(long)]
+    no_http: bool,
     /// Stop, as on SIGTERM, when stdin closes: for a parent that starts the
     /// node (`zmanager bench`), so the node never outlives it.
     #[arg(long, hide = true)]
@@ -63,6 +70,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             publish: "tcp://127.0.0.1:0".into(),
         };
     }
+    if args.any_port {
+        config.http.listen = "127.0.0.1:0".into();
+    }
+    if let Some(at) = args.http {
+        config.http.listen = at;
+        config.http.enabled = true;
+    }
+    if args.no_http {
+        config.http.enabled = false;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
     if let Some(dir) = args.flows {
         config.catalog.flows = Some(std::path::absolute(dir)?);
     }
@@ -92,10 +110,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 token.cancel();
             });
         }
-        zmanager::node::run(config, program, shutdown, |bound| {
+        zmanager::node::run(config, program, shutdown, |bound, http| {
             // One line a script or test can read.
+            let http = http.map_or_else(|| "off".to_owned(), |at| at.to_string());
             println!(
-                "zmanager listening intake={} workers={} publish={} data_dir={}",
+                "zmanager listening intake={} workers={} publish={} http={http} data_dir={}",
                 bound.intake,
                 bound.workers,
                 bound.publish,

@@ -42,6 +42,7 @@
 //!   and a service's recoverer share, and the jitter that spreads it.
 //! - [`dead_letter`]: messages that ran out of attempts, kept to be replayed.
 //! - [`integration_manager`]: the single publisher.
+//! - [`http`]: the node's HTTP server: health, readiness, metrics.
 //! - [`services`]: what the node keeps for services: their registry, the
 //!   steps given to them, durable subscriptions, and the service-management
 //!   service.
@@ -73,6 +74,7 @@ pub mod client;
 pub mod components;
 pub mod dead_letter;
 pub mod dedupe;
+pub mod http;
 pub mod inflight;
 pub mod integration_manager;
 pub mod journal;

@@ -50,6 +50,10 @@
 //! flows = "flows"
 //! mappings = "action_mappings"
 //!
+//! [http]                      # health, readiness, metrics: docs/observability.md
+//! enabled = true
+//! listen = "127.0.0.1:19080"  # loopback only, unless `zmanager up --insecure`
+//!
 //! [journal]                   # docs/reliability.md says what each setting promises
 //! enabled = true              # record every request before acknowledging it
 //! sync = "full"               # full | normal | off: how hard a commit reaches the disk
@@ -174,6 +178,7 @@ pub struct NodeConfig {
     pub endpoints: Endpoints,
     pub catalog: CatalogPaths,
     pub journal: JournalConfig,
+    pub http: HttpConfig,
     /// CurveZMQ keys (`crate::security`); `None`: peers are not
     /// authenticated, and the node listens on loopback and ipc only.
     pub security: Option<crate::security::SecurityConfig>,
@@ -215,6 +220,33 @@ impl Default for JournalConfig {
             max_mb: 1_024,
             compact_every: Duration::from_secs(10),
         }
+    }
+}
+
+/// The node's HTTP server: health, readiness and metrics
+/// (`docs/observability.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// `ip:port`; loopback unless the node runs with `--insecure` (the
+    /// server has no authentication yet).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:19080".into(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on, when the server is on.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.enabled.then(|| self.listen.parse().ok()).flatten()
     }
 }
 
@@ -285,6 +317,7 @@ impl Default for NodeConfig {
             endpoints: Endpoints::default(),
             catalog: CatalogPaths::default(),
             journal: JournalConfig::default(),
+            http: HttpConfig::default(),
             security: None,
             insecure: false,
         }
@@ -473,6 +506,12 @@ impl NodeConfig {
                     "endpoints.{name} = {endpoint:?}: use tcp://host:port or ipc:///path"
                 ));
             }
+        }
+        if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "http.listen = {:?}: use ip:port, such as \"127.0.0.1:19080\"",
+                self.http.listen
+            ));
         }
         if let Some(security) = &self.security {
             problems.extend(security.problems());

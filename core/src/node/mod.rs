@@ -11,6 +11,7 @@ pub mod duration;
 pub mod shutdown;
 pub mod supervisor;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,14 @@ pub enum NodeError {
     Operator(#[from] crate::security::operator::CookieError),
     #[error("cannot start the journal writer: {0}")]
     JournalWriter(#[source] std::io::Error),
+    #[error(
+        "the HTTP server cannot listen on {address}: {source} (another node? `--http ADDR` or `--no-http`)"
+    )]
+    Http {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot prepare {path}: {source}")]
     Ipc {
         path: String,
@@ -63,12 +72,13 @@ pub enum NodeError {
 
 /// Runs a node until `shutdown` is cancelled. `worker_program` is the
 /// `zmanager` binary (its `worker` subcommand is run per worker);
-/// `on_ready` is called with the endpoints actually bound (port 0 resolved).
+/// `on_ready` is called with the endpoints actually bound (port 0 resolved),
+/// and the HTTP server's address when it is on.
 pub async fn run(
     config: NodeConfig,
     worker_program: PathBuf,
     shutdown: CancellationToken,
-    on_ready: impl FnOnce(&Endpoints),
+    on_ready: impl FnOnce(&Endpoints, Option<SocketAddr>),
 ) -> Result<Counters, NodeError> {
     let (catalog, mut diagnostics) = config.load_catalog();
     // The node loads the dynamic components too, so that a library that
@@ -101,13 +111,27 @@ pub async fn run(
         }
         None => None,
     };
-    let exposed: Vec<String> = config
+    let http_at = match (config.http.enabled, config.http.address()) {
+        (false, _) => None,
+        (true, Some(at)) => Some(at),
+        (true, None) => {
+            return Err(NodeError::Http {
+                address: config.http.listen.clone(),
+                source: std::io::Error::other("not an ip:port address"),
+            });
+        }
+    };
+    let mut exposed: Vec<String> = config
         .endpoints
         .exposed()
         .iter()
         .filter(|_| keys.is_none())
         .map(|(name, endpoint)| format!("{name} {endpoint}"))
         .collect();
+    // The HTTP server has no authentication, keys or not.
+    if let Some(at) = http_at.filter(|at| !at.ip().is_loopback()) {
+        exposed.push(format!("http {at}"));
+    }
     if !exposed.is_empty() {
         let exposed = exposed.join(", ");
         if !config.insecure {
@@ -181,6 +205,26 @@ pub async fn run(
         workers: workers_at,
         publish: publish_at,
     };
+    let http_listener = match http_at {
+        Some(at) => {
+            Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|source| NodeError::Http {
+                        address: at.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let http_bound = match &http_listener {
+        Some(listener) => Some(listener.local_addr().map_err(|source| NodeError::Http {
+            address: config.http.listen.clone(),
+            source,
+        })?),
+        None => None,
+    };
 
     // Then the journal, before the dead-letter store: opening it is what
     // reads what a crash left in its log, before any other connection
@@ -205,6 +249,7 @@ pub async fn run(
         permissions.clone(),
     ));
     let (kill_tx, kill_rx) = mpsc::channel(64);
+    let (stats_tx, stats_rx) = mpsc::channel(16);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
     let subject = tokio::spawn(subject::run(
@@ -252,8 +297,14 @@ pub async fn run(
             operator: Some(operator),
             exited: exited_rx,
             permissions,
+            stats: stats_rx,
         },
     ));
+    let http_stop = CancellationToken::new();
+    let http = http_listener.map(|listener| {
+        let state = crate::http::HttpState { stats: stats_tx };
+        tokio::spawn(crate::http::serve(listener, state, http_stop.clone()))
+    });
 
     let workers_stop = CancellationToken::new();
     let command = WorkerCommand {
@@ -273,12 +324,21 @@ pub async fn run(
     if let Some(keys) = &keys {
         tracing::info!(public_key = %crate::security::z85(&keys.public), services = keys.services.len(), "CURVE on every socket: only the services and workers in [security], and this node's own workers, connect");
     }
-    on_ready(&bound);
+    if let Some(at) = http_bound {
+        tracing::info!(%at, "HTTP: /healthz, /readyz, /metrics");
+    }
+    on_ready(&bound, http_bound);
 
     shutdown.cancelled().await;
     tracing::info!("stopping: draining in-flight work first");
     drain.cancel();
     let counters = subject.await.unwrap_or_default();
+    // Up while the node drains (`/readyz` says it is not ready once the
+    // Subject is gone).
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     workers_stop.cancel();
     let _ = supervisor.await;
     let _ = im.await;

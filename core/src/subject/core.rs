@@ -188,6 +188,8 @@ pub struct SubjectCore {
     /// is queued even past `max_pending` and `max_suspended`.
     pub(super) recovering: bool,
     pub(super) counters: Counters,
+    /// How each flow's requests ended, and how long they took.
+    pub(super) flow_stats: super::stats::FlowTable,
     /// Requests of ordered flows waiting for their key, with the step each
     /// starts at (`ordering`); held in `table` while they wait.
     pub(super) gate: KeyGate<(Message, usize)>,
@@ -236,6 +238,7 @@ impl SubjectCore {
             failures: HashMap::new(),
             suspended: HashMap::new(),
             at_async: 0,
+            flow_stats: std::collections::HashMap::new(),
             services: ServiceRegistry::new(options.service_liveness, options.max_services),
             outboxes: std::collections::BTreeMap::new(),
             durables: std::collections::BTreeMap::new(),

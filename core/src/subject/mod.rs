@@ -64,12 +64,14 @@ mod outcome;
 mod recovery;
 mod service_steps;
 mod shell;
+mod stats;
 mod steps;
 mod suspended;
 mod workers;
 
 pub use self::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 pub use self::shell::{Links, run};
+pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Latency, Stats, WorkerStats};
 
 use crate::catalog::topic::Topic;
 use crate::wire::envelope::Envelope;

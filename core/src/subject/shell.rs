@@ -27,11 +27,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zeromq::ZmqMessage;
 
 use super::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
+use super::stats::Stats;
 use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetterStore;
 use crate::inflight::WorkerId;
@@ -69,6 +70,9 @@ pub struct Links {
     pub exited: mpsc::Receiver<String>,
     /// What each service may do (`[security]`).
     pub permissions: crate::security::Permissions,
+    /// Asks for [`Stats`] (`/metrics`, `/readyz`): answered between two
+    /// turns, so a scrape costs the loop one copy of its figures.
+    pub stats: mpsc::Receiver<oneshot::Sender<Stats>>,
 }
 
 /// The most events of one kind handled before dispatching: enough to fill
@@ -121,6 +125,7 @@ pub async fn run(
         operator,
         exited: _,
         permissions,
+        mut stats,
     } = links;
     let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read the dead-letter store's last number");
@@ -200,6 +205,9 @@ pub async fn run(
             }
             // A retried message's delay is over (`end_turn` requeues it).
             () = retry::sleep_until(core.next_due()) => {}
+            Some(reply) = stats.recv() => {
+                let _ = reply.send(core.stats());
+            }
         }
         core.end_turn(Now::read());
         shell.carry_out(&mut core).await;

@@ -1,0 +1,231 @@
+//! `/metrics`: the Subject's figures ([`Stats`]) in the OpenMetrics text
+//! format Prometheus scrapes. The names and what each means are listed in
+//! `docs/observability.md` (a test checks that every name there is here).
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::subject::{LATENCY_BOUNDS_US, Stats};
+
+pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `stats` as OpenMetrics text, every name prefixed `zmanager_`.
+pub(super) fn render(stats: &Stats) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("zmanager");
+    registry.register_collector(Box::new(Figures(stats.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[derive(Debug)]
+struct Figures(Stats);
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: usize,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for Figures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let c = &s.counters;
+        let e = &mut encoder;
+        counter(
+            e,
+            "requests_accepted",
+            "Requests accepted (each once, however often sent).",
+            c.accepted,
+        )?;
+        counter(
+            e,
+            "requests_refused",
+            "Messages refused with an error result of the node's own (bad request, overloaded, forbidden...), and requests it ended so.",
+            c.rejected,
+        )?;
+        counter(
+            e,
+            "messages_malformed",
+            "Messages that could not be read at all (not even to answer them).",
+            c.malformed,
+        )?;
+        counter(e, "results", "Results of flows published.", c.results)?;
+        counter(
+            e,
+            "published",
+            "Messages published at @PUBLISH steps.",
+            c.published,
+        )?;
+        counter(
+            e,
+            "redeliveries",
+            "Messages given to another worker after theirs was lost.",
+            c.redelivered,
+        )?;
+        counter(
+            e,
+            "retries",
+            "Failed attempts put to wait for their retry policy's delay.",
+            c.retried,
+        )?;
+        counter(
+            e,
+            "dead_letters",
+            "Messages dead-lettered.",
+            c.dead_lettered,
+        )?;
+        counter(
+            e,
+            "duplicates",
+            "Requests sent again and absorbed (not run twice).",
+            c.duplicates,
+        )?;
+        counter(
+            e,
+            "workers_lost",
+            "Workers declared lost (silent, exited, or past message_timeout).",
+            c.workers_lost,
+        )?;
+        counter(
+            e,
+            "late_results",
+            "Results from workers already declared lost (ignored).",
+            c.late_results,
+        )?;
+        counter(
+            e,
+            "async_suspended",
+            "Flows that waited at a step (@ASYNC or a service's).",
+            c.suspended,
+        )?;
+        counter(e, "async_resumed", "Flows resumed by an answer.", c.resumed)?;
+        counter(
+            e,
+            "async_timeouts",
+            "Flows ended at an @ASYNC step by async_timeout.",
+            c.async_timeouts,
+        )?;
+
+        gauge(e, "pending", "Requests waiting for a worker.", s.pending)?;
+        gauge(e, "in_flight", "Messages on workers.", s.in_flight)?;
+        gauge(
+            e,
+            "waiting_at_async",
+            "Flows waiting at @ASYNC steps (max_suspended bounds them).",
+            s.at_async,
+        )?;
+        gauge(
+            e,
+            "waiting_at_services",
+            "Flows waiting at steps given to services.",
+            s.at_services,
+        )?;
+        gauge(
+            e,
+            "retry_delayed",
+            "Failed attempts waiting out their retry delay.",
+            s.delayed,
+        )?;
+        gauge(
+            e,
+            "waiting_bytes",
+            "Bytes of what waits: pending, delayed and suspended (max_pending_mb bounds them).",
+            s.waiting_bytes,
+        )?;
+        gauge(
+            e,
+            "workers_connected",
+            "Workers connected to the Subject.",
+            s.workers.len(),
+        )?;
+        gauge(
+            e,
+            "durable_subscriptions",
+            "Durable subscriptions kept.",
+            s.durables,
+        )?;
+        gauge(
+            e,
+            "journal_failing",
+            "1 while the journal cannot commit (new requests are refused), else 0.",
+            usize::from(s.journal_failing.is_some()),
+        )?;
+
+        {
+            let mut family = e.encode_descriptor(
+                "worker_in_flight",
+                "Messages on each worker, by its process id.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for worker in &s.workers {
+                let pid = worker.pid.to_string();
+                let labels = [("pid", pid.as_str())];
+                let value = ConstGauge::new(i64::try_from(worker.in_flight).unwrap_or(i64::MAX));
+                value.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "requests_ended",
+                "Requests that ended, by flow and outcome (ok, or the error's name).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (flow, stats) in &s.flows {
+                for (outcome, n) in &stats.ended {
+                    let labels = [("flow", flow.as_str()), ("outcome", outcome)];
+                    ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = e.encode_descriptor(
+            "request_duration_seconds",
+            "From acceptance to the end (result, error or dead letter), by flow.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (flow, stats) in &s.flows {
+            let latency = &stats.latency;
+            let mut cumulative = 0;
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
+                .iter()
+                .zip(&latency.buckets)
+                .map(|(&bound, &n)| {
+                    cumulative += n;
+                    (bound as f64 / 1e6, cumulative)
+                })
+                .collect();
+            buckets.push((f64::INFINITY, latency.count));
+            let labels = [("flow", flow.as_str())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    latency.sum_us as f64 / 1e6,
+                    latency.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}

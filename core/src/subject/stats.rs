@@ -1,0 +1,142 @@
+//! What the Subject shows of itself (`/metrics`, `/readyz`): its counters,
+//! what it holds now, and per flow how requests ended and how long they
+//! took, read on demand from the loop ([`SubjectCore::stats`]) so nothing
+//! on the hot path does more than add to a number.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::core::{Counters, SubjectCore};
+
+/// Upper bounds of the end-to-end latency buckets, in microseconds: from
+/// 100 µs to a minute, about ×2.5 apart (what a dashboard needs to tell a
+/// fast flow from a slow one; percentiles come from these).
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000, 60_000_000,
+];
+
+/// Counts of a latency histogram: per bucket (not cumulative; the last is
+/// past every bound), their sum and number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl Latency {
+    pub fn record(&mut self, us: u64) {
+        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.buckets[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
+}
+
+/// How the requests of one flow ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// From acceptance to the end (result, error or dead letter).
+    pub latency: Latency,
+    /// Ends by outcome: `ok`, or the error's name (`action_failed`,
+    /// `dead_lettered`, …).
+    pub ended: BTreeMap<&'static str, u64>,
+}
+
+/// A worker as the Subject sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub pid: u32,
+    pub in_flight: usize,
+}
+
+/// Everything at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub counters: Counters,
+    /// Requests waiting for a worker.
+    pub pending: usize,
+    pub in_flight: usize,
+    /// Flows at `@ASYNC` steps, and at steps given to services.
+    pub at_async: usize,
+    pub at_services: usize,
+    /// Failed attempts waiting out their retry delay.
+    pub delayed: usize,
+    /// Bytes of what waits (`max_pending_mb` bounds them).
+    pub waiting_bytes: usize,
+    pub workers: Vec<WorkerStats>,
+    pub durables: usize,
+    /// Why the journal cannot commit, while it cannot.
+    pub journal_failing: Option<String>,
+    pub flows: BTreeMap<String, FlowStats>,
+}
+
+/// Per flow, what [`Stats::flows`] reads: kept by the Subject.
+pub(super) type FlowTable = HashMap<String, FlowStats>;
+
+impl SubjectCore {
+    /// A request of `flow`, accepted at `accepted_us`, ended with
+    /// `outcome` (`ok` or an error's name).
+    pub(super) fn record_end(&mut self, flow: &str, accepted_us: u64, outcome: &'static str) {
+        let stats = match self.flow_stats.get_mut(flow) {
+            Some(stats) => stats,
+            // Only accepted requests end here, so only the catalog's
+            // flows: the table stays as small as the catalog.
+            None => self.flow_stats.entry(flow.to_owned()).or_default(),
+        };
+        if accepted_us > 0 {
+            stats
+                .latency
+                .record(self.now.wall_us.saturating_sub(accepted_us));
+        }
+        *stats.ended.entry(outcome).or_default() += 1;
+    }
+
+    /// Everything at this moment.
+    pub fn stats(&self) -> Stats {
+        let at_services = self.suspended.len() - self.at_async;
+        Stats {
+            counters: self.counters,
+            pending: self.table.pending_len(),
+            in_flight: self.table.in_flight_len(),
+            at_async: self.at_async,
+            at_services,
+            delayed: self.delayed.len(),
+            waiting_bytes: self.waiting_bytes(),
+            workers: self
+                .table
+                .workers()
+                .map(|w| WorkerStats {
+                    pid: self.table.pid(w).unwrap_or(0),
+                    in_flight: self.table.in_flight_on(w),
+                })
+                .collect(),
+            durables: self.durables.len(),
+            journal_failing: self.commits.failing().map(str::to_owned),
+            flows: self
+                .flow_stats
+                .iter()
+                .map(|(flow, stats)| (flow.clone(), stats.clone()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_the_first_bucket_whose_bound_they_do_not_pass() {
+        let mut latency = Latency::default();
+        for us in [0, 100, 101, 60_000_000, 60_000_001] {
+            latency.record(us);
+        }
+        assert_eq!(latency.buckets[0], 2, "0 and 100 µs");
+        assert_eq!(latency.buckets[1], 1, "101 µs");
+        assert_eq!(latency.buckets[LATENCY_BOUNDS_US.len() - 1], 1, "a minute");
+        assert_eq!(latency.buckets[LATENCY_BOUNDS_US.len()], 1, "past a minute");
+        assert_eq!(latency.count, 5);
+        assert_eq!(latency.sum_us, 120_000_202);
+    }
+}
