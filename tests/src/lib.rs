@@ -28,22 +28,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A small pseudo-random sequence, for picking victims (no dependency
-/// needed, and the same picks for the same seed).
-#[derive(Debug)]
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    /// The next number below `below`.
-    pub fn next(&mut self, below: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        usize::try_from(self.0 >> 33).unwrap_or(0) % below.max(1)
-    }
-}
-
 /// Stops `pid` with `SIGSTOP` and returns once every thread of it is
 /// stopped. `kill -STOP` returns before they are: one thread takes the
 /// signal and then stops the others, which run on until it has (a node so

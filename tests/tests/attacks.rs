@@ -277,12 +277,8 @@ fn a_huge_frame_header_closes_that_connection_and_the_node_serves_on() {
 fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
     let node = TestNode::start(1);
     let e = node.endpoints.clone();
-    let mut rng = zmanager_tests::Lcg(0x5eed);
-    let mut random = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| u8::try_from(rng.next(256)).expect("a byte"))
-            .collect()
-    };
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut random = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.u8(..)).collect() };
     for endpoint in [&e.intake, &e.workers, &e.publish] {
         let mut truncated = zmtp_handshake("PUSH");
         truncated.truncate(40);
@@ -321,15 +317,13 @@ fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
         let mut push = zeromq::PushSocket::new();
         push.connect(&e.intake).await.expect("connect");
         let mut frames_sent = 0usize;
-        let mut rng = zmanager_tests::Lcg(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         while frames_sent < 1_000_000 {
-            let count = 1 + rng.next(5);
+            let count = 1 + rng.usize(..5);
             let frames: Vec<bytes::Bytes> = (0..count)
                 .map(|_| {
-                    let len = rng.next(48);
-                    let frame: Vec<u8> = (0..len)
-                        .map(|_| u8::try_from(rng.next(256)).expect("a byte"))
-                        .collect();
+                    let len = rng.usize(..48);
+                    let frame: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
                     bytes::Bytes::from(frame)
                 })
                 .collect();

@@ -17,7 +17,7 @@ use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received};
 use zmanager_tests::node::{TempFile, node_with};
-use zmanager_tests::{Lcg, kill, runtime, zmanager_bin};
+use zmanager_tests::{kill, runtime, zmanager_bin};
 
 #[derive(Serialize)]
 struct Record<'a> {
@@ -96,7 +96,7 @@ fn keys_stay_in_order_while_workers_are_killed() {
     assert_eq!(node.wait_for_workers(4).len(), 4);
     let log = TempFile::new("order-log", "");
     let log_path = log.0.display().to_string();
-    let mut rng = Lcg(u64::from(std::process::id()));
+    let mut rng = fastrand::Rng::with_seed(u64::from(std::process::id()));
     let mut kills = 0;
     let mut redelivered = 0;
     let start = Instant::now();
@@ -145,7 +145,7 @@ fn keys_stay_in_order_while_workers_are_killed() {
             if Instant::now() >= next_kill && pending.is_some() {
                 let workers = node.worker_pids();
                 if !workers.is_empty() {
-                    kill("KILL", workers[rng.next(workers.len())]);
+                    kill("KILL", workers[rng.usize(..workers.len())]);
                     kills += 1;
                 }
                 next_kill = Instant::now() + every;

@@ -22,7 +22,7 @@ use zmanager_tests::node::{
     StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints, is_alive, node_with,
     rss_kib,
 };
-use zmanager_tests::{Lcg, kill, runtime, test_config, zmanager_bin};
+use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
 
 fn chaos(total: usize, every: Duration) {
     let (node, _config) = node_with(
@@ -30,7 +30,7 @@ fn chaos(total: usize, every: Duration) {
         "heartbeat_ms = 200\nliveness_ms = 1000\nwindow = 64\nbatch = 16\nmax_attempts = 10\n",
     );
     assert_eq!(node.wait_for_workers(4).len(), 4);
-    let mut rng = Lcg(u64::from(std::process::id()));
+    let mut rng = fastrand::Rng::with_seed(u64::from(std::process::id()));
     let mut kills = 0;
     let start = Instant::now();
     let report = runtime().block_on(async {
@@ -44,7 +44,7 @@ fn chaos(total: usize, every: Duration) {
             || {
                 let workers = node.worker_pids();
                 if !workers.is_empty() {
-                    kill("KILL", workers[rng.next(workers.len())]);
+                    kill("KILL", workers[rng.usize(..workers.len())]);
                     kills += 1;
                 }
             },
