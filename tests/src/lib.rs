@@ -2,6 +2,8 @@
 //!
 //! - [`zmanager_bin`] builds and finds the real `zmanager` binary, and
 //!   [`library`] the shared libraries of dynamic components;
+//! - [`temp`] makes temporary files and directories (`tempfile`), removed
+//!   on drop;
 //! - [`node::TestNode`] runs `zmanager up` on free ports and stops it on drop;
 //!   [`secure::node_with`] one with `[security]` (CURVE keys);
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
@@ -18,6 +20,7 @@ pub mod disk;
 pub mod load;
 pub mod node;
 pub mod secure;
+pub mod temp;
 
 /// The Tokio runtime the tests drive their clients with.
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -10,8 +10,9 @@ use zmanager::client::{Service, ServiceOptions};
 use zmanager::wire::envelope::{Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, json, msgpack};
-use zmanager_tests::node::{TestNode, config_file};
+use zmanager_tests::node::TestNode;
 use zmanager_tests::runtime;
+use zmanager_tests::temp::config_file;
 use zmanager_tests::{test_config, zmanager};
 
 const LIMIT: Duration = Duration::from_secs(20);

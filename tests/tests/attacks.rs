@@ -11,8 +11,8 @@ use zmanager::security::operator::OperatorCookie;
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, Received, msgpack};
-use zmanager_tests::node::{TempDir, TestNode};
-use zmanager_tests::{runtime, zmanager};
+use zmanager_tests::node::TestNode;
+use zmanager_tests::{runtime, temp, zmanager};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -126,7 +126,7 @@ fn a_flow_marks_the_steps_a_request_may_start_at() {
 /// it, it starts and says why that is dangerous.
 #[test]
 fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
-    let dir = TempDir::new("exposed");
+    let dir = temp::dir("exposed");
     let data_dir = dir.path().join("data");
     let config = dir.path().join("node.toml");
     std::fs::write(
@@ -383,7 +383,7 @@ fn pinged(node: &TestNode, context: &zmq::Context, service: &str, limit: Duratio
 /// leaves no trace in it.
 #[test]
 fn a_socket_keeps_at_most_max_connections_open() {
-    let dir = TempDir::new("max-connections");
+    let dir = temp::dir("max-connections");
     let config = dir.path().join("node.toml");
     std::fs::write(&config, "max_connections = 8\nhandshake_timeout_ms = 500\n")
         .expect("write the configuration");

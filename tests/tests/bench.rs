@@ -2,11 +2,12 @@
 //! figure and writes them as JSON. No timing is asserted: the figures are
 //! the benchmark's to print, not a test's to judge.
 
-use zmanager_tests::zmanager;
+use zmanager_tests::{temp, zmanager};
 
 #[test]
 fn bench_runs_end_to_end_and_reports_every_figure() {
-    let json = std::env::temp_dir().join(format!("zmanager-bench-{}.json", std::process::id()));
+    let dir = temp::dir("bench");
+    let json = dir.path().join("bench.json");
     let out = zmanager()
         .args(["bench", "--requests", "300", "--in-flight", "20"])
         .args([
@@ -60,7 +61,6 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
     );
 
     let text = std::fs::read_to_string(&json).expect("the JSON file");
-    let _ = std::fs::remove_file(&json);
     let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(report["completed"], 300, "{report:#}");
     assert_eq!(report["errors"], 0, "{report:#}");

@@ -3,17 +3,17 @@
 use std::fs;
 use std::path::Path;
 
-use zmanager_tests::zmanager;
+use zmanager_tests::{temp, zmanager};
 
 fn write(dir: &Path, name: &str, text: &str) {
     fs::write(dir.join(name), text).expect("write test file");
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("zmanager-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("flows")).expect("mkdir");
-    fs::create_dir_all(dir.join("mappings")).expect("mkdir");
+/// A fresh directory with empty `flows/` and `mappings/`, removed on drop.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    let dir = temp::dir(name);
+    fs::create_dir_all(dir.path().join("flows")).expect("mkdir");
+    fs::create_dir_all(dir.path().join("mappings")).expect("mkdir");
     dir
 }
 
@@ -39,7 +39,7 @@ fn shipped_files_pass_and_print_each_step() {
 #[test]
 fn check_and_up_agree_on_the_defaults() {
     let dir = temp_dir("defaults");
-    let empty = dir.join("empty");
+    let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).expect("mkdir");
     let out = zmanager()
         .arg("check")
@@ -55,7 +55,8 @@ fn check_and_up_agree_on_the_defaults() {
 
 #[test]
 fn a_broken_configuration_reports_every_error_at_once() {
-    let dir = temp_dir("broken");
+    let temp = temp_dir("broken");
+    let dir = temp.path();
     write(
         &dir.join("flows"),
         "a.ini",
@@ -101,7 +102,6 @@ fn a_broken_configuration_reports_every_error_at_once() {
         );
     }
     assert!(stderr.contains("6 errors"), "{stderr}");
-    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -123,11 +123,12 @@ fn a_missing_directory_is_a_clear_error() {
 /// flow's `moderator`), and says nothing once the service is listed.
 #[test]
 fn a_step_given_to_a_service_security_does_not_list_is_a_warning() {
-    let dir = temp_dir("service-steps");
+    let temp = temp_dir("service-steps");
+    let dir = temp.path();
     let key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
     let check = |services: &str| {
         write(
-            &dir,
+            dir,
             "node.toml",
             &format!("[security]\nkey_file = \"node.key\"\n{services}"),
         );

@@ -22,7 +22,7 @@ use zmanager::worker::executor::Executor;
 use zmanager_sdk::{ActionError, Component, Context, ErrorKind, Request};
 use zmanager_tests::client::{RawClient, Received, json as decoded};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{library, runtime, workspace_root, zmanager, zmanager_bin};
+use zmanager_tests::{library, runtime, temp, workspace_root, zmanager, zmanager_bin};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -39,13 +39,13 @@ fn text(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// A text file named like a shared library.
-fn not_a_library() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zmanager-components-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let path = dir.join("libnot_a_library.so");
+/// A text file named like a shared library, in a temp directory (removed
+/// on drop).
+fn not_a_library() -> (tempfile::TempDir, PathBuf) {
+    let dir = temp::dir("components");
+    let path = dir.path().join("libnot_a_library.so");
     std::fs::write(&path, "this is a text file, not a library\n").expect("write");
-    path
+    (dir, path)
 }
 
 fn check(args: &[&str]) -> (Option<i32>, String, String) {
@@ -155,14 +155,13 @@ fn the_walkthrough_of_docs_components_md() {
 
     // The same node, from its configuration file (step 7's other form):
     // only the library path differs, since the test's profile decides it.
-    let dir = std::env::temp_dir().join(format!("zmanager-walkthrough-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = temp::dir("walkthrough");
     let shipped = std::fs::read_to_string(reverse_dir().join("node.toml")).expect("node.toml");
     assert!(
         shipped.contains("components = [\"../../target/debug/libzmanager_component_reverse.so\"]"),
         "{shipped}"
     );
-    let config = dir.join("node.toml");
+    let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
         format!(
@@ -175,7 +174,6 @@ fn the_walkthrough_of_docs_components_md() {
     .expect("write config");
     let (code, stdout, stderr) = check(&["--quiet", "--config", text(&config)]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -281,6 +279,7 @@ fn docs_components_md_shows_the_example_files() {
 /// reason, and stops `zmanager up` before it listens.
 #[test]
 fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
+    let (_not_a_library_dir, not_a_library) = not_a_library();
     let cases = [
         (
             library("zmanager-fixture-wrong-abi"),
@@ -293,7 +292,7 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
                 .to_owned(),
         ),
         (
-            not_a_library(),
+            not_a_library,
             "error: cannot load it as a shared library: ".to_owned(),
         ),
         (
@@ -334,7 +333,6 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    let _ = std::fs::remove_file(not_a_library());
 }
 
 #[test]
@@ -368,8 +366,8 @@ fn a_shared_object_that_is_not_a_component_is_refused() {
 #[test]
 fn check_compares_loaded_components_with_the_mappings() {
     let lib = library("zmanager-component-reverse");
-    let dir = std::env::temp_dir().join(format!("zmanager-check-dyn-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = temp::dir("check-dyn");
+    let dir = temp.path();
     for sub in ["flows", "mappings"] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
@@ -426,7 +424,6 @@ fn check_compares_loaded_components_with_the_mappings() {
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The same component code, linked into this test and loaded from its own

@@ -9,16 +9,15 @@ use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::load::collect;
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
+use zmanager_tests::{kill, runtime, temp, test_config, zmanager_bin};
 
 /// With PUSH round-robin (DigitalPy), a stalled worker gets half of all
 /// requests. With credits it holds at most its window; the rest flows
 /// through the healthy worker, and the held ones finish when it resumes.
 #[test]
 fn a_stalled_worker_holds_at_most_its_window() {
-    let dir = std::env::temp_dir().join(format!("zmanager-window-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let config = dir.join("node.toml");
+    let dir = temp::dir("window");
+    let config = dir.path().join("node.toml");
     std::fs::write(&config, "window = 8\nbatch = 4\n").expect("write config");
     let (flows, mappings) = test_config();
     let node = TestNode::start_with(
@@ -60,21 +59,18 @@ fn a_stalled_worker_holds_at_most_its_window() {
         println!("{report}");
         report.assert_clean();
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_node_runs_over_ipc() {
-    let dir = std::env::temp_dir().join(format!("zmanager-ipc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp::dir("ipc");
     // A stale socket file left by a dead node must not stop a new one.
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("intake.sock"), b"stale").expect("write stale file");
+    std::fs::write(dir.path().join("intake.sock"), b"stale").expect("write stale file");
     let (flows, mappings) = test_config();
     let node = TestNode::start_with(
         1,
         Some((&flows, &mappings)),
-        &["--ipc", dir.to_str().expect("utf-8 path")],
+        &["--ipc", dir.path().to_str().expect("utf-8 path")],
     );
     assert!(
         node.endpoints.intake.starts_with("ipc://"),
@@ -96,7 +92,6 @@ fn the_node_runs_over_ipc() {
         );
     });
     drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -205,7 +200,7 @@ fn send_without_a_node_gives_up_within_its_timeout() {
 #[test]
 fn commands_find_the_node_through_its_configuration() {
     let node = TestNode::start_builtin(1);
-    let temp = zmanager_tests::node::TempDir::new("config-cmds");
+    let temp = temp::dir("config-cmds");
     let dir = temp.path().to_path_buf();
     let data_dir = format!("data_dir = {:?}", node.data_dir.display().to_string());
     let config = node.write_config(&dir, &data_dir);

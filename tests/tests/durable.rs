@@ -10,8 +10,9 @@ use zmanager::client::{Service, ServiceOptions};
 use zmanager::services::durable::DurableInfo;
 use zmanager::services::registry;
 use zmanager_tests::client::{RawClient, msgpack};
-use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
+use zmanager_tests::node::{TestNode, fixed_endpoints};
 use zmanager_tests::runtime;
+use zmanager_tests::temp::config_file;
 
 const PREFIX: &str = "Echo~~~~done";
 

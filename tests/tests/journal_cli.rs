@@ -2,7 +2,7 @@
 //! appending events with the library's `SqliteJournal` directly (not by a
 //! node recording them), and a replay into a real node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -13,33 +13,27 @@ use zmanager::wire::envelope::{Envelope, Kind};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{runtime, zmanager};
+use zmanager_tests::{runtime, temp, zmanager};
 
 /// 2025-01-15T10:00:00Z, in microseconds since the epoch.
 const T0: u64 = 1_736_935_200_000_000;
 const SECOND: u64 = 1_000_000;
 
 /// A fresh data directory, removed on drop.
-struct DataDir(PathBuf);
+struct DataDir(tempfile::TempDir);
 
 impl DataDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "zmanager-journal-cli-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create data dir");
-        Self(dir)
+        Self(temp::dir(&format!("journal-cli-{name}")))
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// Appends `events` to the journal in this directory.
     fn record(&self, events: &[Event]) {
-        let journal = SqliteJournal::open(&self.0, SyncMode::Off).expect("open journal");
+        let journal = SqliteJournal::open(self.path(), SyncMode::Off).expect("open journal");
         journal.append(events).expect("append");
     }
 
@@ -49,15 +43,9 @@ impl DataDir {
             .arg("journal")
             .args(args)
             .arg("--data-dir")
-            .arg(&self.0)
+            .arg(self.path())
             .output()
             .expect("run zmanager journal")
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -282,7 +270,8 @@ fn show_prints_a_messages_whole_history() {
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let missing = std::env::temp_dir().join("zmanager-journal-cli-no-such-dir");
+    let parent = temp::dir("journal-cli-no-such-dir");
+    let missing = parent.path().join("no-such-dir");
     let out = zmanager()
         .args(["journal", "stats", "--data-dir"])
         .arg(&missing)

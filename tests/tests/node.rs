@@ -411,7 +411,7 @@ fn kill_9_of_the_node_leaves_no_orphan_worker() {
 #[test]
 fn a_second_node_on_the_same_endpoints_stops_before_touching_its_data() {
     let node = TestNode::start(0);
-    let dir = zmanager_tests::node::TempDir::new("second-up");
+    let dir = zmanager_tests::temp::dir("second-up");
     let config = node.write_config(dir.path(), "workers = 0");
     let data = dir.path().join("data");
     let out = std::process::Command::new(zmanager_tests::zmanager_bin())

@@ -19,9 +19,9 @@ use zmanager_tests::checker::Checker;
 use zmanager_tests::client::RawClient;
 use zmanager_tests::load::{collect, echo_load};
 use zmanager_tests::node::{
-    StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints, is_alive, node_with,
-    rss_kib,
+    StandaloneWorker, TestNode, fixed_endpoints, is_alive, node_with, rss_kib,
 };
+use zmanager_tests::temp::{self, TempFile, config_file};
 use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
 
 fn chaos(total: usize, every: Duration) {
@@ -308,22 +308,13 @@ fn dead_letter(
     });
 }
 
-/// A directory that does not exist yet, removed on drop: a `record` log
-/// inside it cannot be written (a fault) until it is created.
-struct MissingDir(std::path::PathBuf);
-
-impl MissingDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("zmanager-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-}
-
-impl Drop for MissingDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory that does not exist yet: a `record` log inside it cannot
+/// be written (a fault) until it is created. It is in a temp directory of
+/// its own (returned first), and removed with it on drop.
+fn missing_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let parent = temp::dir(name);
+    let dir = parent.path().join("missing");
+    (parent, dir)
 }
 
 /// A request of a flow ordered by `envelope` carries its `order_key`; its
@@ -331,8 +322,8 @@ impl Drop for MissingDir {
 #[test]
 fn a_dead_letter_of_an_envelope_ordered_flow_is_replayed_with_its_order_key() {
     let (node, _config) = node_with(1, "");
-    let dir = MissingDir::new("replay-ordered");
-    let log = dir.0.join("calls.log");
+    let (_parent, dir) = missing_dir("replay-ordered");
+    let log = dir.join("calls.log");
     let payload = serde_json::json!({ "log": log, "key": "acc-7", "seq": 0 });
     // `record` cannot open its log: action_failed, retried (the mapping's
     // policy: 4 attempts), then dead-lettered.
@@ -345,7 +336,7 @@ fn a_dead_letter_of_an_envelope_ordered_flow_is_replayed_with_its_order_key() {
     let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
     assert!(shown.contains("  order_key:  acc-7"), "{shown}");
 
-    std::fs::create_dir_all(&dir.0).expect("create the log's directory"); // the fault goes away
+    std::fs::create_dir_all(&dir).expect("create the log's directory"); // the fault goes away
     let out = dlq(&node.data_dir, &["replay", "1"], &node.endpoints);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -434,8 +425,8 @@ fn a_refused_replay_stays_unreplayed_and_replay_all_tries_it_again() {
 #[test]
 fn a_replay_dead_lettered_again_is_superseded_by_its_new_dead_letter() {
     let (node, _config) = node_with(1, "");
-    let dir = MissingDir::new("replay-again");
-    let payload = serde_json::json!({ "log": dir.0.join("calls.log"), "key": "k", "seq": 0 });
+    let (_parent, dir) = missing_dir("replay-again");
+    let payload = serde_json::json!({ "log": dir.join("calls.log"), "key": "k", "seq": 0 });
     dead_letter(&node.endpoints, "OrderedByEnvelope", Some("k"), &payload);
 
     // The fault is still there.
@@ -465,7 +456,7 @@ fn a_replay_dead_lettered_again_is_superseded_by_its_new_dead_letter() {
         "the replay carried the key: {shown}"
     );
 
-    std::fs::create_dir_all(&dir.0).expect("create the log's directory");
+    std::fs::create_dir_all(&dir).expect("create the log's directory");
     let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");

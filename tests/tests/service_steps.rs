@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::client::{RawClient, json, msgpack};
-use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
+use zmanager_tests::node::{TestNode, fixed_endpoints};
+use zmanager_tests::temp::config_file;
 use zmanager_tests::{example_bin, kill as signal, runtime};
 
 /// The steps each moderator process printed, in the order it got them:
