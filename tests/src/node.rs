@@ -199,12 +199,10 @@ fn launch(args: &[OsString], log: &Path) -> (Child, Endpoints) {
         .append(true)
         .open(log)
         .expect("open the node log");
-    let mut child = Command::new(crate::zmanager_bin())
-        .args(args)
+    let mut child = crate::cli::zmanager(args)
         .stdout(Stdio::piped())
         .stderr(file)
-        .spawn()
-        .expect("start zmanager up");
+        .spawn();
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -354,17 +352,16 @@ pub struct StandaloneWorker(Child);
 impl StandaloneWorker {
     pub fn start(endpoint: &str, identity: &str, extra: &[&str]) -> Self {
         let (flows, mappings) = crate::test_config();
-        let child = Command::new(crate::zmanager_bin())
-            .args(["worker", "--endpoint", endpoint, "--identity", identity])
-            .arg("--flows")
-            .arg(flows)
-            .arg("--mappings")
-            .arg(mappings)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start zmanager worker");
+        let child =
+            crate::cli::zmanager(["worker", "--endpoint", endpoint, "--identity", identity])
+                .arg("--flows")
+                .arg(flows)
+                .arg("--mappings")
+                .arg(mappings)
+                .args(extra)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
         Self(child)
     }
 

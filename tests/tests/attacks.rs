@@ -10,9 +10,10 @@ use serde_json::json;
 use zmanager::security::operator::OperatorCookie;
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, msgpack};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{runtime, temp, zmanager};
+use zmanager_tests::{runtime, temp};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -137,13 +138,9 @@ fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
         ),
     )
     .expect("write the configuration");
-    let out = zmanager()
-        .args(["up", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run zmanager up");
+    let out = zmanager(["up", "--config"]).arg(&config).run();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = out.stderr;
     assert!(
         stderr.contains("intake tcp://0.0.0.0:0 would listen beyond this machine")
             && stderr.contains("--insecure"),
@@ -154,14 +151,12 @@ fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
         "a refused node touches no data directory"
     );
 
-    let mut node = zmanager()
-        .args(["up", "--insecure", "--exit-with-parent", "--config"])
+    let mut node = zmanager(["up", "--insecure", "--exit-with-parent", "--config"])
         .arg(&config)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("start zmanager up --insecure");
+        .spawn();
     let mut line = String::new();
     BufReader::new(node.stdout.take().expect("stdout"))
         .read_line(&mut line)

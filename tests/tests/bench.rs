@@ -2,14 +2,14 @@
 //! figure and writes them as JSON. No timing is asserted: the figures are
 //! the benchmark's to print, not a test's to judge.
 
-use zmanager_tests::{temp, zmanager};
+use zmanager_tests::cli::zmanager;
+use zmanager_tests::temp;
 
 #[test]
 fn bench_runs_end_to_end_and_reports_every_figure() {
     let dir = temp::dir("bench");
     let json = dir.path().join("bench.json");
-    let out = zmanager()
-        .args(["bench", "--requests", "300", "--in-flight", "20"])
+    let out = zmanager(["bench", "--requests", "300", "--in-flight", "20"])
         .args([
             "--services",
             "2",
@@ -28,10 +28,8 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
             "--json",
         ])
         .arg(&json)
-        .output()
-        .expect("run zmanager bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for field in [
         "throughput",
@@ -116,11 +114,8 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
 
 #[test]
 fn bad_options_are_refused_before_anything_starts() {
-    let out = zmanager()
-        .args(["bench", "--rounds", "0", "--requests", "10"])
-        .output()
-        .expect("run zmanager bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = zmanager(["bench", "--rounds", "0", "--requests", "10"]).run();
+    let stderr = &out.stderr;
     assert!(!out.status.success());
     assert!(stderr.contains("--rounds must be at least 1"), "{stderr}");
     assert!(
@@ -133,14 +128,11 @@ fn bad_options_are_refused_before_anything_starts() {
 /// second run used to fail with "Address already in use".
 #[test]
 fn bench_over_ipc_runs_every_raw_baseline() {
-    let out = zmanager()
-        .args(["bench", "--transport", "ipc", "--requests", "200"])
+    let out = zmanager(["bench", "--transport", "ipc", "--requests", "200"])
         .args(["--in-flight", "20", "--journal", "off", "--warmup", "10"])
         .args(["--raw-messages", "2000", "--raw-runs", "3"])
-        .output()
-        .expect("run zmanager bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let raw = stdout
         .lines()

@@ -5,9 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
@@ -20,9 +19,10 @@ use zmanager::wire::envelope::{Envelope, Status};
 use zmanager::wire::error_code::ErrorCode;
 use zmanager::worker::executor::Executor;
 use zmanager_sdk::{ActionError, Component, Context, ErrorKind, Request};
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, json as decoded};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{library, runtime, temp, workspace_root, zmanager, zmanager_bin};
+use zmanager_tests::{library, runtime, temp, workspace_root};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -49,39 +49,8 @@ fn not_a_library() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn check(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = zmanager()
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("run zmanager check");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs a `zmanager` command that must exit by itself, killing it after
-/// `limit`.
-fn run_to_exit(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start zmanager");
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    panic!(
-        "zmanager did not exit within {limit:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = zmanager(["check"]).args(args).run();
+    (out.status.code(), out.stdout, out.stderr)
 }
 
 async fn recv(client: &mut RawClient) -> Received {
@@ -117,16 +86,14 @@ fn the_walkthrough_of_docs_components_md() {
 
     let node = TestNode::start_with(1, Some((&flows, &mappings)), &["--component", text(&lib)]);
     let send = |flow: &str, payload: &str| {
-        let out = Command::new(zmanager_bin())
-            .args(["send", flow, "--payload", payload])
+        let out = zmanager(["send", flow, "--payload", payload])
             .args(["--intake", &node.endpoints.intake])
             .args(["--publish", &node.endpoints.publish])
-            .output()
-            .expect("run zmanager send");
+            .run();
         (
             out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            out.stdout.trim().to_owned(),
+            out.stderr.trim().to_owned(),
         )
     };
     assert_eq!(
@@ -314,18 +281,17 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
         );
         assert!(stderr.contains(": 1 errors, 0 warnings"), "{stderr}");
 
-        let mut up = Command::new(zmanager_bin());
-        up.args([
+        let out = zmanager([
             "up",
             "--any-port",
             "--workers",
             "1",
             "--component",
             text(path),
-        ]);
-        let out = run_to_exit(up, LIMIT);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        ])
+        .timeout(LIMIT)
+        .run();
+        let (stdout, stderr) = (&out.stdout, &out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
         assert!(!stdout.contains("listening"), "{stdout}");
         assert!(
@@ -601,33 +567,28 @@ fn a_linked_component_that_no_code_names_serves_a_shipped_flow() {
 
     // As the flow file and the README show it, from the command line.
     let send = |service: &str| {
-        zmanager()
-            .args([
-                "send",
-                "SecureGreeting",
-                "--service",
-                service,
-                "-p",
-                r#"{"name": "ada"}"#,
-            ])
-            .args([
-                "--intake",
-                &node.endpoints.intake,
-                "--publish",
-                &node.endpoints.publish,
-            ])
-            .output()
-            .expect("run zmanager send")
+        zmanager([
+            "send",
+            "SecureGreeting",
+            "--service",
+            service,
+            "-p",
+            r#"{"name": "ada"}"#,
+        ])
+        .args([
+            "--intake",
+            &node.endpoints.intake,
+            "--publish",
+            &node.endpoints.publish,
+        ])
+        .run()
     };
     let out = send("ada");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "{\"greeting\":\"HELLO, ADA!\"}\n"
-    );
+    assert_eq!(out.stdout, "{\"greeting\":\"HELLO, ADA!\"}\n");
     let out = send("mallory");
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("forbidden: service \"mallory\""),
         "{stderr}"

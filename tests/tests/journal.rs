@@ -28,11 +28,12 @@ use zmanager::journal::{EventKind, Journal, MessageState, SqliteJournal, Summary
 use zmanager::wire::envelope::{Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::disk::SmallDisk;
 use zmanager_tests::node::{StandaloneWorker, TestNode, fixed_endpoints};
 use zmanager_tests::temp::{self, TempFile, config_file};
-use zmanager_tests::{kill, runtime, test_config, zmanager as zmanager_bin_command};
+use zmanager_tests::{kill, runtime, test_config};
 
 const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
 
@@ -791,12 +792,10 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
             ("q-1", "??done")
         );
         assert_eq!(json(&result.payload), serde_json::json!("noon"));
-        let out = zmanager_bin_command()
-            .args(["dlq", "list", "--data-dir"])
+        let out = zmanager(["dlq", "list", "--data-dir"])
             .arg(&node.data_dir)
-            .output()
-            .expect("run zmanager dlq list");
-        let listed = String::from_utf8_lossy(&out.stdout);
+            .run();
+        let listed = out.stdout;
         assert!(
             listed.contains("id=poison"),
             "the dead letter is gone:\n{listed}"

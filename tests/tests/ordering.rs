@@ -15,10 +15,11 @@ use zmanager::client::{Service, ServiceOptions};
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received};
 use zmanager_tests::node::node_with;
 use zmanager_tests::temp::TempFile;
-use zmanager_tests::{kill, runtime, zmanager_bin};
+use zmanager_tests::{kill, runtime};
 
 #[derive(Serialize)]
 struct Record<'a> {
@@ -257,11 +258,8 @@ fn a_failing_action_is_retried_after_the_policys_delays_then_dead_lettered() {
     }
 
     let data_dir = node.data_dir.to_str().expect("utf-8 path");
-    let out = std::process::Command::new(zmanager_bin())
-        .args(["dlq", "show", "1", "--data-dir", data_dir])
-        .output()
-        .expect("run zmanager dlq show");
-    let shown = String::from_utf8_lossy(&out.stdout);
+    let out = zmanager(["dlq", "show", "1", "--data-dir", data_dir]).run();
+    let shown = &out.stdout;
     assert!(out.status.success(), "{shown}");
     let attempts = shown
         .lines()

@@ -9,9 +9,10 @@ use serde_json::json;
 use zmanager::security::{self, Key};
 use zmanager::wire::envelope::{Envelope, Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::msgpack;
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{temp, zmanager};
+use zmanager_tests::temp;
 
 /// A service's two libzmq sockets, with its own key pair.
 struct Client {
@@ -471,8 +472,7 @@ fn a_worker_started_by_hand_joins_with_a_listed_key() {
     let path = dir.path().join("node.toml");
     std::fs::write(&path, config).expect("write the configuration");
     let node = TestNode::start_fixed(0, None, &["--config", path.to_str().expect("utf-8")]);
-    let mut worker = zmanager()
-        .args(["worker", "--endpoint", &node.endpoints.workers])
+    let mut worker = zmanager(["worker", "--endpoint", &node.endpoints.workers])
         .args(["--identity", "by-hand.1"])
         .arg("--key-file")
         .arg(dir.path().join("worker.key"))
@@ -481,8 +481,7 @@ fn a_worker_started_by_hand_joins_with_a_listed_key() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the worker");
+        .spawn();
     let ada = Client::connect(&node, &server, ada_keys, "ada");
     assert!(ada.handshake(Duration::from_secs(10)));
     ada.send(
@@ -504,31 +503,21 @@ fn a_worker_started_by_hand_joins_with_a_listed_key() {
 fn keys_new_writes_a_pair_once() {
     let dir = temp::dir("keys");
     let name = dir.path().join("svc");
-    let out = zmanager()
-        .args(["keys", "new"])
-        .arg(&name)
-        .output()
-        .expect("run");
+    let out = zmanager(["keys", "new"]).arg(&name).run();
     assert!(out.status.success(), "{out:?}");
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let printed = out.stdout;
     let (public, _) = security::read_key_file(&dir.path().join("svc.key")).expect("a key file");
     assert_eq!(
         printed,
         format!("public_key = \"{}\"\n", security::z85(&public))
     );
-    let shown = zmanager()
-        .args(["keys", "show"])
+    let shown = zmanager(["keys", "show"])
         .arg(dir.path().join("svc.key"))
-        .output()
-        .expect("run");
-    assert_eq!(String::from_utf8_lossy(&shown.stdout), printed);
-    let again = zmanager()
-        .args(["keys", "new"])
-        .arg(&name)
-        .output()
-        .expect("run");
+        .run();
+    assert_eq!(shown.stdout, printed);
+    let again = zmanager(["keys", "new"]).arg(&name).run();
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+    assert!(again.stderr.contains("File exists"));
 }
 
 /// The Rust client with keys: `Service` as ada is served; without keys it
@@ -592,33 +581,29 @@ fn the_rust_client_and_the_cli_connect_with_keys() {
     });
 
     let config = dir.path().join("node.toml");
-    let out = zmanager()
-        .args([
-            "send",
-            "Greeting",
-            "--payload",
-            r#"{"name":"cy"}"#,
-            "--timeout",
-            "20",
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--key-file")
-        .arg(dir.path().join("ada.key"))
-        .output()
-        .expect("run send");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = zmanager([
+        "send",
+        "Greeting",
+        "--payload",
+        r#"{"name":"cy"}"#,
+        "--timeout",
+        "20",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--key-file")
+    .arg(dir.path().join("ada.key"))
+    .run();
+    let stdout = &out.stdout;
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("HELLO, CY!"), "{stdout}");
     // Without the key, the same command gets nothing back and says why.
-    let out = zmanager()
-        .args(["send", "Greeting", "--payload", "{}", "--timeout", "3"])
+    let out = zmanager(["send", "Greeting", "--payload", "{}", "--timeout", "3"])
         .arg("--config")
         .arg(&config)
-        .output()
-        .expect("run send");
+        .run();
     assert!(!out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(stderr.contains("With keys"), "{stderr}");
 }
 
