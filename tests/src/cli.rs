@@ -1,6 +1,6 @@
 //! The one way the tests run the `zmanager` command.
 //!
-//! [`zmanager`] starts a [`Cli`] with its arguments; more arguments, the
+//! [`zmanager()`] starts a [`Cli`] with its arguments; more arguments, the
 //! environment, the working directory (the workspace root unless told
 //! otherwise) and standard input are added to it, then
 //!
