@@ -2,14 +2,15 @@
 //! directory, so that a node's data directory can fill up. Mounting needs
 //! root (CI runs as root); it is unmounted on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A tmpfs mounted on a directory of its own; unmounted and removed on
 /// drop.
 #[derive(Debug)]
 pub struct SmallDisk {
-    dir: PathBuf,
+    /// The mount point, a temp directory: removed once unmounted.
+    dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
@@ -17,47 +18,43 @@ impl SmallDisk {
     /// a fresh directory in the temp directory. The error says why not
     /// (typically: not root).
     pub fn mount(size: &str) -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "zmanager-small-disk-{}-{}",
-            std::process::id(),
-            crate::node::next_id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("zmanager-small-disk-")
+            .tempdir()
+            .map_err(|e| format!("create a temp directory: {e}"))?;
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
+            .arg(dir.path())
             .output();
+        // Not mounted: `dir` is removed as it drops.
         match out {
             Ok(out) if out.status.success() => Ok(Self { dir }),
-            Ok(out) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(format!("run mount: {e}"))
-            }
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Err(e) => Err(format!("run mount: {e}")),
         }
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let unmounted = Command::new("umount")
-            .arg(&self.dir)
+            .arg(self.dir.path())
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if !unmounted {
             // Still busy (a process of the test not reaped yet): detach it
             // now, the kernel frees it when the last file closes.
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
-        let _ = std::fs::remove_dir(&self.dir);
+        // `dir`, empty now, is removed as it drops after this.
     }
 }

@@ -9,10 +9,12 @@ use std::time::Duration;
 use zmanager::client::{Service, ServiceOptions};
 use zmanager::wire::envelope::{Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, json, msgpack};
-use zmanager_tests::node::{TestNode, config_file};
+use zmanager_tests::node::TestNode;
 use zmanager_tests::runtime;
-use zmanager_tests::{test_config, zmanager};
+use zmanager_tests::temp::config_file;
+use zmanager_tests::test_config;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -150,13 +152,11 @@ struct ServiceManager(std::process::Child);
 
 impl ServiceManager {
     fn start(node: &TestNode) -> Self {
-        let mut child = zmanager()
-            .args(["services", "serve", "--intake", &node.endpoints.intake])
+        let mut child = zmanager(["services", "serve", "--intake", &node.endpoints.intake])
             .args(["--publish", &node.endpoints.publish])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start zmanager services serve");
+            .spawn();
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
@@ -175,17 +175,11 @@ impl Drop for ServiceManager {
 
 /// Runs `zmanager <args> --intake .. --publish ..`; returns (success, stdout, stderr).
 fn cli(node: &TestNode, args: &[&str]) -> (bool, String, String) {
-    let out = zmanager()
-        .args(args)
+    let out = zmanager(args)
         .args(["--intake", &node.endpoints.intake])
         .args(["--publish", &node.endpoints.publish])
-        .output()
-        .expect("run zmanager");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run();
+    (out.status.success(), out.stdout, out.stderr)
 }
 
 #[test]

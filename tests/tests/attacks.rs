@@ -10,9 +10,10 @@ use serde_json::json;
 use zmanager::security::operator::OperatorCookie;
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, msgpack};
-use zmanager_tests::node::{TempDir, TestNode};
-use zmanager_tests::{runtime, zmanager};
+use zmanager_tests::node::TestNode;
+use zmanager_tests::{runtime, temp};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -126,7 +127,7 @@ fn a_flow_marks_the_steps_a_request_may_start_at() {
 /// it, it starts and says why that is dangerous.
 #[test]
 fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
-    let dir = TempDir::new("exposed");
+    let dir = temp::dir("exposed");
     let data_dir = dir.path().join("data");
     let config = dir.path().join("node.toml");
     std::fs::write(
@@ -137,13 +138,9 @@ fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
         ),
     )
     .expect("write the configuration");
-    let out = zmanager()
-        .args(["up", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run zmanager up");
+    let out = zmanager(["up", "--config"]).arg(&config).run();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = out.stderr;
     assert!(
         stderr.contains("intake tcp://0.0.0.0:0 would listen beyond this machine")
             && stderr.contains("--insecure"),
@@ -154,14 +151,12 @@ fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
         "a refused node touches no data directory"
     );
 
-    let mut node = zmanager()
-        .args(["up", "--insecure", "--exit-with-parent", "--config"])
+    let mut node = zmanager(["up", "--insecure", "--exit-with-parent", "--config"])
         .arg(&config)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("start zmanager up --insecure");
+        .spawn();
     let mut line = String::new();
     BufReader::new(node.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -277,12 +272,8 @@ fn a_huge_frame_header_closes_that_connection_and_the_node_serves_on() {
 fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
     let node = TestNode::start(1);
     let e = node.endpoints.clone();
-    let mut rng = zmanager_tests::Lcg(0x5eed);
-    let mut random = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| u8::try_from(rng.next(256)).expect("a byte"))
-            .collect()
-    };
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut random = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.u8(..)).collect() };
     for endpoint in [&e.intake, &e.workers, &e.publish] {
         let mut truncated = zmtp_handshake("PUSH");
         truncated.truncate(40);
@@ -321,15 +312,13 @@ fn garbage_and_a_million_random_frames_do_not_stop_the_node() {
         let mut push = zeromq::PushSocket::new();
         push.connect(&e.intake).await.expect("connect");
         let mut frames_sent = 0usize;
-        let mut rng = zmanager_tests::Lcg(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         while frames_sent < 1_000_000 {
-            let count = 1 + rng.next(5);
+            let count = 1 + rng.usize(..5);
             let frames: Vec<bytes::Bytes> = (0..count)
                 .map(|_| {
-                    let len = rng.next(48);
-                    let frame: Vec<u8> = (0..len)
-                        .map(|_| u8::try_from(rng.next(256)).expect("a byte"))
-                        .collect();
+                    let len = rng.usize(..48);
+                    let frame: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
                     bytes::Bytes::from(frame)
                 })
                 .collect();
@@ -389,7 +378,7 @@ fn pinged(node: &TestNode, context: &zmq::Context, service: &str, limit: Duratio
 /// leaves no trace in it.
 #[test]
 fn a_socket_keeps_at_most_max_connections_open() {
-    let dir = TempDir::new("max-connections");
+    let dir = temp::dir("max-connections");
     let config = dir.path().join("node.toml");
     std::fs::write(&config, "max_connections = 8\nhandshake_timeout_ms = 500\n")
         .expect("write the configuration");

@@ -2,13 +2,14 @@
 //! figure and writes them as JSON. No timing is asserted: the figures are
 //! the benchmark's to print, not a test's to judge.
 
-use zmanager_tests::zmanager;
+use zmanager_tests::cli::zmanager;
+use zmanager_tests::temp;
 
 #[test]
 fn bench_runs_end_to_end_and_reports_every_figure() {
-    let json = std::env::temp_dir().join(format!("zmanager-bench-{}.json", std::process::id()));
-    let out = zmanager()
-        .args(["bench", "--requests", "300", "--in-flight", "20"])
+    let dir = temp::dir("bench");
+    let json = dir.path().join("bench.json");
+    let out = zmanager(["bench", "--requests", "300", "--in-flight", "20"])
         .args([
             "--services",
             "2",
@@ -27,10 +28,8 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
             "--json",
         ])
         .arg(&json)
-        .output()
-        .expect("run zmanager bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for field in [
         "throughput",
@@ -60,7 +59,6 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
     );
 
     let text = std::fs::read_to_string(&json).expect("the JSON file");
-    let _ = std::fs::remove_file(&json);
     let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(report["completed"], 300, "{report:#}");
     assert_eq!(report["errors"], 0, "{report:#}");
@@ -116,11 +114,8 @@ fn bench_runs_end_to_end_and_reports_every_figure() {
 
 #[test]
 fn bad_options_are_refused_before_anything_starts() {
-    let out = zmanager()
-        .args(["bench", "--rounds", "0", "--requests", "10"])
-        .output()
-        .expect("run zmanager bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = zmanager(["bench", "--rounds", "0", "--requests", "10"]).run();
+    let stderr = &out.stderr;
     assert!(!out.status.success());
     assert!(stderr.contains("--rounds must be at least 1"), "{stderr}");
     assert!(
@@ -133,14 +128,11 @@ fn bad_options_are_refused_before_anything_starts() {
 /// second run used to fail with "Address already in use".
 #[test]
 fn bench_over_ipc_runs_every_raw_baseline() {
-    let out = zmanager()
-        .args(["bench", "--transport", "ipc", "--requests", "200"])
+    let out = zmanager(["bench", "--transport", "ipc", "--requests", "200"])
         .args(["--in-flight", "20", "--journal", "off", "--warmup", "10"])
         .args(["--raw-messages", "2000", "--raw-runs", "3"])
-        .output()
-        .expect("run zmanager bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let raw = stdout
         .lines()

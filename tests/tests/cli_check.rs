@@ -3,28 +3,25 @@
 use std::fs;
 use std::path::Path;
 
-use zmanager_tests::zmanager;
+use zmanager_tests::cli::zmanager;
+use zmanager_tests::temp;
 
 fn write(dir: &Path, name: &str, text: &str) {
     fs::write(dir.join(name), text).expect("write test file");
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("zmanager-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("flows")).expect("mkdir");
-    fs::create_dir_all(dir.join("mappings")).expect("mkdir");
+/// A fresh directory with empty `flows/` and `mappings/`, removed on drop.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    let dir = temp::dir(name);
+    fs::create_dir_all(dir.path().join("flows")).expect("mkdir");
+    fs::create_dir_all(dir.path().join("mappings")).expect("mkdir");
     dir
 }
 
 #[test]
 fn shipped_files_pass_and_print_each_step() {
-    let out = zmanager()
-        .arg("check")
-        .output()
-        .expect("run zmanager check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = zmanager(["check"]).run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("flow Greeting"), "{stdout}");
     assert!(
@@ -39,15 +36,10 @@ fn shipped_files_pass_and_print_each_step() {
 #[test]
 fn check_and_up_agree_on_the_defaults() {
     let dir = temp_dir("defaults");
-    let empty = dir.join("empty");
+    let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).expect("mkdir");
-    let out = zmanager()
-        .arg("check")
-        .current_dir(&empty)
-        .output()
-        .expect("run zmanager check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = zmanager(["check"]).current_dir(&empty).run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("flow Greeting"), "{stdout}");
     assert!(stdout.contains("flow Echo"), "{stdout}");
@@ -55,7 +47,8 @@ fn check_and_up_agree_on_the_defaults() {
 
 #[test]
 fn a_broken_configuration_reports_every_error_at_once() {
-    let dir = temp_dir("broken");
+    let temp = temp_dir("broken");
+    let dir = temp.path();
     write(
         &dir.join("flows"),
         "a.ini",
@@ -76,16 +69,13 @@ fn a_broken_configuration_reports_every_error_at_once() {
         "m2.toml",
         "[actionmapping]\n\"??x\" = \"D.x\"\n",
     );
-    let out = zmanager()
-        .arg("check")
+    let out = zmanager(["check"])
         .arg("--flows")
         .arg(dir.join("flows"))
         .arg("--mappings")
         .arg(dir.join("mappings"))
-        .output()
-        .expect("run zmanager check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     for expected in [
         "a.ini:3: error: step `?Orders?validate` of flow Orders maps to nothing",
@@ -101,16 +91,12 @@ fn a_broken_configuration_reports_every_error_at_once() {
         );
     }
     assert!(stderr.contains("6 errors"), "{stderr}");
-    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_missing_directory_is_a_clear_error() {
-    let out = zmanager()
-        .args(["check", "--flows", "no-such-dir"])
-        .output()
-        .expect("run zmanager check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = zmanager(["check", "--flows", "no-such-dir"]).run();
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr.contains("no-such-dir: error: cannot read directory"),
@@ -123,21 +109,20 @@ fn a_missing_directory_is_a_clear_error() {
 /// flow's `moderator`), and says nothing once the service is listed.
 #[test]
 fn a_step_given_to_a_service_security_does_not_list_is_a_warning() {
-    let dir = temp_dir("service-steps");
+    let temp = temp_dir("service-steps");
+    let dir = temp.path();
     let key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
     let check = |services: &str| {
         write(
-            &dir,
+            dir,
             "node.toml",
             &format!("[security]\nkey_file = \"node.key\"\n{services}"),
         );
-        let out = zmanager()
-            .args(["check", "--quiet", "--config"])
+        let out = zmanager(["check", "--quiet", "--config"])
             .arg(dir.join("node.toml"))
-            .output()
-            .expect("run zmanager check");
+            .run();
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        out.stderr
     };
     let warned = check(&format!(
         "[[security.service]]\nid = \"ada\"\npublic_key = \"{key}\"\n"

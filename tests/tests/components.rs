@@ -5,9 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
@@ -20,9 +19,10 @@ use zmanager::wire::envelope::{Envelope, Status};
 use zmanager::wire::error_code::ErrorCode;
 use zmanager::worker::executor::Executor;
 use zmanager_sdk::{ActionError, Component, Context, ErrorKind, Request};
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, json as decoded};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{library, runtime, workspace_root, zmanager, zmanager_bin};
+use zmanager_tests::{library, runtime, temp, workspace_root};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -39,49 +39,18 @@ fn text(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// A text file named like a shared library.
-fn not_a_library() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zmanager-components-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let path = dir.join("libnot_a_library.so");
+/// A text file named like a shared library, in a temp directory (removed
+/// on drop).
+fn not_a_library() -> (tempfile::TempDir, PathBuf) {
+    let dir = temp::dir("components");
+    let path = dir.path().join("libnot_a_library.so");
     std::fs::write(&path, "this is a text file, not a library\n").expect("write");
-    path
+    (dir, path)
 }
 
 fn check(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = zmanager()
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("run zmanager check");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs a `zmanager` command that must exit by itself, killing it after
-/// `limit`.
-fn run_to_exit(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start zmanager");
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
-    panic!(
-        "zmanager did not exit within {limit:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = zmanager(["check"]).args(args).run();
+    (out.status.code(), out.stdout, out.stderr)
 }
 
 async fn recv(client: &mut RawClient) -> Received {
@@ -117,16 +86,14 @@ fn the_walkthrough_of_docs_components_md() {
 
     let node = TestNode::start_with(1, Some((&flows, &mappings)), &["--component", text(&lib)]);
     let send = |flow: &str, payload: &str| {
-        let out = Command::new(zmanager_bin())
-            .args(["send", flow, "--payload", payload])
+        let out = zmanager(["send", flow, "--payload", payload])
             .args(["--intake", &node.endpoints.intake])
             .args(["--publish", &node.endpoints.publish])
-            .output()
-            .expect("run zmanager send");
+            .run();
         (
             out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            out.stdout.trim().to_owned(),
+            out.stderr.trim().to_owned(),
         )
     };
     assert_eq!(
@@ -155,14 +122,13 @@ fn the_walkthrough_of_docs_components_md() {
 
     // The same node, from its configuration file (step 7's other form):
     // only the library path differs, since the test's profile decides it.
-    let dir = std::env::temp_dir().join(format!("zmanager-walkthrough-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = temp::dir("walkthrough");
     let shipped = std::fs::read_to_string(reverse_dir().join("node.toml")).expect("node.toml");
     assert!(
         shipped.contains("components = [\"../../target/debug/libzmanager_component_reverse.so\"]"),
         "{shipped}"
     );
-    let config = dir.join("node.toml");
+    let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
         format!(
@@ -175,7 +141,6 @@ fn the_walkthrough_of_docs_components_md() {
     .expect("write config");
     let (code, stdout, stderr) = check(&["--quiet", "--config", text(&config)]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -281,6 +246,7 @@ fn docs_components_md_shows_the_example_files() {
 /// reason, and stops `zmanager up` before it listens.
 #[test]
 fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
+    let (_not_a_library_dir, not_a_library) = not_a_library();
     let cases = [
         (
             library("zmanager-fixture-wrong-abi"),
@@ -293,7 +259,7 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
                 .to_owned(),
         ),
         (
-            not_a_library(),
+            not_a_library,
             "error: cannot load it as a shared library: ".to_owned(),
         ),
         (
@@ -315,18 +281,17 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
         );
         assert!(stderr.contains(": 1 errors, 0 warnings"), "{stderr}");
 
-        let mut up = Command::new(zmanager_bin());
-        up.args([
+        let out = zmanager([
             "up",
             "--any-port",
             "--workers",
             "1",
             "--component",
             text(path),
-        ]);
-        let out = run_to_exit(up, LIMIT);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        ])
+        .timeout(LIMIT)
+        .run();
+        let (stdout, stderr) = (&out.stdout, &out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
         assert!(!stdout.contains("listening"), "{stdout}");
         assert!(
@@ -334,7 +299,6 @@ fn a_library_that_cannot_be_used_is_refused_with_its_reason() {
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    let _ = std::fs::remove_file(not_a_library());
 }
 
 #[test]
@@ -368,8 +332,8 @@ fn a_shared_object_that_is_not_a_component_is_refused() {
 #[test]
 fn check_compares_loaded_components_with_the_mappings() {
     let lib = library("zmanager-component-reverse");
-    let dir = std::env::temp_dir().join(format!("zmanager-check-dyn-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = temp::dir("check-dyn");
+    let dir = temp.path();
     for sub in ["flows", "mappings"] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
@@ -426,7 +390,6 @@ fn check_compares_loaded_components_with_the_mappings() {
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The same component code, linked into this test and loaded from its own
@@ -604,33 +567,28 @@ fn a_linked_component_that_no_code_names_serves_a_shipped_flow() {
 
     // As the flow file and the README show it, from the command line.
     let send = |service: &str| {
-        zmanager()
-            .args([
-                "send",
-                "SecureGreeting",
-                "--service",
-                service,
-                "-p",
-                r#"{"name": "ada"}"#,
-            ])
-            .args([
-                "--intake",
-                &node.endpoints.intake,
-                "--publish",
-                &node.endpoints.publish,
-            ])
-            .output()
-            .expect("run zmanager send")
+        zmanager([
+            "send",
+            "SecureGreeting",
+            "--service",
+            service,
+            "-p",
+            r#"{"name": "ada"}"#,
+        ])
+        .args([
+            "--intake",
+            &node.endpoints.intake,
+            "--publish",
+            &node.endpoints.publish,
+        ])
+        .run()
     };
     let out = send("ada");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "{\"greeting\":\"HELLO, ADA!\"}\n"
-    );
+    assert_eq!(out.stdout, "{\"greeting\":\"HELLO, ADA!\"}\n");
     let out = send("mallory");
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("forbidden: service \"mallory\""),
         "{stderr}"

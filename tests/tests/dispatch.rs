@@ -1,24 +1,24 @@
 //! Dispatch accounts for worker readiness; the node runs over ipc too; the
 //! `send` and `subscribe` commands work against a real node.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use zmanager::wire::envelope::Status;
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::load::collect;
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{kill, runtime, test_config, zmanager_bin};
+use zmanager_tests::{kill, runtime, temp, test_config};
 
 /// With PUSH round-robin (DigitalPy), a stalled worker gets half of all
 /// requests. With credits it holds at most its window; the rest flows
 /// through the healthy worker, and the held ones finish when it resumes.
 #[test]
 fn a_stalled_worker_holds_at_most_its_window() {
-    let dir = std::env::temp_dir().join(format!("zmanager-window-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let config = dir.join("node.toml");
+    let dir = temp::dir("window");
+    let config = dir.path().join("node.toml");
     std::fs::write(&config, "window = 8\nbatch = 4\n").expect("write config");
     let (flows, mappings) = test_config();
     let node = TestNode::start_with(
@@ -60,21 +60,18 @@ fn a_stalled_worker_holds_at_most_its_window() {
         println!("{report}");
         report.assert_clean();
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_node_runs_over_ipc() {
-    let dir = std::env::temp_dir().join(format!("zmanager-ipc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp::dir("ipc");
     // A stale socket file left by a dead node must not stop a new one.
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("intake.sock"), b"stale").expect("write stale file");
+    std::fs::write(dir.path().join("intake.sock"), b"stale").expect("write stale file");
     let (flows, mappings) = test_config();
     let node = TestNode::start_with(
         1,
         Some((&flows, &mappings)),
-        &["--ipc", dir.to_str().expect("utf-8 path")],
+        &["--ipc", dir.path().to_str().expect("utf-8 path")],
     );
     assert!(
         node.endpoints.intake.starts_with("ipc://"),
@@ -96,70 +93,53 @@ fn the_node_runs_over_ipc() {
         );
     });
     drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn send_and_subscribe_commands() {
     let node = TestNode::start(1);
-    let subscriber = Command::new(zmanager_bin())
-        .args([
-            "subscribe",
-            "--publish",
-            &node.endpoints.publish,
-            "-n",
-            "1",
-            "@reply~cli-",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start zmanager subscribe");
+    let subscriber = zmanager([
+        "subscribe",
+        "--publish",
+        &node.endpoints.publish,
+        "-n",
+        "1",
+        "@reply~cli-",
+    ])
+    .stdout(Stdio::piped())
+    .spawn();
     // Let the subscription reach the publisher before anything is published.
     std::thread::sleep(Duration::from_millis(500));
 
-    let out = Command::new(zmanager_bin())
-        .args(["send", "Greeting", "--payload", r#"{"name": " ada "}"#])
+    let out = zmanager(["send", "Greeting", "--payload", r#"{"name": " ada "}"#])
         .args([
             "--intake",
             &node.endpoints.intake,
             "--publish",
             &node.endpoints.publish,
         ])
-        .output()
-        .expect("run zmanager send");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"greeting":"HELLO, ADA!"}"#
-    );
+        .run();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), r#"{"greeting":"HELLO, ADA!"}"#);
 
-    let out = Command::new(zmanager_bin())
-        .args(["send", "Fail", "--payload", "1"])
+    let out = zmanager(["send", "Fail", "--payload", "1"])
         .args([
             "--intake",
             &node.endpoints.intake,
             "--publish",
             &node.endpoints.publish,
         ])
-        .output()
-        .expect("run zmanager send");
+        .run();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("error 7 (action_failed) at `?Fail?fail`"),
         "{stderr}"
     );
 
-    let out = Command::new(zmanager_bin())
-        .args(["send", "Greeting", "--payload", "{not json"])
-        .output()
-        .expect("run zmanager send");
+    let out = zmanager(["send", "Greeting", "--payload", "{not json"]).run();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--payload is not JSON"));
+    assert!(out.stderr.contains("--payload is not JSON"));
 
     // The subscriber saw the first command's ping (the first message on a
     // `@reply~cli-…` topic) and stopped after one message.
@@ -181,13 +161,11 @@ fn send_without_a_node_gives_up_within_its_timeout() {
     };
     let (intake, publish) = (free(), free());
     let started = Instant::now();
-    let out = Command::new(zmanager_bin())
-        .args(["send", "Greeting", "--timeout", "2"])
+    let out = zmanager(["send", "Greeting", "--timeout", "2"])
         .args(["--intake", &intake, "--publish", &publish])
-        .output()
-        .expect("run zmanager send");
+        .run();
     let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(took < Duration::from_secs(6), "took {took:?}: {stderr}");
     let line = stderr.trim();
@@ -205,21 +183,19 @@ fn send_without_a_node_gives_up_within_its_timeout() {
 #[test]
 fn commands_find_the_node_through_its_configuration() {
     let node = TestNode::start_builtin(1);
-    let temp = zmanager_tests::node::TempDir::new("config-cmds");
+    let temp = temp::dir("config-cmds");
     let dir = temp.path().to_path_buf();
     let data_dir = format!("data_dir = {:?}", node.data_dir.display().to_string());
     let config = node.write_config(&dir, &data_dir);
     let run = |args: &[&str], env: bool| {
-        let mut command = Command::new(zmanager_bin());
-        command.args(args).current_dir(&dir);
-        if env {
-            command.env("ZMANAGER_CONFIG", &config);
+        let command = zmanager(args).current_dir(&dir);
+        let command = if env {
+            command.env("ZMANAGER_CONFIG", &config)
         } else {
-            command.arg("--config").arg(&config);
-        }
-        let out = command.output().expect("run zmanager");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            command.arg("--config").arg(&config)
+        };
+        let out = command.run();
+        let (stdout, stderr) = (out.stdout, out.stderr);
         assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
         stdout
     };
@@ -241,20 +217,16 @@ fn commands_find_the_node_through_its_configuration() {
     run(&["dlq", "list"], false);
     run(&["journal", "stats"], true);
     // And one value each, without a configuration.
-    let out = Command::new(zmanager_bin())
-        .args(["send", "Echo", "--payload", "8", "--timeout", "20"])
+    let out = zmanager(["send", "Echo", "--payload", "8", "--timeout", "20"])
         .env("ZMANAGER_INTAKE", &node.endpoints.intake)
         .env("ZMANAGER_PUBLISH", &node.endpoints.publish)
         .current_dir(&dir)
-        .output()
-        .expect("run zmanager send");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "{out:?}");
-    let out = Command::new(zmanager_bin())
-        .args(["journal", "stats"])
+        .run();
+    assert_eq!(out.stdout.trim(), "8", "{out:?}");
+    let out = zmanager(["journal", "stats"])
         .env("ZMANAGER_DATA_DIR", &node.data_dir)
         .current_dir(&dir)
-        .output()
-        .expect("run zmanager journal stats");
+        .run();
     assert!(out.status.success(), "{out:?}");
     assert!(!dir.join("zmanager-data").exists());
 }

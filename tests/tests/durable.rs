@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use zmanager::client::{Service, ServiceOptions};
 use zmanager::services::durable::DurableInfo;
 use zmanager::services::registry;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, msgpack};
-use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
+use zmanager_tests::node::{TestNode, fixed_endpoints};
 use zmanager_tests::runtime;
+use zmanager_tests::temp::config_file;
 
 const PREFIX: &str = "Echo~~~~done";
 
@@ -175,12 +177,10 @@ fn past_its_retention_bound_a_subscription_counts_what_it_dropped() {
             .expect("subscribes again");
         let first = log.next().await.expect("no error").expect("a message");
         assert_eq!(first.seq, 201, "the kept ones: after the 200 dropped");
-        let out = zmanager_tests::zmanager()
-            .args(["services", "--intake", &node.endpoints.intake])
+        let out = zmanager(["services", "--intake", &node.endpoints.intake])
             .args(["--publish", &node.endpoints.publish])
-            .output()
-            .expect("run zmanager services");
-        let shown = String::from_utf8_lossy(&out.stdout);
+            .run();
+        let shown = out.stdout;
         let row = shown
             .lines()
             .find(|l| l.starts_with("audit\tlog\t"))
@@ -200,16 +200,13 @@ fn zmanager_subscribe_durable_goes_on_where_it_stopped() {
         node.endpoints.publish.clone(),
     );
     let cli = move |count: &str| {
-        let mut cmd = zmanager_tests::zmanager();
-        cmd.args(["subscribe", "--durable", "cli", "--service", "audit"])
+        zmanager(["subscribe", "--durable", "cli", "--service", "audit"])
             .args(["--intake", intake.as_str()])
             .args(["--publish", publish_at.as_str()])
             .args(["-n", count, PREFIX])
-            .stdout(std::process::Stdio::piped());
-        cmd
     };
     runtime().block_on(async {
-        let first = cli("2").spawn().expect("run zmanager subscribe");
+        let first = cli("2").stdout(std::process::Stdio::piped()).spawn();
         let watcher = Service::connect(ServiceOptions::with_endpoints("watch", &node.endpoints))
             .await
             .expect("connects");
@@ -236,11 +233,10 @@ fn zmanager_subscribe_durable_goes_on_where_it_stopped() {
             "{printed}"
         );
         let again = cli.clone();
-        let second = tokio::task::spawn_blocking(move || again("1").output())
+        let second = tokio::task::spawn_blocking(move || again("1").run())
             .await
-            .expect("joined")
-            .expect("ran");
-        let printed = String::from_utf8_lossy(&second.stdout).into_owned();
+            .expect("joined");
+        let printed = second.stdout;
         assert!(
             printed.starts_with("3 Echo~~~~done id=e-00002 "),
             "the next one, not one again: {printed}"

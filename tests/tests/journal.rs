@@ -28,12 +28,12 @@ use zmanager::journal::{EventKind, Journal, MessageState, SqliteJournal, Summary
 use zmanager::wire::envelope::{Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::disk::SmallDisk;
-use zmanager_tests::node::{
-    StandaloneWorker, TempDir, TempFile, TestNode, config_file, fixed_endpoints,
-};
-use zmanager_tests::{kill, runtime, test_config, zmanager as zmanager_bin_command};
+use zmanager_tests::node::{StandaloneWorker, TestNode, fixed_endpoints};
+use zmanager_tests::temp::{self, TempFile, config_file};
+use zmanager_tests::{kill, runtime, test_config};
 
 const TIMING: [&str; 4] = ["--heartbeat-ms", "200", "--liveness-ms", "1000"];
 
@@ -792,12 +792,10 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
             ("q-1", "??done")
         );
         assert_eq!(json(&result.payload), serde_json::json!("noon"));
-        let out = zmanager_bin_command()
-            .args(["dlq", "list", "--data-dir"])
+        let out = zmanager(["dlq", "list", "--data-dir"])
             .arg(&node.data_dir)
-            .output()
-            .expect("run zmanager dlq list");
-        let listed = String::from_utf8_lossy(&out.stdout);
+            .run();
+        let listed = out.stdout;
         assert!(
             listed.contains("id=poison"),
             "the dead letter is gone:\n{listed}"
@@ -973,7 +971,7 @@ fn an_ordered_flow_keeps_its_order_across_a_whole_node_kill() {
     const PER_KEY: u64 = 500;
     let (mut node, _config) = fixed_node("[journal]\nsync = \"full\"");
     let log = TempFile::new("ordered-kill-log", "");
-    let log_path = log.0.display().to_string();
+    let log_path = log.path().to_owned();
     let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
     let mut acked = HashSet::new();
     // Results, counted apart from the component's calls: a request run
@@ -1004,7 +1002,7 @@ fn an_ordered_flow_keeps_its_order_across_a_whole_node_kill() {
             if let Some(r) = client.recv(Duration::from_millis(2)).await {
                 take_ordered(&r, &mut acked, &mut results);
             }
-            let calls = std::fs::read(&log.0).map_or(0, |t| line_count(&t));
+            let calls = std::fs::read(log.path()).map_or(0, |t| line_count(&t));
             if calls >= KEYS * PER_KEY / 3 {
                 break;
             }
@@ -1023,7 +1021,7 @@ fn an_ordered_flow_keeps_its_order_across_a_whole_node_kill() {
         // Until every acknowledged request reached the component.
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&log.0).unwrap_or_default();
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
             let recorded: HashSet<String> = text
                 .lines()
                 .filter_map(|l| {
@@ -1043,7 +1041,7 @@ fn an_ordered_flow_keeps_its_order_across_a_whole_node_kill() {
             take_ordered(&r, &mut acked, &mut results);
         }
     });
-    let text = std::fs::read_to_string(&log.0).expect("the record log");
+    let text = std::fs::read_to_string(log.path()).expect("the record log");
     let mut last: std::collections::HashMap<String, u64> = Default::default();
     let (mut out_of_order, mut repeats) = (0, 0);
     let mut recorded = HashSet::new();
@@ -1132,7 +1130,7 @@ fn a_full_disk_refuses_new_requests_and_loses_nothing_acknowledged() {
         }
     };
     let (mut node, _config) = fixed_node_in("[journal]\nsync = \"full\"", Some(disk.path()));
-    let larger = TempDir::new("full-disk-copy");
+    let larger = temp::dir("full-disk-copy");
     runtime().block_on(async {
         let running = workers(&node, &["f-a", "f-b"]);
         let mut client = RawClient::connect(&node.endpoints, SERVICE).await;

@@ -2,8 +2,7 @@
 //! appending events with the library's `SqliteJournal` directly (not by a
 //! node recording them), and a replay into a real node.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,62 +10,49 @@ use zmanager::journal::{Event, Journal, SqliteJournal, SyncMode};
 use zmanager::wire::Message;
 use zmanager::wire::envelope::{Envelope, Kind};
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::{Output, zmanager};
 use zmanager_tests::client::{RawClient, json};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::{runtime, zmanager};
+use zmanager_tests::{runtime, temp};
 
 /// 2025-01-15T10:00:00Z, in microseconds since the epoch.
 const T0: u64 = 1_736_935_200_000_000;
 const SECOND: u64 = 1_000_000;
 
 /// A fresh data directory, removed on drop.
-struct DataDir(PathBuf);
+struct DataDir(tempfile::TempDir);
 
 impl DataDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "zmanager-journal-cli-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create data dir");
-        Self(dir)
+        Self(temp::dir(&format!("journal-cli-{name}")))
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// Appends `events` to the journal in this directory.
     fn record(&self, events: &[Event]) {
-        let journal = SqliteJournal::open(&self.0, SyncMode::Off).expect("open journal");
+        let journal = SqliteJournal::open(self.path(), SyncMode::Off).expect("open journal");
         journal.append(events).expect("append");
     }
 
     /// `zmanager journal <args> --data-dir <this>`.
     fn journal(&self, args: &[&str]) -> Output {
-        zmanager()
-            .arg("journal")
+        zmanager(["journal"])
             .args(args)
             .arg("--data-dir")
-            .arg(&self.0)
-            .output()
-            .expect("run zmanager journal")
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+            .arg(self.path())
+            .run()
     }
 }
 
 fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout.clone()
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    out.stderr.clone()
 }
 
 /// Asserts success and returns stdout.
@@ -282,12 +268,11 @@ fn show_prints_a_messages_whole_history() {
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let missing = std::env::temp_dir().join("zmanager-journal-cli-no-such-dir");
-    let out = zmanager()
-        .args(["journal", "stats", "--data-dir"])
+    let parent = temp::dir("journal-cli-no-such-dir");
+    let missing = parent.path().join("no-such-dir");
+    let out = zmanager(["journal", "stats", "--data-dir"])
         .arg(&missing)
-        .output()
-        .expect("run zmanager journal");
+        .run();
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
     assert!(
@@ -395,8 +380,7 @@ fn replay_reprocesses_exactly_a_time_range() {
             );
             let data_dir = dir.path().to_owned();
             move || {
-                zmanager()
-                    .args(["journal", "replay", "--since", since, "--until", until])
+                zmanager(["journal", "replay", "--since", since, "--until", until])
                     .args([
                         "--flow",
                         "Count",
@@ -407,8 +391,7 @@ fn replay_reprocesses_exactly_a_time_range() {
                     ])
                     .arg("--data-dir")
                     .arg(data_dir)
-                    .output()
-                    .expect("run zmanager journal replay")
+                    .run()
             }
         })
         .await
@@ -471,15 +454,13 @@ fn replay_reprocesses_exactly_a_time_range() {
 
 /// `zmanager journal replay --since T0 --until T0+1h` of `dir` into `node`.
 fn replay_into(dir: &DataDir, node: &TestNode) -> Output {
-    zmanager()
-        .args(["journal", "replay", "--since", "1736935200000000"])
+    zmanager(["journal", "replay", "--since", "1736935200000000"])
         .args(["--until", "1736938800000000"])
         .args(["--intake", &node.endpoints.intake])
         .args(["--publish", &node.endpoints.publish])
         .arg("--data-dir")
         .arg(dir.path())
-        .output()
-        .expect("run zmanager journal replay")
+        .run()
 }
 
 /// Requests of a flow ordered by `envelope`, as the node journals them

@@ -411,18 +411,16 @@ fn kill_9_of_the_node_leaves_no_orphan_worker() {
 #[test]
 fn a_second_node_on_the_same_endpoints_stops_before_touching_its_data() {
     let node = TestNode::start(0);
-    let dir = zmanager_tests::node::TempDir::new("second-up");
+    let dir = zmanager_tests::temp::dir("second-up");
     let config = node.write_config(dir.path(), "workers = 0");
     let data = dir.path().join("data");
-    let out = std::process::Command::new(zmanager_tests::zmanager_bin())
-        .arg("up")
+    let out = zmanager_tests::cli::zmanager(["up"])
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
         .arg(&data)
-        .output()
-        .expect("run zmanager up");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let stderr = &out.stderr;
     assert!(!out.status.success(), "{stderr}");
     assert_eq!(
         stderr.matches("Address already in use").count(),

@@ -15,9 +15,11 @@ use zmanager::client::{Service, ServiceOptions};
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received};
-use zmanager_tests::node::{TempFile, node_with};
-use zmanager_tests::{Lcg, kill, runtime, zmanager_bin};
+use zmanager_tests::node::node_with;
+use zmanager_tests::temp::TempFile;
+use zmanager_tests::{kill, runtime};
 
 #[derive(Serialize)]
 struct Record<'a> {
@@ -38,7 +40,7 @@ struct Call {
 }
 
 fn calls(log: &TempFile) -> Vec<Call> {
-    let text = std::fs::read_to_string(&log.0).expect("read the record log");
+    let text = std::fs::read_to_string(log.path()).expect("read the record log");
     text.lines()
         .map(|line| {
             let f: Vec<&str> = line.split(' ').collect();
@@ -95,8 +97,8 @@ fn keys_stay_in_order_while_workers_are_killed() {
     );
     assert_eq!(node.wait_for_workers(4).len(), 4);
     let log = TempFile::new("order-log", "");
-    let log_path = log.0.display().to_string();
-    let mut rng = Lcg(u64::from(std::process::id()));
+    let log_path = log.path().to_owned();
+    let mut rng = fastrand::Rng::with_seed(u64::from(std::process::id()));
     let mut kills = 0;
     let mut redelivered = 0;
     let start = Instant::now();
@@ -145,7 +147,7 @@ fn keys_stay_in_order_while_workers_are_killed() {
             if Instant::now() >= next_kill && pending.is_some() {
                 let workers = node.worker_pids();
                 if !workers.is_empty() {
-                    kill("KILL", workers[rng.next(workers.len())]);
+                    kill("KILL", workers[rng.usize(..workers.len())]);
                     kills += 1;
                 }
                 next_kill = Instant::now() + every;
@@ -195,7 +197,7 @@ async fn outcome(client: &mut RawClient, limit: Duration) -> Option<Received> {
 fn a_failing_action_is_retried_after_the_policys_delays_then_dead_lettered() {
     let (node, _config) = node_with(1, "heartbeat_ms = 200\nliveness_ms = 1000\n");
     let log = TempFile::new("retry-log", "");
-    let log_path = log.0.display().to_string();
+    let log_path = log.path().to_owned();
     let (result, echoes_done) = runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "retry").await;
         let failing = Record {
@@ -256,11 +258,8 @@ fn a_failing_action_is_retried_after_the_policys_delays_then_dead_lettered() {
     }
 
     let data_dir = node.data_dir.to_str().expect("utf-8 path");
-    let out = std::process::Command::new(zmanager_bin())
-        .args(["dlq", "show", "1", "--data-dir", data_dir])
-        .output()
-        .expect("run zmanager dlq show");
-    let shown = String::from_utf8_lossy(&out.stdout);
+    let out = zmanager(["dlq", "show", "1", "--data-dir", data_dir]).run();
+    let shown = &out.stdout;
     assert!(out.status.success(), "{shown}");
     let attempts = shown
         .lines()
@@ -276,7 +275,7 @@ fn a_failing_action_is_retried_after_the_policys_delays_then_dead_lettered() {
 fn a_non_retryable_error_is_dead_lettered_at_once() {
     let (node, _config) = node_with(1, "");
     let log = TempFile::new("no-retry-log", "");
-    let log_path = log.0.display().to_string();
+    let log_path = log.path().to_owned();
     let result = runtime().block_on(async {
         let mut client =
             RawClient::connect_with_prefix(&node.endpoints, "noretry", Some("@deadletter~Retry~"))
@@ -320,7 +319,7 @@ fn a_non_retryable_error_is_dead_lettered_at_once() {
 fn a_retried_request_blocks_its_key_until_dead_lettered() {
     let (node, _config) = node_with(2, "heartbeat_ms = 200\nliveness_ms = 1000\n");
     let log = TempFile::new("order-retry-log", "");
-    let log_path = log.0.display().to_string();
+    let log_path = log.path().to_owned();
     runtime().block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "keyed").await;
         let send = |key: &'static str, seq: u64, fail: Option<&'static str>| {
@@ -407,7 +406,7 @@ fn a_retried_request_blocks_its_key_until_dead_lettered() {
 fn the_rust_client_submits_in_order_by_envelope_key() {
     let (node, _config) = node_with(2, "");
     let log = TempFile::new("rust-ordered-log", "");
-    let log_path = log.0.display().to_string();
+    let log_path = log.path().to_owned();
     runtime().block_on(async {
         let options = ServiceOptions::with_endpoints("ordered", &node.endpoints);
         let service = Service::connect(options).await.expect("connect");

@@ -6,7 +6,6 @@
 //! --test reliability -- --ignored`.
 
 use std::collections::HashSet;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,13 +15,14 @@ use zmanager::node::config::Endpoints;
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
+use zmanager_tests::cli::{Output, zmanager};
 use zmanager_tests::client::RawClient;
 use zmanager_tests::load::{collect, echo_load};
 use zmanager_tests::node::{
-    StandaloneWorker, TempFile, TestNode, config_file, fixed_endpoints, is_alive, node_with,
-    rss_kib,
+    StandaloneWorker, TestNode, fixed_endpoints, is_alive, node_with, rss_kib,
 };
-use zmanager_tests::{Lcg, kill, runtime, test_config, zmanager_bin};
+use zmanager_tests::temp::{self, TempFile, config_file};
+use zmanager_tests::{kill, runtime, test_config};
 
 fn chaos(total: usize, every: Duration) {
     let (node, _config) = node_with(
@@ -30,7 +30,7 @@ fn chaos(total: usize, every: Duration) {
         "heartbeat_ms = 200\nliveness_ms = 1000\nwindow = 64\nbatch = 16\nmax_attempts = 10\n",
     );
     assert_eq!(node.wait_for_workers(4).len(), 4);
-    let mut rng = Lcg(u64::from(std::process::id()));
+    let mut rng = fastrand::Rng::with_seed(u64::from(std::process::id()));
     let mut kills = 0;
     let start = Instant::now();
     let report = runtime().block_on(async {
@@ -44,7 +44,7 @@ fn chaos(total: usize, every: Duration) {
             || {
                 let workers = node.worker_pids();
                 if !workers.is_empty() {
-                    kill("KILL", workers[rng.next(workers.len())]);
+                    kill("KILL", workers[rng.usize(..workers.len())]);
                     kills += 1;
                 }
             },
@@ -179,19 +179,13 @@ fn a_poison_message_is_dead_lettered_after_max_attempts_while_traffic_flows() {
     });
 
     let data_dir = node.data_dir.to_str().expect("utf-8 path");
-    let out = Command::new(zmanager_bin())
-        .args(["dlq", "list", "--data-dir", data_dir])
-        .output()
-        .expect("run zmanager dlq list");
-    let listed = String::from_utf8_lossy(&out.stdout);
+    let out = zmanager(["dlq", "list", "--data-dir", data_dir]).run();
+    let listed = &out.stdout;
     assert!(out.status.success(), "{listed}");
     assert!(listed.starts_with("#1 flow=Boom id=poison"), "{listed}");
     assert!(listed.contains("attempts=4"), "{listed}");
-    let out = Command::new(zmanager_bin())
-        .args(["dlq", "show", "1", "--data-dir", data_dir])
-        .output()
-        .expect("run zmanager dlq show");
-    let shown = String::from_utf8_lossy(&out.stdout);
+    let out = zmanager(["dlq", "show", "1", "--data-dir", data_dir]).run();
+    let shown = &out.stdout;
     let attempts: Vec<&str> = shown
         .lines()
         .filter(|l| l.trim_start().starts_with("- attempt"))
@@ -213,12 +207,9 @@ fn a_poison_message_is_dead_lettered_after_max_attempts_while_traffic_flows() {
         attempts.iter().all(|a| a.contains("panicking on purpose")),
         "{shown}"
     );
-    let out = Command::new(zmanager_bin())
-        .args(["dlq", "show", "99", "--data-dir", data_dir])
-        .output()
-        .expect("run zmanager dlq show");
+    let out = zmanager(["dlq", "show", "99", "--data-dir", data_dir]).run();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead letter #99"));
+    assert!(out.stderr.contains("no dead letter #99"));
 }
 
 #[test]
@@ -239,48 +230,36 @@ fn a_dead_letter_is_replayed_once_its_fault_is_gone() {
     });
     drop(marker); // the fault goes away
     let data_dir = node.data_dir.to_str().expect("utf-8 path");
-    let out = Command::new(zmanager_bin())
-        .args(["dlq", "replay", "1", "--data-dir", data_dir])
+    let out = zmanager(["dlq", "replay", "1", "--data-dir", data_dir])
         .args([
             "--intake",
             &node.endpoints.intake,
             "--publish",
             &node.endpoints.publish,
         ])
-        .output()
-        .expect("run zmanager dlq replay");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    let stdout = &out.stdout;
+    assert!(out.status.success(), "{stdout}\n{}", out.stderr);
     assert!(stdout.starts_with("#1 ok {\"marker\":"), "{stdout}");
-    let out = Command::new(zmanager_bin())
-        .args(["dlq", "list", "--data-dir", data_dir])
-        .output()
-        .expect("run zmanager dlq list");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(replayed)"));
+    let out = zmanager(["dlq", "list", "--data-dir", data_dir]).run();
+    assert!(out.stdout.contains("(replayed)"));
 }
 
 /// `zmanager dlq <args> --data-dir <node's>`, against the node at
 /// `endpoints` (for `replay`).
 fn dlq(data_dir: &std::path::Path, args: &[&str], endpoints: &Endpoints) -> Output {
-    let mut cmd = Command::new(zmanager_bin());
-    cmd.arg("dlq").args(args).arg("--data-dir").arg(data_dir);
-    if args.first() == Some(&"replay") {
+    let cmd = zmanager(["dlq"]).args(args).arg("--data-dir").arg(data_dir);
+    let cmd = if args.first() == Some(&"replay") {
         cmd.args([
             "--intake",
             &endpoints.intake,
             "--publish",
             &endpoints.publish,
-        ]);
-    }
-    cmd.output().expect("run zmanager dlq")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+        ])
+    } else {
+        cmd
+    };
+    cmd.run()
 }
 
 /// Pushes `payload` into `flow` (ordered by `envelope` with `order_key`
@@ -308,22 +287,13 @@ fn dead_letter(
     });
 }
 
-/// A directory that does not exist yet, removed on drop: a `record` log
-/// inside it cannot be written (a fault) until it is created.
-struct MissingDir(std::path::PathBuf);
-
-impl MissingDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("zmanager-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Self(dir)
-    }
-}
-
-impl Drop for MissingDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory that does not exist yet: a `record` log inside it cannot
+/// be written (a fault) until it is created. It is in a temp directory of
+/// its own (returned first), and removed with it on drop.
+fn missing_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let parent = temp::dir(name);
+    let dir = parent.path().join("missing");
+    (parent, dir)
 }
 
 /// A request of a flow ordered by `envelope` carries its `order_key`; its
@@ -331,8 +301,8 @@ impl Drop for MissingDir {
 #[test]
 fn a_dead_letter_of_an_envelope_ordered_flow_is_replayed_with_its_order_key() {
     let (node, _config) = node_with(1, "");
-    let dir = MissingDir::new("replay-ordered");
-    let log = dir.0.join("calls.log");
+    let (_parent, dir) = missing_dir("replay-ordered");
+    let log = dir.join("calls.log");
     let payload = serde_json::json!({ "log": log, "key": "acc-7", "seq": 0 });
     // `record` cannot open its log: action_failed, retried (the mapping's
     // policy: 4 attempts), then dead-lettered.
@@ -342,12 +312,12 @@ fn a_dead_letter_of_an_envelope_ordered_flow_is_replayed_with_its_order_key() {
         Some("acc-7"),
         &payload,
     );
-    let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
+    let shown = dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout;
     assert!(shown.contains("  order_key:  acc-7"), "{shown}");
 
-    std::fs::create_dir_all(&dir.0).expect("create the log's directory"); // the fault goes away
+    std::fs::create_dir_all(&dir).expect("create the log's directory"); // the fault goes away
     let out = dlq(&node.data_dir, &["replay", "1"], &node.endpoints);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("#1 ok {\"key\":\"acc-7\""), "{stdout}");
     assert!(
@@ -356,10 +326,10 @@ fn a_dead_letter_of_an_envelope_ordered_flow_is_replayed_with_its_order_key() {
     );
     let calls = std::fs::read_to_string(&log).expect("the replay reached the component");
     assert!(calls.starts_with("acc-7 0 1 "), "{calls}");
-    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    let listed = dlq(&node.data_dir, &["list"], &node.endpoints).stdout;
     assert!(listed.starts_with("#1 flow=OrderedByEnvelope"), "{listed}");
     assert!(listed.contains("(replayed)"), "{listed}");
-    let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
+    let shown = dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout;
     assert!(shown.contains("  replays:\n    - "), "{shown}");
     assert!(shown.contains(": ok {"), "{shown}");
 }
@@ -382,9 +352,9 @@ fn a_refused_replay_stays_unreplayed_and_replay_all_tries_it_again() {
     // A node with other flows (the built-in ones): no `Flaky`.
     let other = TestNode::start_builtin(1);
     let out = dlq(&node.data_dir, &["replay", "--all"], &other.endpoints);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    let listed = dlq(&node.data_dir, &["list"], &node.endpoints).stdout;
     assert!(listed.starts_with("#1 flow=Flaky"), "{listed}");
     assert!(!listed.contains("(replayed)"), "{listed}");
     assert_eq!(
@@ -399,12 +369,12 @@ fn a_refused_replay_stays_unreplayed_and_replay_all_tries_it_again() {
 
     // Into the node that has the flow: `--all` tries #1 again.
     let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("#1 ok {\"marker\":"), "{stdout}");
-    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    let listed = dlq(&node.data_dir, &["list"], &node.endpoints).stdout;
     assert!(listed.contains("(replayed)"), "{listed}");
-    let shown = text(&dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout);
+    let shown = dlq(&node.data_dir, &["show", "1"], &node.endpoints).stdout;
     let replays: Vec<&str> = shown
         .lines()
         .skip_while(|l| *l != "  replays:")
@@ -419,12 +389,12 @@ fn a_refused_replay_stays_unreplayed_and_replay_all_tries_it_again() {
 
     // Nothing is left to replay.
     let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
     assert!(
-        text(&out.stderr).starts_with("0 dead letters: 0 ok"),
+        out.stderr.starts_with("0 dead letters: 0 ok"),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
 }
 
@@ -434,13 +404,13 @@ fn a_refused_replay_stays_unreplayed_and_replay_all_tries_it_again() {
 #[test]
 fn a_replay_dead_lettered_again_is_superseded_by_its_new_dead_letter() {
     let (node, _config) = node_with(1, "");
-    let dir = MissingDir::new("replay-again");
-    let payload = serde_json::json!({ "log": dir.0.join("calls.log"), "key": "k", "seq": 0 });
+    let (_parent, dir) = missing_dir("replay-again");
+    let payload = serde_json::json!({ "log": dir.join("calls.log"), "key": "k", "seq": 0 });
     dead_letter(&node.endpoints, "OrderedByEnvelope", Some("k"), &payload);
 
     // The fault is still there.
     let out = dlq(&node.data_dir, &["replay", "1"], &node.endpoints);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
         stdout.starts_with("#1 dead-lettered again as #2: failed: 13 (dead_lettered)"),
@@ -451,7 +421,7 @@ fn a_replay_dead_lettered_again_is_superseded_by_its_new_dead_letter() {
         "{stdout}"
     );
     assert!(stderr.contains(" 1 dead-lettered again, "), "{stderr}");
-    let listed = text(&dlq(&node.data_dir, &["list"], &node.endpoints).stdout);
+    let listed = dlq(&node.data_dir, &["list"], &node.endpoints).stdout;
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 2, "{listed}");
     assert!(
@@ -459,15 +429,15 @@ fn a_replay_dead_lettered_again_is_superseded_by_its_new_dead_letter() {
         "{listed}"
     );
     assert!(!lines[1].contains("(replayed)"), "{listed}");
-    let shown = text(&dlq(&node.data_dir, &["show", "2"], &node.endpoints).stdout);
+    let shown = dlq(&node.data_dir, &["show", "2"], &node.endpoints).stdout;
     assert!(
         shown.contains("  order_key:  k"),
         "the replay carried the key: {shown}"
     );
 
-    std::fs::create_dir_all(&dir.0).expect("create the log's directory");
+    std::fs::create_dir_all(&dir).expect("create the log's directory");
     let out = dlq(&node.data_dir, &["replay", "--all"], &node.endpoints);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let replayed: Vec<&str> = stdout.lines().collect();
     assert_eq!(replayed.len(), 1, "only #2, not #1 as well: {stdout}");

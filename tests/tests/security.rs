@@ -9,9 +9,10 @@ use serde_json::json;
 use zmanager::security::{self, Key};
 use zmanager::wire::envelope::{Envelope, Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::msgpack;
-use zmanager_tests::node::{TempDir, TestNode};
-use zmanager_tests::zmanager;
+use zmanager_tests::node::TestNode;
+use zmanager_tests::temp;
 
 /// A service's two libzmq sockets, with its own key pair.
 struct Client {
@@ -129,7 +130,7 @@ fn pair() -> (Key, Key) {
 /// refused (code 19, told to the forger alone) and B's request runs.
 #[test]
 fn a_service_is_the_id_its_key_is_bound_to_and_no_other() {
-    let dir = TempDir::new("secure");
+    let dir = temp::dir("secure");
     let (ada_keys, mallory_keys) = (pair(), pair());
     let (node, server) = secure_node(
         dir.path(),
@@ -182,7 +183,7 @@ fn a_service_is_the_id_its_key_is_bound_to_and_no_other() {
 /// the flow's shared results.
 #[test]
 fn a_rogue_subscriber_with_a_valid_key_reads_nothing_of_anothers() {
-    let dir = TempDir::new("secure-rogue");
+    let dir = temp::dir("secure-rogue");
     let (ada_keys, mallory_keys, auditor_keys) = (pair(), pair(), pair());
     let (node, server) = secure_node_with(
         dir.path(),
@@ -252,7 +253,7 @@ fn a_rogue_subscriber_with_a_valid_key_reads_nothing_of_anothers() {
 /// management only with `register = true`: code 20, to its own topic.
 #[test]
 fn a_service_may_push_only_into_the_flows_it_is_granted() {
-    let dir = TempDir::new("secure-push");
+    let dir = temp::dir("secure-push");
     let ada_keys = pair();
     let (node, server) = secure_node(dir.path(), &[("ada", &ada_keys.0)]);
     let ada = Client::connect(&node, &server, ada_keys, "ada");
@@ -284,7 +285,7 @@ fn a_service_may_push_only_into_the_flows_it_is_granted() {
 /// the flow waits for the right one.
 #[test]
 fn only_a_service_granted_an_async_step_may_answer_it() {
-    let dir = TempDir::new("secure-answer");
+    let dir = temp::dir("secure-answer");
     let (ada_keys, mgr_keys, mallory_keys) = (pair(), pair(), pair());
     let flow = "ServiceManagement_GetServiceTopics";
     let (node, server) = secure_node_with(
@@ -341,7 +342,7 @@ fn only_a_service_granted_an_async_step_may_answer_it() {
 /// it sends is read, and the node says whom it refused.
 #[test]
 fn a_key_the_node_does_not_know_cannot_connect() {
-    let dir = TempDir::new("secure-unknown");
+    let dir = temp::dir("secure-unknown");
     let ada_keys = pair();
     let (node, server) = secure_node(dir.path(), &[("ada", &ada_keys.0)]);
     let stranger = Client::connect(&node, &server, pair(), "ada");
@@ -390,7 +391,7 @@ fn a_key_the_node_does_not_know_cannot_connect() {
 /// and every request is served by the node's own worker.
 #[test]
 fn a_rogue_worker_gets_no_work() {
-    let dir = TempDir::new("secure-rogue-worker");
+    let dir = temp::dir("secure-rogue-worker");
     let ada_keys = pair();
     let (node, server) = secure_node(dir.path(), &[("ada", &ada_keys.0)]);
     let context = zmq::Context::new();
@@ -458,7 +459,7 @@ fn a_rogue_worker_gets_no_work() {
 /// key is in `security.workers`, and serves.
 #[test]
 fn a_worker_started_by_hand_joins_with_a_listed_key() {
-    let dir = TempDir::new("secure-hand-worker");
+    let dir = temp::dir("secure-hand-worker");
     let ada_keys = pair();
     let worker_public = security::write_new_pair(&dir.path().join("worker")).expect("worker keys");
     let server = security::write_new_pair(&dir.path().join("node")).expect("node keys");
@@ -471,8 +472,7 @@ fn a_worker_started_by_hand_joins_with_a_listed_key() {
     let path = dir.path().join("node.toml");
     std::fs::write(&path, config).expect("write the configuration");
     let node = TestNode::start_fixed(0, None, &["--config", path.to_str().expect("utf-8")]);
-    let mut worker = zmanager()
-        .args(["worker", "--endpoint", &node.endpoints.workers])
+    let mut worker = zmanager(["worker", "--endpoint", &node.endpoints.workers])
         .args(["--identity", "by-hand.1"])
         .arg("--key-file")
         .arg(dir.path().join("worker.key"))
@@ -481,8 +481,7 @@ fn a_worker_started_by_hand_joins_with_a_listed_key() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the worker");
+        .spawn();
     let ada = Client::connect(&node, &server, ada_keys, "ada");
     assert!(ada.handshake(Duration::from_secs(10)));
     ada.send(
@@ -502,33 +501,23 @@ fn a_worker_started_by_hand_joins_with_a_listed_key() {
 /// prints its public half; an existing file is never overwritten.
 #[test]
 fn keys_new_writes_a_pair_once() {
-    let dir = TempDir::new("keys");
+    let dir = temp::dir("keys");
     let name = dir.path().join("svc");
-    let out = zmanager()
-        .args(["keys", "new"])
-        .arg(&name)
-        .output()
-        .expect("run");
+    let out = zmanager(["keys", "new"]).arg(&name).run();
     assert!(out.status.success(), "{out:?}");
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let printed = out.stdout;
     let (public, _) = security::read_key_file(&dir.path().join("svc.key")).expect("a key file");
     assert_eq!(
         printed,
         format!("public_key = \"{}\"\n", security::z85(&public))
     );
-    let shown = zmanager()
-        .args(["keys", "show"])
+    let shown = zmanager(["keys", "show"])
         .arg(dir.path().join("svc.key"))
-        .output()
-        .expect("run");
-    assert_eq!(String::from_utf8_lossy(&shown.stdout), printed);
-    let again = zmanager()
-        .args(["keys", "new"])
-        .arg(&name)
-        .output()
-        .expect("run");
+        .run();
+    assert_eq!(shown.stdout, printed);
+    let again = zmanager(["keys", "new"]).arg(&name).run();
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+    assert!(again.stderr.contains("File exists"));
 }
 
 /// The Rust client with keys: `Service` as ada is served; without keys it
@@ -539,7 +528,7 @@ fn the_rust_client_and_the_cli_connect_with_keys() {
     use zmanager::client::{Service, ServiceError, ServiceOptions, Subscription};
     use zmanager::transport::ClientKeys;
 
-    let dir = TempDir::new("secure-rust");
+    let dir = temp::dir("secure-rust");
     let ada_path = dir.path().join("ada");
     let ada_public = security::write_new_pair(&ada_path).expect("ada's keys");
     let (_, ada_secret) = security::read_key_file(&dir.path().join("ada.key")).expect("read");
@@ -592,33 +581,29 @@ fn the_rust_client_and_the_cli_connect_with_keys() {
     });
 
     let config = dir.path().join("node.toml");
-    let out = zmanager()
-        .args([
-            "send",
-            "Greeting",
-            "--payload",
-            r#"{"name":"cy"}"#,
-            "--timeout",
-            "20",
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--key-file")
-        .arg(dir.path().join("ada.key"))
-        .output()
-        .expect("run send");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = zmanager([
+        "send",
+        "Greeting",
+        "--payload",
+        r#"{"name":"cy"}"#,
+        "--timeout",
+        "20",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--key-file")
+    .arg(dir.path().join("ada.key"))
+    .run();
+    let stdout = &out.stdout;
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("HELLO, CY!"), "{stdout}");
     // Without the key, the same command gets nothing back and says why.
-    let out = zmanager()
-        .args(["send", "Greeting", "--payload", "{}", "--timeout", "3"])
+    let out = zmanager(["send", "Greeting", "--payload", "{}", "--timeout", "3"])
         .arg("--config")
         .arg(&config)
-        .output()
-        .expect("run send");
+        .run();
     assert!(!out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(stderr.contains("With keys"), "{stderr}");
 }
 
@@ -633,7 +618,7 @@ fn a_service_takes_its_steps_with_its_key() {
     use zmanager::client::{Service, ServiceOptions, StepError};
     use zmanager::transport::ClientKeys;
 
-    let dir = TempDir::new("secure-steps");
+    let dir = temp::dir("secure-steps");
     let moderator_public = security::write_new_pair(&dir.path().join("moderator")).expect("keys");
     let (_, moderator_secret) =
         security::read_key_file(&dir.path().join("moderator.key")).expect("read");
@@ -727,7 +712,7 @@ fn a_durable_subscription_reads_only_what_its_service_may() {
     use zmanager::client::{Service, ServiceError, ServiceOptions};
     use zmanager::transport::ClientKeys;
 
-    let dir = TempDir::new("secure-durable");
+    let dir = temp::dir("secure-durable");
     let mallory_public = security::write_new_pair(&dir.path().join("mallory")).expect("keys");
     let (_, mallory_secret) =
         security::read_key_file(&dir.path().join("mallory.key")).expect("read");

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, json, msgpack};
-use zmanager_tests::node::{TestNode, config_file, fixed_endpoints};
+use zmanager_tests::node::{TestNode, fixed_endpoints};
+use zmanager_tests::temp::config_file;
 use zmanager_tests::{example_bin, kill as signal, runtime};
 
 /// The steps each moderator process printed, in the order it got them:
@@ -437,13 +439,11 @@ fn a_services_queue_is_bounded_and_past_it_a_flow_ends_with_code_12() {
 fn zmanager_services_shows_a_services_steps_up_or_down() {
     let node = TestNode::start_builtin(1);
     let list = || {
-        let out = zmanager_tests::zmanager()
-            .args(["services", "--intake", &node.endpoints.intake])
+        let out = zmanager(["services", "--intake", &node.endpoints.intake])
             .args(["--publish", &node.endpoints.publish])
-            .output()
-            .expect("run zmanager services");
+            .run();
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.stdout
     };
     let seen = Seen::default();
     runtime().block_on(async {

@@ -13,7 +13,7 @@ use zmanager::node::supervisor::Backoff;
 use zmanager_tests::client::RawClient;
 use zmanager_tests::load::EchoLoad;
 use zmanager_tests::node::node_with;
-use zmanager_tests::{Lcg, kill, runtime};
+use zmanager_tests::{kill, runtime};
 
 const WORKERS: usize = 4;
 /// The quiet stage whose throughput the stages under kills are compared with.
@@ -38,7 +38,7 @@ fn a_worker_sigkilled_every_second_for_a_minute_keeps_half_the_throughput() {
     // message unlucky enough to be on 5 killed workers in a row.
     let (node, _config) = node_with(WORKERS, "max_attempts = 10\n");
     assert_eq!(node.wait_for_workers(WORKERS).len(), WORKERS);
-    let mut rng = Lcg(u64::from(std::process::id()));
+    let mut rng = fastrand::Rng::with_seed(u64::from(std::process::id()));
     let mut kills = 0usize;
     let mut none_alive = 0usize;
     let mut alive = 0usize;
@@ -48,7 +48,7 @@ fn a_worker_sigkilled_every_second_for_a_minute_keeps_half_the_throughput() {
         if workers.is_empty() {
             none_alive += 1;
         } else {
-            kill("KILL", workers[rng.next(workers.len())]);
+            kill("KILL", workers[rng.usize(..workers.len())]);
             kills += 1;
         }
     };
