@@ -588,7 +588,8 @@ impl Node {
             .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
         let mut command = Command::new(&options.program);
         command
-            .args(["up", "--exit-with-parent"])
+            // Its figures come from its processes, not from HTTP.
+            .args(["up", "--exit-with-parent", "--no-http"])
             .arg("--config")
             .arg(&config)
             .args(["--workers", &options.workers.to_string()]);

@@ -194,13 +194,3 @@ fn cargo_build() -> Command {
     }
     build
 }
-
-/// A `zmanager` command run from the workspace root, as a std `Command`:
-/// what `tests/tests/python_example.rs` still uses (it was being changed
-/// when the other tests moved to [`cli::zmanager`], the one way to run the
-/// command). Goes once that file uses [`cli::zmanager`] too.
-pub fn zmanager() -> Command {
-    let mut cmd = Command::new(zmanager_bin());
-    cmd.current_dir(workspace_root());
-    cmd
-}

@@ -1,5 +1,6 @@
 //! A real node for a test: `zmanager up` on ports the system picks.
 
+use crate::temp::{TempFile, config_file};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,6 +14,8 @@ use zmanager::node::config::Endpoints;
 pub struct TestNode {
     child: Option<Child>,
     pub endpoints: Endpoints,
+    /// Where its HTTP server listens (`ip:port`), when it is on.
+    pub http: Option<String>,
     /// The node's data directory (journal, dead letters), removed on drop.
     pub data_dir: std::path::PathBuf,
     /// A temp directory of its own, removed on drop: its log (stderr), and
@@ -72,6 +75,10 @@ impl TestNode {
         args.extend(["--data-dir".into(), data_dir.clone().into_os_string()]);
         if any_port {
             args.push("--any-port".into());
+        } else if !extra.iter().any(|a| *a == "--http" || *a == "--no-http") {
+            // A port of its own, kept across restarts: nodes of other
+            // tests run at the same time.
+            args.extend(["--http".into(), format!("127.0.0.1:{}", free_port()).into()]);
         }
         if let Some((flows, mappings)) = catalog {
             args.extend([
@@ -82,10 +89,11 @@ impl TestNode {
             ]);
         }
         args.extend(extra.iter().map(OsString::from));
-        let (child, endpoints) = launch(&args, &stderr_log(&scratch));
+        let (child, endpoints, http) = launch(&args, &stderr_log(&scratch));
         Self {
             child: Some(child),
             endpoints,
+            http,
             data_dir,
             scratch,
             args,
@@ -100,9 +108,10 @@ impl TestNode {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let (child, endpoints) = launch(&self.args, &stderr_log(&self.scratch));
+        let (child, endpoints, http) = launch(&self.args, &stderr_log(&self.scratch));
         assert_eq!(endpoints, self.endpoints, "restarted on other endpoints");
         self.child = Some(child);
+        self.http = http;
     }
 
     /// Like [`TestNode::restart`], on `data_dir` instead of its own (where
@@ -192,8 +201,8 @@ fn stderr_log(scratch: &tempfile::TempDir) -> std::path::PathBuf {
 }
 
 /// Runs `zmanager` with `args`, its stderr appended to `log`; returns it
-/// and the endpoints its first line announces.
-fn launch(args: &[OsString], log: &Path) -> (Child, Endpoints) {
+/// and the endpoints (and HTTP address) its first line announces.
+fn launch(args: &[OsString], log: &Path) -> (Child, Endpoints, Option<String>) {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -224,7 +233,8 @@ fn launch(args: &[OsString], log: &Path) -> (Child, Endpoints) {
         workers: field("workers"),
         publish: field("publish"),
     };
-    (child, endpoints)
+    let http = Some(field("http")).filter(|at| at != "off");
+    (child, endpoints, http)
 }
 
 /// Pids whose parent is `parent` (from /proc).
@@ -271,27 +281,6 @@ impl TestNode {
         )
         .expect("write the configuration");
         path
-    }
-}
-
-/// What `tests/tests/python_example.rs` still imports from here (it was
-/// being changed when the others moved to [`crate::temp`]): the same,
-/// under the old names. Goes once that file uses [`crate::temp`].
-pub use crate::temp::{TempFile, config_file};
-
-/// `TempDir::new(name)`, as `tests/tests/python_example.rs` still calls
-/// it: [`crate::temp::dir`] under its old name (see [`config_file`]).
-#[derive(Debug)]
-pub struct TempDir(tempfile::TempDir);
-
-impl TempDir {
-    /// A fresh, empty directory named after `name`, removed on drop.
-    pub fn new(name: &str) -> Self {
-        Self(crate::temp::dir(name))
-    }
-
-    pub fn path(&self) -> &Path {
-        self.0.path()
     }
 }
 

@@ -133,7 +133,7 @@ fn a_node_without_keys_listens_beyond_loopback_only_when_told_insecure() {
     std::fs::write(
         &config,
         format!(
-            "workers = 0\ndata_dir = {:?}\n[endpoints]\nintake = \"tcp://0.0.0.0:0\"\nworkers = \"tcp://127.0.0.1:0\"\npublish = \"tcp://127.0.0.1:0\"\n",
+            "workers = 0\ndata_dir = {:?}\n[endpoints]\nintake = \"tcp://0.0.0.0:0\"\nworkers = \"tcp://127.0.0.1:0\"\npublish = \"tcp://127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
             data_dir.display().to_string()
         ),
     )

@@ -414,7 +414,7 @@ fn a_second_node_on_the_same_endpoints_stops_before_touching_its_data() {
     let dir = zmanager_tests::temp::dir("second-up");
     let config = node.write_config(dir.path(), "workers = 0");
     let data = dir.path().join("data");
-    let out = zmanager_tests::cli::zmanager(["up"])
+    let out = zmanager_tests::cli::zmanager(["up", "--no-http"])
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")

@@ -22,9 +22,11 @@ use zmanager::services::durable::DurableInfo;
 use zmanager::services::registry;
 use zmanager::wire::envelope::Status;
 use zmanager::wire::error_code::ErrorCode;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
-use zmanager_tests::node::{TempDir, TestNode, config_file, fixed_endpoints};
-use zmanager_tests::{kill, runtime, secure, workspace_root, zmanager};
+use zmanager_tests::node::{TestNode, fixed_endpoints};
+use zmanager_tests::temp::{self, config_file};
+use zmanager_tests::{kill, runtime, secure, workspace_root};
 
 /// The Python to run: `ZMANAGER_PYTHON` (CI points it at its virtual
 /// environment), or `python3`.
@@ -173,11 +175,7 @@ fn the_python_quickstart_gets_its_results() {
 
 /// `zmanager keys new NAME` in `dir`, as the README says.
 fn keys_new(dir: &Path, name: &str) {
-    let out = zmanager()
-        .current_dir(dir)
-        .args(["keys", "new", name])
-        .output()
-        .expect("run zmanager keys new");
+    let out = zmanager(["keys", "new", name]).current_dir(dir).run();
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -191,7 +189,7 @@ fn the_python_quickstart_connects_to_a_node_with_keys() {
     if !python_ready() {
         return;
     }
-    let dir = TempDir::new("python-keys");
+    let dir = temp::dir("python-keys");
     let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
     for name in ["node", "ada", "stranger"] {
         keys_new(dir.path(), name);
@@ -322,7 +320,7 @@ fn the_python_quickstart_says_what_is_wrong_with_its_keys() {
     if !python_ready() {
         return;
     }
-    let dir = TempDir::new("python-bad-keys");
+    let dir = temp::dir("python-bad-keys");
     let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
     keys_new(dir.path(), "node");
     keys_new(dir.path(), "ada");
@@ -776,7 +774,7 @@ fn the_python_moderator_takes_steps_with_keys() {
     if !python_ready() {
         return;
     }
-    let dir = TempDir::new("python-moderator-keys");
+    let dir = temp::dir("python-moderator-keys");
     let at = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
     for name in ["node", "moderator", "writer"] {
         keys_new(dir.path(), name);
@@ -1036,7 +1034,7 @@ fn the_python_durable_subscriber_acknowledges_with_keys() {
     if !python_ready() {
         return;
     }
-    let dir = TempDir::new("python-durable-keys");
+    let dir = temp::dir("python-durable-keys");
     let (config, writer_keys, options) = durable_keys(dir.path());
     let node = secure::start(&config);
     let limit = Duration::from_secs(30);
@@ -1198,7 +1196,7 @@ fn the_python_durable_subscriber_goes_on_after_the_node_restarts_with_keys() {
     if !python_ready() {
         return;
     }
-    let dir = TempDir::new("python-durable-restart-keys");
+    let dir = temp::dir("python-durable-restart-keys");
     let (config, writer_keys, options) = durable_keys(dir.path());
     let mut node = secure::start(&config);
     let echo = EchoWriter::connect(&node.endpoints.intake, Some(&writer_keys));

@@ -206,16 +206,13 @@ impl Collector for Figures {
         )?;
         for (flow, stats) in &s.flows {
             let latency = &stats.latency;
-            let mut cumulative = 0;
-            let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
+            // Per bucket: the encoder adds them up; `f64::MAX` is its +Inf.
+            let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
                 .iter()
-                .zip(&latency.buckets)
-                .map(|(&bound, &n)| {
-                    cumulative += n;
-                    (bound as f64 / 1e6, cumulative)
-                })
+                .map(|&bound| bound as f64 / 1e6)
+                .chain([f64::MAX])
+                .zip(latency.buckets.iter().copied())
                 .collect();
-            buckets.push((f64::INFINITY, latency.count));
             let labels = [("flow", flow.as_str())];
             family
                 .encode_family(&labels)?

@@ -118,3 +118,25 @@ async fn not_found() -> Response {
     });
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::WorkerStats;
+
+    #[test]
+    fn not_ready_says_why() {
+        let mut stats = Stats::default();
+        assert_eq!(not_ready(&stats), ["no worker is connected"]);
+        stats.workers.push(WorkerStats {
+            pid: 7,
+            in_flight: 0,
+        });
+        assert!(not_ready(&stats).is_empty());
+        stats.journal_failing = Some("database or disk is full".into());
+        assert_eq!(
+            not_ready(&stats),
+            ["the journal cannot commit: database or disk is full"]
+        );
+    }
+}
