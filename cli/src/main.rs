@@ -25,8 +25,7 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// How log lines are written on stderr: `text` (colored on a terminal,
     /// unless NO_COLOR is set) or `json`, one object a line. `RUST_LOG`
-    /// filters them. The processes a command starts (the node's workers)
-    /// log the same way.
+    /// filters them. A node's workers log the same way.
     #[arg(
         long,
         global = true,
