@@ -79,7 +79,7 @@ def envelope(id, flow="Greeting", service="svc", **extra):
         "created_us": 1_700_000_000_000_000,
         "accepted_us": 0,
     }
-    for k in ("origin", "ack", "order_key"):
+    for k in ("origin", "ack", "order_key", "operator", "traceparent", "tracestate"):
         if k in extra:
             e[k] = extra.pop(k)
     e["status"] = extra.pop("status", "ok")
@@ -152,12 +152,15 @@ def seeds():
                    error={"code": 7, "name": "action_failed", "message": "boom"})
     minimal = mp({"id": "m4"})
     unknown = mp({"id": "m5", "kind": "telepathy", "status": "maybe", "extra": [1, 2]})
+    traced = envelope("m6", traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                      tracestate="congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
 
     yield "envelope/request", req
     yield "envelope/every_field", full
     yield "envelope/error_result", err
     yield "envelope/minimal", minimal
     yield "envelope/unknown_kind_and_field", unknown
+    yield "envelope/trace_context", traced
 
     yield "wire_frames/topic_message", frames(b"Greeting~~~~done", req, payload)
     yield "wire_frames/work_batch", frames(b"WORK", req, payload, full, mp([1, 2]))

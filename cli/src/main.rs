@@ -5,6 +5,7 @@ mod check;
 mod dlq;
 mod journal;
 mod keys;
+mod logging;
 mod node_args;
 mod replay;
 mod send;
@@ -22,6 +23,17 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "zmanager", version, about)]
 struct Cli {
+    /// How log lines are written on stderr: `text` (colored on a terminal,
+    /// unless NO_COLOR is set) or `json`, one object a line. `RUST_LOG`
+    /// filters them. A node's workers log the same way.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "ZMANAGER_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,25 +79,18 @@ enum Command {
     BenchRaw(bench::RawArgs),
 }
 
-/// Whether the log is colored: on a terminal, unless `NO_COLOR` is set to
-/// anything but the empty string (no-color.org).
-fn colored(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
-    terminal && no_color.is_none_or(|v| v.is_empty())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colored(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR"),
-        ))
-        .init();
+    // Before any thread starts: the commands that start zmanager processes
+    // pass the format on to them (it may execute this process again).
+    let exported = match cli.command {
+        Command::Up(_) | Command::Bench(_) => logging::export(cli.log_format),
+        _ => Ok(()),
+    };
+    logging::init(cli.log_format);
+    if let Err(e) = exported {
+        tracing::warn!(error = %e, "cannot pass --log-format on to the processes this one starts (they log as text): set ZMANAGER_LOG_FORMAT instead");
+    }
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Up(args) => report(up::run(args)),
@@ -144,7 +149,7 @@ mod tests {
 
     use clap::CommandFactory;
 
-    use super::{Cli, colored};
+    use super::Cli;
 
     #[test]
     fn completions_and_the_man_page_cover_every_command() {
@@ -209,12 +214,36 @@ mod tests {
         assert!(unit.contains("StateDirectory=zmanager"));
     }
 
+    /// `--log-format` is taken by every command, before or after its name.
     #[test]
-    fn no_color_turns_the_colors_off() {
-        assert!(colored(true, None));
-        assert!(!colored(true, Some("1".into())));
-        assert!(colored(true, Some("".into())), "empty: as if unset");
-        assert!(!colored(false, None), "not a terminal");
+    fn every_command_takes_the_log_format() {
+        use super::logging::LogFormat;
+        use clap::Parser;
+        for words in [
+            &["zmanager", "--log-format", "json", "check"][..],
+            &["zmanager", "check", "--log-format", "json"],
+            &[
+                "zmanager",
+                "worker",
+                "--endpoint",
+                "tcp://127.0.0.1:1",
+                "--identity",
+                "w",
+            ],
+            &["zmanager", "journal", "stats", "--log-format", "text"],
+        ] {
+            let cli = Cli::try_parse_from(words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+            let expected = if words.contains(&"json") {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            };
+            // (The variable is not set where the tests run.)
+            if std::env::var_os("ZMANAGER_LOG_FORMAT").is_none() {
+                assert_eq!(cli.log_format, expected, "{words:?}");
+            }
+        }
+        assert!(Cli::try_parse_from(["zmanager", "check", "--log-format", "xml"]).is_err());
     }
 
     /// Every command and subcommand, with its path.

@@ -22,7 +22,8 @@
 //! that separates incomplete from invalid; the MessagePack map every
 //! message carries ([`wire::envelope`]); the cheap check that a payload is
 //! one MessagePack value nested at most so deep ([`wire::payload`]); the
-//! stable numbers of error results ([`wire::error_code`]).
+//! stable numbers of error results ([`wire::error_code`]); the W3C trace
+//! context a request carries through its flow ([`wire::trace_context`]).
 //!
 //! The node (`docs/architecture.md` says why it is built this way):
 //! - [`node`]: one node: binds the sockets, starts everything, stops it in

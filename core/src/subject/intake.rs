@@ -16,6 +16,7 @@ use crate::services::registry;
 use crate::wire::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status};
 use crate::wire::error_code::ErrorCode;
 use crate::wire::payload;
+use crate::wire::trace_context::{self, Adopted};
 use crate::wire::{self, Message, WireError};
 
 /// A MessagePack nil: the payload of an error result that has no request
@@ -64,6 +65,20 @@ impl SubjectCore {
     fn accept(&mut self, mut message: Message, bytes: usize, authenticated: Option<&str>) {
         // Taken off first: no result, log line or journal record carries it.
         let operator = std::mem::take(&mut message.envelope.operator);
+        // A request keeps a valid trace context and gets one otherwise, so
+        // everything it leads to (its refusal too) carries one; any other
+        // message loses a malformed one; a ping goes back untouched.
+        match message.envelope.kind {
+            Kind::Request => {
+                if trace_context::adopt(&mut message.envelope) == Adopted::Replaced {
+                    tracing::debug!(id = %message.envelope.id, service = %message.envelope.service, "malformed traceparent: dropped, with its tracestate; a new trace started");
+                }
+            }
+            Kind::Ping => {}
+            _ => {
+                trace_context::drop_malformed(&mut message.envelope);
+            }
+        }
         if let Some(who) = authenticated {
             let envelope = &message.envelope;
             let reply_to = envelope.reply_to.as_bytes();

@@ -19,6 +19,10 @@
 //! - a durable subscription delivers, under each sequence number, the very
 //!   publication that number was given to, in the order published, never
 //!   past its window;
+//! - every accepted request has a valid trace context — the one it came
+//!   with if valid, else a new one — and its work, the steps given for it
+//!   and its result carry that one; a request's refusal carries a valid
+//!   one too;
 //! - nothing panics; and after the faults stop, everything accepted ends.
 //!
 //! The journal is played by the test: appended turns wait in a queue until
@@ -41,6 +45,7 @@ use crate::journal::Event;
 use crate::ordering::GroupKey;
 use crate::wire::envelope::{Envelope, Kind};
 use crate::wire::error_code::ErrorCode;
+use crate::wire::trace_context::TraceParent;
 use crate::wire::{self, Message, Ready, ToWorker};
 
 const FLOWS: &str = r#"
@@ -84,7 +89,7 @@ multiplier = 1.0
 
 /// About the size ([`Message::size`]) of the model's messages: the bounds
 /// in bytes are a few of them, so they bind.
-const MODEL_MESSAGE: usize = 500;
+const MODEL_MESSAGE: usize = 600;
 const MAX_PENDING_BYTES: usize = 2 * MODEL_MESSAGE;
 
 const FLOW_NAMES: [&str; 6] = ["Work", "Ordered", "Wait", "Chain", "Retried", "Serve"];
@@ -284,6 +289,8 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Default)]
 struct Life {
     live: bool,
+    /// The `traceparent` each acceptance gave it, oldest first.
+    traceparents: Vec<String>,
     /// Acceptances recorded, and how many of them are committed.
     accepted: u32,
     accepted_committed: u32,
@@ -434,12 +441,27 @@ impl Harness {
         }
     }
 
+    /// The trace context a request with id `id` comes with: none, a
+    /// valid one, or a malformed one, by `id % 3` (the ops stay as they
+    /// were, so the committed regressions still mean what they meant).
+    fn trace_of(id: u8) -> (String, String) {
+        match id % 3 {
+            0 => (String::new(), String::new()),
+            1 => (
+                format!("00-{:032x}-{:016x}-01", 0xa000 + u32::from(id), 7),
+                format!("m=i{id}"),
+            ),
+            _ => ("00-zz".to_owned(), "m=1".to_owned()),
+        }
+    }
+
     fn request(service: u8, id: u8, flow: usize, key: u8, ack: bool) -> Message {
         let mut e = Envelope::request(format!("i{id}"), FLOW_NAMES[flow]);
         e.service = service_name(service);
         e.reply_to = format!("r{service}");
         e.ack = ack;
         e.order_key = format!("k{key}");
+        (e.traceparent, e.tracestate) = Self::trace_of(id);
         // Ids from 8 up carry 300 bytes, so the bounds in bytes bind.
         let payload = if id >= 8 {
             Bytes::from(rmp_serde::to_vec(&"x".repeat(300)).expect("bytes"))
@@ -813,7 +835,15 @@ impl Harness {
                         prop_assert!(held.is_some(), "work sent to a worker that is not there");
                         let held = held.unwrap_or_else(|| unreachable!());
                         for m in batch {
-                            held.push(m.expect("work decodes"));
+                            let m = m.expect("work decodes");
+                            let life = self.lives.get(&key_of(&m.envelope));
+                            prop_assert_eq!(
+                                life.and_then(|l| l.traceparents.last()),
+                                Some(&m.envelope.traceparent),
+                                "work for {:?} without its request's trace context",
+                                key_of(&m.envelope)
+                            );
+                            held.push(m);
                         }
                         prop_assert!(held.len() <= MAX_CREDITS as usize, "credits exceeded");
                     }
@@ -869,6 +899,12 @@ impl Harness {
                             key
                         );
                         prop_assert_eq!(&p.message.envelope.key, "?Serve?moderate");
+                        prop_assert_eq!(
+                            self.lives.get(&key).and_then(|l| l.traceparents.last()),
+                            Some(&p.message.envelope.traceparent),
+                            "a step given for {:?} without its request's trace context",
+                            key
+                        );
                         // An instance that stopped or vanished gets it
                         // nowhere: the node gives it again later.
                         // A step given again replaces the copy the
@@ -955,6 +991,25 @@ impl Harness {
                 );
                 life.live = true;
                 life.accepted += 1;
+                let traceparent = &message.envelope.traceparent;
+                prop_assert!(
+                    TraceParent::parse(traceparent).is_some(),
+                    "{:?} accepted with traceparent {:?}",
+                    key,
+                    traceparent
+                );
+                let id: u8 = key.1[1..].parse().expect("a model id");
+                let (given, state) = Self::trace_of(id);
+                if TraceParent::parse(&given).is_some() {
+                    prop_assert_eq!(traceparent, &given, "a valid traceparent is kept");
+                    prop_assert_eq!(&message.envelope.tracestate, &state);
+                } else {
+                    prop_assert!(
+                        message.envelope.tracestate.is_empty(),
+                        "a tracestate without a valid traceparent is dropped"
+                    );
+                }
+                life.traceparents.push(traceparent.clone());
                 self.suspension_committed.remove(&key);
                 let group = (!message.envelope.order_key.is_empty()).then(|| {
                     (
@@ -1055,7 +1110,22 @@ impl Harness {
                 )
             });
             if own && refused {
+                if matches!(op, Op::Request { .. }) {
+                    prop_assert!(
+                        TraceParent::parse(&result.envelope.traceparent).is_some(),
+                        "a refused request's result without a valid traceparent: {:?}",
+                        result.envelope
+                    );
+                }
                 continue;
+            }
+            if let Some(life) = self.lives.get(&key) {
+                prop_assert!(
+                    life.traceparents.contains(&result.envelope.traceparent),
+                    "a result for {:?} without the trace context of its request ({:?})",
+                    key,
+                    result.envelope.traceparent
+                );
             }
             // A republish carries a result already published (results go
             // out in order); anything else due is the end's own.
@@ -1552,6 +1622,7 @@ fn a_restarted_node_republishes_what_finished_before_it_stopped() {
         ("s0".to_owned(), "i1".to_owned()),
         Life {
             live: false,
+            traceparents: vec![kept[0].1.envelope.traceparent.clone()],
             accepted: 1,
             accepted_committed: 1,
             results: vec![kept[0].1.clone()],
@@ -1572,4 +1643,103 @@ fn a_restarted_node_republishes_what_finished_before_it_stopped() {
         after.apply(&Op::Commit).expect("a commit");
     }
     assert_eq!(after.published, [kept[0].1.clone()]);
+}
+
+/// A request's trace context goes with it: to its worker, to the service
+/// its step is given to, into its result; a request without a valid one
+/// gets a new one of its own (`docs/protocol.md` §3, "Trace context").
+#[test]
+fn a_request_carries_its_trace_context_through_its_flow() {
+    let mut h = Harness::new();
+    let ok = |r: Result<(), TestCaseError>| r.expect("a step of the model");
+    ok(h.apply(&Op::Ready {
+        worker: 0,
+        credits: 3,
+    }));
+    ok(h.apply(&Op::Take {
+        instance: 0,
+        credits: 3,
+    }));
+    // Ids 1, 3 and 5 come with a valid, no, and a malformed traceparent.
+    for id in [1, 3, 5] {
+        ok(h.apply(&Op::Request {
+            service: 0,
+            id,
+            flow: 5,
+            key: id,
+            ack: false,
+        }));
+    }
+    let trace_of = |m: &Message| (m.envelope.id.clone(), m.envelope.traceparent.clone());
+    let work: HashMap<String, String> = h.workers[&0].iter().map(trace_of).collect();
+    assert_eq!(work.len(), 3, "{work:?}");
+    assert_eq!(work["i1"], Harness::trace_of(1).0, "kept as given");
+    let started: Vec<TraceParent> = ["i3", "i5"]
+        .iter()
+        .map(|id| TraceParent::parse(&work[*id]).expect("a valid new one"))
+        .collect();
+    assert_ne!(started[0].trace_id, started[1].trace_id, "one trace each");
+    assert!(started.iter().all(|p| p.flags == TraceParent::SAMPLED));
+    for _ in 0..3 {
+        ok(h.apply(&Op::Result {
+            worker: 0,
+            pick: 0,
+            outcome: Outcome::Ok,
+        }));
+    }
+    while !h.appended.is_empty() {
+        ok(h.apply(&Op::Commit));
+    }
+    // The service answers each step it is given (the node may give them
+    // one at a time).
+    let topic = Harness::instance_topic(0);
+    let mut steps = HashMap::new();
+    for _ in 0..10 {
+        ok(h.apply(&Op::Tick { ms: 0 }));
+        let held = &h.instances[&topic].1;
+        steps.extend(held.iter().map(trace_of));
+        for _ in 0..held.len() {
+            ok(h.apply(&Op::StepAnswer {
+                instance: 0,
+                pick: 0,
+                error: false,
+            }));
+        }
+        while !h.appended.is_empty() {
+            ok(h.apply(&Op::Commit));
+        }
+    }
+    assert_eq!(steps, work, "the steps given to the service");
+    let results: HashMap<String, String> = h.published.iter().map(trace_of).collect();
+    assert_eq!(results, work, "the results");
+    let state = h.published.iter().find(|m| m.envelope.id == "i1");
+    assert_eq!(
+        state.map(|m| m.envelope.tracestate.as_str()),
+        Some("m=i1"),
+        "with its tracestate"
+    );
+
+    // A message that is not a request keeps no malformed context: an
+    // answer for no flow is refused without it.
+    let mut answer = Envelope::request("i9", "Wait");
+    answer.kind = Kind::Result;
+    answer.service = "answerer".into();
+    answer.reply_to = "ranswerer".into();
+    answer.origin = service_name(0);
+    (answer.traceparent, answer.tracestate) = Harness::trace_of(2);
+    let before = h.published.len();
+    h.intake(&Message::new(answer, Bytes::from_static(&[0x91, 0x03])));
+    ok(h.end_turn(&Op::Answer {
+        service: 0,
+        id: 9,
+        error: false,
+    }));
+    let refused = &h.published[before..];
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let refused = &refused[0].envelope;
+    assert_eq!(
+        refused.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::UnknownAsync)
+    );
+    assert!(refused.traceparent.is_empty() && refused.tracestate.is_empty());
 }

@@ -134,6 +134,19 @@ pub struct Envelope {
     /// it off at intake; empty, and left out on the wire, everywhere else.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub operator: String,
+    /// The W3C Trace Context `traceparent` of the request
+    /// (`00-<trace-id>-<parent-id>-<flags>`, [`crate::wire::trace_context`]):
+    /// set by the service, or by the Subject at intake when the request
+    /// carries none that is valid; every message of the request's flow
+    /// carries it. Empty, and left out on the wire, when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub traceparent: String,
+    /// The W3C Trace Context `tracestate` that goes with `traceparent`
+    /// (vendors' `key=value` list), kept as given up to
+    /// [`crate::wire::trace_context::TRACESTATE_MAX`] characters. Empty, and
+    /// left out on the wire, when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tracestate: String,
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +191,8 @@ impl Envelope {
             ack: false,
             order_key: String::new(),
             operator: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
             status: Status::Ok,
             error: None,
         }
@@ -217,9 +232,10 @@ impl Envelope {
             + self.reply_to.len()
             + self.origin.len()
             + self.order_key.len()
-            + self.operator.len();
-        // Keys, markers and integers fit in 128 bytes; see `codec::encode`.
-        let mut out = Vec::with_capacity(strings + 128);
+            + self.operator.len()
+            + self.traceparent.len()
+            + self.tracestate.len();
+        let mut out = Vec::with_capacity(strings + codec::FIXED_MAX);
         codec::encode(self, &mut out);
         out
     }
@@ -300,6 +316,13 @@ mod codec {
         out.extend_from_slice(s.as_bytes());
     }
 
+    /// The most bytes [`encode`] writes besides the string fields' bytes
+    /// and the `error` map: every key (132 bytes), a map16 header (3), a
+    /// header of at most 5 bytes for each of the ten string fields, the
+    /// longest `kind` and `status` names, integers at their widest (a test
+    /// checks that an envelope with all of these fits).
+    pub(super) const FIXED_MAX: usize = 240;
+
     /// Appends `e` as rmp-serde's `to_vec_named` would write it: a map of
     /// the fields in declaration order, `error` only when present.
     pub(super) fn encode(e: &Envelope, out: &mut Vec<u8>) {
@@ -308,6 +331,8 @@ mod codec {
             + u8::from(e.ack)
             + u8::from(!e.order_key.is_empty())
             + u8::from(!e.operator.is_empty())
+            + u8::from(!e.traceparent.is_empty())
+            + u8::from(!e.tracestate.is_empty())
             + u8::from(e.error.is_some());
         // Up to 15 entries fit a fixmap; more take a map16 (rmp writes the
         // smallest form).
@@ -353,6 +378,14 @@ mod codec {
         if !e.operator.is_empty() {
             str(out, "operator");
             str(out, &e.operator);
+        }
+        if !e.traceparent.is_empty() {
+            str(out, "traceparent");
+            str(out, &e.traceparent);
+        }
+        if !e.tracestate.is_empty() {
+            str(out, "tracestate");
+            str(out, &e.tracestate);
         }
         str(out, "status");
         str(out, status_name(e.status));
@@ -430,12 +463,12 @@ mod codec {
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         let mut r = Reader { bytes };
         let entries = r.map_len()?;
-        // Sixteen known keys, each at most once.
-        if entries > 16 {
+        // Eighteen known keys, each at most once.
+        if entries > 18 {
             return None;
         }
         let mut e = Envelope::request(String::new(), String::new());
-        let mut seen = 0u16;
+        let mut seen = 0u32;
         for _ in 0..entries {
             let key = r.str()?;
             let field = match key {
@@ -455,6 +488,8 @@ mod codec {
                 "ack" => 13,
                 "order_key" => 14,
                 "operator" => 15,
+                "traceparent" => 16,
+                "tracestate" => 17,
                 _ => return None,
             };
             if seen & (1 << field) != 0 {
@@ -495,6 +530,8 @@ mod codec {
                 }
                 14 => r.str()?.clone_into(&mut e.order_key),
                 15 => r.str()?.clone_into(&mut e.operator),
+                16 => r.str()?.clone_into(&mut e.traceparent),
+                17 => r.str()?.clone_into(&mut e.tracestate),
                 _ => {
                     e.status = match r.str()? {
                         "ok" => Status::Ok,
@@ -627,6 +664,73 @@ mod tests {
         assert!(!ReplyAddress::salvage(&[]).is_reachable());
     }
 
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn keys(bytes: &[u8]) -> Vec<String> {
+        let value: rmpv::Value = rmp_serde::from_slice(bytes).unwrap();
+        let map = value.as_map().unwrap();
+        map.iter()
+            .map(|(k, _)| k.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_trace_context_round_trips_and_is_absent_when_empty() {
+        let mut e = Envelope::request("m1", "Echo");
+        assert!(
+            !keys(&e.encode())
+                .iter()
+                .any(|k| k == "traceparent" || k == "tracestate"),
+            "absent when empty"
+        );
+        e.traceparent = TRACEPARENT.into();
+        e.tracestate = "congo=t61rcWkgMzE".into();
+        let bytes = e.encode();
+        assert_eq!(bytes, rmp_serde::to_vec_named(&e).unwrap(), "serde's bytes");
+        assert_eq!(Envelope::decode(&bytes).unwrap(), e);
+        assert_eq!(codec::decode(&bytes), Some(e.clone()), "read directly");
+        let keys = keys(&bytes);
+        let at = |name: &str| keys.iter().position(|k| k == name).unwrap();
+        // In the table's order: after `operator`'s place, before `status`.
+        assert!(at("accepted_us") < at("traceparent"));
+        assert!(at("traceparent") + 1 == at("tracestate"));
+        assert!(at("tracestate") + 1 == at("status"));
+        // Each without the other.
+        e.tracestate.clear();
+        assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+        (e.traceparent, e.tracestate) = (String::new(), "a=1".into());
+        assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+    }
+
+    /// `encode` sizes its buffer once: every key at once, with the widest
+    /// integers and headers, fits in it.
+    #[test]
+    fn the_largest_envelope_fits_the_buffer_encode_sizes() {
+        let long = "x".repeat(70_000);
+        let mut e = Envelope::request(long.clone(), long.clone());
+        e.v = u8::MAX;
+        e.kind = Kind::Subscribe;
+        e.step = u32::MAX;
+        (e.key, e.service, e.reply_to) = (long.clone(), long.clone(), long.clone());
+        e.attempt = u32::MAX;
+        (e.created_us, e.accepted_us) = (u64::MAX, u64::MAX);
+        (e.origin, e.ack, e.order_key) = (long.clone(), true, long.clone());
+        (e.operator, e.traceparent, e.tracestate) = (long.clone(), long.clone(), long);
+        e.status = Status::Unknown;
+        let bytes = e.encode();
+        assert_eq!(bytes, rmp_serde::to_vec_named(&e).unwrap());
+        assert!(
+            bytes.len() <= bytes.capacity() && bytes.capacity() == 10 * 70_000 + codec::FIXED_MAX,
+            "{} bytes in a buffer of {}",
+            bytes.len(),
+            bytes.capacity()
+        );
+        assert!(
+            bytes.len() > 10 * 70_000 + codec::FIXED_MAX - 8,
+            "the bound is tight"
+        );
+    }
+
     mod codec_matches_serde {
         use super::*;
         use proptest::prelude::*;
@@ -671,6 +775,14 @@ mod tests {
                     text.clone(),
                     any::<bool>(),
                     text.clone(),
+                    text.clone(),
+                ),
+                (
+                    prop_oneof![
+                        Just(String::new()),
+                        Just("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                        text.clone(),
+                    ],
                     text,
                 ),
             )
@@ -679,6 +791,7 @@ mod tests {
                         (v, kind, id, flow, step),
                         (key, service, reply_to, attempt),
                         (created_us, accepted_us, status, error, origin, ack, order_key, operator),
+                        (traceparent, tracestate),
                     )| {
                         let mut e = Envelope {
                             v,
@@ -696,6 +809,8 @@ mod tests {
                             ack,
                             order_key,
                             operator,
+                            traceparent,
+                            tracestate,
                             status: STATUSES[status],
                             error: None,
                         };
@@ -745,7 +860,7 @@ mod tests {
             ]
         }
 
-        const FIELDS: [(&str, bool); 14] = [
+        const FIELDS: [(&str, bool); 16] = [
             ("v", true),
             ("kind", false),
             ("id", false),
@@ -759,6 +874,8 @@ mod tests {
             ("accepted_us", true),
             ("order_key", false),
             ("operator", false),
+            ("traceparent", false),
+            ("tracestate", false),
             ("status", false),
         ];
 
@@ -803,7 +920,9 @@ mod tests {
         /// mostly of the right type; sometimes an unknown or repeated key,
         /// a wrong value, bytes after the map.
         fn raw_map() -> impl Strategy<Value = Vec<u8>> {
-            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=13)
+            // At most 15 entries with the extra one: the fixmap header
+            // below holds up to 15.
+            let entries = proptest::sample::subsequence(FIELDS.to_vec(), 0..=14)
                 .prop_shuffle()
                 .prop_flat_map(|fields| {
                     fields

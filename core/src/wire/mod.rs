@@ -14,6 +14,7 @@
 pub mod envelope;
 pub mod error_code;
 pub mod payload;
+pub mod trace_context;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,8 @@ impl Message {
             + e.reply_to.len()
             + e.origin.len()
             + e.order_key.len()
+            + e.traceparent.len()
+            + e.tracestate.len()
             + e.error
                 .as_ref()
                 .map_or(0, |x| x.name.len() + x.message.len())

@@ -198,6 +198,24 @@ mod tests {
         assert_eq!(out.envelope.key, "?Greeting?greet");
     }
 
+    /// A result, an error result too, carries the trace context of the work
+    /// it answers: the Subject goes on with the worker's envelope.
+    #[test]
+    fn results_keep_the_trace_context_of_their_work() {
+        for flow in ["Greeting", "Fail", "Boom", "Nope"] {
+            let mut work = at_step_one(flow, &Person { name: "ada" });
+            work.envelope.traceparent =
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into();
+            work.envelope.tracestate = "congo=t61rcWkgMzE".into();
+            let out = executor().run(work.clone());
+            assert_eq!(
+                (out.envelope.traceparent, out.envelope.tracestate),
+                (work.envelope.traceparent, work.envelope.tracestate),
+                "{flow}"
+            );
+        }
+    }
+
     #[test]
     fn an_unknown_flow_is_an_error_result() {
         let out = executor().run(at_step_one("Nope", &1u8));
