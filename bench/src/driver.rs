@@ -180,6 +180,7 @@ fn measure(
         let requests = share(options.requests, options.services, i);
         let in_flight = share(options.in_flight as u64, options.services, i);
         let mut command = Command::new(&options.program);
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         command.args([
             "bench-client",
             "--intake",
@@ -397,6 +398,7 @@ fn raw_baseline(
         }
     };
     let mut command = Command::new(&options.program);
+    command.envs(options.env.iter().map(|(k, v)| (k, v)));
     command.args([
         "bench-raw",
         "receive",
@@ -417,6 +419,7 @@ fn raw_baseline(
         .ok_or_else(|| receiver.failed(&line))?
         .to_owned();
     let mut command = Command::new(&options.program);
+    command.envs(options.env.iter().map(|(k, v)| (k, v)));
     command.args([
         "bench-raw",
         "send",
@@ -587,6 +590,7 @@ impl Node {
         std::fs::write(&config, text)
             .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
         let mut command = Command::new(&options.program);
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         command
             // Its figures come from its processes, not from HTTP.
             .args(["up", "--exit-with-parent", "--no-http"])

@@ -59,6 +59,9 @@ pub struct BenchOptions {
     /// The `zmanager` binary (its `up`, `worker`, `bench-client` and
     /// `bench-raw` subcommands are run).
     pub program: PathBuf,
+    /// Environment variables set on every process it starts (the command
+    /// line's log format, `ZMANAGER_LOG_FORMAT`).
+    pub env: Vec<(String, String)>,
     /// Worker processes of the node.
     pub workers: usize,
     /// Service processes pushing requests.
@@ -101,6 +104,7 @@ impl BenchOptions {
     /// The defaults of `zmanager bench`.
     pub fn new(program: PathBuf) -> Self {
         Self {
+            env: Vec::new(),
             program,
             workers: 2,
             services: 1,

@@ -100,10 +100,12 @@ pub(crate) struct Args {
     json: Option<PathBuf>,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark; `env` is set on every process it starts.
+pub(crate) fn run(args: Args, env: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let program =
         std::env::current_exe().context("cannot find the zmanager binary to start processes")?;
     let options = BenchOptions {
+        env,
         workers: args.workers,
         services: args.services,
         requests: args.requests,

@@ -5,7 +5,8 @@
 //!
 //! The node's worker processes (and the processes `zmanager bench`
 //! starts) are `zmanager` too, and take their format from
-//! `ZMANAGER_LOG_FORMAT`, which they inherit: see [`export`].
+//! `ZMANAGER_LOG_FORMAT`, which the process that starts them sets: see
+//! [`child_env`].
 
 use std::ffi::OsString;
 
@@ -58,51 +59,11 @@ pub(crate) fn colored(terminal: bool, no_color: Option<OsString>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Makes `format` the one the processes this one starts log in, before
-/// anything else runs: when `ZMANAGER_LOG_FORMAT` says otherwise (the
-/// format came from `--log-format`), this process executes itself again —
-/// the same program, pid and arguments — with the variable set, and its
-/// children inherit it. `std::env::set_var` would do it in place, but
-/// Rust 2024 makes it `unsafe` (another thread may read the environment
-/// at the same moment), and this crate has no `unsafe` code. Returns only
-/// when there is nothing to do, or with the error if the new image could
-/// not be executed (the children then log as text).
-pub(crate) fn export(format: LogFormat) -> std::io::Result<()> {
-    if !needs_export(format, std::env::var_os(FORMAT_VAR)) {
-        return Ok(());
-    }
-    exec_with(format)
-}
-
-/// True when the children would not log in `format` as it is: the
-/// variable names another format, or is unset (text) and `format` is not
-/// text.
-fn needs_export(format: LogFormat, var: Option<OsString>) -> bool {
-    match var {
-        None => format != LogFormat::Text,
-        Some(v) => v != format.name(),
-    }
-}
-
-#[cfg(unix)]
-fn exec_with(format: LogFormat) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_default();
-    let error = std::process::Command::new(std::env::current_exe()?)
-        .arg0(arg0)
-        .args(args)
-        .env(FORMAT_VAR, format.name())
-        .exec();
-    Err(error)
-}
-
-#[cfg(not(unix))]
-fn exec_with(_format: LogFormat) -> std::io::Result<()> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "set ZMANAGER_LOG_FORMAT instead of --log-format for the processes this one starts",
-    ))
+/// What to set on the processes this one starts (a node's workers, the
+/// benchmark's processes) so that they log in `format`: they read
+/// `ZMANAGER_LOG_FORMAT` when no `--log-format` is given.
+pub(crate) fn child_env(format: LogFormat) -> Vec<(String, String)> {
+    vec![(FORMAT_VAR.to_owned(), format.name().to_owned())]
 }
 
 #[cfg(test)]
@@ -115,17 +76,5 @@ mod tests {
         assert!(!colored(true, Some("1".into())));
         assert!(colored(true, Some("".into())), "empty: as if unset");
         assert!(!colored(false, None), "not a terminal");
-    }
-
-    #[test]
-    fn the_variable_is_set_again_only_when_it_says_otherwise() {
-        assert!(needs_export(LogFormat::Json, None));
-        assert!(needs_export(LogFormat::Json, Some("text".into())));
-        assert!(!needs_export(LogFormat::Json, Some("json".into())));
-        assert!(!needs_export(LogFormat::Text, Some("text".into())));
-        assert!(needs_export(LogFormat::Text, Some("json".into())));
-        // Text is what a process without the variable writes: the default
-        // run is never executed again.
-        assert!(!needs_export(LogFormat::Text, None));
     }
 }

@@ -81,19 +81,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any thread starts: the commands that start zmanager processes
-    // pass the format on to them (it may execute this process again).
-    let exported = match cli.command {
-        Command::Up(_) | Command::Bench(_) => logging::export(cli.log_format),
-        _ => Ok(()),
-    };
     logging::init(cli.log_format);
-    if let Err(e) = exported {
-        tracing::warn!(error = %e, "cannot pass --log-format on to the processes this one starts (they log as text): set ZMANAGER_LOG_FORMAT instead");
-    }
+    // The processes `up` and `bench` start log as this one does.
+    let child_env = logging::child_env(cli.log_format);
     match cli.command {
         Command::Check(args) => check::run(&args),
-        Command::Up(args) => report(up::run(args)),
+        Command::Up(args) => report(up::run(args, child_env)),
         Command::Send(args) => report(send::run(args)),
         Command::Subscribe(args) => report(subscribe::run(args)),
         Command::Worker(args) => report(worker::run(args)),
@@ -120,7 +113,7 @@ fn main() -> ExitCode {
         Command::Journal(args) => report(journal::run(args)),
         Command::Services(args) => report(services::run(args)),
         Command::Keys(args) => report(keys::run(args)),
-        Command::Bench(args) => report(bench::run(args)),
+        Command::Bench(args) => report(bench::run(args, child_env)),
         Command::BenchClient(args) => report(bench::client(args)),
         Command::BenchRaw(args) => report(bench::raw(args)),
     }

@@ -52,7 +52,8 @@ pub(crate) struct Args {
     exit_with_parent: bool,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs a node; `worker_env` is set on its workers (the log format).
+pub(crate) fn run(args: Args, worker_env: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => NodeConfig::from_file(path)?,
         None => NodeConfig::default(),
@@ -91,6 +92,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.data_dir = std::path::absolute(dir)?;
     }
     config.insecure = args.insecure;
+    config.worker_env = worker_env;
     config.components.extend(args.components);
     // Workers get these paths: absolute, so they do not depend on a
     // working directory.

@@ -7,9 +7,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use zmanager_tests::cli::zmanager;
 use zmanager_tests::client::RawClient;
-use zmanager_tests::node::{TempFile, TestNode};
-use zmanager_tests::{kill, runtime, test_config, zmanager};
+use zmanager_tests::node::TestNode;
+use zmanager_tests::temp::TempFile;
+use zmanager_tests::{kill, runtime, test_config};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -40,14 +42,12 @@ fn line<'a>(lines: &'a [Value], target: &str, message: &str) -> Option<&'a Value
 fn a_node_its_workers_and_a_worker_by_hand_write_json_lines() {
     let (flows, mappings) = test_config();
     let mut node = TestNode::start_with(1, Some((&flows, &mappings)), &["--log-format", "json"]);
-    // It ran itself again to pass the format on, as the same process: its
-    // worker is the child of the pid the test started.
+    // Its worker is told the format by the node (ZMANAGER_LOG_FORMAT).
     assert_eq!(node.wait_for_workers(1).len(), 1);
     // A worker run by hand, told only by the variable; its log filtered
     // to warnings but for its own target.
     let worker_log = TempFile::new("worker-json-log", "");
-    let mut by_hand = zmanager()
-        .args(["worker", "--endpoint", &node.endpoints.workers])
+    let mut by_hand = zmanager(["worker", "--endpoint", &node.endpoints.workers])
         .args(["--identity", "by-hand", "--flows"])
         .arg(&flows)
         .arg("--mappings")
@@ -55,11 +55,10 @@ fn a_node_its_workers_and_a_worker_by_hand_write_json_lines() {
         .env("ZMANAGER_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,zmanager::worker=info")
         .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&worker_log.0).expect("create the worker's log"))
-        .spawn()
-        .expect("start zmanager worker");
+        .stderr(std::fs::File::create(worker_log.path()).expect("create the worker's log"))
+        .spawn();
     let deadline = Instant::now() + LIMIT;
-    while !std::fs::read_to_string(&worker_log.0)
+    while !std::fs::read_to_string(worker_log.path())
         .unwrap_or_default()
         .contains("worker ready")
     {
@@ -107,7 +106,7 @@ fn a_node_its_workers_and_a_worker_by_hand_write_json_lines() {
         .unwrap_or_else(|| panic!("no line from the node's worker: {lines:#?}"));
     assert!(ready["fields"]["credits"].is_u64(), "{ready}");
 
-    let by_hand = json_lines(&std::fs::read_to_string(&worker_log.0).expect("read"));
+    let by_hand = json_lines(&std::fs::read_to_string(worker_log.path()).expect("read"));
     let ready = line(&by_hand, "zmanager::worker", "worker ready")
         .unwrap_or_else(|| panic!("no `worker ready` line: {by_hand:#?}"));
     let identity = ready["fields"]["identity"].as_str().unwrap_or_default();

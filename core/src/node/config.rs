@@ -187,6 +187,10 @@ pub struct NodeConfig {
     /// --insecure`, never from a file: see `docs/security.md`.
     #[serde(skip)]
     pub insecure: bool,
+    /// Environment variables the node sets on the worker processes it
+    /// starts (the command line's log format). Never from a file.
+    #[serde(skip)]
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// The durable journal (`docs/reliability.md`).
@@ -320,6 +324,7 @@ impl Default for NodeConfig {
             http: HttpConfig::default(),
             security: None,
             insecure: false,
+            worker_env: Vec::new(),
         }
     }
 }

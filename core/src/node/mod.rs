@@ -311,6 +311,7 @@ pub async fn run(
         program: worker_program,
         args: worker_args(&config, &bound.workers, worker_keys.is_some()),
         keys: worker_keys,
+        env: config.worker_env.clone(),
     };
     let supervisor = tokio::spawn(supervisor::run(
         config.worker_count(),

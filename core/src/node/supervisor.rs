@@ -34,6 +34,9 @@ pub struct WorkerCommand {
     /// `--keys-on-stdin` in `args`): never on its command line, which every
     /// user of the machine can read.
     pub keys: Option<crate::transport::ClientKeys>,
+    /// Environment variables set on each worker (the node's log format,
+    /// `ZMANAGER_LOG_FORMAT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Restart timing (see [`RestartPolicy`] for how it is used).
@@ -331,6 +334,7 @@ fn spawn(command: &WorkerCommand, identity: &str) -> std::io::Result<Child> {
     Command::new(&command.program)
         .args(&command.args)
         .args(["--identity", identity])
+        .envs(command.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -509,6 +513,7 @@ mod tests {
                 program: "sh".into(),
                 args: vec!["-c".to_owned(), script.to_owned()],
                 keys: None,
+                env: Vec::new(),
             },
             grace: Duration::from_secs(1),
             shutdown: CancellationToken::new(),
