@@ -45,8 +45,17 @@ fn trace_context_rules(envelope: Envelope) {
         let printed = parent.to_string();
         assert_eq!(TraceParent::parse(&printed), Some(parent), "{printed}");
     }
+    // Off (the default): kept when valid, gone otherwise.
+    let mut without = envelope.clone();
+    let adopted = trace_context::adopt(&mut without, false);
+    if TraceParent::parse(&envelope.traceparent).is_some() {
+        assert_eq!(adopted, Adopted::Kept);
+    } else {
+        assert_eq!(adopted, Adopted::Without);
+        assert!(without.traceparent.is_empty() && without.tracestate.is_empty());
+    }
     let mut request = envelope.clone();
-    let adopted = trace_context::adopt(&mut request);
+    let adopted = trace_context::adopt(&mut request, true);
     let kept = TraceParent::parse(&envelope.traceparent).is_some();
     assert_eq!(adopted == Adopted::Kept, kept, "{envelope:?}");
     let parent = TraceParent::parse(&request.traceparent);
@@ -58,7 +67,7 @@ fn trace_context_rules(envelope: Envelope) {
     }
     assert!(request.tracestate.len() <= TRACESTATE_MAX);
     let settled = request.clone();
-    assert_eq!(trace_context::adopt(&mut request), Adopted::Kept);
+    assert_eq!(trace_context::adopt(&mut request, true), Adopted::Kept);
     assert_eq!(request, settled, "adopt is not idempotent");
 
     let mut other = envelope;

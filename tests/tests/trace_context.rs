@@ -1,7 +1,8 @@
 //! W3C trace context across a real node and its worker processes
 //! (`docs/protocol.md` §3, "Trace context"): a request's `traceparent` and
 //! `tracestate` reach its worker, its `@PUBLISH` publication and its
-//! result; a request without a valid one gets a new one.
+//! result; a request without a valid one gets a new one with
+//! `[telemetry] start_traces`, and goes on without one by default.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use zmanager::wire::trace_context::TraceParent;
 use zmanager::wire::{self, Message, Ready, ToWorker};
 use zmanager_tests::client::{RawClient, Received, json, msgpack};
 use zmanager_tests::node::TestNode;
-use zmanager_tests::runtime;
+use zmanager_tests::temp::{TempFile, config_file};
+use zmanager_tests::{runtime, test_config};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -44,9 +46,22 @@ fn trace_id(received: &Received) -> u128 {
         .trace_id
 }
 
+/// A node on the test flows that starts traces (`[telemetry]
+/// start_traces`), with `workers` workers.
+fn tracing_node(workers: usize) -> (TestNode, TempFile) {
+    let config = config_file("[telemetry]\nstart_traces = true\n");
+    let (flows, mappings) = test_config();
+    let node = TestNode::start_with(
+        workers,
+        Some((&flows, &mappings)),
+        &["--config", config.path()],
+    );
+    (node, config)
+}
+
 #[test]
 fn a_request_keeps_its_trace_context_across_the_node_and_its_worker() {
-    let node = TestNode::start(1);
+    let (node, _config) = tracing_node(1);
     runtime().block_on(async {
         let mut client =
             RawClient::connect_with_prefix(&node.endpoints, "tracer", Some("Announce~PUBLISH~"))
@@ -122,11 +137,38 @@ fn a_request_keeps_its_trace_context_across_the_node_and_its_worker() {
     });
 }
 
+/// By default the node starts no trace: a request without a valid
+/// context goes on without one (a malformed one dropped), and one given is
+/// carried all the same.
+#[test]
+fn by_default_a_request_without_a_trace_context_goes_on_without_one() {
+    let node = TestNode::start(1);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "untraced").await;
+        let none = traced(&mut client, "Echo", "e-1", "", TRACESTATE).await;
+        let bad = traced(&mut client, "Echo", "e-2", "00-not-a-trace", TRACESTATE).await;
+        for result in [&none, &bad] {
+            assert_eq!(result.envelope.status, Status::Ok, "{result:?}");
+            assert_eq!(
+                (
+                    result.envelope.traceparent.as_str(),
+                    result.envelope.tracestate.as_str()
+                ),
+                ("", ""),
+                "{result:?}"
+            );
+        }
+        let given = traced(&mut client, "Echo", "e-3", TRACEPARENT, TRACESTATE).await;
+        assert_eq!(given.envelope.traceparent, TRACEPARENT);
+        assert_eq!(given.envelope.tracestate, TRACESTATE);
+    });
+}
+
 /// What a worker receives carries the request's context: a test plays the
 /// worker, on a node started without workers of its own.
 #[test]
 fn the_work_a_worker_receives_carries_the_trace_context() {
-    let node = TestNode::start(0);
+    let (node, _config) = tracing_node(0);
     runtime().block_on(async {
         let mut worker = DealerSocket::new();
         worker

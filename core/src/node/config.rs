@@ -54,6 +54,9 @@
 //! enabled = true
 //! listen = "127.0.0.1:19080"  # loopback only, unless `zmanager up --insecure`
 //!
+//! [telemetry]
+//! start_traces = false        # give a request without a traceparent a new trace
+//!
 //! [journal]                   # docs/reliability.md says what each setting promises
 //! enabled = true              # record every request before acknowledging it
 //! sync = "full"               # full | normal | off: how hard a commit reaches the disk
@@ -179,6 +182,7 @@ pub struct NodeConfig {
     pub catalog: CatalogPaths,
     pub journal: JournalConfig,
     pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
     /// CurveZMQ keys (`crate::security`); `None`: peers are not
     /// authenticated, and the node listens on loopback and ipc only.
     pub security: Option<crate::security::SecurityConfig>,
@@ -254,6 +258,15 @@ impl HttpConfig {
     }
 }
 
+/// Traces (`docs/protocol.md` §3, "Trace context").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Give a request that comes without a valid `traceparent` a new trace
+    /// context (off: it goes on without; one given is always carried).
+    pub start_traces: bool,
+}
+
 /// Where the node's three sockets listen.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -322,6 +335,7 @@ impl Default for NodeConfig {
             catalog: CatalogPaths::default(),
             journal: JournalConfig::default(),
             http: HttpConfig::default(),
+            telemetry: TelemetryConfig::default(),
             security: None,
             insecure: false,
             worker_env: Vec::new(),

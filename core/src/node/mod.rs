@@ -285,6 +285,7 @@ pub async fn run(
                 max_age: config.durable_max_age,
             },
             max_durables: config.max_durables,
+            start_traces: config.telemetry.start_traces,
         },
         Links {
             publish: publish_tx,

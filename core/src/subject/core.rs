@@ -69,6 +69,9 @@ pub struct SubjectOptions {
     pub durable_retention: crate::services::durable::Retention,
     /// The most durable subscriptions at once.
     pub max_durables: usize,
+    /// A request without a valid trace context gets a new one
+    /// (`crate::wire::trace_context`).
+    pub start_traces: bool,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).

@@ -65,12 +65,14 @@ impl SubjectCore {
     fn accept(&mut self, mut message: Message, bytes: usize, authenticated: Option<&str>) {
         // Taken off first: no result, log line or journal record carries it.
         let operator = std::mem::take(&mut message.envelope.operator);
-        // A request keeps a valid trace context and gets one otherwise, so
-        // everything it leads to (its refusal too) carries one; any other
+        // A request keeps a valid trace context and gets one otherwise
+        // (with `start_traces`), so everything it leads to (its refusal
+        // too) carries it; any other
         // message loses a malformed one; a ping goes back untouched.
         match message.envelope.kind {
             Kind::Request => {
-                if trace_context::adopt(&mut message.envelope) == Adopted::Replaced {
+                let start = self.options.start_traces;
+                if trace_context::adopt(&mut message.envelope, start) == Adopted::Replaced {
                     tracing::debug!(id = %message.envelope.id, service = %message.envelope.service, "malformed traceparent: dropped, with its tracestate; a new trace started");
                 }
             }

@@ -130,6 +130,7 @@ fn options() -> SubjectOptions {
             max_age: Duration::from_secs(5),
         },
         max_durables: 2,
+        start_traces: true,
     }
 }
 

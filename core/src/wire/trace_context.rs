@@ -14,9 +14,11 @@
 //!   version `00`: the version this node speaks), with its `tracestate`
 //!   bounded ([`bound_tracestate`]);
 //! - a malformed one is not an error (W3C: ignore it and start a new
-//!   trace): it is dropped with its `tracestate`, and the request gets a
-//!   new trace context, as one that carries none does: a random trace-id
-//!   and parent-id, flags `01` (sampled);
+//!   trace): it is dropped with its `tracestate`; with `[telemetry]
+//!   start_traces` on, the request then gets a new trace context, as one
+//!   that carries none does: a random trace-id and parent-id, flags `01`
+//!   (sampled). Off (the default), it goes on without: nothing records
+//!   traces yet, and a context costs bytes on every hop;
 //! - a `tracestate` without a valid `traceparent` is dropped (W3C: it is
 //!   not read without one).
 //!
@@ -125,11 +127,20 @@ pub enum Adopted {
     /// Its `traceparent` was malformed: dropped with its `tracestate`, and
     /// a new trace started.
     Replaced,
+    /// It has none, and none was started (`start` off); a malformed one
+    /// was dropped.
+    Without,
 }
 
 /// Gives a request the trace context it keeps through its flow (see the
-/// module's documentation).
-pub fn adopt(envelope: &mut Envelope) -> Adopted {
+/// module's documentation); `start`: a request without a valid one gets a
+/// new one (`[telemetry] start_traces`), else it goes on without.
+pub fn adopt(envelope: &mut Envelope, start: bool) -> Adopted {
+    if !start && TraceParent::parse(&envelope.traceparent).is_none() {
+        envelope.traceparent.clear();
+        envelope.tracestate.clear();
+        return Adopted::Without;
+    }
     match TraceParent::parse(&envelope.traceparent) {
         Some(parent) => {
             if !envelope.traceparent.starts_with("00-") {
@@ -247,7 +258,7 @@ mod tests {
         let mut e = Envelope::request("m", "F");
         e.traceparent = later.into();
         e.tracestate = "a=1".into();
-        assert_eq!(adopt(&mut e), Adopted::Kept);
+        assert_eq!(adopt(&mut e, true), Adopted::Kept);
         assert_eq!(
             (e.traceparent.as_str(), e.tracestate.as_str()),
             (VALID, "a=1")
@@ -281,12 +292,12 @@ mod tests {
         e.traceparent = VALID.into();
         e.tracestate = "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7".into();
         let before = e.clone();
-        assert_eq!(adopt(&mut e), Adopted::Kept);
+        assert_eq!(adopt(&mut e, true), Adopted::Kept);
         assert_eq!(e, before, "kept as given");
 
         let mut none = Envelope::request("m", "F");
         none.tracestate = "orphan=1".into();
-        assert_eq!(adopt(&mut none), Adopted::Started);
+        assert_eq!(adopt(&mut none, true), Adopted::Started);
         assert!(TraceParent::parse(&none.traceparent).is_some());
         assert!(
             none.tracestate.is_empty(),
@@ -296,11 +307,22 @@ mod tests {
         let mut bad = Envelope::request("m", "F");
         bad.traceparent = "00-nope".into();
         bad.tracestate = "congo=t61rcWkgMzE".into();
-        assert_eq!(adopt(&mut bad), Adopted::Replaced);
+        assert_eq!(adopt(&mut bad, true), Adopted::Replaced);
         let parent = TraceParent::parse(&bad.traceparent).expect("a new, valid one");
         assert_eq!(parent.flags, TraceParent::SAMPLED);
         assert!(bad.tracestate.is_empty(), "dropped with its traceparent");
         assert_ne!(bad.traceparent, none.traceparent, "each its own trace");
+
+        // Without `start_traces`: kept when valid, dropped when not, none
+        // started.
+        let mut kept = before.clone();
+        assert_eq!(adopt(&mut kept, false), Adopted::Kept);
+        assert_eq!(kept, before);
+        let mut bad = Envelope::request("m", "F");
+        bad.traceparent = "00-nope".into();
+        bad.tracestate = "congo=t61rcWkgMzE".into();
+        assert_eq!(adopt(&mut bad, false), Adopted::Without);
+        assert!(bad.traceparent.is_empty() && bad.tracestate.is_empty());
     }
 
     #[test]
