@@ -70,6 +70,7 @@
 //! (`bench/`).
 
 pub mod backoff;
+pub mod buckets;
 pub mod catalog;
 pub mod client;
 pub mod components;

@@ -3,13 +3,14 @@
 //! `docs/observability.md` (a test checks that every name there is here).
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::subject::{LATENCY_BOUNDS_US, Stats};
+use crate::buckets::Buckets;
+use crate::subject::Stats;
 
 pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -205,24 +206,49 @@ impl Collector for Figures {
             MetricType::Histogram,
         )?;
         for (flow, stats) in &s.flows {
-            let latency = &stats.latency;
-            // Per bucket: the encoder adds them up; `f64::MAX` is its +Inf.
-            let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
-                .iter()
-                .map(|&bound| bound as f64 / 1e6)
-                .chain([f64::MAX])
-                .zip(latency.buckets.iter().copied())
-                .collect();
             let labels = [("flow", flow.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    latency.sum_us as f64 / 1e6,
-                    latency.count,
-                    &buckets,
+            histogram(family.encode_family(&labels)?, &stats.latency, 1e-6)?;
+        }
+        if let Some(journal) = &s.journal {
+            histogram(
+                e.encode_descriptor(
+                    "journal_commit_seconds",
+                    "How long each journal commit took, tries again included.",
                     None,
-                )?;
+                    MetricType::Histogram,
+                )?,
+                &journal.seconds_us,
+                1e-6,
+            )?;
+            histogram(
+                e.encode_descriptor(
+                    "journal_batch_events",
+                    "Events in each journal commit (one per request accepted, dispatched, ended...).",
+                    None,
+                    MetricType::Histogram,
+                )?,
+                &journal.events,
+                1.0,
+            )?;
         }
         Ok(())
     }
+}
+
+/// `buckets` as a histogram, each bound and the sum times `scale` (µs to
+/// seconds: `1e-6`).
+fn histogram(
+    mut encoder: MetricEncoder<'_>,
+    buckets: &Buckets,
+    scale: f64,
+) -> Result<(), std::fmt::Error> {
+    // Per bucket: the encoder adds them up; `f64::MAX` is its +Inf.
+    let counts: Vec<(f64, u64)> = buckets
+        .bounds
+        .iter()
+        .map(|&bound| bound as f64 * scale)
+        .chain([f64::MAX])
+        .zip(buckets.counts.iter().copied())
+        .collect();
+    encoder.encode_histogram::<NoLabelSet>(buckets.sum as f64 * scale, buckets.count, &counts, None)
 }

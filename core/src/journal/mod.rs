@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
 pub use retention::Retention;
 pub use sqlite::{OpenReport, SqliteJournal, SyncMode};
-pub use writer::{Committed, Health, JournalWriter};
+pub use writer::{BATCH_BOUNDS, COMMIT_BOUNDS_US, CommitFigures, Committed, Health, JournalWriter};
 
 use crate::wire::Message;
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Event, Journal, JournalError};
+use crate::buckets::Buckets;
 
 type Outcome = Result<(), Arc<JournalError>>;
 
@@ -41,8 +42,35 @@ pub struct JournalWriter {
     queue: Option<mpsc::Sender<Submission>>,
     thread: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    figures: Arc<std::sync::Mutex<CommitFigures>>,
     stopping: Arc<AtomicBool>,
     health: watch::Receiver<Health>,
+}
+
+/// Upper bounds of the commit-time buckets, in µs: 50 µs to 10 s.
+pub const COMMIT_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    10_000_000,
+];
+
+/// Upper bounds of the batch-size buckets, in events per commit.
+pub const BATCH_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 64, 256, 1024, 4096, 8192];
+
+/// How the writer's commits went (`/metrics`): how long each took (tries
+/// again included) and how many events it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitFigures {
+    pub seconds_us: Buckets,
+    pub events: Buckets,
+}
+
+impl Default for CommitFigures {
+    fn default() -> Self {
+        Self {
+            seconds_us: Buckets::new(&COMMIT_BOUNDS_US),
+            events: Buckets::new(&BATCH_BOUNDS),
+        }
+    }
 }
 
 /// Failed commits so far, the last one's error, and whether the writer is
@@ -105,10 +133,12 @@ impl JournalWriter {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let commits = Arc::new(AtomicU64::new(0));
+        let figures = Arc::new(std::sync::Mutex::new(CommitFigures::default()));
         let stopping = Arc::new(AtomicBool::new(false));
         let (report, health) = watch::channel(Health::default());
         let state = State {
             commits: Arc::clone(&commits),
+            figures: Arc::clone(&figures),
             stopping: Arc::clone(&stopping),
             report,
         };
@@ -119,6 +149,7 @@ impl JournalWriter {
             queue: Some(sender),
             thread: Some(thread),
             commits,
+            figures,
             stopping,
             health,
         })
@@ -154,6 +185,14 @@ impl JournalWriter {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// How its commits went so far.
+    pub fn figures(&self) -> CommitFigures {
+        self.figures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Failed commits, watched: it changes at each failure.
     pub fn health(&self) -> watch::Receiver<Health> {
         self.health.clone()
@@ -175,6 +214,7 @@ impl Drop for JournalWriter {
 /// What the writer thread shares with its handle.
 struct State {
     commits: Arc<AtomicU64>,
+    figures: Arc<std::sync::Mutex<CommitFigures>>,
     stopping: Arc<AtomicBool>,
     report: watch::Sender<Health>,
 }
@@ -201,7 +241,17 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let result = commit(journal, &batches, count, state);
+        if result.is_ok() {
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let mut figures = state
+                .figures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            figures.seconds_us.record(took);
+            figures.events.record(count as u64);
+        }
         for done in waiting {
             let _ = done.send(result.clone());
         }

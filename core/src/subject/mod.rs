@@ -71,7 +71,7 @@ mod workers;
 
 pub use self::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 pub use self::shell::{Links, run};
-pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Latency, Stats, WorkerStats};
+pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Stats, WorkerStats};
 
 use crate::catalog::topic::Topic;
 use crate::wire::envelope::Envelope;

@@ -206,7 +206,9 @@ pub async fn run(
             // A retried message's delay is over (`end_turn` requeues it).
             () = retry::sleep_until(core.next_due()) => {}
             Some(reply) = stats.recv() => {
-                let _ = reply.send(core.stats());
+                let mut figures = core.stats();
+                figures.journal = shell.journal.as_ref().map(JournalWriter::figures);
+                let _ = reply.send(figures);
             }
         }
         core.end_turn(Now::read());

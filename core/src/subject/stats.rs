@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::core::{Counters, SubjectCore};
+use crate::buckets::Buckets;
+use crate::journal::CommitFigures;
 
 /// Upper bounds of the end-to-end latency buckets, in microseconds: from
 /// 100 µs to a minute, about ×2.5 apart (what a dashboard needs to tell a
@@ -15,32 +17,24 @@ pub const LATENCY_BOUNDS_US: [u64; 16] = [
     1_000_000, 2_500_000, 10_000_000, 60_000_000,
 ];
 
-/// Counts of a latency histogram: per bucket (not cumulative; the last is
-/// past every bound), their sum and number.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Latency {
-    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
-    pub sum_us: u64,
-    pub count: u64,
-}
-
-impl Latency {
-    pub fn record(&mut self, us: u64) {
-        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
-        self.buckets[bucket] += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        self.count += 1;
-    }
-}
-
 /// How the requests of one flow ended.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowStats {
-    /// From acceptance to the end (result, error or dead letter).
-    pub latency: Latency,
+    /// From acceptance to the end (result, error or dead letter), in µs
+    /// ([`LATENCY_BOUNDS_US`]).
+    pub latency: Buckets,
     /// Ends by outcome: `ok`, or the error's name (`action_failed`,
     /// `dead_lettered`, …).
     pub ended: BTreeMap<&'static str, u64>,
+}
+
+impl Default for FlowStats {
+    fn default() -> Self {
+        Self {
+            latency: Buckets::new(&LATENCY_BOUNDS_US),
+            ended: BTreeMap::new(),
+        }
+    }
 }
 
 /// A worker as the Subject sees it.
@@ -69,6 +63,8 @@ pub struct Stats {
     /// Why the journal cannot commit, while it cannot.
     pub journal_failing: Option<String>,
     pub flows: BTreeMap<String, FlowStats>,
+    /// The journal's commits (none with the journal off).
+    pub journal: Option<CommitFigures>,
 }
 
 /// Per flow, what [`Stats::flows`] reads: kept by the Subject.
@@ -118,25 +114,7 @@ impl SubjectCore {
                 .iter()
                 .map(|(flow, stats)| (flow.clone(), stats.clone()))
                 .collect(),
+            journal: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latencies_fall_in_the_first_bucket_whose_bound_they_do_not_pass() {
-        let mut latency = Latency::default();
-        for us in [0, 100, 101, 60_000_000, 60_000_001] {
-            latency.record(us);
-        }
-        assert_eq!(latency.buckets[0], 2, "0 and 100 µs");
-        assert_eq!(latency.buckets[1], 1, "101 µs");
-        assert_eq!(latency.buckets[LATENCY_BOUNDS_US.len() - 1], 1, "a minute");
-        assert_eq!(latency.buckets[LATENCY_BOUNDS_US.len()], 1, "past a minute");
-        assert_eq!(latency.count, 5);
-        assert_eq!(latency.sum_us, 120_000_202);
     }
 }
