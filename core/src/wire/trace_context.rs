@@ -136,30 +136,26 @@ pub enum Adopted {
 /// module's documentation); `start`: a request without a valid one gets a
 /// new one (`[telemetry] start_traces`), else it goes on without.
 pub fn adopt(envelope: &mut Envelope, start: bool) -> Adopted {
-    if !start && TraceParent::parse(&envelope.traceparent).is_none() {
-        envelope.traceparent.clear();
+    // Parsed once: this runs on every request.
+    let Some(parent) = TraceParent::parse(&envelope.traceparent) else {
+        let malformed = !envelope.traceparent.is_empty();
         envelope.tracestate.clear();
-        return Adopted::Without;
-    }
-    match TraceParent::parse(&envelope.traceparent) {
-        Some(parent) => {
-            if !envelope.traceparent.starts_with("00-") {
-                envelope.traceparent = parent.to_string();
-            }
-            bound_tracestate(&mut envelope.tracestate);
-            Adopted::Kept
+        if !start {
+            envelope.traceparent.clear();
+            return Adopted::Without;
         }
-        None => {
-            let malformed = !envelope.traceparent.is_empty();
-            envelope.traceparent = TraceParent::start().to_string();
-            envelope.tracestate.clear();
-            if malformed {
-                Adopted::Replaced
-            } else {
-                Adopted::Started
-            }
-        }
+        envelope.traceparent = TraceParent::start().to_string();
+        return if malformed {
+            Adopted::Replaced
+        } else {
+            Adopted::Started
+        };
+    };
+    if !envelope.traceparent.starts_with("00-") {
+        envelope.traceparent = parent.to_string();
     }
+    bound_tracestate(&mut envelope.tracestate);
+    Adopted::Kept
 }
 
 /// Drops a malformed `traceparent`, and then its `tracestate`, and a
