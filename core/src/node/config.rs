@@ -251,13 +251,6 @@ impl Default for HttpConfig {
     }
 }
 
-impl HttpConfig {
-    /// The address to listen on, when the server is on.
-    pub fn address(&self) -> Option<std::net::SocketAddr> {
-        self.enabled.then(|| self.listen.parse().ok()).flatten()
-    }
-}
-
 /// Traces (`docs/protocol.md` §3, "Trace context").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -111,15 +111,14 @@ pub async fn run(
         }
         None => None,
     };
-    let http_at = match (config.http.enabled, config.http.address()) {
-        (false, _) => None,
-        (true, Some(at)) => Some(at),
-        (true, None) => {
-            return Err(NodeError::Http {
-                address: config.http.listen.clone(),
-                source: std::io::Error::other("not an ip:port address"),
-            });
-        }
+    let http_at = if config.http.enabled {
+        let at = config.http.listen.parse::<SocketAddr>();
+        Some(at.map_err(|e| NodeError::Http {
+            address: config.http.listen.clone(),
+            source: std::io::Error::other(e),
+        })?)
+    } else {
+        None
     };
     let mut exposed: Vec<String> = config
         .endpoints
