@@ -181,6 +181,17 @@ fn the_http_server_listens_on_loopback_only_unless_insecure() {
         "{}",
         out.stderr
     );
+    // A port taken (by another node's HTTP server) stops a node at start.
+    let first = TestNode::start(0);
+    let taken = first.http.clone().expect("HTTP on");
+    let out = zmanager(["up", "--any-port", "--workers", "0", "--http", &taken]).run();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains(&format!("the HTTP server cannot listen on {taken}")),
+        "{}",
+        out.stderr
+    );
     // Off, it says so on the line a script reads.
     let node = TestNode::start_with(0, None, &["--no-http"]);
     assert_eq!(node.http, None);
