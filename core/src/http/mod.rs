@@ -8,6 +8,7 @@
 //! unless started with `--insecure` (`crate::node`).
 
 mod metrics;
+mod server;
 
 use std::time::Duration;
 
@@ -50,14 +51,9 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `stop` is cancelled.
+/// Serves the routes until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, state: HttpState, stop: CancellationToken) {
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the HTTP server stopped");
-    }
+    server::serve(listener, router(state), stop).await;
 }
 
 /// Alive: the process answers HTTP.
