@@ -173,6 +173,16 @@ impl InFlightTable {
         self.known.contains(&key_of(envelope))
     }
 
+    /// The message `key` if it is on a worker now.
+    pub fn in_flight(&self, key: &MessageKey) -> Option<&InFlight> {
+        self.in_flight.get(key)
+    }
+
+    /// True when the message `key` is waiting or in flight.
+    pub fn knows(&self, key: &MessageKey) -> bool {
+        self.known.contains(key)
+    }
+
     /// Workers not heard from for longer than `liveness`.
     pub fn silent_workers(&self, now: Instant, liveness: Duration) -> Vec<WorkerId> {
         let mut ids: Vec<WorkerId> = self

@@ -212,7 +212,6 @@ impl<T> KeyGate<T> {
     }
 
     /// The requests waiting for their key, in no particular order.
-    #[cfg(test)]
     pub(crate) fn waiting(&self) -> impl Iterator<Item = &T> {
         self.groups
             .values()

@@ -200,7 +200,6 @@ impl<T> DelayQueue<T> {
     }
 
     /// The items waiting, in no particular order.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.heap.iter().map(|Reverse(e)| &e.item)
     }

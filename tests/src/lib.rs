@@ -10,6 +10,7 @@
 //!   [`secure::node_with`] one with `[security]` (CURVE keys);
 //! - [`client::RawClient`] speaks the wire protocol directly (not through the
 //!   library's `Service`), so the tests check the protocol as documented;
+//! - [`http::Http`] is a real HTTP client of a node's HTTP server;
 //! - [`checker::Checker`] counts lost, duplicated and unexpected results;
 //! - [`disk::SmallDisk`] mounts a small tmpfs, for a data directory that
 //!   fills up;
@@ -20,6 +21,7 @@ pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod disk;
+pub mod http;
 pub mod load;
 pub mod node;
 pub mod secure;

@@ -1,13 +1,32 @@
-//! The node's HTTP server (`docs/observability.md`): is it alive
-//! (`/healthz`), can it take work (`/readyz`), and what it does
-//! (`/metrics`, Prometheus text). It runs on the node's runtime and asks
-//! the Subject for its figures at each request; nothing here is on the
-//! path of a message.
+//! The node's HTTP server: is it alive (`/healthz`), can it take work
+//! (`/readyz`), what it does (`/metrics`, Prometheus text:
+//! `docs/observability.md`), and the gateway under `/v1` (`docs/http.md`):
+//! requests into flows, their state and journey.
 //!
-//! It has no authentication yet: the node listens on loopback for it
-//! unless started with `--insecure` (`crate::node`).
+//! It runs on the node's runtime. It asks the Subject between two of its
+//! turns ([`Ask`]), hands requests to it through the intake's channel,
+//! and hears of their answers through the Integration Manager's taps; the
+//! gateway's requests are on the path of messages like any service's, the
+//! rest is not.
+//!
+//! - `auth`: who a request comes from (bearer tokens with `[security]`);
+//! - `error`: errors as JSON with the wire's stable codes;
+//! - `payload`: JSON and MessagePack bodies;
+//! - `gateway`: `POST /v1/flows/{flow}/requests`;
+//! - `requests`: a request's state, result and journey;
+//! - `metrics`: the Prometheus text;
+//! - `server`: accepting connections, within limits.
+//!
+//! The node listens on loopback for it unless started with `--insecure`
+//! (`crate::node`): nothing here encrypts, so a token sent from another
+//! machine would cross the network in clear.
 
+pub mod auth;
+pub mod error;
+mod gateway;
 mod metrics;
+mod payload;
+mod requests;
 mod server;
 
 use std::time::Duration;
@@ -16,27 +35,43 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use zeromq::ZmqMessage;
 
-use crate::subject::Stats;
+use crate::integration_manager::Taps;
+use crate::subject::{Ask, Stats};
 
-/// How long a request waits for the Subject's figures: a Subject that
-/// does not answer in this time is not ready.
+pub use requests::JournalReader;
+
+/// How long a request waits for the Subject's answer: a Subject that does
+/// not answer in this time is not ready.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the handlers share: the way to ask the Subject for its figures.
+/// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct HttpState {
-    pub stats: mpsc::Sender<oneshot::Sender<Stats>>,
+    /// Questions to the Subject.
+    pub asks: mpsc::Sender<Ask>,
+    /// Into the Subject's intake, with the service each request is made
+    /// as when a token proved it.
+    pub intake: mpsc::Sender<(ZmqMessage, Option<String>)>,
+    /// What the Integration Manager publishes.
+    pub taps: Taps,
+    pub identities: auth::Identities,
+    /// The journal, to read (journeys, and results past the dedupe
+    /// window).
+    pub journal: JournalReader,
+    /// The largest request body taken.
+    pub max_message_bytes: usize,
 }
 
 impl HttpState {
     async fn ask(&self) -> Option<Stats> {
         let (reply, answer) = oneshot::channel();
-        self.stats.send(reply).await.ok()?;
+        self.asks.send(Ask::Stats(reply)).await.ok()?;
         tokio::time::timeout(ASK_TIMEOUT, answer).await.ok()?.ok()
     }
 }
@@ -47,6 +82,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/flows/{flow}/requests", post(gateway::post))
+        .route("/v1/requests/{service}/{id}", get(requests::state))
+        .route(
+            "/v1/requests/{service}/{id}/journey",
+            get(requests::journey),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -108,11 +149,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    let body = serde_json::json!({
-        "error": "not found",
-        "paths": ["/healthz", "/readyz", "/metrics"],
-    });
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    error::ApiError::http(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path: /healthz, /readyz, /metrics, and /v1 (docs/http.md)",
+    )
+    .into_response()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `routes` on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, routes: Router, stop: CancellationToken) {
+pub(super) async fn serve(listener: TcpListener, routes: Router, stop: CancellationToken) {
     let served = axum::serve(listener, routes)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;

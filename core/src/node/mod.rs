@@ -236,19 +236,31 @@ pub async fn run(
     };
     let dead_letters = DeadLetterStore::open(&config.data_dir)?;
     let operator = OperatorCookie::load_or_create(&config.data_dir)?;
+    // The HTTP server's own connection, read-only: journeys, and results
+    // past the dedupe window.
+    let journal_reader = if config.journal.enabled && config.http.enabled {
+        Some(Arc::new(std::sync::Mutex::new(
+            SqliteJournal::open_to_read(&config.data_dir)?,
+        )))
+    } else {
+        None
+    };
 
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
     let permissions = config.security.as_ref().map_or_else(
         crate::security::Permissions::open,
         crate::security::Permissions::of,
     );
+    let taps = integration_manager::Taps::default();
     let im = tokio::spawn(integration_manager::run(
         publisher,
         publish_rx,
         permissions.clone(),
+        taps.clone(),
     ));
     let (kill_tx, kill_rx) = mpsc::channel(64);
-    let (stats_tx, stats_rx) = mpsc::channel(16);
+    let (asks_tx, asks_rx) = mpsc::channel(64);
+    let (gateway_tx, gateway_rx) = mpsc::channel(64);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
     let subject = tokio::spawn(subject::run(
@@ -297,12 +309,23 @@ pub async fn run(
             operator: Some(operator),
             exited: exited_rx,
             permissions,
-            stats: stats_rx,
+            asks: asks_rx,
+            gateway: gateway_rx,
         },
     ));
     let http_stop = CancellationToken::new();
     let http = http_listener.map(|listener| {
-        let state = crate::http::HttpState { stats: stats_tx };
+        let state = crate::http::HttpState {
+            asks: asks_tx,
+            intake: gateway_tx,
+            taps,
+            identities: config.security.as_ref().map_or_else(
+                crate::http::auth::Identities::open,
+                crate::http::auth::Identities::of,
+            ),
+            journal: journal_reader,
+            max_message_bytes: config.max_message_bytes,
+        };
         tokio::spawn(crate::http::serve(listener, state, http_stop.clone()))
     });
 

@@ -16,6 +16,7 @@
 //! id its key is bound to.
 
 pub mod operator;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,9 @@ pub struct KeyFile {
 #[serde(deny_unknown_fields)]
 pub struct ServiceKey {
     pub id: String,
+    /// The CURVE public key it connects to the sockets with; empty: it
+    /// uses HTTP only (`http_token`).
+    #[serde(default)]
     pub public_key: String,
     /// Topic prefixes it may subscribe to (a subscription must start with
     /// one of them): `["Announce~"]` for every `@PUBLISH` step of the
@@ -76,6 +80,11 @@ pub struct ServiceKey {
     /// topics). Default: no.
     #[serde(default)]
     pub register: bool,
+    /// The SHA-256 digest of the bearer token it makes HTTP requests with
+    /// (`sha256:<64 hex digits>`, as `zmanager keys token` prints it);
+    /// `None`: it has no HTTP access.
+    #[serde(default)]
+    pub http_token: Option<String>,
 }
 
 /// What each service may do (`[security]`): push, answer and register at
@@ -218,6 +227,19 @@ impl SecurityConfig {
             }
             if ids.insert(id.clone(), ()).is_some() {
                 problems.push(format!("security.service {id:?} is listed twice"));
+            }
+            if let Some(token) = &service.http_token
+                && let Err(e) = token::parse_digest(token)
+            {
+                problems.push(format!("security.service {id:?}: http_token: {e}"));
+            }
+            if service.public_key.is_empty() {
+                if service.http_token.is_none() {
+                    problems.push(format!(
+                        "security.service {id:?} has neither a public_key nor an http_token: it could not connect"
+                    ));
+                }
+                continue;
             }
             match parse_key(&service.public_key) {
                 Ok(key) => {
@@ -401,6 +423,7 @@ mod tests {
                     push: Vec::new(),
                     answer: Vec::new(),
                     register: false,
+                    http_token: None,
                 })
                 .collect(),
             workers: Vec::new(),

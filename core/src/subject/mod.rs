@@ -21,6 +21,7 @@
 //! - `commits`: what waits for the journal (acknowledgements, keys);
 //! - `workers`: worker messages, liveness, dispatch;
 //! - `recovery`: taking up what the journal had unfinished at start-up;
+//! - `asks`: what the HTTP server asks of it between turns;
 //! - `shell`: the sockets, tasks and timers around the core.
 //!
 //! Reliability (`docs/reliability.md` states the promise):
@@ -53,6 +54,7 @@
 //! the intake channel; the intake task then blocks, and ZeroMQ's TCP flow
 //! control pushes back on the services.
 
+mod asks;
 mod attempts;
 mod commits;
 mod core;
@@ -69,6 +71,7 @@ mod steps;
 mod suspended;
 mod workers;
 
+pub use self::asks::{Ask, Whereabouts};
 pub use self::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 pub use self::shell::{Links, run};
 pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Stats, WorkerStats};

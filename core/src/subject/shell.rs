@@ -27,12 +27,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use zeromq::ZmqMessage;
 
+use super::asks::Ask;
 use super::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
-use super::stats::Stats;
 use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetterStore;
 use crate::inflight::WorkerId;
@@ -70,9 +70,12 @@ pub struct Links {
     pub exited: mpsc::Receiver<String>,
     /// What each service may do (`[security]`).
     pub permissions: crate::security::Permissions,
-    /// Asks for [`Stats`] (`/metrics`, `/readyz`): answered between two
+    /// Questions from the HTTP server ([`Ask`]): answered between two
     /// turns, so a scrape costs the loop one copy of its figures.
-    pub stats: mpsc::Receiver<oneshot::Sender<Stats>>,
+    pub asks: mpsc::Receiver<Ask>,
+    /// Requests from the HTTP gateway, with the service each is made as
+    /// (as if pushed to the intake socket by a service with that key).
+    pub gateway: mpsc::Receiver<(ZmqMessage, Option<String>)>,
 }
 
 /// The most events of one kind handled before dispatching: enough to fill
@@ -99,6 +102,7 @@ pub async fn run(
     // waits for the loop (which may be waiting for the watcher's queue).
     let (commit_tx, mut commit_rx) = watch::channel::<u64>(0);
 
+    let gateway_task = tokio::spawn(forward(links_gateway(&mut links), intake_tx.clone()));
     let intake_task = tokio::spawn(read_socket(intake, intake_tx));
     let watcher = tokio::spawn(watch_commits(appended_rx, commit_tx));
     let mut exited = std::mem::replace(&mut links.exited, mpsc::channel(1).1);
@@ -125,7 +129,8 @@ pub async fn run(
         operator,
         exited: _,
         permissions,
-        mut stats,
+        mut asks,
+        gateway: _,
     } = links;
     let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read the dead-letter store's last number");
@@ -165,6 +170,7 @@ pub async fn run(
             () = drain.cancelled(), if drain_until.is_none() => {
                 drain_until = Some(Instant::now() + options.drain_timeout);
                 intake_task.abort();
+                gateway_task.abort();
                 // Requests already read from the socket are accepted too.
                 while let Ok((frames, service)) = intake_rx.try_recv() {
                     core.handle(Input::Intake(frames, service), Now::read());
@@ -205,11 +211,16 @@ pub async fn run(
             }
             // A retried message's delay is over (`end_turn` requeues it).
             () = retry::sleep_until(core.next_due()) => {}
-            Some(reply) = stats.recv() => {
-                let mut figures = core.stats();
-                figures.journal = shell.journal.as_ref().map(JournalWriter::figures);
-                let _ = reply.send(figures);
-            }
+            Some(ask) = asks.recv() => match ask {
+                Ask::Stats(reply) => {
+                    let mut figures = core.stats();
+                    figures.journal = shell.journal.as_ref().map(JournalWriter::figures);
+                    let _ = reply.send(figures);
+                }
+                Ask::Whereabouts(key, reply) => {
+                    let _ = reply.send(core.whereabouts(&key, Instant::now()));
+                }
+            },
         }
         core.end_turn(Now::read());
         shell.carry_out(&mut core).await;
@@ -229,6 +240,7 @@ pub async fn run(
         }
     }
     intake_task.abort();
+    gateway_task.abort();
     for task in tasks {
         task.abort();
     }
@@ -374,6 +386,24 @@ async fn commit_health(health: &mut Option<watch::Receiver<Health>>) -> Option<S
             .then(|| now.last_error.clone().unwrap_or_default());
     }
     std::future::pending().await
+}
+
+/// Takes the gateway's channel out of `links` (its place gets a closed one).
+fn links_gateway(links: &mut Links) -> mpsc::Receiver<(ZmqMessage, Option<String>)> {
+    std::mem::replace(&mut links.gateway, mpsc::channel(1).1)
+}
+
+/// Feeds the gateway's requests into the intake channel, behind the same
+/// bound as the socket's.
+async fn forward(
+    mut from: mpsc::Receiver<(ZmqMessage, Option<String>)>,
+    to: mpsc::Sender<(ZmqMessage, Option<String>)>,
+) {
+    while let Some(request) = from.recv().await {
+        if to.send(request).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<(ZmqMessage, Option<String>)>) {

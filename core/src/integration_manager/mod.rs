@@ -5,6 +5,13 @@
 //! only once the node allows it, [`Permissions::may_read`]) and is fed by a bounded
 //! channel; when the channel is full, whoever publishes waits
 //! (backpressure), and the queue never grows without limit.
+//!
+//! What it publishes is offered to the in-process [`Taps`] too (the HTTP
+//! gateway's), first, without waiting on them.
+
+mod taps;
+
+pub use taps::{Stream, Taps, Watch};
 
 use std::time::Duration;
 
@@ -36,12 +43,15 @@ pub async fn run(
     mut socket: AsyncSocket,
     mut publications: mpsc::Receiver<Publication>,
     readers: Permissions,
+    taps: Taps,
 ) {
     let mut published: u64 = 0;
     loop {
         tokio::select! {
             next = publications.recv() => {
-                let Some(Publication { topic, message }) = next else { break };
+                let Some(publication) = next else { break };
+                taps.offer(&publication);
+                let Publication { topic, message } = publication;
                 let frames = wire::publication(topic, &message);
                 if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
                     tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
