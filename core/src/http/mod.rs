@@ -66,6 +66,13 @@ pub struct HttpState {
     pub journal: JournalReader,
     /// The largest request body taken.
     pub max_message_bytes: usize,
+    /// The node's data directory (its dead-letter store).
+    pub data_dir: std::path::PathBuf,
+    /// The flows and mappings the node runs.
+    pub catalog: std::sync::Arc<crate::catalog::Catalog>,
+    /// The cookie the node's own tools present to resume a request at a
+    /// step of its flow (a dead letter's replay).
+    pub operator: crate::security::operator::OperatorCookie,
 }
 
 impl HttpState {

@@ -263,10 +263,11 @@ pub async fn run(
     let (gateway_tx, gateway_rx) = mpsc::channel(64);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
+    let catalog = Arc::new(catalog);
     let subject = tokio::spawn(subject::run(
         intake,
         router,
-        Arc::new(catalog),
+        Arc::clone(&catalog),
         SubjectOptions {
             batch: config.batch,
             max_pending: config.max_pending,
@@ -306,7 +307,7 @@ pub async fn run(
             journal: writer,
             recovered,
             remembered,
-            operator: Some(operator),
+            operator: Some(operator.clone()),
             exited: exited_rx,
             permissions,
             asks: asks_rx,
@@ -325,6 +326,9 @@ pub async fn run(
             ),
             journal: journal_reader,
             max_message_bytes: config.max_message_bytes,
+            data_dir: config.data_dir.clone(),
+            catalog,
+            operator,
         };
         tokio::spawn(crate::http::serve(listener, state, http_stop.clone()))
     });
