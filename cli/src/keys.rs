@@ -1,4 +1,5 @@
-//! `zmanager keys`: CurveZMQ key pairs for the node and its services.
+//! `zmanager keys`: CurveZMQ key pairs for the node and its services, and
+//! HTTP bearer tokens for services.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,15 @@ enum Command {
         /// overwritten.
         name: PathBuf,
     },
+    /// Make an HTTP bearer token: NAME.token (the token, readable by you
+    /// only: the service sends it as `Authorization: Bearer <token>`).
+    /// Prints its digest, the `http_token` line of the service's
+    /// `[[security.service]]` entry.
+    Token {
+        /// The file, without extension (`keys/ada` makes `keys/ada.token`).
+        /// An existing file is never overwritten.
+        name: PathBuf,
+    },
     /// Print the public key of a key file.
     Show {
         /// A `.key` file.
@@ -34,6 +44,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::New { name } => {
             let public = security::write_new_pair(&name).map_err(anyhow::Error::msg)?;
             println!("public_key = \"{}\"", security::z85(&public));
+        }
+        Command::Token { name } => {
+            let mut path = name.into_os_string();
+            path.push(".token");
+            let digest =
+                security::token::write_new_token(path.as_ref()).map_err(anyhow::Error::msg)?;
+            println!("http_token = \"{digest}\"");
         }
         Command::Show { file } => {
             let (public, _) = security::read_key_file(&file).map_err(anyhow::Error::msg)?;

@@ -223,3 +223,72 @@ fn the_journey_of_a_request_whose_worker_was_killed_shows_both_attempts() {
     let times: Vec<u64> = steps.iter().map(|s| s["at_us"].as_u64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
+
+/// With `[security]`, a bearer token is the service: the one its digest is
+/// listed for, with that service's grants, and no other.
+#[test]
+fn with_keys_a_token_is_its_service_and_no_other() {
+    let dir = zmanager_tests::temp::dir("gateway-secure");
+    let (ada_token, bob_token) = ("ada-secret-token", "bob-secret-token");
+    let key = |_: ()| zmanager::security::new_pair().expect("CURVE keys").0;
+    let (ada_key, bob_key) = (key(()), key(()));
+    let grants = |push: &str, token: &str| {
+        format!(
+            "push = [{push}]\nhttp_token = {:?}\n",
+            zmanager::security::token::show_digest(token)
+        )
+    };
+    let (ada_grants, bob_grants) = (grants("\"Greeting\"", ada_token), grants("", bob_token));
+    let (node, _) = zmanager_tests::secure::node_with(
+        dir.path(),
+        &[
+            ("ada", &ada_key, &ada_grants),
+            ("bob", &bob_key, &bob_grants),
+        ],
+    );
+    let http = Http::of(&node);
+    let post = |token: Option<&str>, path: &str| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        http.post(path, &headers, br#"{"name": "ada"}"#)
+    };
+    let path = "/v1/flows/Greeting/requests?wait=20s&id=g-1";
+
+    for token in [None, Some("not-a-listed-token")] {
+        let refused = post(token, path);
+        assert_eq!(refused.status, 401, "{token:?}: {}", refused.text());
+        assert_eq!(refused.json()["error"]["name"], "unauthorized");
+    }
+    let done = post(Some(ada_token), path);
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(done.json()["service"], "ada");
+
+    // bob may push into no flow: the Subject refuses him as over ZeroMQ.
+    let forbidden = post(Some(bob_token), path);
+    assert_eq!(forbidden.status, 403, "{}", forbidden.text());
+    assert_eq!(forbidden.json()["error"]["name"], "forbidden");
+    // Naming another service than the token's is refused, not ignored.
+    let posing = post(Some(bob_token), &format!("{path}&service=ada"));
+    assert_eq!(posing.status, 403, "{}", posing.text());
+    assert_eq!(posing.json()["error"]["name"], "wrong_service");
+
+    // A request is its service's to read.
+    let read = |token: &str| {
+        http.get(
+            "/v1/requests/ada/g-1",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+    };
+    assert_eq!(read(ada_token).status, 200, "{}", read(ada_token).text());
+    let nosy = read(bob_token);
+    assert_eq!(nosy.status, 403, "{}", nosy.text());
+    assert_eq!(nosy.json()["error"]["name"], "wrong_service");
+    let journey = http.get(
+        "/v1/requests/ada/g-1/journey",
+        &[("authorization", &format!("Bearer {bob_token}"))],
+    );
+    assert_eq!(journey.status, 403, "{}", journey.text());
+}

@@ -520,6 +520,36 @@ fn keys_new_writes_a_pair_once() {
     assert!(again.stderr.contains("File exists"));
 }
 
+/// `zmanager keys token` writes a token readable by its owner only and
+/// prints the digest a configuration lists; never overwrites one.
+#[test]
+fn keys_token_writes_a_token_once_and_prints_its_digest() {
+    let dir = temp::dir("token");
+    let name = dir.path().join("svc");
+    let out = zmanager(["keys", "token"]).arg(&name).run();
+    assert!(out.status.success(), "{out:?}");
+    let path = dir.path().join("svc.token");
+    let token = std::fs::read_to_string(&path).expect("a token file");
+    let token = token.trim_end();
+    assert_eq!(token.len(), 64, "{token:?}");
+    assert_eq!(
+        out.stdout,
+        format!("http_token = \"{}\"\n", security::token::show_digest(token))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let again = zmanager(["keys", "token"]).arg(&name).run();
+    assert!(!again.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("kept").trim_end(),
+        token
+    );
+}
+
 /// The Rust client with keys: `Service` as ada is served; without keys it
 /// cannot connect; `zmanager send --key-file` and `zmanager subscribe
 /// --key-file` take the service id the configuration binds the key to.

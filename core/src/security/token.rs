@@ -46,6 +46,24 @@ pub fn new_token() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Makes a token and writes it to `path` (a new file, readable by its
+/// owner only; an existing file is never overwritten). Returns its digest
+/// as the configuration lists it.
+pub fn write_new_token(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Write;
+    let token = new_token()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    out.write_all(format!("{token}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(show_digest(&token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
