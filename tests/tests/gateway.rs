@@ -97,6 +97,39 @@ fn an_id_sent_again_gets_the_same_result_without_running_again() {
     assert_eq!(accepted, "1", "{metrics}");
 }
 
+/// Two clients sending the same id at once: one run, and both answers are
+/// its result.
+#[test]
+fn the_same_id_sent_twice_at_once_runs_once_and_answers_both() {
+    let node = TestNode::start(2);
+    let http = Http::of(&node);
+    let path = "/v1/flows/Sleep/requests?wait=30s&id=twice";
+    let answers: Vec<Answer> = std::thread::scope(|s| {
+        let sent: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| http.post_json(path, &json!({"ms": 1000}))))
+            .collect();
+        sent.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["result"], json!({"ms": 1000}));
+    }
+    let metrics = http.get("/metrics", &[]).text();
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+            .to_owned()
+    };
+    assert_eq!(
+        counter("zmanager_requests_accepted_total"),
+        "1",
+        "{metrics}"
+    );
+    assert_eq!(counter("zmanager_duplicates_total"), "1", "{metrics}");
+}
+
 #[test]
 fn bad_requests_get_a_4xx_with_the_stable_code_and_the_node_serves_on() {
     let (node, _config) = node_with(1, "max_message_bytes = 4096\n");

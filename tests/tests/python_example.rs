@@ -1332,3 +1332,66 @@ fn the_python_durable_subscriber_subscribes_again_when_an_ack_is_refused() {
         "{log:?}"
     );
 }
+
+/// True when python has `requests`; false (and the test is skipped) when
+/// not, except under CI.
+fn python_has_requests() -> bool {
+    let ready = Command::new(python())
+        .args(["-c", "import requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have python3 with requests (pip install -r examples/python/requirements.txt)"
+        );
+        eprintln!("SKIPPED: python3 with requests is not installed");
+    }
+    ready
+}
+
+/// `http_quickstart.py` (requests only, docs/http.md) against a node on its
+/// built-in flows: the result with wait, 202 then polled, the same key
+/// answered again, the journey, and the unknown flow's 404.
+#[test]
+fn the_http_example_gets_its_results_with_requests_only() {
+    if !python_has_requests() {
+        return;
+    }
+    let node = TestNode::start_builtin(1);
+    let url = format!("http://{}", node.http.as_deref().expect("HTTP on"));
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("examples/python/http_quickstart.py"))
+        .args(["--url", &url]);
+    let (out, _) = Run::start(cmd).finish(Duration::from_secs(60));
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status.code()
+    );
+    let greeting = "{'greeting': 'HELLO, ADA!'}";
+    for line in [
+        format!("with wait: {greeting}"),
+        format!("polled: {greeting}"),
+        format!("sent again: {greeting}"),
+        "journey: accepted -> dispatched -> completed".to_owned(),
+        "unknown flow: 404 3 unknown_flow".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("taken: accepted at /v1/requests/http/py-"),
+        "{stdout}"
+    );
+
+    // A node that is not there: exit 2, said so.
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("examples/python/http_quickstart.py"))
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}", zmanager_tests::node::free_port()),
+        ]);
+    let (out, _) = Run::start(cmd).finish(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}
