@@ -16,7 +16,7 @@ use super::load::LoadResult;
 use super::proc_stats::{self, Machine, ProcSample};
 use super::{
     BenchError, BenchOptions, JournalComparison, JournalMode, Latency, ProcessReport, Progress,
-    RawSummary, Report, ReportConfig, Transport,
+    RawSummary, Report, ReportConfig, ScrapeComparison, Transport,
 };
 use zmanager::journal::SyncMode;
 use zmanager::node::config::NodeConfig;
@@ -53,18 +53,51 @@ pub fn run(
         JournalMode::On => &[true],
         JournalMode::Both => &[false, true],
     };
-    let mut runs: Vec<(bool, Measured)> = Vec::new();
+    // Scraped and not, alternating too, in each journal setting.
+    let scrapes: &[bool] = match options.scrape_every {
+        Some(_) => &[false, true],
+        None => &[false],
+    };
+    let mut all: Vec<(bool, bool, Measured)> = Vec::new();
     for round in 0..options.rounds {
         for &journal in modes {
-            let setup = Setup {
-                journal,
-                window,
-                batch,
-                data_dir: format!("data-{round}-{journal}"),
-            };
-            runs.push((journal, measure(options, &setup, &dir, on_progress)?));
+            for &scrape in scrapes {
+                let setup = Setup {
+                    journal,
+                    window,
+                    batch,
+                    data_dir: format!("data-{round}-{journal}-{scrape}"),
+                    scrape: scrape.then_some(options.scrape_every).flatten(),
+                };
+                all.push((
+                    journal,
+                    scrape,
+                    measure(options, &setup, &dir, on_progress)?,
+                ));
+            }
         }
     }
+    // The detailed figures are those of the last run in the node's own
+    // setting (journal on, unless only off was asked for), not scraped.
+    let shown = options.journal != JournalMode::Off;
+    let scrape_comparison = options.scrape_every.map(|every| {
+        let rates = |scraped: bool| -> Vec<f64> {
+            all.iter()
+                .filter(|(j, s, _)| *j == shown && *s == scraped)
+                .map(|(_, _, m)| m.throughput_rps)
+                .collect()
+        };
+        ScrapeComparison {
+            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            scrapes: all.iter().map(|(_, _, m)| m.scrapes).sum(),
+            runs: JournalComparison::new(rates(false), rates(true)),
+        }
+    });
+    let runs: Vec<(bool, Measured)> = all
+        .into_iter()
+        .filter(|(_, scraped, _)| !scraped)
+        .map(|(journal, _, m)| (journal, m))
+        .collect();
 
     if raw_wanted {
         for _ in 1..options.raw_runs {
@@ -82,9 +115,6 @@ pub fn run(
         };
         JournalComparison::new(rates(false), rates(true))
     });
-    // The detailed figures are those of the last run in the node's own
-    // setting (journal on, unless only off was asked for).
-    let shown = options.journal != JournalMode::Off;
     let Some((_, main)) = runs.into_iter().rev().find(|(j, _)| *j == shown) else {
         return Err(BenchError::Protocol("no run was measured".to_owned()));
     };
@@ -123,6 +153,7 @@ pub fn run(
             .map(|r| main.throughput_rps / r.rate_per_s),
         raw_zeromq: raw,
         journal_comparison,
+        scrape_comparison,
     })
 }
 
@@ -134,6 +165,9 @@ struct Setup {
     /// The node's data directory, inside the benchmark's: a fresh journal
     /// per run.
     data_dir: String,
+    /// Scrape `/metrics` this often during the measured run (`None`: the
+    /// node runs without its HTTP server).
+    scrape: Option<Duration>,
 }
 
 /// What one measured run measured.
@@ -148,6 +182,8 @@ struct Measured {
     processes: Vec<ProcessReport>,
     idle_rss_kib: u64,
     idle_pss_kib: u64,
+    /// `/metrics` scrapes answered during the run.
+    scrapes: u64,
 }
 
 /// Starts a node, runs the services against it, stops it.
@@ -254,6 +290,10 @@ fn measure(
         .collect();
     let before: Vec<Option<ProcSample>> = all_pids.iter().map(|p| proc_stats::sample(*p)).collect();
     let start = Instant::now();
+    let scraper = match (setup.scrape, &node.http) {
+        (Some(every), Some(at)) => Some(Scraper::start(at, every)),
+        _ => None,
+    };
     for service in &mut services {
         service.say("go")?;
     }
@@ -291,6 +331,10 @@ fn measure(
     }
     let elapsed = start.elapsed();
     let after: Vec<Option<ProcSample>> = all_pids.iter().map(|p| proc_stats::sample(*p)).collect();
+    let scrapes = match scraper {
+        Some(scraper) => scraper.stop()?,
+        None => 0,
+    };
     on_progress(&Progress {
         phase: "running",
         done: progress.iter().sum(),
@@ -364,7 +408,49 @@ fn measure(
         processes,
         idle_rss_kib: idle.iter().flatten().map(|s| s.rss_kib).sum(),
         idle_pss_kib: idle.iter().flatten().map(|s| s.pss_kib).sum(),
+        scrapes,
     })
+}
+
+/// Scrapes a node's `/metrics` on its own thread, as Prometheus would,
+/// until stopped.
+struct Scraper {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Result<u64, String>>,
+}
+
+impl Scraper {
+    fn start(at: &str, every: Duration) -> Self {
+        let url = format!("http://{at}/metrics");
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            let mut answered = 0;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let mut response = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
+                // Read whole, as a scraper does: the node renders it all.
+                response
+                    .body_mut()
+                    .read_to_vec()
+                    .map_err(|e| format!("{url}: {e}"))?;
+                answered += 1;
+            }
+            Ok(answered)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops it; how many scrapes were answered.
+    fn stop(self) -> Result<u64, BenchError> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|_| BenchError::Protocol("the scraper panicked".to_owned()))?
+            .map_err(|e| BenchError::Protocol(format!("a /metrics scrape failed: {e}")))
+    }
 }
 
 /// Service `i`'s part of `total` split over `n` (the first ones take the
@@ -573,6 +659,8 @@ struct Node {
     process: Process,
     intake: String,
     publish: String,
+    /// Where its HTTP server listens (`None`: off).
+    http: Option<String>,
 }
 
 impl Node {
@@ -591,9 +679,14 @@ impl Node {
             .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
         let mut command = Command::new(&options.program);
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
-        command
+        command.args(["up", "--exit-with-parent"]);
+        match (setup.scrape, options.transport) {
             // Its figures come from its processes, not from HTTP.
-            .args(["up", "--exit-with-parent", "--no-http"])
+            (None, _) => command.arg("--no-http"),
+            (Some(_), Transport::Tcp) => &mut command, // --any-port: port 0
+            (Some(_), Transport::Ipc) => command.args(["--http", "127.0.0.1:0"]),
+        };
+        command
             .arg("--config")
             .arg(&config)
             .args(["--workers", &options.workers.to_string()]);
@@ -614,10 +707,15 @@ impl Node {
         let (Some(intake), Some(publish)) = (field("intake"), field("publish")) else {
             return Err(process.failed("did not start"));
         };
+        let http = field("http").filter(|at| at != "off");
+        if setup.scrape.is_some() && http.is_none() {
+            return Err(process.failed("started without its HTTP server"));
+        }
         Ok(Self {
             process,
             intake,
             publish,
+            http,
         })
     }
 

@@ -98,6 +98,10 @@ pub struct BenchOptions {
     /// Runs of the raw baseline: one before the node starts, the others
     /// after it stops, so their median brackets the measured run; 0 skips it.
     pub raw_runs: usize,
+    /// Scrape the node's `/metrics` this often during a run, and compare
+    /// runs with and without (alternating); `None`: the node runs without
+    /// its HTTP server.
+    pub scrape_every: Option<std::time::Duration>,
 }
 
 impl BenchOptions {
@@ -122,6 +126,7 @@ impl BenchOptions {
             batch: None,
             raw_messages: 1_000_000,
             raw_runs: 3,
+            scrape_every: None,
         }
     }
 
@@ -228,9 +233,24 @@ pub struct Report {
     pub ratio_to_raw: Option<f64>,
     /// Throughput with the journal off and on (`--journal both`).
     pub journal_comparison: Option<JournalComparison>,
+    /// Throughput with the node's `/metrics` scraped and not, from
+    /// alternating runs in the journal setting of the detailed figures.
+    pub scrape_comparison: Option<ScrapeComparison>,
 }
 
-/// Throughput with the journal off and on, from alternating runs.
+/// What scraping `/metrics` costs: the runs without and with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScrapeComparison {
+    /// How often the node was scraped, in ms.
+    pub every_ms: u64,
+    /// Scrapes answered 200 over all the scraped runs (each run scrapes).
+    pub scrapes: u64,
+    /// `off_rps`: runs with the HTTP server off; `on_rps`: scraped.
+    pub runs: JournalComparison,
+}
+
+/// Throughput of runs in two settings, off and on, from alternating runs
+/// (the journal's, or scraping's).
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalComparison {
     /// Each run's requests/s, in the order they ran.

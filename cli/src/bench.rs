@@ -95,6 +95,11 @@ pub(crate) struct Args {
     /// Ordering keys of the `--ordered` run (request n has key n % keys).
     #[arg(long, default_value_t = 1000)]
     keys: u64,
+    /// Also scrape the node's `/metrics` this often during runs ("1s"),
+    /// and compare runs scraped and not (alternating, medians): what
+    /// watching a node costs it.
+    #[arg(long, value_name = "DURATION", value_parser = zmanager::node::duration::parse)]
+    scrape_every: Option<std::time::Duration>,
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -132,6 +137,7 @@ pub(crate) fn run(args: Args, env: Vec<(String, String)>) -> anyhow::Result<Exit
         batch: args.batch,
         raw_messages: args.raw_messages,
         raw_runs: args.raw_runs,
+        scrape_every: args.scrape_every,
         ..BenchOptions::new(program)
     };
     options.validate()?;
@@ -326,6 +332,25 @@ fn render(r: &Report) -> String {
             out,
             "(the figures below are the last run with the journal on)"
         );
+        let _ = writeln!(out);
+    }
+    if let Some(s) = &r.scrape_comparison {
+        let j = &s.runs;
+        let _ = writeln!(
+            out,
+            "not scraped  {} requests/s  (median of {}, HTTP off)",
+            thousands(j.median_off_rps as u64),
+            j.off_rps.len()
+        );
+        let _ = writeln!(
+            out,
+            "scraped      {} requests/s  (median of {}, /metrics every {} ms, {} scrapes answered)",
+            thousands(j.median_on_rps as u64),
+            j.on_rps.len(),
+            s.every_ms,
+            s.scrapes
+        );
+        let _ = writeln!(out, "scraped is {:.1}% of not scraped", j.ratio * 100.0);
         let _ = writeln!(out);
     }
     let _ = writeln!(

@@ -140,3 +140,39 @@ fn bench_over_ipc_runs_every_raw_baseline() {
         .unwrap_or_else(|| panic!("no raw line in:\n{stdout}"));
     assert!(raw.contains("median of 3"), "{raw}");
 }
+
+/// `--scrape-every`: runs scraped and not alternate, the scraped ones had
+/// their `/metrics` read while they ran, and both are reported.
+#[test]
+fn bench_compares_runs_scraped_and_not() {
+    let dir = temp::dir("bench-scrape");
+    let json = dir.path().join("bench.json");
+    let out = zmanager(["bench", "--requests", "5000", "--in-flight", "50"])
+        .args(["--journal", "off", "--rounds", "2", "--raw-messages", "0"])
+        .args(["--warmup", "10", "--scrape-every", "10ms", "--json"])
+        .arg(&json)
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for field in [
+        "not scraped",
+        "scraped is",
+        "% of not scraped",
+        "scrapes answered",
+    ] {
+        assert!(stdout.contains(field), "no {field:?} in:\n{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON")).expect("valid");
+    let scrape = &report["scrape_comparison"];
+    assert_eq!(scrape["every_ms"], 10, "{report:#}");
+    assert_eq!(scrape["runs"]["off_rps"].as_array().map(Vec::len), Some(2));
+    assert_eq!(scrape["runs"]["on_rps"].as_array().map(Vec::len), Some(2));
+    // Each scraped run lasts well past 10 ms in a debug build.
+    assert!(
+        scrape["scrapes"].as_u64().is_some_and(|n| n >= 2),
+        "{report:#}"
+    );
+    // The detailed figures are a run that was not scraped.
+    assert_eq!(report["completed"], 5000, "{report:#}");
+}
