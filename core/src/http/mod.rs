@@ -99,9 +99,14 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves the routes until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, state: HttpState, stop: CancellationToken) {
-    server::serve(listener, router(state), stop).await;
+/// Serves the routes within `config`'s limits until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    config: crate::node::config::HttpConfig,
+    stop: CancellationToken,
+) {
+    server::serve_with(listener, router(state), server::Limits::from(&config), stop).await;
 }
 
 /// Alive: the process answers HTTP.

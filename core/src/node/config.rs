@@ -53,6 +53,10 @@
 //! [http]                      # health, readiness, metrics: docs/observability.md
 //! enabled = true
 //! listen = "127.0.0.1:19080"  # loopback only, unless `zmanager up --insecure`
+//! max_connections = 1024      # open at once, at most; one more is answered 503 and closed
+//! header_timeout = "10s"      # a request's head must have arrived by then, and the next
+//!                             # one on a kept-alive connection too: else it is closed
+//! body_timeout = "30s"        # a request's body must have arrived by then after its head
 //!
 //! [telemetry]
 //! start_traces = false        # give a request without a traceparent a new trace
@@ -240,6 +244,20 @@ pub struct HttpConfig {
     /// `ip:port`; loopback unless the node runs with `--insecure` (the
     /// server has no authentication yet).
     pub listen: String,
+    /// The most connections open at once; one more is answered 503 and
+    /// closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// How long a client has to send a request's head (its request line
+    /// and headers), from when the server starts waiting for it: on a new
+    /// connection, and on a kept-alive one after each response, so it is
+    /// also how long an idle connection stays open. Past it the connection
+    /// is closed.
+    #[serde(deserialize_with = "duration::setting")]
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive, in full, after its
+    /// head; reading it fails past that.
+    #[serde(deserialize_with = "duration::setting")]
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -247,6 +265,9 @@ impl Default for HttpConfig {
         Self {
             enabled: true,
             listen: "127.0.0.1:19080".into(),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -524,6 +545,13 @@ impl NodeConfig {
                 "http.listen = {:?}: use ip:port, such as \"127.0.0.1:19080\"",
                 self.http.listen
             ));
+        }
+        if self.http.max_connections == 0 {
+            problems.push("http.max_connections must be at least 1".to_owned());
+        }
+        if self.http.header_timeout < MS || self.http.body_timeout < MS {
+            problems
+                .push("http.header_timeout and http.body_timeout must be at least 1ms".to_owned());
         }
         if let Some(security) = &self.security {
             problems.extend(security.problems());

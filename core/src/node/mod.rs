@@ -330,7 +330,8 @@ pub async fn run(
             catalog,
             operator,
         };
-        tokio::spawn(crate::http::serve(listener, state, http_stop.clone()))
+        let limits = config.http.clone();
+        tokio::spawn(crate::http::serve(listener, state, limits, http_stop.clone()))
     });
 
     let workers_stop = CancellationToken::new();
