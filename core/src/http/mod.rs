@@ -89,6 +89,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/flows/{flow}/requests", post(gateway::post))
         .route("/v1/requests/{service}/{id}", get(requests::state))
         .route(
@@ -160,6 +161,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     }
 }
 
+/// The OpenAPI document of these routes (a test checks that it lists
+/// every route and no other).
+static OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 async fn not_found() -> Response {
     error::ApiError::http(
         StatusCode::NOT_FOUND,
@@ -173,6 +182,45 @@ async fn not_found() -> Response {
 mod tests {
     use super::*;
     use crate::subject::WorkerStats;
+    use std::collections::BTreeSet;
+
+    /// `(method, path)` of every `.route(…)` in this file's router.
+    fn routed() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let router = &source[source.find("pub fn router").unwrap()..];
+        let router = &router[..router.find("\n}\n").unwrap()];
+        let compact: String = router.split_whitespace().collect();
+        let mut out = BTreeSet::new();
+        for part in compact.split(".route(\"").skip(1) {
+            let (path, rest) = part.split_once('"').unwrap();
+            let handlers = rest.split(".fallback(").next().unwrap();
+            for method in ["get", "post", "put", "delete", "patch"] {
+                let called = format!("{method}(");
+                let found = handlers
+                    .match_indices(&called)
+                    .any(|(at, _)| handlers[..at].ends_with(',') || handlers[..at].ends_with('.'));
+                if found {
+                    out.insert((method.to_owned(), path.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route_and_no_other() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        let mut listed = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("an item").keys() {
+                listed.insert((method.clone(), path.clone()));
+            }
+        }
+        let routed = routed();
+        assert!(routed.len() >= 7, "{routed:?}");
+        assert_eq!(listed, routed);
+    }
 
     #[test]
     fn not_ready_says_why() {

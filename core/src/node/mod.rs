@@ -331,7 +331,12 @@ pub async fn run(
             operator,
         };
         let limits = config.http.clone();
-        tokio::spawn(crate::http::serve(listener, state, limits, http_stop.clone()))
+        tokio::spawn(crate::http::serve(
+            listener,
+            state,
+            limits,
+            http_stop.clone(),
+        ))
     });
 
     let workers_stop = CancellationToken::new();
