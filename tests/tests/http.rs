@@ -199,3 +199,50 @@ fn the_http_server_listens_on_loopback_only_unless_insecure() {
     let node = TestNode::start_with(0, None, &["--no-http"]);
     assert_eq!(node.http, None);
 }
+
+/// `received_bytes` and `published_bytes` count exactly the frames that
+/// went in and out: 25 requests' frames, and the frames of their 25
+/// results as the client received them.
+#[test]
+fn the_byte_counters_count_every_frame_in_and_out() {
+    use bytes::Bytes;
+    use zmanager::wire::envelope::Kind;
+
+    let node = TestNode::start(1);
+    let counter = |name: &str| -> u64 {
+        let (_, _, text) = get(&node, "/metrics");
+        sample(&text, name).unwrap_or_else(|| panic!("{name} in {text}")) as u64
+    };
+    runtime().block_on(async {
+        let mut client = RawClient::connect(&node.endpoints, "bytes").await;
+        // After the handshake: its pings are counted before this.
+        let (in0, out0) = (
+            counter("zmanager_received_bytes_total"),
+            counter("zmanager_published_bytes_total"),
+        );
+        let mut sent = 0;
+        for i in 0..25u32 {
+            let envelope = client.envelope(&format!("b{i}"), "Echo");
+            let payload = Bytes::from(rmp_serde::to_vec_named(&"x".repeat(i as usize)).unwrap());
+            // The frames `send` makes: the topic, the envelope, the payload.
+            sent += format!("{}~", envelope.flow).len() + envelope.encode().len() + payload.len();
+            client.send(&envelope, payload).await;
+        }
+        let mut received = 0;
+        for _ in 0..25 {
+            let r = client
+                .recv(Duration::from_secs(30))
+                .await
+                .expect("a result");
+            assert_eq!(r.envelope.kind, Kind::Result, "{r:?}");
+            received += r.topic.len() + r.envelope.encode().len() + r.payload.len();
+        }
+        assert_eq!(counter("zmanager_received_bytes_total") - in0, sent as u64);
+        assert_eq!(
+            counter("zmanager_published_bytes_total") - out0,
+            received as u64
+        );
+    });
+    let journal = counter("zmanager_journal_bytes");
+    assert!(journal > 0, "the journal holds the 25 requests: {journal}");
+}

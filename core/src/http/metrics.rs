@@ -14,17 +14,27 @@ use crate::subject::Stats;
 
 pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `stats` as OpenMetrics text, every name prefixed `zmanager_`.
-pub(super) fn render(stats: &Stats) -> Result<String, std::fmt::Error> {
+/// What the node shows besides the Subject's figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Node {
+    /// Bytes the Integration Manager sent.
+    pub(super) bytes_out: u64,
+    /// Bytes of the journal's data (`None`: off).
+    pub(super) journal_bytes: Option<u64>,
+}
+
+/// `stats` and `node` as OpenMetrics text, every name prefixed
+/// `zmanager_`.
+pub(super) fn render(stats: &Stats, node: &Node) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("zmanager");
-    registry.register_collector(Box::new(Figures(stats.clone())));
+    registry.register_collector(Box::new(Figures(stats.clone(), *node)));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
 }
 
 #[derive(Debug)]
-struct Figures(Stats);
+struct Figures(Stats, Node);
 
 fn counter(
     encoder: &mut DescriptorEncoder,
@@ -51,6 +61,26 @@ impl Collector for Figures {
         let s = &self.0;
         let c = &s.counters;
         let e = &mut encoder;
+        counter(
+            e,
+            "received_bytes",
+            "Bytes services pushed to the intake (every frame, as received).",
+            c.bytes_in,
+        )?;
+        counter(
+            e,
+            "published_bytes",
+            "Bytes the Integration Manager sent (every frame of every message published).",
+            self.1.bytes_out,
+        )?;
+        if let Some(bytes) = self.1.journal_bytes {
+            gauge(
+                e,
+                "journal_bytes",
+                "Bytes of the journal's data (what retention keeps under max_mb).",
+                usize::try_from(bytes).unwrap_or(usize::MAX),
+            )?;
+        }
         counter(
             e,
             "requests_accepted",

@@ -73,6 +73,9 @@ pub struct HttpState {
     /// The cookie the node's own tools present to resume a request at a
     /// step of its flow (a dead letter's replay).
     pub operator: crate::security::operator::OperatorCookie,
+    /// Bytes the Integration Manager has sent (all frames of every
+    /// message published).
+    pub published_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl HttpState {
@@ -148,7 +151,13 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         let text = "the Subject does not answer\n";
         return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
     };
-    match metrics::render(&stats) {
+    let traffic = metrics::Node {
+        bytes_out: state
+            .published_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        journal_bytes: journal_bytes(&state.journal).await,
+    };
+    match metrics::render(&stats, &traffic) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode the metrics");
@@ -167,6 +176,23 @@ static OPENAPI: &str = include_str!("openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The bytes of the journal's data now (`None`: the journal is off, or
+/// cannot be read; the error is logged).
+async fn journal_bytes(journal: &JournalReader) -> Option<u64> {
+    let journal = journal.clone()?;
+    let read = tokio::task::spawn_blocking(move || {
+        use crate::journal::Journal;
+        let journal = journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        journal.data_bytes()
+    })
+    .await
+    .ok()?;
+    read.inspect_err(|e| tracing::warn!(error = %e, "cannot read the journal's size"))
+        .ok()
 }
 
 async fn not_found() -> Response {

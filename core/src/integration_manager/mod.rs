@@ -13,6 +13,8 @@ mod taps;
 
 pub use taps::{Stream, Taps, Watch};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,7 +38,8 @@ pub const QUEUE: usize = 1024;
 /// (its `ZMQ_LINGER`): the last results of a stopping node.
 pub const LINGER: Duration = Duration::from_secs(1);
 
-/// Publishes everything received until every sender is dropped, then
+/// Publishes everything received until every sender is dropped (adding
+/// the bytes of each message sent, all its frames, to `sent`), then
 /// closes the socket in a blocking thread (it lingers, see [`LINGER`]).
 /// Meanwhile it applies the subscriptions `readers` allow.
 pub async fn run(
@@ -44,6 +47,7 @@ pub async fn run(
     mut publications: mpsc::Receiver<Publication>,
     readers: Permissions,
     taps: Taps,
+    sent: Arc<AtomicU64>,
 ) {
     let mut published: u64 = 0;
     loop {
@@ -53,11 +57,13 @@ pub async fn run(
                 taps.offer(&publication);
                 let Publication { topic, message } = publication;
                 let frames = wire::publication(topic, &message);
+                let bytes: usize = frames.iter().map(Bytes::len).sum();
                 if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
                     tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
                     continue;
                 }
                 published += 1;
+                sent.fetch_add(bytes as u64, Ordering::Relaxed);
             }
             // Receiving is cancel-safe (`crate::transport`).
             subscription = socket.recv_from() => match subscription {

@@ -252,11 +252,13 @@ pub async fn run(
         crate::security::Permissions::of,
     );
     let taps = integration_manager::Taps::default();
+    let published_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let im = tokio::spawn(integration_manager::run(
         publisher,
         publish_rx,
         permissions.clone(),
         taps.clone(),
+        Arc::clone(&published_bytes),
     ));
     let (kill_tx, kill_rx) = mpsc::channel(64);
     let (asks_tx, asks_rx) = mpsc::channel(64);
@@ -329,6 +331,7 @@ pub async fn run(
             data_dir: config.data_dir.clone(),
             catalog,
             operator,
+            published_bytes,
         };
         let limits = config.http.clone();
         tokio::spawn(crate::http::serve(

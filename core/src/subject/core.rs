@@ -93,6 +93,9 @@ pub struct Counters {
     pub dead_lettered: u64,
     pub duplicates: u64,
     pub workers_lost: u64,
+    /// Bytes of the messages services pushed to the intake (all frames,
+    /// as received: malformed and refused ones too).
+    pub bytes_in: u64,
 }
 
 /// The moment an input is handled: the monotonic clock for deadlines, the

@@ -31,6 +31,8 @@ const MAX_DEPTH: usize = zmanager_sdk::MAX_DEPTH - 1;
 impl SubjectCore {
     /// `service`: the id the sender's key is bound to (security on).
     pub(super) fn on_intake(&mut self, frames: &ZmqMessage, service: Option<&str>) {
+        let received: usize = frames.iter().map(Bytes::len).sum();
+        self.counters.bytes_in += received as u64;
         match wire::decode_topic_message(frames) {
             Ok((_topic, message)) => {
                 // The envelope and payload frames, as they came.
