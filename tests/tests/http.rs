@@ -141,7 +141,10 @@ fn health_readiness_and_metrics_that_match_the_requests_sent() {
 
     let (status, _, body) = get(&node, "/nope");
     assert_eq!(status, 404);
-    assert!(body.contains("\"not_found\"") && body.contains("/metrics"), "{body}");
+    assert!(
+        body.contains("\"not_found\"") && body.contains("/metrics"),
+        "{body}"
+    );
 }
 
 #[test]
