@@ -309,7 +309,7 @@ pub async fn run(
             remembered,
             operator: Some(operator.clone()),
             exited: exited_rx,
-            permissions,
+            permissions: permissions.clone(),
             asks: asks_rx,
             gateway: gateway_rx,
         },
@@ -329,6 +329,9 @@ pub async fn run(
             data_dir: config.data_dir.clone(),
             catalog,
             operator,
+            permissions,
+            streams: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_STREAMS)),
+            stop: http_stop.clone(),
         };
         tokio::spawn(crate::http::serve(listener, state, http_stop.clone()))
     });
