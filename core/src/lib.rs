@@ -43,7 +43,8 @@
 //!   and a service's recoverer share, and the jitter that spreads it.
 //! - [`dead_letter`]: messages that ran out of attempts, kept to be replayed.
 //! - [`integration_manager`]: the single publisher.
-//! - [`http`]: the node's HTTP server: health, readiness, metrics.
+//! - [`http`]: the node's HTTP server: health, readiness, metrics, and the
+//!   gateway under `/v1` (requests, their state and journey, topic streams).
 //! - [`services`]: what the node keeps for services: their registry, the
 //!   steps given to them, durable subscriptions, and the service-management
 //!   service.

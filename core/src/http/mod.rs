@@ -14,6 +14,7 @@
 //! - `payload`: JSON and MessagePack bodies;
 //! - `gateway`: `POST /v1/flows/{flow}/requests`;
 //! - `requests`: a request's state, result and journey;
+//! - `topics`: `GET /v1/topics`, what is published, as server-sent events;
 //! - `metrics`: the Prometheus text;
 //! - `server`: accepting connections, within limits.
 //!
@@ -28,6 +29,7 @@ mod metrics;
 mod payload;
 mod requests;
 mod server;
+mod topics;
 
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ use crate::integration_manager::Taps;
 use crate::subject::{Ask, Stats};
 
 pub use requests::JournalReader;
+pub use topics::MAX_STREAMS;
 
 /// How long a request waits for the Subject's answer: a Subject that does
 /// not answer in this time is not ready.
@@ -76,6 +79,13 @@ pub struct HttpState {
     /// Bytes the Integration Manager has sent (all frames of every
     /// message published).
     pub published_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What each service may read (topic streams: as its subscriptions).
+    pub permissions: crate::security::Permissions,
+    /// Places for topic streams, [`MAX_STREAMS`] of them.
+    pub streams: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the server stops: topic streams end then (a
+    /// graceful shutdown waits for every answer to end).
+    pub stop: CancellationToken,
 }
 
 impl HttpState {
@@ -99,6 +109,7 @@ pub fn router(state: HttpState) -> Router {
             "/v1/requests/{service}/{id}/journey",
             get(requests::journey),
         )
+        .route("/v1/topics", get(topics::stream))
         .fallback(not_found)
         .with_state(state)
 }

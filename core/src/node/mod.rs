@@ -311,7 +311,7 @@ pub async fn run(
             remembered,
             operator: Some(operator.clone()),
             exited: exited_rx,
-            permissions,
+            permissions: permissions.clone(),
             asks: asks_rx,
             gateway: gateway_rx,
         },
@@ -332,6 +332,9 @@ pub async fn run(
             catalog,
             operator,
             published_bytes,
+            permissions,
+            streams: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_STREAMS)),
+            stop: http_stop.clone(),
         };
         let limits = config.http.clone();
         tokio::spawn(crate::http::serve(
