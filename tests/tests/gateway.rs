@@ -187,6 +187,10 @@ fn bad_requests_get_a_4xx_with_the_stable_code_and_the_node_serves_on() {
     let nobody = http.get("/v1/requests/http/never-sent", &[]);
     assert_eq!(nobody.status, 404, "{}", nobody.text());
     assert_eq!(error(&nobody)["name"], "unknown_request");
+    // A query string axum cannot read: a JSON error too, not plain text.
+    let query = http.post_json("/v1/flows/Echo/requests?wait=1s&wait=2s", &json!(1));
+    assert_eq!(query.status, 400, "{}", query.text());
+    assert_eq!(error(&query)["name"], "bad_query");
     let lost = http.get("/v2/anything", &[]);
     assert_eq!(lost.status, 404);
     assert_eq!(error(&lost)["name"], "not_found");

@@ -55,6 +55,16 @@ impl ApiError {
     }
 }
 
+/// The parameters of a query string, or a JSON error naming what is wrong
+/// with it (axum's own rejection is plain text).
+pub(super) fn query<T>(
+    got: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    got.map(|axum::extract::Query(params)| params).map_err(|e| {
+        ApiError::http(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+    })
+}
+
 /// The HTTP status of an error result with `code`: 4xx where the request
 /// is at fault, 5xx where the node or the application is.
 pub fn status_of(code: ErrorCode) -> StatusCode {

@@ -54,10 +54,11 @@ pub(super) struct Params {
 pub(super) async fn post(
     State(state): State<HttpState>,
     Path(flow): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    let params = super::error::query(params)?;
     let caller = state
         .identities
         .caller(&headers, params.service.as_deref())?;

@@ -60,9 +60,10 @@ pub(super) struct Params {
 /// The handler.
 pub(super) async fn stream(
     State(state): State<HttpState>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let params = super::error::query(params)?;
     let caller = state
         .identities
         .caller(&headers, params.service.as_deref())?;
