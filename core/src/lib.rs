@@ -41,7 +41,9 @@
 //!   the delay queue where retried messages wait.
 //! - [`backoff`]: the exponential backoff that retry delays, worker restarts
 //!   and a service's recoverer share, and the jitter that spreads it.
-//! - [`dead_letter`]: messages that ran out of attempts, kept to be replayed.
+//! - [`dead_letter`]: messages that ran out of attempts, kept to be
+//!   replayed; how a replay resumes and is settled ([`dead_letter::replay`]),
+//!   the same for `zmanager dlq` and HTTP.
 //! - [`integration_manager`]: the single publisher.
 //! - [`http`]: the node's HTTP server: health, readiness, metrics.
 //! - [`services`]: what the node keeps for services: their registry, the
