@@ -45,7 +45,8 @@
 //!   replayed; how a replay resumes and is settled ([`dead_letter::replay`]),
 //!   the same for `zmanager dlq` and HTTP.
 //! - [`integration_manager`]: the single publisher.
-//! - [`http`]: the node's HTTP server: health, readiness, metrics.
+//! - [`http`]: the node's HTTP server: health, readiness, metrics, the
+//!   gateway, dead letters, services and workers.
 //! - [`services`]: what the node keeps for services: their registry, the
 //!   steps given to them, durable subscriptions, and the service-management
 //!   service.

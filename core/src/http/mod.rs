@@ -14,6 +14,8 @@
 //! - `payload`: JSON and MessagePack bodies;
 //! - `gateway`: `POST /v1/flows/{flow}/requests`;
 //! - `requests`: a request's state, result and journey;
+//! - `dead_letters`: list, show and replay dead letters;
+//! - `inventory`: the services and workers the node has;
 //! - `metrics`: the Prometheus text;
 //! - `server`: accepting connections, within limits.
 //!
@@ -22,8 +24,10 @@
 //! machine would cross the network in clear.
 
 pub mod auth;
+mod dead_letters;
 pub mod error;
 mod gateway;
+mod inventory;
 mod metrics;
 mod payload;
 mod requests;
@@ -44,6 +48,7 @@ use zeromq::ZmqMessage;
 use crate::integration_manager::Taps;
 use crate::subject::{Ask, Stats};
 
+pub use dead_letters::Replaying;
 pub use requests::JournalReader;
 
 /// How long a request waits for the Subject's answer: a Subject that does
@@ -73,13 +78,24 @@ pub struct HttpState {
     /// The cookie the node's own tools present to resume a request at a
     /// step of its flow (a dead letter's replay).
     pub operator: crate::security::operator::OperatorCookie,
+    /// What `[security]` grants each service (`operate`: dead letters and
+    /// workers).
+    pub permissions: crate::security::Permissions,
+    /// The dead letters being replayed now.
+    pub replaying: Replaying,
+    /// Worker processes the supervisor started again.
+    pub worker_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl HttpState {
     async fn ask(&self) -> Option<Stats> {
         let (reply, answer) = oneshot::channel();
         self.asks.send(Ask::Stats(reply)).await.ok()?;
-        tokio::time::timeout(ASK_TIMEOUT, answer).await.ok()?.ok()
+        let mut stats: Stats = tokio::time::timeout(ASK_TIMEOUT, answer).await.ok()?.ok()?;
+        stats.worker_restarts = self
+            .worker_restarts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Some(stats)
     }
 }
 
@@ -95,6 +111,11 @@ pub fn router(state: HttpState) -> Router {
             "/v1/requests/{service}/{id}/journey",
             get(requests::journey),
         )
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/{seq}", get(dead_letters::show))
+        .route("/v1/dead-letters/{seq}/replay", post(dead_letters::replay))
+        .route("/v1/services", get(inventory::services))
+        .route("/v1/workers", get(inventory::workers))
         .fallback(not_found)
         .with_state(state)
 }
@@ -176,6 +197,7 @@ mod tests {
         stats.workers.push(WorkerStats {
             pid: 7,
             in_flight: 0,
+            credits: 1,
         });
         assert!(not_ready(&stats).is_empty());
         stats.journal_failing = Some("database or disk is full".into());

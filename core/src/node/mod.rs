@@ -263,6 +263,7 @@ pub async fn run(
     let (gateway_tx, gateway_rx) = mpsc::channel(64);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
+    let worker_restarts = Arc::default();
     let catalog = Arc::new(catalog);
     let subject = tokio::spawn(subject::run(
         intake,
@@ -309,7 +310,7 @@ pub async fn run(
             remembered,
             operator: Some(operator.clone()),
             exited: exited_rx,
-            permissions,
+            permissions: permissions.clone(),
             asks: asks_rx,
             gateway: gateway_rx,
         },
@@ -329,6 +330,9 @@ pub async fn run(
             data_dir: config.data_dir.clone(),
             catalog,
             operator,
+            permissions: permissions.clone(),
+            replaying: crate::http::Replaying::default(),
+            worker_restarts: Arc::clone(&worker_restarts),
         };
         tokio::spawn(crate::http::serve(listener, state, http_stop.clone()))
     });
@@ -347,6 +351,7 @@ pub async fn run(
         workers_stop.clone(),
         kill_rx,
         exited_tx,
+        worker_restarts,
     ));
     tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), curve = keys.is_some(), "node listening");
     if let Some(keys) = &keys {
