@@ -5,14 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use zmanager::catalog::Catalog;
 use zmanager::client::{Service, ServiceOptions};
+use zmanager::dead_letter::replay::{self, Settled};
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
-use zmanager::wire::envelope::now_us;
-use zmanager::wire::error_code::ErrorCode;
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
-use crate::replay::{Recorded, Replayed, operator_cookie, replay};
+use crate::replay::{Recorded, operator_cookie};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -144,21 +142,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 // One at a time, oldest first: a flow ordered by key gets
                 // them in their order.
                 for d in &letters {
-                    let line = match resume_after(&catalog, d) {
-                        Ok(after) => {
-                            let e = &d.message.envelope;
-                            let request = Recorded {
-                                flow: &e.flow,
-                                after: &after,
-                                order_key: &e.order_key,
-                                payload: d.message.payload.clone(),
+                    let line = match replay::request(&catalog, d) {
+                        Ok(request) => {
+                            let recorded = Recorded {
+                                flow: &request.flow,
+                                after: &request.after,
+                                order_key: &request.order_key,
+                                payload: request.payload.clone(),
                             };
-                            let replayed = replay(&service, request, limit, || {}).await?;
-                            settle(&store, d.seq, &service, &replayed, limit, &mut tally)?
+                            let replayed =
+                                crate::replay::replay(&service, recorded, limit, || {}).await?;
+                            let settled =
+                                replay::settle(&store, d.seq, service.id(), &replayed, limit)?;
+                            tally.count(settled.settled);
+                            settled.line
                         }
                         Err(why) => {
                             tally.not_sent += 1;
-                            format!("not sent: {why}; not replayed")
+                            format!("not sent: {why} (see --flows); not replayed")
                         }
                     };
                     println!("#{} {line}", d.seq);
@@ -174,28 +175,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The key of the step a dead letter resumes after: the step before the
-/// one it was delivered at (empty: the flow's entry), from the flows the
-/// command was given.
-fn resume_after(catalog: &Catalog, d: &DeadLetter) -> Result<String, String> {
-    let e = &d.message.envelope;
-    let step = usize::try_from(e.step).unwrap_or(usize::MAX);
-    match step {
-        0 | 1 => Ok(String::new()),
-        _ => catalog
-            .flow(&e.flow)
-            .and_then(|f| f.flow.steps.get(step - 1))
-            .map(|s| s.key.to_string())
-            .ok_or_else(|| {
-                format!(
-                    "flow {} has no step {} in these flows (see --flows)",
-                    e.flow,
-                    step - 1
-                )
-            }),
-    }
-}
-
 /// What became of the replays of one command.
 #[derive(Debug, Default)]
 struct Tally {
@@ -208,6 +187,16 @@ struct Tally {
 }
 
 impl Tally {
+    fn count(&mut self, settled: Settled) {
+        match settled {
+            Settled::Ok => self.ok += 1,
+            Settled::Refused => self.refused += 1,
+            Settled::Failed => self.failed += 1,
+            Settled::DeadLetteredAgain(_) => self.dead_lettered += 1,
+            Settled::NotAccepted | Settled::NoResult => self.no_result += 1,
+        }
+    }
+
     fn summary(&self, letters: usize) -> String {
         let s = if letters == 1 { "" } else { "s" };
         format!(
@@ -216,78 +205,6 @@ impl Tally {
             self.ok, self.refused, self.failed, self.dead_lettered, self.no_result, self.not_sent
         )
     }
-}
-
-/// Records what came of the replay of dead letter `seq` and marks it
-/// replayed if it completed OK; returns the line to print.
-///
-/// A replay the node refused, or that failed or got no result in time,
-/// leaves the letter unreplayed (`--all` tries it again). A replay that
-/// was dead-lettered again leaves it unreplayed too, but superseded: the
-/// new dead letter holds the message now, and `--all` replays that one
-/// instead of both.
-fn settle(
-    store: &DeadLetterStore,
-    seq: i64,
-    service: &Service,
-    replayed: &Replayed,
-    limit: Duration,
-    tally: &mut Tally,
-) -> anyhow::Result<String> {
-    let outcome = replayed.describe(limit);
-    let mut again = None;
-    let line = match replayed {
-        Replayed::Ok { .. } => {
-            tally.ok += 1;
-            store.mark_replayed(seq, now_us())?;
-            outcome.clone()
-        }
-        Replayed::Refused { .. } => {
-            tally.refused += 1;
-            format!("{outcome} (not taken by the node); not replayed")
-        }
-        Replayed::Failed { id, error, .. } if error.code == ErrorCode::DeadLettered => {
-            match store.find(service.id(), id)? {
-                Some(new) => {
-                    tally.dead_lettered += 1;
-                    again = Some(new.seq);
-                    format!(
-                        "dead-lettered again as #{}: {outcome}; not replayed, #{} holds it now",
-                        new.seq, new.seq
-                    )
-                }
-                None => {
-                    tally.failed += 1;
-                    format!(
-                        "{outcome} (its dead letter is not in this store: is --data-dir \
-                         the node's?); not replayed"
-                    )
-                }
-            }
-        }
-        Replayed::Failed { .. } => {
-            tally.failed += 1;
-            format!("{outcome}; not replayed")
-        }
-        Replayed::NotAccepted => {
-            tally.no_result += 1;
-            format!("{outcome}; not replayed")
-        }
-        Replayed::NoResult { .. } => {
-            tally.no_result += 1;
-            format!("{outcome}; not replayed (it may still run: check before replaying again)")
-        }
-    };
-    let record = Replay {
-        at_us: now_us(),
-        outcome: match replayed.id() {
-            Some(id) => format!("{outcome} (as {id})"),
-            None => outcome,
-        },
-        dead_letter: again,
-    };
-    store.record_replay(seq, &record)?;
-    Ok(line)
 }
 
 fn show(d: &DeadLetter, replays: &[Replay]) {

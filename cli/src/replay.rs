@@ -5,9 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use zmanager::client::{Outcome, Service, ServiceError, describe_failure};
+use zmanager::client::{Service, ServiceError};
 use zmanager::security::operator::OperatorCookie;
-use zmanager::wire::envelope::ErrorInfo;
+
+/// How a replay ended, and its payloads as JSON text: the node's own
+/// (`POST /v1/dead-letters/{seq}/replay` tells the same).
+pub(crate) use zmanager::dead_letter::replay::{Replayed, json};
 
 /// The node's operator cookie, which lets a replay resume at the step it
 /// was recorded at (a service may start only at an entry point). Without
@@ -37,55 +40,6 @@ pub(crate) struct Recorded<'a> {
     pub(crate) payload: Bytes,
 }
 
-/// How a replay ended.
-#[derive(Debug)]
-pub(crate) enum Replayed {
-    /// Accepted as request `id`, completed OK.
-    Ok { id: String, payload: Bytes },
-    /// Refused by the node on intake: never accepted, never run.
-    Refused { key: String, error: ErrorInfo },
-    /// Accepted as request `id`, ended in an error result.
-    Failed {
-        id: String,
-        key: String,
-        error: ErrorInfo,
-    },
-    /// Not accepted within the time limit.
-    NotAccepted,
-    /// Accepted as request `id`; no result within the time limit (it may
-    /// still run).
-    NoResult { id: String },
-}
-
-impl Replayed {
-    /// `ok <json>`, `refused: 3 (unknown_flow): …` and so on: what the
-    /// commands print (after the request's name) and the store records.
-    pub(crate) fn describe(&self, limit: Duration) -> String {
-        let secs = limit.as_secs();
-        match self {
-            Replayed::Ok { payload, .. } => format!("ok {}", json(payload)),
-            Replayed::Refused { key, error } => {
-                format!("refused: {}", describe_failure(key, error))
-            }
-            Replayed::Failed { key, error, .. } => {
-                format!("failed: {}", describe_failure(key, error))
-            }
-            Replayed::NotAccepted => format!("not accepted within {secs}s"),
-            Replayed::NoResult { .. } => format!("accepted, but no result within {secs}s"),
-        }
-    }
-
-    /// The replay's own request id, once the node accepted it.
-    pub(crate) fn id(&self) -> Option<&str> {
-        match self {
-            Replayed::Ok { id, .. } | Replayed::Failed { id, .. } | Replayed::NoResult { id } => {
-                Some(id)
-            }
-            Replayed::Refused { .. } | Replayed::NotAccepted => None,
-        }
-    }
-}
-
 /// Pushes `request` into the node and waits, at most `limit` in all, for
 /// its acceptance and result; `accepted` is called once the node has
 /// accepted or refused it (the next request of its ordering key may go).
@@ -113,20 +67,5 @@ pub(crate) async fn replay(
         Ok(outcome) => outcome?,
         Err(_) => return Ok(Replayed::NoResult { id }),
     };
-    Ok(match outcome {
-        Outcome::Done(reply) => Replayed::Ok {
-            id,
-            payload: reply.payload,
-        },
-        Outcome::Refused { key, error } => Replayed::Refused { key, error },
-        Outcome::Failed { key, error } => Replayed::Failed { id, key, error },
-    })
-}
-
-/// A MessagePack payload as JSON, or what is wrong with it.
-pub(crate) fn json(payload: &Bytes) -> String {
-    zmanager_sdk::decode::<serde_json::Value>(payload).map_or_else(
-        |e| format!("<{} bytes that do not decode: {e}>", payload.len()),
-        |v| v.to_string(),
-    )
+    Ok(Replayed::of(id, outcome))
 }

@@ -214,6 +214,11 @@ impl InFlightTable {
         self.workers.get(worker).map(|w| w.pid)
     }
 
+    /// The credits a worker announced: how many messages it may hold.
+    pub fn credits(&self, worker: &WorkerId) -> Option<u32> {
+        self.workers.get(worker).map(|w| w.credits)
+    }
+
     /// Every known worker.
     pub fn workers(&self) -> impl Iterator<Item = &WorkerId> {
         self.workers.keys()

@@ -41,10 +41,13 @@
 //!   the delay queue where retried messages wait.
 //! - [`backoff`]: the exponential backoff that retry delays, worker restarts
 //!   and a service's recoverer share, and the jitter that spreads it.
-//! - [`dead_letter`]: messages that ran out of attempts, kept to be replayed.
+//! - [`dead_letter`]: messages that ran out of attempts, kept to be
+//!   replayed; how a replay resumes and is settled ([`dead_letter::replay`]),
+//!   the same for `zmanager dlq` and HTTP.
 //! - [`integration_manager`]: the single publisher.
 //! - [`http`]: the node's HTTP server: health, readiness, metrics, and the
-//!   gateway under `/v1` (requests, their state and journey, topic streams).
+//!   gateway under `/v1` (requests, their state and journey, topic streams,
+//!   dead letters, services and workers).
 //! - [`services`]: what the node keeps for services: their registry, the
 //!   steps given to them, durable subscriptions, and the service-management
 //!   service.

@@ -780,7 +780,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The outcome a result message tells.
-    fn of(result: Message) -> Self {
+    pub fn of(result: Message) -> Self {
         let Message { envelope, payload } = result;
         match (envelope.status, envelope.error.clone()) {
             (Status::Error, Some(error)) if envelope.accepted_us == 0 => Outcome::Refused {

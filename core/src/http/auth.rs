@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::error::ApiError;
-use crate::security::SecurityConfig;
+use crate::security::{Permissions, SecurityConfig};
 
 /// The header naming the service on a node without keys.
 pub const SERVICE_HEADER: &str = "zmanager-service";
@@ -47,6 +47,21 @@ impl Caller {
                 crate::wire::error_code::ErrorCode::WrongService,
                 format!(
                     "this token is service {:?}'s, not {service:?}'s",
+                    self.service
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses unless this caller may operate the node (`operate = true`:
+    /// dead letters, workers). Every caller may on a node without keys.
+    pub fn must_operate(&self, permissions: &Permissions) -> Result<(), ApiError> {
+        if self.authenticated && !permissions.may_operate(&self.service) {
+            return Err(ApiError::coded(
+                crate::wire::error_code::ErrorCode::Forbidden,
+                format!(
+                    "service {:?} may not operate this node: its [[security.service]] entry needs operate = true",
                     self.service
                 ),
             ));
@@ -222,6 +237,7 @@ mod tests {
                 push: vec![],
                 answer: vec![],
                 register: false,
+                operate: false,
                 http_token: Some(crate::security::token::show_digest("s3cret")),
             }],
             workers: vec![],
@@ -241,6 +257,20 @@ mod tests {
             let refused = ids.caller(&headers, None).unwrap_err();
             assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{headers:?}");
         }
+        // Operating the node takes `operate`; without keys, everyone may.
+        let mut operating = config.clone();
+        let refused = caller
+            .must_operate(&crate::security::Permissions::of(&config))
+            .unwrap_err();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        operating.services[0].operate = true;
+        let permissions = crate::security::Permissions::of(&operating);
+        assert!(caller.must_operate(&permissions).is_ok());
+        let open = Identities::open().caller(&HeaderMap::new(), None).unwrap();
+        assert!(
+            open.must_operate(&crate::security::Permissions::of(&config))
+                .is_ok()
+        );
         // Naming itself as another service is refused, not ignored.
         let posing = ids
             .caller(&with(&[("authorization", "Bearer s3cret")]), Some("bob"))

@@ -60,9 +60,8 @@ impl ApiError {
 pub(super) fn query<T>(
     got: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
-    got.map(|axum::extract::Query(params)| params).map_err(|e| {
-        ApiError::http(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
-    })
+    got.map(|axum::extract::Query(params)| params)
+        .map_err(|e| ApiError::http(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
 }
 
 /// The HTTP status of an error result with `code`: 4xx where the request

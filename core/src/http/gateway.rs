@@ -114,7 +114,7 @@ pub(super) async fn submit(
 }
 
 /// The result, if it comes within `wait`.
-async fn until_result(watch: &mut Watch, wait: Duration) -> Option<Message> {
+pub(super) async fn until_result(watch: &mut Watch, wait: Duration) -> Option<Message> {
     let result = async {
         while let Some(message) = watch.next().await {
             if message.envelope.kind == Kind::Result {
@@ -234,7 +234,7 @@ fn escape(segment: &str) -> String {
     out
 }
 
-fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+pub(super) fn parse_wait(text: &str) -> Result<Duration, ApiError> {
     let wait = crate::node::duration::parse(text).map_err(|e| {
         ApiError::http(
             StatusCode::BAD_REQUEST,

@@ -138,6 +138,12 @@ impl Collector for Figures {
         )?;
         counter(
             e,
+            "worker_restarts",
+            "Worker processes started again after one ended (it crashed, exited or was killed).",
+            s.worker_restarts,
+        )?;
+        counter(
+            e,
             "late_results",
             "Results from workers already declared lost (ignored).",
             c.late_results,

@@ -15,6 +15,8 @@
 //! - `gateway`: `POST /v1/flows/{flow}/requests`;
 //! - `requests`: a request's state, result and journey;
 //! - `topics`: `GET /v1/topics`, what is published, as server-sent events;
+//! - `dead_letters`: list, show and replay dead letters;
+//! - `inventory`: the services and workers the node has;
 //! - `metrics`: the Prometheus text;
 //! - `server`: accepting connections, within limits.
 //!
@@ -23,8 +25,10 @@
 //! machine would cross the network in clear.
 
 pub mod auth;
+mod dead_letters;
 pub mod error;
 mod gateway;
+mod inventory;
 mod metrics;
 mod payload;
 mod requests;
@@ -46,6 +50,7 @@ use zeromq::ZmqMessage;
 use crate::integration_manager::Taps;
 use crate::subject::{Ask, Stats};
 
+pub use dead_letters::Replaying;
 pub use requests::JournalReader;
 pub use topics::MAX_STREAMS;
 
@@ -79,20 +84,29 @@ pub struct HttpState {
     /// Bytes the Integration Manager has sent (all frames of every
     /// message published).
     pub published_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// What each service may read (topic streams: as its subscriptions).
+    /// What `[security]` grants each service: what it may read (topic
+    /// streams, as its subscriptions), `operate` (dead letters, workers).
     pub permissions: crate::security::Permissions,
     /// Places for topic streams, [`MAX_STREAMS`] of them.
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server stops: topic streams end then (a
     /// graceful shutdown waits for every answer to end).
     pub stop: CancellationToken,
+    /// The dead letters being replayed now.
+    pub replaying: Replaying,
+    /// Worker processes the supervisor started again.
+    pub worker_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl HttpState {
     async fn ask(&self) -> Option<Stats> {
         let (reply, answer) = oneshot::channel();
         self.asks.send(Ask::Stats(reply)).await.ok()?;
-        tokio::time::timeout(ASK_TIMEOUT, answer).await.ok()?.ok()
+        let mut stats: Stats = tokio::time::timeout(ASK_TIMEOUT, answer).await.ok()?.ok()?;
+        stats.worker_restarts = self
+            .worker_restarts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Some(stats)
     }
 }
 
@@ -110,6 +124,11 @@ pub fn router(state: HttpState) -> Router {
             get(requests::journey),
         )
         .route("/v1/topics", get(topics::stream))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/{seq}", get(dead_letters::show))
+        .route("/v1/dead-letters/{seq}/replay", post(dead_letters::replay))
+        .route("/v1/services", get(inventory::services))
+        .route("/v1/workers", get(inventory::workers))
         .fallback(not_found)
         .with_state(state)
 }
@@ -266,6 +285,7 @@ mod tests {
         stats.workers.push(WorkerStats {
             pid: 7,
             in_flight: 0,
+            credits: 1,
         });
         assert!(not_ready(&stats).is_empty());
         stats.journal_failing = Some("database or disk is full".into());

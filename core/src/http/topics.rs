@@ -264,6 +264,7 @@ mod tests {
             push: vec![],
             answer: vec![],
             register: false,
+            operate: false,
             http_token: Some(crate::security::token::show_digest(id)),
         };
         let config = SecurityConfig {

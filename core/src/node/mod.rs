@@ -265,6 +265,7 @@ pub async fn run(
     let (gateway_tx, gateway_rx) = mpsc::channel(64);
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
+    let worker_restarts = Arc::default();
     let catalog = Arc::new(catalog);
     let subject = tokio::spawn(subject::run(
         intake,
@@ -332,9 +333,11 @@ pub async fn run(
             catalog,
             operator,
             published_bytes,
-            permissions,
+            permissions: permissions.clone(),
             streams: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_STREAMS)),
             stop: http_stop.clone(),
+            replaying: crate::http::Replaying::default(),
+            worker_restarts: Arc::clone(&worker_restarts),
         };
         let limits = config.http.clone();
         tokio::spawn(crate::http::serve(
@@ -359,6 +362,7 @@ pub async fn run(
         workers_stop.clone(),
         kill_rx,
         exited_tx,
+        worker_restarts,
     ));
     tracing::info!(intake = %bound.intake, workers = %bound.workers, publish = %bound.publish, worker_processes = config.worker_count(), curve = keys.is_some(), "node listening");
     if let Some(keys) = &keys {

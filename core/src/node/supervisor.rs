@@ -14,6 +14,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -127,6 +129,7 @@ impl RestartPolicy {
 /// Runs `count` worker slots until `shutdown` is cancelled and every worker
 /// has stopped. A pid received on `kill` is killed if it is one of ours (a
 /// hung worker, found by the Subject), and its slot starts a new one.
+/// `restarts` counts the starts after the first of each slot.
 pub async fn run(
     count: usize,
     command: WorkerCommand,
@@ -134,6 +137,7 @@ pub async fn run(
     shutdown: CancellationToken,
     mut kill: mpsc::Receiver<u32>,
     exited: mpsc::Sender<String>,
+    restarts: Arc<AtomicU64>,
 ) {
     let (kill_tx, _) = broadcast::channel::<u32>(64);
     let tracker = TaskTracker::new();
@@ -148,7 +152,10 @@ pub async fn run(
             exited: exited.clone(),
         };
         let shutdown = shutdown.clone();
-        tracker.spawn(async move { run_slot(slot, &mut process, backoff, &shutdown).await });
+        let restarts = Arc::clone(&restarts);
+        tracker.spawn(async move {
+            run_slot(slot, &mut process, backoff, &shutdown, &restarts).await;
+        });
     }
     tracker.close();
     loop {
@@ -187,15 +194,20 @@ trait Launch {
     async fn launch(&mut self, generation: u64) -> Ended;
 }
 
-/// Runs a slot's workers, one after another, until `shutdown`.
+/// Runs a slot's workers, one after another, until `shutdown`; counts
+/// each start after the first in `restarts`.
 async fn run_slot(
     slot: usize,
     launcher: &mut impl Launch,
     backoff: Backoff,
     shutdown: &CancellationToken,
+    restarts: &AtomicU64,
 ) {
     let mut policy = RestartPolicy::new(backoff);
     for generation in 1.. {
+        if generation > 1 {
+            restarts.fetch_add(1, Ordering::Relaxed);
+        }
         let started = Instant::now();
         let ended = launcher.launch(generation).await;
         let ran_for = started.elapsed();
@@ -457,7 +469,13 @@ mod tests {
     async fn starts(runs: Vec<(Duration, bool)>) -> Vec<u64> {
         let shutdown = CancellationToken::new();
         let mut workers = Scripted::new(runs, &shutdown);
-        run_slot(0, &mut workers, Backoff::default(), &shutdown).await;
+        let restarts = AtomicU64::new(0);
+        run_slot(0, &mut workers, Backoff::default(), &shutdown, &restarts).await;
+        assert_eq!(
+            restarts.load(Ordering::Relaxed),
+            workers.starts.len() as u64 - 1,
+            "every start after the first is a restart"
+        );
         workers
             .starts
             .iter()
@@ -496,7 +514,14 @@ mod tests {
             stop.cancel();
         });
         let begun = Instant::now();
-        run_slot(0, &mut workers, Backoff::default(), &shutdown).await;
+        run_slot(
+            0,
+            &mut workers,
+            Backoff::default(),
+            &shutdown,
+            &AtomicU64::new(0),
+        )
+        .await;
         // Six starts (the last at 3,105 ms); it stops inside the 3.2 s
         // delay after the sixth, not at its end.
         assert_eq!(begun.elapsed(), Duration::from_secs(5));

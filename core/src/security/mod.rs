@@ -80,6 +80,10 @@ pub struct ServiceKey {
     /// topics). Default: no.
     #[serde(default)]
     pub register: bool,
+    /// Whether it may operate the node over HTTP: list, show and replay
+    /// dead letters, list its workers. Default: no.
+    #[serde(default)]
+    pub operate: bool,
     /// The SHA-256 digest of the bearer token it makes HTTP requests with
     /// (`sha256:<64 hex digits>`, as `zmanager keys token` prints it);
     /// `None`: it has no HTTP access.
@@ -156,6 +160,15 @@ impl Permissions {
         match self.grants(service) {
             None => true,
             Some(grants) => grants.is_some_and(|g| g.register),
+        }
+    }
+
+    /// True when `service` may operate the node (`operate = true`): its
+    /// dead letters and workers over HTTP.
+    pub fn may_operate(&self, service: &str) -> bool {
+        match self.grants(service) {
+            None => true,
+            Some(grants) => grants.is_some_and(|g| g.operate),
         }
     }
 }
@@ -423,6 +436,7 @@ mod tests {
                     push: Vec::new(),
                     answer: Vec::new(),
                     register: false,
+                    operate: false,
                     http_token: None,
                 })
                 .collect(),
@@ -555,6 +569,7 @@ mod tests {
         c.services[0].answer = vec!["Ask".into(), "?Other@ASYNC?reply".into()];
         c.services[1].push = vec!["*".into()];
         c.services[1].register = true;
+        c.services[1].operate = true;
         let p = Permissions::of(&c);
         assert!(p.may_push("ada", "Greeting") && !p.may_push("ada", "Echo"));
         assert!(p.may_push("ops", "Echo") && !p.may_push("eve", "Greeting"));
@@ -563,9 +578,11 @@ mod tests {
         assert!(!p.may_answer("ada", "Other", "?Other@ASYNC?else"));
         assert!(!p.may_answer("ops", "Ask", "?Ask@ASYNC?x"));
         assert!(p.may_register("ops") && !p.may_register("ada"));
+        assert!(p.may_operate("ops") && !p.may_operate("ada") && !p.may_operate("eve"));
         let open = Permissions::open();
         assert!(
             open.may_push("x", "F") && open.may_answer("x", "F", "k") && open.may_register("x")
         );
+        assert!(open.may_operate("x"));
     }
 }

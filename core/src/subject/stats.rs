@@ -42,6 +42,8 @@ impl Default for FlowStats {
 pub struct WorkerStats {
     pub pid: u32,
     pub in_flight: usize,
+    /// The messages it may hold at once (its window).
+    pub credits: u32,
 }
 
 /// Everything at one moment.
@@ -65,6 +67,9 @@ pub struct Stats {
     pub flows: BTreeMap<String, FlowStats>,
     /// The journal's commits (none with the journal off).
     pub journal: Option<CommitFigures>,
+    /// Worker processes started again after one ended: the supervisor's
+    /// count, which the Subject does not know (the HTTP server fills it in).
+    pub worker_restarts: u64,
 }
 
 /// Per flow, what [`Stats::flows`] reads: kept by the Subject.
@@ -105,6 +110,7 @@ impl SubjectCore {
                 .map(|w| WorkerStats {
                     pid: self.table.pid(w).unwrap_or(0),
                     in_flight: self.table.in_flight_on(w),
+                    credits: self.table.credits(w).unwrap_or(0),
                 })
                 .collect(),
             durables: self.durables.len(),
@@ -115,6 +121,7 @@ impl SubjectCore {
                 .map(|(flow, stats)| (flow.clone(), stats.clone()))
                 .collect(),
             journal: None,
+            worker_restarts: 0,
         }
     }
 }

@@ -8,7 +8,11 @@
 //! ([`Replay`]). A dead letter counts as replayed only once a replay
 //! completed OK; one whose replay was dead-lettered again is superseded by
 //! the new dead letter ([`DeadLetterStore::superseded_by`]), which holds
-//! the message from then on.
+//! the message from then on. What a replay does — where it resumes, and
+//! how its outcome is settled in the store — is [`replay`], shared by
+//! `zmanager dlq replay` and `POST /v1/dead-letters/{seq}/replay`.
+
+pub mod replay;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +39,20 @@ pub struct DeadLetter {
     /// The message as it was last dispatched.
     pub message: Message,
     /// When it was replayed, if it was.
+    pub replayed_us: Option<u64>,
+}
+
+/// A dead letter without its payload: a line of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub seq: i64,
+    pub at_us: u64,
+    pub flow: String,
+    pub service: String,
+    pub id: String,
+    /// Deliveries it had (the envelope's `attempt`).
+    pub attempts: u32,
+    pub errors: Vec<String>,
     pub replayed_us: Option<u64>,
 }
 
@@ -112,7 +130,11 @@ impl DeadLetterStore {
                 at_us INTEGER NOT NULL,
                 outcome TEXT NOT NULL,
                 dead_letter INTEGER
-            );",
+            );
+            CREATE INDEX IF NOT EXISTS dead_letter_replays_by_seq
+                ON dead_letter_replays (seq);
+            CREATE INDEX IF NOT EXISTS dead_letters_by_request
+                ON dead_letters (service, id);",
         )
         .map_err(sqlite)?;
         Ok(Self { conn, path: name })
@@ -212,6 +234,52 @@ impl DeadLetterStore {
         let mut out = Vec::new();
         for r in rows {
             out.push(decode(r.map_err(|e| self.sqlite(e))?)?);
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` dead letters numbered below `before` (all, without
+    /// it), newest first, without their payloads: a page of a listing, read
+    /// by the primary key whatever the store holds.
+    pub fn page(&self, before: Option<i64>, limit: usize) -> Result<Vec<Summary>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT seq, at_us, errors, envelope, replayed_us FROM dead_letters
+                 WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(
+                params![
+                    before.unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (seq, at_us, errors, envelope, replayed_us) = r.map_err(|e| self.sqlite(e))?;
+            let (envelope, errors) = decode_parts(seq, &envelope, &errors)?;
+            out.push(Summary {
+                seq,
+                at_us: u64::try_from(at_us).unwrap_or(0),
+                flow: envelope.flow,
+                service: envelope.service,
+                id: envelope.id,
+                attempts: envelope.attempt,
+                errors,
+                replayed_us: replayed_us.and_then(|t| u64::try_from(t).ok()),
+            });
         }
         Ok(out)
     }
@@ -337,10 +405,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
 fn decode(
     (seq, at_us, errors, envelope, payload, replayed_us): Raw,
 ) -> Result<DeadLetter, StoreError> {
-    let envelope =
-        Envelope::decode(&envelope).map_err(|e| StoreError::Corrupt(format!("#{seq}: {e}")))?;
-    let errors: Vec<String> =
-        serde_json::from_str(&errors).map_err(|e| StoreError::Corrupt(format!("#{seq}: {e}")))?;
+    let (envelope, errors) = decode_parts(seq, &envelope, &errors)?;
     Ok(DeadLetter {
         seq,
         at_us: u64::try_from(at_us).unwrap_or(0),
@@ -348,6 +413,19 @@ fn decode(
         message: Message::new(envelope, Bytes::from(payload)),
         replayed_us: replayed_us.and_then(|t| u64::try_from(t).ok()),
     })
+}
+
+/// A stored envelope and error list, decoded.
+fn decode_parts(
+    seq: i64,
+    envelope: &[u8],
+    errors: &str,
+) -> Result<(Envelope, Vec<String>), StoreError> {
+    let envelope =
+        Envelope::decode(envelope).map_err(|e| StoreError::Corrupt(format!("#{seq}: {e}")))?;
+    let errors: Vec<String> =
+        serde_json::from_str(errors).map_err(|e| StoreError::Corrupt(format!("#{seq}: {e}")))?;
+    Ok((envelope, errors))
 }
 
 #[cfg(test)]
@@ -399,6 +477,33 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].replayed_us, Some(43));
         assert!(other.get(999).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pages_go_newest_first_below_a_number_without_payloads() {
+        let dir = std::env::temp_dir().join(format!("zmanager-dlq-page-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DeadLetterStore::open(&dir).unwrap();
+        for n in 1..=7 {
+            let mut e = Envelope::request(format!("m{n}"), "F");
+            e.service = "svc".into();
+            e.attempt = 3;
+            let m = Message::new(e, Bytes::from_static(b"\x01"));
+            store.insert(&m, &[format!("attempt {n}")], n).unwrap();
+        }
+        let seqs = |page: &[Summary]| page.iter().map(|d| d.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&store.page(None, 3).unwrap()), [7, 6, 5]);
+        assert_eq!(seqs(&store.page(Some(5), 3).unwrap()), [4, 3, 2]);
+        assert_eq!(seqs(&store.page(Some(2), 3).unwrap()), [1]);
+        assert!(store.page(Some(1), 3).unwrap().is_empty());
+        let top = &store.page(None, 1).unwrap()[0];
+        assert_eq!(
+            (top.flow.as_str(), top.service.as_str(), top.id.as_str()),
+            ("F", "svc", "m7")
+        );
+        assert_eq!((top.attempts, top.at_us), (3, 7));
+        assert_eq!(top.errors, ["attempt 7"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
