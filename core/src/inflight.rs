@@ -337,10 +337,9 @@ impl InFlightTable {
 
     /// Messages in flight on `worker`.
     pub fn in_flight_on(&self, worker: &WorkerId) -> usize {
-        self.in_flight
-            .values()
-            .filter(|f| f.worker == *worker)
-            .count()
+        self.workers
+            .get(worker)
+            .map_or(0, |w| w.in_flight as usize)
     }
 }
 
