@@ -26,14 +26,10 @@ struct Cli {
     /// How log lines are written on stderr: `text` (colored on a terminal,
     /// unless NO_COLOR is set) or `json`, one object a line. `RUST_LOG`
     /// filters them. A node's workers log the same way.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "ZMANAGER_LOG_FORMAT",
-        default_value_t
-    )]
-    log_format: logging::LogFormat,
+    /// Without it: `ZMANAGER_LOG_FORMAT`, then `zmanager up`'s
+    /// configuration (`[log] format`), then text.
+    #[arg(long, global = true, value_enum, env = "ZMANAGER_LOG_FORMAT")]
+    log_format: Option<logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,11 +75,30 @@ enum Command {
     BenchRaw(bench::RawArgs),
 }
 
+/// `[log] format` of the configuration `zmanager up --config` is given
+/// (`None`: another command, no configuration, or none there; a
+/// configuration that does not read is reported by `up` itself, once the
+/// log is set up).
+fn configured_log_format(command: &Command) -> Option<logging::LogFormat> {
+    let Command::Up(args) = command else {
+        return None;
+    };
+    let config = zmanager::node::config::NodeConfig::from_file(args.config.as_deref()?).ok()?;
+    Some(match config.log.format? {
+        zmanager::node::config::LogFormat::Text => logging::LogFormat::Text,
+        zmanager::node::config::LogFormat::Json => logging::LogFormat::Json,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let log_format = cli
+        .log_format
+        .or_else(|| configured_log_format(&cli.command))
+        .unwrap_or_default();
+    logging::init(log_format);
     // The processes `up` and `bench` start log as this one does.
-    let child_env = logging::child_env(cli.log_format);
+    let child_env = logging::child_env(log_format);
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Up(args) => report(up::run(args, child_env)),

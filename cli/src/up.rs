@@ -10,7 +10,7 @@ use zmanager::node::config::{Endpoints, NodeConfig};
 pub(crate) struct Args {
     /// Node configuration (TOML); the built-in defaults when absent.
     #[arg(long, short, env = "ZMANAGER_CONFIG")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Number of worker processes (overrides the configuration; 0 for none:
     /// workers then connect from `zmanager worker` processes run separately).
     #[arg(long, short)]

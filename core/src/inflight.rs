@@ -337,9 +337,7 @@ impl InFlightTable {
 
     /// Messages in flight on `worker`.
     pub fn in_flight_on(&self, worker: &WorkerId) -> usize {
-        self.workers
-            .get(worker)
-            .map_or(0, |w| w.in_flight as usize)
+        self.workers.get(worker).map_or(0, |w| w.in_flight as usize)
     }
 }
 

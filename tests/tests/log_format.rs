@@ -136,3 +136,57 @@ fn text_is_the_default() {
     );
     assert!(log.contains("node listening"), "{log}");
 }
+
+/// `[log] format = "json"` in the configuration: the node and its workers
+/// write JSON lines; `--log-format text` on the command line comes first.
+#[test]
+fn the_configuration_sets_the_format_and_the_command_line_comes_first() {
+    let (node, _config) = zmanager_tests::node::node_with(1, "[log]\nformat = \"json\"\n");
+    node.wait_for_workers(1);
+    let deadline = Instant::now() + LIMIT;
+    while !node.log().contains("worker ready") {
+        assert!(
+            Instant::now() < deadline,
+            "no worker ready line: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = json_lines(&node.log());
+    assert!(
+        line(&lines, "zmanager::worker", "worker ready").is_some(),
+        "{lines:#?}"
+    );
+    drop(node);
+
+    let config = zmanager_tests::temp::config_file("[log]\nformat = \"json\"\n");
+    let (flows, mappings) = test_config();
+    let node = TestNode::start_with(
+        1,
+        Some((&flows, &mappings)),
+        &["--config", config.path(), "--log-format", "text"],
+    );
+    let deadline = Instant::now() + LIMIT;
+    while !node.log().contains("worker ready") {
+        assert!(
+            Instant::now() < deadline,
+            "no worker ready line: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = node.log();
+    assert!(
+        log.lines().all(|l| !l.trim_start().starts_with('{')),
+        "{log}"
+    );
+    // A format the configuration cannot have is the configuration's error.
+    let bad = zmanager_tests::temp::config_file("[log]\nformat = \"xml\"\n");
+    let out = zmanager(["up", "--config"]).arg(bad.path()).run();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("unknown variant `xml`"),
+        "{}",
+        out.stderr
+    );
+}

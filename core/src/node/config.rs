@@ -61,6 +61,9 @@
 //! [telemetry]
 //! start_traces = false        # give a request without a traceparent a new trace
 //!
+//! [log]
+//! format = "text"             # or "json"; --log-format and ZMANAGER_LOG_FORMAT come first
+//!
 //! [journal]                   # docs/reliability.md says what each setting promises
 //! enabled = true              # record every request before acknowledging it
 //! sync = "full"               # full | normal | off: how hard a commit reaches the disk
@@ -187,6 +190,7 @@ pub struct NodeConfig {
     pub journal: JournalConfig,
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
+    pub log: LogConfig,
     /// CurveZMQ keys (`crate::security`); `None`: peers are not
     /// authenticated, and the node listens on loopback and ipc only.
     pub security: Option<crate::security::SecurityConfig>,
@@ -272,6 +276,25 @@ impl Default for HttpConfig {
     }
 }
 
+/// The node's log (`zmanager up`; `docs/observability.md`, "Logs").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// How lines are written; `--log-format` and `ZMANAGER_LOG_FORMAT`
+    /// come first, and text is the default.
+    pub format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people (colored on a terminal unless `NO_COLOR` is set).
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
 /// Traces (`docs/protocol.md` §3, "Trace context").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,6 +373,7 @@ impl Default for NodeConfig {
             journal: JournalConfig::default(),
             http: HttpConfig::default(),
             telemetry: TelemetryConfig::default(),
+            log: LogConfig::default(),
             security: None,
             insecure: false,
             worker_env: Vec::new(),
