@@ -5,7 +5,7 @@
 //! [`Telemetry::install`] makes one batch span processor (the SDK's: a
 //! thread of its own that exports every `OTEL_BSP_SCHEDULE_DELAY`, 5 s by
 //! default, and on shutdown) in front of an OTLP exporter that posts with
-//! a blocking `ureq` client ([`http::Ureq`]), and a tracer provider over it.
+//! a blocking `ureq` client (`http.rs`), and a tracer provider over it.
 //! Two kinds of spans reach that one processor:
 //! - spans made with `tracing` at target [`TARGET`] (a worker's `action`
 //!   spans, `crate::worker::executor`), through the `tracing-opentelemetry`
