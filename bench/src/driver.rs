@@ -671,10 +671,13 @@ impl Node {
             SyncMode::Normal => "normal",
             SyncMode::Off => "off",
         };
-        let text = format!(
+        let mut text = format!(
             "window = {}\nbatch = {}\ndata_dir = {:?}\n[journal]\nenabled = {}\nsync = {sync:?}\n",
             setup.window, setup.batch, setup.data_dir, setup.journal
         );
+        if let Some(endpoint) = &options.otlp_endpoint {
+            text.push_str(&format!("[telemetry]\notlp_endpoint = {endpoint:?}\n"));
+        }
         std::fs::write(&config, text)
             .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
         let mut command = Command::new(&options.program);

@@ -102,6 +102,9 @@ pub struct BenchOptions {
     /// runs with and without (alternating); `None`: the node runs without
     /// its HTTP server.
     pub scrape_every: Option<std::time::Duration>,
+    /// The node's `[telemetry] otlp_endpoint`: every request traced and its
+    /// spans exported there; none when `None`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl BenchOptions {
@@ -127,6 +130,7 @@ impl BenchOptions {
             raw_messages: 1_000_000,
             raw_runs: 3,
             scrape_every: None,
+            otlp_endpoint: None,
         }
     }
 

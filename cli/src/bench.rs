@@ -103,6 +103,11 @@ pub(crate) struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run the node with `[telemetry] otlp_endpoint` set to this URL: every
+    /// request is traced and its spans exported there (docs/observability.md,
+    /// "Traces"), to measure what that costs.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Runs the benchmark; `env` is set on every process it starts.
@@ -138,6 +143,7 @@ pub(crate) fn run(args: Args, env: Vec<(String, String)>) -> anyhow::Result<Exit
         raw_messages: args.raw_messages,
         raw_runs: args.raw_runs,
         scrape_every: args.scrape_every,
+        otlp_endpoint: args.otlp_endpoint,
         ..BenchOptions::new(program)
     };
     options.validate()?;

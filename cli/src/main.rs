@@ -96,15 +96,21 @@ fn main() -> ExitCode {
         .log_format
         .or_else(|| configured_log_format(&cli.command))
         .unwrap_or_default();
-    logging::init(log_format);
+    // A node and a worker install the log with their exporter of spans,
+    // once they know whether they have one.
+    if !matches!(cli.command, Command::Up(_) | Command::Worker(_))
+        && let Err(e) = logging::init(log_format, None)
+    {
+        return report(Err(e));
+    }
     // The processes `up` and `bench` start log as this one does.
     let child_env = logging::child_env(log_format);
     match cli.command {
         Command::Check(args) => check::run(&args),
-        Command::Up(args) => report(up::run(args, child_env)),
+        Command::Up(args) => report(up::run(args, log_format, child_env)),
         Command::Send(args) => report(send::run(args)),
         Command::Subscribe(args) => report(subscribe::run(args)),
-        Command::Worker(args) => report(worker::run(args)),
+        Command::Worker(args) => report(worker::run(args, log_format)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -52,8 +52,13 @@ pub(crate) struct Args {
     exit_with_parent: bool,
 }
 
-/// Runs a node; `worker_env` is set on its workers (the log format).
-pub(crate) fn run(args: Args, worker_env: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
+/// Runs a node, logging in `format`; `worker_env` is set on its workers
+/// (the log format).
+pub(crate) fn run(
+    args: Args,
+    format: crate::logging::LogFormat,
+    worker_env: Vec<(String, String)>,
+) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => NodeConfig::from_file(path)?,
         None => NodeConfig::default(),
@@ -82,6 +87,18 @@ pub(crate) fn run(args: Args, worker_env: Vec<(String, String)>) -> anyhow::Resu
         config.http.enabled = false;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    // Dropped last: the spans still queued are exported after the node
+    // (and its workers) stopped.
+    let telemetry = &config.telemetry;
+    let exporter = telemetry
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| crate::logging::Exporter {
+            endpoint,
+            service_name: &telemetry.service_name,
+            role: "node",
+        });
+    let _telemetry = crate::logging::init(format, exporter)?;
     if let Some(dir) = args.flows {
         config.catalog.flows = Some(std::path::absolute(dir)?);
     }

@@ -69,6 +69,14 @@ pub(crate) struct Args {
     /// The node's public key: its Z85 text, or its `.pub` file.
     #[arg(long, value_name = "KEY|FILE", requires = "key_file")]
     server_key: Option<String>,
+    /// Export the spans of the actions run (`[telemetry] otlp_endpoint`:
+    /// an OTLP/HTTP collector, `http://host:4318`). The node gives its
+    /// own workers its own.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// The `service.name` of those spans.
+    #[arg(long, default_value = "zmanager", requires = "otlp_endpoint")]
+    service_name: String,
 }
 
 /// The keys the arguments name, if any.
@@ -92,7 +100,17 @@ fn keys(args: &Args) -> anyhow::Result<Option<ClientKeys>> {
     }))
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args, format: crate::logging::LogFormat) -> anyhow::Result<ExitCode> {
+    let exporter = args
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| crate::logging::Exporter {
+            endpoint,
+            service_name: &args.service_name,
+            role: "worker",
+        });
+    // Dropped last: what is queued is exported as the worker stops.
+    let telemetry = crate::logging::init(format, exporter)?;
     // First: the node writes the keys as the worker starts.
     let keys = keys(&args)?;
     let config = NodeConfig {
@@ -108,7 +126,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if diagnostics.has_errors() {
         bail!("the flows, mappings and components have errors:\n{diagnostics}");
     }
-    let executor = Executor::new(Arc::new(catalog), registry);
+    let executor = Executor::new(Arc::new(catalog), registry).traced(telemetry.is_some());
     let options = WorkerOptions {
         endpoint: args.endpoint,
         identity: args.identity,

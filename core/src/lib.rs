@@ -57,6 +57,9 @@
 //! - [`transport`]: libzmq sockets on tokio, with their limits and keys.
 //! - [`security`]: keys, the services they are bound to, what each may do,
 //!   and the operator's cookie ([`security::operator`]).
+//! - [`telemetry`]: traces out of the process, over OTLP/HTTP, when
+//!   `[telemetry] otlp_endpoint` is set: the exporter, and the sink the
+//!   Subject's recorded spans ([`subject::SpanRecord`]) go to.
 //!
 //! A worker process:
 //! - [`worker`]: its socket loop; [`worker::executor`] runs a message
@@ -90,6 +93,7 @@ pub mod retry;
 pub mod security;
 pub mod services;
 pub mod subject;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;
 pub mod worker;

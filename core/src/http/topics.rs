@@ -39,7 +39,7 @@ use crate::security::Permissions;
 use crate::wire::error_code::ErrorCode;
 
 /// The most topic streams open at once: each holds a connection and up to
-/// [`CAPACITY`] publications.
+/// `CAPACITY` publications.
 pub const MAX_STREAMS: usize = 64;
 
 /// The publications a stream holds for a client that reads slowly; past

@@ -58,8 +58,10 @@
 //!                             # one on a kept-alive connection too: else it is closed
 //! body_timeout = "30s"        # a request's body must have arrived by then after its head
 //!
-//! [telemetry]
+//! [telemetry]                 # docs/observability.md, "Traces"
 //! start_traces = false        # give a request without a traceparent a new trace
+//! otlp_endpoint = "http://127.0.0.1:4318"  # export spans over OTLP/HTTP (default: none)
+//! service_name = "zmanager"   # the spans' service.name
 //!
 //! [log]
 //! format = "text"             # or "json"; --log-format and ZMANAGER_LOG_FORMAT come first
@@ -276,7 +278,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// The node's log (`zmanager up`; `docs/observability.md`, "Logs").
+/// The node's log (`zmanager up`; README, "Logs").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -295,13 +297,54 @@ pub enum LogFormat {
     Json,
 }
 
-/// Traces (`docs/protocol.md` §3, "Trace context").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// Traces (`docs/protocol.md` §3, "Trace context"; `docs/observability.md`,
+/// "Traces").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Give a request that comes without a valid `traceparent` a new trace
     /// context (off: it goes on without; one given is always carried).
+    /// Implied by `otlp_endpoint`.
     pub start_traces: bool,
+    /// Where an OpenTelemetry collector takes OTLP over HTTP (protobuf), as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is written: `http://host:4318`, to
+    /// which `/v1/traces` is added. Set: the node and its workers record
+    /// spans and export them there (`crate::telemetry`). Unset (the
+    /// default): no exporter, and no span is made.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans' resource.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            start_traces: false,
+            otlp_endpoint: None,
+            service_name: "zmanager".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Whether a request without a valid trace context gets a new one:
+    /// `start_traces`, or spans exported (a span needs a trace).
+    pub fn starts_traces(&self) -> bool {
+        self.start_traces || self.otlp_endpoint.is_some()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(endpoint) = &self.otlp_endpoint
+            && let Err(e) = crate::telemetry::traces_url(endpoint)
+        {
+            problems.push(format!("telemetry.otlp_endpoint = {endpoint:?}: {e}"));
+        }
+        if self.service_name.is_empty() {
+            problems.push("telemetry.service_name must not be empty".to_owned());
+        }
+        problems
+    }
 }
 
 /// Where the node's three sockets listen.
@@ -580,6 +623,7 @@ impl NodeConfig {
         if let Some(security) = &self.security {
             problems.extend(security.problems());
         }
+        problems.extend(self.telemetry.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -246,6 +246,15 @@ pub async fn run(
         None
     };
 
+    // Spans only with an exporter installed in this process for them
+    // (`zmanager up` installs one when `otlp_endpoint` is set).
+    let record_spans = config.telemetry.otlp_endpoint.is_some();
+    if record_spans && crate::telemetry::installed().is_none() {
+        tracing::warn!(
+            "telemetry.otlp_endpoint is set, but this process installed no exporter (crate::telemetry::Telemetry::install): no spans"
+        );
+    }
+    let record_spans = record_spans && crate::telemetry::installed().is_some();
     let (publish_tx, publish_rx) = mpsc::channel(integration_manager::QUEUE);
     let permissions = config.security.as_ref().map_or_else(
         crate::security::Permissions::open,
@@ -300,7 +309,8 @@ pub async fn run(
                 max_age: config.durable_max_age,
             },
             max_durables: config.max_durables,
-            start_traces: config.telemetry.start_traces,
+            start_traces: config.telemetry.starts_traces(),
+            record_spans,
         },
         Links {
             publish: publish_tx,
@@ -449,6 +459,16 @@ fn worker_args(config: &NodeConfig, endpoint: &str, keys: bool) -> Vec<String> {
     }
     for library in &config.components {
         args.extend(["--component".to_owned(), library.display().to_string()]);
+    }
+    // Workers export their spans where the node does; without it they
+    // install no exporter.
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        args.extend([
+            "--otlp-endpoint".to_owned(),
+            endpoint.clone(),
+            "--service-name".to_owned(),
+            config.telemetry.service_name.clone(),
+        ]);
     }
     args
 }

@@ -15,12 +15,23 @@ use crate::wire::error_code::ErrorCode;
 use super::outcome::Ending;
 
 impl SubjectCore {
-    pub(super) fn on_result(&mut self, worker: &WorkerId, result: Message) {
+    pub(super) fn on_result(&mut self, worker: &WorkerId, mut result: Message) {
         let Some(in_flight) = self.table.complete(worker, &result.envelope) else {
             self.counters.late_results += 1;
             tracing::debug!(id = %result.envelope.id, "dropping a result not in flight on its worker (late duplicate)");
             return;
         };
+        if self.options.record_spans {
+            // Its work named the dispatch span as its parent; the request
+            // goes on with its own context.
+            result
+                .envelope
+                .traceparent
+                .clone_from(&in_flight.message.envelope.traceparent);
+            let error = result.envelope.error.as_ref().map(|e| e.message.as_str());
+            let key = key_of(&result.envelope);
+            self.spans.returned(&key, error, self.now.wall_us);
+        }
         if result.envelope.error.is_some() {
             let catalog = Arc::clone(&self.catalog);
             let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
@@ -107,6 +118,10 @@ impl SubjectCore {
     pub(super) fn retry_or_dead_letter(&mut self, messages: Vec<Message>, reason: &str) {
         let mut again = Vec::with_capacity(messages.len());
         for message in messages {
+            if self.options.record_spans {
+                let key = key_of(&message.envelope);
+                self.spans.returned(&key, Some(reason), self.now.wall_us);
+            }
             let attempt = message.envelope.attempt;
             let max_attempts = self.max_attempts(&message);
             let history = self.failures.entry(key_of(&message.envelope)).or_default();

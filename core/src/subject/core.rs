@@ -72,6 +72,9 @@ pub struct SubjectOptions {
     /// A request without a valid trace context gets a new one
     /// (`crate::wire::trace_context`).
     pub start_traces: bool,
+    /// Record the spans of sampled requests (`spans`): an exporter is
+    /// installed (`[telemetry] otlp_endpoint`).
+    pub record_spans: bool,
 }
 
 /// What happened, for the log line at exit (and for tests reading it).
@@ -119,9 +122,11 @@ impl Now {
 /// Something that happened, carried in by the shell.
 #[derive(Debug)]
 pub enum Input {
-    /// Frames a service pushed to the intake, and the service id its key
-    /// is bound to (security on; `None` without keys).
-    Intake(ZmqMessage, Option<String>),
+    /// Frames a service pushed to the intake, the service id its key is
+    /// bound to (security on; `None` without keys), and when they arrived
+    /// (microseconds since the Unix epoch; 0 when not read, as it is only
+    /// with [`SubjectOptions::record_spans`]).
+    Intake(ZmqMessage, Option<String>, u64),
     /// Frames from a worker, its ROUTER identity first.
     Worker(ZmqMessage),
     /// A worker's connection closed.
@@ -217,6 +222,8 @@ pub struct SubjectCore {
     /// What each authenticated service may do (everything without keys).
     pub(super) permissions: Permissions,
     pub(super) effects: Vec<Effect>,
+    /// The spans of requests' hops (with `record_spans`).
+    pub(super) spans: super::spans::SpanBook,
     /// The moment of the input being handled.
     pub(super) now: Now,
 }
@@ -261,6 +268,7 @@ impl SubjectCore {
             operator: None,
             permissions: Permissions::open(),
             effects: Vec::new(),
+            spans: super::spans::SpanBook::default(),
             now,
         }
     }
@@ -301,7 +309,9 @@ impl SubjectCore {
     pub fn handle(&mut self, input: Input, now: Now) {
         self.now = now;
         match input {
-            Input::Intake(frames, service) => self.on_intake(&frames, service.as_deref()),
+            Input::Intake(frames, service, arrived_us) => {
+                self.on_intake(&frames, service.as_deref(), arrived_us);
+            }
             Input::Worker(frames) => self.on_worker(frames),
             Input::WorkerGone(worker) => self.lose_worker(&worker, "its connection closed", false),
             Input::SendFailed(worker, error) => {
@@ -329,6 +339,12 @@ impl SubjectCore {
     /// The effects of what was handled, in order.
     pub fn effects(&mut self) -> std::vec::Drain<'_, Effect> {
         self.effects.drain(..)
+    }
+
+    /// The spans finished since the last call (`spans`), for the shell to
+    /// export; none without [`SubjectOptions::record_spans`].
+    pub fn finished_spans(&mut self) -> std::vec::Drain<'_, super::spans::SpanRecord> {
+        self.spans.finished()
     }
 
     /// Stops intake (drain): the shell stops reading the intake socket.

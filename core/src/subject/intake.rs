@@ -30,14 +30,20 @@ const MAX_DEPTH: usize = zmanager_sdk::MAX_DEPTH - 1;
 
 impl SubjectCore {
     /// `service`: the id the sender's key is bound to (security on).
-    pub(super) fn on_intake(&mut self, frames: &ZmqMessage, service: Option<&str>) {
+    /// `arrived_us`: when the frames were read (0: not known).
+    pub(super) fn on_intake(
+        &mut self,
+        frames: &ZmqMessage,
+        service: Option<&str>,
+        arrived_us: u64,
+    ) {
         let received: usize = frames.iter().map(Bytes::len).sum();
         self.counters.bytes_in += received as u64;
         match wire::decode_topic_message(frames) {
             Ok((_topic, message)) => {
                 // The envelope and payload frames, as they came.
                 let bytes = frames.iter().skip(1).map(Bytes::len).sum();
-                self.accept(message, bytes, service);
+                self.accept(message, bytes, service, arrived_us);
             }
             Err(WireError::Invalid {
                 mut address,
@@ -64,25 +70,34 @@ impl SubjectCore {
         }
     }
 
-    fn accept(&mut self, mut message: Message, bytes: usize, authenticated: Option<&str>) {
+    fn accept(
+        &mut self,
+        mut message: Message,
+        bytes: usize,
+        authenticated: Option<&str>,
+        arrived_us: u64,
+    ) {
         // Taken off first: no result, log line or journal record carries it.
         let operator = std::mem::take(&mut message.envelope.operator);
         // A request keeps a valid trace context and gets one otherwise
         // (with `start_traces`), so everything it leads to (its refusal
         // too) carries it; any other
         // message loses a malformed one; a ping goes back untouched.
-        match message.envelope.kind {
+        let adopted = match message.envelope.kind {
             Kind::Request => {
                 let start = self.options.start_traces;
-                if trace_context::adopt(&mut message.envelope, start) == Adopted::Replaced {
+                let adopted = trace_context::adopt(&mut message.envelope, start);
+                if adopted == Adopted::Replaced {
                     tracing::debug!(id = %message.envelope.id, service = %message.envelope.service, "malformed traceparent: dropped, with its tracestate; a new trace started");
                 }
+                adopted
             }
-            Kind::Ping => {}
+            Kind::Ping => Adopted::Without,
             _ => {
                 trace_context::drop_malformed(&mut message.envelope);
+                Adopted::Without
             }
-        }
+        };
         if let Some(who) = authenticated {
             let envelope = &message.envelope;
             let reply_to = envelope.reply_to.as_bytes();
@@ -255,6 +270,10 @@ impl SubjectCore {
         message.envelope.accepted_us = self.now.wall_us;
         message.envelope.attempt = 0;
         let at_us = message.envelope.accepted_us;
+        if self.options.record_spans {
+            self.spans
+                .accepted(&message.envelope, adopted, arrived_us, at_us);
+        }
         self.commits
             .record(|| Event::accepted(at_us, message.clone()));
         let asked = message.envelope.ack.then(|| message.envelope.clone());

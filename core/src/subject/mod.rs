@@ -21,6 +21,8 @@
 //! - `commits`: what waits for the journal (acknowledgements, keys);
 //! - `workers`: worker messages, liveness, dispatch;
 //! - `recovery`: taking up what the journal had unfinished at start-up;
+//! - `spans`: the spans of each request's hops, recorded for the shell
+//!   to export (with an exporter only);
 //! - `asks`: what the HTTP server asks of it between turns;
 //! - `shell`: the sockets, tasks and timers around the core.
 //!
@@ -66,6 +68,7 @@ mod outcome;
 mod recovery;
 mod service_steps;
 mod shell;
+mod spans;
 mod stats;
 mod steps;
 mod suspended;
@@ -74,6 +77,7 @@ mod workers;
 pub use self::asks::{Ask, Whereabouts};
 pub use self::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 pub use self::shell::{Links, run};
+pub use self::spans::SpanRecord;
 pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Stats, WorkerStats};
 
 use crate::catalog::topic::Topic;

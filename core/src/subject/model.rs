@@ -131,6 +131,7 @@ fn options() -> SubjectOptions {
         },
         max_durables: 2,
         start_traces: true,
+        record_spans: true,
     }
 }
 
@@ -492,7 +493,7 @@ impl Harness {
         if !self.delivered {
             return;
         }
-        let input = Input::Intake(wire::topic_message("", message), None);
+        let input = Input::Intake(wire::topic_message("", message), None, 0);
         self.core.handle(input, self.now());
     }
 
@@ -761,6 +762,7 @@ impl Harness {
     fn end_turn(&mut self, op: &Op) -> Result<(), TestCaseError> {
         self.core.end_turn(self.now());
         let effects: Vec<Effect> = self.core.effects().collect();
+        let spans: Vec<_> = self.core.finished_spans().collect();
         if std::env::var_os("MODEL_TRACE").is_some() {
             eprintln!("{op:?}");
             for e in &effects {
@@ -838,10 +840,24 @@ impl Harness {
                         for m in batch {
                             let m = m.expect("work decodes");
                             let life = self.lives.get(&key_of(&m.envelope));
+                            // Its request's trace, the node's `dispatch`
+                            // span as the parent (`spans`).
+                            let given = life
+                                .and_then(|l| l.traceparents.last())
+                                .and_then(|t| TraceParent::parse(t));
+                            let sent = TraceParent::parse(&m.envelope.traceparent);
                             prop_assert_eq!(
-                                life.and_then(|l| l.traceparents.last()),
-                                Some(&m.envelope.traceparent),
+                                given.map(|t| (t.trace_id, t.flags)),
+                                sent.map(|t| (t.trace_id, t.flags)),
                                 "work for {:?} without its request's trace context",
+                                key_of(&m.envelope)
+                            );
+                            // Without spans: as given.
+                            let rewritten = given.map(|t| t.parent_id) != sent.map(|t| t.parent_id);
+                            prop_assert_eq!(
+                                rewritten,
+                                self.core.options.record_spans,
+                                "work for {:?}: its parent is the request's with spans off, its dispatch span's with them on",
                                 key_of(&m.envelope)
                             );
                             held.push(m);
@@ -929,6 +945,23 @@ impl Harness {
             }
         }
         self.check_results(op, &ended, results)?;
+        // Each span recorded is of its request's trace, and ends no
+        // earlier than it began.
+        for span in spans {
+            let key = (span.service.clone(), span.id.clone());
+            let trace = self
+                .lives
+                .get(&key)
+                .and_then(|l| l.traceparents.last())
+                .and_then(|t| TraceParent::parse(t))
+                .map(|t| t.trace_id);
+            prop_assert!(
+                trace.is_none() || trace == Some(span.trace_id),
+                "span {:?} not in its request's trace",
+                span
+            );
+            prop_assert!(span.start_us <= span.end_us, "{:?}", span);
+        }
         self.check_bounds()
     }
 
@@ -1224,6 +1257,14 @@ impl Harness {
         );
         prop_assert!(core.recent.len() <= o.dedupe_capacity);
         prop_assert!(core.recent.bytes() <= o.dedupe_max_bytes);
+        // Open spans are of live requests only: an end closes them.
+        for key in core.spans.keys() {
+            prop_assert!(
+                self.lives.get(key).is_some_and(|l| l.live),
+                "{:?} has open spans but has ended",
+                key
+            );
+        }
         // The bytes counted as they come and go are the bytes there.
         let there: usize = core.table.pending().map(Message::size).sum::<usize>()
             + core.gate.waiting().map(|(m, _)| m.size()).sum::<usize>()
@@ -1521,7 +1562,7 @@ fn a_late_commit_notice_does_not_end_a_failing_journal() {
     let _ = h.core.effects().count();
     let overloaded = |h: &mut Harness, id: u8| {
         let message = wire::topic_message("", &Harness::request(0, id, 0, 0, false));
-        h.core.handle(Input::Intake(message, None), h.now());
+        h.core.handle(Input::Intake(message, None, 0), h.now());
         h.core.end_turn(h.now());
         h.core.effects().any(|e| {
             matches!(e, Effect::Publish(p) if p.message.envelope.error.as_ref().map(|e| e.code) == Some(ErrorCode::Overloaded))
@@ -1651,7 +1692,12 @@ fn a_restarted_node_republishes_what_finished_before_it_stopped() {
 /// gets a new one of its own (`docs/protocol.md` §3, "Trace context").
 #[test]
 fn a_request_carries_its_trace_context_through_its_flow() {
-    let mut h = Harness::new();
+    // Without spans recorded: with them, its work names the node's
+    // `dispatch` span as its parent (checked by the model test).
+    let mut h = Harness::with(SubjectOptions {
+        record_spans: false,
+        ..options()
+    });
     let ok = |r: Result<(), TestCaseError>| r.expect("a step of the model");
     ok(h.apply(&Op::Ready {
         worker: 0,

@@ -49,6 +49,9 @@ impl SubjectCore {
     /// Ends the accepted `message`.
     pub(super) fn conclude(&mut self, message: Message, ending: Ending) {
         let key = key_of(&message.envelope);
+        if self.options.record_spans {
+            self.spans.ended(&key, self.now.wall_us);
+        }
         self.table.forget(&message.envelope);
         let errors = self.failures.remove(&key).unwrap_or_default();
         self.release_key(&message.envelope);

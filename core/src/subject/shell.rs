@@ -15,6 +15,14 @@
 //! - the loop ([`run`]) owns the dead-letter store, and hands frames to the
 //!   router task and publications to the Integration Manager.
 //!
+//! Spans (with [`SubjectOptions::record_spans`], `super::spans`): the core
+//! records the spans of each request's hops with its own clock readings
+//! and ids, and the shell hands each finished one to the exporter
+//! ([`crate::telemetry::Sink`]) after carrying out the turn's effects. The
+//! shell adds what only it sees: when a request arrived (the intake task
+//! reads the clock then, only with spans on), and the `publish` span of
+//! each result and publication it hands to the Integration Manager.
+//!
 //! What waits for the router task to send is bounded all the same: `WORK`
 //! frames by the workers' credits, heartbeats by one per worker per
 //! interval, and a worker that stops reading is lost after `liveness`,
@@ -94,7 +102,8 @@ pub async fn run(
     options: SubjectOptions,
     mut links: Links,
 ) -> Counters {
-    let (intake_tx, mut intake_rx) = mpsc::channel::<(ZmqMessage, Option<String>)>(64);
+    let (intake_tx, mut intake_rx) = mpsc::channel::<Arrived>(64);
+    let stamp = options.record_spans;
     let (worker_tx, mut worker_rx) = mpsc::channel::<Input>(1024);
     let (to_workers, outgoing) = mpsc::unbounded_channel::<(WorkerId, ZmqMessage)>();
     let (appended_tx, appended_rx) = mpsc::channel::<(u64, Committed)>(COMMIT_QUEUE);
@@ -102,8 +111,8 @@ pub async fn run(
     // waits for the loop (which may be waiting for the watcher's queue).
     let (commit_tx, mut commit_rx) = watch::channel::<u64>(0);
 
-    let gateway_task = tokio::spawn(forward(links_gateway(&mut links), intake_tx.clone()));
-    let intake_task = tokio::spawn(read_socket(intake, intake_tx));
+    let gateway_task = tokio::spawn(forward(links_gateway(&mut links), intake_tx.clone(), stamp));
+    let intake_task = tokio::spawn(read_socket(intake, intake_tx, stamp));
     let watcher = tokio::spawn(watch_commits(appended_rx, commit_tx));
     let mut exited = std::mem::replace(&mut links.exited, mpsc::channel(1).1);
     let tasks = [
@@ -155,6 +164,10 @@ pub async fn run(
         dead_letters,
         journal,
         appended: Some(appended_tx),
+        spans: options
+            .record_spans
+            .then(crate::telemetry::installed)
+            .flatten(),
     };
     core.remember(remembered, Now::read());
     core.recover(recovered, Now::read());
@@ -172,8 +185,8 @@ pub async fn run(
                 intake_task.abort();
                 gateway_task.abort();
                 // Requests already read from the socket are accepted too.
-                while let Ok((frames, service)) = intake_rx.try_recv() {
-                    core.handle(Input::Intake(frames, service), Now::read());
+                while let Ok((frames, service, at)) = intake_rx.try_recv() {
+                    core.handle(Input::Intake(frames, service, at), Now::read());
                 }
                 core.stop_intake();
                 tracing::info!(pending = core.pending_len(), in_flight = core.in_flight_len(), "intake stopped; draining");
@@ -187,14 +200,14 @@ pub async fn run(
                     core.handle(input, Now::read());
                 }
             }
-            Some((frames, service)) = intake_rx.recv(), if core.has_room() => {
-                core.handle(Input::Intake(frames, service), Now::read());
+            Some((frames, service, at)) = intake_rx.recv(), if core.has_room() => {
+                core.handle(Input::Intake(frames, service, at), Now::read());
                 for _ in 1..BURST {
                     if !core.has_room() {
                         break;
                     }
-                    let Ok((frames, service)) = intake_rx.try_recv() else { break };
-                    core.handle(Input::Intake(frames, service), Now::read());
+                    let Ok((frames, service, at)) = intake_rx.try_recv() else { break };
+                    core.handle(Input::Intake(frames, service, at), Now::read());
                 }
             }
             _ = tick.tick() => core.handle(Input::Tick, Now::read()),
@@ -294,6 +307,8 @@ struct Shell {
     journal: Option<JournalWriter>,
     /// To the commit watcher (`None` once the loop has ended).
     appended: Option<mpsc::Sender<(u64, Committed)>>,
+    /// Where finished spans go (with `record_spans` and an exporter).
+    spans: Option<crate::telemetry::Sink>,
 }
 
 impl Shell {
@@ -301,6 +316,11 @@ impl Shell {
     /// failed send is an input that may have effects of its own).
     async fn carry_out(&mut self, core: &mut SubjectCore) {
         loop {
+            if let Some(sink) = &self.spans {
+                for span in core.finished_spans() {
+                    sink.record(&span);
+                }
+            }
             let effects: Vec<Effect> = core.effects().collect();
             if effects.is_empty() {
                 return;
@@ -328,9 +348,14 @@ impl Shell {
                 let _ = self.to_workers.send((worker, frames));
             }
             Effect::Publish(publication) => {
+                let span = self.spans.as_ref().and_then(|_| publish_span(&publication));
                 // The Integration Manager outlives the Subject's loop; a send
                 // error only happens at shutdown.
                 let _ = self.publish.send(publication).await;
+                if let (Some(sink), Some(mut span)) = (&self.spans, span) {
+                    span.end_us = crate::wire::envelope::now_us().max(span.start_us);
+                    sink.record(&span);
+                }
             }
             Effect::Append { turn, events } => {
                 if let (Some(writer), Some(appended)) = (&self.journal, &self.appended) {
@@ -357,6 +382,59 @@ impl Shell {
             }
         }
         None
+    }
+}
+
+/// The `publish` span of a result, an `@PUBLISH` publication or a step
+/// given to a service, begun now, if its context is sampled: a child of the
+/// request's parent, as the core's spans are (`super::spans`).
+fn publish_span(publication: &Publication) -> Option<crate::subject::SpanRecord> {
+    use crate::wire::envelope::Kind;
+    use crate::wire::trace_context::TraceParent;
+    let envelope = &publication.message.envelope;
+    let kind = match envelope.kind {
+        Kind::Result => "result",
+        // A request's message published at its flow's `@PUBLISH` step.
+        Kind::Request => "publication",
+        Kind::Step => "step",
+        _ => return None,
+    };
+    let parent = TraceParent::parse(&envelope.traceparent)
+        .filter(|p| p.flags & TraceParent::SAMPLED != 0)?;
+    let now_us = crate::wire::envelope::now_us();
+    Some(crate::subject::SpanRecord {
+        name: "publish",
+        trace_id: parent.trace_id,
+        span_id: fastrand::u64(1..),
+        parent_id: Some(parent.parent_id),
+        parent_is_remote: true,
+        start_us: now_us,
+        end_us: now_us,
+        flow: envelope.flow.clone(),
+        id: envelope.id.clone(),
+        service: envelope.service.clone(),
+        step: Some(envelope.step),
+        key: envelope.key.clone(),
+        attempt: None,
+        worker_pid: None,
+        extra: vec![
+            ("zmanager.topic", publication.topic.clone()),
+            ("zmanager.kind", kind.to_owned()),
+        ],
+        error: envelope.error.as_ref().map(|e| e.message.clone()),
+    })
+}
+
+/// Frames from a service, the id its key is bound to, and when they
+/// arrived (0: not read).
+type Arrived = (ZmqMessage, Option<String>, u64);
+
+/// The time of an arrival, read only when spans are recorded.
+fn arrival(stamp: bool) -> u64 {
+    if stamp {
+        crate::wire::envelope::now_us()
+    } else {
+        0
     }
 }
 
@@ -397,16 +475,17 @@ fn links_gateway(links: &mut Links) -> mpsc::Receiver<(ZmqMessage, Option<String
 /// bound as the socket's.
 async fn forward(
     mut from: mpsc::Receiver<(ZmqMessage, Option<String>)>,
-    to: mpsc::Sender<(ZmqMessage, Option<String>)>,
+    to: mpsc::Sender<Arrived>,
+    stamp: bool,
 ) {
-    while let Some(request) = from.recv().await {
-        if to.send(request).await.is_err() {
+    while let Some((frames, service)) = from.recv().await {
+        if to.send((frames, service, arrival(stamp))).await.is_err() {
             return;
         }
     }
 }
 
-async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<(ZmqMessage, Option<String>)>) {
+async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<Arrived>, stamp: bool) {
     loop {
         match socket.recv_from().await {
             Ok((frames, service)) => {
@@ -414,7 +493,7 @@ async fn read_socket(mut socket: AsyncSocket, tx: mpsc::Sender<(ZmqMessage, Opti
                 let Ok(frames) = ZmqMessage::try_from(frames) else {
                     continue;
                 };
-                if tx.send((frames, service)).await.is_err() {
+                if tx.send((frames, service, arrival(stamp))).await.is_err() {
                     return;
                 }
             }

@@ -78,6 +78,11 @@ impl SubjectCore {
         tracing::debug!(id = %key.1, service = %key.0, step, owner = owner.as_deref().unwrap_or("@ASYNC"), "waiting at a step");
         self.counters.suspended += 1;
         self.at_async += usize::from(owner.is_none());
+        if self.options.record_spans {
+            let now_us = self.now.wall_us;
+            self.spans
+                .waiting(&message.envelope, owner.as_deref(), now_us);
+        }
         self.suspended.insert(
             key,
             Suspended {
@@ -91,9 +96,12 @@ impl SubjectCore {
     }
 
     /// Takes the flow waiting as `key` out of [`SubjectCore::hold`]'s
-    /// bookkeeping.
-    fn unhold(&mut self, key: &MessageKey) -> Option<Suspended> {
+    /// bookkeeping; `error`: its wait failed (for its span).
+    fn unhold(&mut self, key: &MessageKey, error: Option<&str>) -> Option<Suspended> {
         let suspended = self.suspended.remove(key)?;
+        if self.options.record_spans {
+            self.spans.answered(key, error, self.now.wall_us);
+        }
         self.held_bytes -= suspended.message.size();
         self.at_async -= usize::from(suspended.owner.is_none());
         Some(suspended)
@@ -129,7 +137,8 @@ impl SubjectCore {
                 return self.refuse_answer(answer, ErrorCode::Forbidden, text);
             }
         }
-        let Some(suspended) = self.unhold(&key) else {
+        let failed = (answer.envelope.status == Status::Error).then_some("answered with an error");
+        let Some(suspended) = self.unhold(&key, failed) else {
             let why = if self.recent_result(&key).is_some() {
                 "that flow has already finished (answered twice, or timed out)"
             } else {
@@ -205,7 +214,7 @@ impl SubjectCore {
         // Oldest deadline first, in a stable order.
         expired.sort();
         for (_, key) in expired {
-            let Some(suspended) = self.unhold(&key) else {
+            let Some(suspended) = self.unhold(&key, Some("no answer within async_timeout")) else {
                 continue;
             };
             self.counters.async_timeouts += 1;

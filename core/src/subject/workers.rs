@@ -94,7 +94,15 @@ impl SubjectCore {
     /// Sends pending messages to workers with free credits.
     pub(super) fn dispatch(&mut self) {
         self.start_waiting();
-        while let Some((worker, batch)) = self.table.next_batch(self.options.batch, self.now.at) {
+        while let Some((worker, mut batch)) = self.table.next_batch(self.options.batch, self.now.at)
+        {
+            if self.options.record_spans {
+                let pid = self.table.pid(&worker);
+                for m in &mut batch {
+                    self.spans
+                        .dispatched(&mut m.envelope, pid, self.now.wall_us);
+                }
+            }
             if self.commits.is_on() {
                 let at_us = self.now.wall_us;
                 for m in &batch {

@@ -6,6 +6,8 @@
 //! node starts for it; every message of its flow then carries that context
 //! unchanged: the work its workers receive (and the results they return),
 //! its `@PUBLISH` publications, the steps given to services, its result.
+//! With spans recorded (`crate::subject::SpanRecord`), only the parent-id of
+//! its work changes: it names the node's `dispatch` span.
 //! `docs/protocol.md` (§3, "Trace context") is the reference for clients.
 //!
 //! At intake ([`adopt`], on a `request`):
@@ -17,8 +19,9 @@
 //!   trace): it is dropped with its `tracestate`; with `[telemetry]
 //!   start_traces` on, the request then gets a new trace context, as one
 //!   that carries none does: a random trace-id and parent-id, flags `01`
-//!   (sampled). Off (the default), it goes on without: nothing records
-//!   traces yet, and a context costs bytes on every hop;
+//!   (sampled). Off (the default), it goes on without: a context costs
+//!   bytes on every hop. `[telemetry] otlp_endpoint` turns it on (a span
+//!   needs a trace);
 //! - a `tracestate` without a valid `traceparent` is dropped (W3C: it is
 //!   not read without one).
 //!

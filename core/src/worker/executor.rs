@@ -6,6 +6,14 @@
 //! service's step) or the end of the flow. The message comes back as a
 //! result at the step where it stopped — or as an error result at the step
 //! that failed. Panics are caught; nothing here panics on input.
+//!
+//! Traced ([`Executor::traced`], when the process exports spans), each
+//! action of a message whose trace context is sampled runs in an `action`
+//! span (a `tracing` span at [`crate::telemetry::TARGET`], exported by the
+//! `tracing-opentelemetry` layer): a child of the span its work's
+//! `traceparent` names (the node's `dispatch` span), with the flow, the
+//! step and its key, the component action and the attempt. Untraced, no
+//! span is made.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,6 +27,7 @@ use crate::components::registry::Registry;
 use crate::wire::Message;
 use crate::wire::envelope::Kind;
 use crate::wire::error_code::ErrorCode;
+use crate::wire::trace_context::TraceParent;
 
 /// Runs messages through flows with the components of a registry (linked
 /// and loaded).
@@ -26,11 +35,24 @@ use crate::wire::error_code::ErrorCode;
 pub struct Executor {
     catalog: Arc<Catalog>,
     registry: Registry,
+    traced: bool,
 }
 
 impl Executor {
     pub fn new(catalog: Arc<Catalog>, registry: Registry) -> Self {
-        Self { catalog, registry }
+        Self {
+            catalog,
+            registry,
+            traced: false,
+        }
+    }
+
+    /// Runs each action of a sampled message in an `action` span (see the
+    /// module's documentation).
+    #[must_use]
+    pub fn traced(mut self, traced: bool) -> Self {
+        self.traced = traced;
+        self
     }
 
     /// Runs `message` from its step until the flow leaves the worker.
@@ -45,6 +67,13 @@ impl Executor {
             return Message::new(envelope.into_error(ErrorCode::UnknownFlow, text), payload);
         };
         let mut step = usize::try_from(envelope.step).unwrap_or(usize::MAX);
+        // Parsed once a message, and only when traced.
+        let parent = if self.traced {
+            TraceParent::parse(&envelope.traceparent)
+                .filter(|p| p.flags & TraceParent::SAMPLED != 0)
+        } else {
+            None
+        };
         while let (Some(flow_step), Some((StepRole::Action(target), _))) =
             (routed.flow.steps.get(step), routed.roles.get(step))
         {
@@ -68,9 +97,16 @@ impl Executor {
                     attempt: envelope.attempt,
                 },
             };
+            let span =
+                parent.map(|parent| action_span(&parent, &request.context, target, envelope.step));
+            let _entered = span.as_ref().map(tracing::Span::enter);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 component.call(&target.action, &request)
             }));
+            if let (Some(span), Some(failure)) = (&span, failure(&outcome)) {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", failure);
+            }
             match outcome {
                 Ok(Ok(response)) => payload = Bytes::from(response),
                 // A dynamic component's panic, caught in its library: the
@@ -104,6 +140,44 @@ impl Executor {
             None => envelope.key.clear(),
         }
         Message::new(envelope, payload)
+    }
+}
+
+/// The `action` span of `target` run for `context`, a child of `parent`.
+fn action_span(
+    parent: &TraceParent,
+    context: &Context<'_>,
+    target: &crate::catalog::mapping::Target,
+    step: u32,
+) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "action",
+        zmanager.flow = context.flow,
+        zmanager.key = context.key,
+        zmanager.step = step,
+        zmanager.action = %target,
+        zmanager.attempt = context.attempt,
+        zmanager.message_id = context.message_id,
+        zmanager.service = context.service,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    // Without the layer (a library's own subscriber), the span is only a
+    // `tracing` span.
+    let _ = span.set_parent(crate::telemetry::remote_parent(parent));
+    span
+}
+
+/// What failed, if the action did.
+fn failure(
+    outcome: &std::thread::Result<Result<Vec<u8>, zmanager_sdk::ActionError>>,
+) -> Option<&str> {
+    match outcome {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(&error.message),
+        Err(_) => Some("panicked"),
     }
 }
 
