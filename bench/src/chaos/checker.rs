@@ -246,7 +246,7 @@ impl Checker {
                     c.duplicated_ids.push(self.id(seq as u64));
                 }
             }
-            c.republished += u64::from(r.results.min(r.sends) - 1);
+            c.republished += u64::from((r.results.min(r.sends) - 1).saturating_sub(r.differing));
         }
         c.errors.clone_from(&self.errors);
         c.ok = c.answered - c.errors.values().sum::<u64>();

@@ -388,6 +388,7 @@ impl<'a> Driver<'a> {
         let mut last_answer = Instant::now();
         let mut last_progress = Instant::now();
         let mut tick = tokio::time::interval(TICK);
+        on_progress(&self.progress("running", started));
         self.fill(&connection)?;
         while self.checker.answered() < self.options.requests {
             let reading = self.slow_until.is_none();

@@ -104,7 +104,8 @@ impl ChaosReport {
         );
         let _ = writeln!(out);
         let row = |out: &mut String, name: &str, value: String, note: &str| {
-            let _ = writeln!(out, "{name:<16} {value:>8}  {note}");
+            let line = format!("{name:<16} {value:>8}  {note}");
+            let _ = writeln!(out, "{}", line.trim_end());
         };
         row(&mut out, "sent", c.sent.to_string(), "requests (ids)");
         row(
