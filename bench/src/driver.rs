@@ -3,17 +3,18 @@
 //! measures the raw ZeroMQ baseline with nothing else running.
 //!
 //! Every child is killed if the driver returns early (error or panic): no
-//! process outlives a benchmark.
+//! process outlives a benchmark ([`super::process`] has the machinery,
+//! shared with `zmanager chaos`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::histogram::Histogram;
 use super::load::LoadResult;
 use super::proc_stats::{self, Machine, ProcSample};
+use super::process::{Node, Process, START_LIMIT, TempDir};
 use super::{
     BenchError, BenchOptions, JournalComparison, JournalMode, Latency, ProcessReport, Progress,
     RawSummary, Report, ReportConfig, ScrapeComparison, Transport,
@@ -23,8 +24,6 @@ use zmanager::node::config::NodeConfig;
 
 /// How often the progress callback is called.
 const TICK: Duration = Duration::from_millis(250);
-/// Longest wait for the node, its workers, or a service to be ready.
-const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs a benchmark. `on_progress` is called a few times a second.
 pub fn run(
@@ -33,7 +32,7 @@ pub fn run(
 ) -> Result<Report, BenchError> {
     options.validate()?;
     let machine = Machine::read();
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("zmanager-bench")?;
     let defaults = NodeConfig::default();
     let window = options.window.unwrap_or(defaults.window);
     let batch = options.batch.unwrap_or(defaults.batch);
@@ -200,7 +199,7 @@ fn measure(
         total: 0,
         elapsed: Duration::ZERO,
     });
-    let mut node = Node::start(options, setup, dir)?;
+    let mut node = start_node(options, setup, dir)?;
     let workers = node.wait_for_workers(options.workers)?;
     // Let the workers connect and settle before the idle reading.
     std::thread::sleep(Duration::from_millis(500));
@@ -529,231 +528,46 @@ fn raw_baseline(
     Ok(result.rate_per_s)
 }
 
-/// A temporary directory for logs, configuration and ipc sockets; removed
-/// on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new() -> Result<Self, BenchError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path =
-            std::env::temp_dir().join(format!("zmanager-bench-{}-{nanos:09}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .map_err(|e| BenchError::Io(format!("cannot create {}", path.display()), e))?;
-        Ok(Self { path })
+/// Starts the benchmark's node: its own configuration (window, batch, a
+/// fresh data directory, the journal setting), on tcp or ipc.
+fn start_node(options: &BenchOptions, setup: &Setup, dir: &TempDir) -> Result<Node, BenchError> {
+    let config = dir.path.join("node.toml");
+    let sync = match options.journal_sync {
+        SyncMode::Full => "full",
+        SyncMode::Normal => "normal",
+        SyncMode::Off => "off",
+    };
+    let mut text = format!(
+        "window = {}\nbatch = {}\ndata_dir = {:?}\n[journal]\nenabled = {}\nsync = {sync:?}\n",
+        setup.window, setup.batch, setup.data_dir, setup.journal
+    );
+    if let Some(endpoint) = &options.otlp_endpoint {
+        text.push_str(&format!("[telemetry]\notlp_endpoint = {endpoint:?}\n"));
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+    std::fs::write(&config, text)
+        .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
+    let mut command = Command::new(&options.program);
+    command.envs(options.env.iter().map(|(k, v)| (k, v)));
+    command.args(["up", "--exit-with-parent"]);
+    match (setup.scrape, options.transport) {
+        // Its figures come from its processes, not from HTTP.
+        (None, _) => command.arg("--no-http"),
+        (Some(_), Transport::Tcp) => &mut command, // --any-port: port 0
+        (Some(_), Transport::Ipc) => command.args(["--http", "127.0.0.1:0"]),
+    };
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--workers", &options.workers.to_string()]);
+    match options.transport {
+        Transport::Tcp => command.arg("--any-port"),
+        Transport::Ipc => command.arg("--ipc").arg(dir.path.join("node")),
+    };
+    let node = Node::spawn(command, "node", dir)?;
+    if setup.scrape.is_some() && node.http.is_none() {
+        return Err(node.process.failed("started without its HTTP server"));
     }
-}
-
-/// A child process, killed on drop, its stderr in a log file.
-struct Process {
-    name: String,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(mut command: Command, name: &str, dir: &TempDir) -> Result<Self, BenchError> {
-        let log = dir.path.join(format!("{}.log", name.replace(' ', "-")));
-        let file = std::fs::File::create(&log)
-            .map_err(|e| BenchError::Io(format!("cannot create {}", log.display()), e))?;
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "warn");
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .map_err(|e| BenchError::Io(format!("cannot start the {name}"), e))?;
-        let stdin = child.stdin.take();
-        Ok(Self {
-            name: name.to_owned(),
-            child: Some(child),
-            stdin,
-            log,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn take_stdout(&mut self) -> Result<std::process::ChildStdout, BenchError> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.stdout.take())
-            .ok_or_else(|| BenchError::Protocol(format!("no stdout for the {}", self.name)))
-    }
-
-    fn say(&mut self, line: &str) -> Result<(), BenchError> {
-        let Some(stdin) = self.stdin.as_mut() else {
-            return Err(BenchError::Protocol(format!(
-                "the {} has no stdin",
-                self.name
-            )));
-        };
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| BenchError::Io(format!("cannot talk to the {}", self.name), e))
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Waits up to `limit` for it to exit, then kills it.
-    fn wait(&mut self, limit: Duration) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// An error for this process, with the end of its log.
-    fn failed(&self, what: &str) -> BenchError {
-        BenchError::Child {
-            what: format!("the {}: {what}", self.name),
-            log: log_tail(&self.log),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The last lines of a log file.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// The node under test: `zmanager up` in its own process.
-struct Node {
-    process: Process,
-    intake: String,
-    publish: String,
-    /// Where its HTTP server listens (`None`: off).
-    http: Option<String>,
-}
-
-impl Node {
-    fn start(options: &BenchOptions, setup: &Setup, dir: &TempDir) -> Result<Self, BenchError> {
-        let config = dir.path.join("node.toml");
-        let sync = match options.journal_sync {
-            SyncMode::Full => "full",
-            SyncMode::Normal => "normal",
-            SyncMode::Off => "off",
-        };
-        let mut text = format!(
-            "window = {}\nbatch = {}\ndata_dir = {:?}\n[journal]\nenabled = {}\nsync = {sync:?}\n",
-            setup.window, setup.batch, setup.data_dir, setup.journal
-        );
-        if let Some(endpoint) = &options.otlp_endpoint {
-            text.push_str(&format!("[telemetry]\notlp_endpoint = {endpoint:?}\n"));
-        }
-        std::fs::write(&config, text)
-            .map_err(|e| BenchError::Io(format!("cannot write {}", config.display()), e))?;
-        let mut command = Command::new(&options.program);
-        command.envs(options.env.iter().map(|(k, v)| (k, v)));
-        command.args(["up", "--exit-with-parent"]);
-        match (setup.scrape, options.transport) {
-            // Its figures come from its processes, not from HTTP.
-            (None, _) => command.arg("--no-http"),
-            (Some(_), Transport::Tcp) => &mut command, // --any-port: port 0
-            (Some(_), Transport::Ipc) => command.args(["--http", "127.0.0.1:0"]),
-        };
-        command
-            .arg("--config")
-            .arg(&config)
-            .args(["--workers", &options.workers.to_string()]);
-        match options.transport {
-            Transport::Tcp => command.arg("--any-port"),
-            Transport::Ipc => command.arg("--ipc").arg(dir.path.join("node")),
-        };
-        let mut process = Process::spawn(command, "node", dir)?;
-        let mut line = String::new();
-        BufReader::new(process.take_stdout()?)
-            .read_line(&mut line)
-            .map_err(|e| BenchError::Io("cannot read the node's first line".to_owned(), e))?;
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .map(str::to_owned)
-        };
-        let (Some(intake), Some(publish)) = (field("intake"), field("publish")) else {
-            return Err(process.failed("did not start"));
-        };
-        let http = field("http").filter(|at| at != "off");
-        if setup.scrape.is_some() && http.is_none() {
-            return Err(process.failed("started without its HTTP server"));
-        }
-        Ok(Self {
-            process,
-            intake,
-            publish,
-            http,
-        })
-    }
-
-    /// Waits until `n` worker processes run; returns their pids.
-    fn wait_for_workers(&self, n: usize) -> Result<Vec<u32>, BenchError> {
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            let pids = proc_stats::children_of(self.process.pid());
-            if pids.len() >= n {
-                return Ok(pids);
-            }
-            if Instant::now() >= deadline {
-                return Err(self.process.failed(&format!(
-                    "{} of {n} worker processes running after {START_LIMIT:?}",
-                    pids.len()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the node as Ctrl-C would (SIGTERM: workers drain first), or
-    /// kills it after 10 s.
-    fn stop(&mut self) {
-        let pid = self.process.pid();
-        if pid != 0 {
-            // std cannot send SIGTERM without unsafe code; kill(1) can.
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        self.process.wait(Duration::from_secs(10));
-    }
+    Ok(node)
 }
 
 #[cfg(test)]

@@ -14,13 +14,19 @@
 //! - [`load`]: the load generator (a service speaking the wire protocol);
 //! - [`raw`]: the raw ZeroMQ baseline;
 //! - [`histogram`]: the latency histogram;
-//! - [`proc_stats`]: CPU time and memory from `/proc`.
+//! - [`proc_stats`]: CPU time and memory from `/proc`;
+//! - [`process`]: the node and child processes of a run, killed on drop
+//!   (shared with [`chaos`]);
+//! - [`chaos`]: `zmanager chaos`, faults injected into a node under load
+//!   and every result checked against its request.
 
+pub mod chaos;
 pub mod child;
 pub mod driver;
 pub mod histogram;
 pub mod load;
 pub mod proc_stats;
+pub mod process;
 pub mod raw;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The `zmanager` command: thin wrappers over the `zmanager` library.
 
 mod bench;
+mod chaos;
 mod check;
 mod dlq;
 mod journal;
@@ -56,6 +57,10 @@ enum Command {
     Keys(keys::Args),
     /// Benchmark a node: throughput, latency, CPU and memory, against raw ZeroMQ.
     Bench(bench::Args),
+    /// Check a flow under faults (worker and node kills, dropped
+    /// connections): lost, duplicated and unexpected results, and how
+    /// many times each action ran (docs/chaos.md).
+    Chaos(Box<chaos::Args>),
     /// Run one worker process (`zmanager up` starts its own; run this by
     /// hand against a node started with `--workers 0`).
     Worker(worker::Args),
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Services(args) => report(services::run(args)),
         Command::Keys(args) => report(keys::run(args)),
         Command::Bench(args) => report(bench::run(args, child_env)),
+        Command::Chaos(args) => chaos::run(*args, child_env),
         Command::BenchClient(args) => report(bench::client(args)),
         Command::BenchRaw(args) => report(bench::raw(args)),
     }
@@ -196,6 +202,7 @@ mod tests {
             "journal",
             "keys",
             "bench",
+            "chaos",
             "worker",
         ] {
             assert!(bash.contains(command), "completions lack {command}");

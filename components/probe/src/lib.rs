@@ -10,12 +10,16 @@
 //! | `exit`  | anything           | **ends the whole worker process** with exit code 3  |
 //! | `count` | any one value      | answers `{"pid": u32, "payload": <the value>}`      |
 //! | `panic_while` | `{"marker": path}` | panics while the file `path` exists, else echoes (a transient fault) |
-//! | `record` | `{"log": path, "key": str, "seq": u64, "fail": kind?}` | appends `key seq attempt micros` to the file `path`, then echoes — or fails with `fail` (`failed` or `bad_request`) |
+//! | `record` | `{"log": path, "key": str, "seq": u64, "fail": kind?, "sleep_ms": u64?}` | appends `key seq attempt micros` to the file `path`, sleeps `sleep_ms` (default 0, capped as `sleep`), then echoes — or fails with `fail` (`failed` or `bad_request`) |
 //!
 //! `record` shows what reached the component, in the order it did: every
 //! call appends one line with a single `write` to a file opened in append
 //! mode, so the lines of all worker processes are in the order their calls
-//! happened. The ordering and retry tests read it.
+//! happened. The ordering and retry tests read it, and so does `zmanager
+//! chaos --record-file` (its runs per id). With `sleep_ms`, a call is
+//! recorded well before its result leaves the worker: a worker killed
+//! then has run the action for a request the node will deliver again —
+//! an action that is not idempotent, on purpose (docs/chaos.md).
 //!
 //! **Do not map `Probe.exit` in a production configuration**: it calls
 //! [`std::process::exit`], which kills every message in flight in that
@@ -108,6 +112,7 @@ impl Component for Probe {
             "record" => {
                 let record: Record = request.decode()?;
                 record.append(request.context.attempt)?;
+                std::thread::sleep(sleep_duration(record.sleep_ms));
                 match record.fail.as_deref() {
                     None => Ok(request.payload.to_vec()),
                     Some("bad_request") => {
@@ -129,6 +134,8 @@ struct Record {
     seq: u64,
     #[serde(default)]
     fail: Option<String>,
+    #[serde(default)]
+    sleep_ms: u64,
 }
 
 impl Record {
