@@ -137,10 +137,11 @@ pub fn example_bin(name: &str) -> PathBuf {
 }
 
 /// The shared libraries the tests load, built together on first use with
-/// the test's profile (as [`zmanager_bin`]): the example dynamic component
+/// the test's profile (as [`zmanager_bin`]): the example dynamic components
 /// and the fixtures under `tests/fixtures/`.
-pub const LIBRARIES: [&str; 4] = [
+pub const LIBRARIES: [&str; 5] = [
     "zmanager-component-reverse",
+    "zmanager-component-payments",
     "zmanager-fixture-faulty",
     "zmanager-fixture-wrong-abi",
     "zmanager-fixture-missing-symbol",

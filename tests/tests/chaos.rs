@@ -124,6 +124,74 @@ fn an_action_that_is_not_idempotent_shows_its_extra_runs() {
     assert!(r["faults"]["worker_kills"].as_u64().is_some_and(|n| n >= 1));
 }
 
+/// A user's component loaded from its shared library (components/payments,
+/// the example of docs/chaos.md): the charge that looks for its own line
+/// before charging runs once per id through worker kills; the one that
+/// does not is caught charging twice.
+#[test]
+fn a_users_component_is_checked_for_charging_twice() {
+    let dir = temp::dir("chaos-payments");
+    let component = zmanager_tests::library("zmanager-component-payments");
+    let root = zmanager_tests::workspace_root().join("components/payments");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "heartbeat = \"200ms\"\nliveness = \"1s\"\nwindow = 8\n",
+    )
+    .unwrap();
+    let run = |flow: &str| {
+        let json = dir.path().join(format!("{flow}.json"));
+        let ledger = dir.path().join(format!("{flow}.ledger"));
+        let out = zmanager(["chaos", "--flow", flow, "--workers", "2"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--component")
+            .arg(&component)
+            .arg("--flows")
+            .arg(root.join("flows"))
+            .arg("--mappings")
+            .arg(root.join("action_mappings"))
+            .args(["--requests", "300", "--in-flight", "40"])
+            .args([
+                "--payload-template",
+                r#"{"ledger": "{record}", "seq": {seq}, "amount": 5, "sleep_ms": 20}"#,
+            ])
+            .args(["--kill-worker", "700ms", "--max-runs", "1"])
+            .arg("--record-file")
+            .arg(&ledger)
+            .arg("--json")
+            .arg(&json)
+            .timeout(Duration::from_secs(120))
+            .run();
+        let r = report(&json, &out);
+        assert_eq!(r["counts"]["answered"], 300, "{flow}: {r:#}");
+        assert_eq!(r["counts"]["lost"], 0, "{flow}: {r:#}");
+        assert!(
+            r["faults"]["worker_kills"].as_u64().is_some_and(|n| n >= 1),
+            "{r:#}"
+        );
+        (out, r)
+    };
+
+    let (out, r) = run("Pay");
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let m = &r["multiplicity"];
+    assert_eq!(
+        (m["ids_run"].as_u64(), m["max_runs"].as_u64()),
+        (Some(300), Some(1)),
+        "{r:#}"
+    );
+    assert_eq!(m["extra_runs"], 0, "{r:#}");
+
+    let (out, r) = run("PayUnchecked");
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
+    let m = &r["multiplicity"];
+    assert!(
+        m["ids_run_more_than_once"].as_u64().is_some_and(|n| n >= 1),
+        "{r:#}"
+    );
+}
+
 /// Bad input: exit 2 and a message, before any node or load.
 fn refused(args: &[&str], expected: &str) {
     let out = zmanager(["chaos"])

@@ -110,6 +110,11 @@ fn health_readiness_and_metrics_that_match_the_requests_sent() {
     .expect("a duration sum");
     assert!(duration > 0.0, "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
+    // The one worker's credits, as it announced them: the node's window.
+    let pid = node.worker_pids()[0];
+    let credits = sample(&text, &format!("zmanager_worker_credits{{pid=\"{pid}\"}}"));
+    let window = zmanager::node::config::NodeConfig::default().window;
+    assert_eq!(credits, Some(f64::from(window)), "{text}");
 
     // Every metric docs/observability.md lists is served, and nothing is
     // served that it does not list.

@@ -223,6 +223,20 @@ impl Collector for Figures {
         }
         {
             let mut family = e.encode_descriptor(
+                "worker_credits",
+                "Credits each worker announced (messages it takes at once), by its process id.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for worker in &s.workers {
+                let pid = worker.pid.to_string();
+                let labels = [("pid", pid.as_str())];
+                ConstGauge::new(i64::from(worker.credits))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
                 "requests_ended",
                 "Requests that ended, by flow and outcome (ok, or the error's name).",
                 None,
