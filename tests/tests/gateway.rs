@@ -329,3 +329,55 @@ fn with_keys_a_token_is_its_service_and_no_other() {
     );
     assert_eq!(journey.status, 403, "{}", journey.text());
 }
+
+/// A node with no room: its pending queue full (no worker to take it),
+/// the intake's bounded channels full behind it. Requests over HTTP then
+/// wait for room as a service's push would, at most 10 s, and are
+/// answered 503 (`overloaded` when they found no room at all, `unavailable`
+/// when taken by the channel but not by the Subject); none hangs, and the
+/// node answers its health meanwhile.
+#[test]
+fn a_full_node_answers_503_instead_of_holding_requests() {
+    let (node, _config) = node_with(0, "max_pending = 1\n");
+    let http = Http::of(&node);
+    let first = http.post_json("/v1/flows/Echo/requests?id=first", &json!(0));
+    assert_eq!(first.status, 202, "{}", first.text());
+    let started = Instant::now();
+    let answers: Vec<Answer> = std::thread::scope(|s| {
+        let sent: Vec<_> = (0..160)
+            .map(|i| {
+                let http = &http;
+                s.spawn(move || {
+                    http.post_json(&format!("/v1/flows/Echo/requests?id=r{i}"), &json!(i))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(http.get("/healthz", &[]).status, 200, "alive while full");
+        sent.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    let names: Vec<String> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, 503, "{}", a.text());
+            a.json()["error"]["name"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    assert!(names.iter().any(|n| n == "overloaded"), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "overloaded" || n == "unavailable"),
+        "{names:?}"
+    );
+    let overloaded = answers
+        .iter()
+        .find(|a| a.json()["error"]["name"] == "overloaded")
+        .unwrap();
+    assert_eq!(overloaded.header("retry-after"), Some("1"));
+}

@@ -105,12 +105,23 @@ pub(super) async fn submit(
     // Watching first: the answer cannot come before anyone listens.
     let watch = state.taps.watch(key);
     let frames = wire::topic_message(&message.envelope.flow, message);
-    state
-        .intake
-        .send((frames, caller.bound()))
-        .await
-        .map_err(|_| ApiError::unavailable("the node is stopping: it takes no new requests"))?;
-    Ok(watch)
+    // The intake's channel is bounded and the Subject stops taking from it
+    // when its pending queue is full: a request waits for room as long as
+    // a service's push would, and no longer than this.
+    let sent = tokio::time::timeout(ACK_WAIT, state.intake.send((frames, caller.bound())));
+    match sent.await {
+        Ok(Ok(())) => Ok(watch),
+        Ok(Err(_)) => Err(ApiError::unavailable(
+            "the node is stopping: it takes no new requests",
+        )),
+        Err(_) => Err(ApiError::coded(
+            ErrorCode::Overloaded,
+            format!(
+                "the node's intake has had no room for {}s (its pending queue is full): send it again later with the same id",
+                ACK_WAIT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// The result, if it comes within `wait`.
