@@ -70,6 +70,25 @@ impl Http {
         answer(request.call(), path)
     }
 
+    /// Asks `GET path` until `done` holds for its answer (every 50 ms,
+    /// for at most `limit`); returns that answer.
+    pub fn poll(&self, path: &str, limit: Duration, done: impl Fn(&Answer) -> bool) -> Answer {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            let answer = self.get(path, &[]);
+            if done(&answer) {
+                return answer;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{path}: {} {}",
+                answer.status,
+                answer.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `POST path` with `headers` and `body`.
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
         let mut request = self.agent.post(format!("{}{path}", self.base));

@@ -10,24 +10,6 @@ use zmanager_tests::http::{Answer, Http};
 use zmanager_tests::kill;
 use zmanager_tests::node::{TestNode, node_with};
 
-/// Polls `path` until `done` holds for its answer; returns that answer.
-fn poll(http: &Http, path: &str, limit: Duration, done: impl Fn(&Answer) -> bool) -> Answer {
-    let until = Instant::now() + limit;
-    loop {
-        let answer = http.get(path, &[]);
-        if done(&answer) {
-            return answer;
-        }
-        assert!(
-            Instant::now() < until,
-            "{path}: {} {}",
-            answer.status,
-            answer.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_request_with_wait_gets_its_result_and_one_without_is_polled_to_it() {
     let node = TestNode::start(1);
@@ -55,7 +37,7 @@ fn a_request_with_wait_gets_its_result_and_one_without_is_polled_to_it() {
     let location = answer.header("location").expect("a Location").to_owned();
     assert_eq!(location, "/v1/requests/shop/order-1");
     assert_eq!(answer.json()["location"], location);
-    let done = poll(&http, &location, Duration::from_secs(20), |a| {
+    let done = http.poll(&location, Duration::from_secs(20), |a| {
         a.status == 200 && a.json()["status"] == "ok"
     });
     assert_eq!(done.json()["result"], json!([1, 2, 3]));
@@ -205,38 +187,32 @@ fn the_journey_of_a_request_whose_worker_was_killed_shows_both_attempts() {
     let http = Http::of(&node);
     let sent = http.post_json("/v1/flows/Sleep/requests?id=slow", &json!({"ms": 3000}));
     assert_eq!(sent.status, 202, "{}", sent.text());
-    let on_worker = poll(
-        &http,
-        "/v1/requests/http/slow",
-        Duration::from_secs(20),
-        |a| a.status == 200 && a.json()["state"] == "in_flight",
-    );
+    let on_worker = http.poll("/v1/requests/http/slow", Duration::from_secs(20), |a| {
+        a.status == 200 && a.json()["state"] == "in_flight"
+    });
     let first = on_worker.json();
     assert_eq!(first["attempt"], 1, "{first}");
     let pid = u32::try_from(first["worker_pid"].as_u64().expect("a pid")).unwrap();
     kill("KILL", pid);
 
-    let done = poll(
-        &http,
-        "/v1/requests/http/slow",
-        Duration::from_secs(60),
-        |a| a.status == 200 && a.json()["status"] == "ok",
-    );
+    let done = http.poll("/v1/requests/http/slow", Duration::from_secs(60), |a| {
+        a.status == 200 && a.json()["status"] == "ok"
+    });
     assert_eq!(done.json()["result"], json!({"ms": 3000}));
 
     // Poll: the completion may be published before its commit is read.
-    let journey = poll(
-        &http,
-        "/v1/requests/http/slow/journey",
-        Duration::from_secs(20),
-        |a| {
-            a.status == 200
-                && a.json()["steps"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|e| e["event"] == "completed"))
-        },
-    )
-    .json();
+    let journey = http
+        .poll(
+            "/v1/requests/http/slow/journey",
+            Duration::from_secs(20),
+            |a| {
+                a.status == 200
+                    && a.json()["steps"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|e| e["event"] == "completed"))
+            },
+        )
+        .json();
     let steps = journey["steps"].as_array().unwrap();
     let events: Vec<&str> = steps.iter().map(|s| s["event"].as_str().unwrap()).collect();
     assert_eq!(

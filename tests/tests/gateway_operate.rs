@@ -4,7 +4,7 @@
 //! workers, and their restarts in `/metrics`.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use zmanager::client::{Service, ServiceOptions};
@@ -13,24 +13,6 @@ use zmanager_tests::http::{Answer, Http};
 use zmanager_tests::node::{TestNode, node_with};
 use zmanager_tests::temp::TempFile;
 use zmanager_tests::{kill, runtime};
-
-/// Polls `path` until `done` holds for its answer; returns that answer.
-fn poll(http: &Http, path: &str, limit: Duration, done: impl Fn(&Answer) -> bool) -> Answer {
-    let until = Instant::now() + limit;
-    loop {
-        let answer = http.get(path, &[]);
-        if done(&answer) {
-            return answer;
-        }
-        assert!(
-            Instant::now() < until,
-            "{path}: {} {}",
-            answer.status,
-            answer.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn letters(answer: &Answer) -> Vec<Value> {
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -167,12 +149,9 @@ fn dead_letters_are_paged_newest_first_without_repeats() {
         let sent = http.post_json(&format!("/v1/flows/Boom/requests?id=boom-{n}"), &json!(n));
         assert_eq!(sent.status, 202, "{}", sent.text());
     }
-    poll(
-        &http,
-        "/v1/dead-letters?limit=500",
-        Duration::from_secs(60),
-        |a| letters(a).len() == 7,
-    );
+    http.poll("/v1/dead-letters?limit=500", Duration::from_secs(60), |a| {
+        letters(a).len() == 7
+    });
 
     let mut seen = Vec::new();
     let mut sizes = Vec::new();
@@ -206,10 +185,11 @@ fn workers_and_services_are_listed_and_restarts_counted() {
     let node = TestNode::start(1);
     let http = Http::of(&node);
     let pids = node.wait_for_workers(1);
-    let listed = poll(&http, "/v1/workers", Duration::from_secs(20), |a| {
-        a.status == 200 && a.json()["workers"].as_array().is_some_and(|w| w.len() == 1)
-    })
-    .json();
+    let listed = http
+        .poll("/v1/workers", Duration::from_secs(20), |a| {
+            a.status == 200 && a.json()["workers"].as_array().is_some_and(|w| w.len() == 1)
+        })
+        .json();
     let worker = &listed["workers"][0];
     assert_eq!(worker["pid"].as_u64(), Some(u64::from(pids[0])), "{listed}");
     assert_eq!(worker["in_flight"], 0);
@@ -245,14 +225,15 @@ fn workers_and_services_are_listed_and_restarts_counted() {
 
     // A worker killed is started again, and counted.
     kill("KILL", pids[0]);
-    let listed = poll(&http, "/v1/workers", Duration::from_secs(30), |a| {
-        let body = a.json();
-        body["restarts"] == 1
-            && body["workers"]
-                .as_array()
-                .is_some_and(|w| w.len() == 1 && w[0]["pid"].as_u64() != Some(u64::from(pids[0])))
-    })
-    .json();
+    let listed = http
+        .poll("/v1/workers", Duration::from_secs(30), |a| {
+            let body = a.json();
+            body["restarts"] == 1
+                && body["workers"].as_array().is_some_and(|w| {
+                    w.len() == 1 && w[0]["pid"].as_u64() != Some(u64::from(pids[0]))
+                })
+        })
+        .json();
     let pid = listed["workers"][0]["pid"].as_u64().unwrap();
     assert_eq!(
         node.worker_pids()

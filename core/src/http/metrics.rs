@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::buckets::Buckets;
-use crate::subject::Stats;
+use crate::subject::{Stats, WorkerStats};
 
 pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -54,6 +54,23 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A gauge with one sample per worker, labelled with its `pid`.
+fn per_worker(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    workers: &[WorkerStats],
+    value: impl Fn(&WorkerStats) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for worker in workers {
+        let pid = worker.pid.to_string();
+        let labels = [("pid", pid.as_str())];
+        ConstGauge::new(value(worker)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl Collector for Figures {
@@ -207,34 +224,20 @@ impl Collector for Figures {
             usize::from(s.journal_failing.is_some()),
         )?;
 
-        {
-            let mut family = e.encode_descriptor(
-                "worker_in_flight",
-                "Messages on each worker, by its process id.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for worker in &s.workers {
-                let pid = worker.pid.to_string();
-                let labels = [("pid", pid.as_str())];
-                let value = ConstGauge::new(i64::try_from(worker.in_flight).unwrap_or(i64::MAX));
-                value.encode(family.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let mut family = e.encode_descriptor(
-                "worker_credits",
-                "Credits each worker announced (messages it takes at once), by its process id.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for worker in &s.workers {
-                let pid = worker.pid.to_string();
-                let labels = [("pid", pid.as_str())];
-                ConstGauge::new(i64::from(worker.credits))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
+        per_worker(
+            e,
+            "worker_in_flight",
+            "Messages on each worker, by its process id.",
+            &s.workers,
+            |w| i64::try_from(w.in_flight).unwrap_or(i64::MAX),
+        )?;
+        per_worker(
+            e,
+            "worker_credits",
+            "Credits each worker announced (messages it takes at once), by its process id.",
+            &s.workers,
+            |w| i64::from(w.credits),
+        )?;
         {
             let mut family = e.encode_descriptor(
                 "requests_ended",
