@@ -55,6 +55,23 @@ fn a_request_with_wait_gets_its_result_and_one_without_is_polled_to_it() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.header("content-type"), Some("application/msgpack"));
     assert_eq!(answer.body, payload);
+    assert!(
+        answer
+            .header("zmanager-id")
+            .is_some_and(|id| id.starts_with("http-"))
+    );
+
+    // A wait that passes before the result: 202, and the request goes on.
+    let slow = http.post_json(
+        "/v1/flows/Sleep/requests?wait=300ms&id=slow",
+        &json!({"ms": 2000}),
+    );
+    assert_eq!(slow.status, 202, "{}", slow.text());
+    assert_eq!(slow.header("location"), Some("/v1/requests/http/slow"));
+    let done = http.poll("/v1/requests/http/slow", Duration::from_secs(20), |a| {
+        a.status == 200 && a.json()["status"] == "ok"
+    });
+    assert_eq!(done.json()["result"], json!({"ms": 2000}));
 }
 
 #[test]
