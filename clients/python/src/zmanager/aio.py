@@ -225,14 +225,19 @@ class Submission:
         service = self._service
         await service._send(self._frames)
         while not self._result.done():
-            patience = retry_after if self._accepted.done() else ack_after
-            waiting = asyncio.wait({self._accepted, self._result}, timeout=patience,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            done, _ = await waiting
+            if self._accepted.done():
+                # Accepted: the node's now; wait retry_after for the result.
+                awaited = {self._result}
+                patience = retry_after
+            else:
+                awaited = {self._accepted, self._result}
+                patience = ack_after
+            done, _ = await asyncio.wait(awaited, timeout=patience,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if self._result.done():
                 return
             if done:
-                continue  # accepted: now wait retry_after for the result
+                continue  # accepted in time: now the result's patience
             # Nothing in time. Make sure the node hears us (a node that
             # restarted has our subscription again once a ping comes back),
             # then the same id again: the node runs it once.
