@@ -727,7 +727,8 @@ class Service:
         self.on_unexpected: Optional[Callable[[Result], None]] = None
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.asyncio.Context()
-        self._counter = itertools.count()
+        self._counter = itertools.count()  # pings, probes, topics
+        self._ids = itertools.count()  # request ids: SESSION-0, SESSION-1, …
         self._pending: Dict[str, Submission] = {}
         self._finished: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         self._pings: Dict[str, "asyncio.Future[None]"] = {}
@@ -1047,8 +1048,9 @@ class Service:
     # -- requests -----------------------------------------------------------
 
     def new_id(self) -> str:
-        """A new message id: ``SESSION-N``, unique to this connection."""
-        return f"{self.session}-{next(self._counter)}"
+        """A new message id: ``SESSION-N``, N from 0, unique to this
+        connection (the session has 16 random hex digits)."""
+        return f"{self.session}-{next(self._ids)}"
 
     async def submit(
         self,
