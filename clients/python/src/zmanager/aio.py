@@ -170,8 +170,9 @@ class Submission:
         recorded it on disk) — or its result came, which implies it.
         :class:`ResultTimeout` after ``timeout`` seconds (the request is
         still resent); :class:`ClosedError` if the service closed."""
+        either: Set["asyncio.Future[Any]"] = {self._accepted, self._result}
         waiting = asyncio.ensure_future(
-            asyncio.wait({self._accepted, self._result}, return_when=asyncio.FIRST_COMPLETED)
+            asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         )
         try:
             await _wait(waiting, timeout, f"request {self.id!r} accepted")
@@ -225,6 +226,7 @@ class Submission:
         service = self._service
         await service._send(self._frames)
         while not self._result.done():
+            awaited: Set["asyncio.Future[Any]"]
             if self._accepted.done():
                 # Accepted: the node's now; wait retry_after for the result.
                 awaited = {self._result}

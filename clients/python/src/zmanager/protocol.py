@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from .errors import ConfigError, RequestFailed, failure
 
@@ -133,7 +133,7 @@ class Message:
     def ok(self) -> bool:
         """True for a success: ``status`` ``"ok"`` (the default). An unknown
         status counts as a failure (§9)."""
-        return self.envelope.get("status", "ok") == "ok"
+        return bool(self.envelope.get("status", "ok") == "ok")
 
     def error(self) -> Optional[RequestFailed]:
         """The :class:`RequestFailed` of an error result (its subclass for

@@ -225,14 +225,19 @@ class Submission:
         service = self._service
         await service._send(self._frames)
         while not self._result.done():
-            patience = retry_after if self._accepted.done() else ack_after
-            waiting = asyncio.wait({self._accepted, self._result}, timeout=patience,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            done, _ = await waiting
+            if self._accepted.done():
+                # Accepted: the node's now; wait retry_after for the result.
+                awaited = {self._result}
+                patience = retry_after
+            else:
+                awaited = {self._accepted, self._result}
+                patience = ack_after
+            done, _ = await asyncio.wait(awaited, timeout=patience,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if self._result.done():
                 return
             if done:
-                continue  # accepted: now wait retry_after for the result
+                continue  # accepted in time: now the result's patience
             # Nothing in time. Make sure the node hears us (a node that
             # restarted has our subscription again once a ping comes back),
             # then the same id again: the node runs it once.
@@ -346,7 +351,8 @@ class StepServer:
         self._outstanding: Set[Tuple[str, str]] = set()
         self._tasks: List["asyncio.Task[None]"] = []
         self._stopped = False
-        #: steps given again after they were answered (answered again)
+        #: steps the node gave again (late, or their answer lost) that were
+        #: not handed over again: answered again alike if answered already
         self.given_again = 0
 
     def _take_id(self) -> str:
@@ -377,7 +383,9 @@ class StepServer:
                     if key in self._answers:
                         self.given_again += 1
                         await self._service._send(self._answers[key])
-                    elif key not in self._outstanding:
+                    elif key in self._outstanding:
+                        self.given_again += 1  # held, its answer to come
+                    else:
                         self._outstanding.add(key)
                         await self._queue.put(step)
                 elif message.kind == "result" and not message.ok:
@@ -719,7 +727,8 @@ class Service:
         self.on_unexpected: Optional[Callable[[Result], None]] = None
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.asyncio.Context()
-        self._counter = itertools.count()
+        self._counter = itertools.count()  # pings, probes, topics
+        self._ids = itertools.count()  # request ids: SESSION-0, SESSION-1, …
         self._pending: Dict[str, Submission] = {}
         self._finished: "collections.OrderedDict[str, None]" = collections.OrderedDict()
         self._pings: Dict[str, "asyncio.Future[None]"] = {}
@@ -1039,8 +1048,9 @@ class Service:
     # -- requests -----------------------------------------------------------
 
     def new_id(self) -> str:
-        """A new message id: ``SESSION-N``, unique to this connection."""
-        return f"{self.session}-{next(self._counter)}"
+        """A new message id: ``SESSION-N``, N from 0, unique to this
+        connection (the session has 16 random hex digits)."""
+        return f"{self.session}-{next(self._ids)}"
 
     async def submit(
         self,

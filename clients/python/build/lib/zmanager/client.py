@@ -58,6 +58,9 @@ class _Loop:
 
     def spawn(self, coro: Awaitable[T]) -> "concurrent.futures.Future[T]":
         if self.loop.is_closed():
+            close = getattr(coro, "close", None)
+            if close is not None:
+                close()  # never to run: no "never awaited" warning
             raise ClosedError("the service is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
 
@@ -171,7 +174,7 @@ class StepServer:
 
     @property
     def given_again(self) -> int:
-        """Steps given again after they were answered (answered again)."""
+        """Steps the node gave again that were not handed over twice."""
         return self._inner.given_again
 
     def next(self, timeout: Optional[float] = None) -> Step:
