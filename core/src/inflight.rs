@@ -36,6 +36,8 @@ struct Worker {
     in_flight: u32,
     pid: u32,
     last_heard: Instant,
+    /// When it said READY.
+    ready_at: Instant,
 }
 
 /// A message on a worker, and since when.
@@ -98,6 +100,7 @@ impl InFlightTable {
                 in_flight: 0,
                 pid,
                 last_heard: now,
+                ready_at: now,
             },
         );
         lost
@@ -217,6 +220,12 @@ impl InFlightTable {
     /// The credits a worker announced: how many messages it may hold.
     pub fn credits(&self, worker: &WorkerId) -> Option<u32> {
         self.workers.get(worker).map(|w| w.credits)
+    }
+
+    /// When `worker` said READY (its latest READY: a worker that restarts
+    /// under the same id starts again).
+    pub fn ready_at(&self, worker: &WorkerId) -> Option<Instant> {
+        self.workers.get(worker).map(|w| w.ready_at)
     }
 
     /// Every known worker.

@@ -29,6 +29,7 @@ use super::HttpState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::gateway::{self, location};
+use super::page;
 use super::payload;
 use crate::catalog::topic::reply_topic;
 use crate::client::Outcome;
@@ -37,10 +38,6 @@ use crate::dead_letter::{DeadLetterStore, StoreError, Summary};
 use crate::integration_manager::Watch;
 use crate::wire::Message;
 use crate::wire::envelope::{Envelope, Kind, now_us};
-
-/// A page's size when none is asked for, and the largest one given.
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
 
 /// How long a replay waits for its result when the request does not say.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
@@ -118,27 +115,8 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     operator(&state, &headers, params.service.as_deref())?;
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(bad(
-                    "bad_limit",
-                    format!("limit={text:?}: give 1 to {MAX_LIMIT}"),
-                ));
-            }
-        },
-    };
-    let before = match params.before.as_deref() {
-        None => None,
-        Some(text) => Some(text.parse::<i64>().map_err(|_| {
-            bad(
-                "bad_before",
-                format!("before={text:?}: give a dead letter's number (the `next` of a page)"),
-            )
-        })?),
-    };
+    let limit = page::limit(params.limit.as_deref())?;
+    let before = page::before(params.before.as_deref(), "a dead letter's number")?;
     let (page, superseded) = with_store(&state, move |store| {
         // One more than asked: whether there is a next page.
         let page = store.page(before, limit + 1)?;

@@ -17,6 +17,11 @@
 //! - `topics`: `GET /v1/topics`, what is published, as server-sent events;
 //! - `dead_letters`: list, show and replay dead letters;
 //! - `inventory`: the services and workers the node has;
+//! - `overview`, `history`: the node at a glance and its last minutes;
+//! - `flows`: the flows it runs, with each step's figures;
+//! - `page`: lists read a page at a time;
+//! - `console`: the web console (`/console`, `docs/console.md`), a client
+//!   of the routes above;
 //! - `metrics`: the Prometheus text;
 //! - `server`: accepting connections, within limits.
 //!
@@ -25,11 +30,16 @@
 //! machine would cross the network in clear.
 
 pub mod auth;
+mod console;
 mod dead_letters;
 pub mod error;
+mod flows;
 mod gateway;
+pub mod history;
 mod inventory;
 mod metrics;
+mod overview;
+mod page;
 mod payload;
 mod requests;
 mod server;
@@ -96,6 +106,8 @@ pub struct HttpState {
     pub replaying: Replaying,
     /// Worker processes the supervisor started again.
     pub worker_restarts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The last minutes, sampled each second while the server runs.
+    pub history: history::History,
 }
 
 impl HttpState {
@@ -117,7 +129,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/overview", get(overview::overview))
+        .route("/v1/flows", get(flows::list))
         .route("/v1/flows/{flow}/requests", post(gateway::post))
+        .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{service}/{id}", get(requests::state))
         .route(
             "/v1/requests/{service}/{id}/journey",
@@ -129,6 +144,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/dead-letters/{seq}/replay", post(dead_letters::replay))
         .route("/v1/services", get(inventory::services))
         .route("/v1/workers", get(inventory::workers))
+        .route("/console", get(console::page))
+        .route("/console/", get(console::page))
+        .route("/console/assets/{file}", get(console::asset))
         .fallback(not_found)
         .with_state(state)
 }
@@ -140,6 +158,11 @@ pub async fn serve(
     config: crate::node::config::HttpConfig,
     stop: CancellationToken,
 ) {
+    tokio::spawn(history::sample(
+        state.clone(),
+        state.history.clone(),
+        stop.clone(),
+    ));
     server::serve_with(listener, router(state), server::Limits::from(&config), stop).await;
 }
 
@@ -229,7 +252,7 @@ async fn not_found() -> Response {
     error::ApiError::http(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such path: /healthz, /readyz, /metrics, and /v1 (docs/http.md)",
+        "no such path: /healthz, /readyz, /metrics, /console, and /v1 (docs/http.md)",
     )
     .into_response()
 }
@@ -273,8 +296,12 @@ mod tests {
                 listed.insert((method.clone(), path.clone()));
             }
         }
-        let routed = routed();
+        // The console's pages are HTML for browsers, not the API.
+        let (console, routed): (BTreeSet<_>, BTreeSet<_>) = routed()
+            .into_iter()
+            .partition(|(_, path)| path.starts_with("/console"));
         assert!(routed.len() >= 7, "{routed:?}");
+        assert_eq!(console.len(), 3, "{console:?}");
         assert_eq!(listed, routed);
     }
 
@@ -286,6 +313,7 @@ mod tests {
             pid: 7,
             in_flight: 0,
             credits: 1,
+            ready_us: 0,
         });
         assert!(not_ready(&stats).is_empty());
         stats.journal_failing = Some("database or disk is full".into());

@@ -18,8 +18,11 @@ use tokio::sync::oneshot;
 use super::HttpState;
 use super::error::ApiError;
 use super::gateway::result_response;
+use super::page;
 use super::payload;
-use crate::journal::{Event, Journal, MessageState, RecordedEvent, SqliteJournal};
+use crate::journal::{
+    Event, Journal, MessageState, RecentPage, RecentRequest, RecordedEvent, SqliteJournal,
+};
 use crate::subject::{Ask, Whereabouts};
 
 /// The journal, opened to read (`None`: the journal is off).
@@ -90,6 +93,95 @@ async fn from_journal(
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct ListParams {
+    limit: Option<String>,
+    before: Option<String>,
+    failed: Option<String>,
+    service: Option<String>,
+}
+
+/// `GET /v1/requests?limit=N&before=SEQ&failed=true`: the journal's
+/// requests, newest first, or only the failed ones (by when they failed);
+/// every service's, so for a caller that may operate the node.
+pub(super) async fn list(
+    State(state): State<HttpState>,
+    query: Result<axum::extract::Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = super::error::query(query)?;
+    state
+        .identities
+        .caller(&headers, params.service.as_deref())?
+        .must_operate(&state.permissions)?;
+    let limit = page::limit(params.limit.as_deref())?;
+    let before = page::before(params.before.as_deref(), "a request's `seq`")?;
+    let failed = match params.failed.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::http(
+                StatusCode::BAD_REQUEST,
+                "bad_failed",
+                format!("failed={other:?}: true or false"),
+            ));
+        }
+    };
+    let Some(journal) = state.journal.clone() else {
+        return Err(no_journal("lists requests"));
+    };
+    // One more than asked: whether there is a next page.
+    let page = RecentPage {
+        before,
+        limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),
+        failed,
+    };
+    let mut listed = tokio::task::spawn_blocking(move || {
+        let journal = journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        journal.recent(&page)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("the journal read stopped: {e}")))?
+    .map_err(journal_error)?;
+    let next = (listed.len() > limit).then(|| listed[limit - 1].seq);
+    listed.truncate(limit);
+    let requests: Vec<Value> = listed.iter().map(listed_request).collect();
+    let body = json!({ "requests": requests, "next": next });
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+fn listed_request(r: &RecentRequest) -> Value {
+    json!({
+        "seq": r.seq,
+        "service": r.service,
+        "id": r.id,
+        "flow": r.flow,
+        "state": r.state.as_str(),
+        "attempts": r.attempts,
+        "accepted_us": r.accepted_us,
+        "ended_us": r.ended_us,
+        "error": r.error,
+    })
+}
+
+fn no_journal(what: &str) -> ApiError {
+    ApiError::http(
+        StatusCode::NOT_FOUND,
+        "no_journal",
+        format!("the journal is off ([journal] enabled = false): nothing {what}"),
+    )
+}
+
+fn journal_error(e: crate::journal::JournalError) -> ApiError {
+    ApiError::http(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "journal_error",
+        format!("cannot read the journal: {e}"),
+    )
+}
+
 /// `GET /v1/requests/{service}/{id}/journey`.
 pub(super) async fn journey(
     State(state): State<HttpState>,
@@ -98,11 +190,7 @@ pub(super) async fn journey(
 ) -> Result<Response, ApiError> {
     state.identities.caller(&headers, None)?.must_be(&service)?;
     let Some(journal) = state.journal.clone() else {
-        return Err(ApiError::http(
-            StatusCode::NOT_FOUND,
-            "no_journal",
-            "the journal is off ([journal] enabled = false): nothing records a request's journey",
-        ));
+        return Err(no_journal("records a request's journey"));
     };
     let history = read_history(journal, service.clone(), id.clone()).await?;
     if history.is_empty() {
@@ -126,13 +214,7 @@ async fn read_history(
     })
     .await
     .map_err(|e| ApiError::unavailable(format!("the journal read stopped: {e}")))?
-    .map_err(|e| {
-        ApiError::http(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "journal_error",
-            format!("cannot read the journal: {e}"),
-        )
-    })
+    .map_err(journal_error)
 }
 
 fn unknown(service: &str, id: &str, why: &str) -> ApiError {
@@ -161,6 +243,7 @@ fn step(recorded: &RecordedEvent) -> Value {
             out["flow"] = json!(message.envelope.flow);
             out["key"] = json!(message.envelope.key);
             out["payload"] = shown(&message.payload);
+            out["envelope"] = serde_json::to_value(&message.envelope).unwrap_or(Value::Null);
         }
         Event::Dispatched {
             attempt, worker, ..
@@ -183,6 +266,8 @@ fn step(recorded: &RecordedEvent) -> Value {
             if let Some(result) = result {
                 let e = &result.envelope;
                 out["status"] = json!(if e.error.is_some() { "error" } else { "ok" });
+                out["payload"] = shown(&result.payload);
+                out["envelope"] = serde_json::to_value(e).unwrap_or(Value::Null);
                 if let Some(error) = &e.error {
                     out["error"] = json!({ "code": error.code.code(), "name": error.name, "message": error.message });
                 }

@@ -94,6 +94,45 @@ pub trait Journal {
     /// One line per message matching `filter`, in acceptance order: what
     /// `zmanager journal list` prints.
     fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError>;
+
+    /// A page of requests, newest first: what the console lists. Reads
+    /// indexes from the page's cursor on, never the whole journal, so a
+    /// page costs the same at a hundred requests or a million.
+    fn recent(&self, page: &RecentPage) -> Result<Vec<RecentRequest>, JournalError>;
+}
+
+/// Which page [`Journal::recent`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentPage {
+    /// Only events recorded before this sequence number (a previous
+    /// page's last [`RecentRequest::seq`]); `None`: from the newest.
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+    /// Only the requests that failed: dead-lettered, or completed with an
+    /// error result; listed by when they failed. Otherwise every request,
+    /// listed by when it was accepted.
+    pub failed: bool,
+}
+
+/// One request of a [`RecentPage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentRequest {
+    /// The sequence number it is listed by (its acceptance, or its
+    /// failure): the next page's cursor.
+    pub seq: i64,
+    pub service: String,
+    pub id: String,
+    pub flow: String,
+    /// When it was (last) accepted, if the journal still has it.
+    pub accepted_us: Option<u64>,
+    /// When it completed or was dead-lettered.
+    pub ended_us: Option<u64>,
+    pub state: MessageState,
+    /// The highest delivery attempt recorded.
+    pub attempts: u32,
+    /// The error code's name of an error result, or a dead letter's reason.
+    pub error: Option<String>,
 }
 
 /// Where a message stands, by the latest step of its life recorded.

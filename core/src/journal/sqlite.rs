@@ -27,7 +27,7 @@ use rusqlite::{
 
 use super::{
     Checkpoint, Event, EventKind, Journal, JournalError, JournalStats, MessageState,
-    MessageSummary, RecordedEvent, SummaryFilter, Unfinished, wal,
+    MessageSummary, RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished, wal,
 };
 use crate::dead_letter::database_path;
 use crate::wire::Message;
@@ -239,6 +239,8 @@ CREATE INDEX IF NOT EXISTS journal_events_message ON journal_events (service, id
 CREATE INDEX IF NOT EXISTS journal_accepted_time ON journal_events (at_us) WHERE kind = 'accepted';
 CREATE INDEX IF NOT EXISTS journal_finished_time ON journal_events (at_us)
     WHERE kind IN ('completed', 'dead_lettered');
+CREATE INDEX IF NOT EXISTS journal_failures ON journal_events (seq)
+    WHERE kind = 'dead_lettered' OR (kind = 'completed' AND reason IS NOT NULL);
 ";
 
 const COLUMNS: &str =
@@ -592,6 +594,10 @@ impl SqliteJournal {
                     }
                     Event::Completed { result, .. } => {
                         if let Some(result) = result {
+                            flow.clone_from(&result.envelope.flow);
+                            // An error result's code, for the failed
+                            // requests' index (`recent`).
+                            reason = result.envelope.error.as_ref().map(|e| e.code.name());
                             envelope = Some(result.envelope.encode());
                             payload = Some(result.payload.as_ref());
                         }
@@ -892,6 +898,10 @@ impl Journal for SqliteJournal {
         Ok(unsigned(bytes))
     }
 
+    fn recent(&self, page: &RecentPage) -> Result<Vec<RecentRequest>, JournalError> {
+        self.recent_page(page)
+    }
+
     fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError> {
         let states = [
             MessageState::Accepted,
@@ -967,6 +977,8 @@ impl Journal for SqliteJournal {
         Ok(out)
     }
 }
+
+mod recent;
 
 #[cfg(test)]
 mod tests {

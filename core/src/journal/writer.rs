@@ -354,6 +354,12 @@ mod tests {
         fn data_bytes(&self) -> Result<u64, JournalError> {
             self.0.data_bytes()
         }
+        fn recent(
+            &self,
+            page: &crate::journal::RecentPage,
+        ) -> Result<Vec<crate::journal::RecentRequest>, JournalError> {
+            self.0.recent(page)
+        }
         fn summaries(
             &self,
             filter: &crate::journal::SummaryFilter,

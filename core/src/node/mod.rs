@@ -348,6 +348,7 @@ pub async fn run(
             stop: http_stop.clone(),
             replaying: crate::http::Replaying::default(),
             worker_restarts: Arc::clone(&worker_restarts),
+            history: crate::http::history::History::default(),
         };
         let limits = config.http.clone();
         tokio::spawn(crate::http::serve(
@@ -379,7 +380,7 @@ pub async fn run(
         tracing::info!(public_key = %crate::security::z85(&keys.public), services = keys.services.len(), "CURVE on every socket: only the services and workers in [security], and this node's own workers, connect");
     }
     if let Some(at) = http_bound {
-        tracing::info!(%at, "HTTP: /healthz, /readyz, /metrics");
+        tracing::info!(%at, "HTTP: /healthz, /readyz, /metrics, /v1, /console");
     }
     on_ready(&bound, http_bound);
 

@@ -51,18 +51,32 @@ impl SubjectCore {
         }
         let catalog = Arc::clone(&self.catalog);
         let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
-        let role = catalog
-            .flow(&result.envelope.flow)
+        let routed = catalog.flow(&result.envelope.flow);
+        let role = routed
             .and_then(|routed| routed.roles.get(step))
             .map(|(role, _)| role);
-        match role {
+        let moves_on = matches!(
+            role,
             Some(StepRole::Publish | StepRole::Async | StepRole::Service(_))
-                if result.envelope.error.is_none() =>
-            {
-                // The worker stopped at a step the Subject moves on.
-                self.advance(result, step);
-            }
-            _ => self.conclude(result, Ending::Finished),
+        ) && result.envelope.error.is_none();
+        if let Some(routed) = routed {
+            // The worker ran the steps after the one it was given, up to
+            // the one it stopped at: the one that failed, or `done`; a
+            // step the Subject moves on is counted when it does.
+            let first = in_flight.message.envelope.step as usize + 1;
+            let last = if moves_on {
+                step.saturating_sub(1)
+            } else {
+                step
+            };
+            let last = last.min(routed.flow.steps.len().saturating_sub(1));
+            self.record_steps(&routed.flow.name, first..=last);
+        }
+        if moves_on {
+            // The worker stopped at a step the Subject moves on.
+            self.advance(result, step);
+        } else {
+            self.conclude(result, Ending::Finished);
         }
     }
 

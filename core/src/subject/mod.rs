@@ -78,7 +78,7 @@ pub use self::asks::{Ask, Whereabouts};
 pub use self::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 pub use self::shell::{Links, run};
 pub use self::spans::SpanRecord;
-pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Stats, WorkerStats};
+pub use self::stats::{FlowStats, LATENCY_BOUNDS_US, Stats, StepStats, WorkerStats};
 
 use crate::catalog::topic::Topic;
 use crate::wire::envelope::Envelope;

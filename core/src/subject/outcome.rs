@@ -65,7 +65,7 @@ impl SubjectCore {
                 envelope.kind = Kind::Result;
                 self.counters.results += 1;
                 let outcome = envelope.error.as_ref().map_or("ok", |e| e.code.name());
-                self.record_end(&envelope.flow, envelope.accepted_us, outcome);
+                self.record_end(&envelope.flow, envelope.step, envelope.accepted_us, outcome);
                 let result = Message::new(envelope, payload);
                 self.commits.record(|| Event::Completed {
                     at_us,
@@ -78,7 +78,12 @@ impl SubjectCore {
             Ending::Failed(code, text) => {
                 tracing::warn!(id = %envelope.id, flow = %envelope.flow, code = code.name(), "{text}");
                 self.counters.rejected += 1;
-                self.record_end(&envelope.flow, envelope.accepted_us, code.name());
+                self.record_end(
+                    &envelope.flow,
+                    envelope.step,
+                    envelope.accepted_us,
+                    code.name(),
+                );
                 self.commits.record(|| Event::Completed {
                     at_us,
                     key: key.clone(),
@@ -104,7 +109,8 @@ impl SubjectCore {
                 tracing::error!(id = %message.envelope.id, service = %message.envelope.service, flow = %message.envelope.flow, "{text}");
                 self.counters.dead_lettered += 1;
                 let name = ErrorCode::DeadLettered.name();
-                self.record_end(&message.envelope.flow, message.envelope.accepted_us, name);
+                let e = &message.envelope;
+                self.record_end(&e.flow, e.step, e.accepted_us, name);
                 let envelope = message
                     .envelope
                     .clone()

@@ -26,6 +26,20 @@ pub struct FlowStats {
     /// Ends by outcome: `ok`, or the error's name (`action_failed`,
     /// `dead_lettered`, …).
     pub ended: BTreeMap<&'static str, u64>,
+    /// Per step of the flow, by its position.
+    pub steps: Vec<StepStats>,
+}
+
+/// How often one step of a flow was entered, and how many requests ended
+/// with an error there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepStats {
+    /// Times a request entered the step (a redelivery does not enter it
+    /// again: it is the same entry's next attempt).
+    pub entered: u64,
+    /// Requests that ended with an error at this step (an action's error,
+    /// a timeout, a dead letter).
+    pub failed: u64,
 }
 
 impl Default for FlowStats {
@@ -33,7 +47,17 @@ impl Default for FlowStats {
         Self {
             latency: Buckets::new(&LATENCY_BOUNDS_US),
             ended: BTreeMap::new(),
+            steps: Vec::new(),
         }
+    }
+}
+
+impl FlowStats {
+    fn step(&mut self, step: usize) -> &mut StepStats {
+        if self.steps.len() <= step {
+            self.steps.resize(step + 1, StepStats::default());
+        }
+        &mut self.steps[step]
     }
 }
 
@@ -44,6 +68,8 @@ pub struct WorkerStats {
     pub in_flight: usize,
     /// The messages it may hold at once (its window).
     pub credits: u32,
+    /// When it said READY, µs since the Unix epoch.
+    pub ready_us: u64,
 }
 
 /// Everything at one moment.
@@ -76,19 +102,49 @@ pub struct Stats {
 pub(super) type FlowTable = HashMap<String, FlowStats>;
 
 impl SubjectCore {
-    /// A request of `flow`, accepted at `accepted_us`, ended with
-    /// `outcome` (`ok` or an error's name).
-    pub(super) fn record_end(&mut self, flow: &str, accepted_us: u64, outcome: &'static str) {
-        let stats = match self.flow_stats.get_mut(flow) {
-            Some(stats) => stats,
-            // Only accepted requests end here, so only the catalog's
-            // flows: the table stays as small as the catalog.
-            None => self.flow_stats.entry(flow.to_owned()).or_default(),
-        };
+    /// The figures of `flow`. Only accepted requests are counted, so only
+    /// the catalog's flows: the table stays as small as the catalog.
+    fn flow_stats_of(&mut self, flow: &str) -> &mut FlowStats {
+        if !self.flow_stats.contains_key(flow) {
+            self.flow_stats
+                .insert(flow.to_owned(), FlowStats::default());
+        }
+        self.flow_stats.get_mut(flow).expect("inserted above")
+    }
+
+    /// A request of `flow` entered its step `step`.
+    pub(super) fn record_step(&mut self, flow: &str, step: usize) {
+        self.flow_stats_of(flow).step(step).entered += 1;
+    }
+
+    /// A request of `flow` entered each of `steps` (on a worker, which
+    /// runs consecutive actions without coming back).
+    pub(super) fn record_steps(&mut self, flow: &str, steps: std::ops::RangeInclusive<usize>) {
+        if steps.is_empty() {
+            return;
+        }
+        let stats = self.flow_stats_of(flow);
+        for step in steps {
+            stats.step(step).entered += 1;
+        }
+    }
+
+    /// A request of `flow`, accepted at `accepted_us`, ended at its step
+    /// `step` with `outcome` (`ok` or an error's name).
+    pub(super) fn record_end(
+        &mut self,
+        flow: &str,
+        step: u32,
+        accepted_us: u64,
+        outcome: &'static str,
+    ) {
+        let wall_us = self.now.wall_us;
+        let stats = self.flow_stats_of(flow);
+        if outcome != "ok" {
+            stats.step(step as usize).failed += 1;
+        }
         if accepted_us > 0 {
-            stats
-                .latency
-                .record(self.now.wall_us.saturating_sub(accepted_us));
+            stats.latency.record(wall_us.saturating_sub(accepted_us));
         }
         *stats.ended.entry(outcome).or_default() += 1;
     }
@@ -111,6 +167,12 @@ impl SubjectCore {
                     pid: self.table.pid(w).unwrap_or(0),
                     in_flight: self.table.in_flight_on(w),
                     credits: self.table.credits(w).unwrap_or(0),
+                    ready_us: self.table.ready_at(w).map_or(0, |at| {
+                        let ago = self.now.at.saturating_duration_since(at);
+                        self.now
+                            .wall_us
+                            .saturating_sub(u64::try_from(ago.as_micros()).unwrap_or(u64::MAX))
+                    }),
                 })
                 .collect(),
             durables: self.durables.len(),

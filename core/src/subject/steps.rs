@@ -92,6 +92,9 @@ impl SubjectCore {
         };
         loop {
             let step = routed.flow.steps.get(next);
+            if step.is_some() {
+                self.record_step(&routed.flow.name, next);
+            }
             let envelope = &mut message.envelope;
             envelope.step = u32::try_from(next).unwrap_or(u32::MAX);
             envelope.key = step.map(|s| s.key.to_string()).unwrap_or_default();
