@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use zmanager::client::{Service, ServiceOptions};
 use zmanager_tests::http::Http;
 use zmanager_tests::node::{TestNode, free_port, node_with};
 use zmanager_tests::temp::TempFile;
@@ -221,8 +222,19 @@ fn the_overview_shows_the_workers_and_its_live_chart_moves() {
     let pids = node.wait_for_workers(2);
     let http = Http::of(&node);
     runtime().block_on(async {
+        let shop = Service::connect(ServiceOptions::with_endpoints("shop", &node.endpoints))
+            .await
+            .expect("connect");
+        shop.register(&["Shop~PUBLISH~".to_owned()], &["Echo".to_owned()])
+            .await
+            .expect("register");
         let console = Console::open(&node, &chromium, &driver).await;
         console.goto("#/").await;
+        console
+            .until("the registered service", "document.querySelector('#registered tr[data-service^=\"shop-\"]')")
+            .await;
+        let row = console.text("#registered tr[data-service^='shop-']").await;
+        assert!(row.contains("up") && row.contains("Echo"), "{row}");
         console
             .until("both workers", "document.querySelectorAll('#workers tr[data-pid]').length === 2")
             .await;
@@ -267,6 +279,7 @@ fn the_overview_shows_the_workers_and_its_live_chart_moves() {
         assert!(accepted >= 40, "{accepted}");
         console.screenshot("overview").await;
         console.close().await;
+        drop(shop);
     });
 }
 

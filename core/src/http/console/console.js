@@ -203,13 +203,21 @@ function overview() {
   });
   every(5000, async () => {
     const s = await api("/v1/services");
-    const given = new Map((s.steps || []).map((x) => [x.service || x.name, x]));
-    const rows = (s.services || []).map((x) => el("tr", {},
-      el("td", {}, x.service || x.name || x.id), el("td", { class: x.status === "UP" ? "good" : "bad" }, x.status || "–"),
-      el("td", {}, x.instances ?? (x.id ? 1 : "–")), el("td", {}, given.has(x.service || x.name) ? JSON.stringify(given.get(x.service || x.name)) : "")));
-    services.lastChild.replaceChildren(rows.length
-      ? table(["service", "status", "instances", "steps given"], rows)
-      : el("p", { class: "muted" }, "no service registered"), s.steps && s.steps.length ? json(s.steps) : "");
+    const status = (x) => el("td", { class: x.status === "up" ? "good" : "bad" }, x.status);
+    const registered = (s.services || []).map((x) => el("tr", { "data-service": x.id },
+      el("td", {}, x.id), status(x), el("td", {}, (x.flows || []).join(", ")),
+      el("td", {}, (x.topics || []).join(", ")), el("td", {}, `${x.last_seen_ms} ms ago`)));
+    const steps = (s.steps || []).map((x) => el("tr", { "data-service": x.service },
+      el("td", {}, x.service), status(x), el("td", {}, x.backlog), el("td", {}, x.sent),
+      el("td", {}, x.instances), el("td", {}, x.oldest_ms === null ? "–" : `${x.oldest_ms} ms`),
+      el("td", { class: "bad" }, x.last_error || "")));
+    services.lastChild.replaceChildren(
+      registered.length
+        ? table(["service", "status", "flows", "topics", "last heard"], registered, { id: "registered" })
+        : el("p", { class: "muted" }, "no service registered"),
+      steps.length
+        ? [el("h3", {}, "Taking steps"), table(["service", "status", "backlog", "sent", "instances", "oldest waiting", "last error"], steps, { id: "step-services" })]
+        : "");
   });
 }
 
