@@ -501,3 +501,62 @@ fn the_flows_show_each_step_and_the_live_tail_shows_what_is_published() {
         console.close().await;
     });
 }
+
+#[test]
+fn with_keys_the_console_asks_for_a_token_and_shows_what_it_grants() {
+    let Some((chromium, driver)) = browser() else {
+        return;
+    };
+    let dir = zmanager_tests::temp::dir("console-secure");
+    let (ops_token, ada_token) = ("ops-console-token", "ada-console-token");
+    let key = || zmanager::security::new_pair().expect("CURVE keys").0;
+    let grants = |extra: &str, token: &str| {
+        format!(
+            "{extra}http_token = {:?}\n",
+            zmanager::security::token::show_digest(token)
+        )
+    };
+    let ops_grants = grants("operate = true\nregister = true\n", ops_token);
+    let ada_grants = grants("push = [\"Echo\"]\n", ada_token);
+    let (ops_key, ada_key) = (key(), key());
+    let (node, _) = zmanager_tests::secure::node_with(
+        dir.path(),
+        &[
+            ("ops", &ops_key, &ops_grants),
+            ("ada", &ada_key, &ada_grants),
+        ],
+    );
+    runtime().block_on(async {
+        let console = Console::open(&node, &chromium, &driver).await;
+        console.goto("#/").await;
+        // No token: the node answers 401, and the page asks for one.
+        let said = console
+            .until("the token form", "!document.querySelector('#token-form').hidden && document.querySelector('#error').textContent")
+            .await;
+        assert!(said.as_str().unwrap_or_default().contains("token"), "{said}");
+        assert_eq!(
+            console.until("no worker rows", "String(document.querySelectorAll('#workers tr[data-pid]').length)").await,
+            json!("0"),
+            "nothing shown without a token"
+        );
+        // A service without `operate` is refused what it does not grant.
+        let field = console.client.find(Locator::Css("#token")).await.expect("the field");
+        field.send_keys(ada_token).await.expect("typed");
+        console.click("#token-form button").await;
+        let refused = console
+            .until("the refusal", "document.querySelector('#error').textContent.includes('operate') && document.querySelector('#error').textContent")
+            .await;
+        assert!(refused.as_str().unwrap_or_default().contains("\"ada\""), "{refused}");
+        // The operator's token shows the node.
+        field.clear().await.expect("cleared");
+        field.send_keys(ops_token).await.expect("typed");
+        console.click("#token-form button").await;
+        console
+            .until("the worker", "document.querySelectorAll('#workers tr[data-pid]').length === 1")
+            .await;
+        // Kept for the tab only: in session storage, never in the address.
+        let url = console.client.current_url().await.expect("the address");
+        assert!(!url.as_str().contains(ops_token), "{url}");
+        console.close().await;
+    });
+}

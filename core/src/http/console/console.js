@@ -42,11 +42,15 @@ function fail(message) {
   box.hidden = false;
 }
 
+// An error answer: its JSON is {"error": {"code", "name", "message"}}
+// (docs/http.md, "Errors").
 class ApiFailure extends Error {
   constructor(status, body) {
-    super((body && body.message) || `HTTP ${status}`);
+    const error = (body && body.error) || {};
+    const said = error.message || (body && body.message) || `HTTP ${status}`;
+    super(status === 401 ? `${said} (paste a token above: zmanager keys token NAME)` : said);
     this.status = status;
-    this.name_ = body && body.error;
+    this.code = error.name;
   }
 }
 
@@ -393,7 +397,7 @@ function tail(params) {
     status.textContent = "connecting…";
     try {
       const response = await fetch(`/v1/topics?prefix=${enc(prefix.value)}`, { headers: { Accept: "text/event-stream", ...headers() }, signal: controller.signal });
-      if (!response.ok) { const b = await response.json().catch(() => ({})); throw new Error(b.message || `HTTP ${response.status}`); }
+      if (!response.ok) throw new ApiFailure(response.status, await response.json().catch(() => null));
       status.textContent = "live";
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
