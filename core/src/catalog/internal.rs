@@ -127,8 +127,9 @@ pub fn load_ini(file: &Arc<str>, text: &str, diagnostics: &mut Diagnostics) -> I
         diagnostics.note(
             Location::new(file, line),
             format!(
-                "internal action mapping{component} ({} keys): DigitalPy routes these inside the component, from its facade to its controllers; a zmanager component routes its actions in its own code, so they are checked but not added to the node's mappings",
-                out.mappings.len()
+                "internal action mapping{component} ({} key{}): DigitalPy routes these inside the component, from its facade to its controllers; a zmanager component routes its actions in its own code, so they are checked but not added to the node's mappings",
+                out.mappings.len(),
+                if out.mappings.len() == 1 { "" } else { "s" }
             ),
         );
     }
