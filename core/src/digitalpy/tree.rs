@@ -101,6 +101,12 @@ impl Tree {
                     tree.mappings.push(file);
                 }
                 _ if file_name.ends_with("flows.ini") => tree.flows.push(file),
+                // An application may override DigitalPy's settings in its
+                // own `application_configuration.ini`: not read here.
+                _ if file.text.contains("[ZManagerConfiguration]") => diagnostics.warning(
+                    Location::new(&name, 0),
+                    format!("not read: its [ZManagerConfiguration] (only {NODE_FILE}'s is read; put these settings there, or in the imported node.toml)"),
+                ),
                 _ if file.text.contains("__class") => diagnostics.note(
                     Location::new(&name, 0),
                     "not read: DigitalPy object configuration (`__class` names the Python class its object factory builds); no meaning here",
