@@ -96,7 +96,7 @@ fn endpoint(value: &str) -> Result<String, String> {
 /// `3.0` alike).
 fn whole(value: &str) -> Option<u64> {
     let number: f64 = value.trim().parse().ok()?;
-    (number >= 0.0 && number.fract() == 0.0 && number < 1e15).then(|| number as u64)
+    (number >= 0.0 && number.fract() == 0.0 && number < 1e15).then_some(number as u64)
 }
 
 /// Reads `configuration_management.ini`. Values DigitalPy could not use
