@@ -369,3 +369,89 @@ fn import_refuses_a_directory_that_is_not_empty() {
         "mine"
     );
 }
+
+/// The code block after `marker` in `doc`.
+fn block_after(doc: &str, marker: &str) -> String {
+    let mut lines = doc.lines().skip_while(|l| *l != marker).skip(1);
+    assert!(
+        lines.next().is_some_and(|fence| fence.starts_with("```")),
+        "no code block after {marker}"
+    );
+    let mut block = String::new();
+    for line in lines.take_while(|l| *l != "```") {
+        block.push_str(line);
+        block.push('\n');
+    }
+    block
+}
+
+/// docs/components.md's walk-through, as written, in a crate outside this
+/// workspace (part of issue #21 with the rest of this file): its
+/// `Cargo.toml` for outside the workspace and its `src/lib.rs`, built in
+/// a temporary directory with Cargo offline (every crate it needs is the
+/// workspace's, already downloaded), and the library checked by
+/// `zmanager check` as steps 6 to 8 use it.
+#[test]
+fn the_component_walkthrough_builds_outside_the_workspace() {
+    let root = zmanager_tests::workspace_root();
+    let doc = fs::read_to_string(root.join("docs/components.md")).expect("read the doc");
+    let manifest = block_after(&doc, "<!-- outside the workspace: Cargo.toml -->");
+    let lib = block_after(&doc, "<!-- file: components/reverse/src/lib.rs -->");
+    let path = r#"path = "../zmanager/components/sdk""#;
+    assert!(manifest.contains(path), "{manifest}");
+    let sdk = root.join("components/sdk");
+    let manifest = manifest.replace(path, &format!("path = {:?}", sdk.display().to_string()));
+
+    let dir = temp::dir("sdk-outside");
+    let krate = dir.path().join("my-reverse");
+    assert!(
+        !krate.starts_with(root),
+        "{} must be outside the workspace",
+        krate.display()
+    );
+    fs::create_dir_all(krate.join("src")).expect("mkdir");
+    fs::write(krate.join("Cargo.toml"), manifest).expect("write");
+    fs::write(krate.join("src/lib.rs"), lib).expect("write");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let target = dir.path().join("target");
+    let out = std::process::Command::new(cargo)
+        .current_dir(&krate)
+        .args(["build", "--offline", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "the walk-through's crate does not build outside the workspace:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let library = target.join("debug").join(format!(
+        "{}my_reverse{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(library.exists(), "{}", library.display());
+    let check = zmanager([
+        "check",
+        "--flows",
+        "components/reverse/flows",
+        "--mappings",
+        "components/reverse/action_mappings",
+        "--component",
+    ])
+    .arg(&library)
+    .run();
+    assert!(check.status.success(), "{}\n{}", check.stdout, check.stderr);
+    assert!(
+        check
+            .stdout
+            .contains("component Reverse 0.1.0  (loaded from "),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stderr.contains(": 0 errors, 0 warnings"),
+        "{}",
+        check.stderr
+    );
+}
