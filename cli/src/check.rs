@@ -8,6 +8,8 @@ use zmanager::catalog::diagnostic::Diagnostics;
 use zmanager::catalog::source::SourceFile;
 use zmanager::catalog::{Catalog, StepRole};
 use zmanager::components::registry::Registry;
+use zmanager::digitalpy::config::NodeSettings;
+use zmanager::digitalpy::tree::Tree;
 use zmanager::node::config::NodeConfig;
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +30,12 @@ pub(crate) struct Args {
     /// added to the configuration's `components`).
     #[arg(long = "component", value_name = "PATH")]
     components: Vec<PathBuf>,
+    /// A DigitalPy application's directory (or its package's
+    /// `digitalpy/core`): check its flows, its components' mapping files
+    /// and manifests, and its `configuration_management.ini`, as found
+    /// there (docs/digitalpy.md).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["flows", "mappings"])]
+    digitalpy: Option<PathBuf>,
     /// Print only the diagnostics, not the flows.
     #[arg(long, short)]
     quiet: bool,
@@ -61,12 +69,25 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             Some(dir) => SourceFile::read_dir(dir, d),
             None => builtin(),
         };
-    let flow_files = read(&flows, zmanager::catalog::defaults::flows, &mut diagnostics);
-    let mapping_files = read(
-        &mappings,
-        zmanager::catalog::defaults::mappings,
-        &mut diagnostics,
-    );
+    let mut node = None;
+    let (flow_files, mapping_files) = match &args.digitalpy {
+        Some(dir) => {
+            let tree = Tree::discover(dir, &mut diagnostics);
+            node = tree
+                .node
+                .as_ref()
+                .map(|file| zmanager::digitalpy::config::read(file, &mut diagnostics));
+            (tree.flows, tree.mappings)
+        }
+        None => (
+            read(&flows, zmanager::catalog::defaults::flows, &mut diagnostics),
+            read(
+                &mappings,
+                zmanager::catalog::defaults::mappings,
+                &mut diagnostics,
+            ),
+        ),
+    };
     let (catalog, found) = Catalog::build(&flow_files, &mapping_files);
     diagnostics.extend(found);
     if let Some(security) = config.as_ref().and_then(|c| c.security.as_ref()) {
@@ -77,9 +98,18 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     libraries.extend(args.components.iter().cloned());
     let registry = Registry::with_libraries(&libraries, &mut diagnostics);
     registry.check(&catalog, &mut diagnostics);
+    zmanager::catalog::manifest::check_dependencies(
+        &catalog.manifests,
+        |name| registry.get(name).is_some(),
+        &mut diagnostics,
+    );
 
     if !args.quiet {
         print_components(&registry);
+        if let Some(node) = &node {
+            print_node(node);
+        }
+        print_manifests(&catalog, &registry);
         print_catalog(&catalog, &registry);
     }
     let diagnostics = diagnostics.sorted();
@@ -88,8 +118,12 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     }
     let errors = diagnostics.errors().count();
     let warnings = diagnostics.warnings().count();
+    let notes = match diagnostics.notes().count() {
+        0 => String::new(),
+        n => format!(", {n} notes"),
+    };
     eprintln!(
-        "{} flows, {} mappings in {} + {} files, {} components: {errors} errors, {warnings} warnings",
+        "{} flows, {} mappings in {} + {} files, {} components: {errors} errors, {warnings} warnings{notes}",
         catalog.flows.len(),
         catalog.mappings.len(),
         flow_files.len(),
@@ -109,6 +143,40 @@ fn print_components(registry: &Registry) {
             "component {name} {}  ({origin}): {}",
             component.version(),
             component.actions().join(", ")
+        );
+    }
+}
+
+/// What a DigitalPy `configuration_management.ini` gives the node.
+fn print_node(node: &NodeSettings) {
+    let workers = node
+        .workers
+        .map_or_else(|| "one per core".to_owned(), |n| n.to_string());
+    println!(
+        "node  ({}): intake={} workers={} publish={}, {workers} worker processes",
+        node.file, node.endpoints.intake, node.endpoints.workers, node.endpoints.publish
+    );
+}
+
+/// Each DigitalPy manifest: the component, what it requires, and whether
+/// a component of that name is linked or loaded here.
+fn print_manifests(catalog: &Catalog, registry: &Registry) {
+    for m in &catalog.manifests {
+        let depends = if m.dependencies.is_empty() {
+            String::new()
+        } else {
+            format!(", depends on {}", m.dependencies.join(", "))
+        };
+        let here = match registry.origin(&m.name) {
+            Some(origin) => format!("component {} {origin}", m.name),
+            None => format!("no component {} is linked or loaded here", m.name),
+        };
+        println!(
+            "manifest {} {}  ({}): requires DigitalPy {}{depends}; {here}",
+            m.name,
+            m.version.as_deref().unwrap_or("(no version)"),
+            m.location,
+            m.required_alfa_version.as_deref().unwrap_or("(none)"),
         );
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod chaos;
 mod check;
 mod dlq;
+mod import_digitalpy;
 mod journal;
 mod keys;
 mod logging;
@@ -45,6 +46,9 @@ enum Command {
     Subscribe(subscribe::Args),
     /// Validate flows and action mappings; print how each step resolves.
     Check(check::Args),
+    /// Write a zmanager node (node.toml, flows, mappings) from a DigitalPy
+    /// application's files (docs/digitalpy.md).
+    ImportDigitalpy(import_digitalpy::Args),
     /// List registered services (up/down), or serve the service-management
     /// flows (`services serve`).
     Services(services::Args),
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
     let child_env = logging::child_env(log_format);
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::ImportDigitalpy(args) => report(import_digitalpy::run(&args)),
         Command::Up(args) => report(up::run(args, log_format, child_env)),
         Command::Send(args) => report(send::run(args)),
         Command::Subscribe(args) => report(subscribe::run(args)),
@@ -197,6 +202,7 @@ mod tests {
             "send",
             "subscribe",
             "check",
+            "import-digitalpy",
             "services",
             "dlq",
             "journal",
@@ -206,7 +212,9 @@ mod tests {
             "worker",
         ] {
             assert!(bash.contains(command), "completions lack {command}");
-            assert!(man.contains(command), "the man page lacks {command}");
+            // roff writes a command's `-` as `\-`.
+            let in_man = command.replace('-', "\\-");
+            assert!(man.contains(&in_man), "the man page lacks {command}");
         }
     }
 

@@ -15,8 +15,13 @@
 //!   from INI or TOML ([`catalog::flow`]), action mappings and DigitalPy's
 //!   resolution order ([`catalog::mapping`]), diagnostics with file and line
 //!   ([`catalog::diagnostic`]), files read from disk ([`catalog::source`]),
-//!   the built-in flows ([`catalog::defaults`]) and the INI dialect of
-//!   DigitalPy's files (private).
+//!   the built-in flows ([`catalog::defaults`]), DigitalPy's component
+//!   manifests ([`catalog::manifest`]) and internal mappings
+//!   ([`catalog::internal`]), and the INI dialect of DigitalPy's files
+//!   (private).
+//! - [`digitalpy`]: a DigitalPy application's tree of files, its
+//!   `configuration_management.ini` read into node settings, and the
+//!   zmanager node imported from them (`zmanager import-digitalpy`).
 //!
 //! Messages on the wire ([`wire`]): frame layouts of each socket, decoding
 //! that separates incomplete from invalid; the MessagePack map every
@@ -83,6 +88,7 @@ pub mod client;
 pub mod components;
 pub mod dead_letter;
 pub mod dedupe;
+pub mod digitalpy;
 pub mod http;
 pub mod inflight;
 pub mod integration_manager;

@@ -5,6 +5,14 @@
 //! (`Sender?Context?Action`). Any field may be empty; an empty field is a
 //! wildcard when a key is used as a pattern (see [`ActionKey::matches`]).
 //!
+//! A field is made of letters, digits, `_`, `-`, `.` and `^`
+//! ([`is_key_char`]). `^` is DigitalPy's: its generated HTTP blueprints
+//! write the `/` of a route as `^` in the context (`/Component/<id>` is
+//! the context `^Component^`, `/file/get-or-create` is `^file^get-or-create`),
+//! and its own mapping files use such keys (`?^Component?GETComponent`).
+//! It has no other meaning, there or here: it is an ordinary character,
+//! compared exactly when keys match, and carried as is in topics.
+//!
 //! Two decorators have a behaviour, [`Decorator::Publish`] and
 //! [`Decorator::Async`]. Every other decorator (DigitalPy's own files use
 //! `@ROUTING_WORKER` and `@worker`) loads as a [`Decorator::Qualifier`]: it
@@ -76,7 +84,9 @@ impl fmt::Display for Field {
     }
 }
 
-/// Characters allowed in every field: letters, digits, `_`, `-` and `.`.
+/// Characters allowed in names (of flows, services, subscribers) and in
+/// every field of an action key: letters, digits, `_`, `-` and `.`. Keys
+/// also take `^` ([`is_key_char`]).
 ///
 /// Excluded on purpose: the key's own separators (`?`, `@`), the topic
 /// separator `~`, the INI delimiters (`=`, `:`, `;`, `#`), whitespace and
@@ -85,8 +95,20 @@ pub fn is_field_char(ch: char) -> bool {
     ch.is_alphanumeric() || matches!(ch, '_' | '-' | '.')
 }
 
+/// Characters allowed in the fields of an action key: those of
+/// [`is_field_char`], and `^`.
+///
+/// `^` is allowed in keys only (not in flow, service or subscriber
+/// names): DigitalPy's key grammar (`[\w^\-_]*` for each field, in
+/// `SerializerActionKey.deserialize_from_ini` and
+/// `ActionFlowController.create_action_flow`) has it, for the `/` of an
+/// HTTP route (see the [module](self) docs).
+pub fn is_key_char(ch: char) -> bool {
+    is_field_char(ch) || ch == '^'
+}
+
 fn check_field(text: &str, base: usize, field: Field) -> Result<(), KeyError> {
-    match text.char_indices().find(|&(_, ch)| !is_field_char(ch)) {
+    match text.char_indices().find(|&(_, ch)| !is_key_char(ch)) {
         Some((i, ch)) => Err(KeyError::InvalidChar {
             field,
             ch,
@@ -413,14 +435,68 @@ mod tests {
         assert!(!key("?Ctx?a").matches(&decorated));
     }
 
+    #[test]
+    fn digitalpy_caret_keys_parse_and_match_exactly() {
+        // From DigitalPy's component_management and files mappings: `^`
+        // stands for the `/` of an HTTP route.
+        let k = key("?^Component^?GETComponentId");
+        assert_eq!(
+            (k.sender(), k.context(), k.action()),
+            ("", "^Component^", "GETComponentId")
+        );
+        assert_eq!(k.to_string(), "?^Component^?GETComponentId");
+        let k = key("?^file^get-or-create?GETFileGet-or-create");
+        assert_eq!(k.context(), "^file^get-or-create");
+        assert_eq!(key("^s?^c@^D^?^a^").decorator_name(), "^D^");
+        // An ordinary character: `^Component` is not `^Component^`, nor
+        // `Component`.
+        let mapped = key("?^Component?GETComponent");
+        assert!(mapped.matches(&key("Subject?^Component?GETComponent")));
+        assert!(!mapped.matches(&key("Subject?^Component^?GETComponent")));
+        assert!(!mapped.matches(&key("Subject?Component?GETComponent")));
+        assert!(key("??GETComponent").matches(&key("s?^Component?GETComponent")));
+        // Still not allowed: what DigitalPy's grammar refuses too.
+        assert_eq!(
+            ActionKey::parse("?/Component?GET"),
+            Err(KeyError::InvalidChar {
+                field: Field::Context,
+                ch: '/',
+                offset: 1
+            })
+        );
+        // `^` is a key character only: names keep their rule.
+        assert!(is_key_char('^') && !is_field_char('^'));
+    }
+
+    /// DigitalPy's grammar of a key, anchored: each field `[\w^\-_]*`, an
+    /// optional `@` and non-empty decorator (`ActionFlowController`'s
+    /// `^[\w^\-_]*\?[\w^\-_]*(@[\w^\-_]+)?\?[\w^\-_]*`).
+    fn digitalpy_accepts(text: &str) -> bool {
+        let field = |f: &str| {
+            f.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '^' | '-'))
+        };
+        let parts: Vec<&str> = text.split('?').collect();
+        let [sender, middle, action] = parts[..] else {
+            return false;
+        };
+        let context_ok = match middle.split_once('@') {
+            None => field(middle),
+            Some((context, decorator)) => {
+                field(context) && !decorator.is_empty() && field(decorator)
+            }
+        };
+        field(sender) && context_ok && field(action)
+    }
+
     fn field() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_.-]{0,12}"
+        "[A-Za-z0-9_.^-]{0,12}"
     }
 
     proptest! {
         #[test]
         fn print_then_parse_is_identity(
-            s in field(), c in field(), d in proptest::option::of("[A-Za-z0-9_.-]{1,12}"), a in field()
+            s in field(), c in field(), d in proptest::option::of("[A-Za-z0-9_.^-]{1,12}"), a in field()
         ) {
             let text = match &d {
                 Some(d) => format!("{s}?{c}@{d}?{a}"),
@@ -441,8 +517,25 @@ mod tests {
         }
 
         #[test]
-        fn parser_never_panics_on_key_like_text(text in "[?@a-z~ =]{0,16}") {
+        fn parser_never_panics_on_key_like_text(text in "[?@a-z~ =^]{0,16}") {
             let _ = ActionKey::parse(&text);
+        }
+
+        /// Every key DigitalPy's grammar takes parses here, and prints
+        /// back as written; a key refused there is refused here, except
+        /// for `.`, which zmanager's own files may use (a key with `.`
+        /// is not one of DigitalPy's).
+        #[test]
+        fn accepts_what_digitalpy_accepts_and_refuses_what_it_refuses(
+            text in "[a-zA-Z0-9_^.@?~ /=:-]{0,16}"
+        ) {
+            let ours = ActionKey::parse(&text);
+            if digitalpy_accepts(&text) {
+                let key = ours.unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                prop_assert_eq!(key.to_string(), text);
+            } else if !text.contains('.') {
+                prop_assert!(ours.is_err(), "{:?} parsed but DigitalPy refuses it", text);
+            }
         }
     }
 }

@@ -47,6 +47,9 @@ impl fmt::Display for Location {
 pub enum Severity {
     Error,
     Warning,
+    /// Not a problem: what was read and what it means here (a DigitalPy
+    /// file part that has no meaning in zmanager, say).
+    Note,
 }
 
 /// One problem, where it is, and how bad.
@@ -62,6 +65,7 @@ impl fmt::Display for Diagnostic {
         let level = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, "{}: {level}: {}", self.location, self.message)
     }
@@ -80,6 +84,10 @@ impl Diagnostics {
 
     pub fn warning(&mut self, location: Location, message: impl Into<String>) {
         self.push(Severity::Warning, location, message.into());
+    }
+
+    pub fn note(&mut self, location: Location, message: impl Into<String>) {
+        self.push(Severity::Note, location, message.into());
     }
 
     fn push(&mut self, severity: Severity, location: Location, message: String) {
@@ -117,6 +125,10 @@ impl Diagnostics {
             .filter(|d| d.severity == Severity::Warning)
     }
 
+    pub fn notes(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Note)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items.iter()
     }
@@ -125,7 +137,8 @@ impl Diagnostics {
         self.items.is_empty()
     }
 
-    /// Sorted by file, then line, errors before warnings at the same line.
+    /// Sorted by file, then line, errors before warnings before notes at
+    /// the same line.
     pub fn sorted(mut self) -> Self {
         self.items
             .sort_by(|a, b| (&a.location, a.severity).cmp(&(&b.location, b.severity)));
@@ -161,12 +174,14 @@ mod tests {
         let file: Arc<str> = Arc::from("f.ini");
         let mut d = Diagnostics::default();
         d.warning(Location::new(&file, 3), "odd");
+        d.note(Location::new(&file, 3), "read");
         d.error(Location::new(&file, 1), "bad");
         assert!(d.has_errors());
         assert_eq!(d.errors().count(), 1);
+        assert_eq!(d.notes().count(), 1);
         assert_eq!(
             d.sorted().to_string(),
-            "f.ini:1: error: bad\nf.ini:3: warning: odd\n"
+            "f.ini:1: error: bad\nf.ini:3: warning: odd\nf.ini:3: note: read\n"
         );
     }
 }

@@ -161,22 +161,29 @@ impl Target {
                 "target {path:?} must be `Component.action` (or a dotted path ending in them)"
             ));
         }
-        if let Some(bad) = segments.iter().find(|s| !is_identifier(s)) {
+        let n = segments.len();
+        let bad = segments[..n - 1]
+            .iter()
+            .find(|s| !is_identifier(s))
+            .or_else(|| segments[n - 1..].iter().find(|s| !is_action_name(s)));
+        if let Some(bad) = bad {
             return Err(format!(
                 "target {path:?} has an invalid segment {bad:?} (letters, digits and `_` only)"
             ));
         }
-        let n = segments.len();
         Self::new(segments[n - 2], segments[n - 1])
     }
 
     fn new(component: &str, action: &str) -> Result<Self, String> {
-        for (what, name) in [("component", component), ("action", action)] {
-            if !is_identifier(name) {
-                return Err(format!(
-                    "{what} name {name:?} is not an identifier (letters, digits and `_` only)"
-                ));
-            }
+        if !is_identifier(component) {
+            return Err(format!(
+                "component name {component:?} is not an identifier (letters, digits and `_` only)"
+            ));
+        }
+        if !is_action_name(action) {
+            return Err(format!(
+                "action name {action:?} is not an identifier (letters, digits and `_` only)"
+            ));
         }
         Ok(Self {
             component: component.to_owned(),
@@ -188,6 +195,22 @@ impl Target {
 /// Letters, digits and `_`: what component and action names are made of.
 pub(crate) fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// What a mapping may name as an action: an identifier, or one with `-`.
+///
+/// DigitalPy's `files` component maps `?^file^get-or-create?GETFileGet-or-create`
+/// to the method `Files.GETFileGet-or-create`: the file loads there, and
+/// so it does here. No component can declare such an action (nor can a
+/// Python class have such a method), so the mapping is warned about when
+/// it is read, and `zmanager check` reports it as an action its
+/// component does not declare, or the component as missing.
+fn is_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
 }
 
 impl fmt::Display for Target {
@@ -229,6 +252,17 @@ fn mapping(
             ),
         );
         return None;
+    }
+    if let Ok(Route::Action(target)) = &value
+        && target.action.contains('-')
+    {
+        diagnostics.warning(
+            location.clone(),
+            format!(
+                "`{key}` maps to action {:?}, a name with `-` that no component can declare (DigitalPy loads such a line, but no Python method is named so either)",
+                target.action
+            ),
+        );
     }
     match value {
         Ok(route) => Some(Mapping {
@@ -540,6 +574,46 @@ mod tests {
         assert_eq!(m[1].location.line, 6);
     }
 
+    /// The shapes of DigitalPy's component_management and files mappings:
+    /// `^` in keys, and a method name with `-` (loaded, and warned about).
+    #[test]
+    fn digitalpy_caret_mappings_load_and_resolve() {
+        let mut d = Diagnostics::default();
+        let file: Arc<str> = Arc::from("external_action_mapping.ini");
+        let text = "\
+[actionmapping]
+?^Widget^Version?POSTWidgetVersion = app.widgets.widgets_facade.Widgets.POSTWidgetVersion
+?^Widget?GETWidget = app.widgets.widgets_facade.Widgets.GETWidget
+?^Widget^?GETWidgetId = app.widgets.widgets_facade.Widgets.GETWidgetId
+?^part^get-or-make?GETPartGet-or-make = app.widgets.widgets_facade.Widgets.GETPartGet-or-make
+
+";
+        let m = load_ini(&file, text, &mut d).mappings;
+        assert_eq!(m.len(), 4, "{d}");
+        assert!(!d.has_errors(), "{d}");
+        let warnings: Vec<String> = d.warnings().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "external_action_mapping.ini:5: warning: `?^part^get-or-make?GETPartGet-or-make` maps to action \"GETPartGet-or-make\", a name with `-` that no component can declare (DigitalPy loads such a line, but no Python method is named so either)"
+            ]
+        );
+        let mut t = MappingTable::default();
+        for mapping in m {
+            t.insert(mapping, &mut d);
+        }
+        assert_eq!(
+            resolved(&t, "Subject?^Widget^?GETWidgetId"),
+            Some(("Widgets.GETWidgetId".into(), "?c?a"))
+        );
+        assert_eq!(resolved(&t, "Subject?^Widget?GETWidgetId"), None);
+        assert_eq!(resolved(&t, "?Widget?GETWidget"), None);
+        // Still refused: `-` anywhere else in a target, or leading.
+        assert!(Target::parse("a-b.C.d").is_err());
+        assert!(Target::parse("C-x.d").is_err());
+        assert!(Target::parse("C.-d").is_err());
+    }
+
     #[test]
     fn toml_says_the_same_as_ini() {
         let mut d = Diagnostics::default();
@@ -591,7 +665,7 @@ mod tests {
     #[test]
     fn every_bad_line_is_reported() {
         let mut d = Diagnostics::default();
-        let text = "[actionmapping]\nbad = C.x\n??a\n??b = C\n??c = C.bad-name\n[other]\n??d = C.d\n[services]\n??e = bad~name\n??f = ok\n";
+        let text = "[actionmapping]\nbad = C.x\n??a\n??b = C\n??c = C.bad!name\n[other]\n??d = C.d\n[services]\n??e = bad~name\n??f = ok\n";
         let m = load_ini(&Arc::from("m.ini"), text, &mut d).mappings;
         let lines: Vec<u32> = d.errors().map(|e| e.location.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 9], "{d}");

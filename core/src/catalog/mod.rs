@@ -1,6 +1,12 @@
 //! The catalog: every flow, mapping and retry policy of a node, validated
 //! together, with each flow step resolved once to the role it plays.
 //!
+//! Among the mapping files, two names are DigitalPy's component files and
+//! are read for what they are there: `internal_action_mapping.ini`
+//! ([`internal`]: a component's own routing, checked but not added to the
+//! node's mappings) and `manifest.ini` ([`manifest`]: the component's name,
+//! version and requirements). Every other file is a mapping file.
+//!
 //! [`Catalog::build`] never stops at the first problem. It returns the
 //! catalog it could build and every diagnostic; callers refuse to run when
 //! [`Diagnostics::has_errors`] is true.
@@ -10,6 +16,8 @@ pub mod defaults;
 pub mod diagnostic;
 pub mod flow;
 pub(crate) mod ini;
+pub mod internal;
+pub mod manifest;
 pub mod mapping;
 pub mod source;
 pub mod topic;
@@ -19,6 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 use crate::catalog::action_key::{ActionKey, Decorator};
 use crate::catalog::diagnostic::{Diagnostics, Location};
 use crate::catalog::flow::Flow;
+use crate::catalog::internal::InternalMappings;
+use crate::catalog::manifest::Manifest;
 use crate::catalog::mapping::{MappingTable, Route, Target};
 use crate::catalog::source::{Format, SourceFile};
 use crate::retry::{PolicyEntry, RetryPolicy};
@@ -65,6 +75,29 @@ pub struct Catalog {
     pub mappings: MappingTable,
     /// Retry policies, by the key of the mapping they belong to.
     pub retry: HashMap<ActionKey, RetryPolicy>,
+    /// DigitalPy component manifests found among the mapping files.
+    pub manifests: Vec<Manifest>,
+    /// DigitalPy internal action mappings found among the mapping files
+    /// (read and checked, not routed: see [`internal`]).
+    pub internal: Vec<InternalMappings>,
+}
+
+/// What a mapping file is, by its name.
+enum MappingRole {
+    Mappings,
+    Internal,
+    Manifest,
+}
+
+impl MappingRole {
+    fn of(file: &SourceFile) -> Self {
+        let name = file.name.rsplit(['/', '\\']).next().unwrap_or_default();
+        match (file.format, name) {
+            (Format::Ini, internal::FILE_NAME) => MappingRole::Internal,
+            (Format::Ini, manifest::FILE_NAME) => MappingRole::Manifest,
+            _ => MappingRole::Mappings,
+        }
+    }
 }
 
 impl Catalog {
@@ -73,7 +106,20 @@ impl Catalog {
         let mut diagnostics = Diagnostics::default();
         let mut mappings = MappingTable::default();
         let mut policies = Vec::new();
+        let mut manifests = Vec::new();
+        let mut internal = Vec::new();
         for file in mapping_files {
+            match MappingRole::of(file) {
+                MappingRole::Mappings => {}
+                MappingRole::Internal => {
+                    internal.push(internal::load_ini(&file.name, &file.text, &mut diagnostics));
+                    continue;
+                }
+                MappingRole::Manifest => {
+                    manifests.extend(manifest::load_ini(&file.name, &file.text, &mut diagnostics));
+                    continue;
+                }
+            }
             let loaded = match file.format {
                 Format::Ini => mapping::load_ini(&file.name, &file.text, &mut diagnostics),
                 Format::Toml => mapping::load_toml(&file.name, &file.text, &mut diagnostics),
@@ -111,6 +157,8 @@ impl Catalog {
             flows,
             mappings,
             retry,
+            manifests,
+            internal,
         };
         (catalog, diagnostics.sorted())
     }
@@ -340,6 +388,55 @@ Subject?SM?check
         );
         assert_eq!(catalog.retry_policy("F", 2), None);
         assert_eq!(catalog.retry_policy("G", 1), None);
+    }
+
+    /// A DigitalPy component's three files: the external mapping routes
+    /// (`^` keys too), the internal one is read but not routed (so a key
+    /// in both is not mapped twice), the manifest is read.
+    #[test]
+    fn digitalpy_component_files_load_with_their_meaning() {
+        let flows = [ini(
+            "core_flows.ini",
+            "[Files_Get]\n?Files_Get?Push\nSubject?^file?GETFile\n??done\n",
+        )];
+        let dir = "core/files/configuration";
+        let maps = [
+            ini(
+                &format!("{dir}/external_action_mapping.ini"),
+                "[actionmapping]\n?^file?GETFile = digitalpy.core.files.files_facade.Files.GETFile\n??Parse = x.Files.parse\n",
+            ),
+            ini(
+                &format!("{dir}/internal_action_mapping.ini"),
+                "[actionmapping]\n??Parse = core.files.controllers.FilesController.parse\n[Request]\n__class = a.B\n",
+            ),
+            ini(
+                &format!("{dir}/manifest.ini"),
+                "[FilesManifest]\nname = Files\nversion = \"1.0\"\nrequiredAlfaVersion= 0.0.1\n",
+            ),
+        ];
+        let (catalog, d) = Catalog::build(&flows, &maps);
+        assert!(!d.has_errors() && d.warnings().count() == 0, "{d}");
+        assert_eq!(d.notes().count(), 2, "{d}");
+        assert_eq!(catalog.mappings.len(), 2);
+        let (role, via) = &catalog.flows["Files_Get"].roles[1];
+        assert_eq!(
+            role,
+            &StepRole::Action(Target::parse("Files.GETFile").unwrap())
+        );
+        assert_eq!(via.as_ref().map(|v| v.pattern), Some("?c?a"));
+        assert_eq!(catalog.internal.len(), 1);
+        assert_eq!(catalog.internal[0].component, "files");
+        assert_eq!(catalog.manifests.len(), 1);
+        assert_eq!(catalog.manifests[0].version.as_deref(), Some("1.0"));
+        // The same names as TOML are plain mapping files.
+        let toml = [SourceFile::new(
+            "x/manifest.toml",
+            "[actionmapping]\n\"??a\" = \"C.a\"\n",
+            Format::Toml,
+        )];
+        let (catalog, d) = Catalog::build(&[], &toml);
+        assert!(d.is_empty(), "{d}");
+        assert_eq!((catalog.mappings.len(), catalog.manifests.len()), (1, 0));
     }
 
     #[test]
