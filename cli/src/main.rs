@@ -9,6 +9,7 @@ mod journal;
 mod keys;
 mod logging;
 mod node_args;
+mod reload;
 mod replay;
 mod send;
 mod services;
@@ -52,6 +53,9 @@ enum Command {
     /// List registered services (up/down), or serve the service-management
     /// flows (`services serve`).
     Services(services::Args),
+    /// Reload a running node's flows and mappings (docs/reload.md):
+    /// requests accepted before finish on the version they started with.
+    Reload(reload::Args),
     /// Inspect and replay dead letters.
     Dlq(dlq::Args),
     /// Inspect the journal (stats, list, a message's history) and replay a
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => report(dlq::run(args)),
         Command::Journal(args) => report(journal::run(args)),
         Command::Services(args) => report(services::run(args)),
+        Command::Reload(args) => report(reload::run(&args)),
         Command::Keys(args) => report(keys::run(args)),
         Command::Bench(args) => report(bench::run(args, child_env)),
         Command::Chaos(args) => chaos::run(*args, child_env),

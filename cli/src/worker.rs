@@ -120,13 +120,17 @@ pub(crate) fn run(args: Args, format: crate::logging::LogFormat) -> anyhow::Resu
         },
         ..NodeConfig::default()
     };
-    let (catalog, mut diagnostics) = config.load_catalog();
+    let (sources, catalog, mut diagnostics) = config.load_versioned();
     let registry = Registry::with_libraries(&args.components, &mut diagnostics);
     registry.check(&catalog, &mut diagnostics);
     if diagnostics.has_errors() {
         bail!("the flows, mappings and components have errors:\n{diagnostics}");
     }
-    let executor = Executor::new(Arc::new(catalog), registry).traced(telemetry.is_some());
+    // Its own catalog's digest, for READY: the Subject offers it the
+    // versions it holds, with their files when this is not one of them.
+    let executor = Executor::new(Arc::new(catalog), registry)
+        .with_digest(sources.digest())
+        .traced(telemetry.is_some());
     let options = WorkerOptions {
         endpoint: args.endpoint,
         identity: args.identity,

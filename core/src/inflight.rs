@@ -38,6 +38,9 @@ struct Worker {
     last_heard: Instant,
     /// When it said READY.
     ready_at: Instant,
+    /// The catalog versions it can run (`crate::catalog::version`): it is
+    /// given only messages of these.
+    serves: Vec<u32>,
 }
 
 /// A message on a worker, and since when.
@@ -101,6 +104,7 @@ impl InFlightTable {
                 pid,
                 last_heard: now,
                 ready_at: now,
+                serves: Vec::new(),
             },
         );
         lost
@@ -222,6 +226,23 @@ impl InFlightTable {
         self.workers.get(worker).map(|w| w.credits)
     }
 
+    /// `worker` can run the catalog versions `versions` too (a worker
+    /// not known is left alone).
+    pub fn serve(&mut self, worker: &WorkerId, versions: &[u32]) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            for v in versions {
+                if !w.serves.contains(v) {
+                    w.serves.push(*v);
+                }
+            }
+        }
+    }
+
+    /// The catalog versions `worker` can run.
+    pub fn serves(&self, worker: &WorkerId) -> &[u32] {
+        self.workers.get(worker).map_or(&[], |w| &w.serves)
+    }
+
     /// When `worker` said READY (its latest READY: a worker that restarts
     /// under the same id starts again).
     pub fn ready_at(&self, worker: &WorkerId) -> Option<Instant> {
@@ -271,13 +292,11 @@ impl InFlightTable {
         max_batch: usize,
         now: Instant,
     ) -> Option<(WorkerId, Vec<Message>)> {
-        if self.pending.is_empty() {
-            return None;
-        }
+        let version = self.pending.front()?.envelope.catalog;
         let (id, worker) = self
             .workers
             .iter_mut()
-            .filter(|(_, w)| w.in_flight < w.credits)
+            .filter(|(_, w)| w.in_flight < w.credits && w.serves.contains(&version))
             // Ties go to the lowest identity: the same state always picks
             // the same worker.
             .max_by(|(a_id, a), (b_id, b)| {
@@ -286,7 +305,15 @@ impl InFlightTable {
                     .then_with(|| b_id.cmp(a_id))
             })?;
         let free = usize::try_from(worker.credits - worker.in_flight).unwrap_or(usize::MAX);
-        let take = free.min(max_batch.max(1)).min(self.pending.len());
+        let most = free.min(max_batch.max(1)).min(self.pending.len());
+        // The messages at the front this worker can run: a message of
+        // another version waits for a worker that serves it.
+        let take = self
+            .pending
+            .iter()
+            .take(most)
+            .take_while(|m| worker.serves.contains(&m.envelope.catalog))
+            .count();
         let mut batch = Vec::with_capacity(take);
         for mut message in self.pending.drain(..take) {
             self.pending_bytes -= message.size();
@@ -367,7 +394,9 @@ mod tests {
     }
 
     fn ready(t: &mut InFlightTable, worker: WorkerId, credits: u32) -> Vec<Message> {
-        t.worker_ready(worker, credits, 0, Instant::now())
+        let lost = t.worker_ready(worker.clone(), credits, 0, Instant::now());
+        t.serve(&worker, &[0]);
+        lost
     }
 
     fn w(n: u8) -> WorkerId {
@@ -456,11 +485,43 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_is_given_only_messages_of_versions_it_serves() {
+        let mut t = InFlightTable::new(10);
+        let at = Instant::now();
+        t.worker_ready(w(1), 8, 11, at);
+        let of = |n: u32, version: u32| {
+            let mut m = message(n);
+            m.envelope.catalog = version;
+            m
+        };
+        t.enqueue(of(1, 1)).unwrap();
+        assert!(t.next_batch(8, at).is_none(), "it serves nothing yet");
+        t.serve(&w(1), &[1]);
+        t.enqueue(of(2, 1)).unwrap();
+        t.enqueue(of(3, 2)).unwrap();
+        t.enqueue(of(4, 1)).unwrap();
+        let (_, batch) = t.next_batch(8, at).unwrap();
+        let ids: Vec<&str> = batch.iter().map(|m| m.envelope.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"], "up to the first message of version 2");
+        assert!(
+            t.next_batch(8, at).is_none(),
+            "version 2 waits for a worker that serves it"
+        );
+        t.worker_ready(w(2), 8, 22, at);
+        t.serve(&w(2), &[2]);
+        let (to, batch) = t.next_batch(8, at).unwrap();
+        assert_eq!((to, batch.len()), (w(2), 1));
+        assert_eq!(t.serves(&w(2)), [2]);
+    }
+
+    #[test]
     fn silent_and_overdue_workers_are_found() {
         let mut t = InFlightTable::new(10);
         let start = Instant::now();
         t.worker_ready(w(1), 4, 11, start);
         t.worker_ready(w(2), 4, 22, start);
+        t.serve(&w(1), &[0]);
+        t.serve(&w(2), &[0]);
         t.enqueue(message(1)).unwrap();
         let (busy, _) = t.next_batch(4, start).unwrap();
         let later = start + Duration::from_secs(5);

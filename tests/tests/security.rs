@@ -405,9 +405,10 @@ fn a_rogue_worker_gets_no_work() {
             socket.set_curve_secretkey(&secret).expect("secret key");
         }
         socket.connect(&node.endpoints.workers).expect("connect");
-        let ready = zmanager::wire::ready(zmanager::wire::Ready {
+        let ready = zmanager::wire::ready(&zmanager::wire::Ready {
             credits: 1000,
             pid: std::process::id(),
+            catalogs: Vec::new(),
         });
         let frames: Vec<Vec<u8>> = ready.into_vec().iter().map(|f| f.to_vec()).collect();
         socket.send_multipart(frames, 0).expect("queue READY");

@@ -178,8 +178,9 @@ fn the_work_a_worker_receives_carries_the_trace_context() {
         let ready = Ready {
             credits: 4,
             pid: std::process::id(),
+            catalogs: Vec::new(),
         };
-        worker.send(wire::ready(ready)).await.expect("READY");
+        worker.send(wire::ready(&ready)).await.expect("READY");
         let mut client = RawClient::connect(&node.endpoints, "tracer").await;
         for (id, traceparent) in [("w-1", TRACEPARENT), ("w-2", ""), ("w-3", "00-zz")] {
             let mut envelope = client.envelope(id, "Echo");
@@ -223,6 +224,18 @@ async fn receive_work(worker: &mut DealerSocket) -> Message {
                 return batch.remove(0).expect("the work decodes");
             }
             ToWorker::Heartbeat => {}
+            // The node's catalog, offered with its files: this fake worker
+            // runs whatever it is given, so it serves it.
+            ToWorker::Catalog(offer) => {
+                let serves = wire::catalogs::Serves {
+                    versions: vec![offer.version],
+                    refused: Vec::new(),
+                };
+                worker
+                    .send(wire::catalogs::serves(&serves))
+                    .await
+                    .expect("SERVES");
+            }
         }
     }
 }

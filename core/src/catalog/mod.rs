@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod mapping;
 pub mod source;
 pub mod topic;
+pub mod version;
 
 use std::collections::{BTreeMap, HashMap};
 

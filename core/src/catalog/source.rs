@@ -7,14 +7,15 @@ use std::sync::Arc;
 use crate::catalog::diagnostic::{Diagnostics, Location};
 
 /// The two configuration formats, chosen by file extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Ini,
     Toml,
 }
 
 /// One configuration file's text.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceFile {
     pub name: Arc<str>,
     pub text: String,
@@ -22,6 +23,13 @@ pub struct SourceFile {
 }
 
 impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Ini => "ini",
+            Format::Toml => "toml",
+        }
+    }
+
     pub fn from_path(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()? {
             "ini" => Some(Format::Ini),

@@ -250,7 +250,7 @@ pub(super) async fn replay(
             ));
         }
     }
-    let request = replay::request(&state.catalog, &letter).map_err(|why| {
+    let request = replay::request(&state.catalog.get(), &letter).map_err(|why| {
         ApiError::http(
             StatusCode::CONFLICT,
             "not_resumable",

@@ -32,8 +32,8 @@ pub(super) async fn list(
         .ask()
         .await
         .ok_or_else(|| ApiError::unavailable("the Subject does not answer"))?;
-    let flows: Vec<Value> = state
-        .catalog
+    let catalog = state.catalog.get();
+    let flows: Vec<Value> = catalog
         .flows
         .values()
         .map(|routed| flow(routed, stats.flows.get(&routed.flow.name)))

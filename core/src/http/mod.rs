@@ -19,6 +19,7 @@
 //! - `inventory`: the services and workers the node has;
 //! - `overview`, `history`: the node at a glance and its last minutes;
 //! - `flows`: the flows it runs, with each step's figures;
+//! - `reload`: new flows and mappings on a running node;
 //! - `page`: lists read a page at a time;
 //! - `console`: the web console (`/console`, `docs/console.md`), a client
 //!   of the routes above;
@@ -41,6 +42,7 @@ mod metrics;
 mod overview;
 mod page;
 mod payload;
+mod reload;
 mod requests;
 mod server;
 mod topics;
@@ -86,8 +88,11 @@ pub struct HttpState {
     pub max_message_bytes: usize,
     /// The node's data directory (its dead-letter store).
     pub data_dir: std::path::PathBuf,
-    /// The flows and mappings the node runs.
-    pub catalog: std::sync::Arc<crate::catalog::Catalog>,
+    /// The flows and mappings the node runs new requests on (its newest
+    /// catalog version).
+    pub catalog: crate::catalog::version::Current,
+    /// Reloads the node's flows and mappings (`POST /v1/reload`).
+    pub reloader: Option<crate::node::reload::Reloader>,
     /// The cookie the node's own tools present to resume a request at a
     /// step of its flow (a dead letter's replay).
     pub operator: crate::security::operator::OperatorCookie,
@@ -131,6 +136,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/overview", get(overview::overview))
         .route("/v1/flows", get(flows::list))
+        .route("/v1/reload", post(reload::reload))
         .route("/v1/flows/{flow}/requests", post(gateway::post))
         .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{service}/{id}", get(requests::state))

@@ -241,6 +241,12 @@ CREATE INDEX IF NOT EXISTS journal_finished_time ON journal_events (at_us)
     WHERE kind IN ('completed', 'dead_lettered');
 CREATE INDEX IF NOT EXISTS journal_failures ON journal_events (seq)
     WHERE kind = 'dead_lettered' OR (kind = 'completed' AND reason IS NOT NULL);
+CREATE TABLE IF NOT EXISTS journal_catalogs (
+    version INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL,
+    sources BLOB NOT NULL,
+    at_us INTEGER NOT NULL
+);
 ";
 
 const COLUMNS: &str =
@@ -978,7 +984,10 @@ impl Journal for SqliteJournal {
     }
 }
 
+mod catalogs;
 mod recent;
+
+pub use catalogs::RecordedCatalog;
 
 #[cfg(test)]
 mod tests {

@@ -640,21 +640,35 @@ impl NodeConfig {
 
     /// Loads and validates the catalog this configuration names.
     pub fn load_catalog(&self) -> (Catalog, Diagnostics) {
-        let mut diagnostics = Diagnostics::default();
+        let (_, catalog, diagnostics) = self.load_versioned();
+        (catalog, diagnostics)
+    }
+
+    /// The files of the catalog this configuration names (its directories
+    /// as they are now, or the built-in ones), and what could not be read.
+    pub fn load_sources(&self, diagnostics: &mut Diagnostics) -> crate::catalog::version::Sources {
         let flows = match &self.catalog.flows {
-            Some(dir) => SourceFile::read_dir(dir, &mut diagnostics),
+            Some(dir) => SourceFile::read_dir(dir, diagnostics),
             None => defaults::flows(),
         };
         let mappings = match &self.catalog.mappings {
-            Some(dir) => SourceFile::read_dir(dir, &mut diagnostics),
+            Some(dir) => SourceFile::read_dir(dir, diagnostics),
             None => defaults::mappings(),
         };
-        let (catalog, found) = Catalog::build(&flows, &mappings);
+        crate::catalog::version::Sources { flows, mappings }
+    }
+
+    /// [`load_catalog`](Self::load_catalog), with the files it was built
+    /// from.
+    pub fn load_versioned(&self) -> (crate::catalog::version::Sources, Catalog, Diagnostics) {
+        let mut diagnostics = Diagnostics::default();
+        let sources = self.load_sources(&mut diagnostics);
+        let (catalog, found) = sources.build();
         diagnostics.extend(found);
         if let Some(security) = &self.security {
             security.check_steps(&catalog, &mut diagnostics);
         }
-        (catalog, diagnostics)
+        (sources, catalog, diagnostics)
     }
 }
 

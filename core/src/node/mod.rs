@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod reload;
 pub mod shutdown;
 pub mod supervisor;
 
@@ -80,12 +81,12 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&Endpoints, Option<SocketAddr>),
 ) -> Result<Counters, NodeError> {
-    let (catalog, mut diagnostics) = config.load_catalog();
+    let (sources, catalog, mut diagnostics) = config.load_versioned();
     // The node loads the dynamic components too, so that a library that
     // cannot be used stops it here, with its file and reason, before any
     // worker starts.
-    Registry::with_libraries(&config.components, &mut diagnostics)
-        .check(&catalog, &mut diagnostics);
+    let registry = Registry::with_libraries(&config.components, &mut diagnostics);
+    registry.check(&catalog, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(NodeError::Catalog(diagnostics));
     }
@@ -228,7 +229,7 @@ pub async fn run(
     // Then the journal, before the dead-letter store: opening it is what
     // reads what a crash left in its log, before any other connection
     // touches the file.
-    let (writer, recovered, remembered) = open_journal(&config)?;
+    let (writer, recovered, remembered, catalogs) = open_journal(&config, sources, catalog)?;
     let retention = if config.journal.enabled {
         Some(Retention::start(&config.data_dir, &config.journal)?)
     } else {
@@ -275,11 +276,28 @@ pub async fn run(
     let (exited_tx, exited_rx) = mpsc::channel(64);
     let drain = CancellationToken::new();
     let worker_restarts = Arc::default();
-    let catalog = Arc::new(catalog);
+    let newest = catalogs.newest().clone();
+    let catalog = crate::catalog::version::Current::new(Arc::clone(&newest.catalog));
+    let reloader = reload::start(reload::Reloading {
+        config: config.clone(),
+        registry,
+        journal: if config.journal.enabled {
+            Some(SqliteJournal::open_beside(
+                &config.data_dir,
+                config.journal.sync,
+            )?)
+        } else {
+            None
+        },
+        asks: asks_tx.clone(),
+        newest,
+        current: catalog.clone(),
+    });
+    on_hangup(reloader.clone(), shutdown.clone());
     let subject = tokio::spawn(subject::run(
         intake,
         router,
-        Arc::clone(&catalog),
+        catalogs,
         SubjectOptions {
             batch: config.batch,
             max_pending: config.max_pending,
@@ -341,6 +359,7 @@ pub async fn run(
             max_message_bytes: config.max_message_bytes,
             data_dir: config.data_dir.clone(),
             catalog,
+            reloader: Some(reloader),
             operator,
             published_bytes,
             permissions: permissions.clone(),
@@ -413,24 +432,58 @@ const JOURNAL_MAX_BATCH: usize = 8192;
 /// Opens the journal (when it is on) and reads what it has unfinished, and
 /// the results of what finished within the dedupe window (for duplicates
 /// sent again after a restart).
-fn open_journal(config: &NodeConfig) -> Result<Opened, NodeError> {
+fn open_journal(
+    config: &NodeConfig,
+    sources: crate::catalog::version::Sources,
+    catalog: crate::catalog::Catalog,
+) -> Result<Opened, NodeError> {
     if !config.journal.enabled {
         tracing::info!("journal off: work in flight is lost if the node dies");
-        return Ok((None, Vec::new(), Vec::new()));
+        let catalogs = reload::at_start(None, sources, catalog, &[])?;
+        return Ok((None, Vec::new(), Vec::new(), catalogs));
     }
     let journal = SqliteJournal::open(&config.data_dir, config.journal.sync)?;
     let unfinished = journal.unfinished()?;
+    let catalogs = reload::at_start(Some(&journal), sources, catalog, &unfinished)?;
     let window_us = u64::try_from(config.dedupe_window.as_micros()).unwrap_or(u64::MAX);
     let since_us = crate::wire::envelope::now_us().saturating_sub(window_us);
     let remembered = journal.recent_results(since_us, config.dedupe_capacity)?;
     tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), remembered = remembered.len(), "journal open");
     let writer = JournalWriter::start(journal, JOURNAL_QUEUE, JOURNAL_MAX_BATCH)
         .map_err(NodeError::JournalWriter)?;
-    Ok((Some(writer), unfinished, remembered))
+    Ok((Some(writer), unfinished, remembered, catalogs))
 }
 
-/// The writer, the unfinished messages, the recent results.
-type Opened = (Option<JournalWriter>, Vec<Unfinished>, Vec<(u64, Message)>);
+/// The writer, the unfinished messages, the recent results, the catalog's
+/// versions.
+type Opened = (
+    Option<JournalWriter>,
+    Vec<Unfinished>,
+    Vec<(u64, Message)>,
+    crate::catalog::version::Catalogs,
+);
+
+/// SIGHUP reloads the flows and mappings (as `zmanager reload`), until
+/// the node stops.
+fn on_hangup(reloader: reload::Reloader, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload with zmanager reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the flows and mappings");
+            // The outcome is logged by the reloading task.
+            let _ = reloader.reload(false).await;
+        }
+    });
+}
 
 /// The arguments of `zmanager worker` for this configuration.
 fn worker_args(config: &NodeConfig, endpoint: &str, keys: bool) -> Vec<String> {

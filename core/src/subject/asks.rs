@@ -23,6 +23,12 @@ pub enum Ask {
     /// Subject holds nothing of it: never accepted, or finished longer ago
     /// than the dedupe window).
     Whereabouts(MessageKey, oneshot::Sender<Option<Whereabouts>>),
+    /// The catalog versions held and how many unfinished requests run on
+    /// each.
+    Versions(oneshot::Sender<std::collections::BTreeMap<u32, usize>>),
+    /// Not a question: take this catalog version as the newest
+    /// ([`Input::Reload`](super::Input::Reload)); answered once taken.
+    Reload(Box<crate::catalog::version::Versioned>, oneshot::Sender<()>),
 }
 
 /// Where a request is, as the Subject holds it.

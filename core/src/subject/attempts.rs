@@ -2,8 +2,6 @@
 //! redelivery (`max_attempts`), a retry delay (`retry` policies), or the
 //! dead-letter store.
 
-use std::sync::Arc;
-
 use super::core::SubjectCore;
 use crate::catalog::StepRole;
 use crate::inflight::{WorkerId, key_of};
@@ -21,6 +19,8 @@ impl SubjectCore {
             tracing::debug!(id = %result.envelope.id, "dropping a result not in flight on its worker (late duplicate)");
             return;
         };
+        // The version is the Subject's to say, not the worker's.
+        result.envelope.catalog = in_flight.message.envelope.catalog;
         if self.options.record_spans {
             // Its work named the dispatch span as its parent; the request
             // goes on with its own context.
@@ -32,8 +32,8 @@ impl SubjectCore {
             let key = key_of(&result.envelope);
             self.spans.returned(&key, error, self.now.wall_us);
         }
+        let catalog = self.catalog_of(&result.envelope).unwrap_or_default();
         if result.envelope.error.is_some() {
-            let catalog = Arc::clone(&self.catalog);
             let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
             if let Some(policy) = catalog.retry_policy(&result.envelope.flow, step) {
                 self.retry_later(result, policy);
@@ -49,7 +49,6 @@ impl SubjectCore {
             self.retry_or_dead_letter(vec![in_flight.message], &reason);
             return;
         }
-        let catalog = Arc::clone(&self.catalog);
         let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);
         let routed = catalog.flow(&result.envelope.flow);
         let role = routed
@@ -121,9 +120,13 @@ impl SubjectCore {
     /// node's `max_attempts`.
     fn max_attempts(&self, message: &Message) -> u32 {
         let step = usize::try_from(message.envelope.step).unwrap_or(usize::MAX);
-        self.catalog
-            .retry_policy(&message.envelope.flow, step)
-            .map_or(self.options.max_attempts, |p| p.max_attempts)
+        self.catalog_of(&message.envelope)
+            .and_then(|catalog| {
+                catalog
+                    .retry_policy(&message.envelope.flow, step)
+                    .map(|p| p.max_attempts)
+            })
+            .unwrap_or(self.options.max_attempts)
     }
 
     /// Each message failed an attempt for `reason`: it goes back to the front

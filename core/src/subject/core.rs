@@ -15,6 +15,7 @@ use zeromq::ZmqMessage;
 
 use crate::backoff::Jitter;
 use crate::catalog::Catalog;
+use crate::catalog::version::Catalogs;
 use crate::dedupe::Recent;
 use crate::inflight::{InFlightTable, MessageKey, WorkerId};
 use crate::integration_manager::Publication;
@@ -144,6 +145,9 @@ pub enum Input {
     CommitsAgain,
     /// The heartbeat period passed: heartbeats, liveness, `@ASYNC` deadlines.
     Tick,
+    /// A new catalog version (`zmanager reload`), already journaled: new
+    /// requests run on it from now on.
+    Reload(crate::catalog::version::Versioned),
 }
 
 /// Something the shell must do, in the order given.
@@ -174,7 +178,9 @@ pub enum Effect {
 /// The Subject without I/O.
 #[derive(Debug)]
 pub struct SubjectCore {
-    pub(super) catalog: Arc<Catalog>,
+    /// The catalog's versions: the newest, for new requests, and the
+    /// older ones unfinished requests use (`catalog::version`).
+    pub(super) catalogs: Catalogs,
     pub(super) table: InFlightTable,
     pub(super) options: SubjectOptions,
     pub(super) recent: Recent,
@@ -229,18 +235,18 @@ pub struct SubjectCore {
 }
 
 impl SubjectCore {
-    /// A core for `catalog`; `journal` says whether events are recorded
+    /// A core for `catalogs`; `journal` says whether events are recorded
     /// (and acknowledgements wait for their commit); dead letters are
     /// numbered from `next_dead_letter`.
     pub fn new(
-        catalog: Arc<Catalog>,
+        catalogs: Catalogs,
         options: SubjectOptions,
         journal: bool,
         next_dead_letter: u64,
         now: Now,
     ) -> Self {
         Self {
-            catalog,
+            catalogs,
             table: InFlightTable::new(options.max_pending),
             options,
             recent: Recent::new(
@@ -271,6 +277,23 @@ impl SubjectCore {
             spans: super::spans::SpanBook::default(),
             now,
         }
+    }
+
+    /// The catalog versions held, and the unfinished requests on each.
+    pub fn catalog_users(&self) -> std::collections::BTreeMap<u32, usize> {
+        self.catalogs.users()
+    }
+
+    /// The catalog `envelope` runs on: the version it was accepted under
+    /// (`None` once that version is gone, which only a request the node
+    /// never accepted can meet).
+    pub(super) fn catalog_of(
+        &self,
+        envelope: &crate::wire::envelope::Envelope,
+    ) -> Option<Arc<Catalog>> {
+        self.catalogs
+            .get(envelope.catalog)
+            .map(|v| Arc::clone(&v.catalog))
     }
 
     /// What each service, authenticated by its key, may do.
@@ -322,6 +345,7 @@ impl SubjectCore {
             Input::CommitFailed { error } => self.on_commit_failed(&error),
             Input::CommitsAgain => self.on_commits_again(),
             Input::Tick => self.on_tick(),
+            Input::Reload(version) => self.on_reload(version),
         }
     }
 

@@ -248,7 +248,8 @@ impl SubjectCore {
             );
             return self.refuse(message, ErrorCode::Overloaded, text);
         }
-        let catalog = Arc::clone(&self.catalog);
+        let newest = self.catalogs.newest();
+        let (version, catalog) = (newest.number, Arc::clone(&newest.catalog));
         let (position, routed) = match super::steps::entry(&catalog, envelope) {
             Ok(found) => found,
             Err((code, text)) => return self.refuse(message, code, text),
@@ -269,6 +270,9 @@ impl SubjectCore {
         }
         message.envelope.accepted_us = self.now.wall_us;
         message.envelope.attempt = 0;
+        // Its version for its whole life, held until it ends (`conclude`).
+        message.envelope.catalog = version;
+        self.catalogs.hold(version);
         let at_us = message.envelope.accepted_us;
         if self.options.record_spans {
             self.spans

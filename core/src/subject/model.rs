@@ -48,6 +48,10 @@ use crate::wire::error_code::ErrorCode;
 use crate::wire::trace_context::TraceParent;
 use crate::wire::{self, Message, Ready, ToWorker};
 
+/// The digest of the model's one catalog version: its workers say they
+/// have it at READY, as a worker that read the node's files does.
+const MODEL_DIGEST: &str = "model";
+
 const FLOWS: &str = r#"
 [flow.Work]
 steps = ["?Work?Push", "?Work?run", "??done"]
@@ -389,7 +393,13 @@ impl Harness {
             wall_us: 1_000_000,
         };
         Self {
-            core: SubjectCore::new(Arc::clone(&catalog), options, true, 1, now),
+            core: SubjectCore::new(
+                crate::catalog::version::Catalogs::single(Arc::clone(&catalog), MODEL_DIGEST),
+                options,
+                true,
+                1,
+                now,
+            ),
             catalog,
             start,
             elapsed: Duration::ZERO,
@@ -582,9 +592,10 @@ impl Harness {
                 }
                 *self.generations.entry(worker).or_default() += 1;
                 self.workers.insert(worker, Vec::new());
-                let ready = wire::ready(Ready {
+                let ready = wire::ready(&Ready {
                     credits,
                     pid: 100 + u32::from(worker),
+                    catalogs: vec![MODEL_DIGEST.to_owned()],
                 });
                 let input = Input::Worker(frames(ready, self.identity(worker)));
                 self.core.handle(input, self.now());

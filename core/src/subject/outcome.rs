@@ -53,6 +53,7 @@ impl SubjectCore {
             self.spans.ended(&key, self.now.wall_us);
         }
         self.table.forget(&message.envelope);
+        self.catalogs.release(message.envelope.catalog);
         let errors = self.failures.remove(&key).unwrap_or_default();
         self.release_key(&message.envelope);
         let at_us = self.now.wall_us;

@@ -17,12 +17,30 @@ impl SubjectCore {
         let total = unfinished.len();
         self.recovering = true;
         let mut suspended = 0;
-        for Unfinished { message, at } in unfinished {
+        for Unfinished { mut message, at } in unfinished {
+            // A request journaled before versions existed runs on the
+            // newest; the others on theirs, which the node loaded from the
+            // journal before starting.
+            if message.envelope.catalog == 0 {
+                message.envelope.catalog = self.catalogs.newest().number;
+            }
+            self.catalogs.hold(message.envelope.catalog);
+            let Some(catalog) = self.catalog_of(&message.envelope) else {
+                let text = format!(
+                    "catalog version {} is not in the journal",
+                    message.envelope.catalog
+                );
+                self.conclude(
+                    message,
+                    Ending::Failed(crate::wire::error_code::ErrorCode::UnknownFlow, text),
+                );
+                continue;
+            };
             match at {
                 // Through the ordering gate, in acceptance order: a key's
                 // first unfinished request holds it again, the others wait.
                 Checkpoint::Accepted => {
-                    match super::steps::entry(&self.catalog, &message.envelope) {
+                    match super::steps::entry(&catalog, &message.envelope) {
                         Ok((position, _)) => {
                             if let Some(message) = self.admit(message, position + 1) {
                                 self.advance(message, position + 1);
@@ -65,10 +83,10 @@ impl SubjectCore {
     /// `@ASYNC` step.
     fn wait_again(&mut self, message: Message, step: usize) {
         let role = self
-            .catalog
-            .flow(&message.envelope.flow)
-            .and_then(|routed| routed.roles.get(step))
-            .map(|(role, _)| role.clone());
+            .catalog_of(&message.envelope)
+            .as_deref()
+            .and_then(|catalog| catalog.flow(&message.envelope.flow))
+            .and_then(|routed| routed.roles.get(step).map(|(role, _)| role.clone()));
         match role {
             Some(StepRole::Service(name)) => {
                 self.give_to_service(message, step, &name);

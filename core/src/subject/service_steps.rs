@@ -73,13 +73,16 @@ impl SubjectCore {
             .take(&message.envelope.reply_to, credits, now);
     }
 
-    /// True when a step of some flow is given to service `name`.
+    /// True when a step of some flow of some version held is given to
+    /// service `name`.
     fn serves(&self, name: &str) -> bool {
-        self.catalog.flows.values().any(|routed| {
-            routed
-                .roles
-                .iter()
-                .any(|(role, _)| matches!(role, StepRole::Service(s) if s == name))
+        self.catalogs.all().any(|version| {
+            version.catalog.flows.values().any(|routed| {
+                routed
+                    .roles
+                    .iter()
+                    .any(|(role, _)| matches!(role, StepRole::Service(s) if s == name))
+            })
         })
     }
 

@@ -31,7 +31,6 @@
 //! reported as [`Input::SendFailed`]. Whoever changes those bounds must
 //! revisit this.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,7 +40,7 @@ use zeromq::ZmqMessage;
 
 use super::asks::Ask;
 use super::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
-use crate::catalog::Catalog;
+use crate::catalog::version::Catalogs;
 use crate::dead_letter::DeadLetterStore;
 use crate::inflight::WorkerId;
 use crate::integration_manager::Publication;
@@ -98,7 +97,7 @@ const COMMIT_QUEUE: usize = 64;
 pub async fn run(
     intake: AsyncSocket,
     router: AsyncSocket,
-    catalog: Arc<Catalog>,
+    catalogs: Catalogs,
     options: SubjectOptions,
     mut links: Links,
 ) -> Counters {
@@ -146,7 +145,7 @@ pub async fn run(
         1
     });
     let mut core = SubjectCore::new(
-        catalog,
+        catalogs,
         options,
         journal.is_some(),
         next_dead_letter,
@@ -232,6 +231,13 @@ pub async fn run(
                 }
                 Ask::Whereabouts(key, reply) => {
                     let _ = reply.send(core.whereabouts(&key, Instant::now()));
+                }
+                Ask::Versions(reply) => {
+                    let _ = reply.send(core.catalog_users());
+                }
+                Ask::Reload(version, reply) => {
+                    core.handle(Input::Reload(*version), Now::read());
+                    let _ = reply.send(());
                 }
             },
         }

@@ -2,8 +2,6 @@
 //! gate of ordered flows, and each step's role (an action for the workers,
 //! `@PUBLISH`, `@ASYNC`, the end).
 
-use std::sync::Arc;
-
 use super::core::SubjectCore;
 use crate::catalog::action_key::ActionKey;
 use crate::catalog::topic::Topic;
@@ -84,7 +82,7 @@ impl SubjectCore {
     /// step after it. Returns false when the message was refused (an error
     /// result was published instead).
     pub(super) fn advance(&mut self, mut message: Message, mut next: usize) -> bool {
-        let catalog = Arc::clone(&self.catalog);
+        let catalog = self.catalog_of(&message.envelope).unwrap_or_default();
         let Some(routed) = catalog.flow(&message.envelope.flow) else {
             let text = format!("unknown flow {:?}", message.envelope.flow);
             self.conclude(message, Ending::Failed(ErrorCode::UnknownFlow, text));

@@ -1,4 +1,5 @@
-//! The workers: their messages (READY, RESULT, HEARTBEAT), liveness, and
+//! The workers: their messages (READY, SERVES, RESULT, HEARTBEAT), the
+//! catalog versions each can run (`wire::catalogs`), liveness, and
 //! dispatch of pending work by credits.
 
 use zeromq::ZmqMessage;
@@ -37,6 +38,24 @@ impl SubjectCore {
                         .worker_ready(worker.clone(), ready.credits, ready.pid, self.now.at);
                 tracing::info!(worker = %worker_name(&worker), pid = ready.pid, credits = ready.credits, "worker ready");
                 self.retry_or_dead_letter(lost, "its worker announced itself again");
+                self.offer_catalogs(&worker, &ready.catalogs);
+            }
+            FromWorker::Serves(serves) => {
+                if !known {
+                    return;
+                }
+                for (version, why) in &serves.refused {
+                    tracing::error!(worker = %worker_name(&worker), version, "the worker cannot run this catalog version: {why}");
+                }
+                // Only versions held: an answer to an offer of a version
+                // since let go adds nothing.
+                let held: Vec<u32> = serves
+                    .versions
+                    .iter()
+                    .copied()
+                    .filter(|v| self.catalogs.get(*v).is_some() && *v != 0)
+                    .collect();
+                self.table.serve(&worker, &held);
             }
             FromWorker::Heartbeat => {
                 if !known {
@@ -48,6 +67,49 @@ impl SubjectCore {
                     self.on_result(&worker, result);
                 }
             }
+        }
+    }
+
+    /// Tells `worker` of every catalog version held, with the files of
+    /// those whose digest it does not list in `has`; it serves at once the
+    /// versions it has, the others once it says it can.
+    fn offer_catalogs(&mut self, worker: &WorkerId, has: &[String]) {
+        let mut served = Vec::new();
+        let mut offers = Vec::new();
+        for version in self.catalogs.all() {
+            let known = has.contains(&version.digest);
+            if known {
+                served.push(version.number);
+            }
+            offers.push(crate::wire::catalogs::Offer {
+                version: version.number,
+                digest: version.digest.clone(),
+                sources: (!known).then(|| (*version.sources).clone()),
+            });
+        }
+        self.table.serve(worker, &served);
+        for offer in offers {
+            let mut frames = crate::wire::catalogs::offer(&offer);
+            frames.push_front(worker.clone());
+            self.emit(Effect::ToWorker(worker.clone(), frames));
+        }
+    }
+
+    /// A new catalog version: the newest from now on. Every worker is told
+    /// of it, and runs its messages once it says it can.
+    pub(super) fn on_reload(&mut self, version: crate::catalog::version::Versioned) {
+        tracing::info!(version = version.number, digest = %version.digest, "catalog version added: new requests run on it");
+        let offer = crate::wire::catalogs::Offer {
+            version: version.number,
+            digest: version.digest.clone(),
+            sources: Some((*version.sources).clone()),
+        };
+        self.catalogs.insert(version);
+        let workers: Vec<WorkerId> = self.table.workers().cloned().collect();
+        for worker in workers {
+            let mut frames = crate::wire::catalogs::offer(&offer);
+            frames.push_front(worker.clone());
+            self.emit(Effect::ToWorker(worker, frames));
         }
     }
 

@@ -151,6 +151,17 @@ pub struct Envelope {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The version of the node's catalog (flows and mappings) the request
+    /// runs on (`docs/reload.md`): set by the Subject when it accepts the
+    /// request, whatever a service wrote there, and kept by every message
+    /// of its flow and its result. 0, and left out on the wire, before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub catalog: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn protocol_version() -> u8 {
@@ -195,6 +206,7 @@ impl Envelope {
             tracestate: String::new(),
             status: Status::Ok,
             error: None,
+            catalog: 0,
         }
     }
 
@@ -317,11 +329,11 @@ mod codec {
     }
 
     /// The most bytes [`encode`] writes besides the string fields' bytes
-    /// and the `error` map: every key (132 bytes), a map16 header (3), a
+    /// and the `error` map: every key (140 bytes), a map16 header (3), a
     /// header of at most 5 bytes for each of the ten string fields, the
     /// longest `kind` and `status` names, integers at their widest (a test
     /// checks that an envelope with all of these fits).
-    pub(super) const FIXED_MAX: usize = 240;
+    pub(super) const FIXED_MAX: usize = 253;
 
     /// Appends `e` as rmp-serde's `to_vec_named` would write it: a map of
     /// the fields in declaration order, `error` only when present.
@@ -333,7 +345,8 @@ mod codec {
             + u8::from(!e.operator.is_empty())
             + u8::from(!e.traceparent.is_empty())
             + u8::from(!e.tracestate.is_empty())
-            + u8::from(e.error.is_some());
+            + u8::from(e.error.is_some())
+            + u8::from(e.catalog != 0);
         // Up to 15 entries fit a fixmap; more take a map16 (rmp writes the
         // smallest form).
         if entries < 16 {
@@ -394,6 +407,10 @@ mod codec {
             // Error results are rare: serde writes the nested map. Writing
             // strings and integers into a Vec cannot fail.
             let _ = rmp_serde::encode::write_named(out, error);
+        }
+        if e.catalog != 0 {
+            str(out, "catalog");
+            uint(out, u64::from(e.catalog));
         }
     }
 
@@ -463,8 +480,8 @@ mod codec {
     pub(super) fn decode(bytes: &[u8]) -> Option<Envelope> {
         let mut r = Reader { bytes };
         let entries = r.map_len()?;
-        // Eighteen known keys, each at most once.
-        if entries > 18 {
+        // Nineteen known keys, each at most once.
+        if entries > 19 {
             return None;
         }
         let mut e = Envelope::request(String::new(), String::new());
@@ -490,6 +507,7 @@ mod codec {
                 "operator" => 15,
                 "traceparent" => 16,
                 "tracestate" => 17,
+                "catalog" => 18,
                 _ => return None,
             };
             if seen & (1 << field) != 0 {
@@ -532,6 +550,7 @@ mod codec {
                 15 => r.str()?.clone_into(&mut e.operator),
                 16 => r.str()?.clone_into(&mut e.traceparent),
                 17 => r.str()?.clone_into(&mut e.tracestate),
+                18 => e.catalog = u32::try_from(r.uint()?).ok()?,
                 _ => {
                     e.status = match r.str()? {
                         "ok" => Status::Ok,
@@ -717,6 +736,7 @@ mod tests {
         (e.origin, e.ack, e.order_key) = (long.clone(), true, long.clone());
         (e.operator, e.traceparent, e.tracestate) = (long.clone(), long.clone(), long);
         e.status = Status::Unknown;
+        e.catalog = u32::MAX;
         let bytes = e.encode();
         assert_eq!(bytes, rmp_serde::to_vec_named(&e).unwrap());
         assert!(
@@ -784,6 +804,7 @@ mod tests {
                         text.clone(),
                     ],
                     text,
+                    any::<u32>(),
                 ),
             )
                 .prop_map(
@@ -791,7 +812,7 @@ mod tests {
                         (v, kind, id, flow, step),
                         (key, service, reply_to, attempt),
                         (created_us, accepted_us, status, error, origin, ack, order_key, operator),
-                        (traceparent, tracestate),
+                        (traceparent, tracestate, catalog),
                     )| {
                         let mut e = Envelope {
                             v,
@@ -813,6 +834,7 @@ mod tests {
                             tracestate,
                             status: STATUSES[status],
                             error: None,
+                            catalog,
                         };
                         if error {
                             e = e.into_error(ErrorCode::Other(7000), "boom");

@@ -11,6 +11,7 @@
 //! Decoding separates a message that is *incomplete* (wrong frame count)
 //! from one that is *invalid* (a frame that does not decode).
 
+pub mod catalogs;
 pub mod envelope;
 pub mod error_code;
 pub mod payload;
@@ -50,13 +51,18 @@ pub enum WireError {
     UnknownCommand(String),
     #[error("the READY frame does not decode: {0}")]
     InvalidReady(#[source] rmp_serde::decode::Error),
+    #[error("the {0} frame does not decode: {1}")]
+    InvalidBody(&'static str, #[source] rmp_serde::decode::Error),
 }
 
-/// `READY`: a worker announces itself and how many messages it takes at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `READY`: a worker announces itself, how many messages it takes at
+/// once, and the digests of the catalogs it has loaded ([`catalogs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ready {
     pub credits: u32,
     pub pid: u32,
+    #[serde(default)]
+    pub catalogs: Vec<String>,
 }
 
 /// What a worker sends to the Subject.
@@ -64,6 +70,8 @@ pub struct Ready {
 pub enum FromWorker {
     Ready(Ready),
     Results(Vec<Message>),
+    /// The catalog versions it can run ([`catalogs`]).
+    Serves(catalogs::Serves),
     Heartbeat,
 }
 
@@ -72,6 +80,8 @@ pub enum FromWorker {
 pub enum ToWorker {
     /// A batch; items that do not decode are errors in place.
     Work(Vec<Result<Message, WireError>>),
+    /// A catalog version ([`catalogs`]).
+    Catalog(Box<catalogs::Offer>),
     Heartbeat,
 }
 
@@ -161,8 +171,8 @@ pub fn decode_topic_message(frames: &ZmqMessage) -> Result<(Bytes, Message), Wir
     Ok((topic.clone(), Message::decode_pair(envelope, payload)?))
 }
 
-/// `[READY, {credits, pid}]`.
-pub fn ready(ready: Ready) -> ZmqMessage {
+/// `[READY, {credits, pid, catalogs}]`.
+pub fn ready(ready: &Ready) -> ZmqMessage {
     let body = rmp_serde::to_vec_named(&ready).unwrap_or_default();
     frames_to_message(vec![Bytes::from_static(READY), Bytes::from(body)])
 }
@@ -218,6 +228,9 @@ pub fn decode_to_worker(frames: &ZmqMessage) -> Result<ToWorker, WireError> {
     match frames.get(0).map(|f| f.as_ref()) {
         Some(WORK) => decode_batch(frames.len(), |i| frames.get(i)).map(ToWorker::Work),
         Some(HEARTBEAT) => Ok(ToWorker::Heartbeat),
+        Some(catalogs::CATALOG) => {
+            body(frames.get(1), "CATALOG").map(|offer| ToWorker::Catalog(Box::new(offer)))
+        }
         other => Err(unknown(other)),
     }
 }
@@ -236,6 +249,9 @@ pub fn decode_from_worker(frames: &[Bytes]) -> Result<(FromWorker, Vec<WireError
             Ok((FromWorker::Ready(ready), Vec::new()))
         }
         Some(HEARTBEAT) => Ok((FromWorker::Heartbeat, Vec::new())),
+        Some(catalogs::SERVES) => {
+            body(frames.get(1), "SERVES").map(|serves| (FromWorker::Serves(serves), Vec::new()))
+        }
         Some(RESULT) => {
             let mut good = Vec::new();
             let mut bad = Vec::new();
@@ -249,6 +265,18 @@ pub fn decode_from_worker(frames: &[Bytes]) -> Result<(FromWorker, Vec<WireError
         }
         other => Err(unknown(other)),
     }
+}
+
+/// The body frame of a two-frame command.
+fn body<T: serde::de::DeserializeOwned>(
+    frame: Option<&Bytes>,
+    command: &'static str,
+) -> Result<T, WireError> {
+    let frame = frame.ok_or(WireError::Incomplete {
+        expected: "2 (command, body)",
+        got: 1,
+    })?;
+    zmanager_sdk::decode(frame).map_err(|e| WireError::InvalidBody(command, e))
 }
 
 fn unknown(command: Option<&[u8]>) -> WireError {
@@ -321,9 +349,10 @@ mod tests {
 
     #[test]
     fn ready_round_trips_and_garbage_is_refused() {
-        let frames: Vec<Bytes> = ready(Ready {
+        let frames: Vec<Bytes> = ready(&Ready {
             credits: 64,
             pid: 7,
+            catalogs: vec!["ab".into()],
         })
         .iter()
         .cloned()
@@ -335,7 +364,8 @@ mod tests {
             r,
             Ready {
                 credits: 64,
-                pid: 7
+                pid: 7,
+                catalogs: vec!["ab".into()],
             }
         );
         assert!(matches!(

@@ -15,8 +15,9 @@
 //! step and its key, the component action and the attempt. Untraced, no
 //! span is made.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use zmanager_sdk::{Context, ErrorKind, Request, panic_message};
@@ -25,26 +26,114 @@ use crate::catalog::action_key::ActionKey;
 use crate::catalog::{Catalog, StepRole};
 use crate::components::registry::Registry;
 use crate::wire::Message;
+use crate::wire::catalogs::{Offer, Serves};
 use crate::wire::envelope::Kind;
 use crate::wire::error_code::ErrorCode;
 use crate::wire::trace_context::TraceParent;
 
 /// Runs messages through flows with the components of a registry (linked
-/// and loaded).
+/// and loaded), each on the catalog version it was accepted under.
 #[derive(Debug, Clone)]
 pub struct Executor {
-    catalog: Arc<Catalog>,
-    registry: Registry,
+    book: Book,
     traced: bool,
+}
+
+/// The catalog versions a worker knows (`docs/reload.md`): its own, read
+/// at start, and those the Subject offered it, by number. Shared between
+/// the socket task, which takes offers, and the action thread.
+#[derive(Debug, Clone)]
+pub struct Book {
+    /// Its own catalog and that catalog's digest (empty: not known, as in
+    /// tests that build a catalog in memory).
+    own: (String, Arc<Catalog>),
+    versions: Arc<RwLock<HashMap<u32, Arc<Catalog>>>>,
+    registry: Registry,
+}
+
+impl Book {
+    /// The digests of the catalogs it has (what `READY` lists).
+    pub fn digests(&self) -> Vec<String> {
+        let (digest, _) = &self.own;
+        if digest.is_empty() {
+            Vec::new()
+        } else {
+            vec![digest.clone()]
+        }
+    }
+
+    /// Takes `offer`: the version is its own catalog (same digest), or the
+    /// catalog its files build, if they build without error with this
+    /// worker's components. Says what it can run now.
+    pub fn accept(&self, offer: Offer) -> Serves {
+        let version = offer.version;
+        let catalog = if offer.digest == self.own.0 && !offer.digest.is_empty() {
+            Ok(Arc::clone(&self.own.1))
+        } else if let Some(sources) = offer.sources {
+            let (catalog, mut diagnostics) = sources.build();
+            self.registry.check(&catalog, &mut diagnostics);
+            if diagnostics.has_errors() {
+                Err(diagnostics.to_string())
+            } else {
+                Ok(Arc::new(catalog))
+            }
+        } else {
+            Err(format!(
+                "offered without its files, and this worker's own catalog is another ({})",
+                self.own.0
+            ))
+        };
+        let mut versions = self
+            .versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut serves = Serves::default();
+        match catalog {
+            Ok(catalog) => {
+                versions.insert(version, catalog);
+            }
+            Err(why) => serves.refused.push((version, why)),
+        }
+        serves.versions = versions.keys().copied().collect();
+        serves.versions.sort_unstable();
+        serves
+    }
+
+    /// The catalog of version `number` (`0`: its own).
+    fn get(&self, number: u32) -> Option<Arc<Catalog>> {
+        if number == 0 {
+            return Some(Arc::clone(&self.own.1));
+        }
+        self.versions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&number)
+            .cloned()
+    }
 }
 
 impl Executor {
     pub fn new(catalog: Arc<Catalog>, registry: Registry) -> Self {
         Self {
-            catalog,
-            registry,
+            book: Book {
+                own: (String::new(), catalog),
+                versions: Arc::default(),
+                registry,
+            },
             traced: false,
         }
+    }
+
+    /// Its own catalog is the one of `digest` ([`Sources::digest`](crate::catalog::version::Sources::digest)).
+    #[must_use]
+    pub fn with_digest(mut self, digest: String) -> Self {
+        self.book.own.0 = digest;
+        self
+    }
+
+    /// The versions it knows, to take the Subject's offers into.
+    pub fn book(&self) -> Book {
+        self.book.clone()
     }
 
     /// Runs each action of a sampled message in an `action` span (see the
@@ -62,7 +151,14 @@ impl Executor {
             mut payload,
         } = message;
         envelope.kind = Kind::Result;
-        let Some(routed) = self.catalog.flow(&envelope.flow) else {
+        let Some(catalog) = self.book.get(envelope.catalog) else {
+            let text = format!(
+                "this worker was not told of catalog version {}",
+                envelope.catalog
+            );
+            return Message::new(envelope.into_error(ErrorCode::UnknownFlow, text), payload);
+        };
+        let Some(routed) = catalog.flow(&envelope.flow) else {
             let text = format!("this worker has no flow {:?}", envelope.flow);
             return Message::new(envelope.into_error(ErrorCode::UnknownFlow, text), payload);
         };
@@ -80,7 +176,7 @@ impl Executor {
             envelope.step = u32::try_from(step).unwrap_or(u32::MAX);
             set_key(&mut envelope.key, &flow_step.key);
             let key = &envelope.key;
-            let Some(component) = self.registry.get(&target.component) else {
+            let Some(component) = self.book.registry.get(&target.component) else {
                 let text = format!(
                     "`{key}` maps to {target}, but no component {} is linked or loaded",
                     target.component

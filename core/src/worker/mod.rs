@@ -37,7 +37,7 @@ use zeromq::ZmqMessage;
 use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
 use crate::wire::envelope::now_us;
 use crate::wire::{self, Message, Ready, ToWorker};
-use crate::worker::executor::Executor;
+use crate::worker::executor::{Book, Executor};
 
 /// The exit status of a worker that gave itself up over a stuck action.
 pub const EXIT_STUCK: i32 = 70;
@@ -172,6 +172,7 @@ pub async fn run(
     executor: Executor,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let book = executor.book();
     let mut actions = Actions::start(executor);
     let mut serving = Serving(options.report_serving);
     let mut delay = Duration::from_millis(100);
@@ -180,7 +181,7 @@ pub async fn run(
         // Connecting may wait for a Subject that is not there; a worker asked
         // to stop (its node gone) does not wait for it.
         let connected = tokio::select! {
-            connected = connect(&options, &identity) => connected?,
+            connected = connect(&options, &identity, book.digests()) => connected?,
             () = shutdown.cancelled(), if actions.outstanding == 0 => return Ok(()),
         };
         match connected {
@@ -190,6 +191,7 @@ pub async fn run(
                     socket,
                     &options,
                     &identity,
+                    &book,
                     &mut actions,
                     &mut serving,
                     &shutdown,
@@ -220,6 +222,7 @@ pub async fn run(
 async fn connect(
     options: &WorkerOptions,
     identity: &str,
+    catalogs: Vec<String>,
 ) -> Result<Option<AsyncSocket>, WorkerError> {
     // libzmq reserves routing ids starting with a zero byte.
     if identity.is_empty() || identity.len() > 255 || identity.starts_with('\0') {
@@ -237,8 +240,9 @@ async fn connect(
     let ready = Ready {
         credits: options.credits,
         pid: std::process::id(),
+        catalogs,
     };
-    match timeout(options.liveness, send(&mut socket, &wire::ready(ready))).await {
+    match timeout(options.liveness, send(&mut socket, &wire::ready(&ready))).await {
         Ok(Ok(())) => {
             tracing::info!(%identity, endpoint = %options.endpoint, credits = options.credits, curve = options.keys.is_some(), "worker ready");
             Ok(Some(socket))
@@ -263,6 +267,7 @@ async fn serve(
     mut socket: AsyncSocket,
     options: &WorkerOptions,
     identity: &str,
+    book: &Book,
     actions: &mut Actions,
     serving: &mut Serving,
     shutdown: &CancellationToken,
@@ -300,6 +305,17 @@ async fn serve(
                         }
                     }
                     Ok(ToWorker::Heartbeat) => {}
+                    // Taken before any work of its version, which the
+                    // Subject sends after it on this socket.
+                    Ok(ToWorker::Catalog(offer)) => {
+                        let version = offer.version;
+                        let serves = book.accept(*offer);
+                        tracing::info!(version, serves = ?serves.versions, refused = serves.refused.len(), "catalog version offered");
+                        if timeout(send_limit, send(&mut socket, &wire::catalogs::serves(&serves))).await.is_err() {
+                            tracing::warn!("telling the Subject the catalogs it serves timed out; reconnecting");
+                            break Ended::Lost;
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, "dropping a message that is not for a worker"),
                 }
             }
