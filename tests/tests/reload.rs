@@ -60,9 +60,9 @@ impl Catalog {
     fn new() -> Self {
         let dir = temp::dir("reload-catalog");
         let (flows, mappings) = (dir.path().join("flows"), dir.path().join("mappings"));
-        std::fs::create_dir_all(&flows).unwrap();
-        std::fs::create_dir_all(&mappings).unwrap();
-        std::fs::write(flows.join("versioned.ini"), FLOWS).unwrap();
+        std::fs::create_dir_all(&flows).expect("a flows directory");
+        std::fs::create_dir_all(&mappings).expect("a mappings directory");
+        std::fs::write(flows.join("versioned.ini"), FLOWS).expect("the flows");
         let catalog = Self {
             _dir: dir,
             flows,
@@ -73,7 +73,8 @@ impl Catalog {
     }
 
     fn set_middle(&self, action: &str) {
-        std::fs::write(self.mappings.join("versioned.ini"), mappings(action)).unwrap();
+        std::fs::write(self.mappings.join("versioned.ini"), mappings(action))
+            .expect("the mappings");
     }
 
     fn dirs(&self) -> (&Path, &Path) {
@@ -107,7 +108,6 @@ fn reload(node: &TestNode, extra: &[&str]) -> std::process::Output {
 /// Sends `ids` into `flow` asking for an acknowledgement, and returns
 /// once the node accepted every one (results that come first count).
 async fn send_accepted(
-    node: &TestNode,
     client: &mut RawClient,
     flow: &str,
     ids: &[String],
@@ -117,7 +117,7 @@ async fn send_accepted(
         let mut envelope = client.envelope(id, flow);
         envelope.ack = true;
         client
-            .send(&envelope, msgpack(&json!({ "ms": 2, "id": id })))
+            .send(&envelope, msgpack(&json!({ "ms": 5, "id": id })))
             .await;
     }
     let mut accepted = BTreeSet::new();
@@ -171,15 +171,14 @@ fn reload_under_load(kill: bool) {
     let rt = runtime();
     rt.block_on(async {
         let mut client = RawClient::connect(&node.endpoints, "load").await;
-        send_accepted(&node, &mut client, "Waiting", &waiting, &mut results).await;
-        send_accepted(&node, &mut client, "Versioned", &before, &mut results).await;
+        send_accepted(&mut client, "Waiting", &waiting, &mut results).await;
+        send_accepted(&mut client, "Versioned", &before, &mut results).await;
 
         // 2,000 accepted; most not finished, 200 waiting for an answer.
         let held: Value = Http::of(&node).get("/v1/overview", &[]).json();
         let holding = &held["holding"];
-        let unfinished = holding["pending"].as_u64().unwrap()
-            + holding["in_flight"].as_u64().unwrap()
-            + holding["at_async"].as_u64().unwrap();
+        let count = |key: &str| holding[key].as_u64().unwrap_or(0);
+        let unfinished = count("pending") + count("in_flight") + count("at_async");
         assert!(unfinished >= 1000, "the reload comes under load: {holding}");
         assert_eq!(holding["at_async"], 200, "{holding}");
 
@@ -196,7 +195,7 @@ fn reload_under_load(kill: bool) {
             said.contains("step 2 ?Versioned?middle: Probe.echo -> Probe.count"),
             "{said}"
         );
-        send_accepted(&node, &mut client, "Versioned", &after, &mut results).await;
+        send_accepted(&mut client, "Versioned", &after, &mut results).await;
 
         if kill {
             node.signal("KILL");
@@ -245,7 +244,7 @@ fn reload_under_load(kill: bool) {
                     };
                     let envelope = client.envelope(id, flow);
                     client
-                        .send(&envelope, msgpack(&json!({ "ms": 2, "id": id })))
+                        .send(&envelope, msgpack(&json!({ "ms": 5, "id": id })))
                         .await;
                 }
                 last_resend = Instant::now();
