@@ -20,6 +20,10 @@ pub mod envelope;
 pub mod error_code;
 pub mod topic;
 
+/// Decodes MessagePack nested at most [`MAX_DEPTH`] deep: what every value
+/// from the network goes through (a payload, say: `wire::decode(&reply.payload)`).
+pub use zmanager_sdk::{MAX_DEPTH, decode};
+
 use bytes::Bytes;
 
 use crate::wire::envelope::{Envelope, ReplyAddress};
