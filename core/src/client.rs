@@ -16,3 +16,21 @@ impl From<&config::Endpoints> for Endpoints {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node listens where a client connects by default: both take the
+    /// client crate's defaults.
+    #[test]
+    fn the_node_s_default_endpoints_are_the_client_s() {
+        let node = config::Endpoints::default();
+        assert_eq!(Endpoints::from(&node), Endpoints::default());
+        let options = ServiceOptions::with_endpoints("t", &node);
+        assert_eq!(
+            (options.intake.as_str(), options.publish.as_str()),
+            (DEFAULT_INTAKE, DEFAULT_PUBLISH)
+        );
+    }
+}

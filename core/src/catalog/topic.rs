@@ -57,7 +57,7 @@ mod tests {
     }
 
     #[test]
-    fn results_topic_is_the_done_key_s() {
+    fn the_results_topic_is_that_of_the_done_key() {
         assert_eq!(Topic::results("F"), Topic::new("F", &key("??done")));
     }
 }
