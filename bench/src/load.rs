@@ -2,7 +2,7 @@
 //!
 //! It speaks the wire protocol (`docs/protocol.md`) with raw sockets, as a
 //! client in any language would — PUSH to the intake, SUB on its own reply
-//! topic — not through [`zmanager::client::Service`], so what it measures is
+//! topic — not through [`zmanager_client::Service`], so what it measures is
 //! the node, not the Rust client's bookkeeping. One task owns both sockets:
 //! it keeps `in_flight` requests outstanding, and each result it reads is
 //! timed (send to receipt, monotonic clock) and replaced by a new request.
@@ -18,8 +18,8 @@ use zeromq::{PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocke
 
 use super::BenchError;
 use super::histogram::{Histogram, Sparse};
-use zmanager::catalog::topic::Topic;
-use zmanager::wire::envelope::{Envelope, Kind, Status, now_us};
+use zmanager_client::wire::envelope::{Envelope, Kind, Status, now_us};
+use zmanager_client::wire::topic::Topic;
 
 /// A run gives up when no result arrives for this long.
 pub const STALL: Duration = Duration::from_secs(15);

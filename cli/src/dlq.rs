@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use zmanager::client::{Service, ServiceOptions};
 use zmanager::dead_letter::replay::{self, Settled};
 use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
+use zmanager_client::{Service, ServiceOptions};
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
 use crate::replay::{Recorded, operator_cookie};

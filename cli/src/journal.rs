@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use tokio::sync::oneshot;
-use zmanager::client::{Service, ServiceOptions};
 use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
+use zmanager_client::{Service, ServiceOptions};
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
 use crate::replay::{Recorded, Replayed, json, operator_cookie, replay};

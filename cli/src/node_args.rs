@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use zmanager::client::ServiceOptions;
 use zmanager::node::config::NodeConfig;
 use zmanager::security::{read_key_file, read_public_key, z85};
 use zmanager::transport::ClientKeys;
+use zmanager_client::ServiceOptions;
 
 /// `--config`: the node's configuration file.
 #[derive(Debug, clap::Args)]

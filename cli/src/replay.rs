@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use zmanager::client::{Service, ServiceError};
 use zmanager::security::operator::OperatorCookie;
+use zmanager_client::{Service, ServiceError};
 
 /// How a replay ended, and its payloads as JSON text: the node's own
 /// (`POST /v1/dead-letters/{seq}/replay` tells the same).

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zmanager::client::{Service, ServiceError, describe_failure};
+use zmanager_client::{Service, ServiceError, describe_failure};
 
 use crate::node_args::NodeArgs;
 

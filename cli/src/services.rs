@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zmanager::client::Service;
 use zmanager::services::durable::DurableInfo;
 use zmanager::services::management;
 use zmanager::services::registry::{self, ServiceInfo};
 use zmanager::services::steps::StepsInfo;
+use zmanager_client::Service;
 
 use crate::node_args::NodeArgs;
 

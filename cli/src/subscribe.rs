@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use zmanager::client::{Service, Subscription};
+use zmanager_client::{Service, Subscription};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -33,7 +33,7 @@ pub(crate) struct Args {
 }
 
 /// One published message as a line.
-fn line(topic: &str, e: &zmanager::wire::envelope::Envelope, payload: &[u8]) -> String {
+fn line(topic: &str, e: &zmanager_client::wire::envelope::Envelope, payload: &[u8]) -> String {
     let shown = zmanager_sdk::decode::<serde_json::Value>(payload).map_or_else(
         |e| format!("<{} bytes: {e}>", payload.len()),
         |v| v.to_string(),

@@ -29,6 +29,11 @@
 //! one MessagePack value nested at most so deep ([`wire::payload`]); the
 //! stable numbers of error results ([`wire::error_code`]); the W3C trace
 //! context a request carries through its flow ([`wire::trace_context`]).
+//! What services share with the node — the envelope, error codes, a
+//! service's frames, topics, the registry's payloads, CURVE keys, the
+//! libzmq socket adapter — is defined in the client crate,
+//! [`zmanager_client`] (`clients/rust/`), and re-exported here under these
+//! paths.
 //!
 //! The node (`docs/architecture.md` says why it is built this way):
 //! - [`node`]: one node: binds the sockets, starts everything, stops it in
@@ -73,9 +78,11 @@
 //!   loaded from shared libraries.
 //!
 //! Services:
-//! - [`client`]: the Rust client: requests as futures, subscriptions,
-//!   registration and heartbeats, answers to `@ASYNC` steps, steps given to
-//!   the service, durable subscriptions.
+//! - [`client`]: the Rust client, re-exported from its own crate,
+//!   `zmanager-client` (`clients/rust/`), which a service depends on
+//!   without the node: requests as futures, subscriptions, registration
+//!   and heartbeats, answers to `@ASYNC` steps, steps given to the
+//!   service, durable subscriptions.
 //!
 //! The `zmanager` command is the `zmanager-cli` crate (`cli/`), and its
 //! whole-system benchmark, `zmanager bench`, the `zmanager-bench` crate

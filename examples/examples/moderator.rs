@@ -18,9 +18,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use zmanager::client::{Service, ServiceOptions, StepError};
-use zmanager::node::config::Endpoints;
-use zmanager::wire::error_code::ErrorCode;
+use zmanager_client::{Endpoints, ErrorCode, Published, Service, ServiceOptions, StepError};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -30,9 +28,8 @@ async fn main() -> anyhow::Result<()> {
     let endpoints = Endpoints {
         intake: args.next().unwrap_or(defaults.intake),
         publish: args.next().unwrap_or(defaults.publish),
-        ..Endpoints::default()
     };
-    let mut options = ServiceOptions::with_endpoints("moderator", &endpoints);
+    let mut options = ServiceOptions::with_endpoints("moderator", endpoints);
     // The name the node's `[services]` mapping gives the step to.
     options.id = Some("moderator".into());
     let service = Arc::new(Service::connect(options).await?);
@@ -55,8 +52,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Approves a text, or refuses it if it is spam.
-async fn moderate(step: zmanager::client::Published) -> Result<Bytes, StepError> {
-    let text: String = zmanager_sdk::decode(&step.payload)?;
+async fn moderate(step: Published) -> Result<Bytes, StepError> {
+    let text: String = zmanager_client::wire::decode(&step.payload)?;
     if text.contains("spam") {
         return Err(StepError {
             code: ErrorCode::ActionFailed,

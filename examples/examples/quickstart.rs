@@ -10,8 +10,7 @@
 //! Arguments: `[COUNT] [INTAKE] [PUBLISH]` (defaults: 5 and the node's
 //! default endpoints).
 
-use zmanager::client::{Service, ServiceOptions};
-use zmanager::node::config::Endpoints;
+use zmanager_client::{Endpoints, Service, ServiceOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,13 +20,11 @@ async fn main() -> anyhow::Result<()> {
     let endpoints = Endpoints {
         intake: args.next().unwrap_or(defaults.intake),
         publish: args.next().unwrap_or(defaults.publish),
-        ..Endpoints::default()
     };
 
     // Connecting completes a handshake: our reply topic is live before we
     // send anything, and only our own results are delivered to us.
-    let service =
-        Service::connect(ServiceOptions::with_endpoints("quickstart", &endpoints)).await?;
+    let service = Service::connect(ServiceOptions::with_endpoints("quickstart", endpoints)).await?;
     println!("service {} connected", service.id());
 
     // Requests run concurrently; each future resolves to its own result.

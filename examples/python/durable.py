@@ -6,7 +6,7 @@ handshake); docs/durable.md says what is promised. The node keeps what it
 publishes on the PREFIXES under the subscription's name, owned by service
 --service-id, until the subscriber acknowledges it; a subscriber that comes
 back under the name gets first what it missed, then what comes. The Rust
-twin is `Service::subscribe_durable` (core/src/client/durable.rs).
+twin is `Service::subscribe_durable` (clients/rust/src/service/durable.rs).
 
 1. SUBscribe to the subscription's topic `@reply~ID~durable-NAME~` and
    connect a PUSH socket to the intake;

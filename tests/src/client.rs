@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use zeromq::{PushSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 use zmanager::node::config::Endpoints;
-use zmanager::wire::envelope::{Envelope, Kind};
+use zmanager_client::wire::envelope::{Envelope, Kind};
 
 /// A message received on the reply topic.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use zmanager::wire::envelope::Status;
+use zmanager_client::wire::envelope::Status;
 
 use crate::checker::{Checker, Report};
 use crate::client::RawClient;

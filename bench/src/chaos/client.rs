@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use zeromq::{PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 use crate::BenchError;
-use zmanager::wire::envelope::{Envelope, Kind};
+use zmanager_client::wire::envelope::{Envelope, Kind};
 
 /// Frames waiting to be pushed, at most.
 const PUSH_QUEUE: usize = 4096;

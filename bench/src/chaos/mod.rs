@@ -43,11 +43,11 @@ use self::client::Connection;
 use self::payload::Payloads;
 use crate::BenchError;
 use crate::process::{self, Node, TempDir};
-use zmanager::catalog::topic::Topic;
 use zmanager::node::config::NodeConfig;
 use zmanager::ordering::OrderBy;
-use zmanager::wire::envelope::{Envelope, Kind, Status, now_us};
-use zmanager::wire::error_code::ErrorCode;
+use zmanager_client::wire::envelope::{Envelope, Kind, Status, now_us};
+use zmanager_client::wire::error_code::ErrorCode;
+use zmanager_client::wire::topic::Topic;
 
 /// How often the driver looks at the clock (faults, resends, progress).
 const TICK: Duration = Duration::from_millis(50);

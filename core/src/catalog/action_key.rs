@@ -85,15 +85,9 @@ impl fmt::Display for Field {
 }
 
 /// Characters allowed in names (of flows, services, subscribers) and in
-/// every field of an action key: letters, digits, `_`, `-` and `.`. Keys
-/// also take `^` ([`is_key_char`]).
-///
-/// Excluded on purpose: the key's own separators (`?`, `@`), the topic
-/// separator `~`, the INI delimiters (`=`, `:`, `;`, `#`), whitespace and
-/// control characters.
-pub fn is_field_char(ch: char) -> bool {
-    ch.is_alphanumeric() || matches!(ch, '_' | '-' | '.')
-}
+/// every field of an action key; defined with the wire protocol's topics,
+/// which are made of them.
+pub use zmanager_client::wire::topic::is_field_char;
 
 /// Characters allowed in the fields of an action key: those of
 /// [`is_field_char`], and `^`.

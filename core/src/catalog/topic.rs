@@ -1,108 +1,34 @@
 //! Topics: what a message is published on, derived from its flow and key.
 //!
-//! The shape is DigitalPy's, so its users recognise it:
-//!
-//! ```text
-//! flow~decorator~sender~context~action
-//! ```
-//!
-//! A flow's results are published on `Flow~~~~done` (the key `??done`). The
-//! topic is the first frame of every published message, so a subscriber can
-//! filter by prefix: `Flow~` receives everything of one flow, `Flow~~~~done`
-//! every result of that flow.
-
-use std::fmt;
+//! The shape is DigitalPy's (`flow~decorator~sender~context~action`), and
+//! it is part of the wire protocol, so it is defined once, in the client
+//! crate ([`zmanager_client::wire::topic`]), and re-exported here: a
+//! flow's results are published on `Flow~~~~done`, a service's on its
+//! reply topic `@reply~<id>~`. Here: an [`ActionKey`] gives the parts of
+//! the topic of its step.
 
 use crate::catalog::action_key::ActionKey;
 
-/// The separator between a topic's parts.
-pub const SEPARATOR: char = '~';
+pub use zmanager_client::wire::topic::{
+    KeyParts, SEPARATOR, Topic, TopicError, reply_topic, starts_with_reply_topic,
+};
 
-/// A topic's five parts. Any part may be empty.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Topic {
-    pub flow: String,
-    pub decorator: String,
-    pub sender: String,
-    pub context: String,
-    pub action: String,
-}
-
-/// Why a string is not a topic.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TopicError {
-    #[error("empty topic (expected `flow~decorator~sender~context~action`)")]
-    Empty,
-    #[error("a topic has at most 5 `~`-separated parts, found {found}")]
-    TooManyParts { found: usize },
-}
-
-impl Topic {
-    /// The topic of `key` within `flow`.
-    pub fn new(flow: &str, key: &ActionKey) -> Self {
-        Self {
-            flow: flow.to_owned(),
-            decorator: key.decorator_name().to_owned(),
-            sender: key.sender().to_owned(),
-            context: key.context().to_owned(),
-            action: key.action().to_owned(),
-        }
+impl KeyParts for ActionKey {
+    fn decorator_name(&self) -> &str {
+        ActionKey::decorator_name(self)
     }
 
-    /// The topic on which `flow` publishes its results: `Flow~~~~done`.
-    pub fn results(flow: &str) -> Self {
-        Self {
-            flow: flow.to_owned(),
-            action: "done".to_owned(),
-            ..Self::default()
-        }
+    fn sender(&self) -> &str {
+        ActionKey::sender(self)
     }
 
-    /// Parses `flow~decorator~sender~context~action`. Missing trailing parts
-    /// are empty (`config~~source` has an empty context and action), as in
-    /// DigitalPy; an empty string or more than five parts is an error.
-    pub fn parse(text: &str) -> Result<Self, TopicError> {
-        if text.is_empty() {
-            return Err(TopicError::Empty);
-        }
-        let parts: Vec<&str> = text.split(SEPARATOR).collect();
-        if parts.len() > 5 {
-            return Err(TopicError::TooManyParts { found: parts.len() });
-        }
-        let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-        Ok(Self {
-            flow: part(0),
-            decorator: part(1),
-            sender: part(2),
-            context: part(3),
-            action: part(4),
-        })
+    fn context(&self) -> &str {
+        ActionKey::context(self)
     }
-}
 
-impl fmt::Display for Topic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}~{}~{}~{}~{}",
-            self.flow, self.decorator, self.sender, self.context, self.action
-        )
+    fn action(&self) -> &str {
+        ActionKey::action(self)
     }
-}
-
-/// The reply topic of service `id`: `@reply~<id>~`, where the node
-/// publishes the results of its requests.
-pub fn reply_topic(id: &str) -> String {
-    format!("@reply~{id}~")
-}
-
-/// True when `topic` starts with `id`'s reply topic (without building it).
-pub fn starts_with_reply_topic(topic: &[u8], id: &str) -> bool {
-    topic
-        .strip_prefix(b"@reply~")
-        .and_then(|rest| rest.strip_prefix(id.as_bytes()))
-        .is_some_and(|rest| rest.first() == Some(&b'~'))
 }
 
 #[cfg(test)]
@@ -128,36 +54,10 @@ mod tests {
     #[test]
     fn empty_key_gives_separators_only() {
         assert_eq!(Topic::new("", &key("??")).to_string(), "~~~~");
-        assert_eq!(Topic::default().to_string(), "~~~~");
     }
 
     #[test]
-    fn results_topic() {
-        assert_eq!(
-            Topic::results("IAMConnection").to_string(),
-            "IAMConnection~~~~done"
-        );
+    fn the_results_topic_is_that_of_the_done_key() {
         assert_eq!(Topic::results("F"), Topic::new("F", &key("??done")));
-    }
-
-    #[test]
-    fn missing_parts_are_empty() {
-        let topic = Topic::parse("config~~source").unwrap();
-        assert_eq!(topic.flow, "config");
-        assert_eq!(topic.sender, "source");
-        assert_eq!(topic.context, "");
-        assert_eq!(topic.action, "");
-        assert_eq!(topic.to_string(), "config~~source~~");
-    }
-
-    #[test]
-    fn parse_round_trips_and_rejects_bad_input() {
-        let text = "F~PUBLISH~Subject~Ctx~get";
-        assert_eq!(Topic::parse(text).unwrap().to_string(), text);
-        assert_eq!(Topic::parse(""), Err(TopicError::Empty));
-        assert_eq!(
-            Topic::parse("a~b~c~d~e~f"),
-            Err(TopicError::TooManyParts { found: 6 })
-        );
     }
 }

@@ -15,9 +15,9 @@ use bytes::Bytes;
 
 use super::{DeadLetter, DeadLetterStore, Replay, StoreError};
 use crate::catalog::Catalog;
-use crate::client::{Outcome, describe_failure};
 use crate::wire::envelope::{ErrorInfo, now_us};
 use crate::wire::error_code::ErrorCode;
+use zmanager_client::{Outcome, describe_failure};
 
 /// A dead letter's message as the request that replays it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,12 +32,12 @@ use super::gateway::{self, location};
 use super::page;
 use super::payload;
 use crate::catalog::topic::reply_topic;
-use crate::client::Outcome;
 use crate::dead_letter::replay::{self, Replayed, Settled};
 use crate::dead_letter::{DeadLetterStore, StoreError, Summary};
 use crate::integration_manager::Watch;
 use crate::wire::Message;
 use crate::wire::envelope::{Envelope, Kind, now_us};
+use zmanager_client::Outcome;
 
 /// How long a replay waits for its result when the request does not say.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);

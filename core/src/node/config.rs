@@ -427,9 +427,9 @@ impl Default for NodeConfig {
 impl Default for Endpoints {
     fn default() -> Self {
         Self {
-            intake: "tcp://127.0.0.1:19030".into(),
+            intake: zmanager_client::DEFAULT_INTAKE.into(),
             workers: "tcp://127.0.0.1:19031".into(),
-            publish: "tcp://127.0.0.1:19034".into(),
+            publish: zmanager_client::DEFAULT_PUBLISH.into(),
         }
     }
 }

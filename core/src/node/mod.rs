@@ -527,8 +527,9 @@ fn worker_args(config: &NodeConfig, endpoint: &str, keys: bool) -> Vec<String> {
     args
 }
 
-/// The largest frame a worker may send: a result's payload.
-pub const WORKER_FRAME_BYTES: usize = 64 << 20;
+/// The largest frame a worker may send: a result's payload (and so the
+/// largest a service takes, which is why the client crate defines it).
+pub const WORKER_FRAME_BYTES: usize = zmanager_client::wire::RESULT_FRAME_BYTES;
 
 /// Binds a socket of `kind` with `limits`; returns it and the endpoint
 /// actually bound (a tcp port 0 is resolved). For ipc, the directory is

@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A CURVE key, 32 bytes (40 characters in Z85).
-pub type Key = [u8; 32];
+/// A key, Z85 and new pairs: the client's side of keys, defined once in
+/// the client crate.
+pub use zmanager_client::keys::{Key, new_pair, parse_key, z85};
 
 /// `[security]` as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -191,38 +192,6 @@ impl std::fmt::Debug for Keys {
             .field("services", &self.services.values().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-/// A key in Z85.
-pub fn z85(key: &Key) -> String {
-    zmq::z85_encode(key).unwrap_or_default()
-}
-
-/// The 85 characters of Z85 (ZeroMQ RFC 32).
-const Z85: &str =
-    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
-
-/// A Z85 key, or what is wrong with it.
-pub fn parse_key(text: &str) -> Result<Key, String> {
-    let text = text.trim();
-    if text.len() != 40 {
-        return Err(format!(
-            "a key is 40 Z85 characters, this is {}",
-            text.len()
-        ));
-    }
-    if let Some(bad) = text.chars().find(|c| !Z85.contains(*c)) {
-        return Err(format!("not Z85: {bad:?} is not a Z85 character"));
-    }
-    let bytes = zmq::z85_decode(text).map_err(|e| format!("not Z85: {e}"))?;
-    Key::try_from(bytes.as_slice()).map_err(|_| "not a 32-byte key".to_owned())
-}
-
-/// A new key pair (public, secret), from libzmq.
-pub fn new_pair() -> Result<(Key, Key), String> {
-    let pair = zmq::CurveKeyPair::new()
-        .map_err(|e| format!("libzmq cannot make CURVE keys ({e}): it was built without CURVE"))?;
-    Ok((pair.public_key, pair.secret_key))
 }
 
 impl SecurityConfig {
@@ -442,20 +411,6 @@ mod tests {
                 .collect(),
             workers: Vec::new(),
         }
-    }
-
-    #[test]
-    fn keys_round_trip_through_z85() {
-        let (public, secret) = new_pair().unwrap();
-        assert_ne!(public, secret);
-        assert_eq!(parse_key(&z85(&public)).unwrap(), public);
-        assert_eq!(z85(&public).len(), 40);
-        assert!(
-            parse_key("short")
-                .unwrap_err()
-                .contains("40 Z85 characters")
-        );
-        assert!(parse_key(&"\"".repeat(40)).unwrap_err().contains("not Z85"));
     }
 
     #[test]

@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Published, Service, ServiceError};
 use crate::services::registry::{self, Registration, ServiceInfo};
 use crate::wire::error_code::ErrorCode;
+use zmanager_client::{Published, Service, ServiceError};
 
 /// The flows answered, and the `@PUBLISH` topic prefix of each.
 pub const FLOWS: [&str; 4] = [

@@ -22,20 +22,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::wire::error_code::ErrorCode;
 
-pub const REGISTER: &str = "ServiceManagement_Register";
-pub const HEARTBEAT: &str = "ServiceManagement_Heartbeat";
-pub const LIST: &str = "ServiceManagement_List";
-pub const ADD_TOPIC: &str = "ServiceManagement_AddTopic";
-pub const REMOVE_TOPIC: &str = "ServiceManagement_RemoveTopic";
-/// The steps given to each service (`[services]`): a list of
-/// [`crate::services::steps::StepsInfo`].
-pub const STEPS: &str = "ServiceManagement_Steps";
-/// The durable subscriptions: a list of [`crate::services::durable::DurableInfo`].
-pub const DURABLES: &str = "ServiceManagement_Durables";
+/// The built-in flows' names and their payloads are the wire protocol's,
+/// defined once in the client crate.
+pub use zmanager_client::registry::{
+    ADD_TOPIC, DURABLES, HEARTBEAT, LIST, REGISTER, REMOVE_TOPIC, Registration, STEPS, ServiceInfo,
+};
 
 /// True for the flows the Subject answers itself.
 pub fn is_builtin(flow: &str) -> bool {
@@ -49,31 +44,6 @@ pub fn is_builtin(flow: &str) -> bool {
         DURABLES,
     ]
     .contains(&flow)
-}
-
-/// A request to the registry (every field optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Registration {
-    #[serde(default, alias = "service")]
-    pub id: String,
-    #[serde(default)]
-    pub topics: Vec<String>,
-    #[serde(default)]
-    pub flows: Vec<String>,
-    #[serde(default)]
-    pub topic: String,
-}
-
-/// What the registry says about a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceInfo {
-    pub id: String,
-    pub topics: Vec<String>,
-    pub flows: Vec<String>,
-    /// `"up"` or `"down"` (no heartbeat for `service_liveness`).
-    pub status: String,
-    /// Milliseconds since its last registration or heartbeat.
-    pub last_seen_ms: u64,
 }
 
 #[derive(Debug)]

@@ -2,8 +2,7 @@
 //! with limits set before it binds, so that nothing a peer sends is
 //! allocated past them.
 //!
-//! Why libzmq and not zmq.rs, which the clients in this crate still use:
-//! zmq.rs reserves a frame's declared length before reading it, so one
+//! Why libzmq and not zmq.rs: zmq.rs reserves a frame's declared length before reading it, so one
 //! frame header announcing 2^62 bytes aborts the process, and it has no
 //! way to bound a handshake or to authenticate a peer. libzmq drops such a
 //! peer at `ZMQ_MAXMSGSIZE`, reaps silent ones at `ZMQ_HANDSHAKE_IVL`, and
@@ -22,15 +21,20 @@
 //! The sockets that connect to a node (its workers, the Rust client) are
 //! libzmq's too ([`connect`]): they take the same frame limit, so a peer
 //! posing as the node cannot make them allocate what it declares, and they
-//! speak CURVE with the node's public key when it has one.
+//! speak CURVE with the node's public key when it has one. They, and the
+//! tokio adapter every socket goes through ([`AsyncSocket`]), are the
+//! client crate's (`zmanager_client::transport`), re-exported here.
 
 mod monitor;
-mod socket;
+mod xpub;
 pub mod zap;
 
 use std::time::Duration;
 
-pub use socket::AsyncSocket;
+pub use zmanager_client::keys::ClientKeys;
+pub use zmanager_client::transport::{
+    AsyncSocket, Peer, SocketError, client_context, connect, millis,
+};
 
 /// What a listening socket allows its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,121 +73,6 @@ impl PartialEq for Gatekeeper {
 
 impl Eq for Gatekeeper {}
 
-/// Why a socket could not listen or connect.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SocketError(String);
-
-impl From<zmq::Error> for SocketError {
-    fn from(e: zmq::Error) -> Self {
-        Self(e.to_string())
-    }
-}
-
-/// A client's CURVE keys: its own pair and the public key of the node it
-/// connects to (the handshake fails unless the node has that key).
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientKeys {
-    pub server: crate::security::Key,
-    pub public: crate::security::Key,
-    pub secret: crate::security::Key,
-}
-
-impl ClientKeys {
-    /// The three keys on one line, in Z85, as a worker reads them on its
-    /// stdin (`zmanager worker --keys-on-stdin`): server, public, secret.
-    pub fn to_line(&self) -> String {
-        use crate::security::z85;
-        format!(
-            "{} {} {}\n",
-            z85(&self.server),
-            z85(&self.public),
-            z85(&self.secret)
-        )
-    }
-
-    /// The keys of a line [`ClientKeys::to_line`] wrote.
-    pub fn from_line(line: &str) -> Result<Self, String> {
-        use crate::security::parse_key;
-        let keys: Vec<&str> = line.split_whitespace().collect();
-        let [server, public, secret] = keys[..] else {
-            return Err(format!(
-                "expected three keys (server, public, secret), got {}",
-                keys.len()
-            ));
-        };
-        Ok(Self {
-            server: parse_key(server).map_err(|e| format!("server key: {e}"))?,
-            public: parse_key(public).map_err(|e| format!("public key: {e}"))?,
-            secret: parse_key(secret).map_err(|e| format!("secret key: {e}"))?,
-        })
-    }
-}
-
-impl std::fmt::Debug for ClientKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::security::z85;
-        f.debug_struct("ClientKeys")
-            .field("server", &z85(&self.server))
-            .field("public", &z85(&self.public))
-            .finish_non_exhaustive()
-    }
-}
-
-/// What a connecting socket allows the node it connects to, and how it
-/// presents itself.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The largest frame the node may send it, in bytes.
-    pub max_frame_bytes: usize,
-    pub send_hwm: i32,
-    pub receive_hwm: i32,
-    pub linger: Duration,
-    /// Its routing id (a worker's), if it has one.
-    pub identity: Option<Vec<u8>>,
-    /// CURVE, when the node has keys; `None`: NULL.
-    pub curve: Option<ClientKeys>,
-}
-
-/// The context of the sockets a process connects with (one I/O thread,
-/// shared by every client socket of the process).
-pub fn client_context() -> &'static zmq::Context {
-    static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
-    CONTEXT.get_or_init(zmq::Context::new)
-}
-
-/// A socket of `kind` connecting to `endpoint` as `peer` says. libzmq
-/// connects in the background and reconnects by itself; what is sent
-/// before the connection is up waits in the socket (up to `send_hwm`).
-/// Call it inside a tokio runtime.
-pub fn connect(
-    kind: zmq::SocketType,
-    endpoint: &str,
-    peer: &Peer,
-) -> Result<AsyncSocket, SocketError> {
-    let error = |e: zmq::Error| SocketError(format!("{endpoint}: {e}"));
-    let socket = client_context().socket(kind).map_err(error)?;
-    let max = i64::try_from(peer.max_frame_bytes).unwrap_or(i64::MAX);
-    socket.set_maxmsgsize(max).map_err(error)?;
-    socket.set_linger(millis(peer.linger)).map_err(error)?;
-    socket.set_sndhwm(peer.send_hwm).map_err(error)?;
-    socket.set_rcvhwm(peer.receive_hwm).map_err(error)?;
-    if let Some(identity) = &peer.identity {
-        socket.set_identity(identity).map_err(error)?;
-    }
-    if let Some(keys) = &peer.curve {
-        socket.set_curve_serverkey(&keys.server).map_err(error)?;
-        socket.set_curve_publickey(&keys.public).map_err(error)?;
-        socket.set_curve_secretkey(&keys.secret).map_err(error)?;
-    }
-    socket.connect(endpoint).map_err(error)?;
-    AsyncSocket::new(socket).map_err(error)
-}
-
-fn millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
-}
-
 /// A socket of `kind` listening on `endpoint` with `limits` (a ROUTER
 /// also refuses to drop messages to a peer it does not know: the send
 /// fails instead). Returns it and the endpoint actually bound (a tcp port
@@ -194,11 +83,11 @@ pub fn bind(
     endpoint: &str,
     limits: &Limits,
 ) -> Result<(AsyncSocket, String), SocketError> {
-    let error = |e: zmq::Error| SocketError(e.to_string());
+    let error = SocketError::from;
     let mut socket = context.socket(kind).map_err(error)?;
     if kind == zmq::XPUB {
         // The node decides each subscription (`crate::integration_manager`).
-        socket::set_xpub_manual(&mut socket).map_err(error)?;
+        xpub::set_xpub_manual(&mut socket).map_err(error)?;
     }
     let max = i64::try_from(limits.max_frame_bytes).unwrap_or(i64::MAX);
     socket.set_maxmsgsize(max).map_err(error)?;
@@ -217,7 +106,7 @@ pub fn bind(
     if let Some(secret) = &limits.curve {
         if limits.gate.is_none() {
             // libzmq would take any client key.
-            return Err(SocketError("CURVE without the ZAP handler".to_owned()));
+            return Err(SocketError::new("CURVE without the ZAP handler"));
         }
         socket.set_curve_server(true).map_err(error)?;
         socket.set_curve_secretkey(secret).map_err(error)?;

@@ -10,50 +10,24 @@
 //!
 //! Decoding separates a message that is *incomplete* (wrong frame count)
 //! from one that is *invalid* (a frame that does not decode).
+//!
+//! What services share with the node — the envelope, error codes, a
+//! [`Message`] and the `[topic, envelope, payload]` frames — is defined
+//! once, in the client crate ([`zmanager_client::wire`]), and re-exported
+//! here under the paths the node has always used; the frames to and from
+//! workers, the payload check and trace contexts are the node's own.
 
 pub mod catalogs;
-pub mod envelope;
-pub mod error_code;
 pub mod payload;
 pub mod trace_context;
+
+pub use zmanager_client::wire::{
+    MESSAGE_OVERHEAD, Message, WireError, decode_topic_frames, envelope, error_code, topic_frames,
+};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use zeromq::ZmqMessage;
-
-use crate::wire::envelope::{Envelope, ReplyAddress};
-
-/// A message: its envelope and its payload bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub envelope: Envelope,
-    pub payload: Bytes,
-}
-
-/// What [`Message::size`] counts for a message besides its strings and
-/// payload: the envelope's other fields and the structures that hold it.
-pub const MESSAGE_OVERHEAD: usize = 128;
-
-/// Why frames are not a message.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    #[error("expected {expected} frames, got {got}")]
-    Incomplete { expected: &'static str, got: usize },
-    #[error("the envelope frame does not decode: {source}")]
-    Invalid {
-        /// What could be read of the sender's address, to answer it.
-        address: Box<ReplyAddress>,
-        #[source]
-        source: rmp_serde::decode::Error,
-    },
-    #[error("unknown command {0:?}")]
-    UnknownCommand(String),
-    #[error("the READY frame does not decode: {0}")]
-    InvalidReady(#[source] rmp_serde::decode::Error),
-    #[error("the {0} frame does not decode: {1}")]
-    InvalidBody(&'static str, #[source] rmp_serde::decode::Error),
-}
 
 /// `READY`: a worker announces itself, how many messages it takes at
 /// once, and the digests of the catalogs it has loaded ([`catalogs`]).
@@ -95,47 +69,6 @@ pub fn heartbeat() -> ZmqMessage {
     ZmqMessage::from(Bytes::from_static(HEARTBEAT))
 }
 
-impl Message {
-    pub fn new(envelope: Envelope, payload: Bytes) -> Self {
-        Self { envelope, payload }
-    }
-
-    /// The bytes the node holds for this message: its payload, the strings
-    /// of its envelope, and a fixed allowance for the rest (what bounds in
-    /// bytes count).
-    pub fn size(&self) -> usize {
-        let e = &self.envelope;
-        self.payload.len()
-            + e.id.len()
-            + e.flow.len()
-            + e.key.len()
-            + e.service.len()
-            + e.reply_to.len()
-            + e.origin.len()
-            + e.order_key.len()
-            + e.traceparent.len()
-            + e.tracestate.len()
-            + e.error
-                .as_ref()
-                .map_or(0, |x| x.name.len() + x.message.len())
-            + MESSAGE_OVERHEAD
-    }
-
-    /// Decodes `envelope, payload` frames.
-    fn decode_pair(envelope: &[u8], payload: &Bytes) -> Result<Self, WireError> {
-        match Envelope::decode(envelope) {
-            Ok(envelope) => Ok(Self {
-                envelope,
-                payload: payload.clone(),
-            }),
-            Err(source) => Err(WireError::Invalid {
-                address: Box::new(ReplyAddress::salvage(envelope)),
-                source,
-            }),
-        }
-    }
-}
-
 /// The frames as a message, without copying them: a `ZmqMessage` is a
 /// `VecDeque` and takes the vector's buffer (and spare capacity) as is.
 fn frames_to_message(frames: Vec<Bytes>) -> ZmqMessage {
@@ -150,25 +83,12 @@ pub fn topic_message(topic: &str, message: &Message) -> ZmqMessage {
 
 /// [`topic_message`] with a topic already owned (not copied).
 pub fn publication(topic: impl Into<Bytes>, message: &Message) -> ZmqMessage {
-    frames_to_message(vec![
-        topic.into(),
-        Bytes::from(message.envelope.encode()),
-        message.payload.clone(),
-    ])
+    frames_to_message(topic_frames(topic, message))
 }
 
 /// Decodes `[topic, envelope, payload]`; returns the topic and the message.
 pub fn decode_topic_message(frames: &ZmqMessage) -> Result<(Bytes, Message), WireError> {
-    let got = frames.len();
-    let (Some(topic), Some(envelope), Some(payload), None) =
-        (frames.get(0), frames.get(1), frames.get(2), frames.get(3))
-    else {
-        return Err(WireError::Incomplete {
-            expected: "3 (topic, envelope, payload)",
-            got,
-        });
-    };
-    Ok((topic.clone(), Message::decode_pair(envelope, payload)?))
+    decode_topic_frames(frames.iter())
 }
 
 /// `[READY, {credits, pid, catalogs}]`.
@@ -286,6 +206,7 @@ fn unknown(command: Option<&[u8]>) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::envelope::Envelope;
 
     fn message(id: &str) -> Message {
         Message::new(Envelope::request(id, "F"), Bytes::from_static(b"\x91\x01"))

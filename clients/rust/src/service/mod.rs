@@ -16,8 +16,8 @@
 //! once, so resending is safe. [`Service::request`] does both.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zmanager::client::ServiceError> {
-//! use zmanager::client::{Service, ServiceOptions};
+//! # async fn demo() -> Result<(), zmanager_client::ServiceError> {
+//! use zmanager_client::{Service, ServiceOptions};
 //!
 //! let service = Service::connect(ServiceOptions::local("quickstart")).await?;
 //! let reply = service.request("Greeting", &serde_json::json!({"name": "ada"})).await?;
@@ -36,21 +36,52 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use zeromq::ZmqMessage;
 
-use crate::catalog::topic::Topic;
-use crate::node::config::Endpoints;
-use crate::services::registry::{self, Registration, ServiceInfo};
-use crate::transport::{self, AsyncSocket, ClientKeys, Peer};
+use crate::keys::ClientKeys;
+use crate::registry::{self, Registration, ServiceInfo};
+use crate::transport::{self, AsyncSocket, Peer};
 use crate::wire::envelope::{Envelope, ErrorInfo, Kind, Status, now_us};
 use crate::wire::error_code::ErrorCode;
+use crate::wire::topic::{Topic, is_field_char, reply_topic};
 use crate::wire::{self, Message};
 
-mod durable;
-mod steps;
+pub mod durable;
+pub mod steps;
 
 pub use durable::{Delivery, DurableSubscription, RESUBSCRIBE_IDLE};
 pub use steps::{StepError, StepServer, TAKE_EVERY};
+
+/// A node's intake endpoint, by default (`[endpoints] intake`).
+pub const DEFAULT_INTAKE: &str = "tcp://127.0.0.1:19030";
+/// A node's publish endpoint, by default (`[endpoints] publish`).
+pub const DEFAULT_PUBLISH: &str = "tcp://127.0.0.1:19034";
+
+/// The two endpoints of a node a service connects to. The node's own
+/// configuration (`zmanager::node::config::Endpoints`, which has the
+/// workers' too) converts into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The Subject's intake (PUSH connects here).
+    pub intake: String,
+    /// The Integration Manager's publisher (SUB connects here).
+    pub publish: String,
+}
+
+impl Default for Endpoints {
+    /// A node on its defaults, on this machine.
+    fn default() -> Self {
+        Self {
+            intake: DEFAULT_INTAKE.to_owned(),
+            publish: DEFAULT_PUBLISH.to_owned(),
+        }
+    }
+}
+
+impl From<&Endpoints> for Endpoints {
+    fn from(endpoints: &Endpoints) -> Self {
+        endpoints.clone()
+    }
+}
 
 /// Where and how a service connects.
 #[derive(Debug, Clone)]
@@ -78,7 +109,7 @@ pub struct ServiceOptions {
     /// A request not acknowledged as accepted after this long is sent
     /// again (same id), after the same connection check.
     pub ack_after: Duration,
-    /// The node's operator cookie (`crate::security::operator`), sent with every
+    /// The node's operator cookie (`zmanager::security::operator`), sent with every
     /// request: for the node's own replay tools, whose requests may resume
     /// at any step of their flow. `None` for services.
     pub operator: Option<String>,
@@ -91,13 +122,16 @@ pub struct ServiceOptions {
 impl ServiceOptions {
     /// The node's default endpoints on this machine.
     pub fn local(name: &str) -> Self {
-        Self::with_endpoints(name, &Endpoints::default())
+        Self::with_endpoints(name, Endpoints::default())
     }
 
-    pub fn with_endpoints(name: &str, endpoints: &Endpoints) -> Self {
+    /// The node at `endpoints` (an [`Endpoints`], or a node's
+    /// configuration of them).
+    pub fn with_endpoints(name: &str, endpoints: impl Into<Endpoints>) -> Self {
+        let Endpoints { intake, publish } = endpoints.into();
         Self {
-            intake: endpoints.intake.clone(),
-            publish: endpoints.publish.clone(),
+            intake,
+            publish,
             name: name.to_owned(),
             id: None,
             max_in_flight: 1024,
@@ -180,7 +214,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One connection's sockets: the PUSH and SUB tasks; dropping it stops them.
 #[derive(Debug)]
 struct Link {
-    push: mpsc::Sender<ZmqMessage>,
+    push: mpsc::Sender<Vec<Bytes>>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -193,10 +227,10 @@ impl Drop for Link {
 }
 
 /// How a service's sockets connect: results may be as large as a
-/// worker's (`crate::node::WORKER_FRAME_BYTES`), nothing larger is taken.
+/// worker's ([`wire::RESULT_FRAME_BYTES`]), nothing larger is taken.
 fn peer(keys: Option<&ClientKeys>) -> Peer {
     Peer {
-        max_frame_bytes: crate::node::WORKER_FRAME_BYTES,
+        max_frame_bytes: wire::RESULT_FRAME_BYTES,
         send_hwm: 1000,
         receive_hwm: 10_000,
         linger: Duration::ZERO,
@@ -285,16 +319,11 @@ impl Drop for PendingGuard<'_> {
 impl Service {
     /// Connects to a node and completes the subscription handshake.
     pub async fn connect(options: ServiceOptions) -> Result<Self, ServiceError> {
-        if options.name.is_empty()
-            || !options
-                .name
-                .chars()
-                .all(crate::catalog::action_key::is_field_char)
-        {
+        if options.name.is_empty() || !options.name.chars().all(is_field_char) {
             return Err(ServiceError::Name(options.name));
         }
         if let Some(id) = &options.id
-            && (id.is_empty() || !id.chars().all(crate::catalog::action_key::is_field_char))
+            && (id.is_empty() || !id.chars().all(is_field_char))
         {
             return Err(ServiceError::Name(id.clone()));
         }
@@ -303,7 +332,7 @@ impl Service {
         // A node with keys publishes a service's results on its id's topic
         // only; two connections of one id each take the results of their
         // own requests from it (ids start with the session).
-        let reply_to = crate::catalog::topic::reply_topic(&id);
+        let reply_to = reply_topic(&id);
         let pending: Pending = Arc::default();
         let link = Link::open(&options, &reply_to, &pending)?;
         let service = Self {
@@ -546,7 +575,7 @@ impl Service {
             flow: message.envelope.flow.clone(),
             ..Topic::default()
         };
-        let frames = wire::topic_message(&topic.to_string(), message);
+        let frames = wire::topic_frames(topic.to_string(), message);
         let push = lock(&self.link).push.clone();
         push.send(frames).await.map_err(|_| ServiceError::Closed)
     }
@@ -799,7 +828,7 @@ impl Outcome {
 /// Owns the PUSH socket. libzmq reconnects it when the node restarts;
 /// while the node is away, sends wait at the high-water mark. A send that
 /// fails is dropped: its request's retry sends it again.
-async fn push_loop(endpoint: String, mut socket: AsyncSocket, mut rx: mpsc::Receiver<ZmqMessage>) {
+async fn push_loop(endpoint: String, mut socket: AsyncSocket, mut rx: mpsc::Receiver<Vec<Bytes>>) {
     while let Some(frames) = rx.recv().await {
         if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
             tracing::warn!(error = %e, %endpoint, "push failed");
@@ -809,15 +838,14 @@ async fn push_loop(endpoint: String, mut socket: AsyncSocket, mut rx: mpsc::Rece
 
 async fn sub_loop(mut socket: AsyncSocket, pending: Pending) {
     loop {
-        let frames = match socket.recv().await.map(ZmqMessage::try_from) {
-            Ok(Ok(frames)) => frames,
-            Ok(Err(_)) => continue,
+        let frames = match socket.recv().await {
+            Ok(frames) => frames,
             Err(e) => {
                 tracing::warn!(error = %e, "service subscription closed");
                 return;
             }
         };
-        let message = match wire::decode_topic_message(&frames) {
+        let message = match wire::decode_topic_frames(&frames) {
             Ok((_, message)) => message,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable message on the reply topic");
@@ -910,10 +938,7 @@ impl Subscription {
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(async move {
             while let Ok(frames) = sub.recv().await {
-                let Ok(frames) = ZmqMessage::try_from(frames) else {
-                    continue;
-                };
-                let published = match wire::decode_topic_message(&frames) {
+                let published = match wire::decode_topic_frames(&frames) {
                     Ok((topic, message)) => Published {
                         topic: String::from_utf8_lossy(&topic).into_owned(),
                         envelope: message.envelope,

@@ -129,13 +129,13 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub order_key: String,
     /// On a request from the node's own tools (`zmanager dlq replay`,
-    /// `journal replay`): the node's operator cookie (`crate::security::operator`),
+    /// `journal replay`): the node's operator cookie (`zmanager::security::operator`),
     /// which lets the request name any step of its flow. The Subject takes
     /// it off at intake; empty, and left out on the wire, everywhere else.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub operator: String,
     /// The W3C Trace Context `traceparent` of the request
-    /// (`00-<trace-id>-<parent-id>-<flags>`, [`crate::wire::trace_context`]):
+    /// (`00-<trace-id>-<parent-id>-<flags>`, `zmanager::wire::trace_context`):
     /// set by the service, or by the Subject at intake when the request
     /// carries none that is valid; every message of the request's flow
     /// carries it. Empty, and left out on the wire, when there is none.
@@ -143,7 +143,7 @@ pub struct Envelope {
     pub traceparent: String,
     /// The W3C Trace Context `tracestate` that goes with `traceparent`
     /// (vendors' `key=value` list), kept as given up to
-    /// [`crate::wire::trace_context::TRACESTATE_MAX`] characters. Empty, and
+    /// `zmanager::wire::trace_context::TRACESTATE_MAX` (512) characters. Empty, and
     /// left out on the wire, when there is none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tracestate: String,
