@@ -355,10 +355,16 @@ fn show(journal: &SqliteJournal, id: &str, service: Option<String>) -> anyhow::R
                 } else {
                     format!("after `{}`", e.key)
                 };
+                // The catalog version it runs on (docs/reload.md); none
+                // on requests journaled before versions existed.
+                let version = match e.catalog {
+                    0 => String::new(),
+                    v => format!(" on catalog version {v}"),
+                };
                 (
                     at_us,
                     format!(
-                        "accepted      into {} at {entry}, payload {}",
+                        "accepted      into {}{version} at {entry}, payload {}",
                         e.flow,
                         json(&message.payload)
                     ),

@@ -279,6 +279,19 @@ fn reload_under_load(kill: bool) {
     if !kill {
         assert_eq!(copies, 2500, "each answered once");
     }
+    // The journal says which version each ran on.
+    for (id, version) in [("before-0", 1), ("waiting-0", 1), ("after-0", 2)] {
+        let out = zmanager(["journal", "show", id, "--data-dir"])
+            .arg(&node.data_dir)
+            .run();
+        let says = format!("on catalog version {version} at its entry step");
+        assert!(
+            out.stdout.contains(&says),
+            "{id}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
 }
 
 #[test]
