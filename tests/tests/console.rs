@@ -471,6 +471,13 @@ fn the_flows_show_each_step_and_the_live_tail_shows_what_is_published() {
             .await;
         let shown = console.text("section.flow[data-flow='Greeting']").await;
         assert!(shown.contains("5 in"), "{shown}");
+        let version = console
+            .until(
+                "the catalog version",
+                "document.querySelector('#catalog-version')?.textContent",
+            )
+            .await;
+        assert_eq!(version, json!("catalog version 1"));
         let announce = console.text("section.flow[data-flow='Announce']").await;
         assert!(announce.contains("@PUBLISH"), "{announce}");
         let ask = console.text("section.flow[data-flow='Ask']").await;

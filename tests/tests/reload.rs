@@ -305,7 +305,7 @@ fn the_versions_hold_across_a_kill_of_the_node_and_its_recovery() {
 }
 
 #[test]
-fn a_reload_with_errors_changes_nothing_and_says_every_error() {
+fn a_reload_with_errors_changes_nothing_and_says_every_error_and_sighup_reloads() {
     let catalog = Catalog::new();
     let node = TestNode::start_with(1, Some(catalog.dirs()), &[]);
     let http = Http::of(&node);
@@ -358,15 +358,14 @@ fn a_reload_with_errors_changes_nothing_and_says_every_error() {
         "nothing of the files was taken"
     );
 
-    // Fixed, the same command reloads.
+    // Fixed, SIGHUP reloads (as `zmanager reload`).
     std::fs::remove_file(catalog.flows.join("broken.ini")).unwrap();
     catalog.set_middle("Probe.count");
-    let out = reload(&node, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(http.get("/v1/flows", &[]).json()["version"], 1);
+    node.signal("HUP");
+    http.poll("/v1/flows", Duration::from_secs(30), |a| {
+        a.json()["version"] == 2
+    });
     let after = http.post_json(
         "/v1/flows/Versioned/requests?wait=10s&id=v-3",
         &json!({ "ms": 1 }),

@@ -68,27 +68,33 @@ pub struct Versioned {
 /// The newest version, shared with what reads the catalog beside the
 /// Subject (the HTTP server's flows and replays); a reload replaces it.
 #[derive(Debug, Clone)]
-pub struct Current(Arc<std::sync::RwLock<Arc<Catalog>>>);
+pub struct Current(Arc<std::sync::RwLock<(u32, Arc<Catalog>)>>);
 
 impl Current {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(catalog)))
+    pub fn new(number: u32, catalog: Arc<Catalog>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new((number, catalog))))
     }
 
     pub fn get(&self) -> Arc<Catalog> {
-        Arc::clone(
-            &self
-                .0
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        Arc::clone(&self.read().1)
     }
 
-    pub fn set(&self, catalog: Arc<Catalog>) {
+    /// The newest version's number.
+    pub fn number(&self) -> u32 {
+        self.read().0
+    }
+
+    pub fn set(&self, number: u32, catalog: Arc<Catalog>) {
         *self
             .0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = catalog;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (number, catalog);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (u32, Arc<Catalog>)> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

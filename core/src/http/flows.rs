@@ -38,7 +38,8 @@ pub(super) async fn list(
         .values()
         .map(|routed| flow(routed, stats.flows.get(&routed.flow.name)))
         .collect();
-    Ok((StatusCode::OK, Json(json!({ "flows": flows }))).into_response())
+    let body = json!({ "version": state.catalog.number(), "flows": flows });
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 fn flow(routed: &RoutedFlow, figures: Option<&FlowStats>) -> Value {

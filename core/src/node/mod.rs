@@ -277,7 +277,7 @@ pub async fn run(
     let drain = CancellationToken::new();
     let worker_restarts = Arc::default();
     let newest = catalogs.newest().clone();
-    let catalog = crate::catalog::version::Current::new(Arc::clone(&newest.catalog));
+    let catalog = crate::catalog::version::Current::new(newest.number, Arc::clone(&newest.catalog));
     let reloader = reload::start(reload::Reloading {
         config: config.clone(),
         registry,

@@ -227,10 +227,12 @@ function overview() {
 
 function flows() {
   const list = el("div", { id: "flows" });
-  show(el("h1", {}, "Flows"), list);
+  const version = el("span", { class: "badge", id: "catalog-version" });
+  show(el("h1", {}, "Flows", version), list);
   let before = null;
   every(2000, async () => {
     const answer = await api("/v1/flows");
+    version.textContent = `catalog version ${answer.version}`;
     const at = performance.now();
     const counts = new Map();
     list.replaceChildren(...answer.flows.map((f) => {

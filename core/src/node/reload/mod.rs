@@ -212,7 +212,9 @@ async fn reload(state: &mut Reloading, dry_run: bool) -> Result<Outcome, String>
         .await
         .map_err(|_| "the node is stopping".to_owned())?;
     taken.await.map_err(|_| "the node is stopping".to_owned())?;
-    state.current.set(Arc::clone(&version.catalog));
+    state
+        .current
+        .set(version.number, Arc::clone(&version.catalog));
     state.newest = version;
     outcome.outcome = "reloaded";
     Ok(outcome)
