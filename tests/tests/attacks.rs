@@ -384,15 +384,35 @@ fn a_socket_keeps_at_most_max_connections_open() {
         .expect("write the configuration");
     let node = TestNode::start_with(1, None, &["--config", config.to_str().expect("utf-8")]);
     let context = zmq::Context::new();
-    let idle: Vec<zmq::Socket> = (0..8)
-        .map(|_| {
+    // Eight connections, each watched until its handshake is done: only
+    // then does it hold a place (a fixed wait was too short on a loaded
+    // machine, and let the ninth in for the wrong reason).
+    let (idle, monitors): (Vec<zmq::Socket>, Vec<zmq::Socket>) = (0..8)
+        .map(|n| {
             let push = context.socket(zmq::PUSH).expect("push");
             push.set_linger(0).expect("linger");
+            let watch = format!("inproc://idle-{n}");
+            push.monitor(&watch, zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
+                .expect("a monitor");
+            let monitor = context.socket(zmq::PAIR).expect("pair");
+            monitor.connect(&watch).expect("watch");
+            monitor.set_rcvtimeo(10_000).expect("timeout");
             push.connect(&node.endpoints.intake).expect("connect");
-            push
+            (push, monitor)
         })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
+        .unzip();
+    for (n, monitor) in monitors.iter().enumerate() {
+        let event = monitor.recv_multipart(0).expect("a handshake within 10 s");
+        let code = event
+            .first()
+            .and_then(|f| f.get(..2))
+            .map(|b| u16::from_le_bytes([b[0], b[1]]));
+        assert_eq!(
+            code,
+            Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16),
+            "idle connection {n}"
+        );
+    }
     assert!(
         !pinged(&node, &context, "ninth", Duration::from_secs(2)),
         "a ninth connection to the intake is refused"
