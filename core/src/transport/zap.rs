@@ -58,10 +58,13 @@ impl Domain {
     }
 }
 
-/// How many connections each socket has open (set from its monitor: see
-/// `transport::bind`).
+/// How many connections each socket has open, kept from its monitor's
+/// events (`transport::monitor`), and the monitors themselves: the
+/// handler reads every event they have issued before it decides, so a
+/// connection it is asked about is always counted, however busy the
+/// machine.
 #[derive(Debug, Clone, Default)]
-pub struct Connections(Arc<[AtomicUsize; 3]>);
+pub struct Connections(Arc<[AtomicUsize; 3]>, pub(super) super::monitor::Monitors);
 
 impl Connections {
     /// The open connections of `domain`'s socket.
@@ -111,11 +114,27 @@ pub fn start(
     Ok(thread)
 }
 
+/// How long the handler waits for a request before it reads the
+/// monitors' events anyway (a monitor added since is watched from then).
+const POLL_MS: i64 = 100;
+
 fn serve(socket: &zmq::Socket, gate: &Gate) {
     loop {
-        let request = match socket.recv_multipart(0) {
+        let asked = match gate.connections.1.wait(socket, POLL_MS, &gate.connections) {
+            Ok(asked) => asked,
+            Err(zmq::Error::ETERM) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "ZAP handler poll failed");
+                continue;
+            }
+        };
+        if !asked {
+            continue;
+        }
+        let request = match socket.recv_multipart(zmq::DONTWAIT) {
             Ok(request) => request,
             Err(zmq::Error::ETERM) => return,
+            Err(zmq::Error::EAGAIN) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "ZAP handler receive failed");
                 continue;
