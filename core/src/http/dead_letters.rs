@@ -26,7 +26,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::HttpState;
-use super::auth::Caller;
 use super::error::ApiError;
 use super::gateway::{self, location};
 use super::page;
@@ -97,24 +96,13 @@ pub(super) struct ReplayParams {
     service: Option<String>,
 }
 
-/// The caller of a request about dead letters, if it may operate.
-fn operator(
-    state: &HttpState,
-    headers: &HeaderMap,
-    named: Option<&str>,
-) -> Result<Caller, ApiError> {
-    let caller = state.identities.caller(headers, named)?;
-    caller.must_operate(&state.permissions)?;
-    Ok(caller)
-}
-
 /// `GET /v1/dead-letters?limit=N&before=SEQ`: newest first.
 pub(super) async fn list(
     State(state): State<HttpState>,
     Query(params): Query<PageParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    operator(&state, &headers, params.service.as_deref())?;
+    state.operator(&headers, params.service.as_deref())?;
     let limit = page::limit(params.limit.as_deref())?;
     let before = page::before(params.before.as_deref(), "a dead letter's number")?;
     let (page, superseded) = with_store(&state, move |store| {
@@ -159,7 +147,7 @@ pub(super) async fn show(
     Query(params): Query<Named>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    operator(&state, &headers, params.service.as_deref())?;
+    state.operator(&headers, params.service.as_deref())?;
     let seq = parse_seq(&seq)?;
     let (letter, replays, superseded) = with_store(&state, move |store| {
         let Some(letter) = store.get(seq)? else {
@@ -206,7 +194,7 @@ pub(super) async fn replay(
     Query(params): Query<ReplayParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = operator(&state, &headers, params.service.as_deref())?;
+    let caller = state.operator(&headers, params.service.as_deref())?;
     let seq = parse_seq(&seq)?;
     let wait = match params.wait.as_deref() {
         None => DEFAULT_WAIT,

@@ -88,10 +88,7 @@ pub(super) async fn workers(
     Query(params): Query<Named>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state
-        .identities
-        .caller(&headers, params.service.as_deref())?
-        .must_operate(&state.permissions)?;
+    state.operator(&headers, params.service.as_deref())?;
     let stats = state
         .ask()
         .await

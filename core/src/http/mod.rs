@@ -116,6 +116,18 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    /// The caller of a request for operators (`operate` with
+    /// `[security]`; everyone without), named by `headers` or `named`.
+    fn operator(
+        &self,
+        headers: &axum::http::HeaderMap,
+        named: Option<&str>,
+    ) -> Result<auth::Caller, error::ApiError> {
+        let caller = self.identities.caller(headers, named)?;
+        caller.must_operate(&self.permissions)?;
+        Ok(caller)
+    }
+
     async fn ask(&self) -> Option<Stats> {
         let (reply, answer) = oneshot::channel();
         self.asks.send(Ask::Stats(reply)).await.ok()?;

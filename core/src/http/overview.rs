@@ -33,10 +33,7 @@ pub(super) async fn overview(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = error::query(query)?;
-    state
-        .identities
-        .caller(&headers, params.service.as_deref())?
-        .must_operate(&state.permissions)?;
+    state.operator(&headers, params.service.as_deref())?;
     let stats = state
         .ask()
         .await

@@ -24,10 +24,7 @@ pub(super) async fn reload(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = error::query(query)?;
-    state
-        .identities
-        .caller(&headers, params.service.as_deref())?
-        .must_operate(&state.permissions)?;
+    state.operator(&headers, params.service.as_deref())?;
     let dry_run = match params.dry_run.as_deref() {
         None | Some("false") => false,
         Some("true") => true,

@@ -110,10 +110,7 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = super::error::query(query)?;
-    state
-        .identities
-        .caller(&headers, params.service.as_deref())?
-        .must_operate(&state.permissions)?;
+    state.operator(&headers, params.service.as_deref())?;
     let limit = page::limit(params.limit.as_deref())?;
     let before = page::before(params.before.as_deref(), "a request's `seq`")?;
     let failed = match params.failed.as_deref() {
