@@ -240,11 +240,14 @@ impl ProgressLine {
         if self.terminal {
             let _ = write!(err, "\r\x1b[2K{text}");
             let _ = err.flush();
-        } else if p.phase != "running"
-            || self
-                .last
-                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        } else if p.phase != "running" {
+            let _ = writeln!(err, "{text}");
+        } else if self
+            .last
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
         {
+            // Only running lines are throttled: a phase line just before
+            // must not swallow the first of them.
             let _ = writeln!(err, "{text}");
             self.last = Some(Instant::now());
         }
