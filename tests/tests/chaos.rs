@@ -1,5 +1,6 @@
-//! `zmanager chaos` end to end: a shipped flow through worker kills and a
-//! node kill (nothing lost or unexpected), an action that is not
+//! `zmanager chaos` end to end: a flow through worker kills and a node
+//! kill (nothing lost or unexpected), a fault asked for that the load
+//! ended before (a failed run, not a clean one), an action that is not
 //! idempotent on purpose (its extra runs reported), and bad input refused
 //! with exit 2 before any load.
 
@@ -16,14 +17,20 @@ fn report(path: &std::path::Path, out: &Output) -> serde_json::Value {
 }
 
 #[test]
-fn a_shipped_flow_loses_nothing_through_worker_kills_and_a_node_kill() {
-    let dir = temp::dir("chaos-echo");
+fn a_flow_loses_nothing_through_worker_kills_and_a_node_kill() {
+    let dir = temp::dir("chaos-sleep");
     let json = dir.path().join("chaos.json");
-    // The built-in catalog (`flows/echo.toml`), as `zmanager up` runs it.
-    let out = zmanager(["chaos", "--flow", "Echo", "--workers", "2"])
-        // Few in flight: the load lasts long enough for the faults.
+    let (flows, mappings) = test_config();
+    // Probe.sleep for 2 ms, at most 4 requests in flight on 2 workers: the
+    // load lasts at least 2 s on any machine, so the node kill due at 1 s
+    // comes (a run it did not reach fails: it would have tested nothing).
+    let out = zmanager(["chaos", "--flow", "Sleep", "--workers", "2"])
+        .arg("--flows")
+        .arg(&flows)
+        .arg("--mappings")
+        .arg(&mappings)
         .args(["--requests", "2000", "--in-flight", "4"])
-        .args(["--payload-template", r#"{"n": {seq}, "pad": "x"}"#])
+        .args(["--payload-template", r#"{"ms": 2, "n": {seq}}"#])
         .args(["--kill-worker", "250ms", "--kill-node", "1s"])
         .arg("--json")
         .arg(&json)
@@ -57,10 +64,40 @@ fn a_shipped_flow_loses_nothing_through_worker_kills_and_a_node_kill() {
     );
     assert_eq!(c["duplicated"], 0, "{r:#}");
     assert_eq!(r["clean"], true);
+    assert_eq!(r["never_came"], serde_json::json!([]), "{r:#}");
     assert_eq!(r["journal"], true);
     let f = &r["faults"];
     assert!(f["node_kills"].as_u64().is_some_and(|n| n >= 1), "{r:#}");
     assert!(f["worker_kills"].as_u64().is_some_and(|n| n >= 1), "{r:#}");
+}
+
+/// A run that ended before a fault it was asked for tested nothing under
+/// that fault: it is not clean, and says why.
+#[test]
+fn a_fault_the_load_ended_before_fails_the_run() {
+    let dir = temp::dir("chaos-short");
+    let json = dir.path().join("chaos.json");
+    let out = zmanager(["chaos", "--flow", "Echo", "--workers", "1"])
+        .args(["--requests", "20", "--kill-node", "10m"])
+        .arg("--json")
+        .arg(&json)
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("--kill-node 10m never came"),
+        "{}",
+        out.stdout
+    );
+    let r = report(&json, &out);
+    assert_eq!(r["counts"]["lost"], 0, "{r:#}");
+    assert_eq!(r["faults"]["node_kills"], 0, "{r:#}");
+    assert_eq!(
+        r["never_came"],
+        serde_json::json!(["--kill-node 10m"]),
+        "{r:#}"
+    );
+    assert_eq!(r["clean"], false, "{r:#}");
 }
 
 #[test]

@@ -222,7 +222,13 @@ pub fn run(
         ),
         None => None,
     };
-    let clean = ChaosReport::is_clean(&counts, multiplicity.as_ref(), options.max_runs);
+    let never_came = ChaosReport::never_came(&options.faults, elapsed);
+    let clean = ChaosReport::is_clean(
+        &counts,
+        multiplicity.as_ref(),
+        options.max_runs,
+        &never_came,
+    );
     Ok(ChaosReport {
         flow: options.flow.clone(),
         requests: options.requests,
@@ -238,6 +244,7 @@ pub fn run(
         faults: driver.faults,
         multiplicity,
         max_runs_allowed: options.max_runs,
+        never_came,
         clean,
     })
 }

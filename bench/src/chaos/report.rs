@@ -2,11 +2,14 @@
 //! action's multiplicity; as a table, and as JSON (`--json`).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::Serialize;
+use zmanager::node::duration;
 
 use super::checker::Counts;
 use super::record::Multiplicity;
+use super::schedule::Planned;
 
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -41,8 +44,12 @@ pub struct ChaosReport {
     pub multiplicity: Option<Multiplicity>,
     /// `--max-runs`, if set.
     pub max_runs_allowed: Option<u64>,
+    /// The faults asked for whose first time never came: the load ended
+    /// before it, so the run says nothing about them.
+    pub never_came: Vec<String>,
     /// Whether the promise held: nothing lost, duplicated, unexpected or
-    /// out of order, and no action ran more than `--max-runs`.
+    /// out of order, no action ran more than `--max-runs`, and every fault
+    /// asked for came at least once.
     pub clean: bool,
 }
 
@@ -52,6 +59,7 @@ impl ChaosReport {
         counts: &Counts,
         multiplicity: Option<&Multiplicity>,
         max: Option<u64>,
+        never_came: &[String],
     ) -> bool {
         let runs_ok = match (multiplicity, max) {
             (Some(m), Some(max)) => m.max_runs <= max,
@@ -62,6 +70,17 @@ impl ChaosReport {
             && counts.unexpected == 0
             && counts.out_of_order.unwrap_or(0) == 0
             && runs_ok
+            && never_came.is_empty()
+    }
+
+    /// The planned faults whose first time is after `load` (how long the
+    /// load lasted), each as `--kill-node 1s`.
+    pub fn never_came(planned: &[Planned], load: Duration) -> Vec<String> {
+        planned
+            .iter()
+            .filter(|p| p.every > load)
+            .map(|p| format!("{} {}", p.fault, duration::show(p.every)))
+            .collect()
     }
 
     /// The table `zmanager chaos` prints.
@@ -216,9 +235,42 @@ impl ChaosReport {
                     m.max_runs
                 ));
             }
+            for fault in &self.never_came {
+                why.push(format!(
+                    "{fault} never came (the load ended after {:.1} s: send more requests, \
+                     or fewer at once)",
+                    self.elapsed_s
+                ));
+            }
             format!("FAILED: {}", why.join(", "))
         };
         let _ = writeln!(out, "{verdict}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schedule::Fault;
+    use super::*;
+
+    #[test]
+    fn a_fault_due_after_the_load_ended_never_came() {
+        let planned = [
+            Planned {
+                fault: Fault::KillWorker,
+                every: Duration::from_millis(250),
+            },
+            Planned {
+                fault: Fault::KillNode,
+                every: Duration::from_secs(1),
+            },
+        ];
+        let short = ChaosReport::never_came(&planned, Duration::from_millis(800));
+        assert_eq!(short, ["--kill-node 1s"]);
+        assert!(ChaosReport::never_came(&planned, Duration::from_secs(1)).is_empty());
+        let counts = Counts::default();
+        assert!(!ChaosReport::is_clean(&counts, None, None, &short));
+        assert!(ChaosReport::is_clean(&counts, None, None, &[]));
     }
 }
