@@ -248,6 +248,28 @@ mod tests {
         assert!(unit.contains("StateDirectory=zmanager"));
     }
 
+    /// The shipped unit of a worker on another host runs `zmanager
+    /// worker` with arguments this CLI takes (keys, no identity: each
+    /// start makes its own).
+    #[test]
+    fn the_worker_unit_runs_a_command_this_cli_takes() {
+        use clap::Parser;
+        let unit = include_str!("../../packaging/zmanager-worker.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let mut words: Vec<&str> = exec.split_whitespace().collect();
+        words[0] = "zmanager";
+        let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert!(matches!(cli.command, super::Command::Worker(_)), "{exec}");
+        assert!(!exec.contains("--identity"), "{exec}");
+        assert!(
+            exec.contains("--key-file") && exec.contains("--server-key"),
+            "{exec}"
+        );
+    }
+
     /// `--log-format` is taken by every command, before or after its name.
     #[test]
     fn every_command_takes_the_log_format() {

@@ -21,9 +21,10 @@ pub(crate) struct Args {
     /// The Subject's worker endpoint.
     #[arg(long)]
     endpoint: String,
-    /// This worker's identity (unique per start).
+    /// This worker's identity, unique per start [default: HOST-PID, this
+    /// machine's host name and this process's id].
     #[arg(long)]
-    identity: String,
+    identity: Option<String>,
     /// Messages this worker takes at once.
     #[arg(long, default_value_t = 256)]
     credits: u32,
@@ -133,7 +134,7 @@ pub(crate) fn run(args: Args, format: crate::logging::LogFormat) -> anyhow::Resu
         .traced(telemetry.is_some());
     let options = WorkerOptions {
         endpoint: args.endpoint,
-        identity: args.identity,
+        identity: args.identity.unwrap_or_else(default_identity),
         credits: args.credits,
         heartbeat: args.heartbeat.unwrap_or(config.heartbeat),
         liveness: args.liveness.unwrap_or(config.liveness),
@@ -157,4 +158,15 @@ pub(crate) fn run(args: Args, format: crate::logging::LogFormat) -> anyhow::Resu
         zmanager::worker::run(options, executor, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `HOST-PID`: unique per start on one machine, and telling which machine
+/// a worker runs on in the node's log.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
 }

@@ -310,7 +310,10 @@ async fn serve(
                     Ok(ToWorker::Catalog(offer)) => {
                         let version = offer.version;
                         let serves = book.accept(*offer);
-                        tracing::info!(version, serves = ?serves.versions, refused = serves.refused.len(), "catalog version offered");
+                        for (refused, why) in &serves.refused {
+                            tracing::error!(version = refused, "this worker cannot run this catalog version, and is given none of its work: {why}");
+                        }
+                        tracing::info!(version, serves = ?serves.versions, "catalog version offered");
                         if timeout(send_limit, send(&mut socket, &wire::catalogs::serves(&serves))).await.is_err() {
                             tracing::warn!("telling the Subject the catalogs it serves timed out; reconnecting");
                             break Ended::Lost;
