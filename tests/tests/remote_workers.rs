@@ -78,17 +78,17 @@ impl Cluster {
     /// `zmanager worker` with the key pair `name` and the identity
     /// `<name>.1`, its log in `dir/<name>.log`, and `extra` arguments (its
     /// flows, its components).
-    fn worker(&self, name: &str, extra: &[&std::ffi::OsStr]) -> Child {
+    fn worker(&self, name: &str, extra: &[&std::ffi::OsStr]) -> Worker {
         let identity = format!("{name}.1");
         self.worker_as(name, Some(&identity), extra)
     }
 
     /// Like [`Cluster::worker`], with `identity` (none: the default,
     /// HOST-PID).
-    fn worker_as(&self, name: &str, identity: Option<&str>, extra: &[&std::ffi::OsStr]) -> Child {
+    fn worker_as(&self, name: &str, identity: Option<&str>, extra: &[&std::ffi::OsStr]) -> Worker {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("a log");
         let identity = identity.map(|id| ["--identity", id]);
-        zmanager(["worker", "--endpoint", &self.node.endpoints.workers])
+        let child = zmanager(["worker", "--endpoint", &self.node.endpoints.workers])
             .args(identity.iter().flatten())
             .args(["--heartbeat", "200ms", "--liveness", "1s", "--credits", "8"])
             .arg("--key-file")
@@ -99,7 +99,8 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()
+            .spawn();
+        Worker(child)
     }
 
     fn worker_log(&self, name: &str) -> String {
@@ -115,9 +116,25 @@ impl Cluster {
     }
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A worker run by hand: it retries its node for ever, so it is killed
+/// when dropped, also by a test that fails.
+struct Worker(Child);
+
+impl Worker {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(worker: Worker) {
+    drop(worker);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
