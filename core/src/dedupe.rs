@@ -9,6 +9,7 @@
 //! results a second, 10,000 entries last a tenth of a second.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::inflight::MessageKey;
@@ -21,7 +22,8 @@ pub struct Recent {
     capacity: usize,
     max_bytes: usize,
     bytes: usize,
-    results: HashMap<MessageKey, (Instant, Message)>,
+    /// Shared with the publication of the result: kept without a copy.
+    results: HashMap<MessageKey, (Instant, Arc<Message>)>,
     order: VecDeque<(Instant, MessageKey)>,
 }
 
@@ -38,7 +40,7 @@ impl Recent {
     }
 
     /// Remembers the result of `key`, finished `now`.
-    pub fn insert(&mut self, key: MessageKey, result: Message, now: Instant) {
+    pub fn insert(&mut self, key: MessageKey, result: Arc<Message>, now: Instant) {
         let size = result.size();
         if self.capacity == 0 || self.window.is_zero() || size > self.max_bytes {
             return;
@@ -63,7 +65,7 @@ impl Recent {
     }
 
     /// The result of `key` if it finished within the window.
-    pub fn get(&self, key: &MessageKey, now: Instant) -> Option<&Message> {
+    pub fn get(&self, key: &MessageKey, now: Instant) -> Option<&Arc<Message>> {
         self.results
             .get(key)
             .filter(|(at, _)| now.saturating_duration_since(*at) <= self.window)
@@ -113,8 +115,8 @@ mod tests {
         ("svc".into(), id.into())
     }
 
-    fn result(id: &str) -> Message {
-        Message::new(Envelope::request(id, "F"), Bytes::new())
+    fn result(id: &str) -> Arc<Message> {
+        Arc::new(Message::new(Envelope::request(id, "F"), Bytes::new()))
     }
 
     #[test]

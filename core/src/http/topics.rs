@@ -231,7 +231,7 @@ mod tests {
         envelope.service = "shop".into();
         Publication {
             topic: topic.into(),
-            message: Message::new(envelope, bytes::Bytes::from_static(payload)),
+            message: Message::new(envelope, bytes::Bytes::from_static(payload)).into(),
         }
     }
 
@@ -309,9 +309,10 @@ mod tests {
         );
         // A map with an integer key has no JSON form: its bytes in hex.
         let mut p = publication("Announce~~~~done", "8", &[0x81, 0x01, 0x02]);
-        p.message.envelope.kind = Kind::Result;
-        p.message.envelope.status = Status::Error;
-        p.message.envelope.error = Some(ErrorInfo {
+        let message = std::sync::Arc::make_mut(&mut p.message);
+        message.envelope.kind = Kind::Result;
+        message.envelope.status = Status::Error;
+        message.envelope.error = Some(ErrorInfo {
             code: ErrorCode::ActionFailed,
             name: "action_failed".into(),
             message: "no".into(),

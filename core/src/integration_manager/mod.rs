@@ -24,11 +24,21 @@ use crate::security::Permissions;
 use crate::transport::AsyncSocket;
 use crate::wire::{self, Message};
 
-/// A message to publish and its topic.
+/// A message to publish and its topic. The message is shared: a result
+/// is published and kept for duplicates (`crate::dedupe`) without a copy.
 #[derive(Debug, Clone)]
 pub struct Publication {
     pub topic: String,
-    pub message: Message,
+    pub message: Arc<Message>,
+}
+
+impl Publication {
+    pub fn new(topic: String, message: impl Into<Arc<Message>>) -> Self {
+        Self {
+            topic,
+            message: message.into(),
+        }
+    }
 }
 
 /// The capacity of the channel into the Integration Manager.

@@ -69,7 +69,7 @@ impl Taps {
             let watches = lock(&self.inner.watches);
             if let Some(watchers) = watches.get(&key_of(envelope)) {
                 for (_, tx) in watchers {
-                    let _ = tx.try_send(publication.message.clone());
+                    let _ = tx.try_send(Message::clone(&publication.message));
                 }
             }
         }
@@ -197,7 +197,7 @@ mod tests {
         envelope.service = service.into();
         Publication {
             topic: topic.into(),
-            message: Message::new(envelope, bytes::Bytes::from_static(&[0xc0])),
+            message: Message::new(envelope, bytes::Bytes::from_static(&[0xc0])).into(),
         }
     }
 

@@ -89,6 +89,6 @@ impl SubjectCore {
         }
         self.recent
             .get(key, now)
-            .map(|result| Whereabouts::Finished(Box::new(result.clone())))
+            .map(|result| Whereabouts::Finished(Box::new(Message::clone(result))))
     }
 }

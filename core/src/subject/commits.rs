@@ -227,8 +227,5 @@ fn ack_message((topic, mut envelope, ids): (String, Envelope, Vec<String>)) -> P
     envelope.ack = false;
     // Strings into a Vec cannot fail to encode.
     let payload = rmp_serde::to_vec(&ids).unwrap_or_default();
-    Publication {
-        topic,
-        message: Message::new(envelope, Bytes::from(payload)),
-    }
+    Publication::new(topic, Message::new(envelope, Bytes::from(payload)))
 }

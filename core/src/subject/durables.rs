@@ -157,7 +157,7 @@ impl SubjectCore {
             };
             for durable in self.durables.values_mut() {
                 if durable.wants(&p.topic) {
-                    durable.keep(&p.topic, p.message.clone(), now);
+                    durable.keep(&p.topic, Message::clone(&p.message), now);
                 }
             }
         }
@@ -169,7 +169,7 @@ impl SubjectCore {
         self.effects.extend(
             deliveries
                 .into_iter()
-                .map(|(topic, message)| Effect::Publish(Publication { topic, message })),
+                .map(|(topic, message)| Effect::Publish(Publication::new(topic, message))),
         );
     }
 

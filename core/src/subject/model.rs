@@ -831,7 +831,7 @@ impl Harness {
             if let Effect::Publish(p) = effect
                 && p.topic.starts_with(DURABLE_PREFIX)
             {
-                self.on_prefix.push(p.message.clone());
+                self.on_prefix.push(Message::clone(&p.message));
             }
         }
         for effect in effects {
@@ -903,8 +903,8 @@ impl Harness {
                         }
                     }
                     Kind::Result if p.topic == super::result_topic(&p.message.envelope) => {
-                        self.published.push(p.message.clone());
-                        results.push(p.message);
+                        self.published.push(Message::clone(&p.message));
+                        results.push(Message::clone(&p.message));
                     }
                     Kind::Step => {
                         let key = key_of(&p.message.envelope);
@@ -942,7 +942,7 @@ impl Harness {
                         // that the instance still holds here.
                         if let Some((_, held)) = self.instances.get_mut(&p.topic) {
                             held.retain(|m| key_of(&m.envelope) != key);
-                            held.push(p.message);
+                            held.push(Message::clone(&p.message));
                         }
                     }
                     _ => {}

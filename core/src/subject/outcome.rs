@@ -6,6 +6,8 @@
 //! that: it cannot free a key, end a flow or hide a result that is not its
 //! own, whatever ids it carries.
 
+use std::sync::Arc;
+
 use super::core::{Effect, SubjectCore};
 use super::{dead_letter_topic, result_topic};
 use crate::inflight::key_of;
@@ -31,16 +33,16 @@ pub(super) enum Ending {
 }
 
 impl SubjectCore {
-    pub(super) fn publish(&mut self, topic: String, message: Message) {
-        self.emit(Effect::Publish(Publication { topic, message }));
+    pub(super) fn publish(&mut self, topic: String, message: impl Into<Arc<Message>>) {
+        self.emit(Effect::Publish(Publication::new(topic, message)));
     }
 
     /// Publishes a result once what it reports is committed (at once with
     /// the journal off).
-    pub(super) fn publish_result(&mut self, topic: String, message: Message) {
+    pub(super) fn publish_result(&mut self, topic: String, message: impl Into<Arc<Message>>) {
         if self.commits.is_on() {
             self.commits
-                .publish_after_commit(Publication { topic, message });
+                .publish_after_commit(Publication::new(topic, message));
         } else {
             self.publish(topic, message);
         }
@@ -67,13 +69,13 @@ impl SubjectCore {
                 self.counters.results += 1;
                 let outcome = envelope.error.as_ref().map_or("ok", |e| e.code.name());
                 self.record_end(&envelope.flow, envelope.step, envelope.accepted_us, outcome);
-                let result = Message::new(envelope, payload);
+                let result = Arc::new(Message::new(envelope, payload));
                 self.commits.record(|| Event::Completed {
                     at_us,
                     key: key.clone(),
-                    result: Some(result.clone()),
+                    result: Some(Message::clone(&result)),
                 });
-                self.recent.insert(key, result.clone(), self.now.at);
+                self.recent.insert(key, Arc::clone(&result), self.now.at);
                 self.publish_result(result_topic(&result.envelope), result);
             }
             Ending::Failed(code, text) => {
@@ -122,8 +124,11 @@ impl SubjectCore {
                     errors,
                     at_us,
                 });
-                let result = Message::new(envelope, payload);
-                self.publish_result(dead_letter_topic(&result.envelope.flow), result.clone());
+                let result = Arc::new(Message::new(envelope, payload));
+                self.publish_result(
+                    dead_letter_topic(&result.envelope.flow),
+                    Arc::clone(&result),
+                );
                 self.publish_result(result_topic(&result.envelope), result);
             }
         }
@@ -145,9 +150,11 @@ impl SubjectCore {
         message.envelope.kind = Kind::Result;
         self.counters.accepted += 1;
         self.counters.results += 1;
+        let topic = result_topic(&message.envelope);
+        let message = Arc::new(message);
         self.recent
-            .insert(key_of(&message.envelope), message.clone(), self.now.at);
-        self.publish(result_topic(&message.envelope), message);
+            .insert(key_of(&message.envelope), Arc::clone(&message), self.now.at);
+        self.publish(topic, message);
     }
 
     /// The `accepted` acknowledgement of the request `envelope`, queued to
@@ -160,7 +167,7 @@ impl SubjectCore {
     }
 
     /// The result of `key` if it finished within the dedupe window.
-    pub(super) fn recent_result(&self, key: &crate::inflight::MessageKey) -> Option<&Message> {
+    pub(super) fn recent_result(&self, key: &crate::inflight::MessageKey) -> Option<&Arc<Message>> {
         self.recent.get(key, self.now.at)
     }
 }
