@@ -203,8 +203,13 @@ fn subject(c: &mut Criterion) {
             format!("enqueue+dispatch+complete, batches of {batch}"),
             |b| {
                 let mut table = InFlightTable::new(10_000);
-                table.worker_ready(Bytes::from_static(b"w1"), 256, 1, Instant::now());
-                table.worker_ready(Bytes::from_static(b"w2"), 256, 2, Instant::now());
+                for (n, w) in [b"w1", b"w2"].into_iter().enumerate() {
+                    let w = Bytes::from_static(w);
+                    table.worker_ready(w.clone(), 256, n as u32 + 1, Instant::now());
+                    // The catalog version of these messages (0: the
+                    // node's own), as a worker's SERVES says.
+                    table.serve(&w, &[0]);
+                }
                 let mut next = 0u64;
                 b.iter_batched(
                     || {

@@ -11,6 +11,7 @@
 //! test below checks its invariants on random operation sequences.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,12 +44,21 @@ struct Worker {
     serves: Vec<u32>,
 }
 
-/// A message on a worker, and since when.
+/// A message on a worker, and since when. The message is shared with the
+/// batch it was sent in (encoded, then dropped), so dispatching does not
+/// copy it.
 #[derive(Debug, Clone)]
 pub struct InFlight {
     pub worker: WorkerId,
-    pub message: Message,
+    pub message: Arc<Message>,
     pub since: Instant,
+}
+
+impl InFlight {
+    /// The message, copied only if its batch is still held somewhere.
+    pub fn into_message(self) -> Message {
+        Arc::try_unwrap(self.message).unwrap_or_else(|shared| Message::clone(&shared))
+    }
 }
 
 /// Why a message was not queued.
@@ -139,7 +149,7 @@ impl InFlightTable {
         let mut lost: Vec<Message> = ids
             .iter()
             .filter_map(|id| self.in_flight.remove(id))
-            .map(|f| f.message)
+            .map(InFlight::into_message)
             .collect();
         lost.sort_by_key(|m| m.envelope.accepted_us);
         lost
@@ -291,7 +301,7 @@ impl InFlightTable {
         &mut self,
         max_batch: usize,
         now: Instant,
-    ) -> Option<(WorkerId, Vec<Message>)> {
+    ) -> Option<(WorkerId, Vec<Arc<Message>>)> {
         let version = self.pending.front()?.envelope.catalog;
         let (id, worker) = self
             .workers
@@ -318,11 +328,13 @@ impl InFlightTable {
         for mut message in self.pending.drain(..take) {
             self.pending_bytes -= message.size();
             message.envelope.attempt += 1;
+            let key = key_of(&message.envelope);
+            let message = Arc::new(message);
             self.in_flight.insert(
-                key_of(&message.envelope),
+                key,
                 InFlight {
                     worker: id.clone(),
-                    message: message.clone(),
+                    message: Arc::clone(&message),
                     since: now,
                 },
             );

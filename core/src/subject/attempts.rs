@@ -46,7 +46,7 @@ impl SubjectCore {
             // A panic may be transient (a bad worker state, a resource):
             // the message is delivered again, up to max_attempts.
             let reason = error.message.clone();
-            self.retry_or_dead_letter(vec![in_flight.message], &reason);
+            self.retry_or_dead_letter(vec![in_flight.into_message()], &reason);
             return;
         }
         let step = usize::try_from(result.envelope.step).unwrap_or(usize::MAX);

@@ -161,8 +161,11 @@ impl SubjectCore {
             if self.options.record_spans {
                 let pid = self.table.pid(&worker);
                 for m in &mut batch {
+                    // The copy sent names its dispatch span; the one kept
+                    // in flight does not (a copy, with spans on only).
+                    let sent = std::sync::Arc::make_mut(m);
                     self.spans
-                        .dispatched(&mut m.envelope, pid, self.now.wall_us);
+                        .dispatched(&mut sent.envelope, pid, self.now.wall_us);
                 }
             }
             if self.commits.is_on() {
@@ -176,7 +179,7 @@ impl SubjectCore {
                     });
                 }
             }
-            let mut frames = wire::work(&batch);
+            let mut frames = wire::work(batch.iter().map(|m| &**m));
             frames.push_front(worker.clone());
             self.emit(Effect::ToWorker(worker, frames));
         }
