@@ -166,7 +166,8 @@ pub enum Effect {
     /// so its error result can name it).
     StoreDeadLetter {
         seq: u64,
-        message: Message,
+        /// Boxed: the other effects are small, and this one is rare.
+        message: Box<Message>,
         errors: Vec<String>,
         at_us: u64,
     },

@@ -120,7 +120,7 @@ impl SubjectCore {
                     .into_error(ErrorCode::DeadLettered, text);
                 self.emit(Effect::StoreDeadLetter {
                     seq,
-                    message,
+                    message: Box::new(message),
                     errors,
                     at_us,
                 });
