@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -17,7 +17,8 @@ use zmanager::catalog::source::{Format, SourceFile};
 use zmanager::catalog::topic::Topic;
 use zmanager::catalog::{Catalog, StepRole};
 use zmanager::components::registry::Registry;
-use zmanager::inflight::InFlightTable;
+use zmanager::dedupe::Recent;
+use zmanager::inflight::{InFlightTable, key_of};
 use zmanager::node::config::NodeConfig;
 use zmanager::wire::envelope::{Envelope, Kind, now_us};
 use zmanager::wire::{self, Message};
@@ -231,6 +232,30 @@ fn subject(c: &mut Criterion) {
             },
         );
     }
+    g.finish();
+
+    // The dedupe store at its bound (the default 10,000 results): each
+    // result remembered drops the oldest, as under load.
+    let mut g = c.benchmark_group("dedupe");
+    g.bench_function("insert at capacity (10,000)", |b| {
+        let mut recent = Recent::new(Duration::from_secs(60), 10_000, usize::MAX);
+        let now = Instant::now();
+        let mut next = 0u64;
+        for _ in 0..10_000 {
+            let m = work(next);
+            next += 1;
+            recent.insert(key_of(&m.envelope), Arc::new(m), now);
+        }
+        b.iter_batched(
+            || {
+                next += 1;
+                let m = work(next);
+                (key_of(&m.envelope), Arc::new(m))
+            },
+            |(key, m)| recent.insert(key, m, now),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 
     // A worker's part: running the echo flow's one action.

@@ -8,6 +8,7 @@
 //! `capacity` results (and `max_bytes`) finish within it: at 100,000
 //! results a second, 10,000 entries last a tenth of a second.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +24,9 @@ pub struct Recent {
     max_bytes: usize,
     bytes: usize,
     /// Shared with the publication of the result: kept without a copy.
-    results: HashMap<MessageKey, (Instant, Arc<Message>)>,
-    order: VecDeque<(Instant, MessageKey)>,
+    /// The key is shared with `order`: one allocation per result.
+    results: HashMap<Arc<MessageKey>, (Instant, Arc<Message>)>,
+    order: VecDeque<(Instant, Arc<MessageKey>)>,
 }
 
 impl Recent {
@@ -54,7 +56,8 @@ impl Recent {
                 break;
             }
         }
-        self.order.push_back((now, key.clone()));
+        let key = Arc::new(key);
+        self.order.push_back((now, Arc::clone(&key)));
         self.bytes += size;
         self.results.insert(key, (now, result));
     }
@@ -96,9 +99,10 @@ impl Recent {
         };
         // Only if that entry is still the one recorded at `at` (the key may
         // have been inserted again since).
-        if self.results.get(&key).is_some_and(|(t, _)| *t == at)
-            && let Some((_, old)) = self.results.remove(&key)
+        if let Entry::Occupied(entry) = self.results.entry(key)
+            && entry.get().0 == at
         {
+            let (_, old) = entry.remove();
             self.bytes -= old.size();
         }
         true
