@@ -223,12 +223,10 @@ mod tests {
         }
     }
 
-    /// The shipped systemd unit starts the node with arguments this CLI
-    /// takes, on a configuration that loads.
-    #[test]
-    fn the_systemd_unit_runs_a_command_this_cli_takes() {
+    /// A systemd unit's `ExecStart` line, and the command it runs as
+    /// this CLI parses it.
+    fn exec_start(unit: &str) -> (&str, Cli) {
         use clap::Parser;
-        let unit = include_str!("../../packaging/zmanager.service");
         let exec = unit
             .lines()
             .find_map(|l| l.strip_prefix("ExecStart="))
@@ -236,6 +234,15 @@ mod tests {
         let mut words: Vec<&str> = exec.split_whitespace().collect();
         words[0] = "zmanager";
         let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        (exec, cli)
+    }
+
+    /// The shipped systemd unit starts the node with arguments this CLI
+    /// takes, on a configuration that loads.
+    #[test]
+    fn the_systemd_unit_runs_a_command_this_cli_takes() {
+        let unit = include_str!("../../packaging/zmanager.service");
+        let (exec, cli) = exec_start(unit);
         assert!(matches!(cli.command, super::Command::Up(_)), "{exec}");
         let config = include_str!("../../packaging/node.toml");
         let parsed = zmanager::node::config::NodeConfig::from_toml("node.toml", config)
@@ -253,15 +260,7 @@ mod tests {
     /// start makes its own).
     #[test]
     fn the_worker_unit_runs_a_command_this_cli_takes() {
-        use clap::Parser;
-        let unit = include_str!("../../packaging/zmanager-worker.service");
-        let exec = unit
-            .lines()
-            .find_map(|l| l.strip_prefix("ExecStart="))
-            .expect("an ExecStart line");
-        let mut words: Vec<&str> = exec.split_whitespace().collect();
-        words[0] = "zmanager";
-        let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        let (exec, cli) = exec_start(include_str!("../../packaging/zmanager-worker.service"));
         assert!(matches!(cli.command, super::Command::Worker(_)), "{exec}");
         assert!(!exec.contains("--identity"), "{exec}");
         assert!(

@@ -133,10 +133,6 @@ impl Drop for Worker {
     }
 }
 
-fn stop(worker: Worker) {
-    drop(worker);
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("a runtime")
 }
@@ -222,7 +218,7 @@ fn workers_on_another_host_share_the_load_and_a_lost_ones_work_is_given_to_the_o
         }));
         let killer = async {
             tokio::time::sleep(Duration::from_millis(400)).await;
-            stop(c.take().expect("c runs"));
+            drop(c.take().expect("c runs"));
         };
         let (answers, ()) = tokio::time::timeout(
             Duration::from_secs(60),
@@ -252,7 +248,7 @@ fn workers_on_another_host_share_the_load_and_a_lost_ones_work_is_given_to_the_o
             .any(|l| l.contains("worker lost") && l.contains("c.1") && !l.contains("messages=0")),
         "the node gave the killed worker's messages to the other:\n{log}"
     );
-    stop(b);
+    drop(b);
 }
 
 #[test]
@@ -311,9 +307,9 @@ fn a_worker_without_a_component_the_catalog_uses_says_so_and_gets_none_of_its_wo
             .expect("run once a worker that can is there")
             .expect("answered");
         assert_eq!(reply.envelope.status, Status::Ok, "{:?}", reply.envelope);
-        stop(able);
+        drop(able);
     });
     let charged = std::fs::read_to_string(&ledger).expect("the ledger");
     assert_eq!(charged.lines().count(), 1, "charged once:\n{charged}");
-    stop(lacking);
+    drop(lacking);
 }
