@@ -4,29 +4,38 @@
 //! (`docs/reliability.md`, `docs/journal.md`).
 //!
 //! - [`event`]: the events ([`Event`]) and events as read back.
-//! - [`Journal`]: the narrow trait a backend implements (a PostgreSQL
-//!   backend shared by several nodes could implement it later).
+//! - [`Journal`]: the narrow trait a backend implements.
 //! - [`sqlite`]: the embedded backend, [`SqliteJournal`], in the node's
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
+//! - [`postgres`]: [`PostgresJournal`], the same table in a PostgreSQL
+//!   database several machines can reach.
+//! - `row` (private): what a row of that table means, to both backends.
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
 //! - [`retention`]: [`Retention`], which removes finished messages after
 //!   `retain` or past `max_mb`, on its own thread.
 //! - `wal` (private): reading SQLite's write-ahead log to tell what a crash
 //!   left in it ([`OpenReport`]).
+//! - `suite` (tests): the journal's tests, run on both backends.
 
 pub mod event;
+pub mod postgres;
 pub mod retention;
+mod row;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 mod wal;
 pub mod writer;
 
 use std::sync::Arc;
 
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
+pub use postgres::PostgresJournal;
 pub use retention::Retention;
 pub use sqlite::{OpenReport, SqliteJournal, SyncMode};
 pub use writer::{BATCH_BOUNDS, COMMIT_BOUNDS_US, CommitFigures, Committed, Health, JournalWriter};
 
+use crate::catalog::version::Sources;
 use crate::wire::Message;
 
 /// What a journal backend does. Every method is one transaction.
@@ -247,6 +256,16 @@ pub struct JournalStats {
     pub newest_us: Option<u64>,
 }
 
+/// One version of the catalog the journal recorded (`docs/reload.md`):
+/// each version a node ran, with its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCatalog {
+    pub version: u32,
+    pub digest: String,
+    pub sources: Sources,
+    pub at_us: u64,
+}
+
 /// What went wrong with the journal.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -263,6 +282,27 @@ pub enum JournalError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL journal at `target` (its URL without the password)
+    /// failed: it could not be reached, or a statement failed.
+    #[error("journal {target}: {}", postgres::describe(source))]
+    Postgres {
+        target: String,
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// The journal's schema is newer than this binary knows: it was
+    /// migrated by a newer zmanager. Nothing was written to it.
+    #[error(
+        "journal {path} has schema version {found}, newer than this zmanager knows ({known}): run a zmanager at least as new as the one that migrated it"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    /// The journal's configuration cannot be used.
+    #[error("{detail}")]
+    Config { detail: String },
     /// The database file is damaged (SQLite's integrity check failed, or it
     /// is not a database at all). Nothing was changed in it.
     #[error("journal {path} is damaged: {detail}")]

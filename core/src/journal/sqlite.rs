@@ -20,18 +20,17 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+use super::row::{self, COLUMNS, Columns, Latest, Stored, TERMINAL, int, unsigned};
 use super::{
-    Checkpoint, Event, EventKind, Journal, JournalError, JournalStats, MessageState,
-    MessageSummary, RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished, wal,
+    Event, EventKind, Journal, JournalError, JournalStats, MessageState, MessageSummary,
+    RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished, wal,
 };
 use crate::dead_letter::database_path;
 use crate::wire::Message;
-use crate::wire::envelope::Envelope;
 
 /// How hard a commit tries to reach the disk: SQLite's `synchronous`
 /// setting (in WAL mode). Named `SyncMode`, not `Sync`, so as not to shadow
@@ -249,9 +248,6 @@ CREATE TABLE IF NOT EXISTS journal_catalogs (
 );
 ";
 
-const COLUMNS: &str =
-    "seq, at_us, kind, service, id, attempt, worker, step, reason, envelope, payload";
-
 /// Whether an error means the file itself is damaged.
 fn is_damage(e: &rusqlite::Error) -> bool {
     matches!(
@@ -272,14 +268,6 @@ fn error(path: &str, source: rusqlite::Error) -> JournalError {
             source,
         }
     }
-}
-
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn unsigned(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 /// How a connection is opened: what it checks and whether it may create.
@@ -425,78 +413,13 @@ impl SqliteJournal {
         error(&self.path, source)
     }
 
-    /// The message stored in row `seq`, or `None` (with a warning) if it
-    /// does not decode.
     fn message(
         &self,
         seq: i64,
         envelope: Option<Vec<u8>>,
         payload: Option<Vec<u8>>,
     ) -> Option<Message> {
-        let Some(envelope) = envelope else {
-            tracing::warn!(path = %self.path, seq, "journal row has no envelope; skipped");
-            return None;
-        };
-        match Envelope::decode(&envelope) {
-            Ok(envelope) => Some(Message::new(
-                envelope,
-                Bytes::from(payload.unwrap_or_default()),
-            )),
-            Err(e) => {
-                tracing::warn!(path = %self.path, seq, error = %e, "journal row's envelope does not decode; skipped");
-                None
-            }
-        }
-    }
-
-    fn event(&self, row: Stored) -> Option<RecordedEvent> {
-        let Some(kind) = EventKind::parse(&row.kind) else {
-            tracing::warn!(path = %self.path, seq = row.seq, kind = %row.kind, "journal row of unknown kind; skipped");
-            return None;
-        };
-        let at_us = unsigned(row.at_us);
-        let key = (row.service, row.id);
-        let event = match kind {
-            EventKind::Accepted => Event::Accepted {
-                at_us,
-                message: self.message(row.seq, row.envelope, row.payload)?,
-            },
-            EventKind::Dispatched => Event::Dispatched {
-                at_us,
-                key,
-                attempt: u32::try_from(row.attempt.unwrap_or(0)).unwrap_or(0),
-                worker: Bytes::from(row.worker.unwrap_or_default()),
-            },
-            EventKind::Suspended => Event::Suspended {
-                at_us,
-                key,
-                step: u32::try_from(row.step.unwrap_or(0)).unwrap_or(0),
-                message: self.message(row.seq, row.envelope, row.payload)?,
-            },
-            EventKind::Resumed => Event::Resumed {
-                at_us,
-                key,
-                step: u32::try_from(row.step.unwrap_or(0)).unwrap_or(0),
-                message: self.message(row.seq, row.envelope, row.payload)?,
-            },
-            EventKind::Completed => Event::Completed {
-                at_us,
-                key,
-                result: match row.envelope {
-                    Some(envelope) => Some(self.message(row.seq, Some(envelope), row.payload)?),
-                    None => None,
-                },
-            },
-            EventKind::DeadLettered => Event::DeadLettered {
-                at_us,
-                key,
-                reason: row.reason.unwrap_or_default(),
-            },
-        };
-        Some(RecordedEvent {
-            seq: row.seq,
-            event,
-        })
+        row::message(&self.path, seq, envelope, payload)
     }
 
     /// Messages stored by `sql` (selecting `seq, envelope, payload`).
@@ -521,20 +444,6 @@ impl SqliteJournal {
 }
 
 /// A row of `journal_events`, in [`COLUMNS`] order.
-struct Stored {
-    seq: i64,
-    at_us: i64,
-    kind: String,
-    service: String,
-    id: String,
-    attempt: Option<i64>,
-    worker: Option<Vec<u8>>,
-    step: Option<i64>,
-    reason: Option<String>,
-    envelope: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-}
-
 fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     Ok(Stored {
         seq: r.get(0)?,
@@ -550,8 +459,6 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
         payload: r.get(10)?,
     })
 }
-
-const TERMINAL: &str = "('completed', 'dead_lettered')";
 
 impl SqliteJournal {
     /// Inserts `events` in one transaction.
@@ -570,59 +477,20 @@ impl SqliteJournal {
                 .map_err(|e| self.sqlite(e))?;
             for event in events {
                 let (service, id) = event.key();
-                let (mut flow, mut attempt, mut worker, mut step, mut reason) =
-                    (String::new(), None, None, None, None);
-                let (mut envelope, mut payload) = (None, None);
-                match event {
-                    Event::Accepted { message, .. } => {
-                        flow.clone_from(&message.envelope.flow);
-                        envelope = Some(message.envelope.encode());
-                        payload = Some(message.payload.as_ref());
-                    }
-                    Event::Dispatched {
-                        attempt: a,
-                        worker: w,
-                        ..
-                    } => {
-                        attempt = Some(i64::from(*a));
-                        worker = Some(w.as_ref());
-                    }
-                    Event::Suspended {
-                        step: s, message, ..
-                    }
-                    | Event::Resumed {
-                        step: s, message, ..
-                    } => {
-                        flow.clone_from(&message.envelope.flow);
-                        step = Some(i64::from(*s));
-                        envelope = Some(message.envelope.encode());
-                        payload = Some(message.payload.as_ref());
-                    }
-                    Event::Completed { result, .. } => {
-                        if let Some(result) = result {
-                            flow.clone_from(&result.envelope.flow);
-                            // An error result's code, for the failed
-                            // requests' index (`recent`).
-                            reason = result.envelope.error.as_ref().map(|e| e.code.name());
-                            envelope = Some(result.envelope.encode());
-                            payload = Some(result.payload.as_ref());
-                        }
-                    }
-                    Event::DeadLettered { reason: r, .. } => reason = Some(r.as_str()),
-                }
+                let c = Columns::of(event);
                 insert
                     .execute(params![
                         int(event.at_us()),
                         event.kind().as_str(),
                         service,
                         id,
-                        flow,
-                        attempt,
-                        worker,
-                        step,
-                        reason,
-                        envelope,
-                        payload
+                        c.flow,
+                        c.attempt,
+                        c.worker,
+                        c.step,
+                        c.reason,
+                        c.envelope,
+                        c.payload
                     ])
                     .map_err(|e| self.sqlite(e))?;
             }
@@ -654,11 +522,8 @@ impl Journal for SqliteJournal {
             [],
         )?;
         let mut out = Vec::with_capacity(accepted.len());
-        for (seq, mut message) in accepted {
-            let (service, id) = (
-                message.envelope.service.clone(),
-                message.envelope.id.clone(),
-            );
+        for (seq, message) in accepted {
+            let (service, id) = (&message.envelope.service, &message.envelope.id);
             let latest = |kind: &str| {
                 self.conn
                     .prepare_cached(
@@ -668,39 +533,25 @@ impl Journal for SqliteJournal {
                     )
                     .and_then(|mut s| {
                         s.query_row(params![service, id, seq, kind], |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, Option<i64>>(1)?,
-                                r.get::<_, Option<Vec<u8>>>(2)?,
-                                r.get::<_, Option<Vec<u8>>>(3)?,
-                            ))
+                            Ok(Latest {
+                                seq: r.get(0)?,
+                                attempt: r.get(1)?,
+                                envelope: r.get(2)?,
+                                payload: r.get(3)?,
+                            })
                         })
                         .optional()
                     })
                     .map_err(|e| self.sqlite(e))
             };
-            let mut since = seq;
-            let mut at = Checkpoint::Accepted;
-            let suspended = latest("suspended")?;
-            let resumed = latest("resumed")?;
-            let checkpoint = match (suspended, resumed) {
-                (Some(s), Some(r)) if r.0 > s.0 => Some((Checkpoint::Resumed, r)),
-                (Some(s), _) => Some((Checkpoint::Suspended, s)),
-                (None, r) => r.map(|r| (Checkpoint::Resumed, r)),
-            };
-            if let Some((kind, (s, _, envelope, payload))) = checkpoint
-                && let Some(state) = self.message(s, envelope, payload)
-            {
-                message = state;
-                since = s;
-                at = kind;
-            }
-            if let Some((d, Some(attempt), _, _)) = latest("dispatched")?
-                && d > since
-            {
-                message.envelope.attempt = u32::try_from(attempt).unwrap_or(0);
-            }
-            out.push(Unfinished { message, at });
+            let (suspended, resumed, dispatched) = (
+                latest("suspended")?,
+                latest("resumed")?,
+                latest("dispatched")?,
+            );
+            out.push(row::unfinished(
+                &self.path, seq, message, suspended, resumed, dispatched,
+            ));
         }
         Ok(out)
     }
@@ -717,7 +568,7 @@ impl Journal for SqliteJournal {
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for r in rows {
-            out.extend(self.event(r.map_err(|e| self.sqlite(e))?));
+            out.extend(row::event(&self.path, r.map_err(|e| self.sqlite(e))?));
         }
         Ok(out)
     }
@@ -786,16 +637,8 @@ impl Journal for SqliteJournal {
         for r in rows {
             let (kind, n) = r.map_err(|e| self.sqlite(e))?;
             let n = unsigned(n);
-            match EventKind::parse(&kind) {
-                Some(EventKind::Accepted) => stats.accepted = n,
-                Some(EventKind::Dispatched) => stats.dispatched = n,
-                Some(EventKind::Suspended) => stats.suspended = n,
-                Some(EventKind::Resumed) => stats.resumed = n,
-                Some(EventKind::Completed) => stats.completed = n,
-                Some(EventKind::DeadLettered) => stats.dead_lettered = n,
-                None => {
-                    tracing::warn!(path = %self.path, kind = %kind, n, "journal rows of unknown kind")
-                }
+            if !row::count_kind(&mut stats, &kind, n) {
+                tracing::warn!(path = %self.path, kind = %kind, n, "journal rows of unknown kind");
             }
         }
         let (oldest, newest) = self
@@ -909,22 +752,8 @@ impl Journal for SqliteJournal {
     }
 
     fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError> {
-        let states = [
-            MessageState::Accepted,
-            MessageState::Suspended,
-            MessageState::Resumed,
-            MessageState::Completed,
-            MessageState::DeadLettered,
-        ];
-        let quoted = |states: &mut dyn Iterator<Item = &MessageState>| {
-            states
-                .map(|s| format!("'{}'", s.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        // States are named after the event kinds that lead to them.
-        let lifecycle = quoted(&mut states.iter());
-        let selected = quoted(&mut states.iter().filter(|s| filter.state.matches(**s)));
+        let lifecycle = row::quoted_states(|_| true);
+        let selected = row::quoted_states(|s| filter.state.matches(s));
         let sql = format!(
             "WITH m AS (
                  SELECT service, id,
@@ -987,12 +816,9 @@ impl Journal for SqliteJournal {
 mod catalogs;
 mod recent;
 
-pub use catalogs::RecordedCatalog;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::StateFilter;
     use crate::journal::testing::{TempDir, request};
 
     fn key(service: &str, id: &str) -> (String, String) {
@@ -1015,253 +841,6 @@ mod tests {
             .iter()
             .map(|m| key(&m.envelope.service, &m.envelope.id))
             .collect()
-    }
-
-    #[test]
-    fn unfinished_are_the_accepted_not_finished_in_order_as_last_recorded() {
-        let dir = TempDir::new("unfinished");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let mut suspended = request("other", "1", "G");
-        suspended.envelope.step = 2;
-        j.append(&[
-            accepted(10, "svc", "1", "F"),
-            accepted(11, "svc", "2", "F"),
-            accepted(12, "other", "1", "G"),
-            accepted(13, "svc", "3", "F"),
-        ])
-        .unwrap();
-        j.append(&[
-            Event::Dispatched {
-                at_us: 20,
-                key: key("svc", "1"),
-                attempt: 1,
-                worker: Bytes::from_static(b"w1"),
-            },
-            Event::Dispatched {
-                at_us: 21,
-                key: key("svc", "1"),
-                attempt: 2,
-                worker: Bytes::from_static(b"w2"),
-            },
-            Event::Completed {
-                result: None,
-                at_us: 22,
-                key: key("svc", "2"),
-            },
-            Event::Dispatched {
-                at_us: 23,
-                key: key("other", "1"),
-                attempt: 1,
-                worker: Bytes::from_static(b"w1"),
-            },
-            Event::Suspended {
-                at_us: 24,
-                key: key("other", "1"),
-                step: 2,
-                message: suspended.clone(),
-            },
-            Event::DeadLettered {
-                at_us: 25,
-                key: key("svc", "3"),
-                reason: "poison".into(),
-            },
-        ])
-        .unwrap();
-        let unfinished = j.unfinished().unwrap();
-        assert_eq!(ids(&unfinished), [key("svc", "1"), key("other", "1")]);
-        assert_eq!(unfinished[0].message.envelope.attempt, 2, "latest dispatch");
-        assert_eq!(unfinished[0].at, Checkpoint::Accepted);
-        assert_eq!(unfinished[1].message, suspended, "latest suspension");
-        assert_eq!(unfinished[1].at, Checkpoint::Suspended);
-
-        // Answered: the flow goes on from the answer, not from the suspension.
-        let mut answered = suspended.clone();
-        answered.payload = Bytes::from_static(b"answer");
-        j.append(&[Event::Resumed {
-            at_us: 26,
-            key: key("other", "1"),
-            step: 2,
-            message: answered.clone(),
-        }])
-        .unwrap();
-        let unfinished = j.unfinished().unwrap();
-        assert_eq!(unfinished[1].message, answered, "latest checkpoint");
-        assert_eq!(unfinished[1].at, Checkpoint::Resumed);
-        assert_eq!(j.stats().unwrap().resumed, 1);
-
-        let history = j.history("svc", "1").unwrap();
-        let kinds: Vec<_> = history.iter().map(|r| r.event.kind()).collect();
-        assert_eq!(
-            kinds,
-            [
-                EventKind::Accepted,
-                EventKind::Dispatched,
-                EventKind::Dispatched
-            ]
-        );
-        assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert_eq!(
-            history[2].event,
-            Event::Dispatched {
-                at_us: 21,
-                key: key("svc", "1"),
-                attempt: 2,
-                worker: Bytes::from_static(b"w2"),
-            }
-        );
-        let dead = j.history("svc", "3").unwrap();
-        assert!(matches!(&dead[1].event, Event::DeadLettered { reason, .. } if reason == "poison"));
-        assert!(j.history("svc", "nope").unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_message_accepted_again_after_it_finished_is_unfinished_again() {
-        let dir = TempDir::new("again");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        j.append(&[
-            accepted(1, "s", "1", "F"),
-            Event::Completed {
-                result: None,
-                at_us: 2,
-                key: key("s", "1"),
-            },
-            accepted(3, "s", "1", "F"),
-        ])
-        .unwrap();
-        assert_eq!(ids(&j.unfinished().unwrap()), [key("s", "1")]);
-    }
-
-    #[test]
-    fn results_are_kept_with_their_end_and_read_back_newest_within_a_window() {
-        let dir = TempDir::new("results");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let result = |id: &str| {
-            let mut m = request("s", id, "F");
-            m.envelope.kind = crate::wire::envelope::Kind::Result;
-            m
-        };
-        let mut events = Vec::new();
-        for (at, id) in [(100, "a"), (200, "b"), (300, "c"), (400, "d")] {
-            events.push(accepted(at, "s", id, "F"));
-            events.push(Event::Completed {
-                at_us: at + 1,
-                key: key("s", id),
-                // "b" ended with no result to give again (a refusal).
-                result: (id != "b").then(|| result(id)),
-            });
-        }
-        j.append(&events).unwrap();
-        let ids = |got: Vec<(u64, Message)>| -> Vec<(u64, String)> {
-            got.into_iter().map(|(t, m)| (t, m.envelope.id)).collect()
-        };
-        assert_eq!(
-            ids(j.recent_results(150, 10).unwrap()),
-            [(301, "c".to_owned()), (401, "d".to_owned())]
-        );
-        // The newest `limit`, oldest first.
-        assert_eq!(
-            ids(j.recent_results(0, 2).unwrap()),
-            [(301, "c".to_owned()), (401, "d".to_owned())]
-        );
-        // And the history shows the result with the end.
-        let history = j.history("s", "a").unwrap();
-        assert!(matches!(
-            &history[1].event,
-            Event::Completed { result: Some(m), .. } if m.envelope.kind == crate::wire::envelope::Kind::Result
-        ));
-    }
-
-    #[test]
-    fn range_selects_acceptance_time_and_flow() {
-        let dir = TempDir::new("range");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        j.append(&[
-            accepted(100, "s", "a", "F"),
-            accepted(200, "s", "b", "G"),
-            accepted(300, "s", "c", "F"),
-            accepted(400, "s", "d", "F"),
-            Event::Completed {
-                result: None,
-                at_us: 250,
-                key: key("s", "a"),
-            },
-        ])
-        .unwrap();
-        let all = j.range(100, 400, None).unwrap();
-        assert_eq!(
-            message_ids(&all),
-            [key("s", "a"), key("s", "b"), key("s", "c")]
-        );
-        assert_eq!(all[0], request("s", "a", "F"), "as accepted");
-        let f = j.range(0, u64::MAX, Some("F")).unwrap();
-        assert_eq!(
-            message_ids(&f),
-            [key("s", "a"), key("s", "c"), key("s", "d")]
-        );
-        assert!(j.range(500, 600, None).unwrap().is_empty());
-    }
-
-    #[test]
-    fn compact_removes_messages_finished_before_the_time_only() {
-        let dir = TempDir::new("compact");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        j.append(&[
-            accepted(10, "s", "done", "F"),
-            accepted(11, "s", "dead", "F"),
-            accepted(12, "s", "open", "F"),
-            Event::Dispatched {
-                at_us: 13,
-                key: key("s", "done"),
-                attempt: 1,
-                worker: Bytes::from_static(b"w"),
-            },
-            Event::Completed {
-                result: None,
-                at_us: 100,
-                key: key("s", "done"),
-            },
-            Event::DeadLettered {
-                at_us: 300,
-                key: key("s", "dead"),
-                reason: "r".into(),
-            },
-        ])
-        .unwrap();
-        let before = j.stats().unwrap();
-        assert_eq!(
-            before,
-            JournalStats {
-                accepted: 3,
-                dispatched: 1,
-                suspended: 0,
-                resumed: 0,
-                completed: 1,
-                dead_lettered: 1,
-                oldest_us: Some(10),
-                newest_us: Some(300),
-            }
-        );
-        assert_eq!(j.compact(200).unwrap(), 1);
-        assert!(j.history("s", "done").unwrap().is_empty());
-        assert_eq!(j.history("s", "dead").unwrap().len(), 2);
-        assert_eq!(j.compact(200).unwrap(), 0, "nothing more before 200");
-        assert_eq!(j.compact(1_000).unwrap(), 1);
-        let after = j.stats().unwrap();
-        assert_eq!(
-            (after.accepted, after.completed, after.dead_lettered),
-            (1, 0, 0)
-        );
-        assert_eq!((after.oldest_us, after.newest_us), (Some(12), Some(12)));
-        assert_eq!(ids(&j.unfinished().unwrap()), [key("s", "open")]);
-        assert_eq!(j.compact(u64::MAX).unwrap(), 0, "unfinished are kept");
-    }
-
-    #[test]
-    fn empty_journal_stats() {
-        let dir = TempDir::new("empty");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Off).unwrap();
-        assert_eq!(j.stats().unwrap(), JournalStats::default());
-        assert!(j.unfinished().unwrap().is_empty());
     }
 
     #[test]
@@ -1446,170 +1025,5 @@ mod tests {
         crate::dead_letter::DeadLetterStore::open(dir.path()).unwrap();
         let e = SqliteJournal::open_to_read(dir.path()).unwrap_err();
         assert!(e.to_string().contains("holds no journal"), "{e}");
-    }
-
-    fn finished(at_us: u64, service: &str, id: &str) -> Event {
-        Event::Completed {
-            result: None,
-            at_us,
-            key: key(service, id),
-        }
-    }
-
-    #[test]
-    fn compact_oldest_removes_in_bounded_steps_oldest_first() {
-        let dir = TempDir::new("oldest");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        j.append(&[
-            accepted(1, "s", "a", "F"),
-            accepted(2, "s", "b", "F"),
-            accepted(3, "s", "c", "F"),
-            accepted(4, "s", "open", "F"),
-            finished(30, "s", "b"),
-            finished(10, "s", "c"),
-            Event::DeadLettered {
-                at_us: 20,
-                key: key("s", "a"),
-                reason: "r".into(),
-            },
-        ])
-        .unwrap();
-        assert_eq!(j.compact_oldest(u64::MAX, 2).unwrap(), 2);
-        assert!(j.history("s", "c").unwrap().is_empty(), "finished first");
-        assert!(j.history("s", "a").unwrap().is_empty(), "then this one");
-        assert_eq!(j.history("s", "b").unwrap().len(), 2);
-        assert_eq!(j.compact_oldest(25, 10).unwrap(), 0, "b finished at 30");
-        assert_eq!(j.compact_oldest(u64::MAX, 10).unwrap(), 1);
-        assert_eq!(j.compact_oldest(u64::MAX, 10).unwrap(), 0);
-        assert_eq!(ids(&j.unfinished().unwrap()), [key("s", "open")]);
-    }
-
-    #[test]
-    fn data_bytes_counts_pages_in_use_not_freed_ones() {
-        let dir = TempDir::new("bytes");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Off).unwrap();
-        let empty = j.data_bytes().unwrap();
-        assert!(empty > 0, "the schema takes pages");
-        let big = Bytes::from(vec![7u8; 2_000]);
-        let mut events = Vec::new();
-        for i in 0..500 {
-            let mut m = request("s", &format!("{i}"), "F");
-            m.payload = big.clone();
-            events.push(Event::accepted(i, m));
-            events.push(finished(i + 1, "s", &format!("{i}")));
-        }
-        j.append(&events).unwrap();
-        let full = j.data_bytes().unwrap();
-        assert!(full > empty + 500 * 2_000, "{empty} -> {full}");
-        assert_eq!(j.compact(u64::MAX).unwrap(), 500);
-        let after = j.data_bytes().unwrap();
-        assert!(after < empty + 50_000, "freed pages do not count: {after}");
-    }
-
-    #[test]
-    fn summaries_are_one_line_per_message_filtered() {
-        let dir = TempDir::new("summaries");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let mut suspended = request("t", "2", "G");
-        suspended.envelope.step = 2;
-        j.append(&[
-            accepted(100, "s", "1", "F"),
-            accepted(200, "t", "2", "G"),
-            accepted(300, "s", "3", "F"),
-            accepted(400, "t", "1", "F"),
-            Event::Dispatched {
-                at_us: 101,
-                key: key("s", "1"),
-                attempt: 1,
-                worker: Bytes::from_static(b"w1"),
-            },
-            Event::Dispatched {
-                at_us: 102,
-                key: key("s", "1"),
-                attempt: 2,
-                worker: Bytes::from_static(b"w2"),
-            },
-            finished(103, "s", "1"),
-            Event::Suspended {
-                at_us: 201,
-                key: key("t", "2"),
-                step: 2,
-                message: suspended,
-            },
-            Event::DeadLettered {
-                at_us: 301,
-                key: key("s", "3"),
-                reason: "r".into(),
-            },
-        ])
-        .unwrap();
-        let all = j.summaries(&SummaryFilter::default()).unwrap();
-        let lines: Vec<_> = all
-            .iter()
-            .map(|m| {
-                (
-                    m.service.as_str(),
-                    m.id.as_str(),
-                    m.flow.as_str(),
-                    m.accepted_us,
-                    m.state,
-                    m.attempts,
-                )
-            })
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                ("s", "1", "F", 100, MessageState::Completed, 2),
-                ("t", "2", "G", 200, MessageState::Suspended, 0),
-                ("s", "3", "F", 300, MessageState::DeadLettered, 0),
-                ("t", "1", "F", 400, MessageState::Accepted, 0),
-            ]
-        );
-        let keys = |filter: SummaryFilter| -> Vec<(String, String)> {
-            j.summaries(&filter)
-                .unwrap()
-                .iter()
-                .map(|m| key(&m.service, &m.id))
-                .collect()
-        };
-        assert_eq!(
-            keys(SummaryFilter {
-                state: StateFilter::Unfinished,
-                ..SummaryFilter::default()
-            }),
-            [key("t", "2"), key("t", "1")]
-        );
-        assert_eq!(
-            keys(SummaryFilter {
-                state: StateFilter::Is(MessageState::DeadLettered),
-                ..SummaryFilter::default()
-            }),
-            [key("s", "3")]
-        );
-        assert_eq!(
-            keys(SummaryFilter {
-                since_us: Some(200),
-                until_us: Some(400),
-                flow: Some("F".into()),
-                ..SummaryFilter::default()
-            }),
-            [key("s", "3")]
-        );
-        assert_eq!(
-            keys(SummaryFilter {
-                id: Some("1".into()),
-                ..SummaryFilter::default()
-            }),
-            [key("s", "1"), key("t", "1")]
-        );
-        assert_eq!(
-            keys(SummaryFilter {
-                limit: Some(2),
-                ..SummaryFilter::default()
-            }),
-            [key("s", "3"), key("t", "1")],
-            "the latest, in acceptance order"
-        );
     }
 }

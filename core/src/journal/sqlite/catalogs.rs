@@ -9,16 +9,7 @@ use rusqlite::params;
 
 use super::{SqliteJournal, int, unsigned};
 use crate::catalog::version::Sources;
-use crate::journal::JournalError;
-
-/// One recorded version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedCatalog {
-    pub version: u32,
-    pub digest: String,
-    pub sources: Sources,
-    pub at_us: u64,
-}
+use crate::journal::{JournalError, RecordedCatalog};
 
 impl SqliteJournal {
     /// Records version `version` of the catalog, made of `sources`.
@@ -74,50 +65,5 @@ impl SqliteJournal {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::catalog::source::{Format, SourceFile};
-    use crate::catalog::version::Sources;
-    use crate::journal::testing::TempDir;
-    use crate::journal::{SqliteJournal, SyncMode};
-
-    #[test]
-    fn versions_are_kept_with_their_files() {
-        let dir = TempDir::new("catalogs");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        assert!(j.catalogs().unwrap().is_empty());
-        let one = Sources {
-            flows: vec![SourceFile::new(
-                "f.ini",
-                "[F]\n?F?Push\n??done\n",
-                Format::Ini,
-            )],
-            mappings: vec![SourceFile::new("m.toml", "", Format::Toml)],
-        };
-        let two = Sources {
-            flows: vec![SourceFile::new(
-                "f.ini",
-                "[G]\n?G?Push\n??done\n",
-                Format::Ini,
-            )],
-            mappings: vec![],
-        };
-        j.record_catalog(1, &one, 10).unwrap();
-        j.record_catalog(2, &two, 20).unwrap();
-        assert!(
-            j.record_catalog(2, &one, 30).is_err(),
-            "a number is recorded once"
-        );
-        drop(j);
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let got = j.catalogs().unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!((got[0].version, got[0].at_us), (1, 10));
-        assert_eq!(got[0].sources, one);
-        assert_eq!(got[0].digest, one.digest());
-        assert_eq!(got[1].sources, two);
     }
 }

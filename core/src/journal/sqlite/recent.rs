@@ -6,8 +6,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteJournal, unsigned};
-use crate::journal::{EventKind, JournalError, MessageState, RecentPage, RecentRequest};
+use super::SqliteJournal;
+use crate::journal::row;
+use crate::journal::{JournalError, RecentPage, RecentRequest};
 
 /// The acceptances of a page (newest first).
 pub(super) const ACCEPTED: &str = "SELECT seq, service, id FROM journal_events
@@ -62,26 +63,13 @@ impl SqliteJournal {
             let Some((flow, accepted_at, attempts, latest)) = found else {
                 continue;
             };
-            let latest = latest.unwrap_or_default();
-            let mut parts = latest.split('\u{1f}');
-            let kind = parts.next().and_then(EventKind::parse);
-            let at_us = parts.next().and_then(|t| t.parse::<i64>().ok());
-            let reason = parts.next().filter(|r| !r.is_empty()).map(str::to_owned);
-            let Some(state) = kind.and_then(MessageState::after) else {
-                continue; // only dispatches left: retention kept no more
-            };
-            let ended = matches!(state, MessageState::Completed | MessageState::DeadLettered);
-            out.push(RecentRequest {
-                seq,
-                service,
-                id,
-                flow: flow.unwrap_or_default(),
-                accepted_us: accepted_at.map(unsigned),
-                ended_us: if ended { at_us.map(unsigned) } else { None },
-                state,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                error: if ended { reason } else { None },
-            });
+            out.extend(row::recent_request(
+                (seq, service, id),
+                flow,
+                accepted_at,
+                attempts,
+                latest,
+            ));
         }
         Ok(out)
     }
@@ -89,96 +77,8 @@ impl SqliteJournal {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
-    use crate::journal::testing::{TempDir, request};
-    use crate::journal::{Event, Journal, MessageState, RecentPage, SqliteJournal, SyncMode};
-    use crate::wire::Message;
-    use crate::wire::error_code::ErrorCode;
-
-    fn key(service: &str, id: &str) -> (String, String) {
-        (service.to_owned(), id.to_owned())
-    }
-
-    fn accepted(at_us: u64, service: &str, id: &str) -> Event {
-        Event::Accepted {
-            at_us,
-            message: request(service, id, "F"),
-        }
-    }
-
-    fn completed(at_us: u64, service: &str, id: &str, error: Option<ErrorCode>) -> Event {
-        let mut result: Message = request(service, id, "F");
-        if let Some(code) = error {
-            result.envelope = result.envelope.into_error(code, "it failed".to_owned());
-        }
-        Event::Completed {
-            at_us,
-            key: key(service, id),
-            result: Some(result),
-        }
-    }
-
-    fn page(before: Option<i64>, limit: u32, failed: bool) -> RecentPage {
-        RecentPage {
-            before,
-            limit,
-            failed,
-        }
-    }
-
-    #[test]
-    fn pages_go_back_from_the_newest_and_failures_have_their_own_list() {
-        let dir = TempDir::new("recent-pages");
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let mut events = Vec::new();
-        for n in 0..10u64 {
-            let id = n.to_string();
-            events.push(accepted(100 + n, "s", &id));
-            events.push(Event::Dispatched {
-                at_us: 200 + n,
-                key: key("s", &id),
-                attempt: 1,
-                worker: Bytes::from_static(b"w"),
-            });
-            match n {
-                3 => events.push(completed(300 + n, "s", &id, Some(ErrorCode::ActionFailed))),
-                5 => events.push(Event::DeadLettered {
-                    at_us: 300 + n,
-                    key: key("s", &id),
-                    reason: "dead letter #1: boom".into(),
-                }),
-                9 => {} // still running
-                _ => events.push(completed(300 + n, "s", &id, None)),
-            }
-        }
-        j.append(&events).unwrap();
-
-        let first = j.recent(&page(None, 4, false)).unwrap();
-        let ids: Vec<&str> = first.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["9", "8", "7", "6"]);
-        assert_eq!(first[0].state, MessageState::Accepted);
-        assert_eq!((first[0].attempts, first[0].ended_us), (1, None));
-        assert_eq!(first[1].state, MessageState::Completed);
-        assert_eq!(first[1].ended_us, Some(308));
-        assert_eq!(first[1].accepted_us, Some(108));
-        assert_eq!(first[1].error, None);
-
-        let second = j.recent(&page(Some(first[3].seq), 4, false)).unwrap();
-        let ids: Vec<&str> = second.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["5", "4", "3", "2"]);
-        assert_eq!(second[0].state, MessageState::DeadLettered);
-        assert_eq!(second[0].error.as_deref(), Some("dead letter #1: boom"));
-        assert_eq!(second[2].error.as_deref(), Some("action_failed"));
-
-        let failed = j.recent(&page(None, 10, true)).unwrap();
-        let ids: Vec<&str> = failed.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["5", "3"], "the dead letter, then the error result");
-        assert_eq!(failed[0].flow, "F");
-        let older = j.recent(&page(Some(failed[0].seq), 10, true)).unwrap();
-        assert_eq!(older.len(), 1);
-        assert_eq!(older[0].id, "3");
-    }
+    use crate::journal::testing::TempDir;
+    use crate::journal::{SqliteJournal, SyncMode};
 
     /// `EXPLAIN QUERY PLAN` of `sql`: one line per step.
     fn plan(j: &SqliteJournal, sql: &str, params: impl rusqlite::Params) -> String {

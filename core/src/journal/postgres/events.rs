@@ -1,0 +1,396 @@
+//! [`Journal`] on PostgreSQL. The queries are SQLite's, in PostgreSQL's
+//! dialect, with the per-message lookups SQLite makes one by one (cheap in
+//! process, a round trip each over a network) folded into one query with
+//! `LATERAL` joins.
+
+use postgres::types::ToSql;
+
+use super::PostgresJournal;
+use crate::journal::row::{self, COLUMNS, Columns, Latest, Stored, TERMINAL, int, unsigned};
+use crate::journal::{
+    Event, EventKind, Journal, JournalError, JournalStats, MessageState, MessageSummary,
+    RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished,
+};
+use crate::wire::Message;
+
+/// A batch, in one statement: one array per column, unnested in order.
+/// `seq` is assigned as the rows are inserted, in the arrays' order.
+const INSERT: &str = "INSERT INTO journal_events
+     (at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload)
+     SELECT at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload
+     FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                 $7::bytea[], $8::bigint[], $9::text[], $10::bytea[], $11::bytea[])
+          WITH ORDINALITY
+          AS u(at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload, n)
+     ORDER BY n";
+
+/// The latest acceptance of each message with nothing final after it,
+/// with its latest suspension, resumption and dispatch after it.
+const UNFINISHED: &str = "SELECT a.seq, a.envelope, a.payload,
+        s.seq, s.attempt, s.envelope, s.payload,
+        r.seq, r.attempt, r.envelope, r.payload,
+        d.seq, d.attempt, d.envelope, d.payload
+     FROM journal_events a
+     LEFT JOIN LATERAL (SELECT seq, attempt, envelope, payload FROM journal_events x
+         WHERE x.service = a.service AND x.id = a.id AND x.seq > a.seq AND x.kind = 'suspended'
+         ORDER BY seq DESC LIMIT 1) s ON true
+     LEFT JOIN LATERAL (SELECT seq, attempt, envelope, payload FROM journal_events x
+         WHERE x.service = a.service AND x.id = a.id AND x.seq > a.seq AND x.kind = 'resumed'
+         ORDER BY seq DESC LIMIT 1) r ON true
+     LEFT JOIN LATERAL (SELECT seq, attempt, NULL::bytea AS envelope, NULL::bytea AS payload
+         FROM journal_events x
+         WHERE x.service = a.service AND x.id = a.id AND x.seq > a.seq AND x.kind = 'dispatched'
+         ORDER BY seq DESC LIMIT 1) d ON true
+     WHERE a.kind = 'accepted' AND NOT EXISTS (
+         SELECT 1 FROM journal_events t
+         WHERE t.service = a.service AND t.id = a.id AND t.seq > a.seq
+           AND (t.kind = 'accepted' OR t.kind IN ('completed', 'dead_lettered')))
+     ORDER BY a.seq";
+
+/// A page of the console's list, each request with its life in brief, in
+/// one query. `{listed}` selects the requests listed (from the cursor `$1`
+/// down, at most `$2`): acceptances, or failures by their partial index's
+/// own condition, so that the planner reads that index.
+const RECENT: &str = "SELECT p.seq, p.service, p.id,
+        (SELECT flow FROM journal_events WHERE service = p.service AND id = p.id
+           AND kind = 'accepted' ORDER BY seq DESC LIMIT 1),
+        (SELECT at_us FROM journal_events WHERE service = p.service AND id = p.id
+           AND kind = 'accepted' ORDER BY seq DESC LIMIT 1),
+        (SELECT COALESCE(MAX(attempt), 0) FROM journal_events
+           WHERE service = p.service AND id = p.id),
+        (SELECT kind || chr(31) || at_us || chr(31) || COALESCE(reason, '')
+           FROM journal_events WHERE service = p.service AND id = p.id
+           AND kind <> 'dispatched' ORDER BY seq DESC LIMIT 1)
+     FROM (SELECT seq, service, id FROM journal_events
+           WHERE ({listed}) AND seq < $1 ORDER BY seq DESC LIMIT $2) p
+     ORDER BY p.seq DESC";
+
+/// The acceptances of a page.
+const ACCEPTED: &str = "kind = 'accepted'";
+
+/// The failures of a page: the condition of the `journal_failures` index.
+const FAILED: &str = "kind = 'dead_lettered' OR (kind = 'completed' AND reason IS NOT NULL)";
+
+fn latest(row: &postgres::Row, at: usize) -> Option<Latest> {
+    Some(Latest {
+        seq: row.get::<_, Option<i64>>(at)?,
+        attempt: row.get(at + 1),
+        envelope: row.get(at + 2),
+        payload: row.get(at + 3),
+    })
+}
+
+impl PostgresJournal {
+    /// Inserts `events` with one statement (its own transaction).
+    fn insert<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Result<(), JournalError> {
+        let events: Vec<&Event> = events.collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<_> = events.iter().map(|e| e.key()).collect();
+        let columns: Vec<Columns<'_>> = events.iter().map(|e| Columns::of(e)).collect();
+        let at_us: Vec<i64> = events.iter().map(|e| int(e.at_us())).collect();
+        let kind: Vec<&str> = events.iter().map(|e| e.kind().as_str()).collect();
+        let service: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let id: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let flow: Vec<&str> = columns.iter().map(|c| c.flow).collect();
+        let attempt: Vec<Option<i64>> = columns.iter().map(|c| c.attempt).collect();
+        let worker: Vec<Option<&[u8]>> = columns.iter().map(|c| c.worker).collect();
+        let step: Vec<Option<i64>> = columns.iter().map(|c| c.step).collect();
+        let reason: Vec<Option<&str>> = columns.iter().map(|c| c.reason).collect();
+        let envelope: Vec<Option<&[u8]>> = columns.iter().map(|c| c.envelope.as_deref()).collect();
+        let payload: Vec<Option<&[u8]>> = columns.iter().map(|c| c.payload).collect();
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &at_us, &kind, &service, &id, &flow, &attempt, &worker, &step, &reason, &envelope,
+            &payload,
+        ];
+        let mut connection = self.connection()?;
+        let connection = &mut *connection;
+        let statement = match &connection.insert {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = connection
+                    .client
+                    .prepare(INSERT)
+                    .map_err(|e| self.error(e))?;
+                connection.insert = Some(statement.clone());
+                statement
+            }
+        };
+        connection
+            .client
+            .execute(&statement, &params)
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// The rows `sql` selects.
+    fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, JournalError> {
+        self.connection()?
+            .client
+            .query(sql, params)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Messages stored by `sql` (selecting `seq, envelope, payload`).
+    fn messages(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<(i64, Message)>, JournalError> {
+        Ok(self
+            .rows(sql, params)?
+            .into_iter()
+            .filter_map(|r| {
+                let seq: i64 = r.get(0);
+                row::message(&self.target, seq, r.get(1), r.get(2)).map(|m| (seq, m))
+            })
+            .collect())
+    }
+}
+
+impl Journal for PostgresJournal {
+    fn append(&self, events: &[Event]) -> Result<(), JournalError> {
+        self.insert(events.iter())
+    }
+
+    fn append_batches(&self, batches: &[Vec<Event>]) -> Result<(), JournalError> {
+        self.insert(batches.iter().flatten())
+    }
+
+    fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
+        let rows = self.rows(UNFINISHED, &[])?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let seq: i64 = r.get(0);
+            let Some(accepted) = row::message(&self.target, seq, r.get(1), r.get(2)) else {
+                continue;
+            };
+            out.push(row::unfinished(
+                &self.target,
+                seq,
+                accepted,
+                latest(&r, 3),
+                latest(&r, 7),
+                latest(&r, 11),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn recent_results(
+        &self,
+        since_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, JournalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.rows(
+            "SELECT seq, at_us, envelope, payload FROM journal_events
+             WHERE kind = 'completed' AND envelope IS NOT NULL AND at_us >= $1
+             ORDER BY seq DESC LIMIT $2",
+            &[&int(since_us), &limit],
+        )?;
+        let mut out: Vec<(u64, Message)> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let at_us: i64 = r.get(1);
+                row::message(&self.target, r.get(0), r.get(2), r.get(3))
+                    .map(|m| (unsigned(at_us), m))
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
+        let rows = self.rows(
+            &format!(
+                "SELECT {COLUMNS} FROM journal_events WHERE service = $1 AND id = $2 ORDER BY seq"
+            ),
+            &[&service, &id],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                row::event(
+                    &self.target,
+                    Stored {
+                        seq: r.get(0),
+                        at_us: r.get(1),
+                        kind: r.get(2),
+                        service: r.get(3),
+                        id: r.get(4),
+                        attempt: r.get(5),
+                        worker: r.get(6),
+                        step: r.get(7),
+                        reason: r.get(8),
+                        envelope: r.get(9),
+                        payload: r.get(10),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn range(
+        &self,
+        since_us: u64,
+        until_us: u64,
+        flow: Option<&str>,
+    ) -> Result<Vec<Message>, JournalError> {
+        let found = self.messages(
+            "SELECT seq, envelope, payload FROM journal_events
+             WHERE kind = 'accepted' AND at_us >= $1 AND at_us < $2
+               AND ($3::text IS NULL OR flow = $3)
+             ORDER BY seq",
+            &[&int(since_us), &int(until_us), &flow],
+        )?;
+        Ok(found.into_iter().map(|(_, m)| m).collect())
+    }
+
+    fn stats(&self) -> Result<JournalStats, JournalError> {
+        let mut stats = JournalStats::default();
+        for r in self.rows(
+            "SELECT kind, COUNT(*) FROM journal_events GROUP BY kind",
+            &[],
+        )? {
+            let kind: String = r.get(0);
+            let n = unsigned(r.get(1));
+            if !row::count_kind(&mut stats, &kind, n) {
+                tracing::warn!(target_db = %self.target, kind = %kind, n, "journal rows of unknown kind");
+            }
+        }
+        let ends = self.rows(
+            // Events are appended in time order: the first and the last row.
+            "SELECT (SELECT at_us FROM journal_events ORDER BY seq LIMIT 1),
+                    (SELECT at_us FROM journal_events ORDER BY seq DESC LIMIT 1)",
+            &[],
+        )?;
+        if let Some(r) = ends.first() {
+            stats.oldest_us = r.get::<_, Option<i64>>(0).map(unsigned);
+            stats.newest_us = r.get::<_, Option<i64>>(1).map(unsigned);
+        }
+        Ok(stats)
+    }
+
+    fn compact(&self, finished_before_us: u64) -> Result<u64, JournalError> {
+        self.compact_oldest(finished_before_us, u64::MAX)
+    }
+
+    fn compact_oldest(
+        &self,
+        finished_before_us: u64,
+        max_messages: u64,
+    ) -> Result<u64, JournalError> {
+        // One statement: the final events, oldest first (through the time
+        // index), and every event of their messages up to them. A message
+        // finishing meanwhile is not in the statement's snapshot, so it is
+        // left whole for the next pass.
+        let rows = self.rows(
+            &format!(
+                "WITH f AS (
+                     SELECT service, id, seq FROM journal_events
+                     WHERE kind IN {TERMINAL} AND at_us < $1
+                     ORDER BY at_us, seq LIMIT $2),
+                 d AS (
+                     DELETE FROM journal_events e USING f
+                     WHERE e.service = f.service AND e.id = f.id AND e.seq <= f.seq
+                     RETURNING 1)
+                 SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT service, id FROM f) m),
+                        (SELECT COUNT(*) FROM d)"
+            ),
+            &[&int(finished_before_us), &int(max_messages)],
+        )?;
+        Ok(rows.first().map_or(0, |r| unsigned(r.get(0))))
+    }
+
+    /// The bytes the journal's live rows take (`pg_column_size` of each,
+    /// TOASTed payloads as stored). PostgreSQL keeps the space of deleted
+    /// rows in its files for reuse, so the files' size would not go down
+    /// after a compaction: this counts the rows instead, which reads the
+    /// whole table (about a second per gigabyte): `max_mb` costs that once
+    /// per retention pass over it, `retain` does not.
+    fn data_bytes(&self) -> Result<u64, JournalError> {
+        let rows = self.rows(
+            "SELECT (SELECT COALESCE(SUM(pg_column_size(e.*)), 0) FROM journal_events e)::bigint
+                  + (SELECT COALESCE(SUM(pg_column_size(c.*)), 0) FROM journal_catalogs c)::bigint",
+            &[],
+        )?;
+        Ok(rows.first().map_or(0, |r| unsigned(r.get(0))))
+    }
+
+    fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError> {
+        let lifecycle = row::quoted_states(|_| true);
+        let selected = row::quoted_states(|s| filter.state.matches(s));
+        let sql = format!(
+            "WITH m AS (
+                 SELECT service, id,
+                        MAX(CASE WHEN kind = 'accepted' THEN seq END) AS accepted_seq,
+                        MAX(CASE WHEN kind IN ({lifecycle}) THEN seq END) AS state_seq,
+                        COALESCE(MAX(attempt), 0) AS attempts
+                 FROM journal_events
+                 WHERE ($5::text IS NULL OR id = $5)
+                 GROUP BY service, id)
+             SELECT m.service, m.id, a.flow, a.at_us, s.kind, m.attempts
+             FROM m JOIN journal_events a ON a.seq = m.accepted_seq
+                    JOIN journal_events s ON s.seq = m.state_seq
+             WHERE ($1::bigint IS NULL OR a.at_us >= $1) AND ($2::bigint IS NULL OR a.at_us < $2)
+               AND ($3::text IS NULL OR a.flow = $3) AND s.kind IN ({selected})
+             ORDER BY a.seq DESC
+             LIMIT $4"
+        );
+        let rows = self.rows(
+            &sql,
+            &[
+                &filter.since_us.map(int),
+                &filter.until_us.map(int),
+                &filter.flow,
+                &filter.limit.map(int),
+                &filter.id,
+            ],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let kind: String = r.get(4);
+            let Some(state) = EventKind::parse(&kind).and_then(MessageState::after) else {
+                continue; // not selected by the query
+            };
+            let attempts: i64 = r.get(5);
+            out.push(MessageSummary {
+                service: r.get(0),
+                id: r.get(1),
+                flow: r.get(2),
+                accepted_us: unsigned(r.get(3)),
+                state,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn recent(&self, page: &RecentPage) -> Result<Vec<RecentRequest>, JournalError> {
+        let before = page.before.unwrap_or(i64::MAX);
+        let listed = if page.failed { FAILED } else { ACCEPTED };
+        let rows = self.rows(
+            &RECENT.replace("{listed}", listed),
+            &[&before, &i64::from(page.limit)],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                row::recent_request(
+                    (r.get(0), r.get(1), r.get(2)),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                )
+            })
+            .collect())
+    }
+}

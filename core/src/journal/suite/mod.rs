@@ -1,0 +1,129 @@
+//! The journal's test suite, run on both backends: every test here is a
+//! function of a journal, and `on_both_backends!` makes it a test on a
+//! fresh SQLite file and one on a fresh PostgreSQL database (a private
+//! server, `tests/postgres/`: skipped, saying so, where PostgreSQL is not
+//! installed, and failing under CI). What only one backend has — SQLite's
+//! damaged files and torn logs, PostgreSQL's migrations and lost
+//! connections — is tested beside that backend.
+//!
+//! - `recovery`: what a restarted node reads back.
+//! - `compaction`: what retention removes, and what it measures.
+//! - `listing`: what `zmanager journal`, the console and reload read.
+
+mod compaction;
+mod listing;
+mod recovery;
+
+use super::testing::{TempDir, request};
+use super::{
+    Event, Journal, JournalError, PostgresJournal, RecordedCatalog, SqliteJournal, SyncMode,
+    Unfinished,
+};
+use crate::catalog::version::Sources;
+use crate::wire::Message;
+
+/// The catalog's versions, which both backends keep (inherent methods).
+pub(super) trait Catalogs {
+    fn record_catalog(
+        &self,
+        version: u32,
+        sources: &Sources,
+        at_us: u64,
+    ) -> Result<(), JournalError>;
+    fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError>;
+}
+
+macro_rules! catalogs_of {
+    ($backend:ty) => {
+        impl Catalogs for $backend {
+            fn record_catalog(
+                &self,
+                version: u32,
+                sources: &Sources,
+                at_us: u64,
+            ) -> Result<(), JournalError> {
+                <$backend>::record_catalog(self, version, sources, at_us)
+            }
+            fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
+                <$backend>::catalogs(self)
+            }
+        }
+    };
+}
+catalogs_of!(SqliteJournal);
+catalogs_of!(PostgresJournal);
+
+/// A journal of either backend.
+pub(super) trait UnderTest: Journal + Catalogs {}
+impl<J: Journal + Catalogs> UnderTest for J {}
+
+/// A fresh SQLite journal, in a directory removed with the guard.
+pub(super) fn sqlite(name: &str) -> (TempDir, SqliteJournal) {
+    let dir = TempDir::new(&format!("suite-{name}"));
+    let journal = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+    (dir, journal)
+}
+
+/// A journal on a fresh database of the test PostgreSQL server, or `None`
+/// (the test skipped) where PostgreSQL is not installed and CI is not set.
+pub(super) fn postgres(name: &str) -> Option<PostgresJournal> {
+    let server = zmanager_test_postgres::shared(&format!("the journal test {name} on PostgreSQL"))?;
+    Some(PostgresJournal::open(&server.database(), SyncMode::Normal).unwrap())
+}
+
+/// Each named test function of the calling module as a test on SQLite
+/// (`…::sqlite::name`) and one on PostgreSQL (`…::postgres::name`).
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $test() {
+                    let (_dir, journal) = crate::journal::suite::sqlite(stringify!($test));
+                    super::$test(&journal);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(journal) = crate::journal::suite::postgres(stringify!($test)) {
+                        super::$test(&journal);
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(super) use on_both_backends;
+
+pub(super) fn key(service: &str, id: &str) -> (String, String) {
+    (service.into(), id.into())
+}
+
+pub(super) fn accepted(at_us: u64, service: &str, id: &str, flow: &str) -> Event {
+    Event::accepted(at_us, request(service, id, flow))
+}
+
+pub(super) fn finished(at_us: u64, service: &str, id: &str) -> Event {
+    Event::Completed {
+        result: None,
+        at_us,
+        key: key(service, id),
+    }
+}
+
+pub(super) fn ids(unfinished: &[Unfinished]) -> Vec<(String, String)> {
+    unfinished
+        .iter()
+        .map(|u| key(&u.message.envelope.service, &u.message.envelope.id))
+        .collect()
+}
+
+pub(super) fn message_ids(messages: &[Message]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| key(&m.envelope.service, &m.envelope.id))
+        .collect()
+}

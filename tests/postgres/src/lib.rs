@@ -1,0 +1,290 @@
+//! A private PostgreSQL server for the tests: `initdb` in a temporary
+//! directory, `postgres` listening on a unix socket in it (no TCP port to
+//! collide on), trust authentication for the one user `zmanager`. It needs
+//! the server's binaries (Debian: `apt-get install postgresql`; found on
+//! `PATH`, in `ZMANAGER_PG_BIN`, or in `/usr/lib/postgresql/*/bin`), but no
+//! root and no system service. PostgreSQL refuses to run as root, so when
+//! the tests do (CI does) the server runs as `nobody`.
+//!
+//! The server lives as long as the test process: it is started through a
+//! small shell that holds the read end of a pipe whose write end only this
+//! process has, and stops the server and removes its directory when that
+//! pipe closes — when the [`Server`] is dropped, or the process ends in
+//! any way, a panic or a `kill -9` included. No test leaves one behind.
+
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The package that has the server's binaries, for messages.
+pub const PACKAGE: &str = "postgresql";
+
+/// The one user of the server, with trust authentication.
+const USER: &str = "zmanager";
+
+/// The directory of `initdb` and `postgres`: `ZMANAGER_PG_BIN`, else where
+/// `initdb` is on `PATH`, else the newest `/usr/lib/postgresql/*/bin`
+/// (where Debian puts them, off `PATH`).
+pub fn bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("ZMANAGER_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d))
+    {
+        return Some(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_both(dir))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, dir)| dir)
+}
+
+/// The server shared by the tests of this process, started on first use.
+/// `None` when PostgreSQL is not installed, after printing that `what` was
+/// skipped and which package to install; under CI (`CI` set) that panics
+/// instead, as does a server that is installed but does not start.
+pub fn shared(what: &str) -> Option<&'static Server> {
+    static SHARED: OnceLock<Result<Server, String>> = OnceLock::new();
+    if bin_dir().is_none() {
+        skip(what);
+        return None;
+    }
+    match SHARED.get_or_init(Server::start) {
+        Ok(server) => Some(server),
+        Err(e) => panic!("the test PostgreSQL server did not start: {e}"),
+    }
+}
+
+/// Says `what` is skipped; a panic under CI.
+fn skip(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have PostgreSQL's server (apt-get install {PACKAGE}) for {what}"
+    );
+    eprintln!("SKIPPED: install {PACKAGE} (PostgreSQL's server) to run {what}");
+}
+
+/// A running server of the tests; stopped, and its directory removed,
+/// when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct Server {
+    /// The socket's directory, with the data directory in it.
+    dir: PathBuf,
+    /// The shell that runs the server; its stdin is the lifeline.
+    lifeline: Mutex<Option<Child>>,
+    databases: AtomicU64,
+}
+
+/// Whether this process runs as root (the owner of `/proc/self` is its
+/// effective user).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `program` with `args`, as `nobody` when this process is root.
+fn command(program: &Path, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(program)
+            .args(args);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    }
+}
+
+/// Stops the server on `stdin`'s end, removes the directory `$1`. The
+/// server's output goes to `$1/server.log`.
+const LIFELINE: &str = r#"dir="$1"; shift
+"$@" </dev/null >"$dir/server.log" 2>&1 &
+pid=$!
+read _
+kill -QUIT "$pid" 2>/dev/null
+wait "$pid"
+rm -rf "$dir""#;
+
+impl Server {
+    /// A server of its own (most tests share one: [`shared`]).
+    pub fn start() -> Result<Self, String> {
+        let bin = bin_dir().ok_or_else(|| format!("no PostgreSQL server: install {PACKAGE}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("zmanager-pg-")
+            .tempdir()
+            .map_err(|e| format!("create a temp directory: {e}"))?
+            .keep();
+        if is_root() {
+            let owned = Command::new("chown")
+                .arg("nobody:nogroup")
+                .arg(&dir)
+                .status()
+                .map_err(|e| format!("run chown: {e}"))?;
+            if !owned.success() {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("chown nobody {} failed", dir.display()));
+            }
+        }
+        let started = Self::start_in(&bin, &dir);
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    fn start_in(bin: &Path, dir: &Path) -> Result<Self, String> {
+        let data = dir.join("data");
+        let data_arg = data.to_str().ok_or("a temp directory that is not UTF-8")?;
+        let init = command(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data_arg,
+                "-U",
+                USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .map_err(|e| format!("run initdb: {e}"))?;
+        if !init.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&init.stderr).trim()
+            ));
+        }
+        let dir_arg = dir.to_str().ok_or("a temp directory that is not UTF-8")?;
+        let server = command(
+            &bin.join("postgres"),
+            &[
+                "-D",
+                data_arg,
+                "-k",
+                dir_arg,
+                "-c",
+                "listen_addresses=",
+                // A test server: no fsync (a crash of the machine is not
+                // what these tests are about), small shared memory in files.
+                "-c",
+                "fsync=off",
+                "-c",
+                "dynamic_shared_memory_type=mmap",
+            ],
+        );
+        let mut shell = Command::new("sh");
+        shell
+            .args(["-c", LIFELINE, "lifeline", dir_arg])
+            .arg(server.get_program())
+            .args(server.get_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = shell.spawn().map_err(|e| format!("run sh: {e}"))?;
+        let server = Self {
+            dir: dir.to_owned(),
+            lifeline: Mutex::new(Some(child)),
+            databases: AtomicU64::new(0),
+        };
+        server.wait_ready(&data)?;
+        Ok(server)
+    }
+
+    /// Waits for `postmaster.pid`'s status line to say `ready`.
+    fn wait_ready(&self, data: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+            if status.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
+                return Ok(());
+            }
+            let exited = self
+                .lifeline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                return Err(format!(
+                    "the server {}: {}",
+                    if exited {
+                        "exited"
+                    } else {
+                        "was not ready in 60 s"
+                    },
+                    log.trim()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The directory of the server's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A libpq connection string for database `name` of this server.
+    pub fn conninfo(&self, name: &str) -> String {
+        format!(
+            "host='{}' port=5432 user={USER} dbname={name}",
+            self.dir.display()
+        )
+    }
+
+    /// A new, empty database of this server, for one test; its connection
+    /// string.
+    pub fn database(&self) -> String {
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            self.databases.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = postgres::Client::connect(&self.conninfo("postgres"), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the test server: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        self.conninfo(&name)
+    }
+
+    /// Stops the server now (an immediate shutdown, as a crash would) and
+    /// removes its directory; a no-op the second time.
+    pub fn stop(&self) {
+        let child = self
+            .lifeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut child) = child {
+            // Closing the pipe is the signal; a line is as good.
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(b"\n");
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
