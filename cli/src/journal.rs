@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use tokio::sync::oneshot;
-use zmanager::journal::{Event, Journal, MessageState, SqliteJournal, StateFilter, SummaryFilter};
+use zmanager::journal::{
+    Backend, Event, Journal, Location, MessageState, StateFilter, SummaryFilter,
+};
 use zmanager_client::{Service, ServiceOptions};
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
@@ -121,11 +123,15 @@ impl From<State> for StateFilter {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let node = args.config.load()?;
     let data_dir = args.data_dir.resolve(&node);
-    let journal = SqliteJournal::open_to_read(&data_dir).with_context(|| {
-        format!(
+    let at = node.journal.location(&data_dir);
+    let journal = Backend::open_to_read(&at).with_context(|| match &at {
+        Location::Sqlite(dir) => format!(
             "cannot read the journal in {} (is --data-dir the node's data directory?)",
-            data_dir.display()
-        )
+            dir.display()
+        ),
+        Location::Postgres(_) => {
+            "cannot read the node's PostgreSQL journal ([journal] url of --config)".to_owned()
+        }
     })?;
     match args.command {
         Command::Stats => stats(&journal),
@@ -288,7 +294,7 @@ struct Tally {
     no_result: usize,
 }
 
-fn stats(journal: &SqliteJournal) -> anyhow::Result<ExitCode> {
+fn stats(journal: &Backend) -> anyhow::Result<ExitCode> {
     let s = journal.stats()?;
     let unfinished = journal
         .summaries(&SummaryFilter {
@@ -297,7 +303,7 @@ fn stats(journal: &SqliteJournal) -> anyhow::Result<ExitCode> {
         })?
         .len();
     let bytes = journal.data_bytes()?;
-    println!("journal {}", journal.path());
+    println!("journal {}", journal.name());
     println!("events:");
     for (kind, n) in [
         ("accepted", s.accepted),
@@ -320,7 +326,7 @@ fn stats(journal: &SqliteJournal) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(journal: &SqliteJournal, id: &str, service: Option<String>) -> anyhow::Result<ExitCode> {
+fn show(journal: &Backend, id: &str, service: Option<String>) -> anyhow::Result<ExitCode> {
     let service = match service {
         Some(service) => service,
         None => {

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zmanager::journal::{EventKind, Journal, MessageState, SqliteJournal, SummaryFilter};
+use zmanager::journal::{Backend, EventKind, Journal, Location, MessageState, SummaryFilter};
 use zmanager::wire::envelope::{Kind, Status};
 use zmanager::wire::error_code::ErrorCode;
 use zmanager_tests::checker::Checker;
@@ -355,10 +355,16 @@ fn now_us() -> u64 {
     u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The journal of `data_dir`, opened to read beside the live node.
-fn reader(data_dir: &Path) -> SqliteJournal {
-    SqliteJournal::open_to_read(data_dir)
-        .unwrap_or_else(|e| panic!("open the journal in {}: {e}", data_dir.display()))
+/// The journal `at`, opened to read beside the live node. Called off the
+/// runtime's tasks (`block_in_place`): the PostgreSQL client runs its own.
+fn reader(at: &Location) -> Backend {
+    tokio::task::block_in_place(|| Backend::open_to_read(at))
+        .unwrap_or_else(|e| panic!("open the journal {at:?}: {e}"))
+}
+
+/// The SQLite journal of `node`.
+fn sqlite_of(node: &TestNode) -> Location {
+    Location::Sqlite(node.data_dir.clone())
 }
 
 /// What recovery alone did after a restart ([`recover_alone`]).
@@ -385,14 +391,14 @@ struct Recovered {
 /// does, would hide that: the node would take it as a new request.)
 async fn recover_alone(
     client: &mut RawClient,
-    data_dir: &Path,
+    at: &Location,
     service: &str,
     seen: &mut Seen,
     limit: Duration,
 ) -> Recovered {
     let start = Instant::now();
     let waiting = seen.acked_unanswered();
-    let journal = reader(data_dir);
+    let journal = reader(at);
     let mut next_look = Instant::now();
     loop {
         if let Some(r) = client.recv(Duration::from_millis(100)).await {
@@ -405,13 +411,13 @@ async fn recover_alone(
             continue;
         }
         next_look = Instant::now() + Duration::from_millis(500);
-        let states: HashMap<String, MessageState> = journal
-            .summaries(&SummaryFilter::default())
-            .expect("list the journal's messages")
-            .into_iter()
-            .filter(|m| m.service == service)
-            .map(|m| (m.id, m.state))
-            .collect();
+        let states: HashMap<String, MessageState> =
+            tokio::task::block_in_place(|| journal.summaries(&SummaryFilter::default()))
+                .expect("list the journal's messages")
+                .into_iter()
+                .filter(|m| m.service == service)
+                .map(|m| (m.id, m.state))
+                .collect();
         let unfinished: Vec<(String, Option<MessageState>)> = seen
             .acked_unanswered_ids()
             .into_iter()
@@ -506,13 +512,23 @@ struct JournalView {
 /// of `seen`; `unanswered` are those without a result at the kill, the
 /// node restarted at `restarted_us`.
 fn journal_view(
-    data_dir: &Path,
+    at: &Location,
     service: &str,
     seen: &Seen,
     unanswered: &[String],
     restarted_us: u64,
 ) -> JournalView {
-    let journal = reader(data_dir);
+    tokio::task::block_in_place(|| read_view(at, service, seen, unanswered, restarted_us))
+}
+
+fn read_view(
+    at: &Location,
+    service: &str,
+    seen: &Seen,
+    unanswered: &[String],
+    restarted_us: u64,
+) -> JournalView {
+    let journal = reader(at);
     let unanswered: HashSet<&String> = unanswered.iter().collect();
     let mut acked: Vec<&String> = seen.acked.iter().collect();
     acked.sort_by_key(|id| number(id));
@@ -637,7 +653,26 @@ fn a_whole_node_killed_under_load_loses_nothing_it_accepted() {
 /// accepted twice in the journal.
 #[test]
 fn a_whole_node_killed_finishes_every_acknowledged_request_by_recovery_alone() {
-    let (mut node, _config) = fixed_node("[journal]\nsync = \"full\"");
+    killed_and_recovered_alone("[journal]\nsync = \"full\"", None);
+}
+
+/// The strict whole-node kill with the journal in PostgreSQL (a private
+/// server for the test, `tests/postgres/`): the same promises.
+#[test]
+fn a_whole_node_killed_on_a_postgres_journal_finishes_every_acknowledged_request() {
+    let Some(server) = zmanager_test_postgres::shared("the whole-node kill on PostgreSQL") else {
+        return;
+    };
+    let url = server.database();
+    let toml = format!("[journal]\nsync = \"full\"\nbackend = \"postgres\"\nurl = {url:?}");
+    killed_and_recovered_alone(&toml, Some(Location::Postgres(url)));
+}
+
+/// The strict whole-node kill on a node with `journal_toml`, its journal
+/// `at` (`None`: SQLite in its data directory).
+fn killed_and_recovered_alone(journal_toml: &str, at: Option<Location>) {
+    let (mut node, _config) = fixed_node(journal_toml);
+    let at = at.unwrap_or_else(|| sqlite_of(&node));
     runtime().block_on(async {
         let running = workers(&node, &["s-a", "s-b"]);
         let load = Load {
@@ -657,20 +692,14 @@ fn a_whole_node_killed_finishes_every_acknowledged_request_by_recovery_alone() {
         let _workers = workers(&node, &["s-c", "s-d"]);
         let recovered = recover_alone(
             &mut client,
-            &node.data_dir,
+            &at,
             load.service,
             &mut seen,
             Duration::from_secs(30),
         )
         .await;
         let resent = resend_missed(&mut client, &mut seen, 0, Duration::from_secs(20)).await;
-        let view = journal_view(
-            &node.data_dir,
-            load.service,
-            &seen,
-            &unanswered,
-            restarted_us,
-        );
+        let view = journal_view(&at, load.service, &seen, &unanswered, restarted_us);
         let unfinished_at_open = journal_open(&node.log(), "unfinished");
         let after = seen.results.report();
         let lost_acked = seen.acked_unanswered_ids();
@@ -808,7 +837,7 @@ fn an_async_flow_suspended_across_a_restart_resumes_with_its_answer() {
     // What the journal recorded of each message's life, across both runs
     // (read beside the live node; its last commit may take a moment).
     let kinds = |id: &str| -> Vec<EventKind> {
-        let journal = SqliteJournal::open_to_read(&node.data_dir).expect("open the journal");
+        let journal = reader(&sqlite_of(&node));
         let history = journal.history("req", id).expect("history");
         history.iter().map(|r| r.event.kind()).collect()
     };
@@ -868,7 +897,7 @@ fn a_kill_during_a_journal_write_loses_nothing_acknowledged() {
         let _workers = workers(&node, &["t-c", "t-d"]);
         let recovered = recover_alone(
             &mut client,
-            &node.data_dir,
+            &sqlite_of(&node),
             load.service,
             &mut seen,
             Duration::from_secs(30),
@@ -882,7 +911,7 @@ fn a_kill_during_a_journal_write_loses_nothing_acknowledged() {
         )
         .await;
         let view = journal_view(
-            &node.data_dir,
+            &sqlite_of(&node),
             load.service,
             &seen,
             &unanswered,
@@ -1244,7 +1273,7 @@ fn a_full_disk_refuses_new_requests_and_loses_nothing_acknowledged() {
         let _workers = workers(&node, &["f-c", "f-d"]);
         let recovered = recover_alone(
             &mut client,
-            &node.data_dir,
+            &sqlite_of(&node),
             SERVICE,
             &mut seen,
             Duration::from_secs(30),
@@ -1257,7 +1286,7 @@ fn a_full_disk_refuses_new_requests_and_loses_nothing_acknowledged() {
             Duration::from_secs(20),
         )
         .await;
-        let view = journal_view(&node.data_dir, SERVICE, &seen, &unanswered, restarted_us);
+        let view = journal_view(&sqlite_of(&node), SERVICE, &seen, &unanswered, restarted_us);
         let after_log = node.log();
         let after = seen.results.report();
         let lost_acked = seen.acked_unanswered_ids();

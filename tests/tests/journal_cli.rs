@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zmanager::journal::{Event, Journal, SqliteJournal, SyncMode};
+use zmanager::journal::{Event, Journal, PostgresJournal, SqliteJournal, SyncMode};
 use zmanager::wire::Message;
 use zmanager::wire::envelope::{Envelope, Kind};
 use zmanager_tests::checker::Checker;
@@ -87,11 +87,17 @@ fn dispatched(at_us: u64, service: &str, id: &str, attempt: u32, worker: &str) -
 /// accepted. Two services used the id `1`.
 fn prepared(name: &str) -> DataDir {
     let dir = DataDir::new(name);
+    dir.record(&prepared_events());
+    dir
+}
+
+/// The events of [`prepared`]'s journal.
+fn prepared_events() -> Vec<Event> {
     let mut suspended = request("svc-a", "2", "Ask", &serde_json::json!({"asked": true}));
     suspended.envelope.step = 2;
     suspended.envelope.key = "?Ask@ASYNC?question_response".into();
     let answer = request("svc-a", "2", "Ask", &serde_json::json!({"answer": 42}));
-    dir.record(&[
+    vec![
         Event::accepted(
             T0,
             request("svc-a", "1", "Echo", &serde_json::json!("hello")),
@@ -139,45 +145,46 @@ fn prepared(name: &str) -> DataDir {
             T0 + 3 * SECOND,
             request("svc-b", "3", "Echo", &serde_json::json!({"n": 3})),
         ),
-    ]);
-    dir
+    ]
 }
 
 #[test]
 fn stats_counts_events_and_unfinished_messages() {
     let dir = prepared("stats");
     let shown = ok(&dir.journal(&["stats"]));
-    for line in [
-        "  accepted      4",
-        "  dispatched    3",
-        "  suspended     2",
-        "  resumed       1",
-        "  completed     1",
-        "  dead_lettered 1",
-        "unfinished messages: 2",
-        "oldest event: 2025-01-15T10:00:00.000000Z (1736935200000000 µs)",
-        "newest event: 2025-01-15T10:00:03.000000Z (1736935203000000 µs)",
-    ] {
+    for line in COUNTED {
         assert!(shown.lines().any(|l| l == line), "{line:?} in\n{shown}");
     }
     assert!(shown.contains(" MiB ("), "{shown}");
 }
+
+/// What `journal list` prints of [`prepared`]'s journal.
+const LISTED: [&str; 4] = [
+    "2025-01-15T10:00:00.000000Z completed     attempts=1 flow=Echo service=svc-a id=1",
+    "2025-01-15T10:00:01.000000Z suspended     attempts=0 flow=Ask service=svc-a id=2",
+    "2025-01-15T10:00:02.000000Z dead_lettered attempts=2 flow=Boom service=svc-b id=1",
+    "2025-01-15T10:00:03.000000Z accepted      attempts=0 flow=Echo service=svc-b id=3",
+];
+
+/// The counts `journal stats` prints of [`prepared`]'s journal.
+const COUNTED: [&str; 9] = [
+    "  accepted      4",
+    "  dispatched    3",
+    "  suspended     2",
+    "  resumed       1",
+    "  completed     1",
+    "  dead_lettered 1",
+    "unfinished messages: 2",
+    "oldest event: 2025-01-15T10:00:00.000000Z (1736935200000000 µs)",
+    "newest event: 2025-01-15T10:00:03.000000Z (1736935203000000 µs)",
+];
 
 #[test]
 fn list_shows_one_line_per_message_filtered() {
     let dir = prepared("list");
     let all = ok(&dir.journal(&["list"]));
     let lines: Vec<&str> = all.lines().collect();
-    assert_eq!(
-        lines,
-        [
-            "2025-01-15T10:00:00.000000Z completed     attempts=1 flow=Echo service=svc-a id=1",
-            "2025-01-15T10:00:01.000000Z suspended     attempts=0 flow=Ask service=svc-a id=2",
-            "2025-01-15T10:00:02.000000Z dead_lettered attempts=2 flow=Boom service=svc-b id=1",
-            "2025-01-15T10:00:03.000000Z accepted      attempts=0 flow=Echo service=svc-b id=3",
-        ],
-        "{all}"
-    );
+    assert_eq!(lines, LISTED, "{all}");
     let ids = |args: &[&str]| -> Vec<String> {
         ok(&dir.journal(args))
             .lines()
@@ -205,6 +212,53 @@ fn list_shows_one_line_per_message_filtered() {
     );
     assert_eq!(ids(&["list", "--limit", "1"]), ["svc-b/3"], "the latest");
     assert!(ids(&["list", "--since", "1h"]).is_empty(), "all in 2025");
+}
+
+/// The same commands on a PostgreSQL journal (`[journal] backend =
+/// "postgres"` in `--config`), on a private server (`tests/postgres/`).
+#[test]
+fn the_same_commands_read_a_postgres_journal() {
+    let Some(server) = zmanager_test_postgres::shared("zmanager journal on PostgreSQL") else {
+        return;
+    };
+    let url = server.database();
+    let config = temp::config_file(&format!(
+        "[journal]\nbackend = \"postgres\"\nurl = {url:?}\n"
+    ));
+    let journal = |args: &[&str]| {
+        zmanager(["journal"])
+            .args(args)
+            .arg("--config")
+            .arg(config.path())
+            .run()
+    };
+    // No node ever ran on that database: a clear error, not an empty list.
+    let none = journal(&["stats"]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("holds no journal"),
+        "{}",
+        stderr(&none)
+    );
+
+    let recorder = PostgresJournal::open(&url, SyncMode::Off).expect("open the journal");
+    recorder.append(&prepared_events()).expect("append");
+    let shown = ok(&journal(&["stats"]));
+    assert!(
+        shown
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("journal postgres://zmanager@")),
+        "{shown}"
+    );
+    for line in COUNTED {
+        assert!(shown.lines().any(|l| l == line), "{line:?} in\n{shown}");
+    }
+    let all = ok(&journal(&["list"]));
+    assert_eq!(all.lines().collect::<Vec<_>>(), LISTED, "{all}");
+    let history = ok(&journal(&["show", "1", "--service", "svc-b"]));
+    assert!(history.contains("dead_lettered"), "{history}");
+    assert!(history.contains("panicked 2 times: boom"), "{history}");
 }
 
 #[test]

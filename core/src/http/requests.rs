@@ -21,12 +21,12 @@ use super::gateway::result_response;
 use super::page;
 use super::payload;
 use crate::journal::{
-    Event, Journal, MessageState, RecentPage, RecentRequest, RecordedEvent, SqliteJournal,
+    Backend, Event, Journal, MessageState, RecentPage, RecentRequest, RecordedEvent,
 };
 use crate::subject::{Ask, Whereabouts};
 
 /// The journal, opened to read (`None`: the journal is off).
-pub type JournalReader = Option<Arc<Mutex<SqliteJournal>>>;
+pub type JournalReader = Option<Arc<Mutex<Backend>>>;
 
 /// `GET /v1/requests/{service}/{id}`.
 pub(super) async fn state(
@@ -199,7 +199,7 @@ pub(super) async fn journey(
 }
 
 async fn read_history(
-    journal: Arc<Mutex<SqliteJournal>>,
+    journal: Arc<Mutex<Backend>>,
     service: String,
     id: String,
 ) -> Result<Vec<RecordedEvent>, ApiError> {

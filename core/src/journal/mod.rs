@@ -4,7 +4,8 @@
 //! (`docs/reliability.md`, `docs/journal.md`).
 //!
 //! - [`event`]: the events ([`Event`]) and events as read back.
-//! - [`Journal`]: the narrow trait a backend implements.
+//! - [`Journal`]: the narrow trait a backend implements; [`Backend`], the
+//!   journal on the backend a [`Location`] names.
 //! - [`sqlite`]: the embedded backend, [`SqliteJournal`], in the node's
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
 //! - [`postgres`]: [`PostgresJournal`], the same table in a PostgreSQL
@@ -17,6 +18,7 @@
 //!   left in it ([`OpenReport`]).
 //! - `suite` (tests): the journal's tests, run on both backends.
 
+mod backend;
 pub mod event;
 pub mod postgres;
 pub mod retention;
@@ -29,6 +31,7 @@ pub mod writer;
 
 use std::sync::Arc;
 
+pub use backend::{Backend, Location};
 pub use event::{Checkpoint, Event, EventKind, RecordedEvent, Unfinished};
 pub use postgres::PostgresJournal;
 pub use retention::Retention;
@@ -300,6 +303,17 @@ pub enum JournalError {
         found: i64,
         known: i64,
     },
+    /// Another node runs on this journal (PostgreSQL): one node at a
+    /// time commits to it. Nothing was written.
+    #[error("journal {path} is in use: {detail}; one node at a time runs on a journal")]
+    Held { path: String, detail: String },
+    /// Another node ran on this journal (PostgreSQL) while this node's
+    /// connection was lost: this node may not commit to it any more, or
+    /// two nodes would run the same requests.
+    #[error(
+        "journal {path}: another node took over this journal while this node's connection to it was lost; this node commits nothing more to it (restart it to run on the journal again, once the other has stopped)"
+    )]
+    Fenced { path: String },
     /// The journal's configuration cannot be used.
     #[error("{detail}")]
     Config { detail: String },

@@ -16,12 +16,11 @@
 //! (only `VACUUM` would shrink it, and it rewrites the whole file). With
 //! SQLite the measure covers the whole `zmanager.db`, dead letters included.
 
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Journal, JournalError, SqliteJournal};
+use super::{Backend, Journal, JournalError, Location};
 use crate::node::config::JournalConfig;
 use crate::wire::envelope::now_us;
 
@@ -132,12 +131,13 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Starts retention on the journal in `data_dir` (opened once more,
-    /// beside the node's own connection: open that first) with `config`'s
-    /// `retain`, `max_mb` and `compact_every`. The first pass runs
-    /// one interval after the start.
-    pub fn start(data_dir: &Path, config: &JournalConfig) -> Result<Self, JournalError> {
-        let journal = SqliteJournal::open_beside(data_dir, config.sync)?;
+    /// Starts retention on the journal `at` (opened once more, beside the
+    /// node's own connection: open that first) with `config`'s `retain`,
+    /// `max_mb` and `compact_every`. The first pass runs one interval after
+    /// the start. It connects here, so not from a task of a Tokio runtime
+    /// (the PostgreSQL client runs its own).
+    pub fn start(at: &Location, config: &JournalConfig) -> Result<Self, JournalError> {
+        let journal = Backend::open_beside(at, config.sync)?;
         Self::start_with(
             journal,
             Policy::from_config(config),
@@ -234,7 +234,7 @@ mod tests {
 
     use super::*;
     use crate::journal::testing::{TempDir, request};
-    use crate::journal::{Event, SyncMode};
+    use crate::journal::{Event, SqliteJournal, SyncMode};
 
     fn key(id: &str) -> (String, String) {
         ("s".into(), id.into())
@@ -349,7 +349,8 @@ mod tests {
             compact_every: Duration::from_millis(10),
             ..JournalConfig::default()
         };
-        let retention = Retention::start(dir.path(), &config).unwrap();
+        let retention =
+            Retention::start(&Location::Sqlite(dir.path().to_owned()), &config).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while j.stats().unwrap().completed > 0 {
             assert!(Instant::now() < deadline, "retention did not run");
@@ -365,7 +366,8 @@ mod tests {
             compact_every: Duration::from_secs(3600),
             ..config
         };
-        let retention = Retention::start(dir.path(), &hourly).unwrap();
+        let retention =
+            Retention::start(&Location::Sqlite(dir.path().to_owned()), &hourly).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let stopping = Instant::now();
         drop(retention);

@@ -72,6 +72,8 @@
 //! retain = "1h"               # finished messages are compacted after this
 //! max_mb = 1024               # ... or sooner, oldest first, past this much data
 //! compact_every = "10s"       # how often retention runs
+//! backend = "sqlite"          # or "postgres": docs/deployment.md
+//! url = "postgres://zmanager@db.example/zmanager"  # backend = "postgres" only
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -83,7 +85,7 @@ use crate::catalog::Catalog;
 use crate::catalog::defaults;
 use crate::catalog::diagnostic::Diagnostics;
 use crate::catalog::source::SourceFile;
-use crate::journal::SyncMode;
+use crate::journal::{Location, SyncMode};
 use crate::node::duration;
 
 /// The shortest duration most settings take.
@@ -227,6 +229,72 @@ pub struct JournalConfig {
     /// How often retention runs.
     #[serde(alias = "compact_every_ms", deserialize_with = "duration::setting")]
     pub compact_every: Duration,
+    /// Where the journal is kept.
+    pub backend: JournalBackend,
+    /// The PostgreSQL database of `backend = "postgres"`: a libpq
+    /// connection string (`postgres://user:password@host:port/database`,
+    /// or `host=… user=… dbname=…`).
+    pub url: Option<DatabaseUrl>,
+}
+
+/// Where the journal is kept (`[journal] backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalBackend {
+    /// SQLite, in the data directory's `zmanager.db`, beside the dead
+    /// letters: one machine.
+    #[default]
+    Sqlite,
+    /// PostgreSQL, at `url`: a database other machines can reach.
+    Postgres,
+}
+
+/// A database's connection string, which may hold a password: never shown
+/// (its `Debug` hides it).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
+}
+
+impl JournalConfig {
+    /// Where the journal of a node with this data directory is.
+    pub fn location(&self, data_dir: &Path) -> Location {
+        match (self.backend, &self.url) {
+            (JournalBackend::Postgres, Some(url)) => Location::Postgres(url.0.clone()),
+            // Without a url the configuration does not validate.
+            _ => Location::Sqlite(data_dir.to_owned()),
+        }
+    }
+
+    fn problems(&self, problems: &mut Vec<String>) {
+        if self.max_mb == 0 {
+            problems.push("journal.max_mb must be at least 1".to_owned());
+        }
+        if self.compact_every < MS {
+            problems.push("journal.compact_every must be at least 1ms".to_owned());
+        }
+        match (self.backend, &self.url) {
+            (JournalBackend::Postgres, None) => problems.push(
+                "journal.backend = \"postgres\" needs journal.url, the database's connection string (postgres://user@host/database)".to_owned(),
+            ),
+            (JournalBackend::Sqlite, Some(_)) => problems.push(
+                "journal.url is for backend = \"postgres\"; the sqlite journal is in data_dir".to_owned(),
+            ),
+            (JournalBackend::Postgres, Some(url)) => {
+                if let Err(e) = url.0.parse::<postgres::Config>() {
+                    problems.push(format!(
+                        "journal.url is not a PostgreSQL connection string: {e}"
+                    ));
+                }
+            }
+            (JournalBackend::Sqlite, None) => {}
+        }
+    }
 }
 
 impl Default for JournalConfig {
@@ -237,6 +305,8 @@ impl Default for JournalConfig {
             retain: Duration::from_secs(3600),
             max_mb: 1_024,
             compact_every: Duration::from_secs(10),
+            backend: JournalBackend::Sqlite,
+            url: None,
         }
     }
 }
@@ -590,12 +660,7 @@ impl NodeConfig {
         if self.message_timeout < MS {
             problems.push("message_timeout must be at least 1ms".to_owned());
         }
-        if self.journal.max_mb == 0 {
-            problems.push("journal.max_mb must be at least 1".to_owned());
-        }
-        if self.journal.compact_every < MS {
-            problems.push("journal.compact_every must be at least 1ms".to_owned());
-        }
+        self.journal.problems(&mut problems);
         for (name, endpoint) in [
             ("intake", &self.endpoints.intake),
             ("workers", &self.endpoints.workers),
@@ -740,6 +805,41 @@ mod tests {
             e.to_string().contains("must not exceed max_pending_mb"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_postgres_journal_needs_a_url_and_hides_it() {
+        let url = "postgres://zmanager:s3cret@db.example:5433/journal";
+        let c = NodeConfig::from_toml(
+            "n.toml",
+            &format!("[journal]\nbackend = \"postgres\"\nurl = {url:?}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.journal.location(Path::new("data")),
+            Location::Postgres(url.to_owned())
+        );
+        assert!(!format!("{c:?}").contains("s3cret"), "never shown");
+        assert!(!format!("{:?}", c.journal.location(Path::new("d"))).contains("s3cret"));
+        assert_eq!(
+            NodeConfig::default().journal.location(Path::new("data")),
+            Location::Sqlite(PathBuf::from("data"))
+        );
+        for (toml, said) in [
+            ("backend = \"postgres\"", "needs journal.url"),
+            (
+                "url = \"postgres://h/d\"",
+                "journal.url is for backend = \"postgres\"",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://h:notaport/d\"",
+                "journal.url is not a PostgreSQL connection string",
+            ),
+            ("backend = \"mysql\"", "unknown variant `mysql`"),
+        ] {
+            let e = NodeConfig::from_toml("n.toml", &format!("[journal]\n{toml}\n")).unwrap_err();
+            assert!(e.to_string().contains(said), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::catalog::diagnostic::Diagnostics;
 use crate::components::registry::Registry;
 use crate::dead_letter::DeadLetterStore;
 use crate::integration_manager;
-use crate::journal::{Journal, JournalError, JournalWriter, Retention, SqliteJournal, Unfinished};
+use crate::journal::{Backend, Journal, JournalError, JournalWriter, Retention, Unfinished};
 use crate::node::config::{Endpoints, NodeConfig};
 use crate::node::supervisor::{Backoff, WorkerCommand};
 use crate::security::operator::OperatorCookie;
@@ -229,9 +229,13 @@ pub async fn run(
     // Then the journal, before the dead-letter store: opening it is what
     // reads what a crash left in its log, before any other connection
     // touches the file.
-    let (writer, recovered, remembered, catalogs) = open_journal(&config, sources, catalog)?;
+    let journal_at = config.journal.location(&config.data_dir);
+    let (writer, recovered, remembered, catalogs) =
+        off_runtime(|| open_journal(&config, sources, catalog))?;
     let retention = if config.journal.enabled {
-        Some(Retention::start(&config.data_dir, &config.journal)?)
+        Some(off_runtime(|| {
+            Retention::start(&journal_at, &config.journal)
+        })?)
     } else {
         None
     };
@@ -240,9 +244,9 @@ pub async fn run(
     // The HTTP server's own connection, read-only: journeys, and results
     // past the dedupe window.
     let journal_reader = if config.journal.enabled && config.http.enabled {
-        Some(Arc::new(std::sync::Mutex::new(
-            SqliteJournal::open_to_read(&config.data_dir)?,
-        )))
+        Some(Arc::new(std::sync::Mutex::new(off_runtime(|| {
+            Backend::open_to_read(&journal_at)
+        })?)))
     } else {
         None
     };
@@ -282,10 +286,9 @@ pub async fn run(
         config: config.clone(),
         registry,
         journal: if config.journal.enabled {
-            Some(SqliteJournal::open_beside(
-                &config.data_dir,
-                config.journal.sync,
-            )?)
+            Some(Arc::new(std::sync::Mutex::new(off_runtime(|| {
+                Backend::open_beside(&journal_at, config.journal.sync)
+            })?)))
         } else {
             None
         },
@@ -442,16 +445,32 @@ fn open_journal(
         let catalogs = reload::at_start(None, sources, catalog, &[])?;
         return Ok((None, Vec::new(), Vec::new(), catalogs));
     }
-    let journal = SqliteJournal::open(&config.data_dir, config.journal.sync)?;
+    let journal = Backend::open(
+        &config.journal.location(&config.data_dir),
+        config.journal.sync,
+    )?;
     let unfinished = journal.unfinished()?;
     let catalogs = reload::at_start(Some(&journal), sources, catalog, &unfinished)?;
     let window_us = u64::try_from(config.dedupe_window.as_micros()).unwrap_or(u64::MAX);
     let since_us = crate::wire::envelope::now_us().saturating_sub(window_us);
     let remembered = journal.recent_results(since_us, config.dedupe_capacity)?;
-    tracing::info!(path = %journal.path(), sync = ?config.journal.sync, unfinished = unfinished.len(), remembered = remembered.len(), "journal open");
+    tracing::info!(journal = %journal.name(), sync = ?config.journal.sync, unfinished = unfinished.len(), remembered = remembered.len(), "journal open");
     let writer = JournalWriter::start(journal, JOURNAL_QUEUE, JOURNAL_MAX_BATCH)
         .map_err(NodeError::JournalWriter)?;
     Ok((Some(writer), unfinished, remembered, catalogs))
+}
+
+/// Runs `open` on a thread of its own and waits for it. The PostgreSQL
+/// journal's client runs a Tokio runtime of its own, which must not be
+/// started from a task of the node's; the node waits for its journal at
+/// start-up anyway.
+fn off_runtime<T: Send>(open: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(open)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// The writer, the unfinished messages, the recent results, the catalog's

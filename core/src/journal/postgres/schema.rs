@@ -15,10 +15,11 @@ const LOCK: i64 = 0x7a6d_6772;
 
 /// The migrations, the first one being version 1.
 ///
-/// Version 1: the same table as SQLite's (`seq` an identity column, so
-/// events keep their append order), with the same partial indexes, and
-/// the catalog's versions.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    // Version 1: the same table as SQLite's (`seq` an identity column, so
+    // events keep their append order), with the same partial indexes, and the
+    // catalog's versions.
+    "
 CREATE TABLE journal_events (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at_us BIGINT NOT NULL,
@@ -45,7 +46,18 @@ CREATE TABLE journal_catalogs (
     sources BYTEA NOT NULL,
     at_us BIGINT NOT NULL
 );
-"];
+",
+    // Version 2: the node running on the journal, by generation: each node
+    // that starts on it takes the next, so that one whose connection was lost
+    // can tell, when it connects again, whether another ran meanwhile.
+    "
+CREATE TABLE journal_owner (
+    id BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+    generation BIGINT NOT NULL,
+    since TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+",
+];
 
 /// The newest schema this binary knows.
 pub(super) fn known() -> i32 {

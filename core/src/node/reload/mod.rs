@@ -28,7 +28,7 @@ use super::NodeError;
 use super::config::NodeConfig;
 use crate::catalog::version::{Catalogs, Sources, Versioned};
 use crate::components::registry::Registry;
-use crate::journal::{SqliteJournal, Unfinished};
+use crate::journal::{Backend, Unfinished};
 use crate::subject::Ask;
 
 /// The versions a node starts with: the files on disk as the newest — the
@@ -36,7 +36,7 @@ use crate::subject::Ask;
 /// recorded — and every older version an unfinished request uses, from
 /// the journal.
 pub fn at_start(
-    journal: Option<&SqliteJournal>,
+    journal: Option<&Backend>,
     sources: Sources,
     catalog: crate::catalog::Catalog,
     unfinished: &[Unfinished],
@@ -138,7 +138,7 @@ pub struct Reloading {
     pub config: NodeConfig,
     pub registry: Registry,
     /// Its own connection to the journal (`None`: the journal is off).
-    pub journal: Option<SqliteJournal>,
+    pub journal: Option<Arc<std::sync::Mutex<Backend>>>,
     pub asks: mpsc::Sender<Ask>,
     /// The newest version at start.
     pub newest: Versioned,
@@ -195,9 +195,19 @@ async fn reload(state: &mut Reloading, dry_run: bool) -> Result<Outcome, String>
         return Ok(outcome);
     }
     if let Some(journal) = &state.journal {
-        journal
-            .record_catalog(number, &sources, crate::wire::envelope::now_us())
-            .map_err(|e| format!("cannot record catalog version {number} in the journal: {e}"))?;
+        // Off the runtime's threads: the PostgreSQL client runs its own.
+        let (journal, recording) = (Arc::clone(journal), sources.clone());
+        tokio::task::spawn_blocking(move || {
+            journal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record_catalog(number, &recording, crate::wire::envelope::now_us())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|recorded| recorded)
+        .map_err(|e| format!("cannot record catalog version {number} in the journal: {e}"))?;
     }
     let version = Versioned {
         number,

@@ -1,0 +1,175 @@
+//! The journal on whichever backend the configuration names (`[journal]
+//! backend`): one type for the node, the HTTP server, reload, retention and
+//! `zmanager journal` to hold, so that none of them says which.
+
+use std::path::PathBuf;
+
+use super::{
+    Event, Journal, JournalError, JournalStats, MessageSummary, PostgresJournal, RecentPage,
+    RecentRequest, RecordedCatalog, RecordedEvent, SqliteJournal, SummaryFilter, SyncMode,
+    Unfinished,
+};
+use crate::catalog::version::Sources;
+use crate::wire::Message;
+
+/// Where a journal is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// SQLite, in this data directory's `zmanager.db`.
+    Sqlite(PathBuf),
+    /// PostgreSQL, at this connection string (a URL or `key=value` pairs;
+    /// it may hold a password, so it is never shown).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(dir) => f.debug_tuple("Sqlite").field(dir).finish(),
+            Self::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+/// A journal, open, on either backend.
+#[derive(Debug)]
+pub enum Backend {
+    Sqlite(SqliteJournal),
+    /// Boxed: its client's configuration is large, and a journal is made
+    /// once per connection.
+    Postgres(Box<PostgresJournal>),
+}
+
+impl Backend {
+    /// The node's own connection, at start-up: SQLite checks its file and
+    /// what a crash left in its log, PostgreSQL applies its migrations.
+    pub fn open(at: &Location, sync: SyncMode) -> Result<Self, JournalError> {
+        Ok(match at {
+            Location::Sqlite(dir) => Self::Sqlite(SqliteJournal::open(dir, sync)?),
+            Location::Postgres(url) => Self::Postgres(Box::new(PostgresJournal::open(url, sync)?)),
+        })
+    }
+
+    /// Another connection of the node's, beside the one [`open`](Self::open)
+    /// made (retention's, reload's).
+    pub fn open_beside(at: &Location, sync: SyncMode) -> Result<Self, JournalError> {
+        Ok(match at {
+            Location::Sqlite(dir) => Self::Sqlite(SqliteJournal::open_beside(dir, sync)?),
+            Location::Postgres(url) => {
+                Self::Postgres(Box::new(PostgresJournal::open_beside(url, sync)?))
+            }
+        })
+    }
+
+    /// A read-only connection to an existing journal (`zmanager journal`,
+    /// the HTTP server).
+    pub fn open_to_read(at: &Location) -> Result<Self, JournalError> {
+        Ok(match at {
+            Location::Sqlite(dir) => Self::Sqlite(SqliteJournal::open_to_read(dir)?),
+            Location::Postgres(url) => {
+                Self::Postgres(Box::new(PostgresJournal::open_to_read(url)?))
+            }
+        })
+    }
+
+    /// Where it is, for messages: the database file, or the URL without
+    /// its password.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Sqlite(j) => j.path(),
+            Self::Postgres(j) => j.target(),
+        }
+    }
+
+    /// Records version `version` of the catalog, made of `sources`.
+    pub fn record_catalog(
+        &self,
+        version: u32,
+        sources: &Sources,
+        at_us: u64,
+    ) -> Result<(), JournalError> {
+        match self {
+            Self::Sqlite(j) => j.record_catalog(version, sources, at_us),
+            Self::Postgres(j) => j.record_catalog(version, sources, at_us),
+        }
+    }
+
+    /// Every version of the catalog recorded, oldest first.
+    pub fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
+        match self {
+            Self::Sqlite(j) => j.catalogs(),
+            Self::Postgres(j) => j.catalogs(),
+        }
+    }
+
+    fn inner(&self) -> &dyn Journal {
+        match self {
+            Self::Sqlite(j) => j,
+            Self::Postgres(j) => j.as_ref(),
+        }
+    }
+}
+
+impl Journal for Backend {
+    fn append(&self, events: &[Event]) -> Result<(), JournalError> {
+        self.inner().append(events)
+    }
+
+    fn append_batches(&self, batches: &[Vec<Event>]) -> Result<(), JournalError> {
+        self.inner().append_batches(batches)
+    }
+
+    fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
+        self.inner().unfinished()
+    }
+
+    fn recent_results(
+        &self,
+        since_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, JournalError> {
+        self.inner().recent_results(since_us, limit)
+    }
+
+    fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
+        self.inner().history(service, id)
+    }
+
+    fn range(
+        &self,
+        since_us: u64,
+        until_us: u64,
+        flow: Option<&str>,
+    ) -> Result<Vec<Message>, JournalError> {
+        self.inner().range(since_us, until_us, flow)
+    }
+
+    fn stats(&self) -> Result<JournalStats, JournalError> {
+        self.inner().stats()
+    }
+
+    fn compact(&self, finished_before_us: u64) -> Result<u64, JournalError> {
+        self.inner().compact(finished_before_us)
+    }
+
+    fn compact_oldest(
+        &self,
+        finished_before_us: u64,
+        max_messages: u64,
+    ) -> Result<u64, JournalError> {
+        self.inner()
+            .compact_oldest(finished_before_us, max_messages)
+    }
+
+    fn data_bytes(&self) -> Result<u64, JournalError> {
+        self.inner().data_bytes()
+    }
+
+    fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<MessageSummary>, JournalError> {
+        self.inner().summaries(filter)
+    }
+
+    fn recent(&self, page: &RecentPage) -> Result<Vec<RecentRequest>, JournalError> {
+        self.inner().recent(page)
+    }
+}
