@@ -321,7 +321,13 @@ pub fn node_with(workers: usize, toml: &str) -> (TestNode, TempFile) {
 /// configuration's `[endpoints]` table naming them: for a node restarted
 /// where its services and workers expect it.
 pub fn fixed_endpoints() -> (Endpoints, String) {
-    let at = |port: u16| format!("tcp://127.0.0.1:{port}");
+    endpoints_on("127.0.0.1")
+}
+
+/// Like [`fixed_endpoints`], on `host` (a loopback address other than
+/// 127.0.0.1 stands for another machine).
+pub fn endpoints_on(host: &str) -> (Endpoints, String) {
+    let at = |port: u16| format!("tcp://{host}:{port}");
     let endpoints = Endpoints {
         intake: at(free_port()),
         workers: at(free_port()),

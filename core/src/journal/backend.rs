@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::postgres::Lease;
 use super::{
     Event, Journal, JournalError, JournalStats, MessageSummary, PostgresJournal, RecentPage,
     RecentRequest, RecordedCatalog, RecordedEvent, SqliteJournal, SummaryFilter, SyncMode,
@@ -42,11 +43,20 @@ pub enum Backend {
 
 impl Backend {
     /// The node's own connection, at start-up: SQLite checks its file and
-    /// what a crash left in its log, PostgreSQL applies its migrations.
-    pub fn open(at: &Location, sync: SyncMode) -> Result<Self, JournalError> {
+    /// what a crash left in its log; PostgreSQL applies its migrations and
+    /// claims the `lease`, waiting for it as the lease says (and no longer
+    /// once `stopping` says so).
+    pub fn open(
+        at: &Location,
+        sync: SyncMode,
+        lease: &Lease,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Self, JournalError> {
         Ok(match at {
             Location::Sqlite(dir) => Self::Sqlite(SqliteJournal::open(dir, sync)?),
-            Location::Postgres(url) => Self::Postgres(Box::new(PostgresJournal::open(url, sync)?)),
+            Location::Postgres(url) => Self::Postgres(Box::new(PostgresJournal::open_owner(
+                url, sync, lease, stopping,
+            )?)),
         })
     }
 
@@ -78,6 +88,15 @@ impl Backend {
         match self {
             Self::Sqlite(j) => j.path(),
             Self::Postgres(j) => j.target(),
+        }
+    }
+
+    /// Set once another node holds the journal's lease (PostgreSQL's node
+    /// connection only): this one commits nothing more.
+    pub fn taken_over(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(j) => j.taken_over(),
         }
     }
 

@@ -83,6 +83,9 @@ pub struct Health {
     pub failures: u64,
     pub last_error: Option<String>,
     pub failing: bool,
+    /// Another node holds the journal now (PostgreSQL's lease): every
+    /// commit fails from here on, and none is tried again.
+    pub fenced: bool,
 }
 
 /// How long a stopping writer goes on trying a failing commit.
@@ -276,11 +279,19 @@ fn commit(journal: &impl Journal, batches: &[Vec<Event>], count: usize, state: &
             Err(e) => e,
         };
         let failures = state.report.borrow().failures + 1;
+        let fenced = matches!(e, JournalError::Fenced { .. });
         state.report.send_replace(Health {
             failures,
             last_error: Some(e.to_string()),
             failing: true,
+            fenced,
         });
+        if fenced {
+            // Trying again cannot help, and must not: the batch is not
+            // this node's to commit any more.
+            tracing::error!(error = %e, events = count, "journal commit refused: another node holds the journal; its requests were not acknowledged");
+            return Err(Arc::new(e));
+        }
         if state.stopping.load(Ordering::Relaxed) {
             let since = *stopping_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= GIVE_UP_AFTER {

@@ -73,7 +73,9 @@
 //! max_mb = 1024               # ... or sooner, oldest first, past this much data
 //! compact_every = "10s"       # how often retention runs
 //! backend = "sqlite"          # or "postgres": docs/deployment.md
-//! url = "postgres://zmanager@db.example/zmanager"  # backend = "postgres" only
+//! # url = "postgres://zmanager@db.example/zmanager"  # backend = "postgres" only
+//! lease = "5s"                # postgres: a standby takes over this long after the active died
+//! standby = false             # postgres: wait for the active node to go, then take over
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -85,6 +87,7 @@ use crate::catalog::Catalog;
 use crate::catalog::defaults;
 use crate::catalog::diagnostic::Diagnostics;
 use crate::catalog::source::SourceFile;
+use crate::journal::postgres::Lease;
 use crate::journal::{Location, SyncMode};
 use crate::node::duration;
 
@@ -235,6 +238,15 @@ pub struct JournalConfig {
     /// connection string (`postgres://user:password@host:port/database`,
     /// or `host=… user=… dbname=…`).
     pub url: Option<DatabaseUrl>,
+    /// With PostgreSQL: how long the node's hold on the journal lasts
+    /// unless renewed (every third of it). A standby takes over at most
+    /// this long after the active node died, hung or was cut off.
+    #[serde(deserialize_with = "duration::setting")]
+    pub lease: Duration,
+    /// With PostgreSQL: while another node holds the journal, wait for it
+    /// (without binding a socket) and take over when it is gone, rather
+    /// than give up after one lease.
+    pub standby: bool,
 }
 
 /// Where the journal is kept (`[journal] backend`).
@@ -271,6 +283,14 @@ impl JournalConfig {
         }
     }
 
+    /// How the node holds a PostgreSQL journal.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            duration: self.lease,
+            standby: self.standby,
+        }
+    }
+
     fn problems(&self, problems: &mut Vec<String>) {
         if self.max_mb == 0 {
             problems.push("journal.max_mb must be at least 1".to_owned());
@@ -294,6 +314,14 @@ impl JournalConfig {
             }
             (JournalBackend::Sqlite, None) => {}
         }
+        if self.lease < Duration::from_millis(300) || self.lease > Duration::from_secs(3600) {
+            problems.push("journal.lease must be 300ms to 1h".to_owned());
+        }
+        if self.standby && self.backend != JournalBackend::Postgres {
+            problems.push(
+                "journal.standby needs backend = \"postgres\": a standby shares the active node's journal".to_owned(),
+            );
+        }
     }
 }
 
@@ -307,6 +335,8 @@ impl Default for JournalConfig {
             compact_every: Duration::from_secs(10),
             backend: JournalBackend::Sqlite,
             url: None,
+            lease: Duration::from_secs(5),
+            standby: false,
         }
     }
 }
@@ -836,6 +866,11 @@ mod tests {
                 "journal.url is not a PostgreSQL connection string",
             ),
             ("backend = \"mysql\"", "unknown variant `mysql`"),
+            (
+                "standby = true",
+                "journal.standby needs backend = \"postgres\"",
+            ),
+            ("lease = \"100ms\"", "journal.lease must be 300ms to 1h"),
         ] {
             let e = NodeConfig::from_toml("n.toml", &format!("[journal]\n{toml}\n")).unwrap_err();
             assert!(e.to_string().contains(said), "{toml}: {e}");

@@ -24,7 +24,9 @@ use crate::catalog::diagnostic::Diagnostics;
 use crate::components::registry::Registry;
 use crate::dead_letter::DeadLetterStore;
 use crate::integration_manager;
-use crate::journal::{Backend, Journal, JournalError, JournalWriter, Retention, Unfinished};
+use crate::journal::{
+    Backend, Journal, JournalError, JournalWriter, Location, Retention, Unfinished,
+};
 use crate::node::config::{Endpoints, NodeConfig};
 use crate::node::supervisor::{Backoff, WorkerCommand};
 use crate::security::operator::OperatorCookie;
@@ -45,6 +47,9 @@ pub enum NodeError {
     DeadLetters(#[from] crate::dead_letter::StoreError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// Another node took the journal over while this one ran: it stopped.
+    #[error("{0}")]
+    Fenced(String),
     #[error(
         "{0} would listen beyond this machine, and nothing authenticates its peers: anyone who reaches it could push as any service, read every result and join as a worker. Listen on loopback or ipc, or start with --insecure on a network you trust (docs/security.md)"
     )]
@@ -140,6 +145,24 @@ pub async fn run(
         tracing::warn!(endpoints = %exposed, "--insecure: listening beyond this machine with no authentication; anyone who reaches these endpoints can push as any service, read every result and join as a worker");
     }
 
+    // A journal in PostgreSQL before the sockets: its lease is what keeps a
+    // second node off it, and a standby waits here, bound to nothing (its
+    // services and workers reach the active node meanwhile), until the
+    // active node is gone.
+    let journal_at = config.journal.location(&config.data_dir);
+    let claimed = match &journal_at {
+        Location::Postgres(_) if config.journal.enabled => Some(off_runtime(|| {
+            Backend::open(
+                &journal_at,
+                config.journal.sync,
+                &config.journal.lease(),
+                &|| shutdown.is_cancelled(),
+            )
+        })?),
+        _ => None,
+    };
+    let taken_over = claimed.as_ref().and_then(Backend::taken_over);
+
     // The sockets before the data directory: a second node started by
     // mistake stops here, without touching the first one's journal.
     let context = zmq::Context::new();
@@ -229,9 +252,8 @@ pub async fn run(
     // Then the journal, before the dead-letter store: opening it is what
     // reads what a crash left in its log, before any other connection
     // touches the file.
-    let journal_at = config.journal.location(&config.data_dir);
     let (writer, recovered, remembered, catalogs) =
-        off_runtime(|| open_journal(&config, sources, catalog))?;
+        off_runtime(|| open_journal(&config, claimed, sources, catalog))?;
     let retention = if config.journal.enabled {
         Some(off_runtime(|| {
             Retention::start(&journal_at, &config.journal)
@@ -297,6 +319,7 @@ pub async fn run(
         current: catalog.clone(),
     });
     on_hangup(reloader.clone(), shutdown.clone());
+    let journal_health = writer.as_ref().map(JournalWriter::health);
     let subject = tokio::spawn(subject::run(
         intake,
         router,
@@ -406,7 +429,20 @@ pub async fn run(
     }
     on_ready(&bound, http_bound);
 
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        error = fenced(journal_health, taken_over) => {
+            // Another node runs on the journal: nothing this one does can
+            // be committed, and nothing it has not committed may go out.
+            // Stop at once, without draining.
+            tracing::error!(error = %error, "stopping at once: another node holds the journal");
+            subject.abort();
+            http_stop.cancel();
+            workers_stop.cancel();
+            let _ = supervisor.await;
+            return Err(NodeError::Fenced(error));
+        }
+    }
     tracing::info!("stopping: draining in-flight work first");
     drain.cancel();
     let counters = subject.await.unwrap_or_default();
@@ -427,6 +463,38 @@ pub async fn run(
     Ok(counters)
 }
 
+/// Resolves with the error once another node holds the journal: a commit
+/// refused for it (the writer's health), or, while nothing is committed,
+/// the lease's renewal finding another generation (`taken_over`). Never
+/// with the journal off or on SQLite.
+async fn fenced(
+    health: Option<tokio::sync::watch::Receiver<crate::journal::Health>>,
+    taken_over: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> String {
+    let Some(mut health) = health else {
+        return std::future::pending().await;
+    };
+    let mut look = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            changed = health.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                let now = health.borrow_and_update();
+                if now.fenced {
+                    return now.last_error.clone().unwrap_or_default();
+                }
+            }
+            _ = look.tick(), if taken_over.is_some() => {
+                if taken_over.as_ref().is_some_and(|t| t.load(std::sync::atomic::Ordering::SeqCst)) {
+                    return "another node holds the journal's lease now; this node commits nothing more".to_owned();
+                }
+            }
+        }
+    }
+}
+
 /// Submissions waiting for the journal writer (one per turn of the
 /// Subject's loop), and the most events committed in one transaction.
 const JOURNAL_QUEUE: usize = 64;
@@ -437,6 +505,7 @@ const JOURNAL_MAX_BATCH: usize = 8192;
 /// sent again after a restart).
 fn open_journal(
     config: &NodeConfig,
+    claimed: Option<Backend>,
     sources: crate::catalog::version::Sources,
     catalog: crate::catalog::Catalog,
 ) -> Result<Opened, NodeError> {
@@ -445,10 +514,15 @@ fn open_journal(
         let catalogs = reload::at_start(None, sources, catalog, &[])?;
         return Ok((None, Vec::new(), Vec::new(), catalogs));
     }
-    let journal = Backend::open(
-        &config.journal.location(&config.data_dir),
-        config.journal.sync,
-    )?;
+    let journal = match claimed {
+        Some(journal) => journal,
+        None => Backend::open(
+            &config.journal.location(&config.data_dir),
+            config.journal.sync,
+            &config.journal.lease(),
+            &|| false,
+        )?,
+    };
     let unfinished = journal.unfinished()?;
     let catalogs = reload::at_start(Some(&journal), sources, catalog, &unfinished)?;
     let window_us = u64::try_from(config.dedupe_window.as_micros()).unwrap_or(u64::MAX);

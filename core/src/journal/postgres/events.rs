@@ -14,14 +14,19 @@ use crate::journal::{
 use crate::wire::Message;
 
 /// A batch, in one statement: one array per column, unnested in order.
-/// `seq` is assigned as the rows are inserted, in the arrays' order.
-const INSERT: &str = "INSERT INTO journal_events
+/// `seq` is assigned as the rows are inserted, in the arrays' order. Only
+/// while generation `$12` holds the lease, whose row it locks for the
+/// statement (`lease`: fencing); otherwise it inserts nothing.
+const INSERT: &str = "WITH owner AS (
+         SELECT 1 FROM journal_owner WHERE generation = $12::bigint FOR SHARE)
+     INSERT INTO journal_events
      (at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload)
      SELECT at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload
      FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                  $7::bytea[], $8::bigint[], $9::text[], $10::bytea[], $11::bytea[])
           WITH ORDINALITY
           AS u(at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload, n)
+     WHERE EXISTS (SELECT 1 FROM owner)
      ORDER BY n";
 
 /// The latest acceptance of each message with nothing final after it,
@@ -100,9 +105,22 @@ impl PostgresJournal {
         let reason: Vec<Option<&str>> = columns.iter().map(|c| c.reason).collect();
         let envelope: Vec<Option<&[u8]>> = columns.iter().map(|c| c.envelope.as_deref()).collect();
         let payload: Vec<Option<&[u8]>> = columns.iter().map(|c| c.payload).collect();
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &at_us, &kind, &service, &id, &flow, &attempt, &worker, &step, &reason, &envelope,
+        // A connection that is not the node's holds no generation: none
+        // matches, and it writes nothing.
+        let generation = self.generation.unwrap_or(0);
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &at_us,
+            &kind,
+            &service,
+            &id,
+            &flow,
+            &attempt,
+            &worker,
+            &step,
+            &reason,
+            &envelope,
             &payload,
+            &generation,
         ];
         let mut connection = self.connection()?;
         let connection = &mut *connection;
@@ -117,10 +135,15 @@ impl PostgresJournal {
                 statement
             }
         };
-        connection
+        let inserted = connection
             .client
             .execute(&statement, &params)
             .map_err(|e| self.error(e))?;
+        if inserted == 0 {
+            self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(target_db = %self.target, generation, "journal: another node holds the lease now; this node commits nothing more");
+            return Err(self.fenced());
+        }
         Ok(())
     }
 

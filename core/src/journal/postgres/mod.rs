@@ -25,11 +25,16 @@
 
 mod catalogs;
 mod events;
+mod lease;
 mod schema;
 
-use std::cell::{Cell, RefCell, RefMut};
+pub use lease::Lease;
+
+use std::cell::{RefCell, RefMut};
 use std::str::FromStr as _;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use postgres::config::Host;
 use postgres::{Client, Config, NoTls, Statement};
@@ -51,10 +56,12 @@ pub struct PostgresJournal {
     target: String,
     sync: SyncMode,
     role: Role,
-    /// The owner's generation (see [`Role::Owner`]), once claimed.
-    generation: Cell<Option<i64>>,
-    /// Another node ran on the journal since this owner's generation.
-    fenced: Cell<bool>,
+    /// The owner's generation, once it holds the lease.
+    generation: Option<i64>,
+    /// Another generation holds the lease now (found by a commit or the
+    /// renewer): nothing more is written through this journal.
+    fenced: Arc<AtomicBool>,
+    renewer: Option<lease::Renewer>,
     /// `None` only while it is dropped.
     connection: RefCell<Option<Connection>>,
 }
@@ -62,21 +69,14 @@ pub struct PostgresJournal {
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// The node's own (its writer's): holds the journal's lock, so that a
-    /// second node on the same database does not start, and claims the next
-    /// generation in `journal_owner`. When it connects again it takes the
-    /// lock again and checks the generation is still its own: if another
-    /// node ran on the journal meanwhile, this one is fenced off for good.
+    /// The node's own (its writer's): holds the lease (`lease`), and
+    /// commits only while its generation holds it.
     Owner,
     /// Another of the node's, beside the owner's (retention's, reload's).
     Beside,
     /// Read-only, from any process (`zmanager journal`, the HTTP server).
     Reader,
 }
-
-/// The session-level advisory lock the node's own connection holds while it
-/// runs ("zmnd" in ASCII); the server releases it when that session ends.
-const NODE_LOCK: i64 = 0x7a6d_6e64;
 
 /// A connection and what was prepared on it.
 struct Connection {
@@ -113,38 +113,71 @@ fn target(config: &Config) -> String {
 
 impl PostgresJournal {
     /// Connects to the journal at `url` (a libpq connection string: a
-    /// `postgres://` URL or `key=value` pairs), applying the migrations its
-    /// database lacks: the node's own connection. A database whose schema
-    /// is newer than this binary knows is refused.
+    /// `postgres://` URL or `key=value` pairs) as the node's own connection,
+    /// with the default [`Lease`] (see [`open_owner`](Self::open_owner)).
     pub fn open(url: &str, sync: SyncMode) -> Result<Self, JournalError> {
-        let journal = Self::connect(url, sync, Role::Owner)?;
+        Self::open_owner(url, sync, &Lease::default(), &|| false)
+    }
+
+    /// The node's own connection: applies the migrations the database
+    /// lacks (a schema newer than this binary knows is refused), then
+    /// claims the lease, waiting while another node holds it — as long as
+    /// it takes for a standby, at most one lease otherwise (then
+    /// [`JournalError::Held`]), and no longer once `stopping` says so.
+    pub fn open_owner(
+        url: &str,
+        sync: SyncMode,
+        lease: &Lease,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Self, JournalError> {
+        let mut journal = Self::connect(url, sync, Role::Owner)?;
         let found = {
             let mut connection = journal.connection()?;
             schema::migrate(&mut connection.client).map_err(|e| journal.error(e))?
         };
         match found {
-            schema::Found::Current { applied } => {
-                if applied > 0 {
-                    tracing::info!(target_db = %journal.target, applied, version = schema::known(), "journal: schema migrated");
-                }
-                let generation: i64 = journal
-                    .connection()?
-                    .client
-                    .query_one(
-                        "INSERT INTO journal_owner (id, generation) VALUES (true, 1)
-                         ON CONFLICT (id) DO UPDATE
-                         SET generation = journal_owner.generation + 1, since = now()
-                         RETURNING generation",
-                        &[],
-                    )
-                    .map_err(|e| journal.error(e))?
-                    .get(0);
-                journal.generation.set(Some(generation));
-                tracing::info!(target_db = %journal.target, generation, "journal: this node runs on the journal");
-                Ok(journal)
+            schema::Found::Current { applied } if applied > 0 => {
+                tracing::info!(target_db = %journal.target, applied, version = schema::known(), "journal: schema migrated");
             }
-            schema::Found::Newer(version) => Err(journal.too_new(version)),
+            schema::Found::Current { .. } => {}
+            schema::Found::Newer(version) => return Err(journal.too_new(version)),
         }
+        let holder = lease::holder();
+        let started = Instant::now();
+        let mut said = false;
+        let generation = loop {
+            let claimed = lease::claim(&mut journal.connection()?.client, lease, &holder)
+                .map_err(|e| journal.error(e))?;
+            let held = match claimed {
+                Ok(generation) => break generation,
+                Err(held) => held,
+            };
+            let gave_up = !lease.standby && started.elapsed() > lease.duration + lease.poll();
+            if gave_up || stopping() {
+                return Err(JournalError::Held {
+                    path: journal.target.clone(),
+                    detail: held,
+                });
+            }
+            if !said {
+                tracing::info!(target_db = %journal.target, standby = lease.standby, "journal: waiting for the lease: {held}");
+                said = true;
+            }
+            std::thread::sleep(lease.poll());
+        };
+        journal.generation = Some(generation);
+        journal.renewer = Some(
+            lease::Renewer::start(
+                journal.config.clone(),
+                *lease,
+                generation,
+                journal.target.clone(),
+                Arc::clone(&journal.fenced),
+            )
+            .map_err(JournalError::Thread)?,
+        );
+        tracing::info!(target_db = %journal.target, generation, waited_ms = started.elapsed().as_millis() as u64, lease_ms = lease.duration.as_millis() as u64, "journal: this node holds the lease");
+        Ok(journal)
     }
 
     /// Another connection beside the node's (retention's): the node's
@@ -189,8 +222,9 @@ impl PostgresJournal {
             target,
             sync,
             role,
-            generation: Cell::new(None),
-            fenced: Cell::new(false),
+            generation: None,
+            fenced: Arc::default(),
+            renewer: None,
             connection: RefCell::new(Some(Connection {
                 client,
                 insert: None,
@@ -222,45 +256,12 @@ impl PostgresJournal {
                 role == Role::Reader
             ))
             .map_err(error)?;
-        if role == Role::Owner {
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&NODE_LOCK])
-                .map_err(error)?
-                .get(0);
-            if !locked {
-                return Err(JournalError::Held {
-                    path: target.to_owned(),
-                    detail: Self::holder(&mut client).map_err(error)?,
-                });
-            }
-        }
         Ok(client)
-    }
-
-    /// Who holds the node's lock, as the server knows it.
-    fn holder(client: &mut Client) -> Result<String, postgres::Error> {
-        let rows = client.query(
-            "SELECT a.pid, COALESCE(host(a.client_addr), 'a local socket'), a.backend_start::text
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-             WHERE l.locktype = 'advisory' AND l.granted
-               AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid
-               AND l.objsubid = 1",
-            &[&NODE_LOCK],
-        )?;
-        Ok(match rows.first() {
-            Some(r) => format!(
-                "another node holds it: its session (server process {}) connected from {} at {}",
-                r.get::<_, i32>(0),
-                r.get::<_, String>(1),
-                r.get::<_, String>(2)
-            ),
-            None => "another node holds it".to_owned(),
-        })
     }
 
     /// The connection, connected again first if it was lost.
     fn connection(&self) -> Result<RefMut<'_, Connection>, JournalError> {
-        if self.fenced.get() {
+        if self.fenced.load(Ordering::SeqCst) {
             return Err(self.fenced());
         }
         let mut connection = RefMut::map(self.connection.borrow_mut(), |c| {
@@ -271,25 +272,14 @@ impl PostgresJournal {
             tracing::warn!(target_db = %self.target, "journal: the database connection was lost; connecting again");
             connection.client = Self::session(&self.config, &self.target, self.sync, self.role)?;
             connection.insert = None;
-            if let Some(mine) = self.generation.get() {
-                let now: i64 = connection
-                    .client
-                    .query_one("SELECT generation FROM journal_owner", &[])
-                    .map_err(|e| self.error(e))?
-                    .get(0);
-                if now != mine {
-                    // For good: the lock is let go, and nothing more is
-                    // written through this journal.
-                    self.fenced.set(true);
-                    let _ = connection
-                        .client
-                        .execute("SELECT pg_advisory_unlock($1)", &[&NODE_LOCK]);
-                    tracing::error!(target_db = %self.target, generation = mine, now, "journal: another node ran on the journal while this node's connection was lost; this node commits nothing more to it");
-                    return Err(self.fenced());
-                }
-            }
         }
         Ok(connection)
+    }
+
+    /// The node's connection's flag, set once another generation holds the
+    /// lease (`None` for other connections).
+    pub fn taken_over(&self) -> Option<Arc<AtomicBool>> {
+        self.generation.map(|_| Arc::clone(&self.fenced))
     }
 
     /// Where the journal is: its URL without the password.
@@ -320,17 +310,36 @@ impl PostgresJournal {
 }
 
 impl Drop for PostgresJournal {
+    /// Stops renewing the lease and gives it up (a standby takes over at
+    /// once rather than when it runs out), then closes the connection.
     /// Closing the client blocks on its own runtime, which panics on a
     /// thread that runs another runtime's tasks (the node drops its HTTP
-    /// reader and reload's connection there): it is closed on a thread of
+    /// reader and reload's connection there): that is done on a thread of
     /// its own then.
     fn drop(&mut self) {
-        if let Some(connection) = self.connection.get_mut().take()
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
+        self.renewer = None;
+        let Some(mut connection) = self.connection.get_mut().take() else {
+            return;
+        };
+        let release = self
+            .generation
+            .filter(|_| !self.fenced.load(Ordering::SeqCst));
+        let target = self.target.clone();
+        let close = move || {
+            if let Some(generation) = release
+                && !connection.client.is_closed()
+                && let Err(e) = lease::release(&mut connection.client, generation)
+            {
+                tracing::warn!(target_db = %target, error = %describe(&e), "journal: could not give the lease up; a standby takes over when it runs out");
+            }
+            drop(connection);
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
             let _ = std::thread::Builder::new()
                 .name("journal-close".into())
-                .spawn(move || drop(connection));
+                .spawn(close);
+        } else {
+            close();
         }
     }
 }
@@ -480,28 +489,90 @@ mod tests {
             .get(0)
     }
 
+    fn lease(ms: u64, standby: bool) -> Lease {
+        Lease {
+            duration: Duration::from_millis(ms),
+            standby,
+        }
+    }
+
+    fn owner(url: &str, lease: &Lease) -> Result<PostgresJournal, JournalError> {
+        PostgresJournal::open_owner(url, SyncMode::Full, lease, &|| false)
+    }
+
+    fn unfinished_ids(j: &PostgresJournal) -> Vec<String> {
+        j.unfinished()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.message.envelope.id)
+            .collect()
+    }
+
     #[test]
-    fn a_second_node_on_the_same_journal_is_refused_until_the_first_is_gone() {
-        let Some(url) = database("the PostgreSQL journal's lock") else {
+    fn a_second_node_on_the_same_journal_is_refused_until_the_first_gives_the_lease_up() {
+        let Some(url) = database("the PostgreSQL journal's lease") else {
             return;
         };
-        let first = PostgresJournal::open(&url, SyncMode::Full).unwrap();
-        let e = PostgresJournal::open(&url, SyncMode::Full).unwrap_err();
+        let first = owner(&url, &lease(300, false)).unwrap();
+        let e = owner(&url, &lease(300, false)).unwrap_err();
         assert!(matches!(e, JournalError::Held { .. }), "{e:?}");
         let text = e.to_string();
-        assert!(
-            text.contains(&format!(
-                "another node holds it: its session (server process {})",
-                backend_pid(&first)
-            )),
-            "{text}"
-        );
+        let me = format!("pid {} (generation 1, since", std::process::id());
+        assert!(text.contains("another node holds it: "), "{text}");
+        assert!(text.contains(&me), "who holds it: {text}");
         assert!(text.contains("one node at a time"), "{text}");
-        // Its own other connections, and readers, are not the node's.
+        // Its own other connections, and readers, do not need it.
         PostgresJournal::open_beside(&url, SyncMode::Full).unwrap();
         PostgresJournal::open_to_read(&url).unwrap();
+        // Stopping gives it up: the next one need not wait for it to run out.
         drop(first);
-        PostgresJournal::open(&url, SyncMode::Full).unwrap();
+        let next = owner(&url, &lease(60_000, false)).unwrap();
+        assert_eq!(next.generation, Some(2));
+    }
+
+    #[test]
+    fn a_standby_takes_over_only_once_the_active_stops_renewing() {
+        let Some(url) = database("the PostgreSQL journal's standby") else {
+            return;
+        };
+        let active = owner(&url, &lease(400, false)).unwrap();
+        active.append(&[accepted(1, "s", "1", "F")]).unwrap();
+        let (done, took_over) = std::sync::mpsc::channel();
+        let standby_url = url.clone();
+        let standby = std::thread::spawn(move || {
+            let j = owner(&standby_url, &lease(400, true)).unwrap();
+            let _ = done.send(Instant::now());
+            j
+        });
+        // The active renews: the standby waits, for many leases.
+        assert!(
+            took_over.recv_timeout(Duration::from_secs(3)).is_err(),
+            "took over from a live active"
+        );
+        // The active dies without a word (its renewals stop, its session
+        // ends, nothing given up): the standby takes over once it runs out.
+        let died = Instant::now();
+        let mut active = active;
+        active.renewer = None;
+        raw(&url)
+            .execute("SELECT pg_terminate_backend($1)", &[&backend_pid(&active)])
+            .unwrap();
+        let at = took_over
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the standby took over");
+        let standby = standby.join().unwrap();
+        println!(
+            "standby took over {} ms after the active stopped renewing (lease 400 ms)",
+            at.duration_since(died).as_millis()
+        );
+        assert_eq!(standby.generation, Some(2));
+        assert_eq!(unfinished_ids(&standby), ["1"], "what the active accepted");
+        // The old active, back, commits nothing: its generation is gone.
+        let e = active.append(&[accepted(2, "s", "2", "F")]);
+        assert!(e.is_err(), "the lost connection");
+        let e = active.append(&[accepted(2, "s", "2", "F")]).unwrap_err();
+        assert!(matches!(e, JournalError::Fenced { .. }), "{e:?}");
+        assert_eq!(unfinished_ids(&standby), ["1"]);
     }
 
     #[test]
@@ -509,35 +580,29 @@ mod tests {
         let Some(url) = database("the PostgreSQL journal's fencing") else {
             return;
         };
-        let old = PostgresJournal::open(&url, SyncMode::Full).unwrap();
+        let mut old = owner(&url, &lease(300, false)).unwrap();
         old.append(&[accepted(1, "s", "old-1", "F")]).unwrap();
-        // Its session ends (its host cut off, say) and another node starts.
-        raw(&url)
-            .execute("SELECT pg_terminate_backend($1)", &[&backend_pid(&old)])
-            .unwrap();
-        let new = PostgresJournal::open(&url, SyncMode::Full).unwrap();
+        // It stops renewing (frozen, or cut off) but keeps its session.
+        old.renewer = None;
+        let new = owner(&url, &lease(300, true)).unwrap();
         new.append(&[accepted(2, "s", "new-1", "F")]).unwrap();
-        // The old one connects again: the lock is held by the new one.
-        assert!(old.append(&[accepted(3, "s", "old-2", "F")]).is_err());
-        let e = old.append(&[accepted(3, "s", "old-2", "F")]).unwrap_err();
-        assert!(matches!(e, JournalError::Held { .. }), "{e:?}");
-        // The new one stops too: the old one could take the lock again,
-        // but another node ran meanwhile, so it is fenced off for good.
-        drop(new);
+        // Its next commit, on the same session, finds another generation.
         let e = old.append(&[accepted(3, "s", "old-2", "F")]).unwrap_err();
         assert!(matches!(e, JournalError::Fenced { .. }), "{e:?}");
         assert!(e.to_string().contains("another node took over"), "{e}");
+        // For good, even once the other has gone.
+        drop(new);
         let e = old.append(&[accepted(4, "s", "old-3", "F")]).unwrap_err();
         assert!(matches!(e, JournalError::Fenced { .. }), "for good: {e:?}");
-        // And it let the lock go: a node can start.
-        let next = PostgresJournal::open(&url, SyncMode::Full).unwrap();
-        let ids: Vec<String> = next
-            .unfinished()
-            .unwrap()
-            .into_iter()
-            .map(|u| u.message.envelope.id)
-            .collect();
-        assert_eq!(ids, ["old-1", "new-1"], "nothing from the fenced node");
+        // It does not give up a lease it does not hold.
+        drop(old);
+        let next = owner(&url, &lease(300, false)).unwrap();
+        assert_eq!(next.generation, Some(3));
+        assert_eq!(
+            unfinished_ids(&next),
+            ["old-1", "new-1"],
+            "nothing from the fenced node"
+        );
     }
 
     #[test]

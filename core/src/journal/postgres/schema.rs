@@ -47,14 +47,15 @@ CREATE TABLE journal_catalogs (
     at_us BIGINT NOT NULL
 );
 ",
-    // Version 2: the node running on the journal, by generation: each node
-    // that starts on it takes the next, so that one whose connection was lost
-    // can tell, when it connects again, whether another ran meanwhile.
+    // Version 2: the lease (`lease.rs`): which generation of node runs on
+    // the journal, who that is, since and until when.
     "
 CREATE TABLE journal_owner (
     id BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
     generation BIGINT NOT NULL,
-    since TIMESTAMPTZ NOT NULL DEFAULT now()
+    holder TEXT NOT NULL,
+    since TIMESTAMPTZ NOT NULL DEFAULT now(),
+    deadline TIMESTAMPTZ NOT NULL
 );
 ",
 ];
