@@ -18,9 +18,12 @@ use zmanager::worker::executor::Executor;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The Subject's worker endpoint.
-    #[arg(long)]
-    endpoint: String,
+    /// The Subject's worker endpoint. Given more than once (an active node
+    /// and its standby: docs/deployment.md), the worker connects to one at a
+    /// time, and to the next each time it connects again: after the one it
+    /// served was silent for --liveness, or never answered.
+    #[arg(long, required = true)]
+    endpoint: Vec<String>,
     /// This worker's identity, unique per start [default: HOST-PID, this
     /// machine's host name and this process's id].
     #[arg(long)]
@@ -133,7 +136,7 @@ pub(crate) fn run(args: Args, format: crate::logging::LogFormat) -> anyhow::Resu
         .with_digest(sources.digest())
         .traced(telemetry.is_some());
     let options = WorkerOptions {
-        endpoint: args.endpoint,
+        endpoints: args.endpoint,
         identity: args.identity.unwrap_or_else(default_identity),
         credits: args.credits,
         heartbeat: args.heartbeat.unwrap_or(config.heartbeat),

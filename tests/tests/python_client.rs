@@ -46,8 +46,16 @@ fn the_python_package_passes_its_tests_against_real_nodes() {
         return;
     }
     let bin = zmanager_bin();
+    // A database on a private PostgreSQL server for the failover test
+    // (test_failover.py); without PostgreSQL (never under CI) it is skipped.
+    let postgres = zmanager_test_postgres::shared("the Python client's failover test")
+        .map(|server| server.database());
     let started = Instant::now();
-    let out = Command::new(python())
+    let mut pytest = Command::new(python());
+    if let Some(url) = &postgres {
+        pytest.env("ZMANAGER_TEST_POSTGRES_URL", url);
+    }
+    let out = pytest
         .current_dir(workspace_root())
         .args([
             "-m",
@@ -71,10 +79,11 @@ fn the_python_package_passes_its_tests_against_real_nodes() {
         "pytest failed (exit {:?}):\n{stdout}\n{stderr}",
         out.status.code()
     );
-    // Something ran, and nothing was skipped for want of the binary.
+    // Something ran, and nothing was skipped for want of the binary (or,
+    // with PostgreSQL here, of a database).
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(
-        summary.contains(" passed") && !summary.contains("skipped"),
+        summary.contains(" passed") && (postgres.is_none() || !summary.contains("skipped")),
         "{summary}"
     );
 }

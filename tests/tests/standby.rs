@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use zmanager::journal::{Backend, Event, EventKind, Journal, Location};
 use zmanager::wire::envelope::{Kind, Status};
+use zmanager_client::{Service, ServiceOptions};
 use zmanager_tests::checker::Checker;
 use zmanager_tests::client::{RawClient, Received};
 use zmanager_tests::node::{StandaloneWorker, TestNode, endpoints_on};
@@ -339,5 +340,101 @@ fn an_old_active_that_comes_back_serves_nothing_and_stops() {
         completed_twice.is_empty(),
         "completed other than once: {:?}",
         &completed_twice[..completed_twice.len().min(10)]
+    );
+}
+
+/// A service (the Rust client) and workers given both nodes' endpoints
+/// move to the standby by themselves when the active node dies: every
+/// request the service submitted is answered, by a node that has no
+/// workers of its own, so the workers must have moved too.
+#[test]
+fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves() {
+    let Some(server) = zmanager_test_postgres::shared("the clients' failover") else {
+        return;
+    };
+    let url = server.database();
+    let (config_a, config_b) = (
+        node_config(&url, "127.0.0.2"),
+        node_config(&url, "127.0.0.3"),
+    );
+    let active = start(&config_a);
+    // The standby's endpoints are in its configuration before it listens.
+    let standby_endpoints =
+        zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config_b.path()))
+            .expect("the standby's configuration")
+            .endpoints;
+    let standby = std::thread::spawn(move || {
+        let node = start(&config_b);
+        (node, config_b)
+    });
+    let _workers: Vec<StandaloneWorker> = ["w-1", "w-2"]
+        .iter()
+        .map(|name| {
+            let mut args = TIMING.to_vec();
+            args.extend(["--endpoint", standby_endpoints.workers.as_str()]);
+            StandaloneWorker::start(&active.endpoints.workers, name, &args)
+        })
+        .collect();
+    const N: u64 = 300;
+    let rt = runtime();
+    let (answered, killed_after) = rt.block_on(async {
+        let mut options = ServiceOptions::with_endpoints("mover", &active.endpoints);
+        options.standbys = vec![(&standby_endpoints).into()];
+        options.retry_after = Duration::from_secs(2);
+        options.handshake_timeout = Duration::from_secs(3);
+        let service = std::sync::Arc::new(Service::connect(options).await.expect("connect"));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tasks: Vec<_> = (0..N)
+            .map(|n| {
+                let service = std::sync::Arc::clone(&service);
+                let answered = std::sync::Arc::clone(&answered);
+                tokio::spawn(async move {
+                    let reply = service
+                        .request("Sleep", &Work { n, ms: 20 })
+                        .await
+                        .expect("a result");
+                    let echoed: Work = reply.decode().expect("echoed");
+                    assert_eq!(echoed.n, n, "another request's result");
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    n
+                })
+            })
+            .collect();
+        // The active node dies in the middle of the work.
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < N / 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let killed_after = answered.load(std::sync::atomic::Ordering::SeqCst);
+        kill("KILL", active.pid());
+        let mut ns = Vec::new();
+        for task in tasks {
+            let n = tokio::time::timeout(Duration::from_secs(120), task)
+                .await
+                .expect("answered in time")
+                .expect("the request's task");
+            ns.push(n);
+        }
+        ns.sort_unstable();
+        (ns, killed_after)
+    });
+    let (standby, _config_b) = standby.join().expect("the standby started");
+    println!(
+        "the active node killed after {killed_after} of {N} results: the service and both \
+         workers moved to the standby by themselves; {} of {N} answered",
+        answered.len()
+    );
+    assert_eq!(
+        answered,
+        (0..N).collect::<Vec<_>>(),
+        "every request answered once"
+    );
+    let log = standby.log();
+    assert!(
+        log.contains("worker ready worker=w-1"),
+        "the workers moved:\n{log}"
+    );
+    assert!(
+        log.contains("worker ready worker=w-2"),
+        "the workers moved:\n{log}"
     );
 }

@@ -140,6 +140,11 @@ class Node:
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self, timeout: float = 30.0) -> "Node":
+        return self.spawn().ready(timeout)
+
+    def spawn(self) -> "Node":
+        """Starts ``zmanager up`` without waiting for it to listen (a
+        standby listens only once it holds the journal): :meth:`ready`."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.bin, "up", "--config", str(self.config)],
@@ -147,6 +152,12 @@ class Node:
             start_new_session=True,  # its own group: kill() takes the workers too
         )
         log.close()
+        return self
+
+    def ready(self, timeout: float = 30.0) -> "Node":
+        """Waits for the line a node prints once it listens, and for its
+        worker."""
+        assert self.proc is not None
         line: List[bytes] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
                                   daemon=True)

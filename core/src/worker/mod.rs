@@ -49,8 +49,11 @@ pub const SERVING: &str = "zmanager-worker: serving";
 /// How a worker connects and how it watches its peer.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The Subject's worker endpoint.
-    pub endpoint: String,
+    /// The Subject's worker endpoints: one, or an active node's and its
+    /// standbys' (`docs/deployment.md`). The worker connects to one at a
+    /// time, the next one each time it connects again: after the one it
+    /// served was silent for `liveness`, or never answered.
+    pub endpoints: Vec<String>,
     /// This worker's identity; each connection appends `.c<n>` to it.
     pub identity: String,
     /// How many messages it takes at once.
@@ -78,6 +81,8 @@ pub enum WorkerError {
     Socket(#[from] transport::SocketError),
     #[error("the action thread stopped")]
     ActionThread,
+    #[error("no endpoint to connect to")]
+    NoEndpoint,
 }
 
 /// The action thread: batches in, results out, and when the current
@@ -181,7 +186,7 @@ pub async fn run(
         // Connecting may wait for a Subject that is not there; a worker asked
         // to stop (its node gone) does not wait for it.
         let connected = tokio::select! {
-            connected = connect(&options, &identity, book.digests()) => connected?,
+            connected = connect(&options, connection - 1, &identity, book.digests()) => connected?,
             () = shutdown.cancelled(), if actions.outstanding == 0 => return Ok(()),
         };
         match connected {
@@ -221,6 +226,7 @@ pub async fn run(
 /// is found silent after `liveness`.
 async fn connect(
     options: &WorkerOptions,
+    connection: u64,
     identity: &str,
     catalogs: Vec<String>,
 ) -> Result<Option<AsyncSocket>, WorkerError> {
@@ -236,7 +242,11 @@ async fn connect(
         identity: Some(identity.as_bytes().to_vec()),
         curve: options.keys.clone(),
     };
-    let mut socket = transport::connect(zmq::DEALER, &options.endpoint, &peer)?;
+    let endpoint = options
+        .endpoints
+        .get(usize::try_from(connection).unwrap_or(0) % options.endpoints.len().max(1))
+        .ok_or(WorkerError::NoEndpoint)?;
+    let mut socket = transport::connect(zmq::DEALER, endpoint, &peer)?;
     let ready = Ready {
         credits: options.credits,
         pid: std::process::id(),
@@ -244,7 +254,7 @@ async fn connect(
     };
     match timeout(options.liveness, send(&mut socket, &wire::ready(&ready))).await {
         Ok(Ok(())) => {
-            tracing::info!(%identity, endpoint = %options.endpoint, credits = options.credits, curve = options.keys.is_some(), "worker ready");
+            tracing::info!(%identity, %endpoint, credits = options.credits, curve = options.keys.is_some(), "worker ready");
             Ok(Some(socket))
         }
         Ok(Err(e)) => {

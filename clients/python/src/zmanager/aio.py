@@ -242,11 +242,17 @@ class Submission:
                 continue  # accepted in time: now the result's patience
             # Nothing in time. Make sure the node hears us (a node that
             # restarted has our subscription again once a ping comes back),
-            # then the same id again: the node runs it once.
+            # then the same id again: the node runs it once. A node that
+            # does not answer, with standbys: the next one.
+            seen = service._generation
             try:
                 await service.ping(timeout=1.0)
             except HandshakeError:
-                pass
+                if await service._move_on(seen):
+                    try:
+                        await service.ping(timeout=service.handshake_timeout)
+                    except HandshakeError:
+                        pass
             if self._result.done():
                 return
             self.resent += 1
@@ -707,9 +713,16 @@ class Service:
     def __init__(self, intake: str, publish: str, service_id: str, session: str,
                  keys: Optional[CurveKeys], handshake_timeout: float, retry_after: float,
                  ack_after: float, max_in_flight: int,
-                 context: Optional[zmq.asyncio.Context]) -> None:
+                 context: Optional[zmq.asyncio.Context],
+                 standbys: Sequence[Tuple[str, str]] = ()) -> None:
+        #: the node in use: its intake and publish endpoints
         self.intake = intake
         self.publish = publish
+        # The first node and its standbys, used in turn (_move_on).
+        self._nodes: List[Tuple[str, str]] = [(intake, publish), *standbys]
+        self._at = 0
+        self._generation = 0
+        self._healing: Optional[asyncio.Lock] = None
         #: the service id: the ``service`` of every message it sends
         self.id = service_id
         #: this connection's own prefix of message ids
@@ -740,11 +753,16 @@ class Service:
         self._closed = False
         self._curve_failures: List[str] = []
         self._tasks: List["asyncio.Task[None]"] = []
+        self._open_sockets(intake, publish)
+
+    def _open_sockets(self, intake: str, publish: str) -> None:
+        """The PUSH socket to ``intake`` (with its monitor, with keys) and
+        the SUB socket on ``publish``, subscribed to the reply topic."""
         self._push = self._socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, 1000)
         self._push.setsockopt(zmq.LINGER, _LINGER_MS)
         self._monitor: Optional[zmq.asyncio.Socket] = None
-        if keys is not None:
+        if self.keys is not None:
             try:
                 self._monitor = self._push.get_monitor_socket(
                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -779,6 +797,7 @@ class Service:
         ack_after: float = 1.0,
         max_in_flight: int = 1024,
         context: Optional[zmq.asyncio.Context] = None,
+        standbys: Sequence[Tuple[str, str]] = (),
     ) -> "Service":
         """Connects to the node's ``intake`` and ``publish`` endpoints
         (``tcp://host:port`` or ``ipc:///path``, the node's ``[endpoints]``)
@@ -800,6 +819,12 @@ class Service:
             ack_after: a request not yet accepted after this is sent again.
             max_in_flight: requests waiting for their results at once; more
                 wait in :meth:`submit`.
+            standbys: ``(intake, publish)`` of other nodes on the same
+                journal, standbys of this one (docs/deployment.md). When the
+                node in use does not answer a ping, the service connects to
+                the next one in turn and sends its unanswered requests
+                there again (same ids): the new active node answers them.
+                Subscriptions stay on the node they were made on.
 
         Raises:
             ConfigError: a service id or name that would break the reply
@@ -818,16 +843,51 @@ class Service:
                 raise ConfigError(f"{what} must be more than 0, not {value!r}")
         session = f"{name}-{secrets.token_hex(8)}"
         service = cls(intake, publish, service_id or session, session, keys, handshake_timeout,
-                      retry_after, ack_after, max_in_flight, context)
+                      retry_after, ack_after, max_in_flight, context, standbys)
         service._tasks.append(asyncio.ensure_future(service._read()))
         if service._monitor is not None:
             service._tasks.append(asyncio.ensure_future(service._watch()))
         try:
-            await service.ping(handshake_timeout)
+            # The first node that answers: with standbys, the active one.
+            for tried in itertools.count(1):
+                try:
+                    await service.ping(handshake_timeout)
+                    break
+                except HandshakeError:
+                    if tried >= len(service._nodes):
+                        raise
+                    await service._move_on(service._generation)
         except BaseException:
             await service.close(linger=False)
             raise
         return service
+
+    async def _move_on(self, seen: int) -> bool:
+        """Connects to the next node in turn (an active node's standby) when
+        the one in use does not answer: new sockets, the reader on the new
+        SUB. Once per connection generation ``seen``; False with one node."""
+        if len(self._nodes) < 2 or self._closed:
+            return False
+        if self._healing is None:
+            self._healing = asyncio.Lock()
+        async with self._healing:
+            if self._generation != seen:
+                return True  # another caller moved on already
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            self._close_sockets()
+            self._curve_failures.clear()
+            self._at = (self._at + 1) % len(self._nodes)
+            self.intake, self.publish = self._nodes[self._at]
+            self._open_sockets(self.intake, self.publish)
+            self._generation += 1
+            self.stats.moved += 1
+            self._tasks.append(asyncio.ensure_future(self._read()))
+            if self._monitor is not None:
+                self._tasks.append(asyncio.ensure_future(self._watch()))
+            return True
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         socket = self._ctx.socket(kind)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Dict, Iterator, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Awaitable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import aio
 from .errors import ClosedError
@@ -304,6 +304,7 @@ class Service:
         retry_after: float = 5.0,
         ack_after: float = 1.0,
         max_in_flight: int = 1024,
+        standbys: Sequence[Tuple[str, str]] = (),
     ) -> "Service":
         """Connects and does the ping handshake; the arguments and errors
         are :meth:`zmanager.aio.Service.connect`'s
@@ -315,7 +316,7 @@ class Service:
             inner = loop.run(aio.Service.connect(
                 intake, publish, name=name, service_id=service_id, keys=keys,
                 handshake_timeout=handshake_timeout, retry_after=retry_after,
-                ack_after=ack_after, max_in_flight=max_in_flight,
+                ack_after=ack_after, max_in_flight=max_in_flight, standbys=standbys,
             ))
         except BaseException:
             loop.stop()
@@ -326,6 +327,12 @@ class Service:
     def id(self) -> str:
         """The service id (``service`` of its messages)."""
         return self._inner.id
+
+    @property
+    def intake(self) -> str:
+        """The intake endpoint of the node in use (a standby's, once the
+        service moved to it)."""
+        return self._inner.intake
 
     @property
     def session(self) -> str:

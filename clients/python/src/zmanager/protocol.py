@@ -213,6 +213,9 @@ class Stats:
     malformed: int = 0
     #: ids the node acknowledged (``accepted``)
     accepted: int = 0
+    #: times it connected to the next node (a standby) because the one in
+    #: use did not answer
+    moved: int = 0
     extra: Dict[str, int] = field(default_factory=dict)
 
 

@@ -117,6 +117,13 @@ pub struct ServiceOptions {
     /// public key listed under `[[security.service]]` with `id`) and the
     /// node's public key. `None`: no keys (a node on loopback or ipc).
     pub keys: Option<ClientKeys>,
+    /// Other nodes on the same journal, standbys of the one at `intake`
+    /// and `publish` (`docs/deployment.md`): when the node in use does not
+    /// answer, the service connects to the next one, in turn. Requests
+    /// waiting for their result are sent again there (same ids), and the
+    /// new active node answers them. Subscriptions ([`Service::subscribe`])
+    /// stay on the node they were made on.
+    pub standbys: Vec<Endpoints>,
 }
 
 impl ServiceOptions {
@@ -140,7 +147,19 @@ impl ServiceOptions {
             ack_after: Duration::from_secs(1),
             operator: None,
             keys: None,
+            standbys: Vec::new(),
         }
+    }
+
+    /// The nodes to use, in turn: the first one, then its standbys.
+    fn nodes(&self) -> Vec<Endpoints> {
+        let first = Endpoints {
+            intake: self.intake.clone(),
+            publish: self.publish.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.standbys.iter().cloned())
+            .collect()
     }
 }
 
@@ -259,25 +278,26 @@ fn subscriber(
 }
 
 impl Link {
+    /// Sockets to the node at `node`.
     fn open(
         options: &ServiceOptions,
+        node: &Endpoints,
         reply_to: &str,
         pending: &Pending,
     ) -> Result<Self, ServiceError> {
         let keys = options.keys.as_ref();
-        let sub = subscriber(&options.publish, keys, &[reply_to.to_owned()])?;
-        let push =
-            transport::connect(zmq::PUSH, &options.intake, &peer(keys)).map_err(|source| {
-                ServiceError::Connect {
-                    endpoint: options.intake.clone(),
-                    source,
-                }
-            })?;
+        let sub = subscriber(&node.publish, keys, &[reply_to.to_owned()])?;
+        let push = transport::connect(zmq::PUSH, &node.intake, &peer(keys)).map_err(|source| {
+            ServiceError::Connect {
+                endpoint: node.intake.clone(),
+                source,
+            }
+        })?;
         let (push_tx, push_rx) = mpsc::channel(256);
         Ok(Self {
             push: push_tx,
             tasks: [
-                tokio::spawn(push_loop(options.intake.clone(), push, push_rx)),
+                tokio::spawn(push_loop(node.intake.clone(), push, push_rx)),
                 tokio::spawn(sub_loop(sub, Arc::clone(pending))),
             ],
         })
@@ -293,6 +313,9 @@ pub struct Service {
     session: String,
     reply_to: String,
     options: ServiceOptions,
+    /// The first node and its standbys; `link` is to `nodes[at]`.
+    nodes: Vec<Endpoints>,
+    at: std::sync::atomic::AtomicUsize,
     link: Mutex<Link>,
     /// Bumped each time the connection is rebuilt.
     generation: AtomicU64,
@@ -334,11 +357,14 @@ impl Service {
         // own requests from it (ids start with the session).
         let reply_to = reply_topic(&id);
         let pending: Pending = Arc::default();
-        let link = Link::open(&options, &reply_to, &pending)?;
+        let nodes = options.nodes();
+        let link = Link::open(&options, &nodes[0], &reply_to, &pending)?;
         let service = Self {
             id,
             session,
             reply_to,
+            nodes,
+            at: std::sync::atomic::AtomicUsize::new(0),
             link: Mutex::new(link),
             generation: AtomicU64::new(0),
             healing: tokio::sync::Mutex::new(()),
@@ -347,8 +373,39 @@ impl Service {
             counter: AtomicU64::new(0),
             options,
         };
-        service.ping(service.options.handshake_timeout).await?;
-        Ok(service)
+        // The first node that answers: with standbys, the active one.
+        let mut tried = 0;
+        loop {
+            let limit = service.options.handshake_timeout;
+            match service.ping(limit).await {
+                Ok(()) => return Ok(service),
+                Err(e) if tried + 1 >= service.nodes.len() => return Err(e),
+                Err(_) => {
+                    tried += 1;
+                    service.move_on()?;
+                }
+            }
+        }
+    }
+
+    /// Connects to the next node in turn (no-op with one node).
+    fn move_on(&self) -> Result<(), ServiceError> {
+        if self.nodes.len() < 2 {
+            return Ok(());
+        }
+        let next = (self.at.load(Ordering::Acquire) + 1) % self.nodes.len();
+        let node = &self.nodes[next];
+        let link = Link::open(&self.options, node, &self.reply_to, &self.pending)?;
+        *lock(&self.link) = link;
+        self.at.store(next, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        tracing::warn!(service = %self.id, intake = %node.intake, "connecting to the next node");
+        Ok(())
+    }
+
+    /// The node in use.
+    fn node(&self) -> Endpoints {
+        self.nodes[self.at.load(Ordering::Acquire) % self.nodes.len()].clone()
     }
 
     /// This service's id (the `service` field of its requests).
@@ -379,7 +436,7 @@ impl Service {
         let mut all = prefixes.to_vec();
         all.push(probe.clone());
         let mut subscription =
-            Subscription::connect_with(&self.options.publish, self.options.keys.as_ref(), &all)?;
+            Subscription::connect_with(&self.node().publish, self.options.keys.as_ref(), &all)?;
         let limit = self.options.handshake_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -547,10 +604,17 @@ impl Service {
             return;
         }
         tracing::warn!(service = %self.id, "the node does not answer; reconnecting");
-        match Link::open(&self.options, &self.reply_to, &self.pending) {
-            Ok(link) => {
+        // With standbys, to the next node: the one in use may be gone.
+        let reconnected = if self.nodes.len() > 1 {
+            self.move_on()
+        } else {
+            Link::open(&self.options, &self.node(), &self.reply_to, &self.pending).map(|link| {
                 *lock(&self.link) = link;
                 self.generation.fetch_add(1, Ordering::AcqRel);
+            })
+        };
+        match reconnected {
+            Ok(()) => {
                 if let Err(e) = self.ping(self.options.handshake_timeout).await {
                     tracing::warn!(service = %self.id, error = %e, "reconnected, but no ping came back yet");
                 }
