@@ -32,6 +32,11 @@ keys: does the node know this key?); 3 a wrong option or key file.
     python3 examples/python/quickstart.py [--intake tcp://127.0.0.1:19030]
         [--publish tcp://127.0.0.1:19034] [--count 3] [--timeout 10]
         [--service-id ID] [--key-file ID.key --server-key node.pub]
+        [--standby INTAKE PUBLISH]...
+
+With --standby (an active node and its standby on one PostgreSQL journal,
+docs/deployment.md), the service uses the first node that answers, and moves
+to the next when the one in use stops answering.
 """
 
 import argparse
@@ -102,6 +107,10 @@ def main():
                         help="this service's key pair, the .key file `zmanager keys new` writes")
     parser.add_argument("--server-key", metavar="KEY_OR_PATH",
                         help="the node's public key in Z85, or its .pub file")
+    parser.add_argument("--standby", nargs=2, action="append", default=[],
+                        metavar=("INTAKE", "PUBLISH"),
+                        help="a standby node's endpoints (docs/deployment.md): the service "
+                             "moves to it when the node does not answer; repeatable")
     args = parser.parse_args()
     if args.count < 0:
         parser.error("--count must be 0 or more")
@@ -136,7 +145,7 @@ def main():
     try:
         service = zmanager.Service.connect(
             args.intake, args.publish, name=name, service_id=args.service_id, keys=keys,
-            handshake_timeout=args.timeout,
+            handshake_timeout=args.timeout, standbys=[tuple(s) for s in args.standby],
         )
     except zmanager.ConfigError as e:
         parser.error(str(e))

@@ -173,6 +173,24 @@ fn the_python_quickstart_gets_its_results() {
     assert_every_result(&out, 20);
 }
 
+/// With `--standby`, the script uses the first node that answers: here the
+/// one it is given is not running, and its standby serves.
+#[test]
+fn the_python_quickstart_moves_to_a_standby_when_the_node_does_not_answer() {
+    if !python_ready() {
+        return;
+    }
+    let node = TestNode::start_builtin(2);
+    let (gone, _) = zmanager_tests::node::fixed_endpoints();
+    let mut cmd = Command::new(python());
+    cmd.arg(script())
+        .args(["--intake", &gone.intake, "--publish", &gone.publish])
+        .args(["--standby", &node.endpoints.intake, &node.endpoints.publish])
+        .args(["--count", "10", "--timeout", "3"]);
+    let (out, _) = Run::start(cmd).finish(Duration::from_secs(60));
+    assert_every_result(&out, 10);
+}
+
 /// `zmanager keys new NAME` in `dir`, as the README says.
 fn keys_new(dir: &Path, name: &str) {
     let out = zmanager(["keys", "new", name]).current_dir(dir).run();
