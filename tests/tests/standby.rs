@@ -53,6 +53,28 @@ fn start(config: &TempFile) -> TestNode {
     TestNode::start_fixed(0, Some((&flows, &mappings)), &["--config", config.path()])
 }
 
+/// A fresh database of the test PostgreSQL server, and the configurations
+/// of two nodes on it (on 127.0.0.2 and 127.0.0.3); `None` without
+/// PostgreSQL.
+fn journal_and_configs(what: &str) -> Option<(String, [TempFile; 2])> {
+    let url = zmanager_test_postgres::shared(what)?.database();
+    let configs = [
+        node_config(&url, "127.0.0.2"),
+        node_config(&url, "127.0.0.3"),
+    ];
+    Some((url, configs))
+}
+
+/// Starts the node of `config` on a thread of its own: the thread ends
+/// once the node listens (a standby: once it took the lease over), with
+/// the node and when that was.
+fn start_standby(config: TempFile) -> std::thread::JoinHandle<(TestNode, Instant, TempFile)> {
+    std::thread::spawn(move || {
+        let node = start(&config);
+        (node, Instant::now(), config)
+    })
+}
+
 /// Pushes `m<n>` into the `Sleep` flow (`ms` each), asking for its
 /// acknowledgement.
 async fn send(client: &mut RawClient, n: u64, ms: u64) {
@@ -155,19 +177,11 @@ fn histories(url: &str, ids: &[String]) -> Vec<(String, usize, bool)> {
 
 #[test]
 fn a_standby_takes_over_from_a_killed_active_and_answers_every_acknowledged_request() {
-    let Some(server) = zmanager_test_postgres::shared("the standby's takeover") else {
+    let Some((_, [config_a, config_b])) = journal_and_configs("the standby's takeover") else {
         return;
     };
-    let url = server.database();
-    let (config_a, config_b) = (
-        node_config(&url, "127.0.0.2"),
-        node_config(&url, "127.0.0.3"),
-    );
     let active = start(&config_a);
-    let standby = std::thread::spawn(move || {
-        let node = start(&config_b);
-        (node, Instant::now(), config_b)
-    });
+    let standby = start_standby(config_b);
     const N: u64 = 10_000;
     let mut seen = Seen::default();
     let killed = runtime().block_on(async {
@@ -229,19 +243,11 @@ fn a_standby_takes_over_from_a_killed_active_and_answers_every_acknowledged_requ
 
 #[test]
 fn an_old_active_that_comes_back_serves_nothing_and_stops() {
-    let Some(server) = zmanager_test_postgres::shared("the old active's fencing") else {
+    let Some((url, [config_a, config_b])) = journal_and_configs("the old active's fencing") else {
         return;
     };
-    let url = server.database();
-    let (config_a, config_b) = (
-        node_config(&url, "127.0.0.2"),
-        node_config(&url, "127.0.0.3"),
-    );
     let mut active = start(&config_a);
-    let standby = std::thread::spawn(move || {
-        let node = start(&config_b);
-        (node, config_b)
-    });
+    let standby = start_standby(config_b);
     const N: u64 = 600;
     let mut seen = Seen::default();
     let rt = runtime();
@@ -268,7 +274,7 @@ fn an_old_active_that_comes_back_serves_nothing_and_stops() {
         (client, _workers)
     });
     let answered_before = seen.results.answered();
-    let (standby, _config_b) = standby.join().expect("the standby started");
+    let (standby, _, _config_b) = standby.join().expect("the standby started");
     rt.block_on(async {
         let mut client = RawClient::connect(&standby.endpoints, SERVICE).await;
         let _workers: Vec<StandaloneWorker> = ["b-1", "b-2"]
@@ -349,24 +355,16 @@ fn an_old_active_that_comes_back_serves_nothing_and_stops() {
 /// workers of its own, so the workers must have moved too.
 #[test]
 fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves() {
-    let Some(server) = zmanager_test_postgres::shared("the clients' failover") else {
+    let Some((_, [config_a, config_b])) = journal_and_configs("the clients' failover") else {
         return;
     };
-    let url = server.database();
-    let (config_a, config_b) = (
-        node_config(&url, "127.0.0.2"),
-        node_config(&url, "127.0.0.3"),
-    );
     let active = start(&config_a);
     // The standby's endpoints are in its configuration before it listens.
     let standby_endpoints =
         zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config_b.path()))
             .expect("the standby's configuration")
             .endpoints;
-    let standby = std::thread::spawn(move || {
-        let node = start(&config_b);
-        (node, config_b)
-    });
+    let standby = start_standby(config_b);
     let _workers: Vec<StandaloneWorker> = ["w-1", "w-2"]
         .iter()
         .map(|name| {
@@ -417,7 +415,7 @@ fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves()
         ns.sort_unstable();
         (ns, killed_after)
     });
-    let (standby, _config_b) = standby.join().expect("the standby started");
+    let (standby, _, _config_b) = standby.join().expect("the standby started");
     println!(
         "the active node killed after {killed_after} of {N} results: the service and both \
          workers moved to the standby by themselves; {} of {N} answered",

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use super::postgres::Lease;
 use super::{
-    Event, Journal, JournalError, JournalStats, MessageSummary, PostgresJournal, RecentPage,
-    RecentRequest, RecordedCatalog, RecordedEvent, SqliteJournal, SummaryFilter, SyncMode,
-    Unfinished,
+    CatalogLog, Event, Journal, JournalError, JournalStats, MessageSummary, PostgresJournal,
+    RecentPage, RecentRequest, RecordedCatalog, RecordedEvent, SqliteJournal, SummaryFilter,
+    SyncMode, Unfinished,
 };
 use crate::catalog::version::Sources;
 use crate::wire::Message;
@@ -100,8 +100,16 @@ impl Backend {
         }
     }
 
-    /// Records version `version` of the catalog, made of `sources`.
-    pub fn record_catalog(
+    fn inner(&self) -> &dyn Journal {
+        match self {
+            Self::Sqlite(j) => j,
+            Self::Postgres(j) => j.as_ref(),
+        }
+    }
+}
+
+impl CatalogLog for Backend {
+    fn record_catalog(
         &self,
         version: u32,
         sources: &Sources,
@@ -113,18 +121,10 @@ impl Backend {
         }
     }
 
-    /// Every version of the catalog recorded, oldest first.
-    pub fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
+    fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
         match self {
             Self::Sqlite(j) => j.catalogs(),
             Self::Postgres(j) => j.catalogs(),
-        }
-    }
-
-    fn inner(&self) -> &dyn Journal {
-        match self {
-            Self::Sqlite(j) => j,
-            Self::Postgres(j) => j.as_ref(),
         }
     }
 }

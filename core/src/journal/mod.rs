@@ -4,7 +4,7 @@
 //! (`docs/reliability.md`, `docs/journal.md`).
 //!
 //! - [`event`]: the events ([`Event`]) and events as read back.
-//! - [`Journal`]: the narrow trait a backend implements; [`Backend`], the
+//! - [`Journal`] and [`CatalogLog`]: the traits a backend implements; [`Backend`], the
 //!   journal on the backend a [`Location`] names.
 //! - [`sqlite`]: the embedded backend, [`SqliteJournal`], in the node's
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
@@ -111,6 +111,23 @@ pub trait Journal {
     /// indexes from the page's cursor on, never the whole journal, so a
     /// page costs the same at a hundred requests or a million.
     fn recent(&self, page: &RecentPage) -> Result<Vec<RecentRequest>, JournalError>;
+}
+
+/// The catalog's versions a journal keeps beside its events
+/// (`docs/reload.md`): each version a node ran, with its files.
+pub trait CatalogLog {
+    /// Records version `version` of the catalog, made of `sources`; a
+    /// number is recorded once.
+    fn record_catalog(
+        &self,
+        version: u32,
+        sources: &Sources,
+        at_us: u64,
+    ) -> Result<(), JournalError>;
+
+    /// Every version recorded, oldest first. A row whose files do not
+    /// decode is an error (the journal is damaged).
+    fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError>;
 }
 
 /// Which page [`Journal::recent`] reads.

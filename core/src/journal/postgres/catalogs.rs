@@ -5,11 +5,10 @@
 use super::PostgresJournal;
 use crate::catalog::version::Sources;
 use crate::journal::row::{int, unsigned};
-use crate::journal::{JournalError, RecordedCatalog};
+use crate::journal::{CatalogLog, JournalError, RecordedCatalog};
 
-impl PostgresJournal {
-    /// Records version `version` of the catalog, made of `sources`.
-    pub fn record_catalog(
+impl CatalogLog for PostgresJournal {
+    fn record_catalog(
         &self,
         version: u32,
         sources: &Sources,
@@ -29,9 +28,7 @@ impl PostgresJournal {
         Ok(())
     }
 
-    /// Every version recorded, oldest first. A row whose files do not
-    /// decode is an error (the journal is damaged).
-    pub fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
+    fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
         let rows = self
             .connection()?
             .client

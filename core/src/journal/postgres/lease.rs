@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 
 /// How a node holds the lease (`[journal] lease`, `standby`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,10 +160,16 @@ fn renew(
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match config.connect(NoTls) {
+            // With the journal's timeouts: a renewal that hangs fails.
+            client = match super::PostgresJournal::session(
+                config,
+                target,
+                super::SyncMode::Full,
+                super::Role::Beside,
+            ) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    tracing::warn!(target_db = %target, error = %super::describe(&e), "journal: cannot reach the database to renew the lease; trying again");
+                    tracing::warn!(target_db = %target, error = %e, "journal: cannot reach the database to renew the lease; trying again");
                     continue;
                 }
             };

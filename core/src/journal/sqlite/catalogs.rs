@@ -9,11 +9,10 @@ use rusqlite::params;
 
 use super::{SqliteJournal, int, unsigned};
 use crate::catalog::version::Sources;
-use crate::journal::{JournalError, RecordedCatalog};
+use crate::journal::{CatalogLog, JournalError, RecordedCatalog};
 
-impl SqliteJournal {
-    /// Records version `version` of the catalog, made of `sources`.
-    pub fn record_catalog(
+impl CatalogLog for SqliteJournal {
+    fn record_catalog(
         &self,
         version: u32,
         sources: &Sources,
@@ -30,9 +29,7 @@ impl SqliteJournal {
         Ok(())
     }
 
-    /// Every version recorded, oldest first. A row whose files do not
-    /// decode is an error (the journal is damaged).
-    pub fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
+    fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
         let mut statement = self
             .conn
             .prepare(

@@ -15,47 +15,12 @@ mod listing;
 mod recovery;
 
 use super::testing::{TempDir, request};
-use super::{
-    Event, Journal, JournalError, PostgresJournal, RecordedCatalog, SqliteJournal, SyncMode,
-    Unfinished,
-};
-use crate::catalog::version::Sources;
+use super::{CatalogLog, Event, Journal, PostgresJournal, SqliteJournal, SyncMode, Unfinished};
 use crate::wire::Message;
 
-/// The catalog's versions, which both backends keep (inherent methods).
-pub(super) trait Catalogs {
-    fn record_catalog(
-        &self,
-        version: u32,
-        sources: &Sources,
-        at_us: u64,
-    ) -> Result<(), JournalError>;
-    fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError>;
-}
-
-macro_rules! catalogs_of {
-    ($backend:ty) => {
-        impl Catalogs for $backend {
-            fn record_catalog(
-                &self,
-                version: u32,
-                sources: &Sources,
-                at_us: u64,
-            ) -> Result<(), JournalError> {
-                <$backend>::record_catalog(self, version, sources, at_us)
-            }
-            fn catalogs(&self) -> Result<Vec<RecordedCatalog>, JournalError> {
-                <$backend>::catalogs(self)
-            }
-        }
-    };
-}
-catalogs_of!(SqliteJournal);
-catalogs_of!(PostgresJournal);
-
 /// A journal of either backend.
-pub(super) trait UnderTest: Journal + Catalogs {}
-impl<J: Journal + Catalogs> UnderTest for J {}
+pub(super) trait UnderTest: Journal + CatalogLog {}
+impl<J: Journal + CatalogLog> UnderTest for J {}
 
 /// A fresh SQLite journal, in a directory removed with the guard.
 pub(super) fn sqlite(name: &str) -> (TempDir, SqliteJournal) {

@@ -28,7 +28,7 @@ use super::NodeError;
 use super::config::NodeConfig;
 use crate::catalog::version::{Catalogs, Sources, Versioned};
 use crate::components::registry::Registry;
-use crate::journal::{Backend, Unfinished};
+use crate::journal::{Backend, CatalogLog, Unfinished};
 use crate::subject::Ask;
 
 /// The versions a node starts with: the files on disk as the newest — the
