@@ -181,6 +181,11 @@ fn a_standby_takes_over_from_a_killed_active_and_answers_every_acknowledged_requ
         return;
     };
     let active = start(&config_a);
+    let standby_intake =
+        zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config_b.path()))
+            .expect("the standby's configuration")
+            .endpoints
+            .intake;
     let standby = start_standby(config_b);
     const N: u64 = 10_000;
     let mut seen = Seen::default();
@@ -198,6 +203,12 @@ fn a_standby_takes_over_from_a_killed_active_and_answers_every_acknowledged_requ
         // No worker ran anything: all 10,000 are pending in the active
         // node when it dies.
         assert_eq!(seen.results.answered(), 0);
+        // The standby, waiting for the lease, listens on nothing.
+        let address = standby_intake.trim_start_matches("tcp://");
+        assert!(
+            std::net::TcpStream::connect(address).is_err(),
+            "the waiting standby accepted a connection at {address}"
+        );
         kill("KILL", active.pid());
         Instant::now()
     });
@@ -293,6 +304,18 @@ fn an_old_active_that_comes_back_serves_nothing_and_stops() {
         // died with it, never comes: asked again (within the dedupe
         // window), the new active answers it from the journal.
         let missed = seen.unanswered();
+        // Only those the journal has completed are asked again: a resend
+        // of a request the journal lost would run it anew and hide it.
+        let recorded = tokio::task::block_in_place(|| histories(&url, &missed));
+        let not_completed: Vec<&String> = recorded
+            .iter()
+            .filter(|(_, completed, _)| *completed != 1)
+            .map(|(id, _, _)| id)
+            .collect();
+        assert!(
+            not_completed.is_empty(),
+            "unanswered and not completed in the journal: {not_completed:?}"
+        );
         for id in &missed {
             let n: u64 = id.trim_start_matches('m').parse().expect("m<n>");
             send(both[0], n, 20).await;
@@ -352,7 +375,10 @@ fn an_old_active_that_comes_back_serves_nothing_and_stops() {
 /// A service (the Rust client) and workers given both nodes' endpoints
 /// move to the standby by themselves when the active node dies: every
 /// request the service submitted is answered, by a node that has no
-/// workers of its own, so the workers must have moved too.
+/// workers of its own, so the workers must have moved too. The client
+/// resends what has no result yet (that is how it moves), so this test
+/// cannot see a request the journal lost: the first test, which sends
+/// nothing again, is the one that does.
 #[test]
 fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves() {
     let Some((_, [config_a, config_b])) = journal_and_configs("the clients' failover") else {

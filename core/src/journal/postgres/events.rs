@@ -335,8 +335,8 @@ impl Journal for PostgresJournal {
     /// TOASTed payloads as stored). PostgreSQL keeps the space of deleted
     /// rows in its files for reuse, so the files' size would not go down
     /// after a compaction: this counts the rows instead, which reads the
-    /// whole table (about a second per gigabyte): `max_mb` costs that once
-    /// per retention pass over it, `retain` does not.
+    /// whole table: `max_mb` costs that once per retention pass over it,
+    /// `retain` does not.
     fn data_bytes(&self) -> Result<u64, JournalError> {
         let rows = self.rows(
             "SELECT (SELECT COALESCE(SUM(pg_column_size(e.*)), 0) FROM journal_events e)::bigint

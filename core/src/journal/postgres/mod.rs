@@ -606,6 +606,27 @@ mod tests {
     }
 
     #[test]
+    fn sync_full_waits_for_the_servers_flush_and_the_others_do_not() {
+        let Some(url) = database("the PostgreSQL journal's sync setting") else {
+            return;
+        };
+        let setting = |sync| -> String {
+            let j = PostgresJournal::open(&url, sync).unwrap();
+            let shown: String = j
+                .connection()
+                .unwrap()
+                .client
+                .query_one("SHOW synchronous_commit", &[])
+                .unwrap()
+                .get(0);
+            shown
+        };
+        assert_eq!(setting(SyncMode::Full), "on");
+        assert_eq!(setting(SyncMode::Normal), "off");
+        assert_eq!(setting(SyncMode::Off), "off");
+    }
+
+    #[test]
     fn a_bad_url_or_an_unreachable_server_is_a_clear_error() {
         let e = PostgresJournal::open("postgres://[::1", SyncMode::Full).unwrap_err();
         assert!(matches!(e, JournalError::Config { .. }), "{e:?}");
