@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use zmanager::dead_letter::replay::{self, Settled};
-use zmanager::dead_letter::{DeadLetter, DeadLetterStore, Replay, database_path};
+use zmanager::dead_letter::{
+    DeadLetter, DeadLetterLog as _, DeadLetterStore, Replay, database_path,
+};
+use zmanager::journal::Location;
 use zmanager_client::{Service, ServiceOptions};
 
 use crate::node_args::{ConfigArg, DataDirArg, EndpointArgs};
@@ -61,14 +64,19 @@ enum Command {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let node = args.config.load()?;
     let data_dir = args.data_dir.resolve(&node);
-    let path = database_path(&data_dir);
-    if !path.exists() {
-        bail!(
-            "no dead-letter store at {} (is --data-dir the node's data directory?)",
-            path.display()
-        );
+    // Beside the node's journal: in the data directory, or in the
+    // journal's PostgreSQL database.
+    let at = node.journal.dead_letters(&data_dir);
+    if let Location::Sqlite(_) = at {
+        let path = database_path(&data_dir);
+        if !path.exists() {
+            bail!(
+                "no dead-letter store at {} (is --data-dir the node's data directory?)",
+                path.display()
+            );
+        }
     }
-    let store = DeadLetterStore::open(&data_dir)?;
+    let store = DeadLetterStore::open(&at)?;
     match args.command {
         Command::List { limit } => {
             let letters = store.list(limit)?;
@@ -136,40 +144,47 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ..endpoints.service("dlq-replay", &node)?
             };
             let limit = Duration::from_secs(timeout);
-            crate::runtime(false)?.block_on(async move {
-                let service = Service::connect(options).await?;
-                let mut tally = Tally::default();
-                // One at a time, oldest first: a flow ordered by key gets
-                // them in their order.
-                for d in &letters {
-                    let line = match replay::request(&catalog, d) {
-                        Ok(request) => {
-                            let recorded = Recorded {
-                                flow: &request.flow,
-                                after: &request.after,
-                                order_key: &request.order_key,
-                                payload: request.payload.clone(),
-                            };
-                            let replayed =
-                                crate::replay::replay(&service, recorded, limit, || {}).await?;
-                            let settled =
-                                replay::settle(&store, d.seq, service.id(), &replayed, limit)?;
-                            tally.count(settled.settled);
-                            settled.line
-                        }
-                        Err(why) => {
-                            tally.not_sent += 1;
-                            format!("not sent: {why} (see --flows); not replayed")
-                        }
-                    };
-                    println!("#{} {line}", d.seq);
-                }
-                eprintln!("{}", tally.summary(letters.len()));
-                Ok(if tally.ok == letters.len() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
+            // The store is used between pushes, off the runtime: the
+            // PostgreSQL client runs one of its own.
+            let runtime = crate::runtime(false)?;
+            let service = runtime.block_on(Service::connect(options))?;
+            let mut tally = Tally::default();
+            // One at a time, oldest first: a flow ordered by key gets them
+            // in their order.
+            for d in &letters {
+                let line = match replay::request(&catalog, d) {
+                    Ok(request) => {
+                        let recorded = Recorded {
+                            flow: &request.flow,
+                            after: &request.after,
+                            order_key: &request.order_key,
+                            payload: request.payload.clone(),
+                        };
+                        let replayed = runtime.block_on(crate::replay::replay(
+                            &service,
+                            recorded,
+                            limit,
+                            || {},
+                        ))?;
+                        let settled =
+                            replay::settle(&store, d.seq, service.id(), &replayed, limit)?;
+                        tally.count(settled.settled);
+                        settled.line
+                    }
+                    Err(why) => {
+                        tally.not_sent += 1;
+                        format!("not sent: {why} (see --flows); not replayed")
+                    }
+                };
+                println!("#{} {line}", d.seq);
+            }
+            eprintln!("{}", tally.summary(letters.len()));
+            // The service's sockets close on the runtime.
+            runtime.block_on(async move { drop(service) });
+            Ok(if tally.ok == letters.len() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
     }

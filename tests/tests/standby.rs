@@ -7,10 +7,10 @@
 //!   and answers every one of them, by recovery alone;
 //! - the active node frozen (SIGSTOP) while its workers run its requests,
 //!   the standby taking over, then the old active thawed (SIGCONT): it
-//!   serves nothing more and stops, and every request is answered once.
-//!
-//! Services are moved from one node to the other by the test; they do not
-//! move by themselves yet (docs/deployment.md).
+//!   serves nothing more and stops, and every request is answered once;
+//! - a service and workers given both nodes' endpoints, moving to the
+//!   standby by themselves;
+//! - the active node's dead letters, the standby's once it takes over.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -461,4 +461,108 @@ fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves()
         log.contains("worker ready worker=w-2"),
         "the workers moved:\n{log}"
     );
+}
+
+/// `zmanager dlq <args> --config <node's>`: the dead letters of the
+/// journal's database, whichever node wrote them.
+fn dlq(config: &TempFile, args: &[&str]) -> zmanager_tests::cli::Output {
+    zmanager_tests::cli::zmanager(["dlq"])
+        .args(args)
+        .arg("--config")
+        .arg(config.path())
+        .run()
+}
+
+/// Dead letters are kept in the journal's database: the active node's are
+/// the standby's once it takes over, numbered on from them, and `zmanager
+/// dlq` lists and replays them there from the configuration alone (no
+/// data directory: the node's has none of them).
+#[test]
+fn the_dead_letters_of_the_active_are_the_standbys_and_are_replayed_there() {
+    let Some((url, [config_a, config_b])) = journal_and_configs("dead letters on PostgreSQL")
+    else {
+        return;
+    };
+    let active = start(&config_a);
+    let standby_endpoints =
+        zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config_b.path()))
+            .expect("the standby's configuration")
+            .endpoints;
+    let standby = start_standby(config_b);
+    let _worker = {
+        let mut args = TIMING.to_vec();
+        args.extend(["--endpoint", standby_endpoints.workers.as_str()]);
+        StandaloneWorker::start(&active.endpoints.workers, "w-1", &args)
+    };
+    let scratch = zmanager_tests::temp::dir("dlq-marker");
+    let marker = scratch.path().join("broken");
+    std::fs::write(&marker, b"").expect("the fault's marker");
+    let rt = runtime();
+    // `Flaky` panics while the marker exists: dead-lettered after every attempt.
+    let dead_letter = |endpoints: &zmanager::node::config::Endpoints, id: &str| {
+        rt.block_on(async {
+            let service = Service::connect(ServiceOptions::with_endpoints(SERVICE, endpoints))
+                .await
+                .expect("connect");
+            let reply = service
+                .request("Flaky", &serde_json::json!({ "marker": marker, "id": id }))
+                .await;
+            match reply {
+                Err(zmanager::client::ServiceError::Failed { error, .. }) => assert_eq!(
+                    error.code,
+                    zmanager::wire::error_code::ErrorCode::DeadLettered,
+                    "{error:?}"
+                ),
+                other => panic!("expected a dead letter, got {other:?}"),
+            }
+        });
+    };
+    let began = Instant::now();
+    dead_letter(&active.endpoints, "first");
+    println!("dead-lettered by the active after {:?}", began.elapsed());
+    let active_data = active.data_dir.clone();
+    kill("KILL", active.pid());
+    drop(active);
+    let (standby, _, config_b) = standby.join().expect("the standby started");
+    // The worker moved to the standby by itself; the next dead letter is
+    // numbered after the old active's.
+    println!("the standby took over after {:?}", began.elapsed());
+    dead_letter(&standby.endpoints, "second");
+    println!("dead-lettered by the standby after {:?}", began.elapsed());
+    assert!(
+        !zmanager::dead_letter::database_path(&active_data).exists(),
+        "no dead letter was kept in the data directory"
+    );
+
+    let listed = dlq(&config_b, &["list"]);
+    let text = listed.stdout.clone();
+    assert!(listed.status.success(), "{text}\n{}", listed.stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("#1 flow=Flaky"), "{text}");
+    assert!(lines[1].starts_with("#2 flow=Flaky"), "{text}");
+    let shown = dlq(&config_b, &["show", "1"]);
+    let shown = shown.stdout;
+    assert!(shown.contains("\"id\":\"first\""), "{shown}");
+    assert!(shown.contains("probe: panicking"), "{shown}");
+
+    // The fault goes away: both replayed through the standby, marked there.
+    std::fs::remove_file(&marker).expect("remove the marker");
+    let replayed = dlq(&config_b, &["replay", "--all"]);
+    println!("replayed after {:?}", began.elapsed());
+    let (out, err) = (&replayed.stdout, &replayed.stderr);
+    assert!(replayed.status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("2 dead letters: 2 ok (marked replayed)"),
+        "{out}\n{err}"
+    );
+    let listed = dlq(&config_b, &["list"]);
+    let text = listed.stdout.clone();
+    assert_eq!(text.matches("(replayed)").count(), 2, "{text}");
+    // As the database has it, whoever asks.
+    let store =
+        zmanager::dead_letter::DeadLetterStore::open(&Location::Postgres(url)).expect("the store");
+    use zmanager::dead_letter::DeadLetterLog as _;
+    assert_eq!(store.count().expect("count"), 2);
+    drop(standby);
 }

@@ -1,8 +1,12 @@
 //! The dead-letter store: messages that failed `max_attempts` times, with
-//! the reason of every attempt, kept on disk until they are replayed.
+//! the reason of every attempt, kept until they are replayed.
 //!
-//! SQLite (through `rusqlite`, built in) in the node's data directory,
-//! `zmanager.db`, in WAL mode: the node writes while `zmanager dlq` reads.
+//! It is kept beside the journal ([`DeadLetterStore::open`] takes the
+//! journal's [`Location`]): in SQLite, the data directory's `zmanager.db`
+//! (`sqlite`); in PostgreSQL, the journal's database
+//! (`journal/postgres/dead_letters.rs`), so that a standby that takes the
+//! journal over has the dead letters of the node before it, and `zmanager
+//! dlq` reads them from any machine. [`DeadLetterLog`] is what both do.
 //!
 //! Every replay (`zmanager dlq replay`) is recorded with what came of it
 //! ([`Replay`]). A dead letter counts as replayed only once a replay
@@ -13,12 +17,17 @@
 //! `zmanager dlq replay` and `POST /v1/dead-letters/{seq}/replay`.
 
 pub mod replay;
+mod sqlite;
+#[cfg(test)]
+mod suite;
+
+pub use sqlite::SqliteDeadLetters;
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::journal::{JournalError, Location, PostgresJournal};
 use crate::wire::Message;
 use crate::wire::envelope::Envelope;
 
@@ -84,335 +93,212 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL database the store is in (the journal's) failed, or
+    /// holds no journal.
+    #[error("dead-letter store: {0}")]
+    Postgres(#[source] JournalError),
     #[error("a stored dead letter does not decode: {0}")]
     Corrupt(String),
 }
 
-/// The store, open.
-#[derive(Debug)]
-pub struct DeadLetterStore {
-    conn: Connection,
-    path: String,
+impl From<JournalError> for StoreError {
+    fn from(e: JournalError) -> Self {
+        Self::Postgres(e)
+    }
 }
 
-impl DeadLetterStore {
-    /// Opens (creating if needed) the store in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Create {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
-        let path = database_path(data_dir);
-        let name = path.display().to_string();
-        let sqlite = |source| StoreError::Sqlite {
-            path: name.clone(),
-            source,
-        };
-        let conn = Connection::open(&path).map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS dead_letters (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                at_us INTEGER NOT NULL,
-                service TEXT NOT NULL,
-                id TEXT NOT NULL,
-                flow TEXT NOT NULL,
-                errors TEXT NOT NULL,
-                envelope BLOB NOT NULL,
-                payload BLOB NOT NULL,
-                replayed_us INTEGER
-            );
-            CREATE TABLE IF NOT EXISTS dead_letter_replays (
-                seq INTEGER NOT NULL,
-                at_us INTEGER NOT NULL,
-                outcome TEXT NOT NULL,
-                dead_letter INTEGER
-            );
-            CREATE INDEX IF NOT EXISTS dead_letter_replays_by_seq
-                ON dead_letter_replays (seq);
-            CREATE INDEX IF NOT EXISTS dead_letters_by_request
-                ON dead_letters (service, id);",
-        )
-        .map_err(sqlite)?;
-        Ok(Self { conn, path: name })
-    }
-
-    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Stores a dead letter; returns its number.
-    pub fn insert(
-        &self,
-        message: &Message,
-        errors: &[String],
-        at_us: u64,
-    ) -> Result<i64, StoreError> {
-        self.write(None, message, errors, at_us)?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
+/// What a dead-letter store does, on either backend.
+pub trait DeadLetterLog {
     /// The number the next dead letter gets: one past the highest ever
     /// given (numbers are never reused, even after letters are deleted).
-    pub fn next_seq(&self) -> Result<u64, StoreError> {
-        let highest: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT MAX(seq) FROM (SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'
-                 UNION ALL SELECT MAX(seq) FROM dead_letters)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.sqlite(e))?;
-        Ok(u64::try_from(highest.unwrap_or(0)).unwrap_or(0) + 1)
-    }
+    fn next_seq(&self) -> Result<u64, StoreError>;
 
     /// Stores a dead letter under the number `seq` (given by the Subject,
     /// which names it in the error result before the store is written).
-    pub fn insert_numbered(
+    /// In PostgreSQL, only while the node holds the journal's lease (a
+    /// node another took over from stores nothing: [`JournalError::Fenced`]).
+    fn insert_numbered(
+        &self,
+        seq: u64,
+        message: &Message,
+        errors: &[String],
+        at_us: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a dead letter under the next number; returns it.
+    fn insert(&self, message: &Message, errors: &[String], at_us: u64) -> Result<i64, StoreError> {
+        let seq = self.next_seq()?;
+        self.insert_numbered(seq, message, errors, at_us)?;
+        Ok(i64::try_from(seq).unwrap_or(i64::MAX))
+    }
+
+    /// The most recent `limit` dead letters, oldest first.
+    fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// At most `limit` dead letters numbered below `before` (all, without
+    /// it), newest first, without their payloads: a page of a listing, read
+    /// by the primary key whatever the store holds.
+    fn page(&self, before: Option<i64>, limit: usize) -> Result<Vec<Summary>, StoreError>;
+
+    /// One dead letter by number.
+    fn get(&self, seq: i64) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Records that a dead letter was replayed.
+    fn mark_replayed(&self, seq: i64, at_us: u64) -> Result<(), StoreError>;
+
+    /// The newest dead letter of the request `id` of `service`: where a
+    /// request that was dead-lettered went (a replay's, say).
+    fn find(&self, service: &str, id: &str) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Records a replay of the dead letter `seq` and what came of it.
+    fn record_replay(&self, seq: i64, replay: &Replay) -> Result<(), StoreError>;
+
+    /// The replays of the dead letter `seq`, oldest first.
+    fn replays(&self, seq: i64) -> Result<Vec<Replay>, StoreError>;
+
+    /// The dead letter that a replay of `seq` became, if one was
+    /// dead-lettered again (the latest such replay): it holds the message
+    /// now, so `zmanager dlq replay --all` replays it and not `seq`.
+    fn superseded_by(&self, seq: i64) -> Result<Option<i64>, StoreError>;
+
+    /// How many are stored.
+    fn count(&self) -> Result<u64, StoreError>;
+}
+
+/// The store, open, on either backend.
+#[derive(Debug)]
+pub enum DeadLetterStore {
+    Sqlite(SqliteDeadLetters),
+    /// A connection to the journal's database (boxed, as in
+    /// [`Backend`](crate::journal::Backend)).
+    Postgres(Box<PostgresJournal>),
+}
+
+impl DeadLetterStore {
+    /// Opens the store beside the journal at `at`: in SQLite, created in
+    /// the data directory if needed; in PostgreSQL, in a database a node
+    /// has migrated (else [`JournalError::Missing`]). What a tool or the
+    /// HTTP server opens; the node's own is [`beside`](Self::beside).
+    pub fn open(at: &Location) -> Result<Self, StoreError> {
+        Ok(match at {
+            Location::Sqlite(dir) => Self::Sqlite(SqliteDeadLetters::open(dir)?),
+            Location::Postgres(url) => {
+                Self::Postgres(Box::new(PostgresJournal::open_for_dead_letters(url)?))
+            }
+        })
+    }
+
+    /// The node's own store in PostgreSQL, beside its journal connection:
+    /// it stores dead letters only while that journal holds the lease.
+    pub fn beside(journal: &crate::journal::postgres::Holding) -> Result<Self, StoreError> {
+        Ok(Self::Postgres(Box::new(journal.connect()?)))
+    }
+
+    /// Where it is: the file, or the database's URL without its password.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Sqlite(s) => s.path(),
+            Self::Postgres(p) => p.target(),
+        }
+    }
+
+    fn log(&self) -> &dyn DeadLetterLog {
+        match self {
+            Self::Sqlite(s) => s,
+            Self::Postgres(p) => &**p,
+        }
+    }
+}
+
+impl DeadLetterLog for DeadLetterStore {
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        self.log().next_seq()
+    }
+    fn insert_numbered(
         &self,
         seq: u64,
         message: &Message,
         errors: &[String],
         at_us: u64,
     ) -> Result<(), StoreError> {
-        self.write(
-            Some(i64::try_from(seq).unwrap_or(i64::MAX)),
-            message,
+        self.log().insert_numbered(seq, message, errors, at_us)
+    }
+    fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.log().list(limit)
+    }
+    fn page(&self, before: Option<i64>, limit: usize) -> Result<Vec<Summary>, StoreError> {
+        self.log().page(before, limit)
+    }
+    fn get(&self, seq: i64) -> Result<Option<DeadLetter>, StoreError> {
+        self.log().get(seq)
+    }
+    fn mark_replayed(&self, seq: i64, at_us: u64) -> Result<(), StoreError> {
+        self.log().mark_replayed(seq, at_us)
+    }
+    fn find(&self, service: &str, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        self.log().find(service, id)
+    }
+    fn record_replay(&self, seq: i64, replay: &Replay) -> Result<(), StoreError> {
+        self.log().record_replay(seq, replay)
+    }
+    fn replays(&self, seq: i64) -> Result<Vec<Replay>, StoreError> {
+        self.log().replays(seq)
+    }
+    fn superseded_by(&self, seq: i64) -> Result<Option<i64>, StoreError> {
+        self.log().superseded_by(seq)
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        self.log().count()
+    }
+}
+
+impl DeadLetter {
+    /// A dead letter from its stored columns.
+    pub(crate) fn of(
+        seq: i64,
+        at_us: i64,
+        errors: &str,
+        envelope: &[u8],
+        payload: Bytes,
+        replayed_us: Option<i64>,
+    ) -> Result<Self, StoreError> {
+        let (envelope, errors) = decode_parts(seq, envelope, errors)?;
+        Ok(Self {
+            seq,
+            at_us: u64::try_from(at_us).unwrap_or(0),
             errors,
-            at_us,
-        )
-    }
-
-    /// One row; a `seq` of `None` (NULL) takes the next number.
-    fn write(
-        &self,
-        seq: Option<i64>,
-        message: &Message,
-        errors: &[String],
-        at_us: u64,
-    ) -> Result<(), StoreError> {
-        let e = &message.envelope;
-        let errors = serde_json::to_string(errors).unwrap_or_default();
-        self.conn
-            .execute(
-                "INSERT INTO dead_letters (seq, at_us, service, id, flow, errors, envelope, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    seq,
-                    i64::try_from(at_us).unwrap_or(i64::MAX),
-                    e.service,
-                    e.id,
-                    e.flow,
-                    errors,
-                    e.encode(),
-                    message.payload.as_ref()
-                ],
-            )
-            .map_err(|e| self.sqlite(e))?;
-        Ok(())
-    }
-
-    /// The most recent `limit` dead letters, oldest first.
-    pub fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT seq, at_us, errors, envelope, payload, replayed_us FROM
-                 (SELECT * FROM dead_letters ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
-            )
-            .map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], row)
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(decode(r.map_err(|e| self.sqlite(e))?)?);
-        }
-        Ok(out)
-    }
-
-    /// At most `limit` dead letters numbered below `before` (all, without
-    /// it), newest first, without their payloads: a page of a listing, read
-    /// by the primary key whatever the store holds.
-    pub fn page(&self, before: Option<i64>, limit: usize) -> Result<Vec<Summary>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT seq, at_us, errors, envelope, replayed_us FROM dead_letters
-                 WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
-            )
-            .map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map(
-                params![
-                    before.unwrap_or(i64::MAX),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                    ))
-                },
-            )
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (seq, at_us, errors, envelope, replayed_us) = r.map_err(|e| self.sqlite(e))?;
-            let (envelope, errors) = decode_parts(seq, &envelope, &errors)?;
-            out.push(Summary {
-                seq,
-                at_us: u64::try_from(at_us).unwrap_or(0),
-                flow: envelope.flow,
-                service: envelope.service,
-                id: envelope.id,
-                attempts: envelope.attempt,
-                errors,
-                replayed_us: replayed_us.and_then(|t| u64::try_from(t).ok()),
-            });
-        }
-        Ok(out)
-    }
-
-    /// One dead letter by number.
-    pub fn get(&self, seq: i64) -> Result<Option<DeadLetter>, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
-                "SELECT seq, at_us, errors, envelope, payload, replayed_us FROM dead_letters WHERE seq = ?1",
-                [seq],
-                row,
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))?;
-        raw.map(decode).transpose()
-    }
-
-    /// Records that a dead letter was replayed.
-    pub fn mark_replayed(&self, seq: i64, at_us: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE dead_letters SET replayed_us = ?2 WHERE seq = ?1",
-                params![seq, i64::try_from(at_us).unwrap_or(i64::MAX)],
-            )
-            .map_err(|e| self.sqlite(e))?;
-        Ok(())
-    }
-
-    /// The newest dead letter of the request `id` of `service`: where a
-    /// request that was dead-lettered went (a replay's, say).
-    pub fn find(&self, service: &str, id: &str) -> Result<Option<DeadLetter>, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
-                "SELECT seq, at_us, errors, envelope, payload, replayed_us FROM dead_letters
-                 WHERE service = ?1 AND id = ?2 ORDER BY seq DESC LIMIT 1",
-                [service, id],
-                row,
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))?;
-        raw.map(decode).transpose()
-    }
-
-    /// Records a replay of the dead letter `seq` and what came of it.
-    pub fn record_replay(&self, seq: i64, replay: &Replay) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO dead_letter_replays (seq, at_us, outcome, dead_letter)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    seq,
-                    i64::try_from(replay.at_us).unwrap_or(i64::MAX),
-                    replay.outcome,
-                    replay.dead_letter
-                ],
-            )
-            .map_err(|e| self.sqlite(e))?;
-        Ok(())
-    }
-
-    /// The replays of the dead letter `seq`, oldest first.
-    pub fn replays(&self, seq: i64) -> Result<Vec<Replay>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT at_us, outcome, dead_letter FROM dead_letter_replays
-                 WHERE seq = ?1 ORDER BY rowid",
-            )
-            .map_err(|e| self.sqlite(e))?;
-        let rows = statement
-            .query_map([seq], |r| {
-                Ok(Replay {
-                    at_us: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    outcome: r.get(1)?,
-                    dead_letter: r.get(2)?,
-                })
-            })
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
-    }
-
-    /// The dead letter that a replay of `seq` became, if one was
-    /// dead-lettered again (the latest such replay): it holds the message
-    /// now, so `zmanager dlq replay --all` replays it and not `seq`.
-    pub fn superseded_by(&self, seq: i64) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT dead_letter FROM dead_letter_replays
-                 WHERE seq = ?1 AND dead_letter IS NOT NULL ORDER BY rowid DESC LIMIT 1",
-                [seq],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))
-    }
-
-    /// How many are stored.
-    pub fn count(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| u64::try_from(n).unwrap_or(0))
-            .map_err(|e| self.sqlite(e))
+            message: Message::new(envelope, payload),
+            replayed_us: replayed_us.and_then(|t| u64::try_from(t).ok()),
+        })
     }
 }
 
-type Raw = (i64, i64, String, Vec<u8>, Vec<u8>, Option<i64>);
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+impl Summary {
+    /// A line of a listing from its stored columns.
+    pub(crate) fn of(
+        seq: i64,
+        at_us: i64,
+        errors: &str,
+        envelope: &[u8],
+        replayed_us: Option<i64>,
+    ) -> Result<Self, StoreError> {
+        let (envelope, errors) = decode_parts(seq, envelope, errors)?;
+        Ok(Self {
+            seq,
+            at_us: u64::try_from(at_us).unwrap_or(0),
+            flow: envelope.flow,
+            service: envelope.service,
+            id: envelope.id,
+            attempts: envelope.attempt,
+            errors,
+            replayed_us: replayed_us.and_then(|t| u64::try_from(t).ok()),
+        })
+    }
 }
 
-fn decode(
-    (seq, at_us, errors, envelope, payload, replayed_us): Raw,
-) -> Result<DeadLetter, StoreError> {
-    let (envelope, errors) = decode_parts(seq, &envelope, &errors)?;
-    Ok(DeadLetter {
-        seq,
-        at_us: u64::try_from(at_us).unwrap_or(0),
-        errors,
-        message: Message::new(envelope, Bytes::from(payload)),
-        replayed_us: replayed_us.and_then(|t| u64::try_from(t).ok()),
-    })
+/// The errors of every attempt as stored: a JSON list of strings.
+pub(crate) fn encode_errors(errors: &[String]) -> String {
+    serde_json::to_string(errors).unwrap_or_default()
 }
 
 /// A stored envelope and error list, decoded.
@@ -426,132 +312,4 @@ fn decode_parts(
     let errors: Vec<String> =
         serde_json::from_str(errors).map_err(|e| StoreError::Corrupt(format!("#{seq}: {e}")))?;
     Ok((envelope, errors))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The Subject numbers dead letters itself from `next_seq`: numbers go
-    /// on after what is stored, and after what was stored and deleted.
-    #[test]
-    fn numbers_given_by_the_subject_are_never_reused() {
-        let dir = std::env::temp_dir().join(format!("zmanager-dlq-seq-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = DeadLetterStore::open(&dir).unwrap();
-        assert_eq!(store.next_seq().unwrap(), 1);
-        let m = Message::new(Envelope::request("m1", "F"), Bytes::from_static(b"\xc0"));
-        store.insert_numbered(7, &m, &["e".into()], 1).unwrap();
-        assert_eq!(store.get(7).unwrap().unwrap().message, m);
-        assert_eq!(store.next_seq().unwrap(), 8);
-        // An automatic number comes after it too.
-        assert_eq!(store.insert(&m, &[], 2).unwrap(), 8);
-        store.conn.execute("DELETE FROM dead_letters", []).unwrap();
-        assert_eq!(store.next_seq().unwrap(), 9, "not reused after a delete");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn stores_lists_shows_and_marks() {
-        let dir = std::env::temp_dir().join(format!("zmanager-dlq-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = DeadLetterStore::open(&dir).unwrap();
-        let mut e = Envelope::request("m1", "F");
-        e.service = "svc".into();
-        e.attempt = 5;
-        let m = Message::new(e, Bytes::from_static(b"\x01"));
-        let errors = vec![
-            "attempt 1: panicked".to_owned(),
-            "attempt 2: worker lost".to_owned(),
-        ];
-        let seq = store.insert(&m, &errors, 42).unwrap();
-        assert_eq!(store.count().unwrap(), 1);
-        let got = store.get(seq).unwrap().unwrap();
-        assert_eq!(got.message, m);
-        assert_eq!(got.errors, errors);
-        assert_eq!((got.at_us, got.replayed_us), (42, None));
-        store.mark_replayed(seq, 43).unwrap();
-        // A second connection (as `zmanager dlq` opens) sees the same.
-        let other = DeadLetterStore::open(&dir).unwrap();
-        let listed = other.list(10).unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].replayed_us, Some(43));
-        assert!(other.get(999).unwrap().is_none());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn pages_go_newest_first_below_a_number_without_payloads() {
-        let dir = std::env::temp_dir().join(format!("zmanager-dlq-page-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = DeadLetterStore::open(&dir).unwrap();
-        for n in 1..=7 {
-            let mut e = Envelope::request(format!("m{n}"), "F");
-            e.service = "svc".into();
-            e.attempt = 3;
-            let m = Message::new(e, Bytes::from_static(b"\x01"));
-            store.insert(&m, &[format!("attempt {n}")], n).unwrap();
-        }
-        let seqs = |page: &[Summary]| page.iter().map(|d| d.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(&store.page(None, 3).unwrap()), [7, 6, 5]);
-        assert_eq!(seqs(&store.page(Some(5), 3).unwrap()), [4, 3, 2]);
-        assert_eq!(seqs(&store.page(Some(2), 3).unwrap()), [1]);
-        assert!(store.page(Some(1), 3).unwrap().is_empty());
-        let top = &store.page(None, 1).unwrap()[0];
-        assert_eq!(
-            (top.flow.as_str(), top.service.as_str(), top.id.as_str()),
-            ("F", "svc", "m7")
-        );
-        assert_eq!((top.attempts, top.at_us), (3, 7));
-        assert_eq!(top.errors, ["attempt 7"]);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn replays_are_recorded_and_a_dead_lettered_replay_supersedes() {
-        let dir =
-            std::env::temp_dir().join(format!("zmanager-dlq-replays-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = DeadLetterStore::open(&dir).unwrap();
-        let letter = |service: &str, id: &str| {
-            let mut e = Envelope::request(id, "F");
-            e.service = service.into();
-            Message::new(e, Bytes::from_static(b"\xc0"))
-        };
-        let first = store.insert(&letter("svc", "m1"), &[], 1).unwrap();
-        assert!(store.replays(first).unwrap().is_empty());
-        assert_eq!(store.superseded_by(first).unwrap(), None);
-        let refused = Replay {
-            at_us: 2,
-            outcome: "refused: 3 (unknown_flow): unknown flow \"F\"".into(),
-            dead_letter: None,
-        };
-        store.record_replay(first, &refused).unwrap();
-        assert_eq!(
-            store.superseded_by(first).unwrap(),
-            None,
-            "refused: still its own"
-        );
-        // Its replay is dead-lettered again, as a request of the replaying service.
-        let again = store
-            .insert(&letter("dlq-replay-1", "dlq-replay-1-0"), &[], 3)
-            .unwrap();
-        let found = store
-            .find("dlq-replay-1", "dlq-replay-1-0")
-            .unwrap()
-            .unwrap();
-        assert_eq!(found.seq, again);
-        assert!(store.find("svc", "nope").unwrap().is_none());
-        let dead = Replay {
-            at_us: 4,
-            outcome: "dead-lettered again".into(),
-            dead_letter: Some(again),
-        };
-        store.record_replay(first, &dead).unwrap();
-        assert_eq!(store.replays(first).unwrap(), [refused, dead]);
-        assert_eq!(store.superseded_by(first).unwrap(), Some(again));
-        assert_eq!(store.superseded_by(again).unwrap(), None);
-        assert_eq!(store.get(first).unwrap().unwrap().replayed_us, None);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

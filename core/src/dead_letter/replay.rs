@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{DeadLetter, DeadLetterStore, Replay, StoreError};
+use super::{DeadLetter, DeadLetterLog as _, DeadLetterStore, Replay, StoreError};
 use crate::catalog::Catalog;
 use crate::wire::envelope::{ErrorInfo, now_us};
 use crate::wire::error_code::ErrorCode;
@@ -213,8 +213,8 @@ pub fn settle(
                 None => (
                     Settled::Failed,
                     format!(
-                        "{outcome} (its dead letter is not in this store: is --data-dir \
-                         the node's?); not replayed"
+                        "{outcome} (its dead letter is not in this store: is it the \
+                         node's, its --data-dir or [journal] url?); not replayed"
                     ),
                 ),
             }
@@ -296,9 +296,9 @@ mod tests {
 
     #[test]
     fn a_replay_is_marked_only_when_ok_and_superseded_when_dead_lettered_again() {
-        let dir = std::env::temp_dir().join(format!("zmanager-dlq-settle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = DeadLetterStore::open(&dir).unwrap();
+        let dir = crate::journal::testing::TempDir::new("dlq-settle");
+        let store =
+            DeadLetterStore::open(&crate::journal::Location::Sqlite(dir.path().into())).unwrap();
         let letter = |service: &str, id: &str| {
             let mut e = Envelope::request(id, "F");
             e.service = service.into();
@@ -351,6 +351,5 @@ mod tests {
         assert_eq!(replays.len(), 5);
         assert_eq!(replays[4].outcome, "ok 1 (as op-3)");
         assert!(replays[0].outcome.starts_with("refused: 3 (unknown_flow)"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -32,7 +32,7 @@ use super::page;
 use super::payload;
 use crate::catalog::topic::reply_topic;
 use crate::dead_letter::replay::{self, Replayed, Settled};
-use crate::dead_letter::{DeadLetterStore, StoreError, Summary};
+use crate::dead_letter::{DeadLetterLog as _, DeadLetterStore, StoreError, Summary};
 use crate::integration_manager::Watch;
 use crate::wire::Message;
 use crate::wire::envelope::{Envelope, Kind, now_us};
@@ -345,8 +345,8 @@ async fn with_store<T: Send + 'static>(
     state: &HttpState,
     work: impl FnOnce(&DeadLetterStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let data_dir = state.data_dir.clone();
-    tokio::task::spawn_blocking(move || work(&DeadLetterStore::open(&data_dir)?))
+    let at = state.dead_letters.clone();
+    tokio::task::spawn_blocking(move || work(&DeadLetterStore::open(&at)?))
         .await
         .map_err(|e| ApiError::unavailable(format!("the dead-letter store read stopped: {e}")))?
         .map_err(|e| {

@@ -86,8 +86,8 @@ pub struct HttpState {
     pub journal: JournalReader,
     /// The largest request body taken.
     pub max_message_bytes: usize,
-    /// The node's data directory (its dead-letter store).
-    pub data_dir: std::path::PathBuf,
+    /// Where the node's dead letters are.
+    pub dead_letters: crate::journal::Location,
     /// The flows and mappings the node runs new requests on (its newest
     /// catalog version).
     pub catalog: crate::catalog::version::Current,

@@ -819,6 +819,7 @@ mod recent;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dead_letter::DeadLetterLog as _;
     use crate::journal::testing::{TempDir, request};
 
     fn key(service: &str, id: &str) -> (String, String) {
@@ -851,7 +852,7 @@ mod tests {
             j.append(&[accepted(1, "s", "1", "F"), accepted(2, "s", "2", "F")])
                 .unwrap();
         }
-        let dlq = crate::dead_letter::DeadLetterStore::open(dir.path()).unwrap();
+        let dlq = crate::dead_letter::SqliteDeadLetters::open(dir.path()).unwrap();
         dlq.insert(&request("s", "x", "F"), &["e".into()], 3)
             .unwrap();
         let j = SqliteJournal::open(dir.path(), SyncMode::Full).unwrap();
@@ -1022,7 +1023,7 @@ mod tests {
         let e = SqliteJournal::open_to_read(dir.path()).unwrap_err();
         assert!(matches!(e, JournalError::Missing { .. }), "{e:?}");
         assert!(e.to_string().contains("no such file"), "{e}");
-        crate::dead_letter::DeadLetterStore::open(dir.path()).unwrap();
+        crate::dead_letter::SqliteDeadLetters::open(dir.path()).unwrap();
         let e = SqliteJournal::open_to_read(dir.path()).unwrap_err();
         assert!(e.to_string().contains("holds no journal"), "{e}");
     }

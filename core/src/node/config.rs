@@ -283,6 +283,16 @@ impl JournalConfig {
         }
     }
 
+    /// Where the dead letters of a node with this data directory are:
+    /// beside the journal, and in the data directory when it is off.
+    pub fn dead_letters(&self, data_dir: &Path) -> Location {
+        if self.enabled {
+            self.location(data_dir)
+        } else {
+            Location::Sqlite(data_dir.to_owned())
+        }
+    }
+
     /// How the node holds a PostgreSQL journal.
     pub fn lease(&self) -> Lease {
         Lease {

@@ -162,6 +162,16 @@ pub async fn run(
         _ => None,
     };
     let taken_over = claimed.as_ref().and_then(Backend::taken_over);
+    // Dead letters are kept beside the journal: in its database, written
+    // only while this node holds it.
+    let holding = match &claimed {
+        Some(Backend::Postgres(journal)) => journal.holding(),
+        _ => None,
+    };
+    let dead_letters_beside = match holding {
+        Some(holding) => Some(off_runtime(|| DeadLetterStore::beside(&holding))?),
+        None => None,
+    };
 
     // The sockets before the data directory: a second node started by
     // mistake stops here, without touching the first one's journal.
@@ -261,7 +271,10 @@ pub async fn run(
     } else {
         None
     };
-    let dead_letters = DeadLetterStore::open(&config.data_dir)?;
+    let dead_letters = match dead_letters_beside {
+        Some(store) => store,
+        None => DeadLetterStore::open(&config.journal.dead_letters(&config.data_dir))?,
+    };
     let operator = OperatorCookie::load_or_create(&config.data_dir)?;
     // The HTTP server's own connection, read-only: journeys, and results
     // past the dedupe window.
@@ -383,7 +396,7 @@ pub async fn run(
             ),
             journal: journal_reader,
             max_message_bytes: config.max_message_bytes,
-            data_dir: config.data_dir.clone(),
+            dead_letters: config.journal.dead_letters(&config.data_dir),
             catalog,
             reloader: Some(reloader),
             operator,

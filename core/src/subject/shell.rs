@@ -41,7 +41,7 @@ use zeromq::ZmqMessage;
 use super::asks::Ask;
 use super::core::{Counters, Effect, Input, Now, SubjectCore, SubjectOptions};
 use crate::catalog::version::Catalogs;
-use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{DeadLetterLog as _, DeadLetterStore};
 use crate::inflight::WorkerId;
 use crate::integration_manager::Publication;
 use crate::journal::{Committed, Health, JournalWriter, Unfinished};
@@ -140,10 +140,12 @@ pub async fn run(
         mut asks,
         gateway: _,
     } = links;
-    let next_dead_letter = dead_letters.next_seq().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot read the dead-letter store's last number");
-        1
-    });
+    // The store's client may block (PostgreSQL's runs a runtime of its own).
+    let next_dead_letter =
+        tokio::task::block_in_place(|| dead_letters.next_seq()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the dead-letter store's last number");
+            1
+        });
     let mut core = SubjectCore::new(
         catalogs,
         options,

@@ -6,6 +6,9 @@
 //! - `events`: [`Journal`](super::Journal) on it: a group commit is one
 //!   `INSERT … SELECT FROM UNNEST(…)` statement, one round trip.
 //! - `catalogs`: the catalog's versions.
+//! - `dead_letters`: the dead-letter store
+//!   ([`DeadLetterLog`](crate::dead_letter::DeadLetterLog)) in the same
+//!   database.
 //!
 //! **Connections.** One connection per journal, like SQLite's. A call on a
 //! connection that has been lost reconnects first, so the writer's retries
@@ -24,6 +27,7 @@
 //! from its own threads: the writer's, retention's, and blocking tasks.
 
 mod catalogs;
+mod dead_letters;
 mod events;
 mod lease;
 mod schema;
@@ -190,7 +194,31 @@ impl PostgresJournal {
     /// than the node's (`zmanager journal`). A database where no node ever
     /// ran gives [`JournalError::Missing`].
     pub fn open_to_read(url: &str) -> Result<Self, JournalError> {
-        let journal = Self::connect(url, SyncMode::default(), Role::Reader)?;
+        Self::open_existing(url, Role::Reader).map(|(journal, _)| journal)
+    }
+
+    /// A connection to the dead letters of an existing journal, from
+    /// another process than the node's or its HTTP server (`zmanager dlq`,
+    /// which records replays): [`JournalError::Missing`] where no node ran,
+    /// or none of a zmanager that kept its dead letters there.
+    pub fn open_for_dead_letters(url: &str) -> Result<Self, JournalError> {
+        let (journal, version) = Self::open_existing(url, Role::Beside)?;
+        if version < schema::DEAD_LETTERS {
+            return Err(JournalError::Missing {
+                path: journal.target.clone(),
+                detail: format!(
+                    "the journal's schema is version {version}, from before dead letters were kept in PostgreSQL ({}): start a node of this zmanager on it once to migrate it",
+                    schema::DEAD_LETTERS
+                ),
+            });
+        }
+        Ok(journal)
+    }
+
+    /// A connection to a database a node has migrated, and its schema's
+    /// version.
+    fn open_existing(url: &str, role: Role) -> Result<(Self, i32), JournalError> {
+        let journal = Self::connect(url, SyncMode::default(), role)?;
         let version = {
             let mut connection = journal.connection()?;
             schema::version(&mut connection.client).map_err(|e| journal.error(e))?
@@ -201,8 +229,21 @@ impl PostgresJournal {
                 detail: "the database holds no journal (was a node run on it with [journal] backend = \"postgres\"?)".into(),
             }),
             Some(v) if v > schema::known() => Err(journal.too_new(v)),
-            Some(_) => Ok(journal),
+            Some(v) => Ok((journal, v)),
         }
+    }
+
+    /// What another connection of the node needs to write only while this
+    /// one's generation holds the lease: `None` unless this is the node's
+    /// own connection and holds it.
+    pub fn holding(&self) -> Option<Holding> {
+        Some(Holding {
+            config: self.config.clone(),
+            target: self.target.clone(),
+            sync: self.sync,
+            generation: self.generation.filter(|_| self.role == Role::Owner)?,
+            fenced: Arc::clone(&self.fenced),
+        })
     }
 
     fn connect(url: &str, sync: SyncMode, role: Role) -> Result<Self, JournalError> {
@@ -216,14 +257,25 @@ impl PostgresJournal {
             config.application_name("zmanager");
         }
         let target = target(&config);
+        Self::connect_with(config, target, sync, role, None, Arc::default())
+    }
+
+    fn connect_with(
+        config: Config,
+        target: String,
+        sync: SyncMode,
+        role: Role,
+        generation: Option<i64>,
+        fenced: Arc<AtomicBool>,
+    ) -> Result<Self, JournalError> {
         let client = Self::session(&config, &target, sync, role)?;
         Ok(Self {
             config,
             target,
             sync,
             role,
-            generation: None,
-            fenced: Arc::default(),
+            generation,
+            fenced,
             renewer: None,
             connection: RefCell::new(Some(Connection {
                 client,
@@ -309,6 +361,42 @@ impl PostgresJournal {
     }
 }
 
+/// The node's hold on the journal, for its other connections (the
+/// dead-letter store's): they write only while the node's generation holds
+/// the lease, and stop with it ([`PostgresJournal::holding`]).
+#[derive(Clone)]
+pub struct Holding {
+    config: Config,
+    target: String,
+    sync: SyncMode,
+    generation: i64,
+    fenced: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Holding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holding")
+            .field("target", &self.target)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Holding {
+    /// Another connection, writing under the node's generation (it neither
+    /// renews nor gives up the lease).
+    pub fn connect(&self) -> Result<PostgresJournal, JournalError> {
+        PostgresJournal::connect_with(
+            self.config.clone(),
+            self.target.clone(),
+            self.sync,
+            Role::Beside,
+            Some(self.generation),
+            Arc::clone(&self.fenced),
+        )
+    }
+}
+
 impl Drop for PostgresJournal {
     /// Stops renewing the lease and gives it up (a standby takes over at
     /// once rather than when it runs out), then closes the connection.
@@ -323,7 +411,7 @@ impl Drop for PostgresJournal {
         };
         let release = self
             .generation
-            .filter(|_| !self.fenced.load(Ordering::SeqCst));
+            .filter(|_| self.role == Role::Owner && !self.fenced.load(Ordering::SeqCst));
         let target = self.target.clone();
         let close = move || {
             if let Some(generation) = release

@@ -58,7 +58,39 @@ CREATE TABLE journal_owner (
     deadline TIMESTAMPTZ NOT NULL
 );
 ",
+    // Version 3: the dead letters (`dead_letters.rs`), as SQLite keeps them
+    // beside its journal; `dead_letter_numbers` keeps the highest number
+    // ever given, so that none is reused after a delete.
+    "
+CREATE TABLE dead_letters (
+    seq BIGINT PRIMARY KEY,
+    at_us BIGINT NOT NULL,
+    service TEXT NOT NULL,
+    id TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    errors TEXT NOT NULL,
+    envelope BYTEA NOT NULL,
+    payload BYTEA NOT NULL,
+    replayed_us BIGINT
+);
+CREATE INDEX dead_letters_by_request ON dead_letters (service, id);
+CREATE TABLE dead_letter_numbers (
+    id BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+    highest BIGINT NOT NULL
+);
+CREATE TABLE dead_letter_replays (
+    replay BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    at_us BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    dead_letter BIGINT
+);
+CREATE INDEX dead_letter_replays_by_seq ON dead_letter_replays (seq);
+",
 ];
+
+/// The version that added the dead letters.
+pub(super) const DEAD_LETTERS: i32 = 3;
 
 /// The newest schema this binary knows.
 pub(super) fn known() -> i32 {
