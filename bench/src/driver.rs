@@ -15,6 +15,7 @@ use super::histogram::Histogram;
 use super::load::LoadResult;
 use super::proc_stats::{self, Machine, ProcSample};
 use super::process::{Node, Process, START_LIMIT, TempDir};
+use super::scratch_schema::ScratchSchema;
 use super::{
     BenchError, BenchOptions, JournalComparison, JournalMode, Latency, ProcessReport, Progress,
     RawSummary, Report, ReportConfig, ScrapeComparison, Transport,
@@ -61,11 +62,20 @@ pub fn run(
     for round in 0..options.rounds {
         for &journal in modes {
             for &scrape in scrapes {
+                // A fresh journal per run, in SQLite or in PostgreSQL.
+                let schema = match (&options.journal_url, journal) {
+                    (Some(url), true) => Some(ScratchSchema::create(
+                        url,
+                        &format!("zmanager_bench_{}_{round}_{scrape}", std::process::id()),
+                    )?),
+                    _ => None,
+                };
                 let setup = Setup {
                     journal,
                     window,
                     batch,
                     data_dir: format!("data-{round}-{journal}-{scrape}"),
+                    journal_url: schema.as_ref().map(|s| s.url.clone()),
                     scrape: scrape.then_some(options.scrape_every).flatten(),
                 };
                 all.push((
@@ -126,6 +136,11 @@ pub fn run(
             payload_bytes: options.payload,
             journal: options.journal,
             journal_sync: options.journal_sync,
+            journal_backend: if options.journal_url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
             rounds: options.rounds,
             transport: options.transport,
             flow: options.flow.clone(),
@@ -164,6 +179,9 @@ struct Setup {
     /// The node's data directory, inside the benchmark's: a fresh journal
     /// per run.
     data_dir: String,
+    /// The PostgreSQL journal of the run (a fresh schema), instead of
+    /// SQLite in `data_dir`.
+    journal_url: Option<String>,
     /// Scrape `/metrics` this often during the measured run (`None`: the
     /// node runs without its HTTP server).
     scrape: Option<Duration>,
@@ -541,6 +559,9 @@ fn start_node(options: &BenchOptions, setup: &Setup, dir: &TempDir) -> Result<No
         "window = {}\nbatch = {}\ndata_dir = {:?}\n[journal]\nenabled = {}\nsync = {sync:?}\n",
         setup.window, setup.batch, setup.data_dir, setup.journal
     );
+    if let Some(url) = &setup.journal_url {
+        text.push_str(&format!("backend = \"postgres\"\nurl = {url:?}\n"));
+    }
     if let Some(endpoint) = &options.otlp_endpoint {
         text.push_str(&format!("[telemetry]\notlp_endpoint = {endpoint:?}\n"));
     }

@@ -13,6 +13,7 @@
 //!   exchange with the driver;
 //! - [`load`]: the load generator (a service speaking the wire protocol);
 //! - [`raw`]: the raw ZeroMQ baseline;
+//! - [`scratch_schema`]: a fresh PostgreSQL journal per run (`--journal-url`);
 //! - [`histogram`]: the latency histogram;
 //! - [`proc_stats`]: CPU time and memory from `/proc`;
 //! - [`process`]: the node and child processes of a run, killed on drop
@@ -28,6 +29,7 @@ pub mod load;
 pub mod proc_stats;
 pub mod process;
 pub mod raw;
+pub mod scratch_schema;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,6 +86,9 @@ pub struct BenchOptions {
     pub journal: JournalMode,
     /// The journal's sync setting when it is on.
     pub journal_sync: SyncMode,
+    /// With the journal on, keep it in this PostgreSQL database (a schema
+    /// of the benchmark's own per run) instead of SQLite.
+    pub journal_url: Option<String>,
     /// Measured runs per journal setting (their median is compared).
     pub rounds: usize,
     pub transport: Transport,
@@ -126,6 +131,7 @@ impl BenchOptions {
             payload: 64,
             journal: JournalMode::Both,
             journal_sync: SyncMode::default(),
+            journal_url: None,
             rounds: 1,
             transport: Transport::Tcp,
             flow: "Echo".to_owned(),
@@ -337,6 +343,8 @@ pub struct ReportConfig {
     pub payload_bytes: usize,
     pub journal: JournalMode,
     pub journal_sync: SyncMode,
+    /// Where the journal was kept when on: `sqlite` or `postgres`.
+    pub journal_backend: &'static str,
     pub rounds: usize,
     pub transport: Transport,
     pub flow: String,

@@ -176,3 +176,45 @@ fn bench_compares_runs_scraped_and_not() {
     // The detailed figures are a run that was not scraped.
     assert_eq!(report["completed"], 5000, "{report:#}");
 }
+
+/// `--journal-url`: each run's journal in a schema of its own in the
+/// database given, dropped after the run; what else the database holds is
+/// left as it was.
+#[test]
+fn bench_keeps_each_runs_journal_in_a_postgres_schema_it_drops() {
+    let Some(server) = zmanager_test_postgres::shared("zmanager bench --journal-url") else {
+        return;
+    };
+    let url = server.database();
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    db.batch_execute("CREATE TABLE mine (n int); INSERT INTO mine VALUES (7)")
+        .expect("the user's own table");
+    let out = zmanager(["bench", "--requests", "300", "--in-flight", "20"])
+        .args(["--journal", "both", "--rounds", "2", "--warmup", "10"])
+        .args(["--raw-messages", "0", "--journal-url", &url])
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(sync Full, postgres)"), "{stdout}");
+    assert!(stdout.contains("journal on "), "{stdout}");
+    assert!(stdout.contains("300 acknowledged"), "{stdout}");
+    let schemas: i64 = db
+        .query_one(
+            "SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'zmanager_bench_%'",
+            &[],
+        )
+        .expect("schemas")
+        .get(0);
+    assert_eq!(schemas, 0, "every run's schema dropped");
+    let mine: i32 = db
+        .query_one("SELECT n FROM mine", &[])
+        .expect("the user's table is still there")
+        .get(0);
+    assert_eq!(mine, 7);
+    // Nothing of a journal was left outside the runs' schemas either.
+    let stray: Option<String> = db
+        .query_one("SELECT to_regclass('journal_events')::text", &[])
+        .expect("look")
+        .get(0);
+    assert_eq!(stray, None);
+}

@@ -65,6 +65,13 @@ fn journal_and_configs(what: &str) -> Option<(String, [TempFile; 2])> {
     Some((url, configs))
 }
 
+/// The endpoints in a node's configuration: a standby's, before it listens.
+fn endpoints_of(config: &TempFile) -> zmanager::node::config::Endpoints {
+    zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config.path()))
+        .expect("the node's configuration")
+        .endpoints
+}
+
 /// Starts the node of `config` on a thread of its own: the thread ends
 /// once the node listens (a standby: once it took the lease over), with
 /// the node and when that was.
@@ -385,11 +392,7 @@ fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves()
         return;
     };
     let active = start(&config_a);
-    // The standby's endpoints are in its configuration before it listens.
-    let standby_endpoints =
-        zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config_b.path()))
-            .expect("the standby's configuration")
-            .endpoints;
+    let standby_endpoints = endpoints_of(&config_b);
     let standby = start_standby(config_b);
     let _workers: Vec<StandaloneWorker> = ["w-1", "w-2"]
         .iter()
@@ -484,10 +487,7 @@ fn the_dead_letters_of_the_active_are_the_standbys_and_are_replayed_there() {
         return;
     };
     let active = start(&config_a);
-    let standby_endpoints =
-        zmanager::node::config::NodeConfig::from_file(std::path::Path::new(config_b.path()))
-            .expect("the standby's configuration")
-            .endpoints;
+    let standby_endpoints = endpoints_of(&config_b);
     let standby = start_standby(config_b);
     let _worker = {
         let mut args = TIMING.to_vec();

@@ -119,10 +119,47 @@ kill -QUIT "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir""#;
 
+/// Removes what servers of earlier test processes left in `temp` when
+/// their lifeline shell could not (it was killed itself): directories
+/// `zmanager-pg-*` older than [`STALE`] whose server is not running (no
+/// `postmaster.pid`, or one naming no live process).
+fn sweep(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("zmanager-pg-"));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
+        if ours && old && !running(&path.join("data")) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// A directory younger than this may be a server still starting.
+const STALE: Duration = Duration::from_secs(600);
+
+/// Whether the server of the data directory `data` runs: the first line of
+/// its `postmaster.pid` names a live process.
+fn running(data: &Path) -> bool {
+    std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
 impl Server {
     /// A server of its own (most tests share one: [`shared`]).
     pub fn start() -> Result<Self, String> {
         let bin = bin_dir().ok_or_else(|| format!("no PostgreSQL server: install {PACKAGE}"))?;
+        sweep(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix("zmanager-pg-")
             .tempdir()
@@ -286,5 +323,49 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_only_old_directories_of_stopped_servers() {
+        let temp = tempfile::tempdir().unwrap();
+        let make = |name: &str, pid: Option<u32>, old: bool| {
+            let data = temp.path().join(name).join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            if let Some(pid) = pid {
+                std::fs::write(data.join("postmaster.pid"), format!("{pid}\n/x\n")).unwrap();
+            }
+            if old {
+                let touched = Command::new("touch")
+                    .args(["-d", "1 hour ago"])
+                    .arg(temp.path().join(name))
+                    .status()
+                    .unwrap();
+                assert!(touched.success());
+            }
+        };
+        make("zmanager-pg-stopped", None, true);
+        make("zmanager-pg-dead", Some(u32::MAX - 1), true);
+        make("zmanager-pg-running", Some(std::process::id()), true);
+        make("zmanager-pg-starting", None, false);
+        make("someone-elses", None, true);
+        sweep(temp.path());
+        let mut left: Vec<String> = std::fs::read_dir(temp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "someone-elses",
+                "zmanager-pg-running",
+                "zmanager-pg-starting"
+            ]
+        );
     }
 }
