@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::postgres::Lease;
+use super::postgres::{Holding, Lease};
 use super::{
     CatalogLog, Event, Journal, JournalError, JournalStats, MessageSummary, PostgresJournal,
     RecentPage, RecentRequest, RecordedCatalog, RecordedEvent, SqliteJournal, SummaryFilter,
@@ -61,11 +61,17 @@ impl Backend {
     }
 
     /// Another connection of the node's, beside the one [`open`](Self::open)
-    /// made (retention's, reload's).
-    pub fn open_beside(at: &Location, sync: SyncMode) -> Result<Self, JournalError> {
-        Ok(match at {
-            Location::Sqlite(dir) => Self::Sqlite(SqliteJournal::open_beside(dir, sync)?),
-            Location::Postgres(url) => {
+    /// made (retention's, reload's). In PostgreSQL, given the node's
+    /// `holding` of the lease, it writes only while the node holds it.
+    pub fn open_beside(
+        at: &Location,
+        sync: SyncMode,
+        holding: Option<&Holding>,
+    ) -> Result<Self, JournalError> {
+        Ok(match (at, holding) {
+            (Location::Sqlite(dir), _) => Self::Sqlite(SqliteJournal::open_beside(dir, sync)?),
+            (Location::Postgres(_), Some(holding)) => Self::Postgres(Box::new(holding.connect()?)),
+            (Location::Postgres(url), None) => {
                 Self::Postgres(Box::new(PostgresJournal::open_beside(url, sync)?))
             }
         })

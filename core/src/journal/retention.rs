@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::postgres::Holding;
 use super::{Backend, Journal, JournalError, Location};
 use crate::node::config::JournalConfig;
 use crate::wire::envelope::now_us;
@@ -136,8 +137,14 @@ impl Retention {
     /// `max_mb` and `compact_every`. The first pass runs one interval after
     /// the start. It connects here, so not from a task of a Tokio runtime
     /// (the PostgreSQL client runs its own).
-    pub fn start(at: &Location, config: &JournalConfig) -> Result<Self, JournalError> {
-        let journal = Backend::open_beside(at, config.sync)?;
+    /// In PostgreSQL, given the node's `holding` of the lease, it removes
+    /// nothing once another node holds it.
+    pub fn start(
+        at: &Location,
+        config: &JournalConfig,
+        holding: Option<&Holding>,
+    ) -> Result<Self, JournalError> {
+        let journal = Backend::open_beside(at, config.sync, holding)?;
         Self::start_with(
             journal,
             Policy::from_config(config),
@@ -350,7 +357,7 @@ mod tests {
             ..JournalConfig::default()
         };
         let retention =
-            Retention::start(&Location::Sqlite(dir.path().to_owned()), &config).unwrap();
+            Retention::start(&Location::Sqlite(dir.path().to_owned()), &config, None).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while j.stats().unwrap().completed > 0 {
             assert!(Instant::now() < deadline, "retention did not run");
@@ -367,7 +374,7 @@ mod tests {
             ..config
         };
         let retention =
-            Retention::start(&Location::Sqlite(dir.path().to_owned()), &hourly).unwrap();
+            Retention::start(&Location::Sqlite(dir.path().to_owned()), &hourly, None).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let stopping = Instant::now();
         drop(retention);

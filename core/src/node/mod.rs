@@ -162,14 +162,14 @@ pub async fn run(
         _ => None,
     };
     let taken_over = claimed.as_ref().and_then(Backend::taken_over);
-    // Dead letters are kept beside the journal: in its database, written
-    // only while this node holds it.
+    // The node's other connections to a PostgreSQL journal (dead letters,
+    // retention, reload) write only while this node holds its lease.
     let holding = match &claimed {
         Some(Backend::Postgres(journal)) => journal.holding(),
         _ => None,
     };
-    let dead_letters_beside = match holding {
-        Some(holding) => Some(off_runtime(|| DeadLetterStore::beside(&holding))?),
+    let dead_letters_beside = match &holding {
+        Some(holding) => Some(off_runtime(|| DeadLetterStore::beside(holding))?),
         None => None,
     };
 
@@ -266,7 +266,7 @@ pub async fn run(
         off_runtime(|| open_journal(&config, claimed, sources, catalog))?;
     let retention = if config.journal.enabled {
         Some(off_runtime(|| {
-            Retention::start(&journal_at, &config.journal)
+            Retention::start(&journal_at, &config.journal, holding.as_ref())
         })?)
     } else {
         None
@@ -322,7 +322,7 @@ pub async fn run(
         registry,
         journal: if config.journal.enabled {
             Some(Arc::new(std::sync::Mutex::new(off_runtime(|| {
-                Backend::open_beside(&journal_at, config.journal.sync)
+                Backend::open_beside(&journal_at, config.journal.sync, holding.as_ref())
             })?)))
         } else {
             None

@@ -17,14 +17,30 @@ impl CatalogLog for PostgresJournal {
         let blob = rmp_serde::to_vec_named(sources).map_err(|e| JournalError::Config {
             detail: format!("catalog version {version} cannot be encoded: {e}"),
         })?;
-        self.connection()?
+        // A connection of the node's records nothing once another
+        // generation holds the lease: that node numbers the versions now.
+        let recorded = self
+            .connection()?
             .client
             .execute(
-                "INSERT INTO journal_catalogs (version, digest, sources, at_us)
-                 VALUES ($1, $2, $3, $4)",
-                &[&i64::from(version), &sources.digest(), &blob, &int(at_us)],
+                "WITH owner AS (
+                     SELECT 1 FROM journal_owner WHERE generation = $5::bigint FOR SHARE)
+                 INSERT INTO journal_catalogs (version, digest, sources, at_us)
+                 SELECT $1, $2, $3, $4
+                 WHERE $5::bigint IS NULL OR EXISTS (SELECT 1 FROM owner)",
+                &[
+                    &i64::from(version),
+                    &sources.digest(),
+                    &blob,
+                    &int(at_us),
+                    &self.generation,
+                ],
             )
             .map_err(|e| self.error(e))?;
+        if recorded == 0 {
+            self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(self.fenced());
+        }
         Ok(())
     }
 

@@ -312,12 +312,16 @@ impl Journal for PostgresJournal {
         // One statement: the final events, oldest first (through the time
         // index), and every event of their messages up to them. A message
         // finishing meanwhile is not in the statement's snapshot, so it is
-        // left whole for the next pass.
+        // left whole for the next pass. A connection of the node's removes
+        // nothing once another generation holds the lease.
         let rows = self.rows(
             &format!(
-                "WITH f AS (
+                "WITH owner AS (
+                     SELECT 1 FROM journal_owner WHERE generation = $3::bigint FOR SHARE),
+                 f AS (
                      SELECT service, id, seq FROM journal_events
                      WHERE kind IN {TERMINAL} AND at_us < $1
+                       AND ($3::bigint IS NULL OR EXISTS (SELECT 1 FROM owner))
                      ORDER BY at_us, seq LIMIT $2),
                  d AS (
                      DELETE FROM journal_events e USING f
@@ -326,7 +330,11 @@ impl Journal for PostgresJournal {
                  SELECT (SELECT COUNT(*) FROM (SELECT DISTINCT service, id FROM f) m),
                         (SELECT COUNT(*) FROM d)"
             ),
-            &[&int(finished_before_us), &int(max_messages)],
+            &[
+                &int(finished_before_us),
+                &int(max_messages),
+                &self.generation,
+            ],
         )?;
         Ok(rows.first().map_or(0, |r| unsigned(r.get(0))))
     }

@@ -693,6 +693,48 @@ mod tests {
         );
     }
 
+    /// The node's other connections (retention's, reload's), made from
+    /// its holding of the lease at start-up, write nothing once another
+    /// node took the lease over.
+    #[test]
+    fn the_other_connections_of_a_node_another_took_over_from_write_nothing() {
+        let Some(url) = database("the fencing of the node's other connections") else {
+            return;
+        };
+        use crate::catalog::version::Sources;
+        use crate::journal::CatalogLog as _;
+        let mut old = owner(&url, &lease(300, false)).unwrap();
+        let retention = old.holding().unwrap().connect().unwrap();
+        let reload = old.holding().unwrap().connect().unwrap();
+        let none = Sources {
+            flows: vec![],
+            mappings: vec![],
+        };
+        reload.record_catalog(1, &none, 1).unwrap();
+        old.append(&[
+            accepted(1, "s", "a", "F"),
+            crate::journal::suite::finished(2, "s", "a"),
+            accepted(3, "s", "b", "F"),
+            crate::journal::suite::finished(4, "s", "b"),
+        ])
+        .unwrap();
+        assert_eq!(
+            retention.compact_oldest(3, u64::MAX).unwrap(),
+            1,
+            "while it holds it"
+        );
+        old.renewer = None;
+        let new = owner(&url, &lease(300, true)).unwrap();
+        assert_eq!(retention.compact(u64::MAX).unwrap(), 0, "removes nothing");
+        let e = reload.record_catalog(2, &none, 5).unwrap_err();
+        assert!(matches!(e, JournalError::Fenced { .. }), "{e:?}");
+        assert_eq!(new.catalogs().unwrap().len(), 1);
+        assert_eq!(new.stats().unwrap().completed, 1, "b is still there");
+        // The new node's own retention does.
+        let mine = new.holding().unwrap().connect().unwrap();
+        assert_eq!(mine.compact(u64::MAX).unwrap(), 1);
+    }
+
     #[test]
     fn sync_full_waits_for_the_servers_flush_and_the_others_do_not() {
         let Some(url) = database("the PostgreSQL journal's sync setting") else {
