@@ -410,6 +410,21 @@ fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves()
         options.retry_after = Duration::from_secs(2);
         options.handshake_timeout = Duration::from_secs(3);
         let service = std::sync::Arc::new(Service::connect(options).await.expect("connect"));
+        // A subscription of the service, which moves with it.
+        let mut announced = service
+            .subscribe(&["Announce~PUBLISH~".to_owned()])
+            .await
+            .expect("subscribe");
+        let announce = |what: &'static str| {
+            let service = std::sync::Arc::clone(&service);
+            async move { service.request("Announce", &what).await.expect("announced") }
+        };
+        announce("before").await;
+        let got = tokio::time::timeout(Duration::from_secs(10), announced.next())
+            .await
+            .expect("published by the active node")
+            .expect("a publication");
+        assert_eq!(got.topic, "Announce~PUBLISH~Subject~Announce~announced");
         let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tasks: Vec<_> = (0..N)
             .map(|n| {
@@ -442,6 +457,15 @@ fn a_service_and_workers_given_both_nodes_move_to_the_new_active_by_themselves()
             ns.push(n);
         }
         ns.sort_unstable();
+        // The service is on the standby now, and so is its subscription.
+        let seen: String = announce("after").await.decode().expect("echoed");
+        assert_eq!(seen, "after");
+        let got = tokio::time::timeout(Duration::from_secs(10), announced.next())
+            .await
+            .expect("published by the new active node, on the moved subscription")
+            .expect("a publication");
+        let said: String = rmp_serde::from_slice(&got.payload).expect("its payload");
+        assert_eq!(said, "after");
         (ns, killed_after)
     });
     let (standby, _, _config_b) = standby.join().expect("the standby started");

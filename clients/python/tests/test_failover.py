@@ -1,7 +1,8 @@
 """An active node and a standby on one PostgreSQL journal
 (docs/deployment.md, "Active and standby on PostgreSQL"): a service given
 both nodes moves to the standby by itself when the active node is killed,
-and every request it submitted is answered, once.
+and every request it submitted is answered, once; its subscription moves
+with it.
 
 Needs ``ZMANAGER_TEST_POSTGRES_URL``, a fresh database of a PostgreSQL
 server (tests/tests/python_client.rs makes one on a private server of its
@@ -46,6 +47,9 @@ def test_a_service_given_both_nodes_moves_to_the_standby_by_itself(workdir: Path
                                       standbys=[(standby.intake, standby.publish)],
                                       retry_after=1.0, ack_after=0.5,
                                       handshake_timeout=3.0) as service:
+            announced = service.subscribe(["Announce~PUBLISH~"])
+            service.request("Announce", "before", timeout=30)
+            assert announced.next(timeout=10).payload == "before"
             payloads = [{"log": str(log), "key": "failover", "seq": n, "sleep_ms": 100}
                         for n in range(40)]
             submissions = [service.submit("Record", p) for p in payloads]
@@ -56,9 +60,14 @@ def test_a_service_given_both_nodes_moves_to_the_standby_by_itself(workdir: Path
             results = [s.finished(timeout=90) for s in submissions]
             assert [r.payload for r in results] == payloads
             assert service.stats.moved >= 1, service.stats
-            assert service.stats.results == len(payloads)
+            assert service.stats.results == len(payloads) + 1  # and "before"'s
             assert service.stats.unexpected == 0
             assert service.intake == standby.intake
+            # Published by the new active node, on the moved subscription.
+            service.request("Announce", "after", timeout=30)
+            got = announced.next(timeout=10)
+            assert (got.topic, got.payload) == ("Announce~PUBLISH~Subject~Announce~announced",
+                                                "after")
     finally:
         standby.stop()
         active.kill()

@@ -325,6 +325,18 @@ class Subscription:
         self._socket.close(linger=0)
         self._service._children.discard(self)
 
+    async def _follow(self) -> None:
+        """Subscribes to the same prefixes on the node the service moved to
+        (its standby); what that node published before is not received."""
+        if self._closed:
+            return
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._socket.close(linger=0)
+        self._socket = self._service._sub_socket(self.prefixes)
+        self._task = asyncio.ensure_future(self._read())
+
 
 class StepServer:
     """This process as one instance of the service the node gives steps to
@@ -887,6 +899,10 @@ class Service:
             self._tasks.append(asyncio.ensure_future(self._read()))
             if self._monitor is not None:
                 self._tasks.append(asyncio.ensure_future(self._watch()))
+            # Its subscriptions move with it.
+            for child in list(self._children):
+                if isinstance(child, Subscription):
+                    await child._follow()
             return True
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
@@ -1192,7 +1208,9 @@ class Service:
         the prefixes until the echo comes back there (with keys, the
         service's own reply topic, the only ``reply_to`` the node takes
         then). At most ``maxsize`` messages wait to be read; then the
-        socket is not read, and the node drops for it (PUB/SUB)."""
+        socket is not read, and the node drops for it (PUB/SUB). With
+        ``standbys``, the subscription moves with the service to the next
+        node (what that node published before it arrived is not received)."""
         prefixes = [str(p) for p in prefixes]
         if not prefixes:
             raise ConfigError("subscribe to at least one prefix")

@@ -319,6 +319,9 @@ pub struct Service {
     link: Mutex<Link>,
     /// Bumped each time the connection is rebuilt.
     generation: AtomicU64,
+    /// The publisher of the node in use: the subscriptions made through
+    /// [`Service::subscribe`] follow it to the next node.
+    publisher: tokio::sync::watch::Sender<String>,
     /// Held while checking or rebuilding the connection.
     healing: tokio::sync::Mutex<()>,
     pending: Pending,
@@ -359,6 +362,7 @@ impl Service {
         let pending: Pending = Arc::default();
         let nodes = options.nodes();
         let link = Link::open(&options, &nodes[0], &reply_to, &pending)?;
+        let publisher = tokio::sync::watch::Sender::new(nodes[0].publish.clone());
         let service = Self {
             id,
             session,
@@ -367,6 +371,7 @@ impl Service {
             at: std::sync::atomic::AtomicUsize::new(0),
             link: Mutex::new(link),
             generation: AtomicU64::new(0),
+            publisher,
             healing: tokio::sync::Mutex::new(()),
             pending,
             permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -399,6 +404,7 @@ impl Service {
         *lock(&self.link) = link;
         self.at.store(next, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.publisher.send_replace(node.publish.clone());
         tracing::warn!(service = %self.id, intake = %node.intake, "connecting to the next node");
         Ok(())
     }
@@ -424,6 +430,12 @@ impl Service {
     /// subscription is live: it pings the node on a topic of its own until
     /// the ping comes back on the new subscription (the slow-joiner
     /// handshake, as on connect).
+    ///
+    /// With standbys ([`ServiceOptions::standbys`]), the subscription moves
+    /// with the service: when the service connects to the next node, the
+    /// subscription subscribes to the same prefixes there. What that node
+    /// published before the subscription reached it is not received, as
+    /// for any new subscription.
     pub async fn subscribe(&self, prefixes: &[String]) -> Result<Subscription, ServiceError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // The ping comes back on a topic of this service's: with keys, the
@@ -436,7 +448,7 @@ impl Service {
         let mut all = prefixes.to_vec();
         all.push(probe.clone());
         let mut subscription =
-            Subscription::connect_with(&self.node().publish, self.options.keys.as_ref(), &all)?;
+            Subscription::following(self.publisher.subscribe(), self.options.keys.clone(), all)?;
         let limit = self.options.handshake_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -998,10 +1010,45 @@ impl Subscription {
         keys: Option<&ClientKeys>,
         prefixes: &[String],
     ) -> Result<Self, ServiceError> {
-        let mut sub = subscriber(publish, keys, prefixes)?;
+        let (_fixed, publisher) = tokio::sync::watch::channel(publish.to_owned());
+        Self::following(publisher, keys.cloned(), prefixes.to_vec())
+    }
+
+    /// Subscribed to `prefixes` on the publisher `publisher` names, and on
+    /// the next one each time it changes (a service moving to a standby).
+    fn following(
+        mut publisher: tokio::sync::watch::Receiver<String>,
+        keys: Option<ClientKeys>,
+        prefixes: Vec<String>,
+    ) -> Result<Self, ServiceError> {
+        let mut sub = subscriber(&publisher.borrow_and_update(), keys.as_ref(), &prefixes)?;
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(async move {
-            while let Ok(frames) = sub.recv().await {
+            // Once the sender is gone (a fixed publisher, or the service
+            // dropped), only the socket is waited on.
+            let mut moves = true;
+            loop {
+                let frames = tokio::select! {
+                    frames = sub.recv() => match frames {
+                        Ok(frames) => frames,
+                        Err(_) => return,
+                    },
+                    changed = publisher.changed(), if moves => {
+                        if changed.is_err() {
+                            moves = false;
+                            continue;
+                        }
+                        let publish = publisher.borrow_and_update().clone();
+                        match subscriber(&publish, keys.as_ref(), &prefixes) {
+                            Ok(next) => {
+                                tracing::warn!(%publish, "subscription moved to the next node");
+                                sub = next;
+                            }
+                            Err(e) => tracing::error!(%publish, error = %e, "cannot subscribe on the next node; still on the last one"),
+                        }
+                        continue;
+                    }
+                };
                 let published = match wire::decode_topic_frames(&frames) {
                     Ok((topic, message)) => Published {
                         topic: String::from_utf8_lossy(&topic).into_owned(),
