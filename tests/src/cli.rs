@@ -84,6 +84,12 @@ impl Cli {
         self
     }
 
+    /// Removes an environment variable the test's process may have.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.command.env_remove(key);
+        self
+    }
+
     /// Runs it in `dir` instead of the workspace root.
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.command.current_dir(dir);

@@ -259,6 +259,22 @@ fn the_same_commands_read_a_postgres_journal() {
     let history = ok(&journal(&["show", "1", "--service", "svc-b"]));
     assert!(history.contains("dead_lettered"), "{history}");
     assert!(history.contains("panicked 2 times: boom"), "{history}");
+
+    // The url from the environment, the file naming only the backend.
+    let bare = temp::config_file("[journal]\nbackend = \"postgres\"\n");
+    let listed = zmanager(["journal", "list", "--config", bare.path()])
+        .env(zmanager::node::config::JOURNAL_URL_VAR, &url)
+        .run();
+    assert_eq!(ok(&listed).lines().collect::<Vec<_>>(), LISTED);
+    let without = zmanager(["journal", "list", "--config", bare.path()])
+        .env_remove(zmanager::node::config::JOURNAL_URL_VAR)
+        .run();
+    assert!(!without.status.success());
+    assert!(
+        stderr(&without).contains("or ZMANAGER_JOURNAL_URL in the environment"),
+        "{}",
+        stderr(&without)
+    );
 }
 
 #[test]

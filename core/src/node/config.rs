@@ -73,7 +73,7 @@
 //! max_mb = 1024               # ... or sooner, oldest first, past this much data
 //! compact_every = "10s"       # how often retention runs
 //! backend = "sqlite"          # or "postgres": docs/deployment.md
-//! # url = "postgres://zmanager@db.example/zmanager"  # backend = "postgres" only
+//! # url = "postgres://zmanager@db.example/zmanager"  # backend = "postgres" only; else ZMANAGER_JOURNAL_URL
 //! lease = "5s"                # postgres: a standby takes over this long after the active died
 //! standby = false             # postgres: wait for the active node to go, then take over
 //! ```
@@ -261,6 +261,10 @@ pub enum JournalBackend {
     Postgres,
 }
 
+/// The environment variable a PostgreSQL journal's `url` is taken from
+/// when the configuration has none.
+pub const JOURNAL_URL_VAR: &str = "ZMANAGER_JOURNAL_URL";
+
 /// A database's connection string, which may hold a password: never shown
 /// (its `Debug` hides it).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -310,7 +314,7 @@ impl JournalConfig {
         }
         match (self.backend, &self.url) {
             (JournalBackend::Postgres, None) => problems.push(
-                "journal.backend = \"postgres\" needs journal.url, the database's connection string (postgres://user@host/database)".to_owned(),
+                format!("journal.backend = \"postgres\" needs journal.url, the database's connection string (postgres://user@host/database), or {JOURNAL_URL_VAR} in the environment"),
             ),
             (JournalBackend::Sqlite, Some(_)) => problems.push(
                 "journal.url is for backend = \"postgres\"; the sqlite journal is in data_dir".to_owned(),
@@ -615,9 +619,21 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Parses and validates TOML text; `name` is used in errors.
+    /// Parses and validates TOML text; `name` is used in errors. A
+    /// PostgreSQL journal's `url` absent from it is taken from the
+    /// environment's [`JOURNAL_URL_VAR`], which keeps its password out of
+    /// the file.
     pub fn from_toml(name: &str, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| {
+        Self::from_toml_in(name, text, &|var| std::env::var(var).ok())
+    }
+
+    /// [`from_toml`](Self::from_toml) with `env` for the environment.
+    fn from_toml_in(
+        name: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
@@ -626,6 +642,9 @@ impl NodeConfig {
                 message: e.message().trim().to_owned(),
             }
         })?;
+        if config.journal.backend == JournalBackend::Postgres && config.journal.url.is_none() {
+            config.journal.url = env(JOURNAL_URL_VAR).map(DatabaseUrl);
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: name.to_owned(),
             message,
@@ -860,6 +879,28 @@ mod tests {
             Location::Postgres(url.to_owned())
         );
         assert!(!format!("{c:?}").contains("s3cret"), "never shown");
+        // From the environment when the file has none; the file's first.
+        let env = |var: &str| (var == JOURNAL_URL_VAR).then(|| url.to_owned());
+        let from_env =
+            NodeConfig::from_toml_in("n.toml", "[journal]\nbackend = \"postgres\"\n", &env)
+                .unwrap();
+        assert_eq!(
+            from_env.journal.location(Path::new("d")),
+            Location::Postgres(url.to_owned())
+        );
+        let own = "postgres://other@h/d";
+        let from_file = NodeConfig::from_toml_in(
+            "n.toml",
+            &format!("[journal]\nbackend = \"postgres\"\nurl = {own:?}\n"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            from_file.journal.location(Path::new("d")),
+            Location::Postgres(own.to_owned())
+        );
+        let sqlite = NodeConfig::from_toml_in("n.toml", "[journal]\n", &env).unwrap();
+        assert_eq!(sqlite.journal.url, None, "only for backend = \"postgres\"");
         assert!(!format!("{:?}", c.journal.location(Path::new("d"))).contains("s3cret"));
         assert_eq!(
             NodeConfig::default().journal.location(Path::new("data")),
