@@ -320,10 +320,8 @@ impl JournalConfig {
                 "journal.url is for backend = \"postgres\"; the sqlite journal is in data_dir".to_owned(),
             ),
             (JournalBackend::Postgres, Some(url)) => {
-                if let Err(e) = url.0.parse::<postgres::Config>() {
-                    problems.push(format!(
-                        "journal.url is not a PostgreSQL connection string: {e}"
-                    ));
+                if let Err(e) = crate::journal::postgres::check_url(&url.0) {
+                    problems.push(e.replacen("[journal] url", "journal.url", 1));
                 }
             }
             (JournalBackend::Sqlite, None) => {}

@@ -86,6 +86,20 @@ pub struct Server {
     /// The shell that runs the server; its stdin is the lifeline.
     lifeline: Mutex<Option<Child>>,
     databases: AtomicU64,
+    /// Its port (also in its unix socket's name).
+    port: u16,
+    /// With TLS ([`Server::start_tls`]): its TCP port on 127.0.0.1.
+    tls: Option<Tls>,
+}
+
+/// A TLS server's certificates, made for it by `openssl`.
+#[derive(Debug)]
+struct Tls {
+    /// The authority that signed the server's certificate (for
+    /// `localhost` only).
+    ca: PathBuf,
+    /// An authority that signed nothing of it.
+    other_ca: PathBuf,
 }
 
 /// Whether this process runs as root (the owner of `/proc/self` is its
@@ -118,6 +132,109 @@ read _
 kill -QUIT "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir""#;
+
+/// A TCP port free on 127.0.0.1 now.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("find a free port: {e}"))
+}
+
+/// Makes, in `dir`, an authority (`ca.crt`), the server's key and a
+/// certificate for `localhost` it signed (`server.key`, `server.crt`, as
+/// the server's user: PostgreSQL wants its key its own and private), and
+/// another authority (`other-ca.crt`).
+fn certificates(dir: &Path) -> Result<Tls, String> {
+    let at = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n")
+        .map_err(|e| format!("write san.ext: {e}"))?;
+    let openssl = Path::new("openssl");
+    let steps: [Vec<String>; 4] = [
+        vec![
+            "req".into(),
+            "-x509".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-days".into(),
+            "2".into(),
+            "-subj".into(),
+            "/CN=zmanager test CA".into(),
+            "-keyout".into(),
+            at("ca.key"),
+            "-out".into(),
+            at("ca.crt"),
+        ],
+        vec![
+            "req".into(),
+            "-x509".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-days".into(),
+            "2".into(),
+            "-subj".into(),
+            "/CN=another CA".into(),
+            "-keyout".into(),
+            at("other-ca.key"),
+            "-out".into(),
+            at("other-ca.crt"),
+        ],
+        vec![
+            "req".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-subj".into(),
+            "/CN=localhost".into(),
+            "-keyout".into(),
+            at("server.key"),
+            "-out".into(),
+            at("server.csr"),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            at("server.csr"),
+            "-CA".into(),
+            at("ca.crt"),
+            "-CAkey".into(),
+            at("ca.key"),
+            "-CAcreateserial".into(),
+            "-days".into(),
+            "2".into(),
+            "-extfile".into(),
+            at("san.ext"),
+            "-out".into(),
+            at("server.crt"),
+        ],
+    ];
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let made = command(openssl, &args)
+            .output()
+            .map_err(|e| format!("run openssl (apt-get install openssl): {e}"))?;
+        if !made.status.success() {
+            return Err(format!(
+                "openssl {} failed: {}",
+                step[0],
+                String::from_utf8_lossy(&made.stderr).trim()
+            ));
+        }
+    }
+    let private = command(Path::new("chmod"), &["600", &at("server.key")])
+        .status()
+        .map_err(|e| format!("run chmod: {e}"))?;
+    if !private.success() {
+        return Err("chmod 600 server.key failed".into());
+    }
+    Ok(Tls {
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other-ca.crt"),
+    })
+}
 
 /// Removes what servers of earlier test processes left in `temp` when
 /// their lifeline shell could not (it was killed itself): directories
@@ -158,6 +275,17 @@ fn running(data: &Path) -> bool {
 impl Server {
     /// A server of its own (most tests share one: [`shared`]).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(false)
+    }
+
+    /// A server of its own that also listens on TCP on 127.0.0.1 with TLS,
+    /// its certificate made for `localhost` and signed by an authority of
+    /// its own ([`Server::tls_database`]). Needs `openssl`.
+    pub fn start_tls() -> Result<Self, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self, String> {
         let bin = bin_dir().ok_or_else(|| format!("no PostgreSQL server: install {PACKAGE}"))?;
         sweep(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
@@ -176,15 +304,17 @@ impl Server {
                 return Err(format!("chown nobody {} failed", dir.display()));
             }
         }
-        let started = Self::start_in(&bin, &dir);
+        let started = Self::start_in(&bin, &dir, tls);
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         started
     }
 
-    fn start_in(bin: &Path, dir: &Path) -> Result<Self, String> {
+    fn start_in(bin: &Path, dir: &Path, tls: bool) -> Result<Self, String> {
         let data = dir.join("data");
+        let certificates = if tls { Some(certificates(dir)?) } else { None };
+        let port = if tls { free_port()? } else { 5432 };
         let data_arg = data.to_str().ok_or("a temp directory that is not UTF-8")?;
         let init = command(
             &bin.join("initdb"),
@@ -208,23 +338,40 @@ impl Server {
             ));
         }
         let dir_arg = dir.to_str().ok_or("a temp directory that is not UTF-8")?;
-        let server = command(
-            &bin.join("postgres"),
-            &[
-                "-D",
-                data_arg,
-                "-k",
-                dir_arg,
-                "-c",
-                "listen_addresses=",
-                // A test server: no fsync (a crash of the machine is not
-                // what these tests are about), small shared memory in files.
-                "-c",
-                "fsync=off",
-                "-c",
-                "dynamic_shared_memory_type=mmap",
-            ],
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "-D",
+            data_arg,
+            "-k",
+            dir_arg,
+            "-p",
+            &port_arg,
+            // A test server: no fsync (a crash of the machine is not what
+            // these tests are about), small shared memory in files.
+            "-c",
+            "fsync=off",
+            "-c",
+            "dynamic_shared_memory_type=mmap",
+        ];
+        let (cert, key) = (
+            format!("ssl_cert_file={dir_arg}/server.crt"),
+            format!("ssl_key_file={dir_arg}/server.key"),
         );
+        if tls {
+            args.extend([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "ssl=on",
+                "-c",
+                &cert,
+                "-c",
+                &key,
+            ]);
+        } else {
+            args.extend(["-c", "listen_addresses="]);
+        }
+        let server = command(&bin.join("postgres"), &args);
         let mut shell = Command::new("sh");
         shell
             .args(["-c", LIFELINE, "lifeline", dir_arg])
@@ -238,6 +385,8 @@ impl Server {
             dir: dir.to_owned(),
             lifeline: Mutex::new(Some(child)),
             databases: AtomicU64::new(0),
+            port,
+            tls: certificates,
         };
         server.wait_ready(&data)?;
         Ok(server)
@@ -281,8 +430,9 @@ impl Server {
     /// A libpq connection string for database `name` of this server.
     pub fn conninfo(&self, name: &str) -> String {
         format!(
-            "host='{}' port=5432 user={USER} dbname={name}",
-            self.dir.display()
+            "host='{}' port={} user={USER} dbname={name}",
+            self.dir.display(),
+            self.port
         )
     }
 
@@ -300,6 +450,27 @@ impl Server {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         self.conninfo(&name)
+    }
+
+    /// With TLS: a new, empty database reached over TCP with TLS,
+    /// `sslmode=verify-full` and `sslrootcert` the authority of the
+    /// server's certificate (`ca`), or one that did not sign it; `host`
+    /// `localhost` (the certificate's name) or another name of the same
+    /// address (`127.0.0.1`, which it is not made for).
+    pub fn tls_database(&self, host: &str, right_ca: bool) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        let local = self.database();
+        let name = local
+            .rsplit("dbname=")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let ca = if right_ca { &tls.ca } else { &tls.other_ca };
+        Some(format!(
+            "host={host} port={} user={USER} dbname={name} sslmode=verify-full sslrootcert='{}'",
+            self.port,
+            ca.display()
+        ))
     }
 
     /// Stops the server now (an immediate shutdown, as a crash would) and

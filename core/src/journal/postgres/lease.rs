@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::{Client, Config};
+use postgres::Client;
 
 /// How a node holds the lease (`[journal] lease`, `standby`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl Renewer {
     /// Renews `generation`'s lease every third of it on a connection of its
     /// own; sets `lost` and stops if another generation holds it.
     pub(super) fn start(
-        config: Config,
+        config: super::Database,
         lease: Lease,
         generation: i64,
         target: String,
@@ -145,7 +145,7 @@ impl Drop for Renewer {
 }
 
 fn renew(
-    config: &Config,
+    config: &super::Database,
     lease: &Lease,
     generation: i64,
     target: &str,

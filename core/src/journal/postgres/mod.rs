@@ -27,6 +27,7 @@
 //! from its own threads: the writer's, retention's, and blocking tasks.
 
 mod catalogs;
+mod database;
 mod dead_letters;
 mod events;
 mod lease;
@@ -35,13 +36,14 @@ mod schema;
 pub use lease::Lease;
 
 use std::cell::{RefCell, RefMut};
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use postgres::config::Host;
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, Statement};
+
+use database::Database;
 
 use super::{JournalError, SyncMode};
 
@@ -55,7 +57,7 @@ const STATEMENT_TIMEOUT: &str = "30s";
 /// The PostgreSQL journal, connected.
 #[derive(Debug)]
 pub struct PostgresJournal {
-    config: Config,
+    config: Database,
     /// Where it is, for messages: the URL without its password.
     target: String,
     sync: SyncMode,
@@ -180,7 +182,7 @@ impl PostgresJournal {
             )
             .map_err(JournalError::Thread)?,
         );
-        tracing::info!(target_db = %journal.target, generation, waited_ms = started.elapsed().as_millis() as u64, lease_ms = lease.duration.as_millis() as u64, "journal: this node holds the lease");
+        tracing::info!(target_db = %journal.target, generation, waited_ms = started.elapsed().as_millis() as u64, lease_ms = lease.duration.as_millis() as u64, tls = journal.config.tls(), "journal: this node holds the lease");
         Ok(journal)
     }
 
@@ -247,21 +249,22 @@ impl PostgresJournal {
     }
 
     fn connect(url: &str, sync: SyncMode, role: Role) -> Result<Self, JournalError> {
-        let mut config = Config::from_str(url).map_err(|e| JournalError::Config {
-            detail: format!("[journal] url is not a PostgreSQL connection string: {e}"),
-        })?;
+        let mut database =
+            Database::parse(url).map_err(|detail| JournalError::Config { detail })?;
+        let config = &mut database.config;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("zmanager");
         }
-        let target = target(&config);
+        let target = target(config);
+        let config = database;
         Self::connect_with(config, target, sync, role, None, Arc::default())
     }
 
     fn connect_with(
-        config: Config,
+        config: Database,
         target: String,
         sync: SyncMode,
         role: Role,
@@ -286,7 +289,7 @@ impl PostgresJournal {
 
     /// A new connection with this journal's session settings.
     fn session(
-        config: &Config,
+        config: &Database,
         target: &str,
         sync: SyncMode,
         role: Role,
@@ -295,7 +298,7 @@ impl PostgresJournal {
             target: target.to_owned(),
             source,
         };
-        let mut client = config.connect(NoTls).map_err(error)?;
+        let mut client = config.connect().map_err(error)?;
         let commit = match sync {
             SyncMode::Full => "on",
             SyncMode::Normal | SyncMode::Off => "off",
@@ -361,12 +364,18 @@ impl PostgresJournal {
     }
 }
 
+/// Whether `url` is a connection string the journal can use: its syntax,
+/// and with `sslrootcert`, the certificates in that file.
+pub fn check_url(url: &str) -> Result<(), String> {
+    Database::parse(url).map(drop)
+}
+
 /// The node's hold on the journal, for its other connections (the
 /// dead-letter store's): they write only while the node's generation holds
 /// the lease, and stop with it ([`PostgresJournal::holding`]).
 #[derive(Clone)]
 pub struct Holding {
-    config: Config,
+    config: Database,
     target: String,
     sync: SyncMode,
     generation: i64,
@@ -469,7 +478,7 @@ mod tests {
     }
 
     fn raw(url: &str) -> Client {
-        Client::connect(url, NoTls).unwrap()
+        Client::connect(url, postgres::NoTls).unwrap()
     }
 
     #[test]
@@ -733,6 +742,54 @@ mod tests {
         // The new node's own retention does.
         let mine = new.holding().unwrap().connect().unwrap();
         assert_eq!(mine.compact(u64::MAX).unwrap(), 1);
+    }
+
+    /// With `sslrootcert`, the journal's connections are TLS, and the
+    /// server's certificate is verified: its authority and its name.
+    #[test]
+    fn a_tls_connection_is_verified_by_its_authority_and_its_name() {
+        if zmanager_test_postgres::bin_dir().is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have PostgreSQL's server for the TLS test"
+            );
+            eprintln!("SKIPPED: install postgresql to run the TLS test");
+            return;
+        }
+        let server = zmanager_test_postgres::Server::start_tls().expect("a TLS server");
+        let url = server.tls_database("localhost", true).unwrap();
+        let journal = PostgresJournal::open(&url, SyncMode::Full).expect("over TLS");
+        journal.append(&[accepted(1, "s", "1", "F")]).unwrap();
+        let encrypted: bool = journal
+            .connection()
+            .unwrap()
+            .client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(encrypted, "the session is TLS");
+        drop(journal);
+        for (url, why) in [
+            (
+                server.tls_database("localhost", false).unwrap(),
+                "another authority",
+            ),
+            (
+                server.tls_database("127.0.0.1", true).unwrap(),
+                "not its name",
+            ),
+        ] {
+            let e = PostgresJournal::open(&url, SyncMode::Full).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, JournalError::Postgres { .. }), "{why}: {e:?}");
+            assert!(
+                text.contains("certificate") || text.contains("Certificate"),
+                "{why}: {text}"
+            );
+        }
     }
 
     #[test]
