@@ -303,6 +303,45 @@ mod tests {
         assert!(Cli::try_parse_from(["zmanager", "check", "--log-format", "xml"]).is_err());
     }
 
+    /// A Z85 key may begin with `-` (about one in 85 does): every argument
+    /// that takes a key takes one that does, as a value, not as a flag
+    /// (a worker given such a `--server-key` once exited at start).
+    #[test]
+    fn a_key_that_begins_with_a_hyphen_is_a_value() {
+        use clap::Parser;
+        let key = "-mW:lJAj$Oja385k@1.C.W8v-GRBtHh!zR{4H]3%";
+        let mut all = Vec::new();
+        commands(&Cli::command(), "zmanager".to_owned(), &mut all);
+        let mut keys = 0;
+        for (path, command) in &all {
+            for arg in command.get_arguments() {
+                let names = arg.get_value_names().unwrap_or_default();
+                if names
+                    .iter()
+                    .any(|n| n.as_str().split('|').any(|part| part == "KEY"))
+                {
+                    keys += 1;
+                    assert!(
+                        arg.is_allow_hyphen_values_set(),
+                        "{path} --{}",
+                        arg.get_id()
+                    );
+                }
+            }
+        }
+        assert!(keys >= 2, "the worker's and the clients' --server-key");
+        for words in [
+            &["zmanager", "worker", "--endpoint", "tcp://127.0.0.1:1"][..],
+            &["zmanager", "send", "Echo"],
+        ] {
+            let mut words = words.to_vec();
+            words.extend(["--key-file", "k.key", "--server-key", key]);
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("{words:?}: {e}");
+            }
+        }
+    }
+
     /// Every command and subcommand, with its path.
     fn commands(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
         out.push((path.clone(), command.clone()));

@@ -74,12 +74,14 @@ pub(crate) struct KeyArgs {
     #[arg(long, global = true, env = "ZMANAGER_KEY_FILE", value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// The node's public key, as Z85 text or its `.pub` file [default: the
-    /// public key of the configuration's `security.key_file`].
+    /// public key of the configuration's `security.key_file`]. Z85 has
+    /// `-` in its alphabet, so a key may begin with one.
     #[arg(
         long,
         global = true,
         env = "ZMANAGER_SERVER_KEY",
-        value_name = "KEY|FILE"
+        value_name = "KEY|FILE",
+        allow_hyphen_values = true
     )]
     server_key: Option<String>,
 }

@@ -70,8 +70,14 @@ pub(crate) struct Args {
     /// `[security]` that lists its public key in `security.workers`.
     #[arg(long, value_name = "FILE", requires = "server_key")]
     key_file: Option<PathBuf>,
-    /// The node's public key: its Z85 text, or its `.pub` file.
-    #[arg(long, value_name = "KEY|FILE", requires = "key_file")]
+    /// The node's public key: its Z85 text, or its `.pub` file. Z85 has
+    /// `-` in its alphabet, so a key may begin with one.
+    #[arg(
+        long,
+        value_name = "KEY|FILE",
+        requires = "key_file",
+        allow_hyphen_values = true
+    )]
     server_key: Option<String>,
     /// Export the spans of the actions run (`[telemetry] otlp_endpoint`:
     /// an OTLP/HTTP collector, `http://host:4318`). The node gives its

@@ -408,7 +408,8 @@ def main():
     parser.add_argument("--key-file", metavar="PATH",
                         help="this service's key pair, the .key file `zmanager keys new` writes")
     parser.add_argument("--server-key", metavar="KEY_OR_PATH",
-                        help="the node's public key in Z85, or its .pub file")
+                        help="the node's public key in Z85, or its .pub file "
+                             "(a key that begins with - is given as --server-key=KEY)")
     args = parser.parse_args()
     for option, value in (("--service-id", args.service_id), ("--name", args.name)):
         if not value or not set(value) <= NAME_CHARS:

@@ -200,7 +200,8 @@ def main():
                         help="this service's key pair, the .key file `zmanager keys new` writes "
                              "(listed under id `moderator` in the node's [security])")
     parser.add_argument("--server-key", metavar="KEY_OR_PATH",
-                        help="the node's public key in Z85, or its .pub file")
+                        help="the node's public key in Z85, or its .pub file "
+                             "(a key that begins with - is given as --server-key=KEY)")
     args = parser.parse_args()
     if args.credits < 1:
         parser.error("--credits must be 1 or more")

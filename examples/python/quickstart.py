@@ -106,7 +106,8 @@ def main():
     parser.add_argument("--key-file", metavar="PATH",
                         help="this service's key pair, the .key file `zmanager keys new` writes")
     parser.add_argument("--server-key", metavar="KEY_OR_PATH",
-                        help="the node's public key in Z85, or its .pub file")
+                        help="the node's public key in Z85, or its .pub file "
+                             "(a key that begins with - is given as --server-key=KEY)")
     parser.add_argument("--standby", nargs=2, action="append", default=[],
                         metavar=("INTAKE", "PUBLISH"),
                         help="a standby node's endpoints (docs/deployment.md): the service "
