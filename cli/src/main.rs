@@ -20,6 +20,14 @@ mod worker;
 
 use std::process::ExitCode;
 
+/// jemalloc for every process this binary runs (node, workers, the bench's
+/// services). Its unprefixed `malloc` serves libzmq and loaded components
+/// too, so memory freed across them comes from one allocator.
+/// `docs/performance.md` has what it changed.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Message-driven applications out of components, wired by ZeroMQ.
