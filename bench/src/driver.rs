@@ -136,11 +136,7 @@ pub fn run(
             payload_bytes: options.payload,
             journal: options.journal,
             journal_sync: options.journal_sync,
-            journal_backend: if options.journal_url.is_some() {
-                "postgres"
-            } else {
-                "sqlite"
-            },
+            journal_backend: options.journal_backend(),
             rounds: options.rounds,
             transport: options.transport,
             flow: options.flow.clone(),

@@ -14,6 +14,8 @@
 //! - [`load`]: the load generator (a service speaking the wire protocol);
 //! - [`raw`]: the raw ZeroMQ baseline;
 //! - [`scratch_schema`]: a fresh PostgreSQL journal per run (`--journal-url`);
+//! - [`sweep`]: `--report`, the benchmark over in-flight counts and payload
+//!   sizes, journal off and on; [`page`] draws it as an HTML page;
 //! - [`histogram`]: the latency histogram;
 //! - [`proc_stats`]: CPU time and memory from `/proc`;
 //! - [`process`]: the node and child processes of a run, killed on drop
@@ -26,10 +28,12 @@ pub mod child;
 pub mod driver;
 pub mod histogram;
 pub mod load;
+pub mod page;
 pub mod proc_stats;
 pub mod process;
 pub mod raw;
 pub mod scratch_schema;
+pub mod sweep;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -143,6 +147,15 @@ impl BenchOptions {
             raw_runs: 3,
             scrape_every: None,
             otlp_endpoint: None,
+        }
+    }
+
+    /// Where the journal is kept when on: `sqlite` or `postgres`.
+    pub fn journal_backend(&self) -> &'static str {
+        if self.journal_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
         }
     }
 

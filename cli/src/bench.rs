@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use zmanager::journal::SyncMode;
 use zmanager_bench::load::LoadOptions;
+use zmanager_bench::page::{plural, thousands};
 use zmanager_bench::{self as bench, BenchOptions, JournalMode, Progress, Report, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -110,6 +111,30 @@ pub(crate) struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Instead of one run, measure the journal off and on at every count
+    /// of `--report-in-flight` (at `--payload-bytes`) and every size of
+    /// `--report-payloads` (at `--in-flight`, with raw ZeroMQ at that
+    /// size), and write charts of throughput, bytes per second and
+    /// latency to this HTML file (`--json`: the figures). `--requests` is
+    /// the most a point runs; few in flight and large payloads run fewer.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// The in-flight counts of `--report`, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,100,1000,10000",
+        requires = "report"
+    )]
+    report_in_flight: Vec<usize>,
+    /// The payload sizes of `--report`, bytes, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64,1024,16384,65536",
+        requires = "report"
+    )]
+    report_payloads: Vec<usize>,
     /// Run the node with `[telemetry] otlp_endpoint` set to this URL: every
     /// request is traced and its spans exported there (docs/observability.md,
     /// "Traces"), to measure what that costs.
@@ -159,6 +184,28 @@ pub(crate) fn run(args: Args, env: Vec<(String, String)>) -> anyhow::Result<Exit
         anyhow::bail!("--keys must be at least 1");
     }
     let mut progress = ProgressLine::new();
+    if let Some(page) = &args.report {
+        if args.ordered {
+            anyhow::bail!("--report measures the flow of --flow; --ordered is a run of its own");
+        }
+        let axes = bench::sweep::Axes {
+            in_flight: args.report_in_flight.clone(),
+            payloads: args.report_payloads.clone(),
+        };
+        let sweep = bench::sweep::run(&options, &axes, &mut |p| progress.show(p));
+        progress.clear();
+        let sweep = sweep?;
+        print!("{}", render_sweep(&sweep));
+        std::fs::write(page, bench::page::render(&sweep))
+            .with_context(|| format!("cannot write {}", page.display()))?;
+        println!("report       {}", page.display());
+        if let Some(path) = &args.json {
+            let json = serde_json::to_string_pretty(&sweep)?;
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = bench::run(&options, &mut |p| progress.show(p));
     progress.clear();
     let report = report?;
@@ -254,18 +301,6 @@ impl ProgressLine {
     }
 }
 
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn micros(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.2} ms", us / 1000.0)
@@ -281,12 +316,58 @@ fn mib(kib: Option<u64>) -> String {
     )
 }
 
+/// A `--report` sweep as text: a line per run.
+fn render_sweep(sweep: &bench::sweep::Sweep) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "zmanager bench --report: flow {}, {}, {}, journal on: {} (sync {:?})",
+        sweep.flow,
+        plural(sweep.workers, "worker"),
+        plural(sweep.services, "service"),
+        sweep.journal_backend,
+        sweep.journal_sync
+    );
+    let _ = writeln!(
+        out,
+        "{:>9} {:>9} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "in flight",
+        "payload",
+        "journal",
+        "requests",
+        "requests/s",
+        "MB/s",
+        "raw MB/s",
+        "p50",
+        "p99",
+        "CPU µs"
+    );
+    for p in &sweep.points {
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9} {:>7} {:>9} {:>12} {:>9.1} {:>9} {:>9} {:>9} {:>9.1}",
+            p.in_flight,
+            p.payload_bytes,
+            if p.journal { "on" } else { "off" },
+            thousands(p.requests),
+            thousands(p.throughput_rps as u64),
+            p.payload_mb_per_s,
+            p.raw_mb_per_s
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
+            micros(p.latency_us.p50),
+            micros(p.latency_us.p99),
+            p.cpu_us_per_request,
+        );
+    }
+    out
+}
+
 /// The report as text.
 fn render(r: &Report) -> String {
     use std::fmt::Write as _;
     let c = &r.config;
     let m = &r.machine;
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let mut out = String::new();
     let _ = writeln!(
         out,

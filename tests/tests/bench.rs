@@ -218,3 +218,87 @@ fn bench_keeps_each_runs_journal_in_a_postgres_schema_it_drops() {
         .get(0);
     assert_eq!(stray, None);
 }
+
+/// `--report`: every point of both axes is run, journal off then on, and
+/// drawn: a chart per view, a table row and a JSON point per run, raw
+/// ZeroMQ measured at each payload size. No figure is judged.
+#[test]
+fn bench_report_runs_every_point_and_draws_them() {
+    let dir = temp::dir("bench-report");
+    let (page, json) = (
+        dir.path().join("report.html"),
+        dir.path().join("report.json"),
+    );
+    let out = zmanager(["bench", "--requests", "300", "--warmup", "10"])
+        .args(["--in-flight", "20", "--raw-messages", "2000"])
+        .args(["--report-in-flight", "1,20", "--report-payloads", "64,4096"])
+        .arg("--report")
+        .arg(&page)
+        .arg("--json")
+        .arg(&json)
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert_eq!(html.matches("<svg").count(), 4, "{html}");
+    assert_eq!(html.matches("<tr><td>").count(), 8, "{html}");
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON")).expect("valid");
+    let points = sweep["points"].as_array().expect("points");
+    let seen: Vec<(&str, bool, u64, u64)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["axis"].as_str().unwrap_or_default(),
+                p["journal"].as_bool().unwrap_or_default(),
+                p["in_flight"].as_u64().unwrap_or_default(),
+                p["payload_bytes"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("in_flight", false, 1, 64),
+            ("in_flight", true, 1, 64),
+            ("in_flight", false, 20, 64),
+            ("in_flight", true, 20, 64),
+            ("payload", false, 20, 64),
+            ("payload", true, 20, 64),
+            ("payload", false, 20, 4096),
+            ("payload", true, 20, 4096),
+        ]
+    );
+    for p in points {
+        // 300 is fewer than a point's least: each ran what was asked.
+        assert_eq!(p["requests"], 300, "{p}");
+        assert_eq!(p["errors"], 0, "{p}");
+        assert!(p["throughput_rps"].as_f64().is_some_and(|r| r > 0.0), "{p}");
+        let raw = p["axis"] == "payload" && p["journal"] == false;
+        assert_eq!(p["raw_mb_per_s"].is_number(), raw, "{p}");
+    }
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(" off ") || l.contains(" on "))
+            .count(),
+        8,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_report_with_an_empty_payload_and_report_axes_without_a_report_are_refused() {
+    let out = zmanager(["bench", "--report", "r.html", "--report-payloads", "0"]).run();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("a payload size must be at least 1 byte"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("bench: starting"), "{}", out.stderr);
+    let out = zmanager(["bench", "--report-in-flight", "10"]).run();
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--report"), "{}", out.stderr);
+}
