@@ -20,8 +20,8 @@
 //! early loses what is still queued).
 
 use std::io::{BufRead, Read, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::BenchError;
@@ -40,6 +40,37 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// How often a running service says how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// A thread that calls `report` with the count every `every`, until
+/// stopped; [`Reporter::stop`] returns at once, not at the next report.
+struct Reporter {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reporter {
+    fn start(
+        count: Arc<AtomicU64>,
+        every: Duration,
+        report: impl Fn(u64) + Send + 'static,
+    ) -> Self {
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                report(count.load(Ordering::Relaxed));
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 /// Blocks until stdin closes (the driver's signal to exit).
@@ -87,19 +118,13 @@ pub fn service(
             )));
         }
         let progress = Arc::new(AtomicU64::new(0));
-        let finished = Arc::new(AtomicBool::new(false));
-        let reporter = std::thread::spawn({
-            let (progress, finished) = (Arc::clone(&progress), Arc::clone(&finished));
-            move || {
-                while !finished.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    say(&format!("progress {}", progress.load(Ordering::Relaxed)));
-                }
-            }
+        let reporter = Reporter::start(Arc::clone(&progress), PROGRESS_EVERY, |n| {
+            say(&format!("progress {n}"));
         });
         let result = generator.run(requests, in_flight, &progress).await;
-        finished.store(true, Ordering::Relaxed);
-        let _ = reporter.join();
+        // At once: `done` must not wait for the next progress line (it
+        // did, and every run's time was rounded up to 100 ms steps).
+        reporter.stop();
         result
     });
     match outcome {
@@ -144,4 +169,31 @@ pub fn raw_sender(connect: &str, count: u64, size: usize) -> Result<(), BenchErr
         drop(socket);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Stopping does not wait out the period: a run's end is not delayed
+    /// to the next report (the period here is far longer than any stop).
+    #[test]
+    fn a_reporter_stops_at_once_and_reports_while_it_runs() {
+        let count = Arc::new(AtomicU64::new(7));
+        let (seen_tx, seen) = mpsc::channel();
+        let reporter = Reporter::start(Arc::clone(&count), Duration::from_millis(20), move |n| {
+            let _ = seen_tx.send(n);
+        });
+        assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(7));
+        reporter.stop();
+        let idle = Reporter::start(count, Duration::from_secs(60), |_| {});
+        let asked = Instant::now();
+        idle.stop();
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
 }
