@@ -150,37 +150,20 @@ fn certificates(dir: &Path) -> Result<Tls, String> {
     std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n")
         .map_err(|e| format!("write san.ext: {e}"))?;
     let openssl = Path::new("openssl");
+    // A self-signed authority named `subject`, its files `<file>.key` and
+    // `<file>.crt`.
+    let authority = |subject: &str, file: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["req", "-x509", "-newkey", "rsa:2048", "-nodes"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["-days".into(), "2".into(), "-subj".into(), subject.into()]);
+        args.extend(["-keyout".into(), at(&format!("{file}.key"))]);
+        args.extend(["-out".into(), at(&format!("{file}.crt"))]);
+        args
+    };
     let steps: [Vec<String>; 4] = [
-        vec![
-            "req".into(),
-            "-x509".into(),
-            "-newkey".into(),
-            "rsa:2048".into(),
-            "-nodes".into(),
-            "-days".into(),
-            "2".into(),
-            "-subj".into(),
-            "/CN=zmanager test CA".into(),
-            "-keyout".into(),
-            at("ca.key"),
-            "-out".into(),
-            at("ca.crt"),
-        ],
-        vec![
-            "req".into(),
-            "-x509".into(),
-            "-newkey".into(),
-            "rsa:2048".into(),
-            "-nodes".into(),
-            "-days".into(),
-            "2".into(),
-            "-subj".into(),
-            "/CN=another CA".into(),
-            "-keyout".into(),
-            at("other-ca.key"),
-            "-out".into(),
-            at("other-ca.crt"),
-        ],
+        authority("/CN=zmanager test CA", "ca"),
+        authority("/CN=another CA", "other-ca"),
         vec![
             "req".into(),
             "-newkey".into(),
