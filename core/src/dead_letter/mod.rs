@@ -16,11 +16,13 @@
 //! how its outcome is settled in the store — is [`replay`], shared by
 //! `zmanager dlq replay` and `POST /v1/dead-letters/{seq}/replay`.
 
+mod pool;
 pub mod replay;
 mod sqlite;
 #[cfg(test)]
 mod suite;
 
+pub use pool::StorePool;
 pub use sqlite::SqliteDeadLetters;
 
 use std::path::{Path, PathBuf};

@@ -339,14 +339,14 @@ fn answer(
     (StatusCode::OK, Json(body)).into_response()
 }
 
-/// Runs `work` on a connection to the node's dead-letter store, off the
-/// runtime.
+/// Runs `work` on a connection to the node's dead-letter store (one kept
+/// open for the next request, [`StorePool`]), off the runtime.
 async fn with_store<T: Send + 'static>(
     state: &HttpState,
     work: impl FnOnce(&DeadLetterStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let at = state.dead_letters.clone();
-    tokio::task::spawn_blocking(move || work(&DeadLetterStore::open(&at)?))
+    let stores = Arc::clone(&state.dead_letters);
+    tokio::task::spawn_blocking(move || stores.with(work))
         .await
         .map_err(|e| ApiError::unavailable(format!("the dead-letter store read stopped: {e}")))?
         .map_err(|e| {

@@ -86,8 +86,8 @@ pub struct HttpState {
     pub journal: JournalReader,
     /// The largest request body taken.
     pub max_message_bytes: usize,
-    /// Where the node's dead letters are.
-    pub dead_letters: crate::journal::Location,
+    /// The node's dead letters: connections to their store, reused.
+    pub dead_letters: std::sync::Arc<crate::dead_letter::StorePool>,
     /// The flows and mappings the node runs new requests on (its newest
     /// catalog version).
     pub catalog: crate::catalog::version::Current,

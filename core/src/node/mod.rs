@@ -396,7 +396,9 @@ pub async fn run(
             ),
             journal: journal_reader,
             max_message_bytes: config.max_message_bytes,
-            dead_letters: config.journal.dead_letters(&config.data_dir),
+            dead_letters: Arc::new(crate::dead_letter::StorePool::new(
+                config.journal.dead_letters(&config.data_dir),
+            )),
             catalog,
             reloader: Some(reloader),
             operator,
