@@ -244,7 +244,7 @@ fn subject(c: &mut Criterion) {
         for _ in 0..10_000 {
             let m = work(next);
             next += 1;
-            recent.insert(key_of(&m.envelope), Arc::new(m), now);
+            recent.insert(&key_of(&m.envelope), Arc::new(m), now);
         }
         b.iter_batched(
             || {
@@ -252,7 +252,7 @@ fn subject(c: &mut Criterion) {
                 let m = work(next);
                 (key_of(&m.envelope), Arc::new(m))
             },
-            |(key, m)| recent.insert(key, m, now),
+            |(key, m)| recent.insert(&key, m, now),
             BatchSize::SmallInput,
         )
     });

@@ -7,9 +7,16 @@
 //! (the oldest go first). So the window is `window` only while fewer than
 //! `capacity` results (and `max_bytes`) finish within it: at 100,000
 //! results a second, 10,000 entries last a tenth of a second.
+//!
+//! Entries are found by a 64-bit hash of their key, keyed per process
+//! ([`RandomState`]: a peer cannot choose ids that collide), and checked
+//! against the result's own service and id when read; no copy of the key
+//! is kept. Two keys of one hash (about one chance in 2^64 a pair) would
+//! only make the older result forgotten early.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +31,11 @@ pub struct Recent {
     max_bytes: usize,
     bytes: usize,
     /// Shared with the publication of the result: kept without a copy.
-    /// The key is shared with `order`: one allocation per result.
-    results: HashMap<Arc<MessageKey>, (Instant, Arc<Message>)>,
-    order: VecDeque<(Instant, Arc<MessageKey>)>,
+    /// By the hash of its key ([`Recent::hash`]).
+    results: HashMap<u64, (Instant, Arc<Message>)>,
+    order: VecDeque<(Instant, u64)>,
+    /// Keys the hashes of keys, per process.
+    keys: RandomState,
 }
 
 impl Recent {
@@ -38,16 +47,22 @@ impl Recent {
             bytes: 0,
             results: HashMap::new(),
             order: VecDeque::new(),
+            keys: RandomState::new(),
         }
     }
 
+    fn hash(&self, key: &MessageKey) -> u64 {
+        self.keys.hash_one(key)
+    }
+
     /// Remembers the result of `key`, finished `now`.
-    pub fn insert(&mut self, key: MessageKey, result: Arc<Message>, now: Instant) {
+    pub fn insert(&mut self, key: &MessageKey, result: Arc<Message>, now: Instant) {
         let size = result.size();
         if self.capacity == 0 || self.window.is_zero() || size > self.max_bytes {
             return;
         }
         self.expire(now);
+        let key = self.hash(key);
         if let Some((_, old)) = self.results.remove(&key) {
             self.bytes -= old.size();
         }
@@ -56,8 +71,7 @@ impl Recent {
                 break;
             }
         }
-        let key = Arc::new(key);
-        self.order.push_back((now, Arc::clone(&key)));
+        self.order.push_back((now, key));
         self.bytes += size;
         self.results.insert(key, (now, result));
     }
@@ -70,9 +84,10 @@ impl Recent {
     /// The result of `key` if it finished within the window.
     pub fn get(&self, key: &MessageKey, now: Instant) -> Option<&Arc<Message>> {
         self.results
-            .get(key)
+            .get(&self.hash(key))
             .filter(|(at, _)| now.saturating_duration_since(*at) <= self.window)
             .map(|(_, m)| m)
+            .filter(|m| m.envelope.service == key.0 && m.envelope.id == key.1)
     }
 
     pub fn len(&self) -> usize {
@@ -119,20 +134,23 @@ mod tests {
         ("svc".into(), id.into())
     }
 
+    /// The result of `key(id)`.
     fn result(id: &str) -> Arc<Message> {
-        Arc::new(Message::new(Envelope::request(id, "F"), Bytes::new()))
+        let mut envelope = Envelope::request(id, "F");
+        envelope.service = "svc".into();
+        Arc::new(Message::new(envelope, Bytes::new()))
     }
 
     #[test]
     fn remembers_within_the_window_only() {
         let start = Instant::now();
         let mut r = Recent::new(Duration::from_secs(10), 100, 1 << 20);
-        r.insert(key("a"), result("a"), start);
+        r.insert(&key("a"), result("a"), start);
         assert!(r.get(&key("a"), start + Duration::from_secs(10)).is_some());
         assert!(r.get(&key("a"), start + Duration::from_secs(11)).is_none());
         assert!(r.get(&key("b"), start).is_none());
         // Expired entries are dropped on the next insert.
-        r.insert(key("b"), result("b"), start + Duration::from_secs(11));
+        r.insert(&key("b"), result("b"), start + Duration::from_secs(11));
         assert_eq!(r.len(), 1);
     }
 
@@ -141,7 +159,11 @@ mod tests {
         let start = Instant::now();
         let mut r = Recent::new(Duration::from_secs(60), 3, 1 << 20);
         for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
+            r.insert(
+                &key(id),
+                result(id),
+                start + Duration::from_millis(i as u64),
+            );
         }
         assert_eq!(r.len(), 3);
         let now = start + Duration::from_secs(1);
@@ -151,15 +173,37 @@ mod tests {
         let two = 2 * result("a").size();
         let mut r = Recent::new(Duration::from_secs(60), 100, two);
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
+            r.insert(
+                &key(id),
+                result(id),
+                start + Duration::from_millis(i as u64),
+            );
         }
         assert_eq!((r.len(), r.bytes()), (2, two));
         assert!(r.get(&key("a"), now).is_none());
         // The same key again replaces its entry, counted once.
-        r.insert(key("c"), result("c"), now);
+        r.insert(&key("c"), result("c"), now);
         assert_eq!((r.len(), r.bytes()), (2, two));
         let mut off = Recent::new(Duration::from_secs(60), 0, 1 << 20);
-        off.insert(key("a"), result("a"), start);
+        off.insert(&key("a"), result("a"), start);
         assert!(off.is_empty());
+    }
+
+    /// An entry is read back only for its own key: a result kept under
+    /// a hash is checked against the service and id asked for.
+    #[test]
+    fn a_result_is_given_only_for_its_own_key() {
+        let start = Instant::now();
+        let mut r = Recent::new(Duration::from_secs(10), 100, 1 << 20);
+        // Kept under the hash of ("svc", "a"), though the message is b's:
+        // as if two keys had one hash.
+        r.insert(&key("a"), result("b"), start);
+        assert!(r.get(&key("a"), start).is_none(), "not a's result");
+        r.insert(&key("c"), result("c"), start);
+        assert_eq!(
+            r.get(&key("c"), start).map(|m| m.envelope.id.as_str()),
+            Some("c")
+        );
+        assert!(r.get(&("other".into(), "c".into()), start).is_none());
     }
 }

@@ -75,7 +75,7 @@ impl SubjectCore {
                     key: key.clone(),
                     result: Some(Message::clone(&result)),
                 });
-                self.recent.insert(key, Arc::clone(&result), self.now.at);
+                self.recent.insert(&key, Arc::clone(&result), self.now.at);
                 self.publish_result(result_topic(&result.envelope), result);
             }
             Ending::Failed(code, text) => {
@@ -152,8 +152,11 @@ impl SubjectCore {
         self.counters.results += 1;
         let topic = result_topic(&message.envelope);
         let message = Arc::new(message);
-        self.recent
-            .insert(key_of(&message.envelope), Arc::clone(&message), self.now.at);
+        self.recent.insert(
+            &key_of(&message.envelope),
+            Arc::clone(&message),
+            self.now.at,
+        );
         self.publish(topic, message);
     }
 
