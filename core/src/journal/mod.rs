@@ -367,9 +367,16 @@ pub(crate) mod testing {
     pub(crate) struct TempDir(PathBuf);
 
     impl TempDir {
+        /// A fresh directory, never another's: tests run in parallel in
+        /// one process, and two given the same `name` must not remove or
+        /// replace each other's files.
         pub(crate) fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("zmanager-journal-{name}-{}", std::process::id()));
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "zmanager-journal-{name}-{}-{n}",
+                std::process::id()
+            ));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             Self(dir)
