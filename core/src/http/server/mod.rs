@@ -25,6 +25,7 @@
 //! also needs hyper-util's `server-auto` feature, which brings in `h2`.
 
 mod deadline;
+mod unread;
 
 use std::io;
 #[cfg(test)]
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::config::HttpConfig;
 use deadline::Deadline;
+use unread::{Tracked, close_if_unread};
 
 /// How long a stopping server waits for its open connections.
 pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -142,7 +144,10 @@ pub(super) async fn serve_with(
                 let routes = routes.clone();
                 let body_timeout = limits.body_timeout;
                 let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                    routes.call(request.map(|body| Deadline::new(body, body_timeout)))
+                    let (head, body) = request.into_parts();
+                    let (body, ended) = Tracked::new(Deadline::new(body, body_timeout));
+                    let answered = routes.call(hyper::Request::from_parts(head, body));
+                    async move { answered.await.map(|response| close_if_unread(response, &ended)) }
                 });
                 let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 open.spawn(async move {
@@ -314,6 +319,82 @@ mod tests {
             assert!(Instant::now() < until, "a closed connection kept its place");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        stop.cancel();
+        task.await.expect("the server stops");
+    }
+
+    /// One response read from a kept-alive `stream`: its head (names in
+    /// lower case) and body, by its content-length.
+    async fn one_response(stream: &mut TcpStream) -> (String, String) {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+                .await
+                .expect("a response within 10 s")
+                .expect("read");
+            assert_eq!(
+                n,
+                1,
+                "closed before a whole head: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&got).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a content-length");
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.expect("the body");
+        (head, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_response_that_leaves_its_request_body_unread_says_connection_close() {
+        let routes = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/read", post(|body: String| async move { body }))
+            .route(
+                "/refuse",
+                post(|| async { (axum::http::StatusCode::BAD_REQUEST, "no") }),
+            );
+        let (at, stop, task) = start(routes, limits()).await;
+        let mut stream = TcpStream::connect(at).await.expect("connect");
+        // Bodies read, or none: the connection is kept for the next.
+        let read = "POST /read HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello";
+        stream.write_all(read.as_bytes()).await.expect("send");
+        let (head, body) = one_response(&mut stream).await;
+        assert!(
+            head.starts_with("http/1.1 200") && body == "hello",
+            "{head}{body}"
+        );
+        assert!(!head.contains("connection: close"), "{head}");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let (head, _) = one_response(&mut stream).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        // A body not read: the answer says the connection ends, and it does.
+        let body = "x".repeat(200_000);
+        let refuse = format!(
+            "POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(refuse.as_bytes()).await.expect("send");
+        // Only part of the body: the handler answers before the rest.
+        stream
+            .write_all(&body.as_bytes()[..1000])
+            .await
+            .expect("send");
+        let (head, _) = one_response(&mut stream).await;
+        assert!(head.starts_with("http/1.1 400"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        until_closed(&mut stream).await;
         stop.cancel();
         task.await.expect("the server stops");
     }
