@@ -19,6 +19,7 @@ use zmanager::catalog::{Catalog, StepRole};
 use zmanager::components::registry::Registry;
 use zmanager::dedupe::Recent;
 use zmanager::inflight::{InFlightTable, key_of};
+use zmanager::journal::{Event, Journal, SqliteJournal, SyncMode};
 use zmanager::node::config::NodeConfig;
 use zmanager::wire::envelope::{Envelope, Kind, now_us};
 use zmanager::wire::{self, Message};
@@ -322,5 +323,61 @@ fn payloads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, action_keys, envelopes, subject, payloads);
+/// The journal writer's part of a request, as `zmanager bench --journal
+/// on` makes it: accepted (with its payload), dispatched once, completed
+/// with its result, committed in groups of [`GROUP`] requests. With
+/// `sync = off` it is SQLite's CPU alone (rows, indexes, the log and its
+/// checkpoints); `full` adds an fsync per commit, which is the disk's.
+fn journal(c: &mut Criterion) {
+    const GROUP: u64 = 64;
+    let mut g = c.benchmark_group("journal");
+    g.throughput(Throughput::Elements(GROUP));
+    for (name, sync) in [("off", SyncMode::Off), ("full", SyncMode::Full)] {
+        let dir = std::env::temp_dir().join(format!(
+            "zmanager-bench-journal-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = SqliteJournal::open(&dir, sync).unwrap();
+        let worker = Bytes::from_static(b"w0.0.12345.c1");
+        let mut next = 0u64;
+        g.bench_function(
+            format!("a group of {GROUP} requests' events, sync = {name}"),
+            |b| {
+                b.iter_batched(
+                    || {
+                        let mut events = Vec::with_capacity(3 * GROUP as usize);
+                        for _ in 0..GROUP {
+                            next += 1;
+                            let m = work(next);
+                            let key = key_of(&m.envelope);
+                            let mut result = m.clone();
+                            result.envelope.kind = Kind::Result;
+                            events.push(Event::accepted(now_us(), m));
+                            events.push(Event::Dispatched {
+                                at_us: now_us(),
+                                key: key.clone(),
+                                attempt: 1,
+                                worker: worker.clone(),
+                            });
+                            events.push(Event::Completed {
+                                at_us: now_us(),
+                                key,
+                                result: Some(result),
+                            });
+                        }
+                        events
+                    },
+                    |events| journal.append(&events).unwrap(),
+                    BatchSize::LargeInput,
+                )
+            },
+        );
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, action_keys, envelopes, subject, payloads, journal);
 criterion_main!(benches);
