@@ -51,8 +51,8 @@ impl Recent {
         }
     }
 
-    fn hash(&self, key: &MessageKey) -> u64 {
-        self.keys.hash_one(key)
+    fn hash(&self, service: &str, id: &str) -> u64 {
+        self.keys.hash_one((service, id))
     }
 
     /// Remembers the result of `key`, finished `now`.
@@ -62,7 +62,7 @@ impl Recent {
             return;
         }
         self.expire(now);
-        let key = self.hash(key);
+        let key = self.hash(&key.0, &key.1);
         if let Some((_, old)) = self.results.remove(&key) {
             self.bytes -= old.size();
         }
@@ -83,11 +83,17 @@ impl Recent {
 
     /// The result of `key` if it finished within the window.
     pub fn get(&self, key: &MessageKey, now: Instant) -> Option<&Arc<Message>> {
+        self.get_of(&key.0, &key.1, now)
+    }
+
+    /// The result of the message `id` of `service` if it finished within
+    /// the window (as [`get`](Self::get), without a key to allocate).
+    pub fn get_of(&self, service: &str, id: &str, now: Instant) -> Option<&Arc<Message>> {
         self.results
-            .get(&self.hash(key))
+            .get(&self.hash(service, id))
             .filter(|(at, _)| now.saturating_duration_since(*at) <= self.window)
             .map(|(_, m)| m)
-            .filter(|m| m.envelope.service == key.0 && m.envelope.id == key.1)
+            .filter(|m| m.envelope.service == service && m.envelope.id == id)
     }
 
     pub fn len(&self) -> usize {

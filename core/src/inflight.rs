@@ -10,7 +10,9 @@
 //! This module has no I/O: the Subject's task drives it, and the property
 //! test below checks its invariants on random operation sequences.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,54 @@ pub type MessageKey = (String, String);
 /// The key of the message `envelope` belongs to.
 pub fn key_of(envelope: &Envelope) -> MessageKey {
     (envelope.service.clone(), envelope.id.clone())
+}
+
+/// A message's key either owned ([`MessageKey`]) or borrowed from its
+/// envelope: the table's sets and maps are looked up with the envelope's
+/// own strings, without allocating a key for each lookup. Hashed and
+/// compared as the tuple is (`Hash` for a tuple hashes its fields in
+/// order), so both forms find the same entries.
+pub(crate) trait Key {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl Key for MessageKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl Key for Envelope {
+    fn parts(&self) -> (&str, &str) {
+        (&self.service, &self.id)
+    }
+}
+
+impl Hash for dyn Key + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (service, id) = self.parts();
+        service.hash(state);
+        id.hash(state);
+    }
+}
+
+impl PartialEq for dyn Key + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn Key + '_ {}
+
+impl<'a> Borrow<dyn Key + 'a> for MessageKey {
+    fn borrow(&self) -> &(dyn Key + 'a) {
+        self
+    }
+}
+
+/// `envelope`'s key, to look up without a copy.
+pub(crate) fn key_in(envelope: &Envelope) -> &dyn Key {
+    envelope
 }
 
 #[derive(Debug)]
@@ -182,12 +232,12 @@ impl InFlightTable {
 
     /// Forgets a message taken out of flight for good (dead-lettered).
     pub fn forget(&mut self, envelope: &Envelope) {
-        self.known.remove(&key_of(envelope));
+        self.known.remove(key_in(envelope));
     }
 
     /// True when the message is waiting or in flight.
     pub fn contains(&self, envelope: &Envelope) -> bool {
-        self.known.contains(&key_of(envelope))
+        self.known.contains(key_in(envelope))
     }
 
     /// The message `key` if it is on a worker now.
@@ -348,12 +398,12 @@ impl InFlightTable {
     /// flight, or `None` when it is not in flight on that worker (a late
     /// duplicate after a redelivery, or a message the worker never had).
     pub fn complete(&mut self, worker: &WorkerId, envelope: &Envelope) -> Option<InFlight> {
-        let key = key_of(envelope);
-        if self.in_flight.get(&key).is_none_or(|f| f.worker != *worker) {
+        let key = key_in(envelope);
+        if self.in_flight.get(key).is_none_or(|f| f.worker != *worker) {
             return None;
         }
-        let done = self.in_flight.remove(&key)?;
-        self.known.remove(&key);
+        let done = self.in_flight.remove(key)?;
+        self.known.remove(key);
         if let Some(w) = self.workers.get_mut(worker) {
             w.in_flight = w.in_flight.saturating_sub(1);
         }
@@ -413,6 +463,29 @@ mod tests {
 
     fn w(n: u8) -> WorkerId {
         Bytes::from(vec![n])
+    }
+
+    #[test]
+    fn an_envelope_finds_its_own_key_and_no_other() {
+        let mut t = InFlightTable::new(100);
+        let envelope = |service: &str, id: &str| {
+            let mut e = Envelope::request(id, "F");
+            e.service = service.into();
+            e
+        };
+        let m = Message::new(envelope("ab", "c"), Bytes::new());
+        t.enqueue(m).expect("queued");
+        assert!(t.contains(&envelope("ab", "c")));
+        assert!(t.knows(&("ab".into(), "c".into())));
+        // The same letters split otherwise are another key.
+        assert!(!t.contains(&envelope("a", "bc")));
+        assert!(!t.contains(&envelope("abc", "")));
+        ready(&mut t, w(1), 1);
+        t.next_batch(1, Instant::now()).expect("a batch");
+        assert!(t.complete(&w(1), &envelope("a", "bc")).is_none());
+        assert!(t.complete(&w(1), &envelope("ab", "c")).is_some());
+        assert!(!t.contains(&envelope("ab", "c")));
+        assert!(t.is_idle());
     }
 
     #[test]

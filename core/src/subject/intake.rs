@@ -10,7 +10,7 @@ use zeromq::ZmqMessage;
 use super::core::SubjectCore;
 use super::result_topic;
 use crate::catalog::topic::{self, starts_with_reply_topic};
-use crate::inflight::key_of;
+use crate::inflight::key_in;
 use crate::journal::Event;
 use crate::services::registry;
 use crate::wire::envelope::{Envelope, Kind, PROTOCOL_VERSION, Status};
@@ -200,14 +200,17 @@ impl SubjectCore {
         message.envelope.error = None;
         message.envelope.origin.clear();
         let envelope = &message.envelope;
-        if self.table.contains(envelope) || self.suspended.contains_key(&key_of(envelope)) {
+        if self.table.contains(envelope) || self.suspended.contains_key(key_in(envelope)) {
             self.counters.duplicates += 1;
             tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a request in flight: absorbed");
             let envelope = envelope.clone();
             self.acknowledge(&envelope);
             return;
         }
-        if let Some(result) = self.recent_result(&key_of(envelope)).cloned() {
+        let recent = self
+            .recent
+            .get_of(&envelope.service, &envelope.id, self.now.at);
+        if let Some(result) = recent.cloned() {
             self.counters.duplicates += 1;
             tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a finished request: its result is published again");
             // Behind the commit of its end, like the first time.
