@@ -81,14 +81,9 @@ impl Recent {
         self.bytes
     }
 
-    /// The result of `key` if it finished within the window.
-    pub fn get(&self, key: &MessageKey, now: Instant) -> Option<&Arc<Message>> {
-        self.get_of(&key.0, &key.1, now)
-    }
-
     /// The result of the message `id` of `service` if it finished within
-    /// the window (as [`get`](Self::get), without a key to allocate).
-    pub fn get_of(&self, service: &str, id: &str, now: Instant) -> Option<&Arc<Message>> {
+    /// the window (by its strings: no key is made to look it up).
+    pub fn get(&self, service: &str, id: &str, now: Instant) -> Option<&Arc<Message>> {
         self.results
             .get(&self.hash(service, id))
             .filter(|(at, _)| now.saturating_duration_since(*at) <= self.window)
@@ -152,9 +147,9 @@ mod tests {
         let start = Instant::now();
         let mut r = Recent::new(Duration::from_secs(10), 100, 1 << 20);
         r.insert(&key("a"), result("a"), start);
-        assert!(r.get(&key("a"), start + Duration::from_secs(10)).is_some());
-        assert!(r.get(&key("a"), start + Duration::from_secs(11)).is_none());
-        assert!(r.get(&key("b"), start).is_none());
+        assert!(r.get("svc", "a", start + Duration::from_secs(10)).is_some());
+        assert!(r.get("svc", "a", start + Duration::from_secs(11)).is_none());
+        assert!(r.get("svc", "b", start).is_none());
         // Expired entries are dropped on the next insert.
         r.insert(&key("b"), result("b"), start + Duration::from_secs(11));
         assert_eq!(r.len(), 1);
@@ -173,8 +168,8 @@ mod tests {
         }
         assert_eq!(r.len(), 3);
         let now = start + Duration::from_secs(1);
-        assert!(r.get(&key("a"), now).is_none());
-        assert!(r.get(&key("e"), now).is_some());
+        assert!(r.get("svc", "a", now).is_none());
+        assert!(r.get("svc", "e", now).is_some());
         // And bytes: each result is its size; room for two.
         let two = 2 * result("a").size();
         let mut r = Recent::new(Duration::from_secs(60), 100, two);
@@ -186,7 +181,7 @@ mod tests {
             );
         }
         assert_eq!((r.len(), r.bytes()), (2, two));
-        assert!(r.get(&key("a"), now).is_none());
+        assert!(r.get("svc", "a", now).is_none());
         // The same key again replaces its entry, counted once.
         r.insert(&key("c"), result("c"), now);
         assert_eq!((r.len(), r.bytes()), (2, two));
@@ -204,12 +199,12 @@ mod tests {
         // Kept under the hash of ("svc", "a"), though the message is b's:
         // as if two keys had one hash.
         r.insert(&key("a"), result("b"), start);
-        assert!(r.get(&key("a"), start).is_none(), "not a's result");
+        assert!(r.get("svc", "a", start).is_none(), "not a's result");
         r.insert(&key("c"), result("c"), start);
         assert_eq!(
-            r.get(&key("c"), start).map(|m| m.envelope.id.as_str()),
+            r.get("svc", "c", start).map(|m| m.envelope.id.as_str()),
             Some("c")
         );
-        assert!(r.get(&("other".into(), "c".into()), start).is_none());
+        assert!(r.get("other", "c", start).is_none());
     }
 }

@@ -88,7 +88,7 @@ impl SubjectCore {
             return Some(Whereabouts::Pending);
         }
         self.recent
-            .get(key, now)
+            .get(&key.0, &key.1, now)
             .map(|result| Whereabouts::Finished(Box::new(Message::clone(result))))
     }
 }

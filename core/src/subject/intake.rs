@@ -207,10 +207,7 @@ impl SubjectCore {
             self.acknowledge(&envelope);
             return;
         }
-        let recent = self
-            .recent
-            .get_of(&envelope.service, &envelope.id, self.now.at);
-        if let Some(result) = recent.cloned() {
+        if let Some(result) = self.recent_result(&envelope.service, &envelope.id).cloned() {
             self.counters.duplicates += 1;
             tracing::debug!(id = %envelope.id, service = %envelope.service, "duplicate of a finished request: its result is published again");
             // Behind the commit of its end, like the first time.

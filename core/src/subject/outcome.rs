@@ -169,8 +169,9 @@ impl SubjectCore {
         self.commits.acknowledge(&result_topic(envelope), envelope);
     }
 
-    /// The result of `key` if it finished within the dedupe window.
-    pub(super) fn recent_result(&self, key: &crate::inflight::MessageKey) -> Option<&Arc<Message>> {
-        self.recent.get(key, self.now.at)
+    /// The result of the message `id` of `service` if it finished within
+    /// the dedupe window.
+    pub(super) fn recent_result(&self, service: &str, id: &str) -> Option<&Arc<Message>> {
+        self.recent.get(service, id, self.now.at)
     }
 }

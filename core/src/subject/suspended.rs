@@ -139,7 +139,7 @@ impl SubjectCore {
         }
         let failed = (answer.envelope.status == Status::Error).then_some("answered with an error");
         let Some(suspended) = self.unhold(&key, failed) else {
-            let why = if self.recent_result(&key).is_some() {
+            let why = if self.recent_result(&key.0, &key.1).is_some() {
                 "that flow has already finished (answered twice, or timed out)"
             } else {
                 "no flow is suspended for it"
