@@ -1,5 +1,7 @@
 //! What the journal records: one event per step of a message's life.
 
+use std::sync::Arc;
+
 use crate::inflight::{MessageKey, WorkerId, key_of};
 use crate::wire::Message;
 
@@ -33,11 +35,12 @@ pub enum Event {
     },
     /// The message's flow finished; `result` is what was published for it
     /// when a duplicate of it gets that result again (`None` when a request
-    /// sent again is taken again: a refusal after acceptance).
+    /// sent again is taken again: a refusal after acceptance). Shared
+    /// with what is published and remembered for duplicates, not copied.
     Completed {
         at_us: u64,
         key: MessageKey,
-        result: Option<Message>,
+        result: Option<Arc<Message>>,
     },
     /// The message went to the dead-letter store.
     DeadLettered {

@@ -3,6 +3,8 @@
 //! checkpoint or a console line read back from rows. The backends differ
 //! in their SQL, not in what a row means, which is said here once.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{
@@ -161,7 +163,12 @@ pub(super) fn event(path: &str, row: Stored) -> Option<RecordedEvent> {
             at_us,
             key,
             result: match row.envelope {
-                Some(envelope) => Some(message(path, row.seq, Some(envelope), row.payload)?),
+                Some(envelope) => Some(Arc::new(message(
+                    path,
+                    row.seq,
+                    Some(envelope),
+                    row.payload,
+                )?)),
                 None => None,
             },
         },

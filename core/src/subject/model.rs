@@ -1661,7 +1661,7 @@ fn a_restarted_node_republishes_what_finished_before_it_stopped() {
                 at_us,
                 result: Some(r),
                 ..
-            } => Some((*at_us, r.clone())),
+            } => Some((*at_us, Message::clone(r))),
             _ => None,
         })
         .collect();

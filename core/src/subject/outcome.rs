@@ -73,7 +73,7 @@ impl SubjectCore {
                 self.commits.record(|| Event::Completed {
                     at_us,
                     key: key.clone(),
-                    result: Some(Message::clone(&result)),
+                    result: Some(Arc::clone(&result)),
                 });
                 self.recent.insert(&key, Arc::clone(&result), self.now.at);
                 self.publish_result(result_topic(&result.envelope), result);

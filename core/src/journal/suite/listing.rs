@@ -123,7 +123,7 @@ fn completed(at_us: u64, service: &str, id: &str, error: Option<ErrorCode>) -> E
     Event::Completed {
         at_us,
         key: key(service, id),
-        result: Some(result),
+        result: Some(result.into()),
     }
 }
 

@@ -130,7 +130,7 @@ fn results_are_kept_with_their_end_and_read_back_newest_within_a_window(j: &dyn 
             at_us: at + 1,
             key: key("s", id),
             // "b" ended with no result to give again (a refusal).
-            result: (id != "b").then(|| result(id)),
+            result: (id != "b").then(|| result(id).into()),
         });
     }
     j.append(&events).unwrap();
