@@ -363,7 +363,7 @@ fn journal(c: &mut Criterion) {
                             events.push(Event::Completed {
                                 at_us: now_us(),
                                 key,
-                                result: Some(result),
+                                result: Some(result.into()),
                             });
                         }
                         events
