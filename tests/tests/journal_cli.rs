@@ -310,6 +310,14 @@ fn show_prints_a_messages_whole_history() {
         stderr(&out)
     );
     let shown = ok(&dir.journal(&["show", "1", "--service", "svc-b"]));
+    // Its events' numbers in the journal: the acceptance and the first
+    // dispatch, recorded in one commit, are one row (docs/journal.md).
+    let numbers: Vec<&str> = shown
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(numbers, ["#7", "#7", "#8", "#9"], "{shown}");
     assert!(
         shown.contains("dispatched    attempt 1 to worker w-100"),
         "{shown}"

@@ -116,6 +116,18 @@ impl Event {
         }
     }
 
+    /// The message the event is about, borrowed: `(service, id)`.
+    pub fn key_str(&self) -> (&str, &str) {
+        match self {
+            Self::Accepted { message, .. } => (&message.envelope.service, &message.envelope.id),
+            Self::Dispatched { key, .. }
+            | Self::Suspended { key, .. }
+            | Self::Resumed { key, .. }
+            | Self::Completed { key, .. }
+            | Self::DeadLettered { key, .. } => (&key.0, &key.1),
+        }
+    }
+
     /// The message the event is about.
     pub fn key(&self) -> MessageKey {
         match self {

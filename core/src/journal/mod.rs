@@ -10,7 +10,9 @@
 //!   `zmanager.db` next to the dead letters, with its [`SyncMode`].
 //! - [`postgres`]: [`PostgresJournal`], the same table in a PostgreSQL
 //!   database several machines can reach.
-//! - `row` (private): what a row of that table means, to both backends.
+//! - `row` (private): what a row of that table means, to both backends;
+//!   `batch` (private): the rows a batch of events is written as, an
+//!   acceptance's row holding its dispatch when both are in the batch.
 //! - [`writer`]: [`JournalWriter`], group commit on a dedicated thread.
 //! - [`retention`]: [`Retention`], which removes finished messages after
 //!   `retain` or past `max_mb`, on its own thread.
@@ -19,6 +21,7 @@
 //! - `suite` (tests): the journal's tests, run on both backends.
 
 mod backend;
+mod batch;
 pub mod event;
 pub mod postgres;
 pub mod retention;

@@ -31,6 +31,10 @@ pub(super) struct Columns<'a> {
     pub(super) reason: Option<&'a str>,
     pub(super) envelope: Option<Vec<u8>>,
     pub(super) payload: Option<&'a [u8]>,
+    /// When an acceptance's row holds its first dispatch too (`batch`):
+    /// that dispatch's time, its attempt and worker being in `attempt` and
+    /// `worker`.
+    pub(super) dispatched_us: Option<i64>,
 }
 
 impl<'a> Columns<'a> {
@@ -72,7 +76,7 @@ impl<'a> Columns<'a> {
 }
 
 /// A whole row, as read back (`seq, at_us, kind, service, id, attempt,
-/// worker, step, reason, envelope, payload`).
+/// worker, step, reason, envelope, payload, dispatched_us`).
 #[derive(Debug)]
 pub(super) struct Stored {
     pub(super) seq: i64,
@@ -86,11 +90,16 @@ pub(super) struct Stored {
     pub(super) reason: Option<String>,
     pub(super) envelope: Option<Vec<u8>>,
     pub(super) payload: Option<Vec<u8>>,
+    pub(super) dispatched_us: Option<i64>,
 }
 
 /// The columns of a [`Stored`] row, in its order.
-pub(super) const COLUMNS: &str =
-    "seq, at_us, kind, service, id, attempt, worker, step, reason, envelope, payload";
+pub(super) const COLUMNS: &str = "seq, at_us, kind, service, id, attempt, worker, step, reason, envelope, payload, dispatched_us";
+
+/// The same, from a journal written before acceptances' rows held their
+/// dispatch (no `dispatched_us` column), opened only to be read.
+pub(super) const COLUMNS_UNMERGED: &str = "seq, at_us, kind, service, id, attempt, worker, step, reason, envelope, payload, \
+     CAST(NULL AS BIGINT)";
 
 pub(super) fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -128,15 +137,38 @@ pub(super) fn message(
     }
 }
 
-/// The event a row holds, or `None` (with a warning) if it does not decode.
-pub(super) fn event(path: &str, row: Stored) -> Option<RecordedEvent> {
+/// Adds the events a row holds to `out`: one, or an acceptance and its
+/// dispatch (`batch`); none (with a warning) if the row does not decode.
+pub(super) fn events(path: &str, mut row: Stored, out: &mut Vec<RecordedEvent>) {
+    let seq = row.seq;
+    let merged = match (&row.kind[..], row.dispatched_us) {
+        ("accepted", Some(dispatched_us)) => Some(Event::Dispatched {
+            at_us: unsigned(dispatched_us),
+            key: (row.service.clone(), row.id.clone()),
+            attempt: count(row.attempt),
+            worker: Bytes::from(row.worker.take().unwrap_or_default()),
+        }),
+        _ => None,
+    };
+    let Some(event) = event(path, row) else {
+        return;
+    };
+    out.push(RecordedEvent { seq, event });
+    if let Some(event) = merged {
+        out.push(RecordedEvent { seq, event });
+    }
+}
+
+/// The event a row holds as its kind, or `None` (with a warning) if it does
+/// not decode.
+fn event(path: &str, row: Stored) -> Option<Event> {
     let Some(kind) = EventKind::parse(&row.kind) else {
         tracing::warn!(path = %path, seq = row.seq, kind = %row.kind, "journal row of unknown kind; skipped");
         return None;
     };
     let at_us = unsigned(row.at_us);
     let key: MessageKey = (row.service, row.id);
-    let event = match kind {
+    Some(match kind {
         EventKind::Accepted => Event::Accepted {
             at_us,
             message: message(path, row.seq, row.envelope, row.payload)?,
@@ -177,10 +209,6 @@ pub(super) fn event(path: &str, row: Stored) -> Option<RecordedEvent> {
             key,
             reason: row.reason.unwrap_or_default(),
         },
-    };
-    Some(RecordedEvent {
-        seq: row.seq,
-        event,
     })
 }
 
@@ -195,12 +223,13 @@ pub(super) struct Latest {
 }
 
 /// An unfinished message as recovery resumes it: `accepted` (its latest
-/// acceptance, row `seq`) at its latest checkpoint — the later of its
+/// acceptance, row `seq`, whose `attempt` column is that of a dispatch
+/// written into it, `batch`) at its latest checkpoint — the later of its
 /// latest suspension and resumption, if any — with the attempt of a
 /// dispatch made after that checkpoint.
 pub(super) fn unfinished(
     path: &str,
-    seq: i64,
+    (seq, merged): (i64, Option<i64>),
     accepted: Message,
     suspended: Option<Latest>,
     resumed: Option<Latest>,
@@ -221,13 +250,18 @@ pub(super) fn unfinished(
         since = latest.seq;
         at = kind;
     }
-    if let Some(Latest {
-        seq: d,
-        attempt: Some(attempt),
-        ..
-    }) = dispatched
-        && d > since
-    {
+    let attempt = match dispatched {
+        Some(Latest {
+            seq: d,
+            attempt: Some(attempt),
+            ..
+        }) if d > since => Some(attempt),
+        // A dispatch in the acceptance's row came before any other event
+        // of the message after it: it counts only with no checkpoint since.
+        _ if since == seq => merged,
+        _ => None,
+    };
+    if let Some(attempt) = attempt {
         message.envelope.attempt = u32::try_from(attempt).unwrap_or(0);
     }
     Unfinished { message, at }
@@ -287,8 +321,8 @@ pub(super) fn quoted_states(filter: impl Fn(MessageState) -> bool) -> String {
     .join(", ")
 }
 
-/// Counts `n` events of `kind` in `stats`; false for a kind this binary
-/// does not know (a newer one wrote it).
+/// Counts `n` more events of `kind` in `stats`; false for a kind this
+/// binary does not know (a newer one wrote it).
 pub(super) fn count_kind(stats: &mut JournalStats, kind: &str, n: u64) -> bool {
     let count = match EventKind::parse(kind) {
         Some(EventKind::Accepted) => &mut stats.accepted,
@@ -299,6 +333,6 @@ pub(super) fn count_kind(stats: &mut JournalStats, kind: &str, n: u64) -> bool {
         Some(EventKind::DeadLettered) => &mut stats.dead_lettered,
         None => return false,
     };
-    *count = n;
+    *count += n;
     true
 }

@@ -1,7 +1,8 @@
 //! The embedded journal: SQLite (through `rusqlite`, built in), in the
 //! node's `zmanager.db` next to the dead letters, in WAL mode.
 //!
-//! One table, `journal_events`, one row per event, indexed by message
+//! One table, `journal_events`, one row per event (but an acceptance and
+//! its first dispatch in one commit share one, `batch`), indexed by message
 //! (`service`, `id`) and by time. A message's state is derived from its
 //! events, so an append is only ever an `INSERT`.
 //!
@@ -24,10 +25,10 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use super::row::{self, COLUMNS, Columns, Latest, Stored, TERMINAL, int, unsigned};
+use super::row::{self, COLUMNS, COLUMNS_UNMERGED, Latest, Stored, TERMINAL, int, unsigned};
 use super::{
     Event, EventKind, Journal, JournalError, JournalStats, MessageState, MessageSummary,
-    RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished, wal,
+    RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished, batch, wal,
 };
 use crate::dead_letter::database_path;
 use crate::wire::Message;
@@ -71,6 +72,10 @@ pub struct SqliteJournal {
     conn: Connection,
     path: String,
     opened: OpenReport,
+    /// The columns of a whole row as this file has them ([`COLUMNS`], or
+    /// [`COLUMNS_UNMERGED`] for a file written before `dispatched_us`
+    /// existed and opened only to read).
+    columns: &'static str,
 }
 
 /// What opening the journal found in the write-ahead log the previous
@@ -232,7 +237,8 @@ CREATE TABLE IF NOT EXISTS journal_events (
     step INTEGER,
     reason TEXT,
     envelope BLOB,
-    payload BLOB
+    payload BLOB,
+    dispatched_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS journal_events_message ON journal_events (service, id, seq);
 CREATE INDEX IF NOT EXISTS journal_accepted_time ON journal_events (at_us) WHERE kind = 'accepted';
@@ -268,6 +274,17 @@ fn error(path: &str, source: rusqlite::Error) -> JournalError {
             source,
         }
     }
+}
+
+/// Whether the journal's table has the `dispatched_us` column (added after
+/// the first release: `batch`).
+fn has_dispatch_column(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('journal_events')
+         WHERE name = 'dispatched_us')",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// How a connection is opened: what it checks and whether it may create.
@@ -389,11 +406,23 @@ impl SqliteJournal {
             conn.pragma_update(None, "synchronous", sync.pragma())
                 .map_err(sqlite)?;
             conn.execute_batch(SCHEMA).map_err(sqlite)?;
+            if !has_dispatch_column(&conn).map_err(sqlite)? {
+                // A journal of before acceptances' rows held their
+                // dispatch: its rows read as they are.
+                conn.execute_batch("ALTER TABLE journal_events ADD COLUMN dispatched_us INTEGER")
+                    .map_err(sqlite)?;
+            }
         }
+        let columns = if has_dispatch_column(&conn).map_err(sqlite)? {
+            COLUMNS
+        } else {
+            COLUMNS_UNMERGED
+        };
         Ok(Self {
             conn,
             path: name,
             opened,
+            columns,
         })
     }
 
@@ -457,12 +486,15 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
         reason: r.get(8)?,
         envelope: r.get(9)?,
         payload: r.get(10)?,
+        dispatched_us: r.get(11)?,
     })
 }
 
 impl SqliteJournal {
-    /// Inserts `events` in one transaction.
+    /// Inserts `events` in one transaction, as the rows `batch` makes of
+    /// them.
     fn insert<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Result<(), JournalError> {
+        let rows = batch::rows(events);
         let tx = self
             .conn
             .unchecked_transaction()
@@ -471,26 +503,27 @@ impl SqliteJournal {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO journal_events
-                     (at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     (at_us, kind, service, id, flow, attempt, worker, step, reason, envelope,
+                      payload, dispatched_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(|e| self.sqlite(e))?;
-            for event in events {
-                let (service, id) = event.key();
-                let c = Columns::of(event);
+            for row in rows {
+                let c = row.columns;
                 insert
                     .execute(params![
-                        int(event.at_us()),
-                        event.kind().as_str(),
-                        service,
-                        id,
+                        row.at_us,
+                        row.kind,
+                        row.service,
+                        row.id,
                         c.flow,
                         c.attempt,
                         c.worker,
                         c.step,
                         c.reason,
                         c.envelope,
-                        c.payload
+                        c.payload,
+                        c.dispatched_us
                     ])
                     .map_err(|e| self.sqlite(e))?;
             }
@@ -509,20 +542,34 @@ impl Journal for SqliteJournal {
     }
 
     fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
-        // The latest acceptance of each message with nothing final after it.
-        let accepted = self.messages(
-            &format!(
-                "SELECT a.seq, a.envelope, a.payload FROM journal_events a
-                 WHERE a.kind = 'accepted' AND NOT EXISTS (
-                     SELECT 1 FROM journal_events t
-                     WHERE t.service = a.service AND t.id = a.id AND t.seq > a.seq
-                       AND (t.kind = 'accepted' OR t.kind IN {TERMINAL}))
-                 ORDER BY a.seq"
-            ),
-            [],
-        )?;
+        // The latest acceptance of each message with nothing final after
+        // it, with the attempt of a dispatch written into its row.
+        let accepted: Vec<(i64, Message, Option<i64>)> = {
+            let mut statement = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT a.seq, a.envelope, a.payload, a.attempt FROM journal_events a
+                     WHERE a.kind = 'accepted' AND NOT EXISTS (
+                         SELECT 1 FROM journal_events t
+                         WHERE t.service = a.service AND t.id = a.id AND t.seq > a.seq
+                           AND (t.kind = 'accepted' OR t.kind IN {TERMINAL}))
+                     ORDER BY a.seq"
+                ))
+                .map_err(|e| self.sqlite(e))?;
+            let rows = statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(|e| self.sqlite(e))?;
+            let mut found = Vec::new();
+            for r in rows {
+                let (seq, envelope, payload, merged) = r.map_err(|e| self.sqlite(e))?;
+                if let Some(m) = self.message(seq, envelope, payload) {
+                    found.push((seq, m, merged));
+                }
+            }
+            found
+        };
         let mut out = Vec::with_capacity(accepted.len());
-        for (seq, message) in accepted {
+        for (seq, message, merged) in accepted {
             let (service, id) = (&message.envelope.service, &message.envelope.id);
             let latest = |kind: &str| {
                 self.conn
@@ -550,7 +597,12 @@ impl Journal for SqliteJournal {
                 latest("dispatched")?,
             );
             out.push(row::unfinished(
-                &self.path, seq, message, suspended, resumed, dispatched,
+                &self.path,
+                (seq, merged),
+                message,
+                suspended,
+                resumed,
+                dispatched,
             ));
         }
         Ok(out)
@@ -560,7 +612,8 @@ impl Journal for SqliteJournal {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM journal_events WHERE service = ?1 AND id = ?2 ORDER BY seq"
+                "SELECT {} FROM journal_events WHERE service = ?1 AND id = ?2 ORDER BY seq",
+                self.columns
             ))
             .map_err(|e| self.sqlite(e))?;
         let rows = statement
@@ -568,7 +621,7 @@ impl Journal for SqliteJournal {
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for r in rows {
-            out.extend(row::event(&self.path, r.map_err(|e| self.sqlite(e))?));
+            row::events(&self.path, r.map_err(|e| self.sqlite(e))?, &mut out);
         }
         Ok(out)
     }
@@ -629,16 +682,28 @@ impl Journal for SqliteJournal {
         let mut stats = JournalStats::default();
         let mut statement = self
             .conn
-            .prepare_cached("SELECT kind, COUNT(*) FROM journal_events GROUP BY kind")
+            // An acceptance's row with an attempt holds its dispatch too.
+            .prepare_cached(
+                "SELECT kind, COUNT(*), COUNT(attempt) FROM journal_events GROUP BY kind",
+            )
             .map_err(|e| self.sqlite(e))?;
         let rows = statement
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .map_err(|e| self.sqlite(e))?;
         for r in rows {
-            let (kind, n) = r.map_err(|e| self.sqlite(e))?;
+            let (kind, n, with_attempt) = r.map_err(|e| self.sqlite(e))?;
             let n = unsigned(n);
             if !row::count_kind(&mut stats, &kind, n) {
                 tracing::warn!(path = %self.path, kind = %kind, n, "journal rows of unknown kind");
+            }
+            if kind == EventKind::Accepted.as_str() {
+                stats.dispatched += unsigned(with_attempt);
             }
         }
         let (oldest, newest) = self
@@ -1015,6 +1080,58 @@ mod tests {
         assert_eq!(report.discarded_bytes, 0, "{report:?}");
         assert_eq!(reopened.stats().unwrap().accepted, 1);
         drop(j);
+    }
+
+    /// A journal written before acceptances' rows held their dispatch (no
+    /// `dispatched_us` column) reads as it is, read-only; the node's
+    /// opening adds the column, and old and new rows read alike.
+    #[test]
+    fn a_journal_of_before_merged_dispatches_reads_as_it_is_and_is_upgraded() {
+        let dir = TempDir::new("unmerged");
+        let dispatched = |at_us, id: &str| Event::Dispatched {
+            at_us,
+            key: key("s", id),
+            attempt: 1,
+            worker: bytes::Bytes::from_static(b"w"),
+        };
+        {
+            let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+            j.append(&[accepted(1, "s", "old", "F")]).unwrap();
+            j.append(&[dispatched(2, "old")]).unwrap();
+        }
+        Connection::open(database_path(dir.path()))
+            .unwrap()
+            .execute_batch("ALTER TABLE journal_events DROP COLUMN dispatched_us")
+            .unwrap();
+        let old_life = [accepted(1, "s", "old", "F"), dispatched(2, "old")];
+        let events = |j: &SqliteJournal, id| -> Vec<Event> {
+            j.history("s", id)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.event)
+                .collect()
+        };
+        {
+            let reader = SqliteJournal::open_to_read(dir.path()).unwrap();
+            assert_eq!(events(&reader, "old"), old_life);
+            assert_eq!(reader.unfinished().unwrap()[0].message.envelope.attempt, 1);
+            assert_eq!(reader.stats().unwrap().dispatched, 1);
+        }
+        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+        let new_life = [accepted(3, "s", "new", "F"), dispatched(4, "new")];
+        j.append(&new_life).unwrap();
+        assert_eq!(events(&j, "old"), old_life);
+        assert_eq!(events(&j, "new"), new_life);
+        let history = j.history("s", "new").unwrap();
+        assert_eq!(history[0].seq, history[1].seq, "merged into one row");
+        let attempts: Vec<u32> = j
+            .unfinished()
+            .unwrap()
+            .iter()
+            .map(|u| u.message.envelope.attempt)
+            .collect();
+        assert_eq!(attempts, [1, 1]);
+        assert_eq!(j.stats().unwrap().dispatched, 2);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 use postgres::types::ToSql;
 
 use super::PostgresJournal;
-use crate::journal::row::{self, COLUMNS, Columns, Latest, Stored, TERMINAL, int, unsigned};
+use crate::journal::batch;
+use crate::journal::row::{
+    self, COLUMNS, COLUMNS_UNMERGED, Latest, Stored, TERMINAL, int, unsigned,
+};
 use crate::journal::{
     Event, EventKind, Journal, JournalError, JournalStats, MessageState, MessageSummary,
     RecentPage, RecentRequest, RecordedEvent, SummaryFilter, Unfinished,
@@ -15,23 +18,28 @@ use crate::wire::Message;
 
 /// A batch, in one statement: one array per column, unnested in order.
 /// `seq` is assigned as the rows are inserted, in the arrays' order. Only
-/// while generation `$12` holds the lease, whose row it locks for the
+/// while generation `$13` holds the lease, whose row it locks for the
 /// statement (`lease`: fencing); otherwise it inserts nothing.
 const INSERT: &str = "WITH owner AS (
-         SELECT 1 FROM journal_owner WHERE generation = $12::bigint FOR SHARE)
+         SELECT 1 FROM journal_owner WHERE generation = $13::bigint FOR SHARE)
      INSERT INTO journal_events
-     (at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload)
-     SELECT at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload
+     (at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload,
+      dispatched_us)
+     SELECT at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload,
+            dispatched_us
      FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                 $7::bytea[], $8::bigint[], $9::text[], $10::bytea[], $11::bytea[])
+                 $7::bytea[], $8::bigint[], $9::text[], $10::bytea[], $11::bytea[],
+                 $12::bigint[])
           WITH ORDINALITY
-          AS u(at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload, n)
+          AS u(at_us, kind, service, id, flow, attempt, worker, step, reason, envelope, payload,
+               dispatched_us, n)
      WHERE EXISTS (SELECT 1 FROM owner)
      ORDER BY n";
 
 /// The latest acceptance of each message with nothing final after it,
-/// with its latest suspension, resumption and dispatch after it.
-const UNFINISHED: &str = "SELECT a.seq, a.envelope, a.payload,
+/// with the attempt of a dispatch written into its row, and its latest
+/// suspension, resumption and dispatch after it.
+const UNFINISHED: &str = "SELECT a.seq, a.envelope, a.payload, a.attempt,
         s.seq, s.attempt, s.envelope, s.payload,
         r.seq, r.attempt, r.envelope, r.payload,
         d.seq, d.attempt, d.envelope, d.payload
@@ -86,18 +94,27 @@ fn latest(row: &postgres::Row, at: usize) -> Option<Latest> {
 }
 
 impl PostgresJournal {
-    /// Inserts `events` with one statement (its own transaction).
+    /// The columns of a whole row as this database has them.
+    fn columns(&self) -> &'static str {
+        if self.unmerged {
+            COLUMNS_UNMERGED
+        } else {
+            COLUMNS
+        }
+    }
+
+    /// Inserts `events` with one statement (its own transaction), as the
+    /// rows `batch` makes of them.
     fn insert<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Result<(), JournalError> {
-        let events: Vec<&Event> = events.collect();
-        if events.is_empty() {
+        let rows = batch::rows(events);
+        if rows.is_empty() {
             return Ok(());
         }
-        let keys: Vec<_> = events.iter().map(|e| e.key()).collect();
-        let columns: Vec<Columns<'_>> = events.iter().map(|e| Columns::of(e)).collect();
-        let at_us: Vec<i64> = events.iter().map(|e| int(e.at_us())).collect();
-        let kind: Vec<&str> = events.iter().map(|e| e.kind().as_str()).collect();
-        let service: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let id: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let at_us: Vec<i64> = rows.iter().map(|r| r.at_us).collect();
+        let kind: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+        let service: Vec<&str> = rows.iter().map(|r| r.service).collect();
+        let id: Vec<&str> = rows.iter().map(|r| r.id).collect();
+        let columns: Vec<_> = rows.iter().map(|r| &r.columns).collect();
         let flow: Vec<&str> = columns.iter().map(|c| c.flow).collect();
         let attempt: Vec<Option<i64>> = columns.iter().map(|c| c.attempt).collect();
         let worker: Vec<Option<&[u8]>> = columns.iter().map(|c| c.worker).collect();
@@ -105,10 +122,11 @@ impl PostgresJournal {
         let reason: Vec<Option<&str>> = columns.iter().map(|c| c.reason).collect();
         let envelope: Vec<Option<&[u8]>> = columns.iter().map(|c| c.envelope.as_deref()).collect();
         let payload: Vec<Option<&[u8]>> = columns.iter().map(|c| c.payload).collect();
+        let dispatched_us: Vec<Option<i64>> = columns.iter().map(|c| c.dispatched_us).collect();
         // A connection that is not the node's holds no generation: none
         // matches, and it writes nothing.
         let generation = self.generation.unwrap_or(0);
-        let params: [&(dyn ToSql + Sync); 12] = [
+        let params: [&(dyn ToSql + Sync); 13] = [
             &at_us,
             &kind,
             &service,
@@ -120,6 +138,7 @@ impl PostgresJournal {
             &reason,
             &envelope,
             &payload,
+            &dispatched_us,
             &generation,
         ];
         let mut connection = self.connection()?;
@@ -195,11 +214,11 @@ impl Journal for PostgresJournal {
             };
             out.push(row::unfinished(
                 &self.target,
-                seq,
+                (seq, r.get(3)),
                 accepted,
-                latest(&r, 3),
-                latest(&r, 7),
-                latest(&r, 11),
+                latest(&r, 4),
+                latest(&r, 8),
+                latest(&r, 12),
             ));
         }
         Ok(out)
@@ -232,31 +251,33 @@ impl Journal for PostgresJournal {
     fn history(&self, service: &str, id: &str) -> Result<Vec<RecordedEvent>, JournalError> {
         let rows = self.rows(
             &format!(
-                "SELECT {COLUMNS} FROM journal_events WHERE service = $1 AND id = $2 ORDER BY seq"
+                "SELECT {} FROM journal_events WHERE service = $1 AND id = $2 ORDER BY seq",
+                self.columns()
             ),
             &[&service, &id],
         )?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                row::event(
-                    &self.target,
-                    Stored {
-                        seq: r.get(0),
-                        at_us: r.get(1),
-                        kind: r.get(2),
-                        service: r.get(3),
-                        id: r.get(4),
-                        attempt: r.get(5),
-                        worker: r.get(6),
-                        step: r.get(7),
-                        reason: r.get(8),
-                        envelope: r.get(9),
-                        payload: r.get(10),
-                    },
-                )
-            })
-            .collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            row::events(
+                &self.target,
+                Stored {
+                    seq: r.get(0),
+                    at_us: r.get(1),
+                    kind: r.get(2),
+                    service: r.get(3),
+                    id: r.get(4),
+                    attempt: r.get(5),
+                    worker: r.get(6),
+                    step: r.get(7),
+                    reason: r.get(8),
+                    envelope: r.get(9),
+                    payload: r.get(10),
+                    dispatched_us: r.get(11),
+                },
+                &mut out,
+            );
+        }
+        Ok(out)
     }
 
     fn range(
@@ -277,14 +298,18 @@ impl Journal for PostgresJournal {
 
     fn stats(&self) -> Result<JournalStats, JournalError> {
         let mut stats = JournalStats::default();
+        // An acceptance's row with an attempt holds its dispatch too.
         for r in self.rows(
-            "SELECT kind, COUNT(*) FROM journal_events GROUP BY kind",
+            "SELECT kind, COUNT(*), COUNT(attempt) FROM journal_events GROUP BY kind",
             &[],
         )? {
             let kind: String = r.get(0);
             let n = unsigned(r.get(1));
             if !row::count_kind(&mut stats, &kind, n) {
                 tracing::warn!(target_db = %self.target, kind = %kind, n, "journal rows of unknown kind");
+            }
+            if kind == EventKind::Accepted.as_str() {
+                stats.dispatched += unsigned(r.get(2));
             }
         }
         let ends = self.rows(

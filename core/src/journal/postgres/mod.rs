@@ -70,6 +70,9 @@ pub struct PostgresJournal {
     renewer: Option<lease::Renewer>,
     /// `None` only while it is dropped.
     connection: RefCell<Option<Connection>>,
+    /// A reader's, of a schema from before acceptances' rows held their
+    /// dispatch (no `dispatched_us` column): its rows read as they are.
+    unmerged: bool,
 }
 
 /// What a connection is for.
@@ -220,7 +223,7 @@ impl PostgresJournal {
     /// A connection to a database a node has migrated, and its schema's
     /// version.
     fn open_existing(url: &str, role: Role) -> Result<(Self, i32), JournalError> {
-        let journal = Self::connect(url, SyncMode::default(), role)?;
+        let mut journal = Self::connect(url, SyncMode::default(), role)?;
         let version = {
             let mut connection = journal.connection()?;
             schema::version(&mut connection.client).map_err(|e| journal.error(e))?
@@ -231,7 +234,10 @@ impl PostgresJournal {
                 detail: "the database holds no journal (was a node run on it with [journal] backend = \"postgres\"?)".into(),
             }),
             Some(v) if v > schema::known() => Err(journal.too_new(v)),
-            Some(v) => Ok((journal, v)),
+            Some(v) => {
+                journal.unmerged = v < schema::MERGED_DISPATCHES;
+                Ok((journal, v))
+            }
         }
     }
 
@@ -284,6 +290,7 @@ impl PostgresJournal {
                 client,
                 insert: None,
             })),
+            unmerged: false,
         })
     }
 
@@ -470,8 +477,8 @@ pub(super) fn describe(e: &postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Journal;
     use crate::journal::suite::accepted;
+    use crate::journal::{Event, Journal};
 
     fn database(what: &str) -> Option<String> {
         zmanager_test_postgres::shared(what).map(|server| server.database())
@@ -479,6 +486,54 @@ mod tests {
 
     fn raw(url: &str) -> Client {
         Client::connect(url, postgres::NoTls).unwrap()
+    }
+
+    /// A database of before migration 4 (no `dispatched_us`) is read as it
+    /// is; a node's opening migrates it, and old and new rows read alike.
+    #[test]
+    fn a_journal_of_before_merged_dispatches_reads_as_it_is_and_is_migrated() {
+        let Some(url) = database("the PostgreSQL journal's merged dispatches") else {
+            return;
+        };
+        let dispatched = |at_us, id: &str| Event::Dispatched {
+            at_us,
+            key: ("s".into(), id.into()),
+            attempt: 1,
+            worker: bytes::Bytes::from_static(b"w"),
+        };
+        let old_life = [accepted(1, "s", "old", "F"), dispatched(2, "old")];
+        {
+            let j = PostgresJournal::open(&url, SyncMode::Full).unwrap();
+            j.append(&old_life[..1]).unwrap();
+            j.append(&old_life[1..]).unwrap();
+        }
+        raw(&url)
+            .batch_execute(&format!(
+                "ALTER TABLE journal_events DROP COLUMN dispatched_us;
+                 DELETE FROM zmanager_schema WHERE version >= {}",
+                schema::MERGED_DISPATCHES
+            ))
+            .unwrap();
+        let events = |j: &PostgresJournal, id| -> Vec<Event> {
+            j.history("s", id)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.event)
+                .collect()
+        };
+        {
+            let reader = PostgresJournal::open_to_read(&url).unwrap();
+            assert_eq!(events(&reader, "old"), old_life);
+            assert_eq!(reader.stats().unwrap().dispatched, 1);
+        }
+        let j = PostgresJournal::open(&url, SyncMode::Full).unwrap();
+        let new_life = [accepted(3, "s", "new", "F"), dispatched(4, "new")];
+        j.append(&new_life).unwrap();
+        assert_eq!(events(&j, "old"), old_life);
+        assert_eq!(events(&j, "new"), new_life);
+        let history = j.history("s", "new").unwrap();
+        assert_eq!(history[0].seq, history[1].seq, "merged into one row");
+        assert_eq!(j.stats().unwrap().dispatched, 2);
     }
 
     #[test]

@@ -87,10 +87,19 @@ CREATE TABLE dead_letter_replays (
 );
 CREATE INDEX dead_letter_replays_by_seq ON dead_letter_replays (seq);
 ",
+    // Version 4: an acceptance's row holds its first dispatch when both
+    // were in one batch (`journal::batch`): that dispatch's time; its
+    // attempt and worker are in the row's `attempt` and `worker`.
+    "
+ALTER TABLE journal_events ADD COLUMN dispatched_us BIGINT;
+",
 ];
 
 /// The version that added the dead letters.
 pub(super) const DEAD_LETTERS: i32 = 3;
+
+/// The version from which an acceptance's row may hold its dispatch.
+pub(super) const MERGED_DISPATCHES: i32 = 4;
 
 /// The newest schema this binary knows.
 pub(super) fn known() -> i32 {

@@ -199,7 +199,119 @@ fn a_group_commit_keeps_the_order_events_were_submitted_in(j: &dyn UnderTest) {
     assert_eq!(j.stats().unwrap().accepted, 1_200);
 }
 
+/// A dispatch appended in its acceptance's batch is written into the
+/// acceptance's row (`batch`): everything read back is as if each event
+/// had a row of its own, which is how the same life appended one event at
+/// a time is stored.
+fn a_dispatch_in_its_acceptances_row_reads_back_as_its_own_event(j: &dyn UnderTest) {
+    let dispatched = |at_us, id: &str, attempt, worker: &'static [u8]| Event::Dispatched {
+        at_us,
+        key: key("s", id),
+        attempt,
+        worker: Bytes::from_static(worker),
+    };
+    let suspended = |id: &str| {
+        let mut state = request("s", id, "F");
+        state.envelope.step = 2;
+        state
+    };
+    // Dispatched once; dispatched again (a redelivery); dispatched, then
+    // suspended (the dispatch is before the checkpoint, so recovery takes
+    // the suspension's attempt).
+    let lives = |id: &str| -> [Vec<Event>; 3] {
+        let (once, again, waiting) = (format!("{id}1"), format!("{id}2"), format!("{id}3"));
+        [
+            vec![
+                accepted(10, "s", &once, "F"),
+                dispatched(11, &once, 1, b"w1"),
+            ],
+            vec![
+                accepted(20, "s", &again, "F"),
+                dispatched(21, &again, 1, b"w1"),
+                dispatched(22, &again, 2, b"w2"),
+            ],
+            vec![
+                accepted(30, "s", &waiting, "F"),
+                dispatched(31, &waiting, 3, b"w2"),
+                Event::Suspended {
+                    at_us: 32,
+                    key: key("s", &waiting),
+                    step: 2,
+                    message: suspended(&waiting),
+                },
+            ],
+        ]
+    };
+    // "m": each life in one batch; "u": one event a batch, nothing merged.
+    let merged = lives("m");
+    let unmerged = lives("u");
+    for life in &merged {
+        j.append(life).unwrap();
+    }
+    for event in unmerged.iter().flatten() {
+        j.append(std::slice::from_ref(event)).unwrap();
+    }
+    for life in merged.iter().chain(&unmerged) {
+        let (_, id) = life[0].key();
+        let history = j.history("s", &id).unwrap();
+        let events: Vec<&Event> = history.iter().map(|r| &r.event).collect();
+        assert_eq!(events, life.iter().collect::<Vec<_>>(), "{id}");
+        // How it was stored: the first dispatch in the acceptance's row
+        // (one row number for both) only where they were in one batch.
+        assert_eq!(
+            history[0].seq == history[1].seq,
+            id.starts_with('m'),
+            "{id}"
+        );
+    }
+    let unfinished = j.unfinished().unwrap();
+    let found: Vec<(String, u32, Checkpoint)> = unfinished
+        .iter()
+        .map(|u| {
+            (
+                u.message.envelope.id.clone(),
+                u.message.envelope.attempt,
+                u.at,
+            )
+        })
+        .collect();
+    let expected = |id: &str| {
+        [
+            (format!("{id}1"), 1, Checkpoint::Accepted),
+            (format!("{id}2"), 2, Checkpoint::Accepted),
+            (format!("{id}3"), 0, Checkpoint::Suspended),
+        ]
+    };
+    assert_eq!(found, [expected("m"), expected("u")].concat());
+    assert_eq!(unfinished[2].message, suspended("m3"));
+    let stats = j.stats().unwrap();
+    assert_eq!(
+        (stats.accepted, stats.dispatched, stats.suspended),
+        (6, 8, 2)
+    );
+    let attempts: Vec<(String, u32)> = j
+        .summaries(&crate::journal::SummaryFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id, m.attempts))
+        .collect();
+    for (id, attempts_of) in [
+        ("m1", 1),
+        ("m2", 2),
+        ("m3", 3),
+        ("u1", 1),
+        ("u2", 2),
+        ("u3", 3),
+    ] {
+        assert!(
+            attempts.contains(&(id.to_owned(), attempts_of)),
+            "{id}: {attempts:?}"
+        );
+    }
+}
+
 on_both_backends!(
+    a_dispatch_in_its_acceptances_row_reads_back_as_its_own_event,
     unfinished_are_the_accepted_not_finished_in_order_as_last_recorded,
     a_message_accepted_again_after_it_finished_is_unfinished_again,
     results_are_kept_with_their_end_and_read_back_newest_within_a_window,
