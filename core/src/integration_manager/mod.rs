@@ -44,6 +44,10 @@ impl Publication {
 /// The capacity of the channel into the Integration Manager.
 pub const QUEUE: usize = 1024;
 
+/// The most publications taken from the channel at once, between two
+/// looks for a subscription.
+const BATCH: usize = 256;
+
 /// How long closing the PUB socket waits for what its queues still hold
 /// (its `ZMQ_LINGER`): the last results of a stopping node.
 pub const LINGER: Duration = Duration::from_secs(1);
@@ -60,20 +64,29 @@ pub async fn run(
     sent: Arc<AtomicU64>,
 ) {
     let mut published: u64 = 0;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
+        // What is queued is taken at once: each turn of this loop also
+        // looks for a subscription, which costs libzmq a receive (and a
+        // poll of its mailbox) when there is none, so a turn per
+        // publication spent more on looking than on publishing.
         tokio::select! {
-            next = publications.recv() => {
-                let Some(publication) = next else { break };
-                taps.offer(&publication);
-                let Publication { topic, message } = publication;
-                let frames = wire::publication(topic, &message);
-                let bytes: usize = frames.iter().map(Bytes::len).sum();
-                if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
-                    tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
-                    continue;
+            taken = publications.recv_many(&mut batch, BATCH) => {
+                if taken == 0 {
+                    break;
                 }
-                published += 1;
-                sent.fetch_add(bytes as u64, Ordering::Relaxed);
+                for publication in batch.drain(..) {
+                    taps.offer(&publication);
+                    let Publication { topic, message } = publication;
+                    let frames = wire::publication(topic, &message);
+                    let bytes: usize = frames.iter().map(Bytes::len).sum();
+                    if let Err(e) = socket.send(frames.iter().map(Bytes::as_ref)).await {
+                        tracing::warn!(id = %message.envelope.id, error = %e, "publish failed");
+                        continue;
+                    }
+                    published += 1;
+                    sent.fetch_add(bytes as u64, Ordering::Relaxed);
+                }
             }
             // Receiving is cancel-safe (`crate::transport`).
             subscription = socket.recv_from() => match subscription {
