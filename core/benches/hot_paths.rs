@@ -245,15 +245,15 @@ fn subject(c: &mut Criterion) {
         for _ in 0..10_000 {
             let m = work(next);
             next += 1;
-            recent.insert(&key_of(&m.envelope), Arc::new(m), now);
+            let m = Arc::new(m);
+            recent.insert((&m.envelope.service, &m.envelope.id), Arc::clone(&m), now);
         }
         b.iter_batched(
             || {
                 next += 1;
-                let m = work(next);
-                (key_of(&m.envelope), Arc::new(m))
+                Arc::new(work(next))
             },
-            |(key, m)| recent.insert(&key, m, now),
+            |m| recent.insert((&m.envelope.service, &m.envelope.id), Arc::clone(&m), now),
             BatchSize::SmallInput,
         )
     });

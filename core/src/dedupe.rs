@@ -20,7 +20,6 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::inflight::MessageKey;
 use crate::wire::Message;
 
 /// Recently finished messages and their results.
@@ -55,14 +54,15 @@ impl Recent {
         self.keys.hash_one((service, id))
     }
 
-    /// Remembers the result of `key`, finished `now`.
-    pub fn insert(&mut self, key: &MessageKey, result: Arc<Message>, now: Instant) {
+    /// Remembers the result of the message `id` of `service`, finished
+    /// `now`.
+    pub fn insert(&mut self, (service, id): (&str, &str), result: Arc<Message>, now: Instant) {
         let size = result.size();
         if self.capacity == 0 || self.window.is_zero() || size > self.max_bytes {
             return;
         }
         self.expire(now);
-        let key = self.hash(&key.0, &key.1);
+        let key = self.hash(service, id);
         if let Some((_, old)) = self.results.remove(&key) {
             self.bytes -= old.size();
         }
@@ -131,8 +131,8 @@ mod tests {
     use crate::wire::envelope::Envelope;
     use bytes::Bytes;
 
-    fn key(id: &str) -> MessageKey {
-        ("svc".into(), id.into())
+    fn key(id: &str) -> (&str, &str) {
+        ("svc", id)
     }
 
     /// The result of `key(id)`.
@@ -146,12 +146,12 @@ mod tests {
     fn remembers_within_the_window_only() {
         let start = Instant::now();
         let mut r = Recent::new(Duration::from_secs(10), 100, 1 << 20);
-        r.insert(&key("a"), result("a"), start);
+        r.insert(key("a"), result("a"), start);
         assert!(r.get("svc", "a", start + Duration::from_secs(10)).is_some());
         assert!(r.get("svc", "a", start + Duration::from_secs(11)).is_none());
         assert!(r.get("svc", "b", start).is_none());
         // Expired entries are dropped on the next insert.
-        r.insert(&key("b"), result("b"), start + Duration::from_secs(11));
+        r.insert(key("b"), result("b"), start + Duration::from_secs(11));
         assert_eq!(r.len(), 1);
     }
 
@@ -161,7 +161,7 @@ mod tests {
         let mut r = Recent::new(Duration::from_secs(60), 3, 1 << 20);
         for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             r.insert(
-                &key(id),
+                key(id),
                 result(id),
                 start + Duration::from_millis(i as u64),
             );
@@ -175,7 +175,7 @@ mod tests {
         let mut r = Recent::new(Duration::from_secs(60), 100, two);
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             r.insert(
-                &key(id),
+                key(id),
                 result(id),
                 start + Duration::from_millis(i as u64),
             );
@@ -183,10 +183,10 @@ mod tests {
         assert_eq!((r.len(), r.bytes()), (2, two));
         assert!(r.get("svc", "a", now).is_none());
         // The same key again replaces its entry, counted once.
-        r.insert(&key("c"), result("c"), now);
+        r.insert(key("c"), result("c"), now);
         assert_eq!((r.len(), r.bytes()), (2, two));
         let mut off = Recent::new(Duration::from_secs(60), 0, 1 << 20);
-        off.insert(&key("a"), result("a"), start);
+        off.insert(key("a"), result("a"), start);
         assert!(off.is_empty());
     }
 
@@ -198,9 +198,9 @@ mod tests {
         let mut r = Recent::new(Duration::from_secs(10), 100, 1 << 20);
         // Kept under the hash of ("svc", "a"), though the message is b's:
         // as if two keys had one hash.
-        r.insert(&key("a"), result("b"), start);
+        r.insert(key("a"), result("b"), start);
         assert!(r.get("svc", "a", start).is_none(), "not a's result");
-        r.insert(&key("c"), result("c"), start);
+        r.insert(key("c"), result("c"), start);
         assert_eq!(
             r.get("svc", "c", start).map(|m| m.envelope.id.as_str()),
             Some("c")

@@ -318,9 +318,10 @@ impl SubjectCore {
         for (at_us, result) in results {
             let age = Duration::from_micros(now.wall_us.saturating_sub(at_us));
             let at = now.at.checked_sub(age).unwrap_or(now.at);
+            let result = Arc::new(result);
             self.recent.insert(
-                &crate::inflight::key_of(&result.envelope),
-                result.into(),
+                (&result.envelope.service, &result.envelope.id),
+                Arc::clone(&result),
                 at,
             );
         }

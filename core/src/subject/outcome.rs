@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::core::{Effect, SubjectCore};
 use super::{dead_letter_topic, result_topic};
-use crate::inflight::key_of;
+use crate::inflight::{key_in, key_of};
 use crate::integration_manager::Publication;
 use crate::journal::Event;
 use crate::wire::Message;
@@ -50,13 +50,21 @@ impl SubjectCore {
 
     /// Ends the accepted `message`.
     pub(super) fn conclude(&mut self, message: Message, ending: Ending) {
-        let key = key_of(&message.envelope);
         if self.options.record_spans {
-            self.spans.ended(&key, self.now.wall_us);
+            self.spans
+                .ended(&key_of(&message.envelope), self.now.wall_us);
         }
         self.table.forget(&message.envelope);
         self.catalogs.release(message.envelope.catalog);
-        let errors = self.failures.remove(&key).unwrap_or_default();
+        // No key is made for the message: it is looked up by its strings,
+        // and copied only into what keeps it (a journal event).
+        let errors = if self.failures.is_empty() {
+            Vec::new()
+        } else {
+            self.failures
+                .remove(key_in(&message.envelope))
+                .unwrap_or_default()
+        };
         self.release_key(&message.envelope);
         let at_us = self.now.wall_us;
         let Message {
@@ -72,10 +80,14 @@ impl SubjectCore {
                 let result = Arc::new(Message::new(envelope, payload));
                 self.commits.record(|| Event::Completed {
                     at_us,
-                    key: key.clone(),
+                    key: key_of(&result.envelope),
                     result: Some(Arc::clone(&result)),
                 });
-                self.recent.insert(&key, Arc::clone(&result), self.now.at);
+                self.recent.insert(
+                    (&result.envelope.service, &result.envelope.id),
+                    Arc::clone(&result),
+                    self.now.at,
+                );
                 self.publish_result(result_topic(&result.envelope), result);
             }
             Ending::Failed(code, text) => {
@@ -89,7 +101,7 @@ impl SubjectCore {
                 );
                 self.commits.record(|| Event::Completed {
                     at_us,
-                    key: key.clone(),
+                    key: key_of(&envelope),
                     result: None,
                 });
                 let envelope = envelope.into_error(code, text);
@@ -102,7 +114,7 @@ impl SubjectCore {
                 let last = errors.last().cloned().unwrap_or_default();
                 self.commits.record(|| Event::DeadLettered {
                     at_us,
-                    key,
+                    key: key_of(&message.envelope),
                     reason: format!("dead letter #{seq}: {last}"),
                 });
                 let text = format!(
@@ -153,7 +165,7 @@ impl SubjectCore {
         let topic = result_topic(&message.envelope);
         let message = Arc::new(message);
         self.recent.insert(
-            &key_of(&message.envelope),
+            (&message.envelope.service, &message.envelope.id),
             Arc::clone(&message),
             self.now.at,
         );
