@@ -160,11 +160,7 @@ mod tests {
         let start = Instant::now();
         let mut r = Recent::new(Duration::from_secs(60), 3, 1 << 20);
         for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            r.insert(
-                key(id),
-                result(id),
-                start + Duration::from_millis(i as u64),
-            );
+            r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
         }
         assert_eq!(r.len(), 3);
         let now = start + Duration::from_secs(1);
@@ -174,11 +170,7 @@ mod tests {
         let two = 2 * result("a").size();
         let mut r = Recent::new(Duration::from_secs(60), 100, two);
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            r.insert(
-                key(id),
-                result(id),
-                start + Duration::from_millis(i as u64),
-            );
+            r.insert(key(id), result(id), start + Duration::from_millis(i as u64));
         }
         assert_eq!((r.len(), r.bytes()), (2, two));
         assert!(r.get("svc", "a", now).is_none());

@@ -1088,50 +1088,21 @@ mod tests {
     #[test]
     fn a_journal_of_before_merged_dispatches_reads_as_it_is_and_is_upgraded() {
         let dir = TempDir::new("unmerged");
-        let dispatched = |at_us, id: &str| Event::Dispatched {
-            at_us,
-            key: key("s", id),
-            attempt: 1,
-            worker: bytes::Bytes::from_static(b"w"),
-        };
-        {
-            let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-            j.append(&[accepted(1, "s", "old", "F")]).unwrap();
-            j.append(&[dispatched(2, "old")]).unwrap();
-        }
-        Connection::open(database_path(dir.path()))
-            .unwrap()
-            .execute_batch("ALTER TABLE journal_events DROP COLUMN dispatched_us")
-            .unwrap();
-        let old_life = [accepted(1, "s", "old", "F"), dispatched(2, "old")];
-        let events = |j: &SqliteJournal, id| -> Vec<Event> {
-            j.history("s", id)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.event)
-                .collect()
-        };
-        {
-            let reader = SqliteJournal::open_to_read(dir.path()).unwrap();
-            assert_eq!(events(&reader, "old"), old_life);
-            assert_eq!(reader.unfinished().unwrap()[0].message.envelope.attempt, 1);
-            assert_eq!(reader.stats().unwrap().dispatched, 1);
-        }
-        let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
-        let new_life = [accepted(3, "s", "new", "F"), dispatched(4, "new")];
-        j.append(&new_life).unwrap();
-        assert_eq!(events(&j, "old"), old_life);
-        assert_eq!(events(&j, "new"), new_life);
-        let history = j.history("s", "new").unwrap();
-        assert_eq!(history[0].seq, history[1].seq, "merged into one row");
-        let attempts: Vec<u32> = j
-            .unfinished()
-            .unwrap()
-            .iter()
-            .map(|u| u.message.envelope.attempt)
-            .collect();
-        assert_eq!(attempts, [1, 1]);
-        assert_eq!(j.stats().unwrap().dispatched, 2);
+        crate::journal::suite::an_unmerged_journal_reads_as_it_is(
+            |events| {
+                let j = SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap();
+                for event in events {
+                    j.append(std::slice::from_ref(event)).unwrap();
+                }
+                drop(j);
+                Connection::open(database_path(dir.path()))
+                    .unwrap()
+                    .execute_batch("ALTER TABLE journal_events DROP COLUMN dispatched_us")
+                    .unwrap();
+            },
+            || SqliteJournal::open_to_read(dir.path()).unwrap(),
+            || SqliteJournal::open(dir.path(), SyncMode::Normal).unwrap(),
+        );
     }
 
     #[test]

@@ -477,8 +477,8 @@ pub(super) fn describe(e: &postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Journal;
     use crate::journal::suite::accepted;
-    use crate::journal::{Event, Journal};
 
     fn database(what: &str) -> Option<String> {
         zmanager_test_postgres::shared(what).map(|server| server.database())
@@ -495,45 +495,24 @@ mod tests {
         let Some(url) = database("the PostgreSQL journal's merged dispatches") else {
             return;
         };
-        let dispatched = |at_us, id: &str| Event::Dispatched {
-            at_us,
-            key: ("s".into(), id.into()),
-            attempt: 1,
-            worker: bytes::Bytes::from_static(b"w"),
-        };
-        let old_life = [accepted(1, "s", "old", "F"), dispatched(2, "old")];
-        {
-            let j = PostgresJournal::open(&url, SyncMode::Full).unwrap();
-            j.append(&old_life[..1]).unwrap();
-            j.append(&old_life[1..]).unwrap();
-        }
-        raw(&url)
-            .batch_execute(&format!(
-                "ALTER TABLE journal_events DROP COLUMN dispatched_us;
-                 DELETE FROM zmanager_schema WHERE version >= {}",
-                schema::MERGED_DISPATCHES
-            ))
-            .unwrap();
-        let events = |j: &PostgresJournal, id| -> Vec<Event> {
-            j.history("s", id)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.event)
-                .collect()
-        };
-        {
-            let reader = PostgresJournal::open_to_read(&url).unwrap();
-            assert_eq!(events(&reader, "old"), old_life);
-            assert_eq!(reader.stats().unwrap().dispatched, 1);
-        }
-        let j = PostgresJournal::open(&url, SyncMode::Full).unwrap();
-        let new_life = [accepted(3, "s", "new", "F"), dispatched(4, "new")];
-        j.append(&new_life).unwrap();
-        assert_eq!(events(&j, "old"), old_life);
-        assert_eq!(events(&j, "new"), new_life);
-        let history = j.history("s", "new").unwrap();
-        assert_eq!(history[0].seq, history[1].seq, "merged into one row");
-        assert_eq!(j.stats().unwrap().dispatched, 2);
+        crate::journal::suite::an_unmerged_journal_reads_as_it_is(
+            |events| {
+                let j = PostgresJournal::open(&url, SyncMode::Full).unwrap();
+                for event in events {
+                    j.append(std::slice::from_ref(event)).unwrap();
+                }
+                drop(j);
+                raw(&url)
+                    .batch_execute(&format!(
+                        "ALTER TABLE journal_events DROP COLUMN dispatched_us;
+                         DELETE FROM zmanager_schema WHERE version >= {}",
+                        schema::MERGED_DISPATCHES
+                    ))
+                    .unwrap();
+            },
+            || PostgresJournal::open_to_read(&url).unwrap(),
+            || PostgresJournal::open(&url, SyncMode::Full).unwrap(),
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod recovery;
 use super::testing::{TempDir, request};
 use super::{CatalogLog, Event, Journal, PostgresJournal, SqliteJournal, SyncMode, Unfinished};
 use crate::wire::Message;
+use bytes::Bytes;
 
 /// A journal of either backend.
 pub(super) trait UnderTest: Journal + CatalogLog {}
@@ -91,4 +92,51 @@ pub(super) fn message_ids(messages: &[Message]) -> Vec<(String, String)> {
         .iter()
         .map(|m| key(&m.envelope.service, &m.envelope.id))
         .collect()
+}
+
+/// A journal written before acceptances' rows held their dispatch reads as
+/// it is, and as it was written once upgraded. `old` makes a journal of that
+/// layout holding the events it is given, one a commit; `reader` opens it
+/// to read, `owner` as the node does (which upgrades it).
+pub(super) fn an_unmerged_journal_reads_as_it_is<J: Journal>(
+    old: impl FnOnce(&[Event]),
+    reader: impl FnOnce() -> J,
+    owner: impl FnOnce() -> J,
+) {
+    let dispatched = |at_us, id: &str| Event::Dispatched {
+        at_us,
+        key: key("s", id),
+        attempt: 1,
+        worker: Bytes::from_static(b"w"),
+    };
+    let events = |j: &J, id| -> Vec<Event> {
+        j.history("s", id)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect()
+    };
+    let old_life = [accepted(1, "s", "old", "F"), dispatched(2, "old")];
+    old(&old_life);
+    {
+        let reader = reader();
+        assert_eq!(events(&reader, "old"), old_life);
+        assert_eq!(reader.unfinished().unwrap()[0].message.envelope.attempt, 1);
+        assert_eq!(reader.stats().unwrap().dispatched, 1);
+    }
+    let j = owner();
+    let new_life = [accepted(3, "s", "new", "F"), dispatched(4, "new")];
+    j.append(&new_life).unwrap();
+    assert_eq!(events(&j, "old"), old_life);
+    assert_eq!(events(&j, "new"), new_life);
+    let history = j.history("s", "new").unwrap();
+    assert_eq!(history[0].seq, history[1].seq, "merged into one row");
+    let attempts: Vec<u32> = j
+        .unfinished()
+        .unwrap()
+        .iter()
+        .map(|u| u.message.envelope.attempt)
+        .collect();
+    assert_eq!(attempts, [1, 1]);
+    assert_eq!(j.stats().unwrap().dispatched, 2);
 }
