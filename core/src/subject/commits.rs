@@ -27,6 +27,14 @@ use crate::ordering::GroupKey;
 use crate::wire::Message;
 use crate::wire::envelope::{Envelope, Kind};
 
+/// An acknowledgement given this turn, to take back ([`Commits::retract`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Acked {
+    group: usize,
+    /// The ids of its group then.
+    ids: usize,
+}
+
 /// The journal's side of the Subject.
 #[derive(Debug)]
 pub(super) struct Commits {
@@ -80,17 +88,39 @@ impl Commits {
         }
     }
 
+    /// Takes back the acknowledgement `acked` gave, the latest this turn
+    /// (its request was refused after all).
+    pub(super) fn retract(&mut self, acked: Acked) {
+        let Some((_, _, ids)) = self.acks.get_mut(acked.group) else {
+            return;
+        };
+        // Only the latest: nothing was acknowledged since.
+        if ids.len() != acked.ids {
+            return;
+        }
+        ids.pop();
+        if ids.is_empty() {
+            self.acks.remove(acked.group);
+        }
+    }
+
     /// Acknowledges the request `envelope` on `topic` once everything
     /// recorded so far is committed.
-    pub(super) fn acknowledge(&mut self, topic: &str, envelope: &Envelope) {
+    pub(super) fn acknowledge(&mut self, topic: &str, envelope: &Envelope) -> Acked {
         // A turn's requests come from few services: a short scan.
-        match self.acks.iter_mut().find(|(t, _, _)| t == topic) {
-            Some((_, _, ids)) => ids.push(envelope.id.clone()),
-            None => self.acks.push((
-                topic.to_owned(),
-                envelope.clone(),
-                vec![envelope.id.clone()],
-            )),
+        let group = match self.acks.iter().position(|(t, _, _)| t == topic) {
+            Some(group) => group,
+            None => {
+                self.acks
+                    .push((topic.to_owned(), envelope.clone(), Vec::new()));
+                self.acks.len() - 1
+            }
+        };
+        let ids = &mut self.acks[group].2;
+        ids.push(envelope.id.clone());
+        Acked {
+            group,
+            ids: ids.len(),
         }
     }
 

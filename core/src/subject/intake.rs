@@ -280,7 +280,9 @@ impl SubjectCore {
         }
         self.commits
             .record(|| Event::accepted(at_us, message.clone()));
-        let asked = message.envelope.ack.then(|| message.envelope.clone());
+        // Acknowledged now, while the request is at hand (no copy of its
+        // envelope kept for later), and taken back if it is refused.
+        let acked = self.acknowledge(&message.envelope);
         let started = match self.admit(message, position + 1) {
             Some(message) => {
                 let started = self.advance(message, position + 1);
@@ -291,8 +293,8 @@ impl SubjectCore {
             // its key.
             None => true,
         };
-        if let (true, Some(envelope)) = (started, asked) {
-            self.acknowledge(&envelope);
+        if let (false, Some(acked)) = (started, acked) {
+            self.commits.retract(acked);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::commits::Acked;
 use super::core::{Effect, SubjectCore};
 use super::{dead_letter_topic, result_topic};
 use crate::inflight::{key_in, key_of};
@@ -174,11 +175,11 @@ impl SubjectCore {
 
     /// The `accepted` acknowledgement of the request `envelope`, queued to
     /// go out once its acceptance is committed; nothing if it did not ask.
-    pub(super) fn acknowledge(&mut self, envelope: &Envelope) {
+    pub(super) fn acknowledge(&mut self, envelope: &Envelope) -> Option<Acked> {
         if !envelope.ack {
-            return;
+            return None;
         }
-        self.commits.acknowledge(&result_topic(envelope), envelope);
+        Some(self.commits.acknowledge(&result_topic(envelope), envelope))
     }
 
     /// The result of the message `id` of `service` if it finished within
